@@ -1,0 +1,249 @@
+//! SHA-256 of files, computed once per file version.
+//!
+//! The cache key is what `fstat` says about the *opened* file: (device, inode, size, mtime,
+//! ctime). Any write changes ctime, and ctime cannot be set from user space, so a hit means the
+//! content is the one we hashed — except for a write landing in the same timestamp tick as an
+//! earlier one. Like git's "racily clean" index entries, a file whose ctime is within
+//! [`DIGEST_CACHE_RACY_WINDOW`] of the moment hashing started is hashed but not cached.
+
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::fs::{File, Metadata};
+use std::io::{self, Read};
+use std::os::unix::fs::MetadataExt;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use thiserror::Error;
+
+/// Files changed this recently (by ctime) are not cached: a second write within the same
+/// timestamp tick (≤ 10 ms at HZ=100) would not change the cache key.
+pub const DIGEST_CACHE_RACY_WINDOW: Duration = Duration::from_millis(50);
+
+/// Most file versions remembered; the least recently used is dropped beyond this.
+pub const DIGEST_CACHE_CAPACITY: usize = 4096;
+
+const CHUNK: usize = 256 * 1024;
+
+/// Counters of the digest cache, for metrics and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DigestStats {
+    /// Digests served from the cache (the file was not read).
+    pub hits: u64,
+    /// Digests computed by reading the file.
+    pub misses: u64,
+    /// Total bytes read for hashing.
+    pub bytes_hashed: u64,
+    /// File versions currently cached.
+    pub entries: usize,
+}
+
+#[derive(Debug, Error)]
+pub(crate) enum DigestError {
+    #[error("{size} bytes is over the hashing limit of {limit} bytes (max_hash_size)")]
+    TooLarge { size: u64, limit: u64 },
+    #[error("not a regular file")]
+    NotRegular,
+    #[error("file changed while it was being hashed")]
+    Changed,
+    #[error("{0}")]
+    Io(#[from] io::Error),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct FileKey {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl FileKey {
+    fn of(m: &Metadata) -> Self {
+        Self {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        }
+    }
+
+    fn ctime(&self) -> Option<SystemTime> {
+        let secs = u64::try_from(self.ctime.0).ok()?;
+        let nanos = u32::try_from(self.ctime.1).ok()?;
+        UNIX_EPOCH.checked_add(Duration::new(secs, nanos))
+    }
+}
+
+#[derive(Debug, Default)]
+struct Lru {
+    map: HashMap<FileKey, (String, u64)>,
+    tick: u64,
+}
+
+/// The shared digest cache. Hashing happens outside the lock, so one big file does not hold
+/// up lookups of others.
+#[derive(Debug, Default)]
+pub(crate) struct DigestCache {
+    lru: Mutex<Lru>,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    bytes_hashed: AtomicU64,
+}
+
+impl DigestCache {
+    pub(crate) fn stats(&self) -> DigestStats {
+        DigestStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            bytes_hashed: self.bytes_hashed.load(Ordering::Relaxed),
+            entries: self.lock().map.len(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Lru> {
+        // A panic while holding the lock cannot leave the map half-updated in a way that
+        // matters (worst case a missing entry), so recover from poisoning.
+        self.lru.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Lowercase hex SHA-256 of an opened file, from the cache when this file version was seen.
+    pub(crate) fn digest(
+        &self,
+        file: &mut File,
+        limit: Option<u64>,
+    ) -> Result<String, DigestError> {
+        let before = file.metadata()?;
+        if !before.file_type().is_file() {
+            return Err(DigestError::NotRegular);
+        }
+        if let Some(limit) = limit
+            && before.len() > limit
+        {
+            return Err(DigestError::TooLarge {
+                size: before.len(),
+                limit,
+            });
+        }
+        let key = FileKey::of(&before);
+        {
+            let mut lru = self.lock();
+            lru.tick += 1;
+            let tick = lru.tick;
+            if let Some((hex, used)) = lru.map.get_mut(&key) {
+                *used = tick;
+                let hex = hex.clone();
+                drop(lru);
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                return Ok(hex);
+            }
+        }
+        self.misses.fetch_add(1, Ordering::Relaxed);
+        let started = SystemTime::now();
+        let hex = self.hash_stream(file, limit)?;
+        if FileKey::of(&file.metadata()?) != key {
+            return Err(DigestError::Changed);
+        }
+        let racy = key
+            .ctime()
+            .is_none_or(|c| c + DIGEST_CACHE_RACY_WINDOW >= started);
+        if !racy {
+            self.insert(key, hex.clone());
+        }
+        Ok(hex)
+    }
+
+    fn insert(&self, key: FileKey, hex: String) {
+        let mut lru = self.lock();
+        if lru.map.len() >= DIGEST_CACHE_CAPACITY && !lru.map.contains_key(&key) {
+            // O(n) eviction is fine at this size and only runs when full.
+            if let Some(oldest) = lru
+                .map
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(k, _)| *k)
+            {
+                lru.map.remove(&oldest);
+            }
+        }
+        lru.tick += 1;
+        let tick = lru.tick;
+        lru.map.insert(key, (hex, tick));
+    }
+
+    /// Streams the file through SHA-256 (sha2 0.11 has no `io::Write`), never buffering it whole,
+    /// and never reading past `limit` even if the file grows meanwhile.
+    fn hash_stream(&self, file: &mut File, limit: Option<u64>) -> Result<String, DigestError> {
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; CHUNK];
+        let mut total: u64 = 0;
+        loop {
+            let n = match file.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e.into()),
+            };
+            hasher.update(&buf[..n]);
+            total += n as u64;
+            self.bytes_hashed.fetch_add(n as u64, Ordering::Relaxed);
+            if let Some(limit) = limit
+                && total > limit
+            {
+                return Err(DigestError::TooLarge { size: total, limit });
+            }
+        }
+        Ok(to_hex(&hasher.finalize()))
+    }
+}
+
+pub(crate) fn to_hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn known_digest_and_limit() {
+        let cache = DigestCache::default();
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(b"abc").unwrap();
+        let mut f = reopen(&f);
+        assert_eq!(
+            cache.digest(&mut f, None).unwrap(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        let mut f = reopen(&f);
+        assert!(matches!(
+            cache.digest(&mut f, Some(2)),
+            Err(DigestError::TooLarge { size: 3, limit: 2 })
+        ));
+    }
+
+    #[test]
+    fn fresh_files_are_not_cached() {
+        let cache = DigestCache::default();
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(b"just written").unwrap();
+        cache.digest(&mut reopen(&f), None).unwrap();
+        assert_eq!(cache.stats().entries, 0, "a file written just now is racy");
+    }
+
+    fn reopen(f: &File) -> File {
+        use std::io::Seek;
+        let mut g = f.try_clone().unwrap();
+        g.rewind().unwrap();
+        g
+    }
+}

@@ -1,0 +1,186 @@
+//! Process attestation for tessera: a pid (and, where the kernel has one, a pidfd) in, selectors out.
+//!
+//! No gRPC and no CA here. Every read goes through a [`ProcessHandle`], which pins the process
+//! (pidfd + start time) so that a recycled pid can never lend its identity to another process:
+//! after all reads, [`ProcessHandle::verify_alive`] must succeed or the evidence is discarded.
+//!
+//! Attestors, one module each, run in a fixed order: `unix`, `script`, `config`, `env`,
+//! `cgroup` (which also emits `systemd:`, `container:` and `k8s:` selectors). An attestor that
+//! fails contributes no selectors and a reason; it never contributes a wrong one. The selector
+//! reference with the strength of each type is in the [`selector`] module docs.
+#![forbid(unsafe_code)]
+
+mod cgroup;
+mod config_file;
+mod digest;
+mod env;
+mod error;
+mod in_root;
+mod process;
+mod script;
+pub mod selector;
+mod unix;
+
+pub use cgroup::{CgroupFacts, UNIT_DIRS, fragment_path, parse as parse_cgroup};
+pub use digest::{DIGEST_CACHE_CAPACITY, DIGEST_CACHE_RACY_WINDOW, DigestStats};
+pub use error::AttestError;
+pub use process::{PeerCredentials, ProcessHandle};
+pub use selector::{Selector, SelectorError, Strength, config_path_of, known_selector_types};
+
+use serde::Serialize;
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+/// What the attestors are allowed to look at. Built by the daemon from its config and entries.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AttestConfig {
+    /// Largest binary/script/config file hashed, in bytes; `None` = no limit. A larger file
+    /// yields no `*:sha256` selector (with a reason); the attestor's other selectors stay.
+    pub max_hash_size: Option<u64>,
+    /// Environment variable names that may become `env:NAME:VALUE` selectors.
+    pub env_allowlist: Vec<String>,
+    /// Config files (absolute paths inside the process's root) whose digest entries ask for.
+    pub config_paths: Vec<PathBuf>,
+}
+
+/// One attestor's contribution, kept for `tessera attest` and the audit trail.
+#[derive(Debug, Clone, Serialize)]
+pub struct AttestorReport {
+    /// Attestor name: `unix`, `script`, `config`, `env`, `cgroup` (the latter also reports the
+    /// `systemd:`, `container:` and `k8s:` selectors).
+    pub attestor: &'static str,
+    /// Selectors it found (empty if it failed or had nothing to say).
+    pub selectors: Vec<Selector>,
+    /// Why it contributed nothing or less than usual (several reasons are joined by "; ").
+    pub error: Option<String>,
+}
+
+/// The verified result of attesting one process.
+#[derive(Debug, Clone, Serialize)]
+pub struct Attestation {
+    /// Pid as seen from the daemon's pid namespace.
+    pub pid: i32,
+    /// Every selector of every attestor that succeeded.
+    pub selectors: BTreeSet<Selector>,
+    /// Per-attestor detail, in a fixed order.
+    pub reports: Vec<AttestorReport>,
+    /// Files whose content the selectors depend on (executable, script, config files, the
+    /// latter even if missing), as paths **the daemon** can open: the path itself when the
+    /// process shares the daemon's mount namespace (under its chroot directory if chrooted),
+    /// otherwise `/proc/PID/root/<path>`, valid while the process lives. For re-attesting on
+    /// change.
+    pub watched_files: Vec<PathBuf>,
+}
+
+/// The set of attestors plus their shared digest cache. Share it behind an `Arc`.
+#[derive(Debug, Default)]
+pub struct Attestor {
+    config: RwLock<Arc<AttestConfig>>,
+    cache: digest::DigestCache,
+}
+
+impl Attestor {
+    /// Attestors with this configuration and an empty digest cache.
+    pub fn new(config: AttestConfig) -> Self {
+        Self {
+            config: RwLock::new(Arc::new(config)),
+            cache: digest::DigestCache::default(),
+        }
+    }
+
+    /// The configuration in force (a snapshot; [`Attestor::set_config`] does not change it).
+    pub fn config(&self) -> Arc<AttestConfig> {
+        Arc::clone(&self.config.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Swap the configuration (on reload). The digest cache is kept: it is keyed by file
+    /// version, not by configuration. Attestations already running finish with the old one.
+    pub fn set_config(&self, config: AttestConfig) {
+        *self.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(config);
+    }
+
+    /// Digest cache counters.
+    pub fn digest_stats(&self) -> DigestStats {
+        self.cache.stats()
+    }
+
+    /// Attest a pinned process. Blocking (reads /proc, hashes files): call it off the async runtime.
+    /// Fails if the process is gone or was replaced while we read; individual attestor failures
+    /// only empty their own report.
+    pub fn attest(&self, process: &ProcessHandle) -> Result<Attestation, AttestError> {
+        let config = self.config();
+        let ctx = Ctx {
+            process,
+            config: &config,
+            cache: &self.cache,
+        };
+        let found = [
+            unix::attest(&ctx),
+            script::attest(&ctx),
+            config_file::attest(&ctx),
+            env::attest(&ctx),
+            cgroup::attest(&ctx),
+        ];
+        // Only now, after every read: if the pinned process is not the one still running,
+        // everything above may describe another process. No identity.
+        process.verify_alive()?;
+        let mut selectors = BTreeSet::new();
+        let mut reports = Vec::with_capacity(found.len());
+        let mut watched_files = Vec::new();
+        for f in found {
+            if let Some(reason) = &f.report.error {
+                // Reasons name files and attestors, never environment contents.
+                tracing::info!(pid = process.pid(), attestor = f.report.attestor, %reason, "attestor incomplete");
+            }
+            selectors.extend(f.report.selectors.iter().cloned());
+            watched_files.extend(f.watched);
+            reports.push(f.report);
+        }
+        watched_files.dedup();
+        Ok(Attestation {
+            pid: process.pid(),
+            selectors,
+            reports,
+            watched_files,
+        })
+    }
+}
+
+/// What every attestor gets.
+pub(crate) struct Ctx<'a> {
+    pub(crate) process: &'a ProcessHandle,
+    pub(crate) config: &'a AttestConfig,
+    pub(crate) cache: &'a digest::DigestCache,
+}
+
+/// What every attestor returns.
+pub(crate) struct Found {
+    pub(crate) report: AttestorReport,
+    pub(crate) watched: Vec<PathBuf>,
+}
+
+impl Found {
+    fn new(attestor: &'static str) -> Self {
+        Self {
+            report: AttestorReport {
+                attestor,
+                selectors: Vec::new(),
+                error: None,
+            },
+            watched: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, selector: Selector) {
+        self.report.selectors.push(selector);
+    }
+
+    fn fail(&mut self, reason: impl Into<String>) {
+        let reason = reason.into();
+        self.report.error = Some(match self.report.error.take() {
+            Some(prev) => format!("{prev}; {reason}"),
+            None => reason,
+        });
+    }
+}

@@ -1,0 +1,303 @@
+//! Pinning a process so that a recycled pid can never lend its identity to another process.
+//!
+//! A [`ProcessHandle`] holds three things taken when the connection arrives:
+//! - a **pidfd** (from `SO_PEERPIDFD`, or `pidfd_open` at once on older kernels). It turns
+//!   readable as soon as the process exits, before its pid can be reused;
+//! - a **dirfd of `/proc/PID`**. Every read goes through it; once the process is gone, reads
+//!   through it fail even if the pid number was reused;
+//! - the **start time** (field 22 of `/proc/PID/stat`), compared again at the end (SPIRE's check).
+//!
+//! With the `pidfd_open` fallback there is a window between `connect()` and `pidfd_open` in
+//! which the pid could already be recycled; for that case `verify_alive` also compares the
+//! process's effective uid with the peer credentials (SPIRE compares the `/proc` dir owner;
+//! we use the effective uid so non-dumpable processes, whose `/proc` dir is root-owned, work).
+
+use crate::AttestError;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use procfs::ProcError;
+use procfs::process::Process;
+use rustix::fs::OFlags;
+use std::fmt;
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// Credentials the kernel reported for a socket peer (SO_PEERCRED / SO_PEERPIDFD).
+#[derive(Debug)]
+pub struct PeerCredentials {
+    /// Pid from SO_PEERCRED (`None` if the peer is in a pid namespace we cannot see).
+    pub pid: Option<i32>,
+    /// Effective uid at `connect()`.
+    pub uid: u32,
+    /// Effective gid at `connect()`.
+    pub gid: u32,
+    /// SO_PEERPIDFD (Linux ≥ 6.5): a pidfd for exactly the process that connected.
+    pub pidfd: Option<OwnedFd>,
+}
+
+/// A process pinned for attestation.
+pub struct ProcessHandle {
+    pid: i32,
+    pidfd: OwnedFd,
+    pidfd_from_peer: bool,
+    proc_dir: Process,
+    starttime: u64,
+    peer_uid: Option<u32>,
+}
+
+impl fmt::Debug for ProcessHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProcessHandle")
+            .field("pid", &self.pid)
+            .field("pidfd_from_peer", &self.pidfd_from_peer)
+            .field("starttime", &self.starttime)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ProcessHandle {
+    /// Pin a socket peer: keeps its pidfd (or opens one at once) and records its start time.
+    pub fn from_peer(peer: PeerCredentials) -> Result<Self, AttestError> {
+        let pid = peer.pid.ok_or(AttestError::NoPid)?;
+        let (pidfd, from_peer) = match peer.pidfd {
+            Some(fd) => (fd, true),
+            None => (open_pidfd(pid)?, false),
+        };
+        Self::pin(pid, pidfd, from_peer, Some(peer.uid))
+    }
+
+    /// Pin a process by pid (for `tessera attest PID`).
+    pub fn open(pid: i32) -> Result<Self, AttestError> {
+        let pidfd = open_pidfd(pid)?;
+        Self::pin(pid, pidfd, false, None)
+    }
+
+    fn pin(
+        pid: i32,
+        pidfd: OwnedFd,
+        pidfd_from_peer: bool,
+        peer_uid: Option<u32>,
+    ) -> Result<Self, AttestError> {
+        match pidfd_pid(&pidfd) {
+            Some(-1) => return Err(AttestError::ProcessGone { pid }),
+            Some(p) if p != pid => {
+                return Err(AttestError::PidfdMismatch { pid, pidfd_pid: p });
+            }
+            _ => {}
+        }
+        let proc_dir = Process::new(pid).map_err(|e| proc_error(pid, e))?;
+        let starttime = proc_dir.stat().map_err(|e| proc_error(pid, e))?.starttime;
+        let handle = Self {
+            pid,
+            pidfd,
+            pidfd_from_peer,
+            proc_dir,
+            starttime,
+            peer_uid,
+        };
+        // Fail early for a process that is already gone, rather than attesting a zombie.
+        handle.verify_alive()?;
+        Ok(handle)
+    }
+
+    /// Pid as seen from the daemon's pid namespace.
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// Whether the pidfd came from `SO_PEERPIDFD` (exact) rather than a later `pidfd_open`
+    /// (which could, in a tiny window, already name a recycled pid).
+    pub fn pidfd_from_peer(&self) -> bool {
+        self.pidfd_from_peer
+    }
+
+    /// Start time in clock ticks since boot (field 22 of `/proc/PID/stat`).
+    pub fn starttime(&self) -> u64 {
+        self.starttime
+    }
+
+    /// Err unless the very process that was pinned is still alive.
+    pub fn verify_alive(&self) -> Result<(), AttestError> {
+        let gone = AttestError::ProcessGone { pid: self.pid };
+        // A pidfd becomes readable when the process exits (already as a zombie), which is
+        // before its pid can be reaped and reused.
+        let mut fds = [PollFd::new(self.pidfd.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::ZERO) {
+            Ok(0) => {}
+            Ok(_) => return Err(gone),
+            Err(e) => {
+                return Err(AttestError::Proc {
+                    pid: self.pid,
+                    source: e.into(),
+                });
+            }
+        }
+        // Through the held dirfd: fails for a dead process even if the pid was reused.
+        let stat = self.proc_dir.stat().map_err(|_| gone)?;
+        if stat.starttime != self.starttime {
+            return Err(AttestError::ProcessGone { pid: self.pid });
+        }
+        if !self.pidfd_from_peer
+            && let Some(uid) = self.peer_uid
+        {
+            let status = self
+                .proc_dir
+                .status()
+                .map_err(|_| AttestError::ProcessGone { pid: self.pid })?;
+            if status.euid != uid {
+                return Err(AttestError::ProcessGone { pid: self.pid });
+            }
+        }
+        Ok(())
+    }
+
+    // === reads for the attestors, all through the /proc/PID dirfd ===
+
+    pub(crate) fn status(&self) -> Result<procfs::process::Status, String> {
+        self.proc_dir.status().map_err(|e| e.to_string())
+    }
+
+    pub(crate) fn cmdline(&self) -> Result<Vec<String>, String> {
+        // Not procfs's cmdline(): it drops args that are not UTF-8; we only need them as paths.
+        let raw = self.read_raw("cmdline")?;
+        Ok(raw
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect())
+    }
+
+    pub(crate) fn environ_raw(&self) -> Result<Vec<u8>, String> {
+        self.read_raw("environ")
+    }
+
+    pub(crate) fn cgroup_text(&self) -> Result<String, String> {
+        let raw = self.read_raw("cgroup")?;
+        String::from_utf8(raw).map_err(|_| "cgroup file is not UTF-8".to_owned())
+    }
+
+    fn read_raw(&self, name: &str) -> Result<Vec<u8>, String> {
+        let mut f = self
+            .proc_dir
+            .open_relative(name)
+            .map_err(|e| e.to_string())?;
+        let mut buf = Vec::new();
+        f.read_to_end(&mut buf)
+            .map_err(|e| format!("reading /proc/{}/{name}: {e}", self.pid))?;
+        Ok(buf)
+    }
+
+    /// The executable the kernel mapped, opened through the `/proc/PID/exe` magic link (the
+    /// inode itself: a replaced or deleted binary is still the one running).
+    pub(crate) fn open_exe(&self) -> Result<File, String> {
+        self.proc_dir
+            .open_relative("exe")
+            .map_err(|e| e.to_string())
+    }
+
+    /// `readlink /proc/PID/exe`, as the daemon sees the path.
+    pub(crate) fn exe_link(&self) -> Result<PathBuf, String> {
+        self.proc_dir.exe().map_err(|e| e.to_string())
+    }
+
+    /// An `O_PATH` dirfd of the process's root directory (`/proc/PID/root`).
+    pub(crate) fn root_dir(&self) -> Result<OwnedFd, String> {
+        self.proc_dir
+            .open_relative_flags("root", OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC)
+            .map(OwnedFd::from)
+            .map_err(|e| e.to_string())
+    }
+
+    /// The process's cwd as a path inside its own root (for resolving relative script paths).
+    pub(crate) fn cwd_in_root(&self) -> Result<PathBuf, String> {
+        let cwd = self.proc_dir.cwd().map_err(|e| e.to_string())?;
+        let root = self.proc_dir.root().map_err(|e| e.to_string())?;
+        // Both links are rendered relative to the daemon's root; for a chrooted process the
+        // cwd link starts with the root link. In another mount namespace both are rendered
+        // from that namespace's root, so root is "/".
+        let rel = cwd.strip_prefix(&root).map_err(|_| {
+            format!(
+                "cwd {} is outside the process root {}",
+                cwd.display(),
+                root.display()
+            )
+        })?;
+        Ok(Path::new("/").join(rel))
+    }
+
+    /// A daemon-visible path for a file the process sees at `in_root` (for file watching):
+    /// the same path when the process shares our mount namespace and root, the host path under
+    /// its chroot, else `/proc/PID/root/...` (valid while the process lives).
+    pub(crate) fn host_path(&self, in_root: &Path) -> PathBuf {
+        let rel = in_root.strip_prefix("/").unwrap_or(in_root);
+        if self.same_mount_ns()
+            && let Ok(root) = self.proc_dir.root()
+        {
+            return root.join(rel);
+        }
+        PathBuf::from(format!("/proc/{}/root", self.pid)).join(rel)
+    }
+
+    /// The exe path for file watching, same rules as [`Self::host_path`].
+    pub(crate) fn exe_host_path(&self, link: &Path) -> PathBuf {
+        if self.same_mount_ns() {
+            link.to_path_buf()
+        } else {
+            self.host_path(link)
+        }
+    }
+
+    fn same_mount_ns(&self) -> bool {
+        let theirs = self
+            .proc_dir
+            .open_relative("ns/mnt")
+            .and_then(|f| f.metadata().map_err(ProcError::from));
+        let ours = std::fs::metadata("/proc/self/ns/mnt");
+        match (theirs, ours) {
+            (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+            _ => false,
+        }
+    }
+}
+
+fn open_pidfd(pid: i32) -> Result<OwnedFd, AttestError> {
+    let rpid = rustix::process::Pid::from_raw(pid).ok_or(AttestError::NoPid)?;
+    rustix::process::pidfd_open(rpid, rustix::process::PidfdFlags::empty()).map_err(|e| {
+        if e == rustix::io::Errno::SRCH {
+            AttestError::ProcessGone { pid }
+        } else {
+            AttestError::Proc {
+                pid,
+                source: e.into(),
+            }
+        }
+    })
+}
+
+/// The pid a pidfd refers to, from `/proc/self/fdinfo` (`-1` once the process has exited).
+fn pidfd_pid(fd: &OwnedFd) -> Option<i32> {
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd())).ok()?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("Pid:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+fn proc_error(pid: i32, e: ProcError) -> AttestError {
+    match e {
+        ProcError::NotFound(_) => AttestError::ProcessGone { pid },
+        ProcError::Io(source, _) if source.raw_os_error() == Some(libc_esrch()) => {
+            AttestError::ProcessGone { pid }
+        }
+        ProcError::Io(source, _) => AttestError::Proc { pid, source },
+        other => AttestError::Proc {
+            pid,
+            source: io::Error::other(other.to_string()),
+        },
+    }
+}
+
+fn libc_esrch() -> i32 {
+    rustix::io::Errno::SRCH.raw_os_error()
+}

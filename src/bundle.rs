@@ -1,0 +1,82 @@
+//! Trust bundles in the two encodings the Workload API uses: X.509 as concatenated DER
+//! certificates, JWT as a JWK Set (RFC 7517) whose keys carry `kid` and `use: jwt-svid`.
+
+use crate::ca::{Authorities, JwtKey};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde_json::{Value, json};
+
+/// The JWK of one of our ES256 signing keys.
+pub fn jwk(key: &JwtKey) -> Value {
+    // public_point is 0x04 || X (32) || Y (32).
+    let (x, y) = key
+        .public_point
+        .get(1..)
+        .unwrap_or_default()
+        .split_at(32.min(key.public_point.len().saturating_sub(1)));
+    json!({
+        "kty": "EC",
+        "crv": "P-256",
+        "x": URL_SAFE_NO_PAD.encode(x),
+        "y": URL_SAFE_NO_PAD.encode(y),
+        "kid": key.kid,
+        "use": "jwt-svid",
+    })
+}
+
+/// The local JWT bundle as JWKS JSON bytes.
+pub fn local_jwks(auth: &Authorities) -> Vec<u8> {
+    let keys: Vec<Value> = auth.jwt.iter().map(|k| jwk(k)).collect();
+    serde_json::to_vec(&json!({ "keys": keys })).unwrap_or_default()
+}
+
+/// A verification key found in a JWKS, with the JWS algorithms it may verify.
+pub struct VerifyKey {
+    pub key: jsonwebtoken::DecodingKey,
+    pub algs: &'static [jsonwebtoken::Algorithm],
+}
+
+/// Find the key with `kid` in a JWKS document. Keys with another `use` than `jwt-svid` (when set)
+/// or an unknown `kty` are ignored, as the bundle spec says.
+pub fn find_jwt_key(jwks: &[u8], kid: &str) -> Option<VerifyKey> {
+    use jsonwebtoken::Algorithm::*;
+    let doc: Value = serde_json::from_slice(jwks).ok()?;
+    let keys = doc.get("keys")?.as_array()?;
+    keys.iter().find_map(|k| {
+        if k.get("kid")?.as_str()? != kid {
+            return None;
+        }
+        if let Some(u) = k.get("use") {
+            if u.as_str()? != "jwt-svid" {
+                return None;
+            }
+        }
+        match k.get("kty")?.as_str()? {
+            "EC" => {
+                let algs: &'static [_] = match k.get("crv")?.as_str()? {
+                    "P-256" => &[ES256],
+                    "P-384" => &[ES384],
+                    _ => return None,
+                };
+                let key = jsonwebtoken::DecodingKey::from_ec_components(
+                    k.get("x")?.as_str()?,
+                    k.get("y")?.as_str()?,
+                )
+                .ok()?;
+                Some(VerifyKey { key, algs })
+            }
+            "RSA" => {
+                let key = jsonwebtoken::DecodingKey::from_rsa_components(
+                    k.get("n")?.as_str()?,
+                    k.get("e")?.as_str()?,
+                )
+                .ok()?;
+                Some(VerifyKey {
+                    key,
+                    algs: &[RS256, RS384, RS512, PS256, PS384, PS512],
+                })
+            }
+            _ => None,
+        }
+    })
+}

@@ -1,0 +1,383 @@
+//! The node-local CA of the trust domain: X.509 signing authorities and JWT signing keys, their
+//! persistence under `data_dir` (one state file, written atomically, mode 0600) and their rotation.
+//!
+//! Rotation keeps nothing in flight from breaking: a successor is created at half the current
+//! authority's life and published in the bundle at once, takes over signing a while later, and the
+//! old one stays in the bundle until it expires (no SVID outlives the authority that signed it).
+
+use crate::spiffe_id::TrustDomain;
+use crate::storage;
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, PublicKeyData, SanType,
+};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use zeroize::Zeroizing;
+
+const STATE_FILE: &str = "ca.json";
+const STATE_VERSION: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CaError {
+    #[error("cannot write CA state {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot read CA state {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "CA state {path} is corrupt ({reason}); refusing to start rather than silently create a new trust domain. \
+         Restore it from backup, or move it away to start a new trust domain on purpose"
+    )]
+    Corrupt { path: PathBuf, reason: String },
+    #[error(
+        "CA state {path} belongs to trust domain {found:?}, but the config says {want:?}; \
+         use another data_dir for a different trust domain"
+    )]
+    WrongTrustDomain {
+        path: PathBuf,
+        found: String,
+        want: String,
+    },
+    #[error("certificate generation failed: {0}")]
+    Rcgen(#[from] rcgen::Error),
+    #[error("JWT key error: {0}")]
+    Jwt(String),
+}
+
+/// One X.509 signing authority (self-signed root, or an intermediate under an upstream root).
+pub struct X509Authority {
+    pub cert_der: Vec<u8>,
+    /// Certificates that follow the leaf in an SVID chain (the intermediate under an upstream root).
+    pub chain_tail_der: Vec<u8>,
+    pub not_before: SystemTime,
+    pub not_after: SystemTime,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl X509Authority {
+    pub fn issuer(&self) -> &Issuer<'static, KeyPair> {
+        &self.issuer
+    }
+}
+
+/// One ES256 JWT signing key.
+pub struct JwtKey {
+    pub kid: String,
+    pub not_before: SystemTime,
+    pub not_after: SystemTime,
+    pub encoding: jsonwebtoken::EncodingKey,
+    /// Uncompressed P-256 point (0x04 || X || Y).
+    pub public_point: Vec<u8>,
+}
+
+/// A consistent snapshot of the CA: what signs now and what the bundles contain.
+pub struct Authorities {
+    /// Oldest first. All are in the bundle; the newest active one signs.
+    pub x509: Vec<Arc<X509Authority>>,
+    pub jwt: Vec<Arc<JwtKey>>,
+}
+
+impl Authorities {
+    /// The authority that signs at `now`: the newest whose activation time has come.
+    pub fn x509_signer(&self, now: SystemTime) -> Option<&Arc<X509Authority>> {
+        self.x509
+            .iter()
+            .rev()
+            .find(|a| a.not_before <= now && now < a.not_after)
+    }
+    pub fn jwt_signer(&self, now: SystemTime) -> Option<&Arc<JwtKey>> {
+        self.jwt
+            .iter()
+            .rev()
+            .find(|k| k.not_before <= now && now < k.not_after)
+    }
+    /// The local X.509 bundle as the Workload API carries it: concatenated DER.
+    pub fn x509_bundle_der(&self) -> Vec<u8> {
+        self.x509
+            .iter()
+            .flat_map(|a| a.cert_der.iter().copied())
+            .collect()
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredState {
+    version: u32,
+    trust_domain: String,
+    x509: Vec<StoredX509>,
+    jwt: Vec<StoredJwt>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredX509 {
+    cert_pem: String,
+    key_pem: String,
+    /// When this authority may start signing (unix seconds); it is in the bundle before that.
+    active_from: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredJwt {
+    kid: String,
+    key_pem: String,
+    active_from: u64,
+    not_after: u64,
+}
+
+impl Drop for StoredState {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        for a in &mut self.x509 {
+            a.key_pem.zeroize();
+        }
+        for k in &mut self.jwt {
+            k.key_pem.zeroize();
+        }
+    }
+}
+
+/// The CA: state on disk plus the in-memory signing keys.
+pub struct Ca {
+    trust_domain: TrustDomain,
+    path: PathBuf,
+    ttl: Duration,
+    state: RwLock<Arc<Authorities>>,
+    /// Same content as on disk; kept to append on rotation without re-reading.
+    stored: RwLock<StoredState>,
+}
+
+fn unix(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+fn from_unix(s: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(s)
+}
+
+impl Ca {
+    /// Load the CA state from `data_dir`, or create a new CA there on first start.
+    pub fn open(
+        data_dir: &Path,
+        trust_domain: &TrustDomain,
+        ttl: Duration,
+    ) -> Result<Self, CaError> {
+        let path = data_dir.join(STATE_FILE);
+        storage::private_dir(data_dir).map_err(|source| CaError::Write {
+            path: data_dir.to_owned(),
+            source,
+        })?;
+        let stored = match std::fs::read(&path) {
+            Ok(bytes) => {
+                let bytes = Zeroizing::new(bytes);
+                let s: StoredState =
+                    serde_json::from_slice(&bytes).map_err(|e| CaError::Corrupt {
+                        path: path.clone(),
+                        reason: e.to_string(),
+                    })?;
+                if s.version != STATE_VERSION {
+                    return Err(CaError::Corrupt {
+                        path,
+                        reason: format!("unknown version {}", s.version),
+                    });
+                }
+                if s.trust_domain != trust_domain.as_str() {
+                    return Err(CaError::WrongTrustDomain {
+                        path,
+                        found: s.trust_domain.clone(),
+                        want: trust_domain.to_string(),
+                    });
+                }
+                s
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let s = StoredState {
+                    version: STATE_VERSION,
+                    trust_domain: trust_domain.to_string(),
+                    x509: vec![],
+                    jwt: vec![],
+                };
+                tracing::info!(path = %path.display(), trust_domain = %trust_domain, "no CA state yet: creating a new CA");
+                s
+            }
+            Err(source) => return Err(CaError::Read { path, source }),
+        };
+        let authorities = build(&stored, &path)?;
+        let ca = Self {
+            trust_domain: trust_domain.clone(),
+            path,
+            ttl,
+            state: RwLock::new(Arc::new(authorities)),
+            stored: RwLock::new(stored),
+        };
+        ca.rotate_if_due(SystemTime::now())?;
+        Ok(ca)
+    }
+
+    pub fn trust_domain(&self) -> &TrustDomain {
+        &self.trust_domain
+    }
+
+    /// The current snapshot (cheap: an `Arc` clone).
+    pub fn authorities(&self) -> Arc<Authorities> {
+        self.state
+            .read()
+            .map(|s| s.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// Create successors at half-life, drop expired authorities. Returns true if the bundle changed.
+    /// Each change is on disk before it is used.
+    pub fn rotate_if_due(&self, now: SystemTime) -> Result<bool, CaError> {
+        let mut stored = self.stored.write().unwrap_or_else(|p| p.into_inner());
+        let auth = self.authorities();
+        let mut changed = false;
+        // Successors become signers after a tenth of the lifetime, so every client has fetched the new
+        // bundle (pushed at once on the bundle streams) before the first SVID it signs is seen.
+        let lead = self.ttl / 10;
+        let needs_x509 = match auth.x509.last() {
+            None => true,
+            Some(last) => half_life_passed(last.not_before, last.not_after, now),
+        };
+        if needs_x509 {
+            let active_from = if auth.x509.is_empty() {
+                now
+            } else {
+                now + lead
+            };
+            let (cert_pem, key_pem) = self.new_x509_authority(now)?;
+            stored.x509.push(StoredX509 {
+                cert_pem,
+                key_pem,
+                active_from: unix(active_from),
+            });
+            changed = true;
+        }
+        let needs_jwt = match auth.jwt.last() {
+            None => true,
+            Some(last) => half_life_passed(last.not_before, last.not_after, now),
+        };
+        if needs_jwt {
+            let active_from = if auth.jwt.is_empty() { now } else { now + lead };
+            let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+            let kid = random_kid();
+            stored.jwt.push(StoredJwt {
+                kid,
+                key_pem: key.serialize_pem(),
+                active_from: unix(active_from),
+                not_after: unix(now + self.ttl),
+            });
+            changed = true;
+        }
+        // Expired authorities signed nothing still valid: drop them from the bundle.
+        let before = (stored.x509.len(), stored.jwt.len());
+        let expired_x509: Vec<bool> = auth.x509.iter().map(|a| a.not_after <= now).collect();
+        let mut i = 0;
+        stored.x509.retain(|_| {
+            let keep = !expired_x509.get(i).copied().unwrap_or(false);
+            i += 1;
+            keep
+        });
+        stored.jwt.retain(|k| from_unix(k.not_after) > now);
+        changed |= before != (stored.x509.len(), stored.jwt.len());
+        if changed {
+            let json = Zeroizing::new(
+                serde_json::to_vec_pretty(&*stored).map_err(|e| CaError::Jwt(e.to_string()))?,
+            );
+            storage::write_atomic(&self.path, &json).map_err(|source| CaError::Write {
+                path: self.path.clone(),
+                source,
+            })?;
+            let built = build(&stored, &self.path)?;
+            *self.state.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(built);
+            tracing::info!(
+                x509_authorities = stored.x509.len(),
+                jwt_keys = stored.jwt.len(),
+                "CA state updated"
+            );
+        }
+        Ok(changed)
+    }
+
+    fn new_x509_authority(&self, now: SystemTime) -> Result<(String, String), CaError> {
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::OrganizationName, "tessera");
+        dn.push(
+            DnType::CommonName,
+            format!("tessera CA {}", self.trust_domain),
+        );
+        params.distinguished_name = dn;
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        params.subject_alt_names = vec![SanType::URI(self.trust_domain.id_string().try_into()?)];
+        params.serial_number = Some(crate::svid::x509::random_serial());
+        params.not_before = (now - Duration::from_secs(10)).into();
+        params.not_after = (now + self.ttl).into();
+        let cert = params.self_signed(&key)?;
+        Ok((cert.pem(), key.serialize_pem()))
+    }
+}
+
+fn half_life_passed(not_before: SystemTime, not_after: SystemTime, now: SystemTime) -> bool {
+    let life = not_after.duration_since(not_before).unwrap_or_default();
+    now >= not_before + life / 2
+}
+
+fn random_kid() -> String {
+    use rand::Rng;
+    let bytes: [u8; 16] = rand::rng().random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn build(stored: &StoredState, path: &Path) -> Result<Authorities, CaError> {
+    let corrupt = |reason: String| CaError::Corrupt {
+        path: path.to_owned(),
+        reason,
+    };
+    let mut x509 = Vec::new();
+    for a in &stored.x509 {
+        let der = pem::parse(&a.cert_pem)
+            .map_err(|e| corrupt(format!("CA certificate: {e}")))?
+            .into_contents();
+        let key = KeyPair::from_pem(&a.key_pem).map_err(|e| corrupt(format!("CA key: {e}")))?;
+        let (_, parsed) = x509_parser::parse_x509_certificate(&der)
+            .map_err(|e| corrupt(format!("CA certificate: {e}")))?;
+        if parsed.public_key().raw != key.subject_public_key_info().as_slice() {
+            return Err(corrupt("CA key does not match its certificate".into()));
+        }
+        let not_after = from_unix(parsed.validity().not_after.timestamp().max(0) as u64);
+        let issuer = Issuer::from_ca_cert_der(&der.clone().into(), key)?;
+        x509.push(Arc::new(X509Authority {
+            cert_der: der,
+            chain_tail_der: Vec::new(),
+            not_before: from_unix(a.active_from),
+            not_after,
+            issuer,
+        }));
+    }
+    let mut jwt = Vec::new();
+    for k in &stored.jwt {
+        let key = KeyPair::from_pem(&k.key_pem)
+            .map_err(|e| corrupt(format!("JWT key {}: {e}", k.kid)))?;
+        let der = Zeroizing::new(key.serialize_der());
+        jwt.push(Arc::new(JwtKey {
+            kid: k.kid.clone(),
+            not_before: from_unix(k.active_from),
+            not_after: from_unix(k.not_after),
+            encoding: jsonwebtoken::EncodingKey::from_ec_der(&der),
+            public_point: key.public_key_raw().to_vec(),
+        }));
+    }
+    Ok(Authorities { x509, jwt })
+}

@@ -1,0 +1,4 @@
+//! Command-line subcommands other than `run`: Workload API client, config check, attest, audit.
+pub mod api;
+pub mod attest;
+pub mod check;

@@ -1,0 +1,509 @@
+//! The TOML configuration: parsed with source positions so every error names the file, the line,
+//! the key and what to write instead. `tessera check` and `tessera run` share [`Config::load`].
+
+use crate::duration;
+use crate::entry::{Entry, Registry};
+use crate::spiffe_id::{SpiffeId, TrustDomain};
+use serde::Deserialize;
+use std::collections::{BTreeSet, HashSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tessera_attestors::{AttestConfig, Selector};
+use toml::Spanned;
+
+pub const DEFAULT_SOCKET: &str = "/run/tessera/api.sock";
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/tessera";
+const DEFAULT_X509_TTL: Duration = Duration::from_secs(600);
+const DEFAULT_JWT_TTL: Duration = Duration::from_secs(300);
+const DEFAULT_CA_TTL: Duration = Duration::from_secs(7 * 86400);
+
+/// One problem in a config file, located.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigIssue {
+    pub line: usize,
+    /// Dotted key, e.g. `entries[2].spiffe_id`.
+    pub key: String,
+    pub message: String,
+    /// What to write instead.
+    pub fix: String,
+}
+
+/// Every problem found in a config file (all of them, not just the first).
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub issues: Vec<ConfigIssue>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.issues.len();
+        write!(
+            f,
+            "{} has {n} error{}:",
+            self.file.display(),
+            if n == 1 { "" } else { "s" }
+        )?;
+        for i in &self.issues {
+            write!(
+                f,
+                "\n  {}:{}: {}: {}",
+                self.file.display(),
+                i.line,
+                i.key,
+                i.message
+            )?;
+            if !i.fix.is_empty() {
+                write!(f, "\n      fix: {}", i.fix)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    trust_domain: Spanned<String>,
+    socket_path: Option<PathBuf>,
+    socket_mode: Option<Spanned<String>>,
+    data_dir: Option<PathBuf>,
+    audit_log: Option<PathBuf>,
+    jwt_issuer: Option<String>,
+    default_x509_svid_ttl: Option<Spanned<String>>,
+    default_jwt_svid_ttl: Option<Spanned<String>>,
+    #[serde(default)]
+    ca: RawCa,
+    #[serde(default)]
+    attestors: RawAttestors,
+    #[serde(default)]
+    entries: Vec<Spanned<RawEntry>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawCa {
+    ttl: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAttestors {
+    /// Largest file hashed, bytes.
+    max_hash_size: Option<u64>,
+    #[serde(default)]
+    env_allowlist: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEntry {
+    spiffe_id: Spanned<String>,
+    selectors: Spanned<Vec<Spanned<String>>>,
+    x509_svid_ttl: Option<Spanned<String>>,
+    jwt_svid_ttl: Option<Spanned<String>>,
+    #[serde(default)]
+    dns_names: Vec<Spanned<String>>,
+    hint: Option<Spanned<String>>,
+    #[serde(default)]
+    federates_with: Vec<Spanned<String>>,
+}
+
+/// The validated configuration the daemon runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where it came from (None for the built-in dev default).
+    pub source: Option<PathBuf>,
+    pub trust_domain: TrustDomain,
+    pub socket_path: PathBuf,
+    pub socket_mode: u32,
+    pub data_dir: PathBuf,
+    pub audit_log: PathBuf,
+    pub jwt_issuer: Option<String>,
+    pub ca_ttl: Duration,
+    pub attest: AttestConfig,
+    pub registry: Registry,
+    /// The built-in default for newcomers: loud warnings, per-user paths.
+    pub dev_mode: bool,
+}
+
+impl Config {
+    /// Read and validate a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_owned(),
+            issues: vec![ConfigIssue {
+                line: 0,
+                key: "(file)".into(),
+                message: format!("cannot read: {e}"),
+                fix: "check the path given to --config".into(),
+            }],
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Validate config text; `path` is used for messages and to resolve nothing else.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let fail = |issues| ConfigError {
+            file: path.to_owned(),
+            issues,
+        };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(0);
+            fail(vec![ConfigIssue {
+                line,
+                key: "(syntax)".into(),
+                message: e.message().trim().to_owned(),
+                fix: "see the README's configuration reference or systemd/tessera.toml".into(),
+            }])
+        })?;
+        let mut v = Validator {
+            text,
+            issues: Vec::new(),
+        };
+        let cfg = v.config(raw, path);
+        match cfg {
+            Some(cfg) if v.issues.is_empty() => Ok(cfg),
+            _ => Err(fail(v.issues)),
+        }
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())]
+        .bytes()
+        .filter(|b| *b == b'\n')
+        .count()
+        + 1
+}
+
+struct Validator<'a> {
+    text: &'a str,
+    issues: Vec<ConfigIssue>,
+}
+
+impl Validator<'_> {
+    fn issue<T>(&mut self, at: &Spanned<T>, key: &str, message: String, fix: &str) {
+        self.issues.push(ConfigIssue {
+            line: line_of(self.text, at.span().start),
+            key: key.to_owned(),
+            message,
+            fix: fix.to_owned(),
+        });
+    }
+
+    fn duration(&mut self, v: &Option<Spanned<String>>, key: &str, default: Duration) -> Duration {
+        let Some(s) = v else { return default };
+        match duration::parse(s.get_ref()) {
+            Ok(d) if d >= Duration::from_secs(1) => d,
+            Ok(_) => {
+                self.issue(
+                    s,
+                    key,
+                    format!("{:?} is shorter than one second", s.get_ref()),
+                    "use at least \"1s\"",
+                );
+                default
+            }
+            Err(e) => {
+                self.issue(
+                    s,
+                    key,
+                    e,
+                    "write a duration such as \"90s\", \"10m\" or \"1h30m\"",
+                );
+                default
+            }
+        }
+    }
+
+    fn config(&mut self, raw: RawConfig, path: &Path) -> Option<Config> {
+        let trust_domain = match raw.trust_domain.get_ref().parse::<TrustDomain>() {
+            Ok(td) => Some(td),
+            Err(e) => {
+                self.issue(
+                    &raw.trust_domain,
+                    "trust_domain",
+                    format!("invalid trust domain {:?}: {e}", raw.trust_domain.get_ref()),
+                    "write a lowercase DNS-like name, e.g. trust_domain = \"example.org\"",
+                );
+                None
+            }
+        };
+        let socket_mode = match &raw.socket_mode {
+            None => 0o777,
+            Some(m) => match u32::from_str_radix(m.get_ref().trim_start_matches("0o"), 8) {
+                Ok(mode) if mode <= 0o777 => mode,
+                _ => {
+                    self.issue(
+                        m,
+                        "socket_mode",
+                        format!("{:?} is not an octal file mode", m.get_ref()),
+                        "write e.g. socket_mode = \"0770\"",
+                    );
+                    0o777
+                }
+            },
+        };
+        let x509_default = self.duration(
+            &raw.default_x509_svid_ttl,
+            "default_x509_svid_ttl",
+            DEFAULT_X509_TTL,
+        );
+        let jwt_default = self.duration(
+            &raw.default_jwt_svid_ttl,
+            "default_jwt_svid_ttl",
+            DEFAULT_JWT_TTL,
+        );
+        let ca_ttl = self.duration(&raw.ca.ttl, "ca.ttl", DEFAULT_CA_TTL);
+
+        let mut entries = Vec::new();
+        let mut seen: HashSet<(String, BTreeSet<Selector>)> = HashSet::new();
+        for (i, raw_entry) in raw.entries.iter().enumerate() {
+            let e = raw_entry.get_ref();
+            if let Some(entry) = self.entry(i, e, trust_domain.as_ref(), x509_default, jwt_default)
+            {
+                if !seen.insert((entry.spiffe_id.to_string(), entry.selectors.clone())) {
+                    self.issue(
+                        raw_entry,
+                        &format!("entries[{i}]"),
+                        format!(
+                            "duplicate entry: {} with the same selectors is already registered",
+                            entry.spiffe_id
+                        ),
+                        "remove this entry or change its selectors",
+                    );
+                }
+                entries.push(entry);
+            }
+        }
+
+        let data_dir = raw.data_dir.unwrap_or_else(|| DEFAULT_DATA_DIR.into());
+        // Config files named by entries are hashed by the config attestor; nothing else is.
+        let config_paths: BTreeSet<PathBuf> = entries
+            .iter()
+            .flat_map(|e| e.selectors.iter())
+            .filter_map(tessera_attestors::config_path_of)
+            .collect();
+        Some(Config {
+            source: Some(path.to_owned()),
+            trust_domain: trust_domain?,
+            socket_path: raw.socket_path.unwrap_or_else(|| DEFAULT_SOCKET.into()),
+            socket_mode,
+            audit_log: raw.audit_log.unwrap_or_else(|| data_dir.join("audit.log")),
+            data_dir,
+            jwt_issuer: raw.jwt_issuer,
+            ca_ttl,
+            attest: AttestConfig {
+                max_hash_size: raw.attestors.max_hash_size,
+                env_allowlist: raw.attestors.env_allowlist,
+                config_paths: config_paths.into_iter().collect(),
+            },
+            registry: Registry::new(entries),
+            dev_mode: false,
+        })
+    }
+
+    fn entry(
+        &mut self,
+        i: usize,
+        e: &RawEntry,
+        td: Option<&TrustDomain>,
+        x509_default: Duration,
+        jwt_default: Duration,
+    ) -> Option<Entry> {
+        let key = |k: &str| format!("entries[{i}].{k}");
+        let id = match SpiffeId::parse_workload(e.spiffe_id.get_ref()) {
+            Ok(id) => Some(id),
+            Err(err) => {
+                self.issue(
+                    &e.spiffe_id,
+                    &key("spiffe_id"),
+                    format!("invalid SPIFFE ID {:?}: {err}", e.spiffe_id.get_ref()),
+                    "write spiffe://<trust domain>/<path>, e.g. spiffe://example.org/agents/support",
+                );
+                None
+            }
+        };
+        if let (Some(id), Some(td)) = (&id, td) {
+            if id.trust_domain() != td {
+                self.issue(
+                    &e.spiffe_id,
+                    &key("spiffe_id"),
+                    format!("{id} is outside the trust domain {td}"),
+                    &format!("write spiffe://{td}{}", id.path()),
+                );
+            }
+        }
+        let mut selectors = BTreeSet::new();
+        if e.selectors.get_ref().is_empty() {
+            self.issue(
+                &e.selectors,
+                &key("selectors"),
+                "an entry needs at least one selector".into(),
+                "add e.g. \"unix:uid:1000\"; see `tessera attest PID`",
+            );
+        }
+        for (j, s) in e.selectors.get_ref().iter().enumerate() {
+            match s.get_ref().parse::<Selector>() {
+                Ok(sel) => {
+                    selectors.insert(sel);
+                }
+                Err(err) => self.issue(
+                    s,
+                    &format!("entries[{i}].selectors[{j}]"),
+                    err.to_string(),
+                    "run `tessera attest PID` to see the selectors of a running process",
+                ),
+            }
+        }
+        let x509_svid_ttl = self.duration(&e.x509_svid_ttl, &key("x509_svid_ttl"), x509_default);
+        let jwt_svid_ttl = self.duration(&e.jwt_svid_ttl, &key("jwt_svid_ttl"), jwt_default);
+        for (j, d) in e.dns_names.iter().enumerate() {
+            if !valid_dns_name(d.get_ref()) {
+                self.issue(
+                    d,
+                    &format!("entries[{i}].dns_names[{j}]"),
+                    format!("{:?} is not a DNS name", d.get_ref()),
+                    "write a name such as \"billing.internal\"",
+                );
+            }
+        }
+        if let Some(h) = &e.hint {
+            if h.get_ref().len() > 1024 {
+                self.issue(
+                    h,
+                    &key("hint"),
+                    "hint is longer than 1024 bytes".into(),
+                    "shorten the hint",
+                );
+            }
+        }
+        let mut federates_with = Vec::new();
+        for (j, f) in e.federates_with.iter().enumerate() {
+            match f.get_ref().parse::<TrustDomain>() {
+                Ok(t) => federates_with.push(t),
+                Err(err) => self.issue(
+                    f,
+                    &format!("entries[{i}].federates_with[{j}]"),
+                    format!("invalid trust domain {:?}: {err}", f.get_ref()),
+                    "write a trust domain name such as \"partner.org\"",
+                ),
+            }
+        }
+        Some(Entry {
+            spiffe_id: id?,
+            selectors,
+            x509_svid_ttl,
+            jwt_svid_ttl,
+            dns_names: e.dns_names.iter().map(|d| d.get_ref().clone()).collect(),
+            hint: e.hint.as_ref().map(|h| h.get_ref().clone()),
+            federates_with,
+        })
+    }
+}
+
+fn valid_dns_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').enumerate().all(|(i, label)| {
+            // A leading "*" label allows wildcard DNS SANs.
+            (i == 0 && label == "*")
+                || (!label.is_empty()
+                    && label.len() <= 63
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("/etc/tessera/tessera.toml"))
+    }
+
+    #[test]
+    fn minimal_config() {
+        let cfg = parse(
+            r#"trust_domain = "example.org"
+[[entries]]
+spiffe_id = "spiffe://example.org/agents/support"
+selectors = ["unix:uid:1000"]
+x509_svid_ttl = "2m"
+"#,
+        )
+        .unwrap();
+        assert_eq!(cfg.registry.entries().len(), 1);
+        assert_eq!(
+            cfg.registry.entries()[0].x509_svid_ttl,
+            Duration::from_secs(120)
+        );
+        assert_eq!(cfg.registry.entries()[0].jwt_svid_ttl, DEFAULT_JWT_TTL);
+        assert_eq!(cfg.socket_path, Path::new(DEFAULT_SOCKET));
+    }
+
+    #[test]
+    fn every_error_is_located_and_has_a_fix() {
+        let err = parse(
+            r#"trust_domain = "example.org"
+
+[[entries]]
+spiffe_id = "spiffe://example.org/a//b"
+selectors = ["unix:uid:1000"]
+
+[[entries]]
+spiffe_id = "spiffe://other.org/x"
+selectors = ["bogus:thing", "nocolon"]
+x509_svid_ttl = "ten minutes"
+
+[[entries]]
+spiffe_id = "spiffe://example.org/dup"
+selectors = ["unix:uid:1"]
+[[entries]]
+spiffe_id = "spiffe://example.org/dup"
+selectors = ["unix:uid:1"]
+"#,
+        )
+        .unwrap_err();
+        let found: Vec<(usize, &str)> = err
+            .issues
+            .iter()
+            .map(|i| (i.line, i.key.as_str()))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                (4, "entries[0].spiffe_id"),
+                (8, "entries[1].spiffe_id"),
+                (9, "entries[1].selectors[0]"),
+                (9, "entries[1].selectors[1]"),
+                (10, "entries[1].x509_svid_ttl"),
+                (15, "entries[3]"),
+            ]
+        );
+        assert!(err.issues.iter().all(|i| !i.fix.is_empty()));
+        let text = err.to_string();
+        assert!(
+            text.contains("/etc/tessera/tessera.toml:8: entries[1].spiffe_id"),
+            "{text}"
+        );
+        assert!(text.contains("write spiffe://example.org/x"), "{text}");
+    }
+
+    #[test]
+    fn syntax_and_unknown_keys_are_located() {
+        let err = parse("trust_domain = \"example.org\"\nsocket_pth = \"/x\"\n").unwrap_err();
+        assert_eq!(err.issues[0].line, 2);
+        assert!(
+            err.issues[0].message.contains("socket_pth"),
+            "{}",
+            err.issues[0].message
+        );
+    }
+}

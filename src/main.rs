@@ -1,0 +1,251 @@
+//! The `tessera` binary: subcommands shaped like `spire-agent`'s.
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::time::Duration;
+use tessera::cli;
+use tessera::config::Config;
+use tessera::devmode;
+
+#[derive(Parser)]
+#[command(
+    name = "tessera",
+    version,
+    about = "Node-local SPIFFE Workload API daemon with process attestation"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon. Without --config: a dev-mode default for trying tessera out.
+    Run {
+        #[arg(long, short, env = "TESSERA_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Validate a config file; exit non-zero with located errors.
+    Check {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Print the selectors of a running process, grouped by attestor, with their strength.
+    Attest {
+        pid: i32,
+        /// Use the attestor settings (env allowlist, config files) of this config.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Talk to a Workload API (tessera's or any SPIFFE one).
+    Api {
+        #[command(subcommand)]
+        command: ApiCommand,
+        /// Socket: unix:///path or a path. Default: $SPIFFE_ENDPOINT_SOCKET, then the dev socket.
+        #[arg(long, short = 's', global = true, alias = "socketPath")]
+        socket: Option<String>,
+        /// Connection timeout.
+        #[arg(long, global = true, default_value = "5s")]
+        timeout: String,
+    },
+    /// Audit trail tools.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ApiCommand {
+    /// Fetch SVIDs.
+    Fetch {
+        #[command(subcommand)]
+        what: Option<FetchWhat>,
+    },
+    /// Validate tokens.
+    Validate {
+        #[command(subcommand)]
+        what: ValidateWhat,
+    },
+    /// Stream X.509-SVID updates until interrupted.
+    Watch,
+}
+
+#[derive(Subcommand)]
+enum FetchWhat {
+    /// X.509-SVIDs (the default of `api fetch`).
+    X509 {
+        /// Write svid.N.pem, svid.N.key and bundle.N.pem into this directory.
+        #[arg(long)]
+        write: Option<PathBuf>,
+        #[arg(long)]
+        silent: bool,
+    },
+    /// JWT-SVIDs for an audience.
+    Jwt {
+        #[arg(long, short, required = true, value_delimiter = ',')]
+        audience: Vec<String>,
+        #[arg(long = "spiffe-id", alias = "spiffeID")]
+        spiffe_id: Option<String>,
+    },
+    /// X.509 and JWT bundles.
+    Bundles,
+}
+
+#[derive(Subcommand)]
+enum ValidateWhat {
+    /// Validate a JWT-SVID for an audience.
+    Jwt {
+        #[arg(long, short)]
+        audience: String,
+        /// The token (or use --svid).
+        token: Option<String>,
+        #[arg(long)]
+        svid: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Verify the hash chain; report the first edited, inserted or deleted line.
+    Verify { file: PathBuf },
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("TESSERA_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let json = std::env::var("TESSERA_LOG_FORMAT").is_ok_and(|v| v == "json");
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn load(path: &PathBuf) -> Result<Config> {
+    Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run { config } => {
+            init_logging();
+            let cfg = match config {
+                Some(path) => load(&path)?,
+                None => {
+                    let cfg = devmode::config();
+                    let sock = cfg.socket_path.display().to_string();
+                    tracing::warn!(
+                        "DEV MODE: no --config given; using a built-in development setup. Do not use it in production."
+                    );
+                    tracing::warn!(
+                        "DEV MODE: trust domain {}, socket {sock}, data {}, identity {} for processes of uid {}",
+                        cfg.trust_domain,
+                        cfg.data_dir.display(),
+                        cfg.registry.entries()[0].spiffe_id,
+                        nix::unistd::geteuid()
+                    );
+                    eprintln!(
+                        "\n  In another terminal:\n    tessera api fetch x509\n  or, for any SPIFFE SDK:\n    export SPIFFE_ENDPOINT_SOCKET=unix://{sock}\n"
+                    );
+                    cfg
+                }
+            };
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(tessera::daemon::run(cfg))?;
+            Ok(())
+        }
+        Command::Check { config } => {
+            let cfg = load(&config)?;
+            let weak = cli::check::weak_only_entries(&cfg);
+            for w in &weak {
+                println!("warning: {w}");
+            }
+            println!(
+                "{}: OK ({} entries, trust domain {})",
+                config.display(),
+                cfg.registry.entries().len(),
+                cfg.trust_domain
+            );
+            Ok(())
+        }
+        Command::Attest { pid, config, json } => {
+            let attest = match config {
+                Some(p) => load(&p)?.attest,
+                None => Default::default(),
+            };
+            cli::attest::run(pid, attest, json)
+        }
+        Command::Api {
+            command,
+            socket,
+            timeout,
+        } => {
+            let timeout = tessera::duration::parse(&timeout)
+                .map_err(anyhow::Error::msg)
+                .context("--timeout")?;
+            let sock = cli::api::resolve_socket(socket, devmode::socket_path())?;
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(async move {
+                let mut client = tokio::time::timeout(
+                    timeout.max(Duration::from_millis(100)),
+                    cli::api::connect(&sock, timeout),
+                )
+                .await
+                .with_context(|| format!("timed out connecting to {}", sock.display()))?
+                .with_context(|| format!("socket {}", sock.display()))?;
+                match command {
+                    ApiCommand::Fetch { what } => match what.unwrap_or(FetchWhat::X509 {
+                        write: None,
+                        silent: false,
+                    }) {
+                        FetchWhat::X509 { write, silent } => {
+                            cli::api::fetch_x509(&mut client, write.as_deref(), silent).await
+                        }
+                        FetchWhat::Jwt {
+                            audience,
+                            spiffe_id,
+                        } => cli::api::fetch_jwt(&mut client, audience, spiffe_id).await,
+                        FetchWhat::Bundles => cli::api::fetch_bundles(&mut client).await,
+                    },
+                    ApiCommand::Validate {
+                        what:
+                            ValidateWhat::Jwt {
+                                audience,
+                                token,
+                                svid,
+                            },
+                    } => {
+                        let Some(token) = token.or(svid) else {
+                            bail!("give the token as an argument or with --svid")
+                        };
+                        cli::api::validate_jwt(&mut client, audience, token).await
+                    }
+                    ApiCommand::Watch => cli::api::watch(&mut client).await,
+                }
+            })
+        }
+        Command::Audit {
+            command: AuditCommand::Verify { file },
+        } => {
+            match tessera::audit::verify(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?
+            {
+                tessera::audit::Verdict::Intact { lines } => {
+                    println!("{}: intact ({lines} lines)", file.display());
+                    Ok(())
+                }
+                tessera::audit::Verdict::Broken { line, reason } => {
+                    bail!("{}: chain broken at line {line}: {reason}", file.display())
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! JWT-SVIDs: ES256, header exactly `alg`, `kid`, `typ: JWT`; claims sub, aud, exp, iat and
+//! (when configured) iss. Validation follows `standards/JWT-SVID.md`.
+
+use crate::bundle;
+use crate::ca::JwtKey;
+use crate::spiffe_id::{SpiffeId, TrustDomain};
+use serde::{Deserialize, Serialize};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+#[derive(Serialize)]
+struct Claims<'a> {
+    sub: &'a str,
+    aud: &'a [String],
+    exp: u64,
+    iat: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    iss: Option<&'a str>,
+}
+
+/// A minted token; the token itself is a secret (bearer credential) and is never logged.
+pub struct JwtSvid {
+    pub spiffe_id: String,
+    pub token: String,
+    pub expires_at: SystemTime,
+}
+
+pub fn mint(
+    id: &SpiffeId,
+    audience: &[String],
+    ttl: Duration,
+    issuer: Option<&str>,
+    key: &JwtKey,
+    now: SystemTime,
+) -> Result<JwtSvid, jsonwebtoken::errors::Error> {
+    let expires_at = (now + ttl).min(key.not_after);
+    let secs = |t: SystemTime| {
+        t.duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    };
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+    header.kid = Some(key.kid.clone());
+    header.typ = Some("JWT".into());
+    let sub = id.to_string();
+    let claims = Claims {
+        sub: &sub,
+        aud: audience,
+        exp: secs(expires_at),
+        iat: secs(now),
+        iss: issuer,
+    };
+    let token = jsonwebtoken::encode(&header, &claims, &key.encoding)?;
+    Ok(JwtSvid {
+        spiffe_id: sub,
+        token,
+        expires_at,
+    })
+}
+
+/// Why a JWT-SVID is not valid (becomes `InvalidArgument` with this text).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum JwtError {
+    #[error("malformed token: {0}")]
+    Malformed(String),
+    #[error("header has no \"kid\"")]
+    NoKid,
+    #[error("unsupported \"typ\" {0:?}: must be JWT or JOSE")]
+    Typ(String),
+    #[error("unsupported algorithm {0:?}")]
+    Alg(String),
+    #[error("\"sub\" is not a valid SPIFFE ID: {0}")]
+    Subject(String),
+    #[error("no bundle for trust domain {0:?}")]
+    NoBundle(String),
+    #[error("no key with kid {0:?} in the bundle of {1:?}")]
+    UnknownKey(String, String),
+    #[error("token is invalid: {0}")]
+    Invalid(String),
+}
+
+#[derive(Deserialize)]
+struct SubjectOnly {
+    sub: Option<String>,
+}
+
+/// A validated token: the subject and every claim.
+pub struct Validated {
+    pub spiffe_id: SpiffeId,
+    pub claims: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Validate `token` for `audience` against the JWKS of the subject's trust domain.
+pub fn validate(
+    token: &str,
+    audience: &str,
+    jwks_for: impl Fn(&TrustDomain) -> Option<Vec<u8>>,
+) -> Result<Validated, JwtError> {
+    use jsonwebtoken::Algorithm::*;
+    let header =
+        jsonwebtoken::decode_header(token).map_err(|e| JwtError::Malformed(e.to_string()))?;
+    let kid = header.kid.clone().ok_or(JwtError::NoKid)?;
+    if let Some(typ) = &header.typ {
+        if typ != "JWT" && typ != "JOSE" {
+            return Err(JwtError::Typ(typ.clone()));
+        }
+    }
+    if !matches!(
+        header.alg,
+        RS256 | RS384 | RS512 | ES256 | ES384 | PS256 | PS384 | PS512
+    ) {
+        return Err(JwtError::Alg(format!("{:?}", header.alg)));
+    }
+    // The subject picks the bundle; the signature check below is what makes it trustworthy.
+    let unverified: SubjectOnly = jsonwebtoken::dangerous::insecure_decode_claims(token)
+        .map_err(|e| JwtError::Malformed(e.to_string()))?;
+    let sub = unverified
+        .sub
+        .ok_or_else(|| JwtError::Subject("missing".into()))?;
+    let id: SpiffeId = sub
+        .parse()
+        .map_err(|e: crate::spiffe_id::SpiffeIdError| JwtError::Subject(e.to_string()))?;
+    let td = id.trust_domain();
+    let jwks = jwks_for(td).ok_or_else(|| JwtError::NoBundle(td.to_string()))?;
+    let key = bundle::find_jwt_key(&jwks, &kid)
+        .ok_or_else(|| JwtError::UnknownKey(kid.clone(), td.to_string()))?;
+    if !key.algs.contains(&header.alg) {
+        return Err(JwtError::Alg(format!(
+            "{:?} does not match the key",
+            header.alg
+        )));
+    }
+    let mut validation = jsonwebtoken::Validation::new(header.alg);
+    validation.set_audience(&[audience]);
+    validation.set_required_spec_claims(&["exp", "sub", "aud"]);
+    validation.leeway = 30;
+    let data = jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(
+        token,
+        &key.key,
+        &validation,
+    )
+    .map_err(|e| JwtError::Invalid(e.to_string()))?;
+    Ok(Validated {
+        spiffe_id: id,
+        claims: data.claims,
+    })
+}

@@ -1,0 +1,406 @@
+//! Lets unmodified grpcio clients (py-spiffe) talk to us over a Unix socket.
+//!
+//! grpcio (≥ 1.57) and grpc-java send the socket path, often percent-encoded, as the HTTP/2
+//! `:authority` of every request. The `h2` crate under tonic treats that as a malformed request and
+//! resets the stream (hyperium/h2#487, unmerged), so those clients could never get an SVID.
+//!
+//! This filter sits between the socket and h2 on the client-to-server byte stream only. It passes
+//! every frame through untouched except header blocks, which it decodes (HPACK, tracking the
+//! client's dynamic table) and re-encodes as plain literals, replacing an `:authority` that is not
+//! a valid URI authority with `localhost` — the value grpc-go and kubelet use for Unix sockets.
+//! Re-encoding every block without indexing keeps h2's own HPACK table empty and so in step.
+//! The authority carries no meaning on a Unix socket; nothing else about a request changes.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+const PREFACE_LEN: usize = 24;
+const FRAME_HEADER_LEN: usize = 9;
+const TYPE_HEADERS: u8 = 0x1;
+const TYPE_CONTINUATION: u8 = 0x9;
+const FLAG_END_STREAM: u8 = 0x1;
+const FLAG_END_HEADERS: u8 = 0x4;
+const FLAG_PADDED: u8 = 0x8;
+const FLAG_PRIORITY: u8 = 0x20;
+/// h2's default SETTINGS_MAX_FRAME_SIZE, which tonic keeps: our frames must not exceed it.
+const MAX_FRAME: usize = 16_384;
+/// A header block larger than this is refused (h2's own default header-list limit is 16 MiB,
+/// far more than any Workload API request needs).
+const MAX_BLOCK: usize = 1 << 20;
+
+struct PendingBlock {
+    stream_id: [u8; 4],
+    end_stream: bool,
+    priority: Option<[u8; 5]>,
+    block: Vec<u8>,
+}
+
+/// The filtering stream. Reads are filtered; writes pass straight through.
+pub struct AuthorityFix<S> {
+    inner: S,
+    raw: Vec<u8>,
+    out: Vec<u8>,
+    out_pos: usize,
+    preface_left: usize,
+    /// Payload bytes of a non-header frame still to copy through unparsed.
+    passthrough_left: usize,
+    decoder: fluke_hpack::Decoder<'static>,
+    pending: Option<PendingBlock>,
+    rewritten: u64,
+}
+
+impl<S> AuthorityFix<S> {
+    pub fn new(inner: S) -> Self {
+        Self {
+            inner,
+            raw: Vec::new(),
+            out: Vec::new(),
+            out_pos: 0,
+            preface_left: PREFACE_LEN,
+            passthrough_left: 0,
+            decoder: fluke_hpack::Decoder::new(),
+            pending: None,
+            rewritten: 0,
+        }
+    }
+
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// Turn as much of `raw` as possible into `out`.
+    fn process(&mut self) -> io::Result<()> {
+        let mut pos = 0;
+        loop {
+            let avail = &self.raw[pos..];
+            if self.preface_left > 0 {
+                let n = self.preface_left.min(avail.len());
+                self.out.extend_from_slice(&avail[..n]);
+                self.preface_left -= n;
+                pos += n;
+                if self.preface_left > 0 {
+                    break;
+                }
+                continue;
+            }
+            if self.passthrough_left > 0 {
+                let n = self.passthrough_left.min(avail.len());
+                self.out.extend_from_slice(&avail[..n]);
+                self.passthrough_left -= n;
+                pos += n;
+                if self.passthrough_left > 0 || n == 0 {
+                    break;
+                }
+                continue;
+            }
+            if avail.len() < FRAME_HEADER_LEN {
+                break;
+            }
+            let len = u32::from_be_bytes([0, avail[0], avail[1], avail[2]]) as usize;
+            let (ty, flags) = (avail[3], avail[4]);
+            if ty != TYPE_HEADERS && ty != TYPE_CONTINUATION {
+                if self.pending.is_some() {
+                    return Err(bad("frame interleaved inside a header block"));
+                }
+                self.out.extend_from_slice(&avail[..FRAME_HEADER_LEN]);
+                self.passthrough_left = len;
+                pos += FRAME_HEADER_LEN;
+                continue;
+            }
+            if len > MAX_BLOCK {
+                return Err(bad("header frame too large"));
+            }
+            if avail.len() < FRAME_HEADER_LEN + len {
+                break;
+            }
+            let mut stream_id = [0u8; 4];
+            stream_id.copy_from_slice(&avail[5..9]);
+            let payload = &avail[FRAME_HEADER_LEN..FRAME_HEADER_LEN + len];
+            pos += FRAME_HEADER_LEN + len;
+            if ty == TYPE_HEADERS {
+                if self.pending.is_some() {
+                    return Err(bad("HEADERS inside a header block"));
+                }
+                let mut body = payload;
+                let mut pad = 0usize;
+                if flags & FLAG_PADDED != 0 {
+                    let (&p, rest) = body
+                        .split_first()
+                        .ok_or_else(|| bad("empty padded frame"))?;
+                    pad = p as usize;
+                    body = rest;
+                }
+                let mut priority = None;
+                if flags & FLAG_PRIORITY != 0 {
+                    if body.len() < 5 {
+                        return Err(bad("short priority block"));
+                    }
+                    let mut p = [0u8; 5];
+                    p.copy_from_slice(&body[..5]);
+                    priority = Some(p);
+                    body = &body[5..];
+                }
+                if pad > body.len() {
+                    return Err(bad("padding exceeds frame"));
+                }
+                let fragment = body[..body.len() - pad].to_vec();
+                self.pending = Some(PendingBlock {
+                    stream_id,
+                    end_stream: flags & FLAG_END_STREAM != 0,
+                    priority,
+                    block: fragment,
+                });
+            } else {
+                let p = self
+                    .pending
+                    .as_mut()
+                    .ok_or_else(|| bad("CONTINUATION without HEADERS"))?;
+                if p.stream_id != stream_id {
+                    return Err(bad("CONTINUATION on another stream"));
+                }
+                if p.block.len() + payload.len() > MAX_BLOCK {
+                    return Err(bad("header block too large"));
+                }
+                p.block.extend_from_slice(payload);
+            }
+            if flags & FLAG_END_HEADERS != 0 {
+                if let Some(p) = self.pending.take() {
+                    self.emit(p)?;
+                }
+            }
+        }
+        self.raw.drain(..pos);
+        Ok(())
+    }
+
+    fn emit(&mut self, p: PendingBlock) -> io::Result<()> {
+        let headers = self
+            .decoder
+            .decode(&p.block)
+            .map_err(|e| bad(&format!("HPACK: {e:?}")))?;
+        let mut block = Vec::with_capacity(p.block.len() * 2);
+        for (name, mut value) in headers {
+            if name == b":authority" && !valid_authority(&value) {
+                value = b"localhost".to_vec();
+                self.rewritten += 1;
+            }
+            // Literal header field without indexing, new name (RFC 7541 §6.2.2), no Huffman.
+            block.push(0x00);
+            encode_string(&mut block, &name);
+            encode_string(&mut block, &value);
+        }
+        let prio_len = if p.priority.is_some() { 5 } else { 0 };
+        let mut rest: &[u8] = &block;
+        let mut first = true;
+        loop {
+            let room = if first {
+                MAX_FRAME - prio_len
+            } else {
+                MAX_FRAME
+            };
+            let n = room.min(rest.len());
+            let (chunk, tail) = rest.split_at(n);
+            let last = tail.is_empty();
+            let (ty, mut flags, extra) = if first {
+                let mut f = if p.end_stream { FLAG_END_STREAM } else { 0 };
+                if p.priority.is_some() {
+                    f |= FLAG_PRIORITY;
+                }
+                (TYPE_HEADERS, f, prio_len)
+            } else {
+                (TYPE_CONTINUATION, 0, 0)
+            };
+            if last {
+                flags |= FLAG_END_HEADERS;
+            }
+            let len = (chunk.len() + extra) as u32;
+            self.out.extend_from_slice(&len.to_be_bytes()[1..]);
+            self.out.push(ty);
+            self.out.push(flags);
+            self.out.extend_from_slice(&p.stream_id);
+            if first {
+                if let Some(prio) = p.priority {
+                    self.out.extend_from_slice(&prio);
+                }
+            }
+            self.out.extend_from_slice(chunk);
+            rest = tail;
+            first = false;
+            if last {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn bad(msg: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, format!("HTTP/2 framing: {msg}"))
+}
+
+fn valid_authority(v: &[u8]) -> bool {
+    http::uri::Authority::try_from(v).is_ok()
+}
+
+/// HPACK string literal, no Huffman: 7-bit-prefix length then the bytes.
+fn encode_string(out: &mut Vec<u8>, s: &[u8]) {
+    let mut n = s.len();
+    if n < 127 {
+        out.push(n as u8);
+    } else {
+        out.push(127);
+        n -= 127;
+        while n >= 128 {
+            out.push((n % 128) as u8 | 0x80);
+            n /= 128;
+        }
+        out.push(n as u8);
+    }
+    out.extend_from_slice(s);
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for AuthorityFix<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        loop {
+            if this.out_pos < this.out.len() {
+                let n = (this.out.len() - this.out_pos).min(buf.remaining());
+                buf.put_slice(&this.out[this.out_pos..this.out_pos + n]);
+                this.out_pos += n;
+                if this.out_pos == this.out.len() {
+                    this.out.clear();
+                    this.out_pos = 0;
+                }
+                return Poll::Ready(Ok(()));
+            }
+            let mut chunk = [0u8; 8192];
+            let mut rb = ReadBuf::new(&mut chunk);
+            match Pin::new(&mut this.inner).poll_read(cx, &mut rb) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Ready(Ok(())) => {
+                    let got = rb.filled();
+                    if got.is_empty() {
+                        // EOF: hand over any unparsed tail as-is and let h2 judge it.
+                        if this.raw.is_empty() {
+                            return Poll::Ready(Ok(()));
+                        }
+                        this.out.append(&mut this.raw);
+                        continue;
+                    }
+                    this.raw.extend_from_slice(got);
+                    this.process()?;
+                }
+            }
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for AuthorityFix<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, data)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn frame(ty: u8, flags: u8, sid: u32, payload: &[u8]) -> Vec<u8> {
+        let mut f = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+        f.push(ty);
+        f.push(flags);
+        f.extend_from_slice(&sid.to_be_bytes());
+        f.extend_from_slice(payload);
+        f
+    }
+
+    fn literal(name: &str, value: &str) -> Vec<u8> {
+        let mut b = vec![0x00];
+        encode_string(&mut b, name.as_bytes());
+        encode_string(&mut b, value.as_bytes());
+        b
+    }
+
+    async fn filter(input: Vec<u8>) -> Vec<u8> {
+        let (mut a, b) = tokio::io::duplex(1 << 20);
+        a.write_all(&input).await.unwrap();
+        drop(a);
+        let mut out = Vec::new();
+        AuthorityFix::new(b).read_to_end(&mut out).await.unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn rewrites_socket_path_authority_split_across_continuation() {
+        let mut block = literal(":method", "POST");
+        block.extend(literal(":authority", "%2Ftmp%2Fapi.sock"));
+        block.extend(literal(":path", "/SpiffeWorkloadAPI/FetchX509SVID"));
+        let (a, b) = block.split_at(10);
+        let mut input = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        input.extend(frame(0x4, 0, 0, &[])); // SETTINGS passes through
+        input.extend(frame(
+            TYPE_HEADERS,
+            FLAG_PADDED,
+            1,
+            &[&[3u8][..], a, &[0, 0, 0]].concat(),
+        ));
+        input.extend(frame(TYPE_CONTINUATION, FLAG_END_HEADERS, 1, b));
+        input.extend(frame(0x0, FLAG_END_STREAM, 1, b"data"));
+        let out = filter(input).await;
+        assert_eq!(&out[..24], b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+        assert_eq!(&out[24..33], &frame(0x4, 0, 0, &[])[..]);
+        let hlen = u32::from_be_bytes([0, out[33], out[34], out[35]]) as usize;
+        assert_eq!((out[36], out[37]), (TYPE_HEADERS, FLAG_END_HEADERS));
+        let headers = fluke_hpack::Decoder::new()
+            .decode(&out[42..42 + hlen])
+            .unwrap();
+        assert_eq!(headers[1], (b":authority".to_vec(), b"localhost".to_vec()));
+        assert_eq!(headers[2].1, b"/SpiffeWorkloadAPI/FetchX509SVID");
+        assert_eq!(
+            &out[42 + hlen..],
+            &frame(0x0, FLAG_END_STREAM, 1, b"data")[..]
+        );
+    }
+
+    #[tokio::test]
+    async fn keeps_valid_authority() {
+        let mut input = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        input.extend(frame(
+            TYPE_HEADERS,
+            FLAG_END_HEADERS,
+            1,
+            &literal(":authority", "localhost:80"),
+        ));
+        let out = filter(input).await;
+        let headers = fluke_hpack::Decoder::new().decode(&out[33..]).unwrap();
+        assert_eq!(headers[0].1, b"localhost:80");
+    }
+}

@@ -36,6 +36,8 @@ pub enum DaemonError {
 
 /// How often streams are re-attested when nothing else wakes them.
 const REATTEST_INTERVAL: Duration = Duration::from_secs(30);
+/// How long open connections get to finish after SIGTERM.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 pub async fn run(config: Config) -> Result<(), DaemonError> {
     crate::install_crypto_provider();
@@ -95,12 +97,22 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
 
     let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signal)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?;
-    let shutdown = async move {
+    tokio::spawn(async move {
         tokio::select! {
             _ = sigterm.recv() => tracing::info!("SIGTERM: shutting down"),
             _ = sigint.recv() => tracing::info!("SIGINT: shutting down"),
         }
         let _ = shutdown_tx.send(true);
+    });
+    let mut on_shutdown = shutdown_rx.clone();
+    let shutdown = async move {
+        let _ = on_shutdown.wait_for(|s| *s).await;
+    };
+    // A client that never closes its connection must not keep the daemon alive after SIGTERM.
+    let mut grace = shutdown_rx.clone();
+    let grace_over = async move {
+        let _ = grace.wait_for(|s| *s).await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
     };
 
     let incoming =
@@ -122,10 +134,16 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         "serving the SPIFFE Workload API"
     );
     audit.record("started", serde_json::json!({ "trust_domain": config.trust_domain.to_string(), "socket": config.socket_path }));
-    let result = tonic::transport::Server::builder()
+    let server = tonic::transport::Server::builder()
         .add_service(service)
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await;
+        .serve_with_incoming_shutdown(incoming, shutdown);
+    let result = tokio::select! {
+        r = server => r,
+        _ = grace_over => {
+            tracing::warn!("connections still open after {SHUTDOWN_GRACE:?}; closing them");
+            Ok(())
+        }
+    };
     let _ = std::fs::remove_file(&config.socket_path);
     tracing::info!("stopped; socket removed");
     result.map_err(DaemonError::from)

@@ -137,7 +137,8 @@ impl Attestor {
             watched_files.extend(f.watched);
             reports.push(f.report);
         }
-        watched_files.dedup();
+        let mut seen = BTreeSet::new();
+        watched_files.retain(|p| seen.insert(p.clone()));
         Ok(Attestation {
             pid: process.pid(),
             selectors,
@@ -182,5 +183,42 @@ impl Found {
             Some(prev) => format!("{prev}; {reason}"),
             None => reason,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attestor_is_shareable_across_threads() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Attestor>();
+        assert_send_sync::<ProcessHandle>();
+        assert_send_sync::<Attestation>();
+    }
+
+    #[test]
+    fn set_config_swaps_config_and_keeps_old_snapshots() {
+        let attestor = Attestor::new(AttestConfig::default());
+        let old = attestor.config();
+        attestor.set_config(AttestConfig {
+            env_allowlist: vec!["ROLE".into()],
+            ..AttestConfig::default()
+        });
+        assert!(old.env_allowlist.is_empty());
+        assert_eq!(attestor.config().env_allowlist, vec!["ROLE".to_owned()]);
+    }
+
+    #[test]
+    fn attests_itself() {
+        let attestor = Attestor::new(AttestConfig::default());
+        let me = ProcessHandle::open(i32::try_from(std::process::id()).unwrap()).unwrap();
+        let a = attestor.attest(&me).unwrap();
+        assert_eq!(
+            a.reports.iter().map(|r| r.attestor).collect::<Vec<_>>(),
+            ["unix", "script", "config", "env", "cgroup"]
+        );
+        assert!(a.selectors.iter().any(|s| s.value().starts_with("sha256:")));
     }
 }

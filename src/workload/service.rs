@@ -314,7 +314,6 @@ impl WorkloadService {
                             if tx.send(Ok(msg)).await.is_err() {
                                 return;
                             }
-                            must_send = false;
                         }
                         Err(status) => {
                             let _ = tx.send(Err(status)).await;

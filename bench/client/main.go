@@ -1,0 +1,695 @@
+// bench-client: the one Workload API client used for both tessera and spire-agent by bench/compare.
+//
+// It speaks only the standard SPIFFE Workload API (service SpiffeWorkloadAPI, header
+// workload.spiffe.io: true) through go-spiffe's generated gRPC stubs, so neither daemon gets a
+// client tuned for it.
+//
+//	bench-client once -socket PATH      fetch the first X509SVIDResponse, print "ok N", exit (P1 child)
+//	bench-client wait -socket PATH      retry a fetch until it succeeds (entries synced)
+//	bench-client run  -plan PLAN.json   run P1..P5 against both daemons, alternating, print the table
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		usage()
+	}
+	switch os.Args[1] {
+	case "once":
+		cmdOnce(os.Args[2:])
+	case "wait":
+		cmdWait(os.Args[2:])
+	case "run":
+		cmdRun(os.Args[2:])
+	default:
+		usage()
+	}
+}
+
+func usage() {
+	fmt.Fprintln(os.Stderr, "usage: bench-client once|wait|run [flags] (see bench/compare --help)")
+	os.Exit(2)
+}
+
+// ---------------------------------------------------------------- Workload API calls
+
+func dial(socket string) (*grpc.ClientConn, workload.SpiffeWorkloadAPIClient, error) {
+	conn, err := grpc.NewClient("unix://"+socket,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))
+	if err != nil {
+		return nil, nil, err
+	}
+	return conn, workload.NewSpiffeWorkloadAPIClient(conn), nil
+}
+
+func withHeader(ctx context.Context) context.Context {
+	return metadata.AppendToOutgoingContext(ctx, "workload.spiffe.io", "true")
+}
+
+// fetchOnce: new connection → FetchX509SVID → first response with at least one SVID.
+func fetchOnce(socket string, timeout time.Duration) error {
+	conn, c, err := dial(socket)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(withHeader(context.Background()), timeout)
+	defer cancel()
+	s, err := c.FetchX509SVID(ctx, &workload.X509SVIDRequest{})
+	if err != nil {
+		return err
+	}
+	resp, err := s.Recv()
+	if err != nil {
+		return err
+	}
+	if len(resp.Svids) == 0 || len(resp.Svids[0].X509Svid) == 0 {
+		return errors.New("response without an X.509-SVID")
+	}
+	return nil
+}
+
+// fetchRetry retries fetchOnce (Unavailable/PermissionDenied/refused are all retried) until it
+// succeeds or `total` has passed. Returns the number of attempts.
+func fetchRetry(socket string, total, per, pause time.Duration) (int, error) {
+	deadline := time.Now().Add(total)
+	for n := 1; ; n++ {
+		err := fetchOnce(socket, per)
+		if err == nil {
+			return n, nil
+		}
+		if time.Now().After(deadline) {
+			return n, fmt.Errorf("after %d attempts in %v: %w", n, total, err)
+		}
+		time.Sleep(pause)
+	}
+}
+
+func cmdOnce(args []string) {
+	fs := flag.NewFlagSet("once", flag.ExitOnError)
+	socket := fs.String("socket", "", "Workload API socket path")
+	timeout := fs.Duration("timeout", 20*time.Second, "give up after this long")
+	fs.Parse(args)
+	n, err := fetchRetry(*socket, *timeout, 10*time.Second, 2*time.Millisecond)
+	if err != nil {
+		fmt.Printf("error %v\n", err)
+		os.Exit(1)
+	}
+	fmt.Printf("ok %d\n", n)
+}
+
+func cmdWait(args []string) {
+	fs := flag.NewFlagSet("wait", flag.ExitOnError)
+	socket := fs.String("socket", "", "Workload API socket path")
+	timeout := fs.Duration("timeout", 180*time.Second, "give up after this long")
+	fs.Parse(args)
+	n, err := fetchRetry(*socket, *timeout, 2*time.Second, 250*time.Millisecond)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "wait %s: %v\n", *socket, err)
+		os.Exit(1)
+	}
+	fmt.Fprintf(os.Stderr, "wait %s: fetched an X.509-SVID after %d attempt(s)\n", *socket, n)
+}
+
+// ---------------------------------------------------------------- the plan
+
+type DaemonSpec struct {
+	Name   string   `json:"name"`
+	Argv   []string `json:"argv"`
+	Socket string   `json:"socket"`
+	Log    string   `json:"log"`
+	// Other processes of this product whose RSS is reported separately (e.g. spire-server).
+	ExtraPids map[string]int `json:"extra_pids"`
+}
+
+type Plan struct {
+	Daemons        []DaemonSpec `json:"daemons"` // exactly two: [0] = tessera, [1] = SPIRE
+	PaddedBinary   string       `json:"padded_binary"`
+	P1Starts       int          `json:"p1_starts"`
+	P2Fetches      int          `json:"p2_fetches"`
+	P3Seconds      float64      `json:"p3_seconds"`
+	P3Rounds       int          `json:"p3_rounds"`
+	P4Streams      []int        `json:"p4_streams"`
+	StreamsPerConn int          `json:"streams_per_conn"`
+	P4OpenLimit    float64      `json:"p4_open_limit_seconds"`
+	P5Starts       int          `json:"p5_starts"`
+	SettleSeconds  float64      `json:"settle_seconds"`
+	Machine        string       `json:"machine"`
+	Out            string       `json:"out"`
+}
+
+type daemon struct {
+	spec DaemonSpec
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+var (
+	runningMu sync.Mutex
+	running   = map[*daemon]bool{}
+)
+
+func (d *daemon) start() error {
+	logf, err := os.OpenFile(d.spec.Log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(d.spec.Argv[0], d.spec.Argv[1:]...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return err
+	}
+	d.cmd, d.done = cmd, make(chan struct{})
+	go func(done chan struct{}) { cmd.Wait(); logf.Close(); close(done) }(d.done)
+	runningMu.Lock()
+	running[d] = true
+	runningMu.Unlock()
+	return nil
+}
+
+func (d *daemon) stop() {
+	if d.cmd == nil {
+		return
+	}
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-d.done:
+	case <-time.After(15 * time.Second):
+		d.cmd.Process.Kill()
+		<-d.done
+	}
+	d.cmd = nil
+	runningMu.Lock()
+	delete(running, d)
+	runningMu.Unlock()
+}
+
+func (d *daemon) pid() int { return d.cmd.Process.Pid }
+
+func stopAll() {
+	runningMu.Lock()
+	ds := make([]*daemon, 0, len(running))
+	for d := range running {
+		ds = append(ds, d)
+	}
+	runningMu.Unlock()
+	for _, d := range ds {
+		d.stop()
+	}
+}
+
+func rssMiB(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return math.NaN()
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "VmRSS:") {
+			f := strings.Fields(line)
+			kb, _ := strconv.ParseFloat(f[1], 64)
+			return kb / 1024
+		}
+	}
+	return math.NaN()
+}
+
+// rssSample: median of n samples 1 s apart.
+func rssSample(pid, n int) float64 {
+	var xs []float64
+	for i := 0; i < n; i++ {
+		if i > 0 {
+			time.Sleep(time.Second)
+		}
+		xs = append(xs, rssMiB(pid))
+	}
+	return pct(xs, 50)
+}
+
+func pct(xs []float64, p float64) float64 {
+	if len(xs) == 0 {
+		return math.NaN()
+	}
+	s := append([]float64(nil), xs...)
+	sort.Float64s(s)
+	// nearest rank
+	r := int(math.Ceil(p/100*float64(len(s)))) - 1
+	if r < 0 {
+		r = 0
+	}
+	if r >= len(s) {
+		r = len(s) - 1
+	}
+	return s[r]
+}
+
+func ms(d time.Duration) float64 { return float64(d) / 1e6 }
+
+func logf(format string, a ...any) {
+	fmt.Fprintf(os.Stderr, "[%s] "+format+"\n", append([]any{time.Now().Format("15:04:05")}, a...)...)
+}
+
+// ---------------------------------------------------------------- results
+
+type row struct {
+	name        string
+	a, b        float64
+	unit        string
+	higherBetter bool
+	note        string
+}
+
+type results struct {
+	rows  []row
+	notes []string
+}
+
+func (r *results) add(name string, a, b float64, unit string, higherBetter bool, note string) {
+	r.rows = append(r.rows, row{name, a, b, unit, higherBetter, note})
+	logf("RESULT %-48s tessera=%s SPIRE=%s %s", name, fmtNum(a), fmtNum(b), unit)
+}
+
+func fmtNum(x float64) string {
+	switch {
+	case math.IsNaN(x):
+		return "n/a"
+	case x >= 1000:
+		return strconv.FormatFloat(x, 'f', 0, 64)
+	case x >= 100:
+		return strconv.FormatFloat(x, 'f', 1, 64)
+	case x >= 1:
+		return strconv.FormatFloat(x, 'f', 2, 64)
+	default:
+		return strconv.FormatFloat(x, 'f', 3, 64)
+	}
+}
+
+func (r *results) table(names [2]string) string {
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "| Row | Unit | %s | %s | tessera advantage (×) |\n", names[0], names[1])
+	sb.WriteString("|---|---|---:|---:|---:|\n")
+	for _, x := range r.rows {
+		adv := math.NaN()
+		if x.a > 0 && x.b > 0 {
+			if x.higherBetter {
+				adv = x.a / x.b
+			} else {
+				adv = x.b / x.a
+			}
+		}
+		name := x.name
+		if x.note != "" {
+			name += " (" + x.note + ")"
+		}
+		fmt.Fprintf(&sb, "| %s | %s | %s | %s | %s |\n", name, x.unit, fmtNum(x.a), fmtNum(x.b), fmtNum(adv))
+	}
+	return sb.String()
+}
+
+// ---------------------------------------------------------------- run
+
+func cmdRun(args []string) {
+	fs := flag.NewFlagSet("run", flag.ExitOnError)
+	planPath := fs.String("plan", "", "plan JSON written by bench/compare")
+	fs.Parse(args)
+	raw, err := os.ReadFile(*planPath)
+	if err != nil {
+		fatal("read plan: %v", err)
+	}
+	var plan Plan
+	if err := json.Unmarshal(raw, &plan); err != nil {
+		fatal("parse plan: %v", err)
+	}
+	if len(plan.Daemons) != 2 {
+		fatal("plan needs exactly two daemons")
+	}
+	if plan.StreamsPerConn <= 0 {
+		plan.StreamsPerConn = 100
+	}
+	if plan.P3Rounds <= 0 {
+		plan.P3Rounds = 2
+	}
+	ds := [2]*daemon{{spec: plan.Daemons[0]}, {spec: plan.Daemons[1]}}
+	names := [2]string{ds[0].spec.Name, ds[1].spec.Name}
+
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	go func() {
+		s := <-sig
+		logf("signal %v: stopping daemons", s)
+		stopAll()
+		os.Exit(130)
+	}()
+	defer stopAll()
+
+	res := &results{}
+	began := time.Now()
+
+	// P5 first: it (re)starts the daemons, and leaves both running for the rest.
+	p5(ds, plan, res)
+	idleRSS(ds, plan, res)
+	p1(ds, plan, res)
+	p2(ds, plan, res)
+	p3(ds, plan, res)
+	p4(ds, plan, res)
+
+	out := "## Result\n\n" + res.table(names) + "\n"
+	for _, n := range res.notes {
+		out += "- " + n + "\n"
+	}
+	out += fmt.Sprintf("\nDriver wall time: %s.\n", time.Since(began).Round(time.Second))
+	fmt.Print("\n" + out)
+	if plan.Out != "" {
+		os.WriteFile(plan.Out, []byte(out), 0o644)
+	}
+}
+
+func fatal(format string, a ...any) {
+	fmt.Fprintf(os.Stderr, "bench-client: "+format+"\n", a...)
+	stopAll()
+	os.Exit(1)
+}
+
+// order alternates which daemon goes first, so neither always runs on a warmer machine.
+func order(i int) [2]int {
+	if i%2 == 0 {
+		return [2]int{0, 1}
+	}
+	return [2]int{1, 0}
+}
+
+// P5: process start → socket accepting and serving a fetch (an X.509-SVID in hand).
+func p5(ds [2]*daemon, plan Plan, res *results) {
+	logf("P5: start to ready, %d starts each (warm restart: CA / agent SVID already on disk)", plan.P5Starts)
+	var t [2][]float64
+	for i := 0; i < plan.P5Starts; i++ {
+		for _, k := range order(i) {
+			d := ds[k]
+			os.Remove(d.spec.Socket)
+			t0 := time.Now()
+			if err := d.start(); err != nil {
+				fatal("start %s: %v", d.spec.Name, err)
+			}
+			_, err := fetchRetry(d.spec.Socket, 120*time.Second, 500*time.Millisecond, time.Millisecond)
+			el := time.Since(t0)
+			if err != nil {
+				fatal("%s never became ready: %v (log: %s)", d.spec.Name, err, d.spec.Log)
+			}
+			t[k] = append(t[k], ms(el))
+			if i < plan.P5Starts-1 {
+				d.stop()
+			}
+		}
+	}
+	res.add("P5 start → ready, median", pct(t[0], 50), pct(t[1], 50), "ms", false, fmt.Sprintf("n=%d", len(t[0])))
+	res.add("P5 start → ready, max", pct(t[0], 100), pct(t[1], 100), "ms", false, "")
+}
+
+func idleRSS(ds [2]*daemon, plan Plan, res *results) {
+	logf("P4 idle: settling %.0fs", plan.SettleSeconds)
+	time.Sleep(time.Duration(plan.SettleSeconds * float64(time.Second)))
+	a, b := rssSample(ds[0].pid(), 5), rssSample(ds[1].pid(), 5)
+	res.add("P4 RSS idle, 1,000 entries", a, b, "MiB", false, "")
+	for name, pid := range ds[1].spec.ExtraPids {
+		res.notes = append(res.notes, fmt.Sprintf("%s RSS at the same time (not in the %s column): %.1f MiB", name, ds[1].spec.Name, rssSample(pid, 3)))
+	}
+	for name, pid := range ds[0].spec.ExtraPids {
+		res.notes = append(res.notes, fmt.Sprintf("%s RSS at the same time (not in the %s column): %.1f MiB", name, ds[0].spec.Name, rssSample(pid, 3)))
+	}
+}
+
+// startOnce: fresh exec of the padded binary; time from just before fork/exec to its "ok" line.
+func startOnce(bin, socket string) (time.Duration, int, error) {
+	cmd := exec.Command(bin, "once", "-socket", socket)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return 0, 0, err
+	}
+	t0 := time.Now()
+	if err := cmd.Start(); err != nil {
+		return 0, 0, err
+	}
+	line, rerr := bufio.NewReader(out).ReadString('\n')
+	el := time.Since(t0)
+	io.Copy(io.Discard, out)
+	werr := cmd.Wait()
+	if rerr != nil || !strings.HasPrefix(line, "ok ") {
+		return el, 0, fmt.Errorf("child said %q (%v, %v)", strings.TrimSpace(line), rerr, werr)
+	}
+	n, _ := strconv.Atoi(strings.TrimSpace(strings.TrimPrefix(line, "ok ")))
+	return el, n, nil
+}
+
+func p1(ds [2]*daemon, plan Plan, res *results) {
+	st, err := os.Stat(plan.PaddedBinary)
+	if err != nil {
+		fatal("padded binary: %v", err)
+	}
+	logf("P1: %d fresh starts each of %s (%d MiB)", plan.P1Starts, filepath.Base(plan.PaddedBinary), st.Size()>>20)
+	// The first start after the daemon started: tessera's digest cache is cold for this file.
+	var first [2]float64
+	for _, k := range [2]int{0, 1} {
+		el, _, err := startOnce(plan.PaddedBinary, ds[k].spec.Socket)
+		if err != nil {
+			fatal("P1 %s: %v", ds[k].spec.Name, err)
+		}
+		first[k] = ms(el)
+	}
+	var t [2][]float64
+	var retries [2]int
+	deadline := time.Now().Add(5 * time.Minute)
+	for i := 0; i < plan.P1Starts && time.Now().Before(deadline); i++ {
+		for _, k := range order(i) {
+			el, n, err := startOnce(plan.PaddedBinary, ds[k].spec.Socket)
+			if err != nil {
+				fatal("P1 %s: %v", ds[k].spec.Name, err)
+			}
+			retries[k] += n - 1
+			t[k] = append(t[k], ms(el))
+		}
+	}
+	n := fmt.Sprintf("n=%d", len(t[0]))
+	res.add("P1 first X.509-SVID, 100 MiB binary, median", pct(t[0], 50), pct(t[1], 50), "ms", false, n)
+	res.add("P1 first X.509-SVID, 100 MiB binary, p99", pct(t[0], 99), pct(t[1], 99), "ms", false, n)
+	res.add("P1 very first start after daemon start", first[0], first[1], "ms", false, "n=1, cold digest cache")
+	if retries[0]+retries[1] > 0 {
+		res.notes = append(res.notes, fmt.Sprintf("P1 retried fetches (included in the times): %s %d, %s %d",
+			ds[0].spec.Name, retries[0], ds[1].spec.Name, retries[1]))
+	}
+}
+
+func p2(ds [2]*daemon, plan Plan, res *results) {
+	logf("P2: %d warm fetches each (connect → first X509SVIDResponse)", plan.P2Fetches)
+	var t [2][]float64
+	var errs [2]int
+	deadline := time.Now().Add(4 * time.Minute)
+	for i := 0; i < plan.P2Fetches && time.Now().Before(deadline); i++ {
+		for _, k := range order(i) {
+			t0 := time.Now()
+			err := fetchOnce(ds[k].spec.Socket, 5*time.Second)
+			if err != nil {
+				errs[k]++
+				continue
+			}
+			t[k] = append(t[k], ms(time.Since(t0)))
+		}
+	}
+	n := fmt.Sprintf("n=%d/%d", len(t[0]), len(t[1]))
+	res.add("P2 warm fetch, p50", pct(t[0], 50), pct(t[1], 50), "ms", false, n)
+	res.add("P2 warm fetch, p99", pct(t[0], 99), pct(t[1], 99), "ms", false, n)
+	if errs[0]+errs[1] > 0 {
+		res.notes = append(res.notes, fmt.Sprintf("P2 failed fetches (excluded): %s %d, %s %d", ds[0].spec.Name, errs[0], ds[1].spec.Name, errs[1]))
+	}
+}
+
+// p3Cell: `conc` workers, each on its own connection, for `dur`; returns ops/s and errors.
+func p3Cell(socket string, conc int, dur time.Duration, validate bool, token string) (float64, int64) {
+	var ok, bad atomic.Int64
+	var wg sync.WaitGroup
+	var seq atomic.Int64
+	stop := time.Now().Add(dur)
+	t0 := time.Now()
+	for w := 0; w < conc; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			conn, c, err := dial(socket)
+			if err != nil {
+				bad.Add(1)
+				return
+			}
+			defer conn.Close()
+			for time.Now().Before(stop) {
+				ctx, cancel := context.WithTimeout(withHeader(context.Background()), 10*time.Second)
+				if validate {
+					_, err = c.ValidateJWTSVID(ctx, &workload.ValidateJWTSVIDRequest{Audience: "bench-validate", Svid: token})
+				} else {
+					// A new audience each call: a token is minted and signed every time (neither
+					// daemon can answer from a token cache).
+					aud := fmt.Sprintf("bench-%d-%d", time.Now().UnixNano(), seq.Add(1))
+					var r *workload.JWTSVIDResponse
+					r, err = c.FetchJWTSVID(ctx, &workload.JWTSVIDRequest{Audience: []string{aud}})
+					if err == nil && len(r.Svids) == 0 {
+						err = errors.New("no JWT-SVID")
+					}
+				}
+				cancel()
+				if err != nil {
+					bad.Add(1)
+					time.Sleep(time.Millisecond)
+				} else {
+					ok.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return float64(ok.Load()) / time.Since(t0).Seconds(), bad.Load()
+}
+
+func jwtToken(socket string) string {
+	conn, c, err := dial(socket)
+	if err != nil {
+		fatal("dial: %v", err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(withHeader(context.Background()), 30*time.Second)
+	defer cancel()
+	r, err := c.FetchJWTSVID(ctx, &workload.JWTSVIDRequest{Audience: []string{"bench-validate"}})
+	if err != nil || len(r.Svids) == 0 {
+		fatal("FetchJWTSVID on %s: %v", socket, err)
+	}
+	return r.Svids[0].Svid
+}
+
+func p3(ds [2]*daemon, plan Plan, res *results) {
+	dur := time.Duration(plan.P3Seconds * float64(time.Second))
+	logf("P3: JWT mint and validate, concurrency 1 and 2, %d rounds × %v per daemon and cell", plan.P3Rounds, dur)
+	tokens := [2]string{jwtToken(ds[0].spec.Socket), jwtToken(ds[1].spec.Socket)}
+	for _, validate := range []bool{false, true} {
+		for _, conc := range []int{1, 2} {
+			var sum [2]float64
+			var errs [2]int64
+			for r := 0; r < plan.P3Rounds; r++ {
+				for _, k := range order(r) {
+					rate, bad := p3Cell(ds[k].spec.Socket, conc, dur, validate, tokens[k])
+					sum[k] += rate
+					errs[k] += bad
+				}
+			}
+			what := "P3 JWT-SVIDs minted/s"
+			if validate {
+				what = "P3 JWT validations/s"
+			}
+			name := fmt.Sprintf("%s, concurrency %d", what, conc)
+			res.add(name, sum[0]/float64(plan.P3Rounds), sum[1]/float64(plan.P3Rounds), "ops/s", true, "")
+			if errs[0]+errs[1] > 0 {
+				res.notes = append(res.notes, fmt.Sprintf("%s: failed calls %s %d, %s %d", name, ds[0].spec.Name, errs[0], ds[1].spec.Name, errs[1]))
+			}
+		}
+	}
+}
+
+// P4: many open FetchX509SVID streams, StreamsPerConn per HTTP/2 connection; RSS at each target.
+func p4(ds [2]*daemon, plan Plan, res *results) {
+	var rss [2][]float64
+	var reached [2][]int
+	for k := 0; k < 2; k++ {
+		d := ds[k]
+		logf("P4: opening streams on %s", d.spec.Name)
+		var conns []*grpc.ClientConn
+		var cancels []context.CancelFunc
+		open := 0
+		limit := time.Now().Add(time.Duration(plan.P4OpenLimit * float64(time.Second)))
+		for _, target := range plan.P4Streams {
+			for open < target && time.Now().Before(limit) {
+				batch := min(plan.StreamsPerConn, target-open)
+				conn, c, err := dial(d.spec.Socket)
+				if err != nil {
+					fatal("dial: %v", err)
+				}
+				conns = append(conns, conn)
+				var wg sync.WaitGroup
+				var got atomic.Int64
+				sem := make(chan struct{}, 2*runtime.NumCPU())
+				for j := 0; j < batch; j++ {
+					ctx, cancel := context.WithCancel(withHeader(context.Background()))
+					cancels = append(cancels, cancel)
+					wg.Add(1)
+					sem <- struct{}{}
+					go func() {
+						defer wg.Done()
+						defer func() { <-sem }()
+						octx, ocancel := context.WithTimeout(context.Background(), 30*time.Second)
+						defer ocancel()
+						s, err := c.FetchX509SVID(ctx, &workload.X509SVIDRequest{})
+						if err != nil {
+							return
+						}
+						rc := make(chan error, 1)
+						go func() { _, err := s.Recv(); rc <- err }()
+						select {
+						case err := <-rc:
+							if err == nil {
+								got.Add(1)
+							}
+						case <-octx.Done():
+						}
+					}()
+				}
+				wg.Wait()
+				open += int(got.Load())
+				if int(got.Load()) < batch {
+					logf("P4 %s: only %d of %d streams opened on a connection", d.spec.Name, got.Load(), batch)
+				}
+			}
+			logf("P4 %s: %d streams open, settling", d.spec.Name, open)
+			time.Sleep(time.Duration(plan.SettleSeconds / 2 * float64(time.Second)))
+			rss[k] = append(rss[k], rssSample(d.pid(), 3))
+			reached[k] = append(reached[k], open)
+		}
+		for _, c := range cancels {
+			c()
+		}
+		for _, c := range conns {
+			c.Close()
+		}
+		time.Sleep(3 * time.Second)
+	}
+	for i, target := range plan.P4Streams {
+		note := ""
+		if reached[0][i] != target || reached[1][i] != target {
+			note = fmt.Sprintf("reached %d / %d in the time limit", reached[0][i], reached[1][i])
+		}
+		res.add(fmt.Sprintf("P4 RSS with %d open FetchX509SVID streams", target), rss[0][i], rss[1][i], "MiB", false, note)
+	}
+}

@@ -1,0 +1,189 @@
+//! Test harness: the real `tessera` binary on a temporary socket, and helpers to talk to it.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const TD: &str = "test.example";
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_tessera")
+}
+
+pub fn uid() -> u32 {
+    nix::unistd::geteuid().as_raw()
+}
+
+/// A running daemon; killed on drop.
+pub struct Daemon {
+    pub dir: tempfile::TempDir,
+    pub socket: PathBuf,
+    pub config: PathBuf,
+    pub child: Option<Child>,
+}
+
+impl Daemon {
+    /// Write `entries_toml` (plus the standard header) and start the daemon on it.
+    pub fn start(extra_toml: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("api.sock");
+        let config = dir.path().join("tessera.toml");
+        let text = format!(
+            "trust_domain = \"{TD}\"\nsocket_path = \"{}\"\ndata_dir = \"{}\"\n{extra_toml}",
+            socket.display(),
+            dir.path().join("data").display()
+        );
+        std::fs::write(&config, text).unwrap();
+        let mut d = Self {
+            dir,
+            socket,
+            config,
+            child: None,
+        };
+        d.spawn();
+        d
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn audit_log(&self) -> PathBuf {
+        self.data_dir().join("audit.log")
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("unix:{}", self.socket.display())
+    }
+
+    /// Start the binary and wait until the socket accepts connections.
+    pub fn spawn(&mut self) {
+        let child = Command::new(bin())
+            .args(["run", "--config"])
+            .arg(&self.config)
+            .env("TESSERA_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(
+                std::fs::File::create(self.dir.path().join("daemon.log")).unwrap(),
+            ))
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        wait_for_socket(
+            &self.socket,
+            self.child.as_mut().unwrap(),
+            &self.dir.path().join("daemon.log"),
+        );
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("daemon running");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        child.wait().unwrap()
+    }
+
+    pub async fn client(&self) -> spiffe::WorkloadApiClient {
+        spiffe::WorkloadApiClient::connect_to(self.endpoint())
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Readiness: the socket accepts a connection (bounded; fails fast if the daemon exits).
+pub fn wait_for_socket(socket: &Path, child: &mut Child, log: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if std::os::unix::net::UnixStream::connect(socket).is_ok() {
+            return;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "daemon exited with {status}: {}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "daemon not ready: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Wait (bounded) until `cond` holds, polling.
+pub fn eventually(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The gRPC status code inside a spiffe-crate error, if any.
+pub fn status_code(e: &spiffe::WorkloadApiError) -> Option<tonic::Code> {
+    match e {
+        spiffe::WorkloadApiError::NoIdentityIssued => Some(tonic::Code::PermissionDenied),
+        spiffe::WorkloadApiError::PermissionDenied(_) => Some(tonic::Code::PermissionDenied),
+        other => {
+            let s = format!("{other:?}");
+            [
+                ("InvalidArgument", tonic::Code::InvalidArgument),
+                ("PermissionDenied", tonic::Code::PermissionDenied),
+                ("Unavailable", tonic::Code::Unavailable),
+                ("Unimplemented", tonic::Code::Unimplemented),
+            ]
+            .into_iter()
+            .find(|(n, _)| s.contains(n))
+            .map(|(_, c)| c)
+        }
+    }
+}
+
+/// A raw tonic client on the socket (for what the spiffe crate will not send, e.g. no header).
+pub async fn raw_client(
+    socket: &Path,
+) -> tessera::pb::spiffe_workload_api_client::SpiffeWorkloadApiClient<tonic::transport::Channel> {
+    let socket = socket.to_owned();
+    let channel = tonic::transport::Endpoint::try_from("http://localhost")
+        .unwrap()
+        .connect_with_connector(tower::service_fn(move |_: http::Uri| {
+            let socket = socket.clone();
+            async move {
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                    tokio::net::UnixStream::connect(socket).await?,
+                ))
+            }
+        }))
+        .await
+        .unwrap();
+    tessera::pb::spiffe_workload_api_client::SpiffeWorkloadApiClient::new(channel)
+}
+
+/// Parse one DER certificate.
+pub fn with_cert<R>(
+    der: &[u8],
+    f: impl FnOnce(&x509_parser::certificate::X509Certificate<'_>) -> R,
+) -> R {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).unwrap();
+    f(&cert)
+}

@@ -30,10 +30,7 @@ fn criterion_dir() -> PathBuf {
 fn benches(c: &mut Criterion, exe_size: u64) {
     tessera::install_crypto_provider();
     let pid = std::process::id() as i32;
-    let cfg = AttestConfig {
-        max_hash_size: None,
-        ..Default::default()
-    };
+    let cfg = AttestConfig { max_hash_size: None, ..Default::default() };
 
     let mut g = c.benchmark_group("attest");
     g.throughput(Throughput::Bytes(exe_size));
@@ -55,14 +52,11 @@ fn benches(c: &mut Criterion, exe_size: u64) {
     });
     g.finish();
     let stats = warm.digest_stats();
-    assert!(
-        stats.hits > 0,
-        "warm attestation never hit the digest cache: {stats:?}"
-    );
+    assert!(stats.hits > 0, "warm attestation never hit the digest cache: {stats:?}");
 
     let dir = tempfile::tempdir().unwrap();
     let td: TrustDomain = "bench.test".parse().unwrap();
-    let ca = Ca::open(dir.path(), &td, Duration::from_secs(86400)).expect("CA");
+    let ca = Ca::open(dir.path(), &td, Duration::from_secs(86400), None).expect("CA");
     let now = SystemTime::now();
     let auth = ca.authorities();
     let signer = auth.x509_signer(now).expect("x509 signer").clone();
@@ -78,9 +72,7 @@ fn benches(c: &mut Criterion, exe_size: u64) {
     };
     let mut g = c.benchmark_group("x509");
     g.throughput(Throughput::Elements(1));
-    g.bench_function("mint", |b| {
-        b.iter(|| black_box(x509::mint(&entry, &signer, now).expect("mint")))
-    });
+    g.bench_function("mint", |b| b.iter(|| black_box(x509::mint(&entry, &signer, now).expect("mint"))));
     g.finish();
 
     let key = auth.jwt_signer(now).expect("jwt signer").clone();
@@ -88,20 +80,9 @@ fn benches(c: &mut Criterion, exe_size: u64) {
     let mut g = c.benchmark_group("jwt");
     g.throughput(Throughput::Elements(1));
     g.bench_function("mint", |b| {
-        b.iter(|| {
-            black_box(jwt::mint(&id, &aud, Duration::from_secs(300), None, &key, now).expect("jwt"))
-        })
+        b.iter(|| black_box(jwt::mint(&id, &aud, Duration::from_secs(300), None, &key, now).expect("jwt")))
     });
-    let token = jwt::mint(
-        &id,
-        &aud,
-        Duration::from_secs(300),
-        None,
-        &key,
-        SystemTime::now(),
-    )
-    .unwrap()
-    .token;
+    let token = jwt::mint(&id, &aud, Duration::from_secs(300), None, &key, SystemTime::now()).unwrap().token;
     let jwks = tessera::bundle::local_jwks(&auth);
     g.bench_function("validate", |b| {
         b.iter(|| {
@@ -117,40 +98,29 @@ fn benches(c: &mut Criterion, exe_size: u64) {
 
 /// Mean time per iteration (ns) that criterion recorded for `group/name` in this run.
 fn mean_ns(dir: &Path, group: &str, name: &str) -> Option<f64> {
-    let text =
-        std::fs::read_to_string(dir.join(group).join(name).join("new/estimates.json")).ok()?;
+    let text = std::fs::read_to_string(dir.join(group).join(name).join("new/estimates.json")).ok()?;
     let v: serde_json::Value = serde_json::from_str(&text).ok()?;
     v["mean"]["point_estimate"].as_f64()
 }
 
 fn openssl(args: &[&str]) -> Option<String> {
     let out = Command::new("openssl").args(args).output().ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// (signs/s, verifies/s) from `openssl speed -seconds 3 ecdsap256`.
 fn p256_limits() -> Option<(f64, f64)> {
     let out = openssl(&["speed", "-seconds", "3", "ecdsap256"])?;
     let line = out.lines().find(|l| l.contains("nistp256"))?;
-    let f: Vec<f64> = line
-        .split_whitespace()
-        .filter_map(|w| w.parse().ok())
-        .collect();
+    let f: Vec<f64> = line.split_whitespace().filter_map(|w| w.parse().ok()).collect();
     let n = f.len();
     (n >= 2).then(|| (f[n - 2], f[n - 1]))
 }
 
 /// SHA-256 bytes/s from `openssl speed -evp sha256` over 1 MiB blocks.
 fn sha256_limit() -> Option<f64> {
-    let out = openssl(&[
-        "speed", "-seconds", "3", "-bytes", "1048576", "-evp", "sha256",
-    ])?;
-    let line = out
-        .lines()
-        .rev()
-        .find(|l| l.trim_start().starts_with("sha256"))?;
+    let out = openssl(&["speed", "-seconds", "3", "-bytes", "1048576", "-evp", "sha256"])?;
+    let line = out.lines().rev().find(|l| l.trim_start().starts_with("sha256"))?;
     let last = line.split_whitespace().last()?;
     let k: f64 = last.trim_end_matches('k').parse().ok()?;
     Some(k * 1000.0)
@@ -183,16 +153,11 @@ fn main() {
     };
     let num = |x: Option<f64>| x.map(|v| format!("{v:.0}")).unwrap_or_else(|| "n/a".into());
     let us = |group: &str, name: &str| {
-        mean_ns(&dir, group, name)
-            .map(|ns| format!("{:.1} µs", ns / 1000.0))
-            .unwrap_or_else(|| "n/a".into())
+        mean_ns(&dir, group, name).map(|ns| format!("{:.1} µs", ns / 1000.0)).unwrap_or_else(|| "n/a".into())
     };
 
     let cold_bps = mean_ns(&dir, "attest", "cold").map(|ns| exe_size as f64 / (ns / 1e9));
-    let mb = |x: Option<f64>| {
-        x.map(|v| format!("{:.0} MB/s", v / 1e6))
-            .unwrap_or_else(|| "n/a".into())
-    };
+    let mb = |x: Option<f64>| x.map(|v| format!("{:.0} MB/s", v / 1e6)).unwrap_or_else(|| "n/a".into());
     let sign = p256.map(|p| p.0);
     let verify = p256.map(|p| p.1);
 
@@ -236,7 +201,5 @@ fn main() {
         pctf(per_s("jwt", "validate"), verify)
     );
     println!();
-    println!(
-        "One core per bench (criterion is single-threaded); openssl speed also runs on one core."
-    );
+    println!("One core per bench (criterion is single-threaded); openssl speed also runs on one core.");
 }

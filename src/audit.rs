@@ -33,12 +33,7 @@ impl Audit {
         if let Some(dir) = path.parent() {
             crate::storage::private_dir(dir)?;
         }
-        let mut file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .read(true)
-            .mode(0o600)
-            .open(path)?;
+        let mut file = OpenOptions::new().create(true).append(true).read(true).mode(0o600).open(path)?;
         let (mut seq, mut prev) = last_link(&mut file)?;
         let (tx, rx) = mpsc::channel::<Map<String, Value>>();
         let path_owned: PathBuf = path.to_owned();
@@ -76,9 +71,7 @@ impl Audit {
 }
 
 fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
+    time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
 }
 
 /// Sequence number and hash of the last line of an existing file (reads only its tail).
@@ -91,15 +84,8 @@ fn last_link(file: &mut std::fs::File) -> io::Result<(u64, String)> {
     file.seek(SeekFrom::Start(start))?;
     let mut tail = String::new();
     file.read_to_string(&mut tail)?;
-    let last = tail
-        .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("");
-    let seq = serde_json::from_str::<Value>(last)
-        .ok()
-        .and_then(|v| v.get("seq")?.as_u64())
-        .unwrap_or(0);
+    let last = tail.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
+    let seq = serde_json::from_str::<Value>(last).ok().and_then(|v| v.get("seq")?.as_u64()).unwrap_or(0);
     Ok((seq, line_hash(last)))
 }
 
@@ -128,10 +114,7 @@ pub fn verify(path: &Path) -> io::Result<Verdict> {
         let v: Value = match serde_json::from_str(&line) {
             Ok(v) => v,
             Err(e) => {
-                return Ok(Verdict::Broken {
-                    line: n,
-                    reason: format!("not a JSON audit line: {e}"),
-                });
+                return Ok(Verdict::Broken { line: n, reason: format!("not a JSON audit line: {e}") });
             }
         };
         let seq = v.get("seq").and_then(Value::as_u64);
@@ -151,10 +134,7 @@ pub fn verify(path: &Path) -> io::Result<Verdict> {
             let reason = if n == 1 {
                 "first line does not start the chain (lines deleted from the start?)".to_string()
             } else {
-                format!(
-                    "hash link does not match line {}: that line was edited, or a line was inserted here",
-                    n - 1
-                )
+                format!("hash link does not match line {}: that line was edited, or a line was inserted here", n - 1)
             };
             return Ok(Verdict::Broken { line: n, reason });
         }
@@ -197,25 +177,16 @@ mod tests {
 
         let edited = orig.replacen("\"i\":1", "\"i\":7", 1);
         std::fs::write(&p, edited).unwrap();
-        assert!(matches!(
-            verify(&p).unwrap(),
-            Verdict::Broken { line: 3, .. }
-        ));
+        assert!(matches!(verify(&p).unwrap(), Verdict::Broken { line: 3, .. }));
 
         let mut deleted = lines.clone();
         deleted.remove(4);
         std::fs::write(&p, deleted.join("\n") + "\n").unwrap();
-        assert!(matches!(
-            verify(&p).unwrap(),
-            Verdict::Broken { line: 5, .. }
-        ));
+        assert!(matches!(verify(&p).unwrap(), Verdict::Broken { line: 5, .. }));
 
         let mut inserted = lines.clone();
         inserted.insert(2, lines[1]);
         std::fs::write(&p, inserted.join("\n") + "\n").unwrap();
-        assert!(matches!(
-            verify(&p).unwrap(),
-            Verdict::Broken { line: 3, .. }
-        ));
+        assert!(matches!(verify(&p).unwrap(), Verdict::Broken { line: 3, .. }));
     }
 }

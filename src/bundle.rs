@@ -9,11 +9,8 @@ use serde_json::{Value, json};
 /// The JWK of one of our ES256 signing keys.
 pub fn jwk(key: &JwtKey) -> Value {
     // public_point is 0x04 || X (32) || Y (32).
-    let (x, y) = key
-        .public_point
-        .get(1..)
-        .unwrap_or_default()
-        .split_at(32.min(key.public_point.len().saturating_sub(1)));
+    let (x, y) =
+        key.public_point.get(1..).unwrap_or_default().split_at(32.min(key.public_point.len().saturating_sub(1)));
     json!({
         "kty": "EC",
         "crv": "P-256",
@@ -58,23 +55,14 @@ pub fn find_jwt_key(jwks: &[u8], kid: &str) -> Option<VerifyKey> {
                     "P-384" => &[ES384],
                     _ => return None,
                 };
-                let key = jsonwebtoken::DecodingKey::from_ec_components(
-                    k.get("x")?.as_str()?,
-                    k.get("y")?.as_str()?,
-                )
-                .ok()?;
+                let key =
+                    jsonwebtoken::DecodingKey::from_ec_components(k.get("x")?.as_str()?, k.get("y")?.as_str()?).ok()?;
                 Some(VerifyKey { key, algs })
             }
             "RSA" => {
-                let key = jsonwebtoken::DecodingKey::from_rsa_components(
-                    k.get("n")?.as_str()?,
-                    k.get("e")?.as_str()?,
-                )
-                .ok()?;
-                Some(VerifyKey {
-                    key,
-                    algs: &[RS256, RS384, RS512, PS256, PS384, PS512],
-                })
+                let key = jsonwebtoken::DecodingKey::from_rsa_components(k.get("n")?.as_str()?, k.get("e")?.as_str()?)
+                    .ok()?;
+                Some(VerifyKey { key, algs: &[RS256, RS384, RS512, PS256, PS384, PS512] })
             }
             _ => None,
         }

@@ -8,8 +8,8 @@
 use crate::spiffe_id::TrustDomain;
 use crate::storage;
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, PublicKeyData, SanType,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    PKCS_ECDSA_P256_SHA256, PublicKeyData, SanType,
 };
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -19,20 +19,16 @@ use zeroize::Zeroizing;
 
 const STATE_FILE: &str = "ca.json";
 const STATE_VERSION: u32 = 1;
+/// Written once a CA exists, so that a lost `ca.json` is noticed instead of replaced.
+const MARKER_FILE: &str = "trust_domain";
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CaError {
     #[error("cannot write CA state {path}: {source}")]
-    Write {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Write { path: PathBuf, source: std::io::Error },
     #[error("cannot read CA state {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error(
         "CA state {path} is corrupt ({reason}); refusing to start rather than silently create a new trust domain. \
          Restore it from backup, or move it away to start a new trust domain on purpose"
@@ -42,11 +38,15 @@ pub enum CaError {
         "CA state {path} belongs to trust domain {found:?}, but the config says {want:?}; \
          use another data_dir for a different trust domain"
     )]
-    WrongTrustDomain {
-        path: PathBuf,
-        found: String,
-        want: String,
-    },
+    WrongTrustDomain { path: PathBuf, found: String, want: String },
+    #[error(
+        "CA state {path} is missing although {marker} says this data_dir already had a CA; refusing to start a \
+         new trust domain silently. Restore ca.json from backup, or remove the marker to start over on purpose",
+        marker = MARKER_FILE
+    )]
+    Missing { path: PathBuf },
+    #[error("upstream CA: {0}")]
+    Upstream(String),
     #[error("certificate generation failed: {0}")]
     Rcgen(#[from] rcgen::Error),
     #[error("JWT key error: {0}")]
@@ -81,31 +81,28 @@ pub struct JwtKey {
 
 /// A consistent snapshot of the CA: what signs now and what the bundles contain.
 pub struct Authorities {
-    /// Oldest first. All are in the bundle; the newest active one signs.
+    /// Oldest first; the newest active one signs.
     pub x509: Vec<Arc<X509Authority>>,
     pub jwt: Vec<Arc<JwtKey>>,
+    /// The X.509 trust bundle (DER certificates): our self-signed roots, or the upstream roots.
+    pub roots: Vec<Vec<u8>>,
 }
 
 impl Authorities {
     /// The authority that signs at `now`: the newest whose activation time has come.
     pub fn x509_signer(&self, now: SystemTime) -> Option<&Arc<X509Authority>> {
-        self.x509
-            .iter()
-            .rev()
-            .find(|a| a.not_before <= now && now < a.not_after)
+        self.x509.iter().rev().find(|a| a.not_before <= now && now < a.not_after)
     }
     pub fn jwt_signer(&self, now: SystemTime) -> Option<&Arc<JwtKey>> {
-        self.jwt
-            .iter()
-            .rev()
-            .find(|k| k.not_before <= now && now < k.not_after)
+        self.jwt.iter().rev().find(|k| k.not_before <= now && now < k.not_after)
     }
     /// The local X.509 bundle as the Workload API carries it: concatenated DER.
     pub fn x509_bundle_der(&self) -> Vec<u8> {
-        self.x509
-            .iter()
-            .flat_map(|a| a.cert_der.iter().copied())
-            .collect()
+        self.roots.concat()
+    }
+    /// The bundle's certificates, one DER each.
+    pub fn bundle_certs(&self) -> &[Vec<u8>] {
+        &self.roots
     }
 }
 
@@ -115,12 +112,18 @@ struct StoredState {
     trust_domain: String,
     x509: Vec<StoredX509>,
     jwt: Vec<StoredJwt>,
+    /// Roots of the operator's PKI that our intermediates chain to (PEM), if any.
+    #[serde(default)]
+    upstream_roots: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize)]
 struct StoredX509 {
     cert_pem: String,
     key_pem: String,
+    /// An intermediate under an upstream root (it goes into SVID chains, not into the bundle).
+    #[serde(default)]
+    intermediate: bool,
     /// When this authority may start signing (unix seconds); it is in the bundle before that.
     active_from: u64,
 }
@@ -150,15 +153,14 @@ pub struct Ca {
     trust_domain: TrustDomain,
     path: PathBuf,
     ttl: Duration,
+    upstream: Option<crate::config::Upstream>,
     state: RwLock<Arc<Authorities>>,
     /// Same content as on disk; kept to append on rotation without re-reading.
     stored: RwLock<StoredState>,
 }
 
 fn unix(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 fn from_unix(s: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(s)
@@ -170,25 +172,17 @@ impl Ca {
         data_dir: &Path,
         trust_domain: &TrustDomain,
         ttl: Duration,
+        upstream: Option<crate::config::Upstream>,
     ) -> Result<Self, CaError> {
         let path = data_dir.join(STATE_FILE);
-        storage::private_dir(data_dir).map_err(|source| CaError::Write {
-            path: data_dir.to_owned(),
-            source,
-        })?;
+        storage::private_dir(data_dir).map_err(|source| CaError::Write { path: data_dir.to_owned(), source })?;
         let stored = match std::fs::read(&path) {
             Ok(bytes) => {
                 let bytes = Zeroizing::new(bytes);
-                let s: StoredState =
-                    serde_json::from_slice(&bytes).map_err(|e| CaError::Corrupt {
-                        path: path.clone(),
-                        reason: e.to_string(),
-                    })?;
+                let s: StoredState = serde_json::from_slice(&bytes)
+                    .map_err(|e| CaError::Corrupt { path: path.clone(), reason: e.to_string() })?;
                 if s.version != STATE_VERSION {
-                    return Err(CaError::Corrupt {
-                        path,
-                        reason: format!("unknown version {}", s.version),
-                    });
+                    return Err(CaError::Corrupt { path, reason: format!("unknown version {}", s.version) });
                 }
                 if s.trust_domain != trust_domain.as_str() {
                     return Err(CaError::WrongTrustDomain {
@@ -200,11 +194,15 @@ impl Ca {
                 s
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if data_dir.join(MARKER_FILE).exists() {
+                    return Err(CaError::Missing { path });
+                }
                 let s = StoredState {
                     version: STATE_VERSION,
                     trust_domain: trust_domain.to_string(),
                     x509: vec![],
                     jwt: vec![],
+                    upstream_roots: vec![],
                 };
                 tracing::info!(path = %path.display(), trust_domain = %trust_domain, "no CA state yet: creating a new CA");
                 s
@@ -216,10 +214,21 @@ impl Ca {
             trust_domain: trust_domain.clone(),
             path,
             ttl,
+            upstream,
             state: RwLock::new(Arc::new(authorities)),
             stored: RwLock::new(stored),
         };
-        ca.rotate_if_due(SystemTime::now())?;
+        // A switch between self-signed and upstream mode takes effect with a new authority now.
+        let mode_changed = {
+            let stored = ca.stored.read().unwrap_or_else(|p| p.into_inner());
+            stored.x509.last().is_some_and(|last| last.intermediate != ca.upstream.is_some())
+        };
+        ca.rotate(SystemTime::now(), mode_changed)?;
+        let marker = data_dir.join(MARKER_FILE);
+        if !marker.exists() {
+            storage::write_atomic(&marker, format!("{trust_domain}\n").as_bytes())
+                .map_err(|source| CaError::Write { path: marker, source })?;
+        }
         Ok(ca)
     }
 
@@ -229,37 +238,39 @@ impl Ca {
 
     /// The current snapshot (cheap: an `Arc` clone).
     pub fn authorities(&self) -> Arc<Authorities> {
-        self.state
-            .read()
-            .map(|s| s.clone())
-            .unwrap_or_else(|p| p.into_inner().clone())
+        self.state.read().map(|s| s.clone()).unwrap_or_else(|p| p.into_inner().clone())
     }
 
     /// Create successors at half-life, drop expired authorities. Returns true if the bundle changed.
     /// Each change is on disk before it is used.
     pub fn rotate_if_due(&self, now: SystemTime) -> Result<bool, CaError> {
+        self.rotate(now, false)
+    }
+
+    fn rotate(&self, now: SystemTime, force_x509: bool) -> Result<bool, CaError> {
         let mut stored = self.stored.write().unwrap_or_else(|p| p.into_inner());
         let auth = self.authorities();
         let mut changed = false;
         // Successors become signers after a tenth of the lifetime, so every client has fetched the new
         // bundle (pushed at once on the bundle streams) before the first SVID it signs is seen.
         let lead = self.ttl / 10;
-        let needs_x509 = match auth.x509.last() {
-            None => true,
-            Some(last) => half_life_passed(last.not_before, last.not_after, now),
-        };
-        if needs_x509 {
-            let active_from = if auth.x509.is_empty() {
-                now
-            } else {
-                now + lead
+        let needs_x509 = force_x509
+            || match auth.x509.last() {
+                None => true,
+                Some(last) => half_life_passed(last.not_before, last.not_after, now),
             };
-            let (cert_pem, key_pem) = self.new_x509_authority(now)?;
+        if needs_x509 {
+            let active_from = if auth.x509.is_empty() || force_x509 { now } else { now + lead };
+            let (cert_pem, key_pem, roots) = self.new_x509_authority(now)?;
             stored.x509.push(StoredX509 {
                 cert_pem,
                 key_pem,
+                intermediate: self.upstream.is_some(),
                 active_from: unix(active_from),
             });
+            if let Some(roots) = roots {
+                stored.upstream_roots = roots;
+            }
             changed = true;
         }
         let needs_jwt = match auth.jwt.last() {
@@ -290,42 +301,73 @@ impl Ca {
         stored.jwt.retain(|k| from_unix(k.not_after) > now);
         changed |= before != (stored.x509.len(), stored.jwt.len());
         if changed {
-            let json = Zeroizing::new(
-                serde_json::to_vec_pretty(&*stored).map_err(|e| CaError::Jwt(e.to_string()))?,
-            );
-            storage::write_atomic(&self.path, &json).map_err(|source| CaError::Write {
-                path: self.path.clone(),
-                source,
-            })?;
+            let json = Zeroizing::new(serde_json::to_vec_pretty(&*stored).map_err(|e| CaError::Jwt(e.to_string()))?);
+            storage::write_atomic(&self.path, &json)
+                .map_err(|source| CaError::Write { path: self.path.clone(), source })?;
             let built = build(&stored, &self.path)?;
             *self.state.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(built);
-            tracing::info!(
-                x509_authorities = stored.x509.len(),
-                jwt_keys = stored.jwt.len(),
-                "CA state updated"
-            );
+            tracing::info!(x509_authorities = stored.x509.len(), jwt_keys = stored.jwt.len(), "CA state updated");
         }
         Ok(changed)
     }
 
-    fn new_x509_authority(&self, now: SystemTime) -> Result<(String, String), CaError> {
+    /// A new signing authority: a self-signed root, or an intermediate signed by the upstream root
+    /// (whose files are read afresh each time, so the operator can rotate them without a restart).
+    /// Returns the cert and key PEM, and the upstream roots to publish if there is an upstream.
+    fn new_x509_authority(&self, now: SystemTime) -> Result<(String, String, Option<Vec<String>>), CaError> {
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
         dn.push(DnType::OrganizationName, "tessera");
-        dn.push(
-            DnType::CommonName,
-            format!("tessera CA {}", self.trust_domain),
-        );
+        dn.push(DnType::CommonName, format!("tessera CA {}", self.trust_domain));
         params.distinguished_name = dn;
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         params.subject_alt_names = vec![SanType::URI(self.trust_domain.id_string().try_into()?)];
         params.serial_number = Some(crate::svid::x509::random_serial());
         params.not_before = (now - Duration::from_secs(10)).into();
-        params.not_after = (now + self.ttl).into();
-        let cert = params.self_signed(&key)?;
-        Ok((cert.pem(), key.serialize_pem()))
+        let Some(up) = &self.upstream else {
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            params.not_after = (now + self.ttl).into();
+            let cert = params.self_signed(&key)?;
+            return Ok((cert.pem(), key.serialize_pem(), None));
+        };
+        let read = |p: &Path| {
+            std::fs::read_to_string(p)
+                .map_err(|source| CaError::Upstream(format!("cannot read {}: {source}", p.display())))
+        };
+        let up_cert_pem = read(&up.cert)?;
+        let up_key = KeyPair::from_pem(&Zeroizing::new(read(&up.key)?))
+            .map_err(|e| CaError::Upstream(format!("{}: {e}", up.key.display())))?;
+        let up_der = pem::parse(&up_cert_pem)
+            .map_err(|e| CaError::Upstream(format!("{}: {e}", up.cert.display())))?
+            .into_contents();
+        let (_, up_parsed) = x509_parser::parse_x509_certificate(&up_der)
+            .map_err(|e| CaError::Upstream(format!("{}: {e}", up.cert.display())))?;
+        if up_parsed.public_key().raw != up_key.subject_public_key_info().as_slice() {
+            return Err(CaError::Upstream(format!("{} does not match {}", up.key.display(), up.cert.display())));
+        }
+        if !up_parsed.is_ca() {
+            return Err(CaError::Upstream(format!("{} is not a CA certificate", up.cert.display())));
+        }
+        let up_not_after = from_unix(up_parsed.validity().not_after.timestamp().max(0) as u64);
+        // The node's intermediate signs only leaves (pathLen 0) and never outlives its root.
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.not_after = (now + self.ttl).min(up_not_after).into();
+        params.use_authority_key_identifier_extension = true;
+        let issuer = Issuer::from_ca_cert_der(&up_der.clone().into(), up_key)?;
+        let cert = params.signed_by(&key, &issuer)?;
+        let roots = match &up.bundle {
+            Some(b) => {
+                let text = read(b)?;
+                let blocks = pem::parse_many(&text).map_err(|e| CaError::Upstream(format!("{}: {e}", b.display())))?;
+                blocks.iter().filter(|p| p.tag() == "CERTIFICATE").map(pem::encode).collect::<Vec<_>>()
+            }
+            None => vec![up_cert_pem],
+        };
+        if roots.is_empty() {
+            return Err(CaError::Upstream("the upstream bundle holds no certificate".into()));
+        }
+        Ok((cert.pem(), key.serialize_pem(), Some(roots)))
     }
 }
 
@@ -341,26 +383,28 @@ fn random_kid() -> String {
 }
 
 fn build(stored: &StoredState, path: &Path) -> Result<Authorities, CaError> {
-    let corrupt = |reason: String| CaError::Corrupt {
-        path: path.to_owned(),
-        reason,
-    };
+    let corrupt = |reason: String| CaError::Corrupt { path: path.to_owned(), reason };
     let mut x509 = Vec::new();
+    let mut roots = Vec::new();
+    for r in &stored.upstream_roots {
+        roots.push(pem::parse(r).map_err(|e| corrupt(format!("upstream root: {e}")))?.into_contents());
+    }
     for a in &stored.x509 {
-        let der = pem::parse(&a.cert_pem)
-            .map_err(|e| corrupt(format!("CA certificate: {e}")))?
-            .into_contents();
+        let der = pem::parse(&a.cert_pem).map_err(|e| corrupt(format!("CA certificate: {e}")))?.into_contents();
         let key = KeyPair::from_pem(&a.key_pem).map_err(|e| corrupt(format!("CA key: {e}")))?;
-        let (_, parsed) = x509_parser::parse_x509_certificate(&der)
-            .map_err(|e| corrupt(format!("CA certificate: {e}")))?;
+        let (_, parsed) =
+            x509_parser::parse_x509_certificate(&der).map_err(|e| corrupt(format!("CA certificate: {e}")))?;
         if parsed.public_key().raw != key.subject_public_key_info().as_slice() {
             return Err(corrupt("CA key does not match its certificate".into()));
         }
         let not_after = from_unix(parsed.validity().not_after.timestamp().max(0) as u64);
         let issuer = Issuer::from_ca_cert_der(&der.clone().into(), key)?;
+        if !a.intermediate {
+            roots.push(der.clone());
+        }
         x509.push(Arc::new(X509Authority {
+            chain_tail_der: if a.intermediate { der.clone() } else { Vec::new() },
             cert_der: der,
-            chain_tail_der: Vec::new(),
             not_before: from_unix(a.active_from),
             not_after,
             issuer,
@@ -368,8 +412,7 @@ fn build(stored: &StoredState, path: &Path) -> Result<Authorities, CaError> {
     }
     let mut jwt = Vec::new();
     for k in &stored.jwt {
-        let key = KeyPair::from_pem(&k.key_pem)
-            .map_err(|e| corrupt(format!("JWT key {}: {e}", k.kid)))?;
+        let key = KeyPair::from_pem(&k.key_pem).map_err(|e| corrupt(format!("JWT key {}: {e}", k.kid)))?;
         let der = Zeroizing::new(key.serialize_der());
         jwt.push(Arc::new(JwtKey {
             kid: k.kid.clone(),
@@ -379,5 +422,5 @@ fn build(stored: &StoredState, path: &Path) -> Result<Authorities, CaError> {
             public_point: key.public_key_raw().to_vec(),
         }));
     }
-    Ok(Authorities { x509, jwt })
+    Ok(Authorities { x509, jwt, roots })
 }

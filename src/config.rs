@@ -17,6 +17,7 @@ pub const DEFAULT_DATA_DIR: &str = "/var/lib/tessera";
 const DEFAULT_X509_TTL: Duration = Duration::from_secs(600);
 const DEFAULT_JWT_TTL: Duration = Duration::from_secs(300);
 const DEFAULT_CA_TTL: Duration = Duration::from_secs(7 * 86400);
+const DEFAULT_REATTEST: Duration = Duration::from_secs(30);
 
 /// One problem in a config file, located.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,21 +40,9 @@ pub struct ConfigError {
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.issues.len();
-        write!(
-            f,
-            "{} has {n} error{}:",
-            self.file.display(),
-            if n == 1 { "" } else { "s" }
-        )?;
+        write!(f, "{} has {n} error{}:", self.file.display(), if n == 1 { "" } else { "s" })?;
         for i in &self.issues {
-            write!(
-                f,
-                "\n  {}:{}: {}: {}",
-                self.file.display(),
-                i.line,
-                i.key,
-                i.message
-            )?;
+            write!(f, "\n  {}:{}: {}: {}", self.file.display(), i.line, i.key, i.message)?;
             if !i.fix.is_empty() {
                 write!(f, "\n      fix: {}", i.fix)?;
             }
@@ -73,8 +62,11 @@ struct RawConfig {
     jwt_issuer: Option<String>,
     default_x509_svid_ttl: Option<Spanned<String>>,
     default_jwt_svid_ttl: Option<Spanned<String>>,
+    reattest_interval: Option<Spanned<String>>,
     #[serde(default)]
     ca: RawCa,
+    #[serde(default)]
+    federation: Vec<Spanned<RawFederation>>,
     #[serde(default)]
     attestors: RawAttestors,
     #[serde(default)]
@@ -85,6 +77,16 @@ struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawCa {
     ttl: Option<Spanned<String>>,
+    upstream_cert: Option<Spanned<PathBuf>>,
+    upstream_key: Option<Spanned<PathBuf>>,
+    upstream_bundle: Option<Spanned<PathBuf>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFederation {
+    trust_domain: Spanned<String>,
+    bundle_path: Spanned<PathBuf>,
 }
 
 #[derive(Deserialize, Default)]
@@ -110,6 +112,22 @@ struct RawEntry {
     federates_with: Vec<Spanned<String>>,
 }
 
+/// An operator's root CA on disk, used to sign the node's intermediate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Roots to publish as the trust bundle (default: the upstream cert itself).
+    pub bundle: Option<PathBuf>,
+}
+
+/// A foreign trust domain whose bundle is read from a file (SPIFFE bundle JSON or PEM).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Federation {
+    pub trust_domain: TrustDomain,
+    pub bundle_path: PathBuf,
+}
+
 /// The validated configuration the daemon runs with.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -122,6 +140,11 @@ pub struct Config {
     pub audit_log: PathBuf,
     pub jwt_issuer: Option<String>,
     pub ca_ttl: Duration,
+    /// The node CA as an intermediate under an operator's root (None: self-signed root).
+    pub upstream: Option<Upstream>,
+    /// Streams are re-attested at least this often (drift detection).
+    pub reattest_interval: Duration,
+    pub federation: Vec<Federation>,
     pub attest: AttestConfig,
     pub registry: Registry,
     /// The built-in default for newcomers: loud warnings, per-user paths.
@@ -145,10 +168,7 @@ impl Config {
 
     /// Validate config text; `path` is used for messages and to resolve nothing else.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let fail = |issues| ConfigError {
-            file: path.to_owned(),
-            issues,
-        };
+        let fail = |issues| ConfigError { file: path.to_owned(), issues };
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
             let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(0);
             fail(vec![ConfigIssue {
@@ -158,10 +178,7 @@ impl Config {
                 fix: "see the README's configuration reference or systemd/tessera.toml".into(),
             }])
         })?;
-        let mut v = Validator {
-            text,
-            issues: Vec::new(),
-        };
+        let mut v = Validator { text, issues: Vec::new() };
         let cfg = v.config(raw, path);
         match cfg {
             Some(cfg) if v.issues.is_empty() => Ok(cfg),
@@ -171,11 +188,7 @@ impl Config {
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())]
-        .bytes()
-        .filter(|b| *b == b'\n')
-        .count()
-        + 1
+    text[..offset.min(text.len())].bytes().filter(|b| *b == b'\n').count() + 1
 }
 
 struct Validator<'a> {
@@ -198,21 +211,11 @@ impl Validator<'_> {
         match duration::parse(s.get_ref()) {
             Ok(d) if d >= Duration::from_secs(1) => d,
             Ok(_) => {
-                self.issue(
-                    s,
-                    key,
-                    format!("{:?} is shorter than one second", s.get_ref()),
-                    "use at least \"1s\"",
-                );
+                self.issue(s, key, format!("{:?} is shorter than one second", s.get_ref()), "use at least \"1s\"");
                 default
             }
             Err(e) => {
-                self.issue(
-                    s,
-                    key,
-                    e,
-                    "write a duration such as \"90s\", \"10m\" or \"1h30m\"",
-                );
+                self.issue(s, key, e, "write a duration such as \"90s\", \"10m\" or \"1h30m\"");
                 default
             }
         }
@@ -246,32 +249,101 @@ impl Validator<'_> {
                 }
             },
         };
-        let x509_default = self.duration(
-            &raw.default_x509_svid_ttl,
-            "default_x509_svid_ttl",
-            DEFAULT_X509_TTL,
-        );
-        let jwt_default = self.duration(
-            &raw.default_jwt_svid_ttl,
-            "default_jwt_svid_ttl",
-            DEFAULT_JWT_TTL,
-        );
+        let x509_default = self.duration(&raw.default_x509_svid_ttl, "default_x509_svid_ttl", DEFAULT_X509_TTL);
+        let jwt_default = self.duration(&raw.default_jwt_svid_ttl, "default_jwt_svid_ttl", DEFAULT_JWT_TTL);
         let ca_ttl = self.duration(&raw.ca.ttl, "ca.ttl", DEFAULT_CA_TTL);
+        let reattest_interval = self.duration(&raw.reattest_interval, "reattest_interval", DEFAULT_REATTEST);
+        let upstream = match (&raw.ca.upstream_cert, &raw.ca.upstream_key) {
+            (None, None) => {
+                if let Some(b) = &raw.ca.upstream_bundle {
+                    self.issue(
+                        b,
+                        "ca.upstream_bundle",
+                        "upstream_bundle without upstream_cert and upstream_key".into(),
+                        "set ca.upstream_cert and ca.upstream_key too, or remove it",
+                    );
+                }
+                None
+            }
+            (Some(cert), Some(key)) => {
+                for (p, k) in [(cert, "ca.upstream_cert"), (key, "ca.upstream_key")]
+                    .into_iter()
+                    .chain(raw.ca.upstream_bundle.as_ref().map(|b| (b, "ca.upstream_bundle")))
+                {
+                    if !p.get_ref().is_file() {
+                        self.issue(
+                            p,
+                            k,
+                            format!("{} is not a readable file", p.get_ref().display()),
+                            "give the path of a PEM file",
+                        );
+                    }
+                }
+                Some(Upstream {
+                    cert: cert.get_ref().clone(),
+                    key: key.get_ref().clone(),
+                    bundle: raw.ca.upstream_bundle.as_ref().map(|b| b.get_ref().clone()),
+                })
+            }
+            (Some(c), None) => {
+                self.issue(
+                    c,
+                    "ca.upstream_cert",
+                    "upstream_cert without upstream_key".into(),
+                    "set ca.upstream_key to the root's private key (PEM)",
+                );
+                None
+            }
+            (None, Some(k)) => {
+                self.issue(
+                    k,
+                    "ca.upstream_key",
+                    "upstream_key without upstream_cert".into(),
+                    "set ca.upstream_cert to the root certificate (PEM)",
+                );
+                None
+            }
+        };
+        let mut federation = Vec::new();
+        for (i, f) in raw.federation.iter().enumerate() {
+            let fr = f.get_ref();
+            match fr.trust_domain.get_ref().parse::<TrustDomain>() {
+                Ok(td) if Some(&td) == trust_domain.as_ref() => self.issue(
+                    &fr.trust_domain,
+                    &format!("federation[{i}].trust_domain"),
+                    "federating with our own trust domain".into(),
+                    "name a foreign trust domain",
+                ),
+                Ok(td) => {
+                    if federation.iter().any(|x: &Federation| x.trust_domain == td) {
+                        self.issue(
+                            f,
+                            &format!("federation[{i}]"),
+                            format!("{td} is listed twice"),
+                            "keep one [[federation]] block per trust domain",
+                        );
+                    }
+                    federation.push(Federation { trust_domain: td, bundle_path: fr.bundle_path.get_ref().clone() })
+                }
+                Err(e) => self.issue(
+                    &fr.trust_domain,
+                    &format!("federation[{i}].trust_domain"),
+                    format!("invalid trust domain {:?}: {e}", fr.trust_domain.get_ref()),
+                    "write a trust domain name such as \"partner.org\"",
+                ),
+            }
+        }
 
         let mut entries = Vec::new();
         let mut seen: HashSet<(String, BTreeSet<Selector>)> = HashSet::new();
         for (i, raw_entry) in raw.entries.iter().enumerate() {
             let e = raw_entry.get_ref();
-            if let Some(entry) = self.entry(i, e, trust_domain.as_ref(), x509_default, jwt_default)
-            {
+            if let Some(entry) = self.entry(i, e, trust_domain.as_ref(), x509_default, jwt_default) {
                 if !seen.insert((entry.spiffe_id.to_string(), entry.selectors.clone())) {
                     self.issue(
                         raw_entry,
                         &format!("entries[{i}]"),
-                        format!(
-                            "duplicate entry: {} with the same selectors is already registered",
-                            entry.spiffe_id
-                        ),
+                        format!("duplicate entry: {} with the same selectors is already registered", entry.spiffe_id),
                         "remove this entry or change its selectors",
                     );
                 }
@@ -279,13 +351,24 @@ impl Validator<'_> {
             }
         }
 
+        for (i, raw_entry) in raw.entries.iter().enumerate() {
+            for (j, f) in raw_entry.get_ref().federates_with.iter().enumerate() {
+                if let Ok(td) = f.get_ref().parse::<TrustDomain>() {
+                    if !federation.iter().any(|x| x.trust_domain == td) {
+                        self.issue(
+                            f,
+                            &format!("entries[{i}].federates_with[{j}]"),
+                            format!("no [[federation]] block for {td}"),
+                            &format!("add [[federation]] trust_domain = \"{td}\" bundle_path = \"...\""),
+                        );
+                    }
+                }
+            }
+        }
         let data_dir = raw.data_dir.unwrap_or_else(|| DEFAULT_DATA_DIR.into());
         // Config files named by entries are hashed by the config attestor; nothing else is.
-        let config_paths: BTreeSet<PathBuf> = entries
-            .iter()
-            .flat_map(|e| e.selectors.iter())
-            .filter_map(tessera_attestors::config_path_of)
-            .collect();
+        let config_paths: BTreeSet<PathBuf> =
+            entries.iter().flat_map(|e| e.selectors.iter()).filter_map(tessera_attestors::config_path_of).collect();
         Some(Config {
             source: Some(path.to_owned()),
             trust_domain: trust_domain?,
@@ -295,6 +378,9 @@ impl Validator<'_> {
             data_dir,
             jwt_issuer: raw.jwt_issuer,
             ca_ttl,
+            upstream,
+            reattest_interval,
+            federation,
             attest: AttestConfig {
                 max_hash_size: raw.attestors.max_hash_size,
                 env_allowlist: raw.attestors.env_allowlist,
@@ -372,12 +458,7 @@ impl Validator<'_> {
         }
         if let Some(h) = &e.hint {
             if h.get_ref().len() > 1024 {
-                self.issue(
-                    h,
-                    &key("hint"),
-                    "hint is longer than 1024 bytes".into(),
-                    "shorten the hint",
-                );
+                self.issue(h, &key("hint"), "hint is longer than 1024 bytes".into(), "shorten the hint");
             }
         }
         let mut federates_with = Vec::new();
@@ -414,9 +495,7 @@ fn valid_dns_name(s: &str) -> bool {
                     && label.len() <= 63
                     && !label.starts_with('-')
                     && !label.ends_with('-')
-                    && label
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+                    && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
         })
 }
 
@@ -440,10 +519,7 @@ x509_svid_ttl = "2m"
         )
         .unwrap();
         assert_eq!(cfg.registry.entries().len(), 1);
-        assert_eq!(
-            cfg.registry.entries()[0].x509_svid_ttl,
-            Duration::from_secs(120)
-        );
+        assert_eq!(cfg.registry.entries()[0].x509_svid_ttl, Duration::from_secs(120));
         assert_eq!(cfg.registry.entries()[0].jwt_svid_ttl, DEFAULT_JWT_TTL);
         assert_eq!(cfg.socket_path, Path::new(DEFAULT_SOCKET));
     }
@@ -471,11 +547,7 @@ selectors = ["unix:uid:1"]
 "#,
         )
         .unwrap_err();
-        let found: Vec<(usize, &str)> = err
-            .issues
-            .iter()
-            .map(|i| (i.line, i.key.as_str()))
-            .collect();
+        let found: Vec<(usize, &str)> = err.issues.iter().map(|i| (i.line, i.key.as_str())).collect();
         assert_eq!(
             found,
             [
@@ -489,10 +561,7 @@ selectors = ["unix:uid:1"]
         );
         assert!(err.issues.iter().all(|i| !i.fix.is_empty()));
         let text = err.to_string();
-        assert!(
-            text.contains("/etc/tessera/tessera.toml:8: entries[1].spiffe_id"),
-            "{text}"
-        );
+        assert!(text.contains("/etc/tessera/tessera.toml:8: entries[1].spiffe_id"), "{text}");
         assert!(text.contains("write spiffe://example.org/x"), "{text}");
     }
 
@@ -500,10 +569,6 @@ selectors = ["unix:uid:1"]
     fn syntax_and_unknown_keys_are_located() {
         let err = parse("trust_domain = \"example.org\"\nsocket_pth = \"/x\"\n").unwrap_err();
         assert_eq!(err.issues[0].line, 2);
-        assert!(
-            err.issues[0].message.contains("socket_pth"),
-            "{}",
-            err.issues[0].message
-        );
+        assert!(err.issues[0].message.contains("socket_pth"), "{}", err.issues[0].message);
     }
 }

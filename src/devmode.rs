@@ -37,20 +37,14 @@ pub fn config() -> Config {
         .ok()
         .flatten()
         .map(|u| u.name)
-        .filter(|n| {
-            n.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
-        })
+        .filter(|n| n.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_')))
         .unwrap_or_else(|| format!("uid-{uid}"));
     let spiffe_id = format!("spiffe://{DEV_TRUST_DOMAIN}/user/{user}");
     let data_dir = data_dir();
     let entry = Entry {
         // Both parse: the values are built from validated pieces above.
         spiffe_id: spiffe_id.parse().unwrap_or_else(|_| unreachable_id()),
-        selectors: [format!("unix:uid:{uid}")]
-            .iter()
-            .filter_map(|s| s.parse().ok())
-            .collect(),
+        selectors: [format!("unix:uid:{uid}")].iter().filter_map(|s| s.parse().ok()).collect(),
         x509_svid_ttl: Duration::from_secs(600),
         jwt_svid_ttl: Duration::from_secs(300),
         dns_names: vec![],
@@ -59,15 +53,16 @@ pub fn config() -> Config {
     };
     Config {
         source: None,
-        trust_domain: DEV_TRUST_DOMAIN
-            .parse()
-            .unwrap_or_else(|_| unreachable_id().trust_domain().clone()),
+        trust_domain: DEV_TRUST_DOMAIN.parse().unwrap_or_else(|_| unreachable_id().trust_domain().clone()),
         socket_path: socket_path(),
         socket_mode: 0o700,
         audit_log: data_dir.join("audit.log"),
         data_dir,
         jwt_issuer: None,
         ca_ttl: Duration::from_secs(7 * 86400),
+        upstream: None,
+        reattest_interval: Duration::from_secs(30),
+        federation: vec![],
         attest: Default::default(),
         registry: Registry::new(vec![entry]),
         dev_mode: true,
@@ -76,7 +71,5 @@ pub fn config() -> Config {
 
 fn unreachable_id() -> crate::spiffe_id::SpiffeId {
     // A constant that is valid by construction; used only to satisfy the types.
-    "spiffe://tessera.dev/user/unknown"
-        .parse()
-        .expect("constant SPIFFE ID is valid")
+    "spiffe://tessera.dev/user/unknown".parse().expect("constant SPIFFE ID is valid")
 }

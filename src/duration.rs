@@ -16,9 +16,7 @@ pub fn parse(s: &str) -> Result<Duration, String> {
         if digits == 0 {
             return Err(format!("{s:?} is not a duration"));
         }
-        let n: u64 = rest[..digits]
-            .parse()
-            .map_err(|_| format!("{s:?}: number too large"))?;
+        let n: u64 = rest[..digits].parse().map_err(|_| format!("{s:?}: number too large"))?;
         rest = &rest[digits..];
         let unit_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
         let unit = &rest[..unit_len];

@@ -43,11 +43,7 @@ impl Registry {
     /// SPIFFE ID yield one SVID (the first), as a response names each identity once.
     pub fn matching(&self, workload: &BTreeSet<Selector>) -> Vec<&Entry> {
         let mut seen = BTreeSet::new();
-        self.entries
-            .iter()
-            .filter(|e| e.matches(workload))
-            .filter(|e| seen.insert(&e.spiffe_id))
-            .collect()
+        self.entries.iter().filter(|e| e.matches(workload)).filter(|e| seen.insert(&e.spiffe_id)).collect()
     }
 }
 
@@ -75,15 +71,9 @@ mod tests {
             entry("spiffe://t/c", &["unix:uid:0"]),
             entry("spiffe://t/b", &["unix:gid:1000"]),
         ]);
-        let wl: BTreeSet<Selector> = ["unix:uid:1000", "unix:gid:1000", "unix:path:/bin/x"]
-            .iter()
-            .map(|s| s.parse().unwrap())
-            .collect();
-        let ids: Vec<String> = reg
-            .matching(&wl)
-            .iter()
-            .map(|e| e.spiffe_id.to_string())
-            .collect();
+        let wl: BTreeSet<Selector> =
+            ["unix:uid:1000", "unix:gid:1000", "unix:path:/bin/x"].iter().map(|s| s.parse().unwrap()).collect();
+        let ids: Vec<String> = reg.matching(&wl).iter().map(|e| e.spiffe_id.to_string()).collect();
         assert_eq!(ids, ["spiffe://t/a", "spiffe://t/b"]);
     }
 }

@@ -14,9 +14,12 @@ pub mod daemon;
 pub mod devmode;
 pub mod duration;
 pub mod entry;
+pub mod federation;
+pub mod proxy;
 pub mod spiffe_id;
 pub mod storage;
 pub mod svid;
+pub mod watch;
 pub mod workload;
 
 /// Generated Workload API types (the proto has no package, hence `_`).

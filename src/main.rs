@@ -9,11 +9,7 @@ use tessera::config::Config;
 use tessera::devmode;
 
 #[derive(Parser)]
-#[command(
-    name = "tessera",
-    version,
-    about = "Node-local SPIFFE Workload API daemon with process attestation"
-)]
+#[command(name = "tessera", version, about = "Node-local SPIFFE Workload API daemon with process attestation")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -51,6 +47,8 @@ enum Command {
         #[arg(long, global = true, default_value = "5s")]
         timeout: String,
     },
+    /// mTLS for plain-TCP agents, authorized by SPIFFE ID (the proxy holds the SVID).
+    Proxy(cli::proxy::ProxyArgs),
     /// Audit trail tools.
     Audit {
         #[command(subcommand)]
@@ -118,8 +116,11 @@ fn init_logging() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("TESSERA_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let json = std::env::var("TESSERA_LOG_FORMAT").is_ok_and(|v| v == "json");
+    use std::io::IsTerminal;
+    // Colour only on a terminal: log files and journald get plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     if json {
         builder.json().init();
@@ -129,7 +130,9 @@ fn init_logging() {
 }
 
 fn load(path: &PathBuf) -> Result<Config> {
-    Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))
+    // Absolute, so reloads and file watching do not depend on the working directory.
+    let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
+    Config::load(&path).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 fn main() -> Result<()> {
@@ -183,61 +186,42 @@ fn main() -> Result<()> {
             };
             cli::attest::run(pid, attest, json)
         }
-        Command::Api {
-            command,
-            socket,
-            timeout,
-        } => {
-            let timeout = tessera::duration::parse(&timeout)
-                .map_err(anyhow::Error::msg)
-                .context("--timeout")?;
+        Command::Api { command, socket, timeout } => {
+            let timeout = tessera::duration::parse(&timeout).map_err(anyhow::Error::msg).context("--timeout")?;
             let sock = cli::api::resolve_socket(socket, devmode::socket_path())?;
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(async move {
-                let mut client = tokio::time::timeout(
-                    timeout.max(Duration::from_millis(100)),
-                    cli::api::connect(&sock, timeout),
-                )
-                .await
-                .with_context(|| format!("timed out connecting to {}", sock.display()))?
-                .with_context(|| format!("socket {}", sock.display()))?;
+                let mut client =
+                    tokio::time::timeout(timeout.max(Duration::from_millis(100)), cli::api::connect(&sock, timeout))
+                        .await
+                        .with_context(|| format!("timed out connecting to {}", sock.display()))?
+                        .with_context(|| format!("socket {}", sock.display()))?;
                 match command {
-                    ApiCommand::Fetch { what } => match what.unwrap_or(FetchWhat::X509 {
-                        write: None,
-                        silent: false,
-                    }) {
-                        FetchWhat::X509 { write, silent } => {
-                            cli::api::fetch_x509(&mut client, write.as_deref(), silent).await
+                    ApiCommand::Fetch { what } => {
+                        match what.unwrap_or(FetchWhat::X509 { write: None, silent: false }) {
+                            FetchWhat::X509 { write, silent } => {
+                                cli::api::fetch_x509(&mut client, write.as_deref(), silent).await
+                            }
+                            FetchWhat::Jwt { audience, spiffe_id } => {
+                                cli::api::fetch_jwt(&mut client, audience, spiffe_id).await
+                            }
+                            FetchWhat::Bundles => cli::api::fetch_bundles(&mut client).await,
                         }
-                        FetchWhat::Jwt {
-                            audience,
-                            spiffe_id,
-                        } => cli::api::fetch_jwt(&mut client, audience, spiffe_id).await,
-                        FetchWhat::Bundles => cli::api::fetch_bundles(&mut client).await,
-                    },
-                    ApiCommand::Validate {
-                        what:
-                            ValidateWhat::Jwt {
-                                audience,
-                                token,
-                                svid,
-                            },
-                    } => {
-                        let Some(token) = token.or(svid) else {
-                            bail!("give the token as an argument or with --svid")
-                        };
+                    }
+                    ApiCommand::Validate { what: ValidateWhat::Jwt { audience, token, svid } } => {
+                        let Some(token) = token.or(svid) else { bail!("give the token as an argument or with --svid") };
                         cli::api::validate_jwt(&mut client, audience, token).await
                     }
                     ApiCommand::Watch => cli::api::watch(&mut client).await,
                 }
             })
         }
-        Command::Audit {
-            command: AuditCommand::Verify { file },
-        } => {
-            match tessera::audit::verify(&file)
-                .with_context(|| format!("cannot read {}", file.display()))?
-            {
+        Command::Proxy(args) => {
+            init_logging();
+            cli::proxy::run(args, devmode::socket_path())
+        }
+        Command::Audit { command: AuditCommand::Verify { file } } => {
+            match tessera::audit::verify(&file).with_context(|| format!("cannot read {}", file.display()))? {
                 tessera::audit::Verdict::Intact { lines } => {
                     println!("{}: intact ({lines} lines)", file.display());
                     Ok(())

@@ -12,15 +12,11 @@ pub enum SpiffeIdError {
     Scheme,
     #[error("trust domain is missing")]
     MissingTrustDomain,
-    #[error(
-        "trust domain characters are limited to lowercase letters, numbers, dots, dashes, and underscores"
-    )]
+    #[error("trust domain characters are limited to lowercase letters, numbers, dots, dashes, and underscores")]
     TrustDomainChars,
     #[error("trust domain is longer than 255 bytes")]
     TrustDomainTooLong,
-    #[error(
-        "path segment characters are limited to letters, numbers, dots, dashes, and underscores"
-    )]
+    #[error("path segment characters are limited to letters, numbers, dots, dashes, and underscores")]
     PathChars,
     #[error("path cannot contain empty segments (\"//\")")]
     EmptySegment,
@@ -71,10 +67,7 @@ fn validate_trust_domain(td: &str) -> Result<(), SpiffeIdError> {
     if td.len() > 255 {
         return Err(SpiffeIdError::TrustDomainTooLong);
     }
-    if !td
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'_'))
-    {
+    if !td.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'_')) {
         return Err(SpiffeIdError::TrustDomainChars);
     }
     Ok(())
@@ -119,10 +112,7 @@ impl FromStr for SpiffeId {
         if !path.is_empty() {
             validate_path(path)?;
         }
-        Ok(Self {
-            trust_domain: TrustDomain(td.to_owned()),
-            path: path.to_owned(),
-        })
+        Ok(Self { trust_domain: TrustDomain(td.to_owned()), path: path.to_owned() })
     }
 }
 
@@ -132,19 +122,12 @@ fn validate_path(path: &str) -> Result<(), SpiffeIdError> {
     let last = segments.len() - 1;
     for (i, seg) in segments.iter().enumerate() {
         if seg.is_empty() {
-            return Err(if i == last {
-                SpiffeIdError::TrailingSlash
-            } else {
-                SpiffeIdError::EmptySegment
-            });
+            return Err(if i == last { SpiffeIdError::TrailingSlash } else { SpiffeIdError::EmptySegment });
         }
         if *seg == "." || *seg == ".." {
             return Err(SpiffeIdError::DotSegment);
         }
-        if !seg
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
-        {
+        if !seg.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_')) {
             return Err(SpiffeIdError::PathChars);
         }
     }
@@ -163,17 +146,10 @@ mod tests {
 
     #[test]
     fn valid_ids_round_trip() {
-        for s in [
-            "spiffe://example.org/agents/support",
-            "spiffe://a-b_c.d/x/y.z",
-            "spiffe://10.0.0.1/w",
-        ] {
+        for s in ["spiffe://example.org/agents/support", "spiffe://a-b_c.d/x/y.z", "spiffe://10.0.0.1/w"] {
             assert_eq!(s.parse::<SpiffeId>().unwrap().to_string(), s);
         }
-        assert_eq!(
-            "spiffe://example.org".parse::<SpiffeId>().unwrap().path(),
-            ""
-        );
+        assert_eq!("spiffe://example.org".parse::<SpiffeId>().unwrap().path(), "");
     }
 
     #[test]
@@ -183,14 +159,8 @@ mod tests {
             ("SPIFFE://example.org/x", SpiffeIdError::Scheme),
             ("spiffe:///x", SpiffeIdError::MissingTrustDomain),
             ("spiffe://Example.org/x", SpiffeIdError::TrustDomainChars),
-            (
-                "spiffe://example.org:8080/x",
-                SpiffeIdError::TrustDomainChars,
-            ),
-            (
-                "spiffe://user@example.org/x",
-                SpiffeIdError::TrustDomainChars,
-            ),
+            ("spiffe://example.org:8080/x", SpiffeIdError::TrustDomainChars),
+            ("spiffe://user@example.org/x", SpiffeIdError::TrustDomainChars),
             ("spiffe://example.org/a//b", SpiffeIdError::EmptySegment),
             ("spiffe://example.org/a/", SpiffeIdError::TrailingSlash),
             ("spiffe://example.org/a/../b", SpiffeIdError::DotSegment),
@@ -201,14 +171,8 @@ mod tests {
         for (s, want) in cases {
             assert_eq!(s.parse::<SpiffeId>().unwrap_err(), want, "{s}");
         }
-        assert_eq!(
-            SpiffeId::parse_workload("spiffe://example.org").unwrap_err(),
-            SpiffeIdError::RootPath
-        );
+        assert_eq!(SpiffeId::parse_workload("spiffe://example.org").unwrap_err(), SpiffeIdError::RootPath);
         let long = format!("spiffe://example.org/{}", "a".repeat(2048));
-        assert_eq!(
-            long.parse::<SpiffeId>().unwrap_err(),
-            SpiffeIdError::TooLong
-        );
+        assert_eq!(long.parse::<SpiffeId>().unwrap_err(), SpiffeIdError::TooLong);
     }
 }

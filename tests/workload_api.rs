@@ -9,24 +9,15 @@ use std::time::Duration;
 use x509_parser::extensions::{GeneralName, ParsedExtension};
 
 fn uid_entry(path: &str, extra: &str) -> String {
-    format!(
-        "[[entries]]\nspiffe_id = \"spiffe://{TD}/{path}\"\nselectors = [\"unix:uid:{}\"]\n{extra}\n",
-        uid()
-    )
+    format!("[[entries]]\nspiffe_id = \"spiffe://{TD}/{path}\"\nselectors = [\"unix:uid:{}\"]\n{extra}\n", uid())
 }
 
 #[tokio::test]
 async fn x509_svid_is_spec_conformant_and_verifies_against_the_bundle() {
-    let d = Daemon::start(&uid_entry(
-        "agents/support",
-        "x509_svid_ttl = \"2m\"\ndns_names = [\"support.internal\"]",
-    ));
+    let d = Daemon::start(&uid_entry("agents/support", "x509_svid_ttl = \"2m\"\ndns_names = [\"support.internal\"]"));
     let client = d.client().await;
     let svid = client.fetch_x509_svid().await.unwrap();
-    assert_eq!(
-        svid.spiffe_id().to_string(),
-        format!("spiffe://{TD}/agents/support")
-    );
+    assert_eq!(svid.spiffe_id().to_string(), format!("spiffe://{TD}/agents/support"));
 
     let leaf = svid.leaf().as_bytes().to_vec();
     with_cert(&leaf, |cert| {
@@ -36,41 +27,18 @@ async fn x509_svid_is_spec_conformant_and_verifies_against_the_bundle() {
             .value
             .general_names
             .iter()
-            .filter_map(|g| {
-                if let GeneralName::URI(u) = g {
-                    Some(*u)
-                } else {
-                    None
-                }
-            })
+            .filter_map(|g| if let GeneralName::URI(u) = g { Some(*u) } else { None })
             .collect();
         assert_eq!(uris, [format!("spiffe://{TD}/agents/support").as_str()]);
-        assert!(
-            san.value
-                .general_names
-                .contains(&GeneralName::DNSName("support.internal"))
-        );
+        assert!(san.value.general_names.contains(&GeneralName::DNSName("support.internal")));
         let ku = cert.key_usage().unwrap().unwrap();
-        assert!(
-            ku.critical
-                && ku.value.digital_signature()
-                && !ku.value.key_cert_sign()
-                && !ku.value.crl_sign()
-        );
+        assert!(ku.critical && ku.value.digital_signature() && !ku.value.key_cert_sign() && !ku.value.crl_sign());
         assert!(!cert.is_ca());
         let eku = cert.extended_key_usage().unwrap().unwrap();
         assert!(eku.value.server_auth && eku.value.client_auth);
-        let has = |f: fn(&ParsedExtension<'_>) -> bool| {
-            cert.extensions().iter().any(|e| f(e.parsed_extension()))
-        };
-        assert!(has(|e| matches!(
-            e,
-            ParsedExtension::SubjectKeyIdentifier(_)
-        )));
-        assert!(has(|e| matches!(
-            e,
-            ParsedExtension::AuthorityKeyIdentifier(_)
-        )));
+        let has = |f: fn(&ParsedExtension<'_>) -> bool| cert.extensions().iter().any(|e| f(e.parsed_extension()));
+        assert!(has(|e| matches!(e, ParsedExtension::SubjectKeyIdentifier(_))));
+        assert!(has(|e| matches!(e, ParsedExtension::AuthorityKeyIdentifier(_))));
         // TTL: 2 minutes (+10 s backdating).
         let life = cert.validity().not_after.timestamp() - cert.validity().not_before.timestamp();
         assert_eq!(life, 130);
@@ -78,24 +46,15 @@ async fn x509_svid_is_spec_conformant_and_verifies_against_the_bundle() {
 
     // The chain verifies against the bundle and the key matches: a real mTLS handshake between two
     // rustls endpoints driven by the crate's X509Source does both checks.
-    let source = spiffe::X509Source::builder()
-        .endpoint(d.endpoint())
-        .build()
-        .await
-        .unwrap();
+    let source = spiffe::X509Source::builder().endpoint(d.endpoint()).build().await.unwrap();
     let td = TrustDomain::new(TD).unwrap();
     let server = spiffe_rustls::mtls_server(source.clone())
         .trust_domain_policy(spiffe_rustls::LocalOnly(td.clone()))
-        .authorize(
-            spiffe_rustls::authorizer::exact([format!("spiffe://{TD}/agents/support").as_str()])
-                .unwrap(),
-        )
+        .authorize(spiffe_rustls::authorizer::exact([format!("spiffe://{TD}/agents/support").as_str()]).unwrap())
         .build()
         .unwrap();
-    let client_cfg = spiffe_rustls::mtls_client(source.clone())
-        .trust_domain_policy(spiffe_rustls::LocalOnly(td))
-        .build()
-        .unwrap();
+    let client_cfg =
+        spiffe_rustls::mtls_client(source.clone()).trust_domain_policy(spiffe_rustls::LocalOnly(td)).build().unwrap();
     let (a, b) = tokio::io::duplex(64 * 1024);
     let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(server));
     let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(client_cfg));
@@ -103,36 +62,22 @@ async fn x509_svid_is_spec_conformant_and_verifies_against_the_bundle() {
     let (srv, cli) = tokio::join!(acceptor.accept(a), connector.connect(name, b));
     let srv = srv.expect("server side of mTLS");
     cli.expect("client side of mTLS");
-    assert!(
-        srv.get_ref()
-            .1
-            .peer_certificates()
-            .is_some_and(|c| !c.is_empty())
-    );
+    assert!(srv.get_ref().1.peer_certificates().is_some_and(|c| !c.is_empty()));
 
     // Every SVID gets a fresh key and a fresh serial.
     let again = client.fetch_x509_svid().await.unwrap();
-    assert_ne!(
-        again.private_key().as_bytes(),
-        svid.private_key().as_bytes()
-    );
+    assert_ne!(again.private_key().as_bytes(), svid.private_key().as_bytes());
     assert_ne!(again.leaf().as_bytes(), svid.leaf().as_bytes());
 }
 
 #[tokio::test]
 async fn jwt_svid_verifies_with_the_crates_own_verifier() {
-    let d = Daemon::start(&format!(
-        "jwt_issuer = \"https://issuer.test\"\n{}",
-        uid_entry("agents/jwt", "")
-    ));
+    let d = Daemon::start(&format!("jwt_issuer = \"https://issuer.test\"\n{}", uid_entry("agents/jwt", "")));
     let client = d.client().await;
     let token = client.fetch_jwt_token(["billing-api"], None).await.unwrap();
     let bundles = client.fetch_jwt_bundles().await.unwrap();
     let svid = JwtSvid::parse_and_validate(&token, &bundles, &["billing-api"]).unwrap();
-    assert_eq!(
-        svid.spiffe_id().to_string(),
-        format!("spiffe://{TD}/agents/jwt")
-    );
+    assert_eq!(svid.spiffe_id().to_string(), format!("spiffe://{TD}/agents/jwt"));
     assert_eq!(svid.audience(), ["billing-api"]);
     // Wrong audience: refused by the crate's verifier.
     assert!(JwtSvid::parse_and_validate(&token, &bundles, &["other"]).is_err());
@@ -140,12 +85,7 @@ async fn jwt_svid_verifies_with_the_crates_own_verifier() {
     // Header exactly alg, kid, typ; claims include iss and iat; default TTL 5 minutes.
     use base64::Engine;
     let dec = |s: &str| -> serde_json::Value {
-        serde_json::from_slice(
-            &base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(s)
-                .unwrap(),
-        )
-        .unwrap()
+        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s).unwrap()).unwrap()
     };
     let parts: Vec<&str> = token.split('.').collect();
     let header = dec(parts[0]);
@@ -156,10 +96,7 @@ async fn jwt_svid_verifies_with_the_crates_own_verifier() {
     assert_eq!(header["typ"], "JWT");
     let claims = dec(parts[1]);
     assert_eq!(claims["iss"], "https://issuer.test");
-    assert_eq!(
-        claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap(),
-        300
-    );
+    assert_eq!(claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap(), 300);
     assert_eq!(claims["aud"], serde_json::json!(["billing-api"]));
 }
 
@@ -169,26 +106,16 @@ async fn validate_jwt_svid_good_and_bad() {
     let client = d.client().await;
     let token = client.fetch_jwt_token(["aud-1"], None).await.unwrap();
     let ok = client.validate_jwt_token("aud-1", &token).await.unwrap();
-    assert_eq!(
-        ok.spiffe_id().to_string(),
-        format!("spiffe://{TD}/agents/v")
-    );
+    assert_eq!(ok.spiffe_id().to_string(), format!("spiffe://{TD}/agents/v"));
 
     let mut raw = raw_client(&d.socket).await;
     let call = |aud: &str, svid: &str| {
-        let mut req = tonic::Request::new(tessera::pb::ValidateJwtsvidRequest {
-            audience: aud.into(),
-            svid: svid.into(),
-        });
-        req.metadata_mut()
-            .insert("workload.spiffe.io", "true".parse().unwrap());
+        let mut req =
+            tonic::Request::new(tessera::pb::ValidateJwtsvidRequest { audience: aud.into(), svid: svid.into() });
+        req.metadata_mut().insert("workload.spiffe.io", "true".parse().unwrap());
         req
     };
-    let good = raw
-        .validate_jwtsvid(call("aud-1", &token))
-        .await
-        .unwrap()
-        .into_inner();
+    let good = raw.validate_jwtsvid(call("aud-1", &token)).await.unwrap().into_inner();
     let claims = good.claims.unwrap();
     assert!(claims.fields.contains_key("sub") && claims.fields.contains_key("exp"));
 
@@ -204,11 +131,7 @@ async fn validate_jwt_svid_good_and_bad() {
         ("aud-1", ""),
     ] {
         let err = raw.validate_jwtsvid(call(aud, svid)).await.unwrap_err();
-        assert_eq!(
-            err.code(),
-            tonic::Code::InvalidArgument,
-            "{aud} / {svid}: {err:?}"
-        );
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{aud} / {svid}: {err:?}");
         assert!(!err.message().is_empty());
     }
 }
@@ -218,26 +141,16 @@ async fn missing_security_header_is_invalid_argument() {
     let d = Daemon::start(&uid_entry("agents/h", ""));
     let mut raw = raw_client(&d.socket).await;
     let err = raw
-        .fetch_jwtsvid(tessera::pb::JwtsvidRequest {
-            audience: vec!["a".into()],
-            spiffe_id: String::new(),
-        })
+        .fetch_jwtsvid(tessera::pb::JwtsvidRequest { audience: vec!["a".into()], spiffe_id: String::new() })
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
-    let err = raw
-        .fetch_x509svid(tessera::pb::X509svidRequest {})
-        .await
-        .unwrap_err();
+    let err = raw.fetch_x509svid(tessera::pb::X509svidRequest {}).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
     // Wrong value is as bad as none.
     let mut req = tonic::Request::new(tessera::pb::X509BundlesRequest {});
-    req.metadata_mut()
-        .insert("workload.spiffe.io", "TRUE".parse().unwrap());
-    assert_eq!(
-        raw.fetch_x509_bundles(req).await.unwrap_err().code(),
-        tonic::Code::InvalidArgument
-    );
+    req.metadata_mut().insert("workload.spiffe.io", "TRUE".parse().unwrap());
+    assert_eq!(raw.fetch_x509_bundles(req).await.unwrap_err().code(), tonic::Code::InvalidArgument);
 }
 
 #[tokio::test]
@@ -248,21 +161,11 @@ async fn no_matching_entry_is_permission_denied_and_audited() {
     ));
     let client = d.client().await;
     let err = client.fetch_x509_svid().await.unwrap_err();
-    assert_eq!(
-        status_code(&err),
-        Some(tonic::Code::PermissionDenied),
-        "{err:?}"
-    );
+    assert_eq!(status_code(&err), Some(tonic::Code::PermissionDenied), "{err:?}");
     let err = client.fetch_jwt_token(["a"], None).await.unwrap_err();
-    assert_eq!(
-        status_code(&err),
-        Some(tonic::Code::PermissionDenied),
-        "{err:?}"
-    );
+    assert_eq!(status_code(&err), Some(tonic::Code::PermissionDenied), "{err:?}");
     eventually("refusal in the audit log", Duration::from_secs(5), || {
-        std::fs::read_to_string(d.audit_log())
-            .unwrap_or_default()
-            .contains("no registration entry matches")
+        std::fs::read_to_string(d.audit_log()).unwrap_or_default().contains("no registration entry matches")
     });
 }
 
@@ -271,47 +174,23 @@ async fn two_entries_give_two_svids_in_config_order() {
     let d = Daemon::start(&format!(
         "{}{}{}",
         uid_entry("first", "hint = \"primary\""),
-        format!(
-            "[[entries]]\nspiffe_id = \"spiffe://{TD}/not-me\"\nselectors = [\"unix:uid:{}\"]\n",
-            uid() + 1
-        ),
+        format!("[[entries]]\nspiffe_id = \"spiffe://{TD}/not-me\"\nselectors = [\"unix:uid:{}\"]\n", uid() + 1),
         uid_entry("second", "hint = \"secondary\"")
     ));
     let client = d.client().await;
     let svids = client.fetch_all_x509_svids().await.unwrap();
     let ids: Vec<String> = svids.iter().map(|s| s.spiffe_id().to_string()).collect();
-    assert_eq!(
-        ids,
-        [
-            format!("spiffe://{TD}/first"),
-            format!("spiffe://{TD}/second")
-        ]
-    );
+    assert_eq!(ids, [format!("spiffe://{TD}/first"), format!("spiffe://{TD}/second")]);
     assert_eq!(svids[0].hint(), Some("primary"));
     // The default identity (first) is what fetch_x509_svid returns.
-    assert_eq!(
-        client
-            .fetch_x509_svid()
-            .await
-            .unwrap()
-            .spiffe_id()
-            .to_string(),
-        format!("spiffe://{TD}/first")
-    );
+    assert_eq!(client.fetch_x509_svid().await.unwrap().spiffe_id().to_string(), format!("spiffe://{TD}/first"));
     // Asking for one ID by name restricts the JWT response to it.
     let second = spiffe::SpiffeId::new(format!("spiffe://{TD}/second")).unwrap();
     let jwt = client.fetch_jwt_svid(["x"], Some(&second)).await.unwrap();
     assert_eq!(jwt.spiffe_id(), &second);
     let not_mine = spiffe::SpiffeId::new(format!("spiffe://{TD}/not-me")).unwrap();
-    let err = client
-        .fetch_jwt_svid(["x"], Some(&not_mine))
-        .await
-        .unwrap_err();
-    assert_eq!(
-        status_code(&err),
-        Some(tonic::Code::PermissionDenied),
-        "{err:?}"
-    );
+    let err = client.fetch_jwt_svid(["x"], Some(&not_mine)).await.unwrap_err();
+    assert_eq!(status_code(&err), Some(tonic::Code::PermissionDenied), "{err:?}");
 }
 
 #[tokio::test]
@@ -325,15 +204,9 @@ async fn bundles_and_wit_rpcs() {
     assert_eq!(j.get(&td).unwrap().jwt_authorities().count(), 1);
 
     let mut raw = raw_client(&d.socket).await;
-    let mut req = tonic::Request::new(tessera::pb::WitsvidRequest {
-        spiffe_id: String::new(),
-    });
-    req.metadata_mut()
-        .insert("workload.spiffe.io", "true".parse().unwrap());
-    assert_eq!(
-        raw.fetch_witsvid(req).await.unwrap_err().code(),
-        tonic::Code::Unimplemented
-    );
+    let mut req = tonic::Request::new(tessera::pb::WitsvidRequest { spiffe_id: String::new() });
+    req.metadata_mut().insert("workload.spiffe.io", "true".parse().unwrap());
+    assert_eq!(raw.fetch_witsvid(req).await.unwrap_err().code(), tonic::Code::Unimplemented);
 }
 
 // Multi-threaded: `stop` blocks this thread while the client's connections must still answer.
@@ -359,11 +232,7 @@ async fn restart_keeps_the_ca_and_keys_are_private() {
     );
     let jwt_after = d.client().await.fetch_jwt_bundles().await.unwrap();
     let kids = |s: &spiffe::JwtBundleSet| {
-        s.get(&td)
-            .unwrap()
-            .jwt_authorities()
-            .map(|a| a.key_id().to_owned())
-            .collect::<Vec<_>>()
+        s.get(&td).unwrap().jwt_authorities().map(|a| a.key_id().to_owned()).collect::<Vec<_>>()
     };
     assert_eq!(kids(&jwt_before), kids(&jwt_after));
     // Never a private key in the log.
@@ -373,11 +242,7 @@ async fn restart_keeps_the_ca_and_keys_are_private() {
 #[tokio::test]
 async fn a_live_daemon_is_not_displaced_and_a_stale_socket_is_replaced() {
     let d = Daemon::start(&uid_entry("agents/s", ""));
-    let out = std::process::Command::new(bin())
-        .args(["run", "--config"])
-        .arg(&d.config)
-        .output()
-        .unwrap();
+    let out = std::process::Command::new(bin()).args(["run", "--config"]).arg(&d.config).output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("already serving"), "{err}");

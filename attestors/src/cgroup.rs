@@ -81,8 +81,7 @@ pub fn parse(text: &str) -> CgroupFacts {
     for line in text.lines() {
         // hierarchy-id:controller-list:path — the path itself may contain ':'.
         let mut parts = line.splitn(3, ':');
-        let (Some(id), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next())
-        else {
+        let (Some(id), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next()) else {
             continue;
         };
         if !path.starts_with('/') {
@@ -119,28 +118,19 @@ pub fn parse(text: &str) -> CgroupFacts {
 
 /// Path components outside any user-delegated subtree.
 fn trusted_components(path: &str) -> Vec<&str> {
-    path.split('/')
-        .filter(|c| !c.is_empty())
-        .take_while(|c| !is_user_delegated(c))
-        .collect()
+    path.split('/').filter(|c| !c.is_empty()).take_while(|c| !is_user_delegated(c)).collect()
 }
 
 fn systemd_unit(path: &str) -> Option<String> {
     path.split('/')
         .filter(|c| !c.is_empty())
         .find(|c| !c.ends_with(".slice"))
-        .filter(|c| {
-            [".service", ".scope", ".socket", ".mount", ".swap"]
-                .iter()
-                .any(|t| c.ends_with(t))
-        })
+        .filter(|c| [".service", ".scope", ".socket", ".mount", ".swap"].iter().any(|t| c.ends_with(t)))
         .map(str::to_owned)
 }
 
 fn is_container_id(s: &str) -> bool {
-    s.len() == 64
-        && s.bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// A container id (and runtime, if the name says) in one path component.
@@ -191,9 +181,8 @@ fn pod_uid_of(c: &str) -> Option<String> {
 
 /// The unit file for `unit` in the first of `dirs` that has it (templates fall back to `foo@.x`).
 pub fn fragment_path(unit: &str, dirs: &[&Path]) -> Option<PathBuf> {
-    let template = unit
-        .split_once('@')
-        .and_then(|(prefix, rest)| Some(format!("{prefix}@.{}", rest.rsplit_once('.')?.1)));
+    let template =
+        unit.split_once('@').and_then(|(prefix, rest)| Some(format!("{prefix}@.{}", rest.rsplit_once('.')?.1)));
     for name in std::iter::once(unit.to_owned()).chain(template) {
         for dir in dirs {
             let candidate = dir.join(&name);
@@ -220,8 +209,7 @@ mod tests {
 
     #[test]
     fn docker_v1() {
-        let text =
-            format!("12:pids:/docker/{ID}\n11:memory:/docker/{ID}\n1:name=systemd:/docker/{ID}\n");
+        let text = format!("12:pids:/docker/{ID}\n11:memory:/docker/{ID}\n1:name=systemd:/docker/{ID}\n");
         let f = facts(&text);
         assert_eq!(f.container_id.as_deref(), Some(ID));
         assert_eq!(f.runtime, None, "a bare v1 id does not say which runtime");
@@ -234,10 +222,7 @@ mod tests {
         let f = facts(&format!("0::/system.slice/docker-{ID}.scope\n"));
         assert_eq!(f.container_id.as_deref(), Some(ID));
         assert_eq!(f.runtime, Some("docker"));
-        assert_eq!(
-            f.systemd_unit.as_deref(),
-            Some(&*format!("docker-{ID}.scope"))
-        );
+        assert_eq!(f.systemd_unit.as_deref(), Some(&*format!("docker-{ID}.scope")));
         assert_eq!(f.pod_uid, None);
     }
 
@@ -255,15 +240,9 @@ mod tests {
     #[test]
     fn containerd_and_crio() {
         let f = facts(&format!("0::/system.slice/cri-containerd-{ID}.scope\n"));
-        assert_eq!(
-            (f.container_id.as_deref(), f.runtime),
-            (Some(ID), Some("containerd"))
-        );
+        assert_eq!((f.container_id.as_deref(), f.runtime), (Some(ID), Some("containerd")));
         let f = facts(&format!("0::/machine.slice/crio-{ID}.scope\n"));
-        assert_eq!(
-            (f.container_id.as_deref(), f.runtime),
-            (Some(ID), Some("cri-o"))
-        );
+        assert_eq!((f.container_id.as_deref(), f.runtime), (Some(ID), Some("cri-o")));
         let f = facts(&format!("0::/machine.slice/crio-conmon-{ID}.scope\n"));
         assert_eq!(f.container_id, None);
     }
@@ -275,19 +254,13 @@ mod tests {
              kubepods-burstable-pod7f3b2c1a_1234_4cde_9abc_0123456789ab.slice/cri-containerd-{ID}.scope\n"
         );
         let f = facts(&text);
-        assert_eq!(
-            f.pod_uid.as_deref(),
-            Some("7f3b2c1a-1234-4cde-9abc-0123456789ab")
-        );
+        assert_eq!(f.pod_uid.as_deref(), Some("7f3b2c1a-1234-4cde-9abc-0123456789ab"));
         assert_eq!(f.container_id.as_deref(), Some(ID));
         assert_eq!(f.runtime, Some("containerd"));
         let guaranteed = facts(&format!(
             "0::/kubepods.slice/kubepods-pod7f3b2c1a_1234_4cde_9abc_0123456789ab.slice/crio-{ID}.scope\n"
         ));
-        assert_eq!(
-            guaranteed.pod_uid.as_deref(),
-            Some("7f3b2c1a-1234-4cde-9abc-0123456789ab")
-        );
+        assert_eq!(guaranteed.pod_uid.as_deref(), Some("7f3b2c1a-1234-4cde-9abc-0123456789ab"));
         assert_eq!(guaranteed.runtime, Some("cri-o"));
     }
 
@@ -299,27 +272,18 @@ mod tests {
              1:name=systemd:/kubepods/besteffort/pod7f3b2c1a-1234-4cde-9abc-0123456789ab/{ID}\n"
         );
         let f = facts(&text);
-        assert_eq!(
-            f.pod_uid.as_deref(),
-            Some("7f3b2c1a-1234-4cde-9abc-0123456789ab")
-        );
+        assert_eq!(f.pod_uid.as_deref(), Some("7f3b2c1a-1234-4cde-9abc-0123456789ab"));
         assert_eq!(f.container_id.as_deref(), Some(ID));
         // Static pods: the uid is a 32-hex config hash.
         let f = facts("0::/kubepods/pod0123456789abcdef0123456789abcdef/x\n");
-        assert_eq!(
-            f.pod_uid.as_deref(),
-            Some("0123456789abcdef0123456789abcdef")
-        );
+        assert_eq!(f.pod_uid.as_deref(), Some("0123456789abcdef0123456789abcdef"));
     }
 
     #[test]
     fn systemd_services_and_sessions() {
         let f = facts("0::/system.slice/support-agent.service\n");
         assert_eq!(f.systemd_unit.as_deref(), Some("support-agent.service"));
-        assert_eq!(
-            f.path.as_deref(),
-            Some("/system.slice/support-agent.service")
-        );
+        assert_eq!(f.path.as_deref(), Some("/system.slice/support-agent.service"));
         assert_eq!(f.container_id, None);
         let f = facts("0::/system.slice/foo.service/worker/sub\n");
         assert_eq!(f.systemd_unit.as_deref(), Some("foo.service"));
@@ -333,9 +297,7 @@ mod tests {
 
     #[test]
     fn user_delegated_subtree_cannot_forge_containers() {
-        let f = facts(&format!(
-            "0::/user.slice/user-1000.slice/user@1000.service/docker-{ID}.scope\n"
-        ));
+        let f = facts(&format!("0::/user.slice/user-1000.slice/user@1000.service/docker-{ID}.scope\n"));
         assert_eq!(f.container_id, None);
         let f = facts(
             "0::/user.slice/user-1000.slice/user@1000.service/\
@@ -369,20 +331,14 @@ mod tests {
         std::fs::write(lib.path().join("agent.service"), "[Service]\n").unwrap();
         std::fs::write(lib.path().join("worker@.service"), "[Service]\n").unwrap();
         let dirs = [etc.path(), lib.path()];
-        assert_eq!(
-            fragment_path("agent.service", &dirs),
-            Some(lib.path().join("agent.service"))
-        );
+        assert_eq!(fragment_path("agent.service", &dirs), Some(lib.path().join("agent.service")));
         std::fs::write(etc.path().join("agent.service"), "[Service]\n").unwrap();
         assert_eq!(
             fragment_path("agent.service", &dirs),
             Some(etc.path().join("agent.service")),
             "/etc overrides /usr/lib"
         );
-        assert_eq!(
-            fragment_path("worker@3.service", &dirs),
-            Some(lib.path().join("worker@.service"))
-        );
+        assert_eq!(fragment_path("worker@3.service", &dirs), Some(lib.path().join("worker@.service")));
         assert_eq!(fragment_path("session-3.scope", &dirs), None);
     }
 }

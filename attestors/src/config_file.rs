@@ -24,15 +24,10 @@ pub(crate) fn attest(ctx: &Ctx<'_>) -> Found {
     };
     for path in &ctx.config.config_paths {
         let digest = open_in_root(&root, path, Resolve::Beneath).and_then(|mut f| {
-            ctx.cache
-                .digest(&mut f, ctx.config.max_hash_size)
-                .map_err(|e| format!("{}: {e}", path.display()))
+            ctx.cache.digest(&mut f, ctx.config.max_hash_size).map_err(|e| format!("{}: {e}", path.display()))
         });
         match digest {
-            Ok(hex) => found.push(Selector::new(
-                KIND,
-                format!("sha256:{}:{hex}", path.display()),
-            )),
+            Ok(hex) => found.push(Selector::new(KIND, format!("sha256:{}:{hex}", path.display()))),
             Err(e) => found.fail(e),
         }
         // Watched even when missing or refused: its appearance or repair changes the answer.

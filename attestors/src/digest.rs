@@ -110,11 +110,7 @@ impl DigestCache {
     }
 
     /// Lowercase hex SHA-256 of an opened file, from the cache when this file version was seen.
-    pub(crate) fn digest(
-        &self,
-        file: &mut File,
-        limit: Option<u64>,
-    ) -> Result<String, DigestError> {
+    pub(crate) fn digest(&self, file: &mut File, limit: Option<u64>) -> Result<String, DigestError> {
         let before = file.metadata()?;
         if !before.file_type().is_file() {
             return Err(DigestError::NotRegular);
@@ -122,10 +118,7 @@ impl DigestCache {
         if let Some(limit) = limit
             && before.len() > limit
         {
-            return Err(DigestError::TooLarge {
-                size: before.len(),
-                limit,
-            });
+            return Err(DigestError::TooLarge { size: before.len(), limit });
         }
         let key = FileKey::of(&before);
         {
@@ -146,9 +139,7 @@ impl DigestCache {
         if FileKey::of(&file.metadata()?) != key {
             return Err(DigestError::Changed);
         }
-        let racy = key
-            .ctime()
-            .is_none_or(|c| c + DIGEST_CACHE_RACY_WINDOW >= started);
+        let racy = key.ctime().is_none_or(|c| c + DIGEST_CACHE_RACY_WINDOW >= started);
         if !racy {
             self.insert(key, hex.clone());
         }
@@ -159,12 +150,7 @@ impl DigestCache {
         let mut lru = self.lock();
         if lru.map.len() >= DIGEST_CACHE_CAPACITY && !lru.map.contains_key(&key) {
             // O(n) eviction is fine at this size and only runs when full.
-            if let Some(oldest) = lru
-                .map
-                .iter()
-                .min_by_key(|(_, (_, used))| *used)
-                .map(|(k, _)| *k)
-            {
+            if let Some(oldest) = lru.map.iter().min_by_key(|(_, (_, used))| *used).map(|(k, _)| *k) {
                 lru.map.remove(&oldest);
             }
         }
@@ -225,10 +211,7 @@ mod tests {
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
         let mut f = reopen(&f);
-        assert!(matches!(
-            cache.digest(&mut f, Some(2)),
-            Err(DigestError::TooLarge { size: 3, limit: 2 })
-        ));
+        assert!(matches!(cache.digest(&mut f, Some(2)), Err(DigestError::TooLarge { size: 3, limit: 2 })));
     }
 
     #[test]

@@ -21,12 +21,7 @@ pub(crate) fn attest(ctx: &Ctx<'_>) -> Found {
         }
     };
     for (name, value) in pairs(&raw) {
-        if !ctx
-            .config
-            .env_allowlist
-            .iter()
-            .any(|a| a.as_bytes() == name)
-        {
+        if !ctx.config.env_allowlist.iter().any(|a| a.as_bytes() == name) {
             continue;
         }
         match (std::str::from_utf8(name), std::str::from_utf8(value)) {
@@ -53,13 +48,6 @@ mod tests {
     fn splits_pairs() {
         let raw = b"A=1\0B=x=y\0NOEQ\0\0C=\0";
         let got: Vec<_> = super::pairs(raw).collect();
-        assert_eq!(
-            got,
-            vec![
-                (&b"A"[..], &b"1"[..]),
-                (&b"B"[..], &b"x=y"[..]),
-                (&b"C"[..], &b""[..])
-            ]
-        );
+        assert_eq!(got, vec![(&b"A"[..], &b"1"[..]), (&b"B"[..], &b"x=y"[..]), (&b"C"[..], &b""[..])]);
     }
 }

@@ -24,14 +24,8 @@ pub(crate) enum Resolve {
 
 /// Opens `path` (absolute, as the process sees it) relative to the process root `root`.
 pub(crate) fn open_in_root(root: &OwnedFd, path: &Path, how: Resolve) -> Result<File, String> {
-    let rel = path
-        .strip_prefix("/")
-        .map_err(|_| format!("{} is not an absolute path", path.display()))?;
-    let rel = if rel.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        rel
-    };
+    let rel = path.strip_prefix("/").map_err(|_| format!("{} is not an absolute path", path.display()))?;
+    let rel = if rel.as_os_str().is_empty() { Path::new(".") } else { rel };
     let resolve = ResolveFlags::NO_MAGICLINKS
         | match how {
             Resolve::InRoot => ResolveFlags::IN_ROOT,
@@ -53,9 +47,7 @@ pub(crate) fn open_in_root(root: &OwnedFd, path: &Path, how: Resolve) -> Result<
         e => format!("{}: {}", path.display(), std::io::Error::from(e)),
     })?;
     let file = File::from(fd);
-    let meta = file
-        .metadata()
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let meta = file.metadata().map_err(|e| format!("{}: {e}", path.display()))?;
     if !meta.file_type().is_file() {
         return Err(format!("{} is not a regular file", path.display()));
     }

@@ -83,10 +83,7 @@ pub struct Attestor {
 impl Attestor {
     /// Attestors with this configuration and an empty digest cache.
     pub fn new(config: AttestConfig) -> Self {
-        Self {
-            config: RwLock::new(Arc::new(config)),
-            cache: digest::DigestCache::default(),
-        }
+        Self { config: RwLock::new(Arc::new(config)), cache: digest::DigestCache::default() }
     }
 
     /// The configuration in force (a snapshot; [`Attestor::set_config`] does not change it).
@@ -110,11 +107,7 @@ impl Attestor {
     /// only empty their own report.
     pub fn attest(&self, process: &ProcessHandle) -> Result<Attestation, AttestError> {
         let config = self.config();
-        let ctx = Ctx {
-            process,
-            config: &config,
-            cache: &self.cache,
-        };
+        let ctx = Ctx { process, config: &config, cache: &self.cache };
         let found = [
             unix::attest(&ctx),
             script::attest(&ctx),
@@ -139,12 +132,7 @@ impl Attestor {
         }
         let mut seen = BTreeSet::new();
         watched_files.retain(|p| seen.insert(p.clone()));
-        Ok(Attestation {
-            pid: process.pid(),
-            selectors,
-            reports,
-            watched_files,
-        })
+        Ok(Attestation { pid: process.pid(), selectors, reports, watched_files })
     }
 }
 
@@ -163,14 +151,7 @@ pub(crate) struct Found {
 
 impl Found {
     fn new(attestor: &'static str) -> Self {
-        Self {
-            report: AttestorReport {
-                attestor,
-                selectors: Vec::new(),
-                error: None,
-            },
-            watched: Vec::new(),
-        }
+        Self { report: AttestorReport { attestor, selectors: Vec::new(), error: None }, watched: Vec::new() }
     }
 
     fn push(&mut self, selector: Selector) {
@@ -202,10 +183,7 @@ mod tests {
     fn set_config_swaps_config_and_keeps_old_snapshots() {
         let attestor = Attestor::new(AttestConfig::default());
         let old = attestor.config();
-        attestor.set_config(AttestConfig {
-            env_allowlist: vec!["ROLE".into()],
-            ..AttestConfig::default()
-        });
+        attestor.set_config(AttestConfig { env_allowlist: vec!["ROLE".into()], ..AttestConfig::default() });
         assert!(old.env_allowlist.is_empty());
         assert_eq!(attestor.config().env_allowlist, vec!["ROLE".to_owned()]);
     }

@@ -74,12 +74,7 @@ impl ProcessHandle {
         Self::pin(pid, pidfd, false, None)
     }
 
-    fn pin(
-        pid: i32,
-        pidfd: OwnedFd,
-        pidfd_from_peer: bool,
-        peer_uid: Option<u32>,
-    ) -> Result<Self, AttestError> {
+    fn pin(pid: i32, pidfd: OwnedFd, pidfd_from_peer: bool, peer_uid: Option<u32>) -> Result<Self, AttestError> {
         match pidfd_pid(&pidfd) {
             Some(-1) => return Err(AttestError::ProcessGone { pid }),
             Some(p) if p != pid => {
@@ -89,14 +84,7 @@ impl ProcessHandle {
         }
         let proc_dir = Process::new(pid).map_err(|e| proc_error(pid, e))?;
         let starttime = proc_dir.stat().map_err(|e| proc_error(pid, e))?.starttime;
-        let handle = Self {
-            pid,
-            pidfd,
-            pidfd_from_peer,
-            proc_dir,
-            starttime,
-            peer_uid,
-        };
+        let handle = Self { pid, pidfd, pidfd_from_peer, proc_dir, starttime, peer_uid };
         // Fail early for a process that is already gone, rather than attesting a zombie.
         handle.verify_alive()?;
         Ok(handle)
@@ -128,10 +116,7 @@ impl ProcessHandle {
             Ok(0) => {}
             Ok(_) => return Err(gone),
             Err(e) => {
-                return Err(AttestError::Proc {
-                    pid: self.pid,
-                    source: e.into(),
-                });
+                return Err(AttestError::Proc { pid: self.pid, source: e.into() });
             }
         }
         // Through the held dirfd: fails for a dead process even if the pid was reused.
@@ -142,10 +127,7 @@ impl ProcessHandle {
         if !self.pidfd_from_peer
             && let Some(uid) = self.peer_uid
         {
-            let status = self
-                .proc_dir
-                .status()
-                .map_err(|_| AttestError::ProcessGone { pid: self.pid })?;
+            let status = self.proc_dir.status().map_err(|_| AttestError::ProcessGone { pid: self.pid })?;
             if status.euid != uid {
                 return Err(AttestError::ProcessGone { pid: self.pid });
             }
@@ -162,11 +144,7 @@ impl ProcessHandle {
     pub(crate) fn cmdline(&self) -> Result<Vec<String>, String> {
         // Not procfs's cmdline(): it drops args that are not UTF-8; we only need them as paths.
         let raw = self.read_raw("cmdline")?;
-        Ok(raw
-            .split(|b| *b == 0)
-            .filter(|a| !a.is_empty())
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect())
+        Ok(raw.split(|b| *b == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect())
     }
 
     pub(crate) fn environ_raw(&self) -> Result<Vec<u8>, String> {
@@ -179,22 +157,16 @@ impl ProcessHandle {
     }
 
     fn read_raw(&self, name: &str) -> Result<Vec<u8>, String> {
-        let mut f = self
-            .proc_dir
-            .open_relative(name)
-            .map_err(|e| e.to_string())?;
+        let mut f = self.proc_dir.open_relative(name).map_err(|e| e.to_string())?;
         let mut buf = Vec::new();
-        f.read_to_end(&mut buf)
-            .map_err(|e| format!("reading /proc/{}/{name}: {e}", self.pid))?;
+        f.read_to_end(&mut buf).map_err(|e| format!("reading /proc/{}/{name}: {e}", self.pid))?;
         Ok(buf)
     }
 
     /// The executable the kernel mapped, opened through the `/proc/PID/exe` magic link (the
     /// inode itself: a replaced or deleted binary is still the one running).
     pub(crate) fn open_exe(&self) -> Result<File, String> {
-        self.proc_dir
-            .open_relative("exe")
-            .map_err(|e| e.to_string())
+        self.proc_dir.open_relative("exe").map_err(|e| e.to_string())
     }
 
     /// `readlink /proc/PID/exe`, as the daemon sees the path.
@@ -217,13 +189,9 @@ impl ProcessHandle {
         // Both links are rendered relative to the daemon's root; for a chrooted process the
         // cwd link starts with the root link. In another mount namespace both are rendered
         // from that namespace's root, so root is "/".
-        let rel = cwd.strip_prefix(&root).map_err(|_| {
-            format!(
-                "cwd {} is outside the process root {}",
-                cwd.display(),
-                root.display()
-            )
-        })?;
+        let rel = cwd
+            .strip_prefix(&root)
+            .map_err(|_| format!("cwd {} is outside the process root {}", cwd.display(), root.display()))?;
         Ok(Path::new("/").join(rel))
     }
 
@@ -242,18 +210,11 @@ impl ProcessHandle {
 
     /// The exe path for file watching, same rules as [`Self::host_path`].
     pub(crate) fn exe_host_path(&self, link: &Path) -> PathBuf {
-        if self.same_mount_ns() {
-            link.to_path_buf()
-        } else {
-            self.host_path(link)
-        }
+        if self.same_mount_ns() { link.to_path_buf() } else { self.host_path(link) }
     }
 
     fn same_mount_ns(&self) -> bool {
-        let theirs = self
-            .proc_dir
-            .open_relative("ns/mnt")
-            .and_then(|f| f.metadata().map_err(ProcError::from));
+        let theirs = self.proc_dir.open_relative("ns/mnt").and_then(|f| f.metadata().map_err(ProcError::from));
         let ours = std::fs::metadata("/proc/self/ns/mnt");
         match (theirs, ours) {
             (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
@@ -268,10 +229,7 @@ fn open_pidfd(pid: i32) -> Result<OwnedFd, AttestError> {
         if e == rustix::io::Errno::SRCH {
             AttestError::ProcessGone { pid }
         } else {
-            AttestError::Proc {
-                pid,
-                source: e.into(),
-            }
+            AttestError::Proc { pid, source: e.into() }
         }
     })
 }
@@ -279,22 +237,15 @@ fn open_pidfd(pid: i32) -> Result<OwnedFd, AttestError> {
 /// The pid a pidfd refers to, from `/proc/self/fdinfo` (`-1` once the process has exited).
 fn pidfd_pid(fd: &OwnedFd) -> Option<i32> {
     let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd())).ok()?;
-    info.lines()
-        .find_map(|l| l.strip_prefix("Pid:"))
-        .and_then(|v| v.trim().parse().ok())
+    info.lines().find_map(|l| l.strip_prefix("Pid:")).and_then(|v| v.trim().parse().ok())
 }
 
 fn proc_error(pid: i32, e: ProcError) -> AttestError {
     match e {
         ProcError::NotFound(_) => AttestError::ProcessGone { pid },
-        ProcError::Io(source, _) if source.raw_os_error() == Some(libc_esrch()) => {
-            AttestError::ProcessGone { pid }
-        }
+        ProcError::Io(source, _) if source.raw_os_error() == Some(libc_esrch()) => AttestError::ProcessGone { pid },
         ProcError::Io(source, _) => AttestError::Proc { pid, source },
-        other => AttestError::Proc {
-            pid,
-            source: io::Error::other(other.to_string()),
-        },
+        other => AttestError::Proc { pid, source: io::Error::other(other.to_string()) },
     }
 }
 

@@ -58,14 +58,8 @@ pub(crate) fn attest(ctx: &Ctx<'_>) -> Found {
             return found;
         }
     };
-    let exe_name = exe
-        .file_name()
-        .map(|n| {
-            n.to_string_lossy()
-                .trim_end_matches(" (deleted)")
-                .to_owned()
-        })
-        .unwrap_or_default();
+    let exe_name =
+        exe.file_name().map(|n| n.to_string_lossy().trim_end_matches(" (deleted)").to_owned()).unwrap_or_default();
     let Some((lang, name)) = interpreter_of(&exe_name) else {
         return found; // not an interpreter: nothing to say, and nothing went wrong
     };
@@ -91,10 +85,7 @@ pub(crate) fn attest(ctx: &Ctx<'_>) -> Found {
                 Err(_) => continue,
             }
         }
-        Err(format!(
-            "entry point {entry:?} not found under {}",
-            cwd.display()
-        ))
+        Err(format!("entry point {entry:?} not found under {}", cwd.display()))
     })();
     match resolved {
         Ok((path, mut file)) => {
@@ -115,17 +106,12 @@ fn candidates(entry: &Entry, cwd: &Path) -> Vec<PathBuf> {
     match entry {
         Entry::None => vec![],
         Entry::File { path, base } => {
-            let base = base
-                .as_ref()
-                .map_or_else(|| cwd.to_path_buf(), |b| cwd.join(b));
+            let base = base.as_ref().map_or_else(|| cwd.to_path_buf(), |b| cwd.join(b));
             vec![clean(&base.join(path))]
         }
         Entry::Module(m) => {
             let rel: PathBuf = m.split('.').collect();
-            vec![
-                clean(&cwd.join(&rel).with_extension("py")),
-                clean(&cwd.join(&rel).join("__main__.py")),
-            ]
+            vec![clean(&cwd.join(&rel).with_extension("py")), clean(&cwd.join(&rel).join("__main__.py"))]
         }
         Entry::Bin(name) => vec![clean(&cwd.join("node_modules/.bin").join(name))],
     }
@@ -133,9 +119,7 @@ fn candidates(entry: &Entry, cwd: &Path) -> Vec<PathBuf> {
 
 /// Drops `.` components and repeated slashes; keeps `..` (its meaning depends on symlinks).
 fn clean(p: &Path) -> PathBuf {
-    p.components()
-        .filter(|c| !matches!(c, Component::CurDir))
-        .collect()
+    p.components().filter(|c| !matches!(c, Component::CurDir)).collect()
 }
 
 /// Interpreter kind and reported name for an executable file name.
@@ -146,11 +130,7 @@ fn interpreter_of(exe: &str) -> Option<(Lang, String)> {
         (rest.is_empty() || rest.starts_with(|c: char| c.is_ascii_digit())).then_some(rest)
     }
     if let Some(rest) = versioned(exe, "python") {
-        let major: String = rest
-            .chars()
-            .take_while(char::is_ascii_digit)
-            .take(1)
-            .collect();
+        let major: String = rest.chars().take_while(char::is_ascii_digit).take(1).collect();
         return Some((Lang::Python, format!("python{major}")));
     }
     if versioned(exe, "ruby").is_some() {
@@ -171,18 +151,12 @@ fn interpreter_of(exe: &str) -> Option<(Lang, String)> {
 }
 
 fn file(path: &str) -> Entry {
-    Entry::File {
-        path: path.to_owned(),
-        base: None,
-    }
+    Entry::File { path: path.to_owned(), base: None }
 }
 
 fn entry_of(lang: Lang, argv: &[String]) -> Entry {
     let args = argv.get(1..).unwrap_or_default();
-    let argv0 = argv
-        .first()
-        .map(|a| a.rsplit('/').next().unwrap_or(a))
-        .unwrap_or_default();
+    let argv0 = argv.first().map(|a| a.rsplit('/').next().unwrap_or(a)).unwrap_or_default();
     match lang {
         Lang::Python => python(args),
         Lang::Node => node(args),
@@ -213,11 +187,7 @@ fn python(args: &[String]) -> Entry {
                     match ch {
                         'c' => return Entry::None,
                         'm' => {
-                            let module = if rest.is_empty() {
-                                args.get(i + 1).cloned()
-                            } else {
-                                Some(rest.to_owned())
-                            };
+                            let module = if rest.is_empty() { args.get(i + 1).cloned() } else { Some(rest.to_owned()) };
                             return module.map_or(Entry::None, Entry::Module);
                         }
                         'W' | 'X' => {
@@ -269,8 +239,9 @@ fn node(args: &[String]) -> Entry {
     while let Some(a) = args.get(i) {
         match a.as_str() {
             "--" => return args.get(i + 1).map_or(Entry::None, |s| file(s)),
-            "-" | "-e" | "--eval" | "-p" | "--print" | "-pe" | "-i" | "--interactive" | "--run"
-            | "--test" => return Entry::None,
+            "-" | "-e" | "--eval" | "-p" | "--print" | "-pe" | "-i" | "--interactive" | "--run" | "--test" => {
+                return Entry::None;
+            }
             opt if NODE_VALUE_OPTS.contains(&opt) => i += 2,
             opt if opt.starts_with('-') => i += 1,
             script => {
@@ -286,18 +257,8 @@ fn node(args: &[String]) -> Entry {
     Entry::None
 }
 
-const DENO_VALUE_OPTS: &[&str] = &[
-    "-c",
-    "--config",
-    "--import-map",
-    "--lock",
-    "--cert",
-    "--location",
-    "--seed",
-    "-L",
-    "--log-level",
-    "--ext",
-];
+const DENO_VALUE_OPTS: &[&str] =
+    &["-c", "--config", "--import-map", "--lock", "--cert", "--location", "--seed", "-L", "--log-level", "--ext"];
 
 fn deno(args: &[String]) -> Entry {
     let mut i = 0;
@@ -349,10 +310,7 @@ fn bun(args: &[String]) -> Entry {
             }
             word if !subcommand_seen && !looks_like_file(word) => return Entry::None,
             script => {
-                return Entry::File {
-                    path: script.to_owned(),
-                    base,
-                };
+                return Entry::File { path: script.to_owned(), base };
             }
         }
     }
@@ -370,11 +328,7 @@ fn launcher_bin(args: &[String], value_opts: &[&str]) -> Entry {
                 // "pkg@1.2" or "@scope/pkg": the bin is named after the package.
                 let bare = name.rsplit('/').next().unwrap_or(name);
                 let bare = bare.split('@').next().unwrap_or(bare);
-                return if bare.is_empty() {
-                    Entry::None
-                } else {
-                    Entry::Bin(bare.to_owned())
-                };
+                return if bare.is_empty() { Entry::None } else { Entry::Bin(bare.to_owned()) };
             }
         }
     }
@@ -393,12 +347,9 @@ fn short_opts(args: &[String], eval: &str, with_value: &str, attached: &str) -> 
         match a.as_str() {
             "--" => return args.get(i + 1).map_or(Entry::None, |s| file(s)),
             "-" => return Entry::None,
-            "--encoding"
-            | "--external-encoding"
-            | "--internal-encoding"
-            | "--enable"
-            | "--disable"
-            | "--dump" => i += 2,
+            "--encoding" | "--external-encoding" | "--internal-encoding" | "--enable" | "--disable" | "--dump" => {
+                i += 2
+            }
             long if long.starts_with("--") => i += 1,
             short if short.starts_with('-') => {
                 let flags = &short[1..];
@@ -437,11 +388,7 @@ fn shell(args: &[String]) -> Entry {
                     return Entry::None; // -c command string, or -s script from stdin
                 }
                 // -o NAME / -O NAME take a value.
-                i += if flags.contains('o') || flags.contains('O') {
-                    2
-                } else {
-                    1
-                };
+                i += if flags.contains('o') || flags.contains('O') { 2 } else { 1 };
             }
             script => return file(script),
         }
@@ -497,9 +444,7 @@ fn uv(args: &[String]) -> Entry {
                 i += 2;
             }
             "-m" | "--module" if in_run => {
-                return args
-                    .get(i + 1)
-                    .map_or(Entry::None, |m| Entry::Module(m.clone()));
+                return args.get(i + 1).map_or(Entry::None, |m| Entry::Module(m.clone()));
             }
             opt if UV_VALUE_OPTS.contains(&opt) => i += 2,
             opt if opt.starts_with('-') => i += 1,
@@ -509,19 +454,14 @@ fn uv(args: &[String]) -> Entry {
             }
             _ if !in_run => return Entry::None, // uv pip, uv sync, ...
             // `uv run python x.py`: the python flags rules apply from here.
-            cmd if interpreter_of(cmd.rsplit('/').next().unwrap_or(cmd))
-                .is_some_and(|(l, _)| l == Lang::Python) =>
-            {
+            cmd if interpreter_of(cmd.rsplit('/').next().unwrap_or(cmd)).is_some_and(|(l, _)| l == Lang::Python) => {
                 return match python(&args[i + 1..]) {
                     Entry::File { path, .. } => Entry::File { path, base },
                     other => other,
                 };
             }
             script if looks_like_file(script) => {
-                return Entry::File {
-                    path: script.to_owned(),
-                    base,
-                };
+                return Entry::File { path: script.to_owned(), base };
             }
             _ => return Entry::None, // `uv run pytest`: a console script, not a file we can find
         }
@@ -561,22 +501,10 @@ mod tests {
     fn python_forms() {
         assert_eq!(e(Lang::Python, "python3 agent.py --port 3"), f("agent.py"));
         assert_eq!(e(Lang::Python, "python3 -u -X dev agent.py"), f("agent.py"));
-        assert_eq!(
-            e(Lang::Python, "python3 -Xdev -W error -OO a.py"),
-            f("a.py")
-        );
-        assert_eq!(
-            e(Lang::Python, "python3 -m agent x"),
-            Entry::Module("agent".into())
-        );
-        assert_eq!(
-            e(Lang::Python, "python3 -um pkg.sub"),
-            Entry::Module("pkg.sub".into())
-        );
-        assert_eq!(
-            e(Lang::Python, "python3 -mpkg"),
-            Entry::Module("pkg".into())
-        );
+        assert_eq!(e(Lang::Python, "python3 -Xdev -W error -OO a.py"), f("a.py"));
+        assert_eq!(e(Lang::Python, "python3 -m agent x"), Entry::Module("agent".into()));
+        assert_eq!(e(Lang::Python, "python3 -um pkg.sub"), Entry::Module("pkg.sub".into()));
+        assert_eq!(e(Lang::Python, "python3 -mpkg"), Entry::Module("pkg".into()));
         assert_eq!(e(Lang::Python, "python3 -c print(1) x.py"), Entry::None);
         assert_eq!(e(Lang::Python, "python3 -"), Entry::None);
         assert_eq!(e(Lang::Python, "python3"), Entry::None);
@@ -586,42 +514,21 @@ mod tests {
     #[test]
     fn node_deno_bun_forms() {
         assert_eq!(e(Lang::Node, "node --inspect x.js"), f("x.js"));
-        assert_eq!(
-            e(
-                Lang::Node,
-                "node -r dotenv/config --max-old-space-size=99 app.mjs"
-            ),
-            f("app.mjs")
-        );
+        assert_eq!(e(Lang::Node, "node -r dotenv/config --max-old-space-size=99 app.mjs"), f("app.mjs"));
         assert_eq!(e(Lang::Node, "node -e 1"), Entry::None);
-        assert_eq!(
-            e(Lang::Node, "node /usr/bin/npx cowsay hi"),
-            Entry::Bin("cowsay".into())
-        );
-        assert_eq!(
-            e(Lang::Node, "node /usr/bin/npx @scope/tool@2"),
-            Entry::Bin("tool".into())
-        );
-        assert_eq!(
-            e(Lang::Deno, "deno run --allow-net -c deno.json main.ts"),
-            f("main.ts")
-        );
+        assert_eq!(e(Lang::Node, "node /usr/bin/npx cowsay hi"), Entry::Bin("cowsay".into()));
+        assert_eq!(e(Lang::Node, "node /usr/bin/npx @scope/tool@2"), Entry::Bin("tool".into()));
+        assert_eq!(e(Lang::Deno, "deno run --allow-net -c deno.json main.ts"), f("main.ts"));
         assert_eq!(e(Lang::Deno, "deno main.ts"), f("main.ts"));
         assert_eq!(e(Lang::Deno, "deno task dev"), Entry::None);
         assert_eq!(e(Lang::Bun, "bun run index.ts"), f("index.ts"));
         assert_eq!(
             e(Lang::Bun, "bun --cwd sub index.ts"),
-            Entry::File {
-                path: "index.ts".into(),
-                base: Some("sub".into())
-            }
+            Entry::File { path: "index.ts".into(), base: Some("sub".into()) }
         );
         assert_eq!(e(Lang::Bun, "bun install"), Entry::None);
         assert_eq!(e(Lang::Bun, "bun x tool"), Entry::Bin("tool".into()));
-        assert_eq!(
-            e(Lang::Bun, "/usr/local/bin/bunx tool"),
-            Entry::Bin("tool".into())
-        );
+        assert_eq!(e(Lang::Bun, "/usr/local/bin/bunx tool"), Entry::Bin("tool".into()));
     }
 
     #[test]
@@ -633,22 +540,13 @@ mod tests {
         assert_eq!(e(Lang::Shell, "bash -e -o pipefail run.sh a"), f("run.sh"));
         assert_eq!(e(Lang::Shell, "sh -c echo"), Entry::None);
         assert_eq!(e(Lang::Shell, "-bash"), Entry::None);
-        assert_eq!(
-            e(Lang::Uv, "uv run --with requests agent.py"),
-            f("agent.py")
-        );
+        assert_eq!(e(Lang::Uv, "uv run --with requests agent.py"), f("agent.py"));
         assert_eq!(
             e(Lang::Uv, "uv --directory /opt/a run main.py"),
-            Entry::File {
-                path: "main.py".into(),
-                base: Some("/opt/a".into())
-            }
+            Entry::File { path: "main.py".into(), base: Some("/opt/a".into()) }
         );
         assert_eq!(e(Lang::Uv, "uv run python -u x.py"), f("x.py"));
-        assert_eq!(
-            e(Lang::Uv, "uv run -m agent"),
-            Entry::Module("agent".into())
-        );
+        assert_eq!(e(Lang::Uv, "uv run -m agent"), Entry::Module("agent".into()));
         assert_eq!(e(Lang::Uv, "uv run pytest"), Entry::None);
         assert_eq!(e(Lang::Uv, "uv sync"), Entry::None);
     }
@@ -656,24 +554,12 @@ mod tests {
     #[test]
     fn candidate_paths() {
         let cwd = Path::new("/srv/app");
-        assert_eq!(
-            candidates(&f("./a/./b.py"), cwd),
-            vec![PathBuf::from("/srv/app/a/b.py")]
-        );
-        assert_eq!(
-            candidates(&f("/opt/x.py"), cwd),
-            vec![PathBuf::from("/opt/x.py")]
-        );
+        assert_eq!(candidates(&f("./a/./b.py"), cwd), vec![PathBuf::from("/srv/app/a/b.py")]);
+        assert_eq!(candidates(&f("/opt/x.py"), cwd), vec![PathBuf::from("/opt/x.py")]);
         assert_eq!(
             candidates(&Entry::Module("pkg.mod".into()), cwd),
-            vec![
-                PathBuf::from("/srv/app/pkg/mod.py"),
-                PathBuf::from("/srv/app/pkg/mod/__main__.py")
-            ]
+            vec![PathBuf::from("/srv/app/pkg/mod.py"), PathBuf::from("/srv/app/pkg/mod/__main__.py")]
         );
-        assert_eq!(
-            candidates(&Entry::Bin("tool".into()), cwd),
-            vec![PathBuf::from("/srv/app/node_modules/.bin/tool")]
-        );
+        assert_eq!(candidates(&Entry::Bin("tool".into()), cwd), vec![PathBuf::from("/srv/app/node_modules/.bin/tool")]);
     }
 }

@@ -90,16 +90,7 @@ pub enum SelectorError {
     },
 }
 
-const KNOWN_TYPES: &[&str] = &[
-    "unix",
-    "script",
-    "config",
-    "env",
-    "systemd",
-    "cgroup",
-    "container",
-    "k8s",
-];
+const KNOWN_TYPES: &[&str] = &["unix", "script", "config", "env", "systemd", "cgroup", "container", "k8s"];
 
 /// The selector types tessera understands, in documentation order.
 pub fn known_selector_types() -> &'static [&'static str] {
@@ -121,10 +112,7 @@ pub fn config_path_of(selector: &Selector) -> Option<PathBuf> {
 impl Selector {
     /// Build a selector without validation (attestors use this for values they produced).
     pub fn new(kind: impl Into<String>, value: impl Into<String>) -> Self {
-        Self {
-            kind: kind.into(),
-            value: value.into(),
-        }
+        Self { kind: kind.into(), value: value.into() }
     }
 
     /// Shorthand for the common `type:key:value` shape.
@@ -158,8 +146,7 @@ impl Selector {
 
 /// Whether a cgroup path lies inside a systemd user manager's delegated subtree.
 pub(crate) fn is_user_delegated(path: &str) -> bool {
-    path.split('/')
-        .any(|c| c.starts_with("user@") && c.ends_with(".service"))
+    path.split('/').any(|c| c.starts_with("user@") && c.ends_with(".service"))
 }
 
 impl fmt::Display for Selector {
@@ -186,9 +173,7 @@ impl FromStr for Selector {
 
     /// Parses and validates against the known selector types and value shapes.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (kind, value) = s
-            .split_once(':')
-            .ok_or_else(|| SelectorError::Malformed(s.to_owned()))?;
+        let (kind, value) = s.split_once(':').ok_or_else(|| SelectorError::Malformed(s.to_owned()))?;
         if kind.is_empty() || value.is_empty() {
             return Err(SelectorError::Malformed(s.to_owned()));
         }
@@ -199,10 +184,7 @@ impl FromStr for Selector {
                 known: known_with_suggestion(kind),
             });
         }
-        validate(kind, value).map_err(|reason| SelectorError::InvalidValue {
-            selector: s.to_owned(),
-            reason,
-        })?;
+        validate(kind, value).map_err(|reason| SelectorError::InvalidValue { selector: s.to_owned(), reason })?;
         Ok(Self::new(kind, value))
     }
 }
@@ -210,11 +192,7 @@ impl FromStr for Selector {
 fn known_with_suggestion(kind: &str) -> String {
     let list = KNOWN_TYPES.join(", ");
     let lower = kind.to_ascii_lowercase();
-    let best = KNOWN_TYPES
-        .iter()
-        .map(|k| (edit_distance(&lower, k), *k))
-        .min()
-        .filter(|(d, _)| *d <= 2);
+    let best = KNOWN_TYPES.iter().map(|k| (edit_distance(&lower, k), *k)).min().filter(|(d, _)| *d <= 2);
     match best {
         Some((_, k)) => format!("{list} (did you mean {k:?}?)"),
         None => list,
@@ -237,18 +215,12 @@ fn edit_distance(a: &str, b: &str) -> usize {
 
 /// Splits `key:rest`, refusing an unknown key with the list of known ones.
 fn keyed<'a>(kind: &str, value: &'a str, keys: &[&str]) -> Result<(&'a str, &'a str), String> {
-    let known = keys
-        .iter()
-        .map(|k| format!("{kind}:{k}:…"))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let known = keys.iter().map(|k| format!("{kind}:{k}:…")).collect::<Vec<_>>().join(", ");
     let Some((key, rest)) = value.split_once(':') else {
         return Err(format!("expected {kind}:KEY:VALUE; write one of {known}"));
     };
     if !keys.contains(&key) {
-        return Err(format!(
-            "unknown {kind} selector {key:?}; write one of {known}"
-        ));
+        return Err(format!("unknown {kind} selector {key:?}; write one of {known}"));
     }
     Ok((key, rest))
 }
@@ -259,16 +231,7 @@ fn validate(kind: &str, value: &str) -> Result<(), String> {
             let (key, v) = keyed(
                 kind,
                 value,
-                &[
-                    "uid",
-                    "user",
-                    "gid",
-                    "group",
-                    "supplementary_gid",
-                    "supplementary_group",
-                    "path",
-                    "sha256",
-                ],
+                &["uid", "user", "gid", "group", "supplementary_gid", "supplementary_group", "path", "sha256"],
             )?;
             match key {
                 "uid" | "gid" | "supplementary_gid" => numeric_id(key, v),
@@ -288,20 +251,13 @@ fn validate(kind: &str, value: &str) -> Result<(), String> {
         "config" => {
             let (_, v) = keyed(kind, value, &["sha256"])?;
             let Some((path, hex)) = v.rsplit_once(':') else {
-                return Err(
-                    "write config:sha256:/absolute/path:HEX (64 lowercase hex digits, \
+                return Err("write config:sha256:/absolute/path:HEX (64 lowercase hex digits, \
                             as printed by sha256sum)"
-                        .into(),
-                );
+                    .into());
             };
             absolute_path("config:sha256", path)?;
-            if Path::new(path)
-                .components()
-                .any(|c| matches!(c, Component::ParentDir))
-            {
-                return Err(format!(
-                    "config:sha256 path {path:?} contains \"..\"; write the plain absolute path"
-                ));
+            if Path::new(path).components().any(|c| matches!(c, Component::ParentDir)) {
+                return Err(format!("config:sha256 path {path:?} contains \"..\"; write the plain absolute path"));
             }
             sha256_hex("config:sha256", hex)
         }
@@ -313,9 +269,7 @@ fn validate(kind: &str, value: &str) -> Result<(), String> {
                 ));
             };
             let mut chars = name.chars();
-            let ok = chars
-                .next()
-                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            let ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
                 && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
             if ok {
                 Ok(())
@@ -344,11 +298,7 @@ fn validate(kind: &str, value: &str) -> Result<(), String> {
                 ".device",
                 ".automount",
             ];
-            if !v.contains('/')
-                && UNIT_TYPES
-                    .iter()
-                    .any(|t| v.len() > t.len() && v.ends_with(t))
-            {
+            if !v.contains('/') && UNIT_TYPES.iter().any(|t| v.len() > t.len() && v.ends_with(t)) {
                 Ok(())
             } else {
                 Err(format!(
@@ -375,19 +325,14 @@ fn validate(kind: &str, value: &str) -> Result<(), String> {
             if RUNTIMES.contains(&v) {
                 Ok(())
             } else {
-                Err(format!(
-                    "container:runtime is one of {}; got {v:?}",
-                    RUNTIMES.join(", ")
-                ))
+                Err(format!("container:runtime is one of {}; got {v:?}", RUNTIMES.join(", ")))
             }
         }
         "k8s" => {
             let Some(uid) = value.strip_prefix("pod-uid:") else {
-                return Err(
-                    "tessera derives only k8s:pod-uid:UID from cgroups (no kubelet \
+                return Err("tessera derives only k8s:pod-uid:UID from cgroups (no kubelet \
                             access); write k8s:pod-uid:<metadata.uid of the pod>"
-                        .into(),
-                );
+                    .into());
             };
             if is_pod_uid(uid) {
                 Ok(())
@@ -407,13 +352,7 @@ pub(crate) fn is_pod_uid(s: &str) -> bool {
     let hex = |c: char| c.is_ascii_digit() || ('a'..='f').contains(&c);
     match s.len() {
         32 => s.chars().all(hex),
-        36 => s.char_indices().all(|(i, c)| {
-            if [8, 13, 18, 23].contains(&i) {
-                c == '-'
-            } else {
-                hex(c)
-            }
-        }),
+        36 => s.char_indices().all(|(i, c)| if [8, 13, 18, 23].contains(&i) { c == '-' } else { hex(c) }),
         _ => false,
     }
 }
@@ -427,16 +366,12 @@ fn numeric_id(key: &str, v: &str) -> Result<(), String> {
         "gid" => "unix:group",
         _ => "unix:supplementary_group",
     };
-    Err(format!(
-        "unix:{key} takes a number, e.g. unix:{key}:1000; to match by name write {by_name}:{v}"
-    ))
+    Err(format!("unix:{key} takes a number, e.g. unix:{key}:1000; to match by name write {by_name}:{v}"))
 }
 
 fn account_name(key: &str, v: &str) -> Result<(), String> {
     if v.is_empty() || v.contains(':') || v.chars().any(char::is_whitespace) {
-        return Err(format!(
-            "unix:{key} takes a user or group name without spaces or ':', e.g. unix:{key}:agent"
-        ));
+        return Err(format!("unix:{key} takes a user or group name without spaces or ':', e.g. unix:{key}:agent"));
     }
     Ok(())
 }
@@ -445,10 +380,7 @@ fn absolute_path(what: &str, v: &str) -> Result<(), String> {
     if v.starts_with('/') {
         Ok(())
     } else {
-        Err(format!(
-            "{what} takes an absolute path, e.g. {what}:/{}",
-            v.trim_start_matches("./")
-        ))
+        Err(format!("{what} takes an absolute path, e.g. {what}:/{}", v.trim_start_matches("./")))
     }
 }
 
@@ -458,21 +390,13 @@ fn sha256_hex(what: &str, v: &str) -> Result<(), String> {
         return Ok(());
     }
     if is_hex {
-        return Err(format!(
-            "{what} digests are lowercase; write {what}:{}",
-            v.to_ascii_lowercase()
-        ));
+        return Err(format!("{what} digests are lowercase; write {what}:{}", v.to_ascii_lowercase()));
     }
-    Err(format!(
-        "{what} takes 64 lowercase hex digits (the output of sha256sum), got {} characters",
-        v.len()
-    ))
+    Err(format!("{what} takes 64 lowercase hex digits (the output of sha256sum), got {} characters", v.len()))
 }
 
 fn interpreter_name(v: &str) -> Result<(), String> {
-    let ok = !v.is_empty()
-        && v.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '+'));
+    let ok = !v.is_empty() && v.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '+'));
     if ok {
         Ok(())
     } else {
@@ -537,10 +461,7 @@ mod tests {
         assert!(err("container:runtime:lxc").contains("docker"));
         assert!(err("k8s:ns:default").contains("k8s:pod-uid"));
         assert!(err("k8s:pod-uid:7F3B").contains("k8s:pod-uid:"));
-        assert!(matches!(
-            "nocolon".parse::<Selector>(),
-            Err(SelectorError::Malformed(_))
-        ));
+        assert!(matches!("nocolon".parse::<Selector>(), Err(SelectorError::Malformed(_))));
     }
 
     #[test]
@@ -549,19 +470,14 @@ mod tests {
         assert_eq!(s("unix:uid:1"), Strength::Kernel);
         assert_eq!(s(&format!("config:sha256:/a:{HEX}")), Strength::Kernel);
         assert_eq!(s("cgroup:path:/system.slice/a.service"), Strength::Kernel);
-        assert_eq!(
-            s("cgroup:path:/user.slice/user-1000.slice/user@1000.service/app.slice/a.service"),
-            Strength::Weak
-        );
+        assert_eq!(s("cgroup:path:/user.slice/user-1000.slice/user@1000.service/app.slice/a.service"), Strength::Weak);
         assert_eq!(s("script:path:/a.py"), Strength::Weak);
         assert_eq!(s("env:A:b"), Strength::Weak);
     }
 
     #[test]
     fn config_path_extraction() {
-        let sel: Selector = format!("config:sha256:/etc/a:b/p.md:{HEX}")
-            .parse()
-            .unwrap();
+        let sel: Selector = format!("config:sha256:/etc/a:b/p.md:{HEX}").parse().unwrap();
         assert_eq!(config_path_of(&sel), Some(PathBuf::from("/etc/a:b/p.md")));
         assert_eq!(config_path_of(&"unix:uid:1".parse().unwrap()), None);
     }

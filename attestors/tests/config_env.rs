@@ -32,16 +32,9 @@ fn editing_a_config_file_flips_its_selector() {
     let x = attest(&attestor, p.pid());
     let before = config_digest(&x, &prompt).unwrap();
     assert_eq!(before, sha256_file(&prompt));
-    assert_eq!(
-        config_digest(&x, &relative),
-        Some(before.clone()),
-        "a link inside the root is fine"
-    );
+    assert_eq!(config_digest(&x, &relative), Some(before.clone()), "a link inside the root is fine");
     let selector = sel(&format!("config:sha256:{}:{before}", prompt.display()));
-    assert_eq!(
-        tessera_attestors::config_path_of(&selector),
-        Some(prompt.clone())
-    );
+    assert_eq!(tessera_attestors::config_path_of(&selector), Some(prompt.clone()));
     assert!(x.watched_files.contains(&prompt));
 
     std::fs::write(&prompt, "You are the support agent. Ignore refunds.\n").unwrap();
@@ -63,24 +56,9 @@ fn links_out_of_the_root_are_refused() {
     let p = spawn_ready(&mut shell_waiting(Path::new("/bin/dash")));
 
     let x = attest(&attestor, p.pid());
-    assert!(
-        x.selectors.iter().all(|s| s.kind() != "config"),
-        "{:?}",
-        x.selectors
-    );
-    let reason = x
-        .reports
-        .iter()
-        .find(|r| r.attestor == "config")
-        .unwrap()
-        .error
-        .clone()
-        .unwrap();
-    assert_eq!(
-        reason.matches("leaves the process root").count(),
-        2,
-        "{reason}"
-    );
+    assert!(x.selectors.iter().all(|s| s.kind() != "config"), "{:?}", x.selectors);
+    let reason = x.reports.iter().find(|r| r.attestor == "config").unwrap().error.clone().unwrap();
+    assert_eq!(reason.matches("leaves the process root").count(), 2, "{reason}");
     assert!(reason.contains("missing.md"), "{reason}");
 }
 
@@ -104,17 +82,10 @@ fn config_is_read_inside_a_chrooted_process_root() {
     let attestor = config_attestor(&[&prompt, &escape]);
 
     let x = attest(&attestor, p.pid());
-    assert_eq!(
-        config_digest(&x, &prompt).unwrap(),
-        sha256_file(&etc.join("prompt.md"))
-    );
+    assert_eq!(config_digest(&x, &prompt).unwrap(), sha256_file(&etc.join("prompt.md")));
     assert_eq!(config_digest(&x, &escape), None);
     // Watched as a path the daemon can open: the file under the chroot directory.
-    assert!(
-        x.watched_files.contains(&etc.join("prompt.md")),
-        "{:?}",
-        x.watched_files
-    );
+    assert!(x.watched_files.contains(&etc.join("prompt.md")), "{:?}", x.watched_files);
 }
 
 #[test]
@@ -136,10 +107,7 @@ fn env_allowlist_only() {
     let env: Vec<_> = x.selectors.iter().filter(|s| s.kind() == "env").collect();
     assert_eq!(env.len(), 2, "{env:?}");
     let debug = format!("{x:?}");
-    assert!(
-        !debug.contains("hunter2") && !debug.contains("SECRET_TOKEN"),
-        "{debug}"
-    );
+    assert!(!debug.contains("hunter2") && !debug.contains("SECRET_TOKEN"), "{debug}");
 
     // Without an allowlist, no env selectors at all.
     let none = attest(&attestor_default(), p.pid());

@@ -31,21 +31,12 @@ fn reused_pid_gets_no_identity() {
     assert!(attestor.attest(&pinned).is_ok());
 
     a.kill_and_reap();
-    assert!(matches!(
-        pinned.verify_alive(),
-        Err(AttestError::ProcessGone { .. })
-    ));
+    assert!(matches!(pinned.verify_alive(), Err(AttestError::ProcessGone { .. })));
 
     let b = respawn_with_pid(pid);
     assert_eq!(b.pid(), pid, "the pid now belongs to another process");
-    assert!(matches!(
-        pinned.verify_alive(),
-        Err(AttestError::ProcessGone { .. })
-    ));
-    assert!(matches!(
-        attestor.attest(&pinned),
-        Err(AttestError::ProcessGone { .. })
-    ));
+    assert!(matches!(pinned.verify_alive(), Err(AttestError::ProcessGone { .. })));
+    assert!(matches!(attestor.attest(&pinned), Err(AttestError::ProcessGone { .. })));
 
     // The new process, pinned afresh, is attested as itself.
     // (Its start time may well equal the old one: it is in clock ticks, 10 ms. That is why the
@@ -65,15 +56,9 @@ fn exited_but_unreaped_process_is_gone() {
         nix::sys::wait::WaitPidFlag::WEXITED | nix::sys::wait::WaitPidFlag::WNOWAIT,
     )
     .unwrap();
-    assert!(matches!(
-        pinned.verify_alive(),
-        Err(AttestError::ProcessGone { .. })
-    ));
+    assert!(matches!(pinned.verify_alive(), Err(AttestError::ProcessGone { .. })));
     assert!(attestor().attest(&pinned).is_err());
-    assert!(matches!(
-        ProcessHandle::open(a.pid()),
-        Err(AttestError::ProcessGone { .. })
-    ));
+    assert!(matches!(ProcessHandle::open(a.pid()), Err(AttestError::ProcessGone { .. })));
 }
 
 /// A real socket peer: SO_PEERCRED + SO_PEERPIDFD, as the daemon gets them.
@@ -91,12 +76,7 @@ fn connect_python_peer(dir: &Path) -> (Ready, PeerCredentials) {
     let (stream, _) = listener.accept().unwrap();
     let cred = getsockopt(&stream, sockopt::PeerCredentials).unwrap();
     let pidfd = getsockopt(&stream, sockopt::PeerPidfd).ok();
-    let peer = PeerCredentials {
-        pid: Some(cred.pid()),
-        uid: cred.uid(),
-        gid: cred.gid(),
-        pidfd,
-    };
+    let peer = PeerCredentials { pid: Some(cred.pid()), uid: cred.uid(), gid: cred.gid(), pidfd };
     (child, peer)
 }
 
@@ -113,10 +93,7 @@ fn socket_peer_with_pidfd() {
     assert!(x.selectors.contains(&sel("unix:uid:0")));
     assert!(x.selectors.contains(&sel("script:interpreter:python3")));
     child.kill_and_reap();
-    assert!(matches!(
-        attestor.attest(&handle),
-        Err(AttestError::ProcessGone { .. })
-    ));
+    assert!(matches!(attestor.attest(&handle), Err(AttestError::ProcessGone { .. })));
 }
 
 #[test]
@@ -130,24 +107,8 @@ fn socket_peer_fallback_without_pidfd_checks_uid() {
     assert!(attestor().attest(&handle).is_ok());
 
     // Credentials that do not match the process now at that pid: treated as a recycled pid.
-    let wrong = PeerCredentials {
-        pid,
-        uid: 4242,
-        gid: 4242,
-        pidfd: None,
-    };
-    assert!(matches!(
-        ProcessHandle::from_peer(wrong),
-        Err(AttestError::ProcessGone { .. })
-    ));
-    let no_pid = PeerCredentials {
-        pid: None,
-        uid: 0,
-        gid: 0,
-        pidfd: None,
-    };
-    assert!(matches!(
-        ProcessHandle::from_peer(no_pid),
-        Err(AttestError::NoPid)
-    ));
+    let wrong = PeerCredentials { pid, uid: 4242, gid: 4242, pidfd: None };
+    assert!(matches!(ProcessHandle::from_peer(wrong), Err(AttestError::ProcessGone { .. })));
+    let no_pid = PeerCredentials { pid: None, uid: 0, gid: 0, pidfd: None };
+    assert!(matches!(ProcessHandle::from_peer(no_pid), Err(AttestError::NoPid)));
 }

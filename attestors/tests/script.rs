@@ -23,15 +23,8 @@ fn python_script_with_flags_and_edit() {
     let attestor = attestor();
 
     let x = attest(&attestor, p.pid());
-    assert!(
-        x.selectors.contains(&sel("script:interpreter:python3")),
-        "{:?}",
-        x.selectors
-    );
-    assert_eq!(
-        value_of(&x, "script", "path:").unwrap(),
-        script.display().to_string()
-    );
+    assert!(x.selectors.contains(&sel("script:interpreter:python3")), "{:?}", x.selectors);
+    assert_eq!(value_of(&x, "script", "path:").unwrap(), script.display().to_string());
     let before = value_of(&x, "script", "sha256:").unwrap();
     assert_eq!(before, sha256_file(&script));
     assert!(x.watched_files.contains(&script));
@@ -62,34 +55,20 @@ fn python_dash_m_module_and_package() {
     let m = spawn_ready(&mut python(dir.path(), &["-m", "agent"]));
     let x = attest(&attestor, m.pid());
     let agent = dir.path().join("agent.py");
-    assert_eq!(
-        value_of(&x, "script", "path:").unwrap(),
-        agent.display().to_string()
-    );
-    assert_eq!(
-        value_of(&x, "script", "sha256:").unwrap(),
-        sha256_file(&agent)
-    );
+    assert_eq!(value_of(&x, "script", "path:").unwrap(), agent.display().to_string());
+    assert_eq!(value_of(&x, "script", "sha256:").unwrap(), sha256_file(&agent));
 
     let pkg = spawn_ready(&mut python(dir.path(), &["-m", "pkg"]));
     let y = attest(&attestor, pkg.pid());
     let main = dir.path().join("pkg/__main__.py");
-    assert_eq!(
-        value_of(&y, "script", "path:").unwrap(),
-        main.display().to_string()
-    );
+    assert_eq!(value_of(&y, "script", "path:").unwrap(), main.display().to_string());
 }
 
 #[test]
 fn inline_code_has_interpreter_only_and_non_interpreters_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let p = spawn_ready(&mut python(
-        dir.path(),
-        &[
-            "-c",
-            "import sys; print('ready', flush=True); sys.stdin.readline()",
-        ],
-    ));
+    let p =
+        spawn_ready(&mut python(dir.path(), &["-c", "import sys; print('ready', flush=True); sys.stdin.readline()"]));
     let x = attest(&attestor(), p.pid());
     assert!(x.selectors.contains(&sel("script:interpreter:python3")));
     assert_eq!(value_of(&x, "script", "path:"), None);
@@ -109,17 +88,10 @@ fn shell_script_file() {
     let script = dir.path().join("run.sh");
     std::fs::write(&script, "echo ready\nread x\n").unwrap();
     let mut cmd = Command::new("/bin/bash");
-    cmd.args(["-e", "-o", "pipefail", "./run.sh"])
-        .current_dir(dir.path());
+    cmd.args(["-e", "-o", "pipefail", "./run.sh"]).current_dir(dir.path());
     let p = spawn_ready(&mut cmd);
     let x = attest(&attestor(), p.pid());
     assert!(x.selectors.contains(&sel("script:interpreter:bash")));
-    assert_eq!(
-        value_of(&x, "script", "path:").unwrap(),
-        script.display().to_string()
-    );
-    assert_eq!(
-        value_of(&x, "script", "sha256:").unwrap(),
-        sha256_file(&script)
-    );
+    assert_eq!(value_of(&x, "script", "path:").unwrap(), script.display().to_string());
+    assert_eq!(value_of(&x, "script", "sha256:").unwrap(), sha256_file(&script));
 }

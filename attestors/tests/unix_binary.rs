@@ -28,16 +28,9 @@ fn binary_digest_follows_content() {
     let b = copy_shell(dir.path(), "agent-b", b"a different build");
     let c = copy_shell(dir.path(), "agent-c", b"");
     let attestor = attestor();
-    let (pa, pb, pc) = (
-        spawn_ready(&mut shell_waiting(&a)),
-        spawn_ready(&mut shell_waiting(&b)),
-        spawn_ready(&mut shell_waiting(&c)),
-    );
-    let (xa, xb, xc) = (
-        attest(&attestor, pa.pid()),
-        attest(&attestor, pb.pid()),
-        attest(&attestor, pc.pid()),
-    );
+    let (pa, pb, pc) =
+        (spawn_ready(&mut shell_waiting(&a)), spawn_ready(&mut shell_waiting(&b)), spawn_ready(&mut shell_waiting(&c)));
+    let (xa, xb, xc) = (attest(&attestor, pa.pid()), attest(&attestor, pb.pid()), attest(&attestor, pc.pid()));
     let sha = |x| value_of(x, "unix", "sha256:").unwrap();
     assert_ne!(sha(&xa), sha(&xb), "different content, different digest");
     assert_eq!(sha(&xa), sha(&xc), "same content, same digest");
@@ -45,22 +38,10 @@ fn binary_digest_follows_content() {
     assert_eq!(sha(&xb), sha256_file(&b));
 
     // SPIRE's other unix selectors, for a root test process.
-    for s in [
-        "unix:uid:0",
-        "unix:gid:0",
-        "unix:user:root",
-        "unix:group:root",
-    ] {
-        assert!(
-            xa.selectors.contains(&sel(s)),
-            "missing {s} in {:?}",
-            xa.selectors
-        );
+    for s in ["unix:uid:0", "unix:gid:0", "unix:user:root", "unix:group:root"] {
+        assert!(xa.selectors.contains(&sel(s)), "missing {s} in {:?}", xa.selectors);
     }
-    assert_eq!(
-        value_of(&xa, "unix", "path:").unwrap(),
-        a.display().to_string()
-    );
+    assert_eq!(value_of(&xa, "unix", "path:").unwrap(), a.display().to_string());
     assert!(xa.watched_files.contains(&a));
     let unix = &xa.reports[0];
     assert_eq!((unix.attestor, &unix.error), ("unix", &None));
@@ -76,11 +57,7 @@ fn deleted_binary_is_still_hashed_through_proc_exe() {
     copy_shell(dir.path(), "agent", b"v2 planted at the same path");
     let x = attest(&attestor(), p.pid());
     assert_eq!(value_of(&x, "unix", "sha256:").unwrap(), expected);
-    assert!(
-        value_of(&x, "unix", "path:")
-            .unwrap()
-            .ends_with("(deleted)")
-    );
+    assert!(value_of(&x, "unix", "path:").unwrap().ends_with("(deleted)"));
 }
 
 #[test]
@@ -96,43 +73,25 @@ fn second_attestation_of_100mib_binary_is_served_from_cache() {
     let after_first = attestor.digest_stats();
     assert_eq!(after_first.misses, 1);
     assert_eq!(after_first.hits, 0);
-    assert_eq!(
-        after_first.bytes_hashed, size,
-        "hashed exactly once, streamed whole"
-    );
+    assert_eq!(after_first.bytes_hashed, size, "hashed exactly once, streamed whole");
 
     let second = attest(&attestor, p.pid());
     let after_second = attestor.digest_stats();
     assert_eq!(after_second.hits, after_first.hits + 1);
     assert_eq!(after_second.misses, after_first.misses);
-    assert_eq!(
-        after_second.bytes_hashed, after_first.bytes_hashed,
-        "file not read again"
-    );
-    assert_eq!(
-        value_of(&first, "unix", "sha256:"),
-        value_of(&second, "unix", "sha256:")
-    );
+    assert_eq!(after_second.bytes_hashed, after_first.bytes_hashed, "file not read again");
+    assert_eq!(value_of(&first, "unix", "sha256:"), value_of(&second, "unix", "sha256:"));
 
     // A reload keeps the cache.
-    attestor.set_config(AttestConfig {
-        max_hash_size: Some(u64::MAX),
-        ..AttestConfig::default()
-    });
+    attestor.set_config(AttestConfig { max_hash_size: Some(u64::MAX), ..AttestConfig::default() });
     attest(&attestor, p.pid());
     assert_eq!(attestor.digest_stats().hits, after_second.hits + 1);
-    assert_eq!(
-        attestor.digest_stats().bytes_hashed,
-        after_first.bytes_hashed
-    );
+    assert_eq!(attestor.digest_stats().bytes_hashed, after_first.bytes_hashed);
 }
 
 #[test]
 fn over_limit_binary_keeps_other_selectors() {
-    let attestor = Attestor::new(AttestConfig {
-        max_hash_size: Some(1000),
-        ..AttestConfig::default()
-    });
+    let attestor = Attestor::new(AttestConfig { max_hash_size: Some(1000), ..AttestConfig::default() });
     let p = spawn_ready(&mut shell_waiting(Path::new("/bin/dash")));
     let x = attest(&attestor, p.pid());
     assert_eq!(value_of(&x, "unix", "sha256:"), None);
@@ -140,9 +99,5 @@ fn over_limit_binary_keeps_other_selectors() {
     assert!(value_of(&x, "unix", "path:").is_some());
     let reason = x.reports[0].error.as_deref().unwrap();
     assert!(reason.contains("max_hash_size"), "{reason}");
-    assert_eq!(
-        attestor.digest_stats().bytes_hashed,
-        0,
-        "over-limit files are not read"
-    );
+    assert_eq!(attestor.digest_stats().bytes_hashed, 0, "over-limit files are not read");
 }

@@ -9,17 +9,11 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 type Client = SpiffeWorkloadApiClient<
-    InterceptedService<
-        Channel,
-        fn(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status>,
-    >,
+    InterceptedService<Channel, fn(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status>>,
 >;
 
 fn add_header(mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-    req.metadata_mut().insert(
-        "workload.spiffe.io",
-        tonic::metadata::MetadataValue::from_static("true"),
-    );
+    req.metadata_mut().insert("workload.spiffe.io", tonic::metadata::MetadataValue::from_static("true"));
     Ok(req)
 }
 
@@ -31,17 +25,12 @@ pub async fn connect(socket: &Path, timeout: Duration) -> Result<Client> {
         .connect_with_connector(tower::service_fn(move |_: http::Uri| {
             let socket = socket.clone();
             async move {
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                    tokio::net::UnixStream::connect(socket).await?,
-                ))
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tokio::net::UnixStream::connect(socket).await?))
             }
         }))
         .await
         .context("cannot connect to the Workload API socket")?;
-    Ok(SpiffeWorkloadApiClient::with_interceptor(
-        channel,
-        add_header as fn(_) -> _,
-    ))
+    Ok(SpiffeWorkloadApiClient::with_interceptor(channel, add_header as fn(_) -> _))
 }
 
 fn pem_block(tag: &str, der: &[u8]) -> String {
@@ -52,8 +41,8 @@ fn pem_block(tag: &str, der: &[u8]) -> String {
 pub fn split_certs(mut der: &[u8]) -> Result<Vec<Vec<u8>>> {
     let mut out = Vec::new();
     while !der.is_empty() {
-        let (rest, _) = x509_parser::parse_x509_certificate(der)
-            .map_err(|e| anyhow::anyhow!("bad certificate: {e}"))?;
+        let (rest, _) =
+            x509_parser::parse_x509_certificate(der).map_err(|e| anyhow::anyhow!("bad certificate: {e}"))?;
         out.push(der[..der.len() - rest.len()].to_vec());
         der = rest;
     }
@@ -63,8 +52,7 @@ pub fn split_certs(mut der: &[u8]) -> Result<Vec<Vec<u8>>> {
 fn describe_svid(svid: &pb::X509svid) -> Result<String> {
     let certs = split_certs(&svid.x509_svid)?;
     let leaf = certs.first().context("empty SVID")?;
-    let (_, cert) =
-        x509_parser::parse_x509_certificate(leaf).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf).map_err(|e| anyhow::anyhow!("{e}"))?;
     let bundle = split_certs(&svid.bundle)?;
     let mut s = format!("SPIFFE ID:\t\t{}\n", svid.spiffe_id);
     if !svid.hint.is_empty() {
@@ -79,20 +67,10 @@ fn describe_svid(svid: &pb::X509svid) -> Result<String> {
 }
 
 pub async fn fetch_x509(client: &mut Client, write: Option<&Path>, silent: bool) -> Result<()> {
-    let mut stream = client
-        .fetch_x509svid(pb::X509svidRequest {})
-        .await?
-        .into_inner();
-    let resp = stream
-        .message()
-        .await?
-        .context("the server closed the stream without a response")?;
+    let mut stream = client.fetch_x509svid(pb::X509svidRequest {}).await?.into_inner();
+    let resp = stream.message().await?.context("the server closed the stream without a response")?;
     if !silent {
-        println!(
-            "Received {} svid{}\n",
-            resp.svids.len(),
-            if resp.svids.len() == 1 { "" } else { "s" }
-        );
+        println!("Received {} svid{}\n", resp.svids.len(), if resp.svids.len() == 1 { "" } else { "s" });
         for svid in &resp.svids {
             println!("{}", describe_svid(svid)?);
         }
@@ -100,14 +78,8 @@ pub async fn fetch_x509(client: &mut Client, write: Option<&Path>, silent: bool)
     if let Some(dir) = write {
         std::fs::create_dir_all(dir)?;
         for (i, svid) in resp.svids.iter().enumerate() {
-            let certs: String = split_certs(&svid.x509_svid)?
-                .iter()
-                .map(|c| pem_block("CERTIFICATE", c))
-                .collect();
-            let bundle: String = split_certs(&svid.bundle)?
-                .iter()
-                .map(|c| pem_block("CERTIFICATE", c))
-                .collect();
+            let certs: String = split_certs(&svid.x509_svid)?.iter().map(|c| pem_block("CERTIFICATE", c)).collect();
+            let bundle: String = split_certs(&svid.bundle)?.iter().map(|c| pem_block("CERTIFICATE", c)).collect();
             std::fs::write(dir.join(format!("svid.{i}.pem")), certs)?;
             crate::storage::write_atomic(
                 &dir.join(format!("svid.{i}.key")),
@@ -115,52 +87,30 @@ pub async fn fetch_x509(client: &mut Client, write: Option<&Path>, silent: bool)
             )?;
             std::fs::write(dir.join(format!("bundle.{i}.pem")), bundle)?;
             if !silent {
-                println!(
-                    "Writing SVID #{i} to file {}",
-                    dir.join(format!("svid.{i}.pem")).display()
-                );
-                println!(
-                    "Writing key #{i} to file {}",
-                    dir.join(format!("svid.{i}.key")).display()
-                );
-                println!(
-                    "Writing bundle #{i} to file {}",
-                    dir.join(format!("bundle.{i}.pem")).display()
-                );
+                println!("Writing SVID #{i} to file {}", dir.join(format!("svid.{i}.pem")).display());
+                println!("Writing key #{i} to file {}", dir.join(format!("svid.{i}.key")).display());
+                println!("Writing bundle #{i} to file {}", dir.join(format!("bundle.{i}.pem")).display());
             }
         }
         for (td, der) in &resp.federated_bundles {
             let name = td.trim_start_matches("spiffe://");
-            let pems: String = split_certs(der)?
-                .iter()
-                .map(|c| pem_block("CERTIFICATE", c))
-                .collect();
+            let pems: String = split_certs(der)?.iter().map(|c| pem_block("CERTIFICATE", c)).collect();
             std::fs::write(dir.join(format!("federated_bundle.{name}.pem")), pems)?;
         }
     }
     Ok(())
 }
 
-pub async fn fetch_jwt(
-    client: &mut Client,
-    audience: Vec<String>,
-    spiffe_id: Option<String>,
-) -> Result<()> {
+pub async fn fetch_jwt(client: &mut Client, audience: Vec<String>, spiffe_id: Option<String>) -> Result<()> {
     let resp = client
-        .fetch_jwtsvid(pb::JwtsvidRequest {
-            audience,
-            spiffe_id: spiffe_id.unwrap_or_default(),
-        })
+        .fetch_jwtsvid(pb::JwtsvidRequest { audience, spiffe_id: spiffe_id.unwrap_or_default() })
         .await?
         .into_inner();
     for svid in resp.svids {
         // The token is printed because the operator asked for it; tessera itself never logs one.
         println!("token({}):\n\t{}\n", svid.spiffe_id, svid.svid);
     }
-    let mut stream = client
-        .fetch_jwt_bundles(pb::JwtBundlesRequest {})
-        .await?
-        .into_inner();
+    let mut stream = client.fetch_jwt_bundles(pb::JwtBundlesRequest {}).await?.into_inner();
     if let Some(b) = stream.message().await? {
         for (td, jwks) in b.bundles {
             println!("bundle({td}):\n\t{}\n", String::from_utf8_lossy(&jwks));
@@ -170,28 +120,18 @@ pub async fn fetch_jwt(
 }
 
 pub async fn fetch_bundles(client: &mut Client) -> Result<()> {
-    let mut x = client
-        .fetch_x509_bundles(pb::X509BundlesRequest {})
-        .await?
-        .into_inner();
+    let mut x = client.fetch_x509_bundles(pb::X509BundlesRequest {}).await?.into_inner();
     let xb = x.message().await?.context("no X.509 bundles")?;
     let mut tds: Vec<_> = xb.bundles.keys().cloned().collect();
     tds.sort();
     for td in tds {
         let certs = split_certs(&xb.bundles[&td])?;
-        println!(
-            "X.509 bundle {td}: {} CA certificate{}",
-            certs.len(),
-            if certs.len() == 1 { "" } else { "s" }
-        );
+        println!("X.509 bundle {td}: {} CA certificate{}", certs.len(), if certs.len() == 1 { "" } else { "s" });
         for c in certs {
             print!("{}", pem_block("CERTIFICATE", &c));
         }
     }
-    let mut j = client
-        .fetch_jwt_bundles(pb::JwtBundlesRequest {})
-        .await?
-        .into_inner();
+    let mut j = client.fetch_jwt_bundles(pb::JwtBundlesRequest {}).await?.into_inner();
     let jb = j.message().await?.context("no JWT bundles")?;
     for (td, jwks) in jb.bundles {
         println!("JWT bundle {td}: {}", String::from_utf8_lossy(&jwks));
@@ -200,12 +140,7 @@ pub async fn fetch_bundles(client: &mut Client) -> Result<()> {
 }
 
 pub async fn validate_jwt(client: &mut Client, audience: String, token: String) -> Result<()> {
-    let resp = client
-        .validate_jwtsvid(pb::ValidateJwtsvidRequest {
-            audience,
-            svid: token,
-        })
-        .await;
+    let resp = client.validate_jwtsvid(pb::ValidateJwtsvidRequest { audience, svid: token }).await;
     match resp {
         Ok(r) => {
             let r = r.into_inner();
@@ -217,26 +152,14 @@ pub async fn validate_jwt(client: &mut Client, audience: String, token: String) 
             }
             Ok(())
         }
-        Err(status) => bail!(
-            "SVID is not valid: {} ({:?})",
-            status.message(),
-            status.code()
-        ),
+        Err(status) => bail!("SVID is not valid: {} ({:?})", status.message(), status.code()),
     }
 }
 
 pub async fn watch(client: &mut Client) -> Result<()> {
-    let mut stream = client
-        .fetch_x509svid(pb::X509svidRequest {})
-        .await?
-        .into_inner();
+    let mut stream = client.fetch_x509svid(pb::X509svidRequest {}).await?.into_inner();
     while let Some(resp) = stream.message().await? {
-        println!(
-            "Received {} svid{} at {}",
-            resp.svids.len(),
-            if resp.svids.len() == 1 { "" } else { "s" },
-            now()
-        );
+        println!("Received {} svid{} at {}", resp.svids.len(), if resp.svids.len() == 1 { "" } else { "s" }, now());
         for svid in &resp.svids {
             println!("{}", describe_svid(svid)?);
         }
@@ -245,21 +168,13 @@ pub async fn watch(client: &mut Client) -> Result<()> {
 }
 
 fn now() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
+    time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
 }
 
 /// The socket a client should use: `--socket`, else `SPIFFE_ENDPOINT_SOCKET`, else the default.
 pub fn resolve_socket(flag: Option<String>, default: PathBuf) -> Result<PathBuf> {
-    match flag.or_else(|| {
-        std::env::var("SPIFFE_ENDPOINT_SOCKET")
-            .ok()
-            .filter(|s| !s.is_empty())
-    }) {
-        Some(addr) => {
-            crate::workload::endpoint::socket_from_address(&addr).map_err(anyhow::Error::msg)
-        }
+    match flag.or_else(|| std::env::var("SPIFFE_ENDPOINT_SOCKET").ok().filter(|s| !s.is_empty())) {
+        Some(addr) => crate::workload::endpoint::socket_from_address(&addr).map_err(anyhow::Error::msg),
         None => Ok(default),
     }
 }

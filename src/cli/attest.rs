@@ -8,9 +8,7 @@ use tessera_attestors::{AttestConfig, Attestor, ProcessHandle, Strength};
 pub fn run(pid: i32, config: AttestConfig, as_json: bool) -> Result<()> {
     let attestor = Attestor::new(config);
     let handle = ProcessHandle::open(pid).with_context(|| format!("cannot pin process {pid}"))?;
-    let att = attestor
-        .attest(&handle)
-        .with_context(|| format!("cannot attest process {pid}"))?;
+    let att = attestor.attest(&handle).with_context(|| format!("cannot attest process {pid}"))?;
     let strength = |s: Strength| match s {
         Strength::Kernel => "kernel-backed",
         Strength::Weak => "weak (forgeable by a process of the same uid)",
@@ -30,10 +28,7 @@ pub fn run(pid: i32, config: AttestConfig, as_json: bool) -> Result<()> {
                 })
             })
             .collect();
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&json!({ "pid": att.pid, "attestors": reports }))?
-        );
+        println!("{}", serde_json::to_string_pretty(&json!({ "pid": att.pid, "attestors": reports }))?);
         return Ok(());
     }
     println!("Selectors of process {}:", att.pid);

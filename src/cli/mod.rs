@@ -2,3 +2,4 @@
 pub mod api;
 pub mod attest;
 pub mod check;
+pub mod proxy;

@@ -33,28 +33,14 @@ pub fn mint(
     now: SystemTime,
 ) -> Result<JwtSvid, jsonwebtoken::errors::Error> {
     let expires_at = (now + ttl).min(key.not_after);
-    let secs = |t: SystemTime| {
-        t.duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0)
-    };
+    let secs = |t: SystemTime| t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
     header.kid = Some(key.kid.clone());
     header.typ = Some("JWT".into());
     let sub = id.to_string();
-    let claims = Claims {
-        sub: &sub,
-        aud: audience,
-        exp: secs(expires_at),
-        iat: secs(now),
-        iss: issuer,
-    };
+    let claims = Claims { sub: &sub, aud: audience, exp: secs(expires_at), iat: secs(now), iss: issuer };
     let token = jsonwebtoken::encode(&header, &claims, &key.encoding)?;
-    Ok(JwtSvid {
-        spiffe_id: sub,
-        token,
-        expires_at,
-    })
+    Ok(JwtSvid { spiffe_id: sub, token, expires_at })
 }
 
 /// Why a JWT-SVID is not valid (becomes `InvalidArgument` with this text).
@@ -97,51 +83,32 @@ pub fn validate(
     jwks_for: impl Fn(&TrustDomain) -> Option<Vec<u8>>,
 ) -> Result<Validated, JwtError> {
     use jsonwebtoken::Algorithm::*;
-    let header =
-        jsonwebtoken::decode_header(token).map_err(|e| JwtError::Malformed(e.to_string()))?;
+    let header = jsonwebtoken::decode_header(token).map_err(|e| JwtError::Malformed(e.to_string()))?;
     let kid = header.kid.clone().ok_or(JwtError::NoKid)?;
     if let Some(typ) = &header.typ {
         if typ != "JWT" && typ != "JOSE" {
             return Err(JwtError::Typ(typ.clone()));
         }
     }
-    if !matches!(
-        header.alg,
-        RS256 | RS384 | RS512 | ES256 | ES384 | PS256 | PS384 | PS512
-    ) {
+    if !matches!(header.alg, RS256 | RS384 | RS512 | ES256 | ES384 | PS256 | PS384 | PS512) {
         return Err(JwtError::Alg(format!("{:?}", header.alg)));
     }
     // The subject picks the bundle; the signature check below is what makes it trustworthy.
-    let unverified: SubjectOnly = jsonwebtoken::dangerous::insecure_decode_claims(token)
-        .map_err(|e| JwtError::Malformed(e.to_string()))?;
-    let sub = unverified
-        .sub
-        .ok_or_else(|| JwtError::Subject("missing".into()))?;
-    let id: SpiffeId = sub
-        .parse()
-        .map_err(|e: crate::spiffe_id::SpiffeIdError| JwtError::Subject(e.to_string()))?;
+    let unverified: SubjectOnly =
+        jsonwebtoken::dangerous::insecure_decode_claims(token).map_err(|e| JwtError::Malformed(e.to_string()))?;
+    let sub = unverified.sub.ok_or_else(|| JwtError::Subject("missing".into()))?;
+    let id: SpiffeId = sub.parse().map_err(|e: crate::spiffe_id::SpiffeIdError| JwtError::Subject(e.to_string()))?;
     let td = id.trust_domain();
     let jwks = jwks_for(td).ok_or_else(|| JwtError::NoBundle(td.to_string()))?;
-    let key = bundle::find_jwt_key(&jwks, &kid)
-        .ok_or_else(|| JwtError::UnknownKey(kid.clone(), td.to_string()))?;
+    let key = bundle::find_jwt_key(&jwks, &kid).ok_or_else(|| JwtError::UnknownKey(kid.clone(), td.to_string()))?;
     if !key.algs.contains(&header.alg) {
-        return Err(JwtError::Alg(format!(
-            "{:?} does not match the key",
-            header.alg
-        )));
+        return Err(JwtError::Alg(format!("{:?} does not match the key", header.alg)));
     }
     let mut validation = jsonwebtoken::Validation::new(header.alg);
     validation.set_audience(&[audience]);
     validation.set_required_spec_claims(&["exp", "sub", "aud"]);
     validation.leeway = 30;
-    let data = jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(
-        token,
-        &key.key,
-        &validation,
-    )
-    .map_err(|e| JwtError::Invalid(e.to_string()))?;
-    Ok(Validated {
-        spiffe_id: id,
-        claims: data.claims,
-    })
+    let data = jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(token, &key.key, &validation)
+        .map_err(|e| JwtError::Invalid(e.to_string()))?;
+    Ok(Validated { spiffe_id: id, claims: data.claims })
 }

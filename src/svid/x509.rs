@@ -4,8 +4,8 @@
 use crate::ca::X509Authority;
 use crate::entry::Entry;
 use rcgen::{
-    CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, SanType, SerialNumber,
+    CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
+    PKCS_ECDSA_P256_SHA256, SanType, SerialNumber,
 };
 use std::time::{Duration, SystemTime};
 use zeroize::Zeroizing;
@@ -44,11 +44,7 @@ pub fn random_serial() -> SerialNumber {
 }
 
 /// Mint an SVID for `entry`, signed by `authority`, with `intermediates` appended to the chain.
-pub fn mint(
-    entry: &Entry,
-    authority: &X509Authority,
-    now: SystemTime,
-) -> Result<X509Svid, rcgen::Error> {
+pub fn mint(entry: &Entry, authority: &X509Authority, now: SystemTime) -> Result<X509Svid, rcgen::Error> {
     let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
@@ -64,22 +60,12 @@ pub fn mint(
     }
     params.subject_alt_names = sans;
     params.is_ca = IsCa::ExplicitNoCa;
-    params.key_usages = vec![
-        KeyUsagePurpose::DigitalSignature,
-        KeyUsagePurpose::KeyEncipherment,
-        KeyUsagePurpose::KeyAgreement,
-    ];
-    params.extended_key_usages = vec![
-        ExtendedKeyUsagePurpose::ServerAuth,
-        ExtendedKeyUsagePurpose::ClientAuth,
-    ];
+    params.key_usages =
+        vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment, KeyUsagePurpose::KeyAgreement];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
     params.use_authority_key_identifier_extension = true;
     let serial = random_serial();
-    let serial_hex = serial
-        .to_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let serial_hex = serial.to_bytes().iter().map(|b| format!("{b:02x}")).collect();
     params.serial_number = Some(serial);
     // Backdate a little for clock skew between processes, as SPIRE does; never outlive the CA.
     let not_before = now - Duration::from_secs(10);

@@ -126,9 +126,7 @@ impl<S> AuthorityFix<S> {
                 let mut body = payload;
                 let mut pad = 0usize;
                 if flags & FLAG_PADDED != 0 {
-                    let (&p, rest) = body
-                        .split_first()
-                        .ok_or_else(|| bad("empty padded frame"))?;
+                    let (&p, rest) = body.split_first().ok_or_else(|| bad("empty padded frame"))?;
                     pad = p as usize;
                     body = rest;
                 }
@@ -153,10 +151,7 @@ impl<S> AuthorityFix<S> {
                     block: fragment,
                 });
             } else {
-                let p = self
-                    .pending
-                    .as_mut()
-                    .ok_or_else(|| bad("CONTINUATION without HEADERS"))?;
+                let p = self.pending.as_mut().ok_or_else(|| bad("CONTINUATION without HEADERS"))?;
                 if p.stream_id != stream_id {
                     return Err(bad("CONTINUATION on another stream"));
                 }
@@ -176,10 +171,7 @@ impl<S> AuthorityFix<S> {
     }
 
     fn emit(&mut self, p: PendingBlock) -> io::Result<()> {
-        let headers = self
-            .decoder
-            .decode(&p.block)
-            .map_err(|e| bad(&format!("HPACK: {e:?}")))?;
+        let headers = self.decoder.decode(&p.block).map_err(|e| bad(&format!("HPACK: {e:?}")))?;
         let mut block = Vec::with_capacity(p.block.len() * 2);
         for (name, mut value) in headers {
             if name == b":authority" && !valid_authority(&value) {
@@ -195,11 +187,7 @@ impl<S> AuthorityFix<S> {
         let mut rest: &[u8] = &block;
         let mut first = true;
         loop {
-            let room = if first {
-                MAX_FRAME - prio_len
-            } else {
-                MAX_FRAME
-            };
+            let room = if first { MAX_FRAME - prio_len } else { MAX_FRAME };
             let n = room.min(rest.len());
             let (chunk, tail) = rest.split_at(n);
             let last = tail.is_empty();
@@ -262,11 +250,7 @@ fn encode_string(out: &mut Vec<u8>, s: &[u8]) {
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for AuthorityFix<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
         loop {
             if this.out_pos < this.out.len() {
@@ -303,11 +287,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for AuthorityFix<S> {
 }
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for AuthorityFix<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, data)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -366,12 +346,7 @@ mod tests {
         let (a, b) = block.split_at(10);
         let mut input = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
         input.extend(frame(0x4, 0, 0, &[])); // SETTINGS passes through
-        input.extend(frame(
-            TYPE_HEADERS,
-            FLAG_PADDED,
-            1,
-            &[&[3u8][..], a, &[0, 0, 0]].concat(),
-        ));
+        input.extend(frame(TYPE_HEADERS, FLAG_PADDED, 1, &[&[3u8][..], a, &[0, 0, 0]].concat()));
         input.extend(frame(TYPE_CONTINUATION, FLAG_END_HEADERS, 1, b));
         input.extend(frame(0x0, FLAG_END_STREAM, 1, b"data"));
         let out = filter(input).await;
@@ -379,26 +354,16 @@ mod tests {
         assert_eq!(&out[24..33], &frame(0x4, 0, 0, &[])[..]);
         let hlen = u32::from_be_bytes([0, out[33], out[34], out[35]]) as usize;
         assert_eq!((out[36], out[37]), (TYPE_HEADERS, FLAG_END_HEADERS));
-        let headers = fluke_hpack::Decoder::new()
-            .decode(&out[42..42 + hlen])
-            .unwrap();
+        let headers = fluke_hpack::Decoder::new().decode(&out[42..42 + hlen]).unwrap();
         assert_eq!(headers[1], (b":authority".to_vec(), b"localhost".to_vec()));
         assert_eq!(headers[2].1, b"/SpiffeWorkloadAPI/FetchX509SVID");
-        assert_eq!(
-            &out[42 + hlen..],
-            &frame(0x0, FLAG_END_STREAM, 1, b"data")[..]
-        );
+        assert_eq!(&out[42 + hlen..], &frame(0x0, FLAG_END_STREAM, 1, b"data")[..]);
     }
 
     #[tokio::test]
     async fn keeps_valid_authority() {
         let mut input = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
-        input.extend(frame(
-            TYPE_HEADERS,
-            FLAG_END_HEADERS,
-            1,
-            &literal(":authority", "localhost:80"),
-        ));
+        input.extend(frame(TYPE_HEADERS, FLAG_END_HEADERS, 1, &literal(":authority", "localhost:80")));
         let out = filter(input).await;
         let headers = fluke_hpack::Decoder::new().decode(&out[33..]).unwrap();
         assert_eq!(headers[0].1, b"localhost:80");

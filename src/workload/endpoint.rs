@@ -9,23 +9,16 @@ use tokio::net::UnixListener;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum EndpointError {
-    #[error(
-        "another tessera (or other server) is already serving on {0}; stop it or choose another socket_path"
-    )]
+    #[error("another tessera (or other server) is already serving on {0}; stop it or choose another socket_path")]
     InUse(PathBuf),
-    #[error(
-        "{0} exists and is not a socket; refusing to replace it (remove it or choose another socket_path)"
-    )]
+    #[error("{0} exists and is not a socket; refusing to replace it (remove it or choose another socket_path)")]
     NotASocket(PathBuf),
     #[error("cannot prepare socket {path}: {source}")]
     Io { path: PathBuf, source: io::Error },
 }
 
 pub fn bind(path: &Path, mode: u32) -> Result<UnixListener, EndpointError> {
-    let io_err = |source| EndpointError::Io {
-        path: path.to_owned(),
-        source,
-    };
+    let io_err = |source| EndpointError::Io { path: path.to_owned(), source };
     match std::fs::symlink_metadata(path) {
         Ok(meta) => {
             if !meta.file_type().is_socket() {
@@ -44,8 +37,7 @@ pub fn bind(path: &Path, mode: u32) -> Result<UnixListener, EndpointError> {
     if let Some(dir) = path.parent() {
         if !dir.exists() {
             std::fs::create_dir_all(dir).map_err(io_err)?;
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
-                .map_err(io_err)?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).map_err(io_err)?;
         }
     }
     let listener = UnixListener::bind(path).map_err(io_err)?;
@@ -57,17 +49,13 @@ pub fn bind(path: &Path, mode: u32) -> Result<UnixListener, EndpointError> {
 pub fn socket_from_address(addr: &str) -> Result<PathBuf, String> {
     let path = if let Some(rest) = addr.strip_prefix("unix://") {
         if !rest.starts_with('/') {
-            return Err(format!(
-                "{addr:?}: a unix address has no authority; write unix:///absolute/path"
-            ));
+            return Err(format!("{addr:?}: a unix address has no authority; write unix:///absolute/path"));
         }
         rest
     } else if let Some(rest) = addr.strip_prefix("unix:") {
         rest
     } else if addr.contains("://") {
-        return Err(format!(
-            "{addr:?}: only unix sockets are supported (unix:///path)"
-        ));
+        return Err(format!("{addr:?}: only unix sockets are supported (unix:///path)"));
     } else {
         addr
     };

@@ -23,15 +23,8 @@ impl PeerInfo {
     fn of(stream: &UnixStream) -> io::Result<Self> {
         let cred = stream.peer_cred()?;
         let pidfd =
-            nix::sys::socket::getsockopt(&stream.as_fd(), nix::sys::socket::sockopt::PeerPidfd)
-                .ok()
-                .map(Arc::new);
-        Ok(Self {
-            pid: cred.pid(),
-            uid: cred.uid(),
-            gid: cred.gid(),
-            pidfd,
-        })
+            nix::sys::socket::getsockopt(&stream.as_fd(), nix::sys::socket::sockopt::PeerPidfd).ok().map(Arc::new);
+        Ok(Self { pid: cred.pid(), uid: cred.uid(), gid: cred.gid(), pidfd })
     }
 
     /// Credentials for the attestors, with our own duplicate of the pidfd.
@@ -54,10 +47,7 @@ pub struct PeerStream {
 impl PeerStream {
     pub fn new(stream: UnixStream) -> io::Result<Self> {
         let info = PeerInfo::of(&stream)?;
-        Ok(Self {
-            inner: AuthorityFix::new(stream),
-            info,
-        })
+        Ok(Self { inner: AuthorityFix::new(stream), info })
     }
 }
 
@@ -69,21 +59,13 @@ impl tonic::transport::server::Connected for PeerStream {
 }
 
 impl AsyncRead for PeerStream {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
 
 impl AsyncWrite for PeerStream {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, data)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -46,6 +46,8 @@ pub struct Shared {
     /// Bumped whenever the CA's bundle changes (rotation).
     pub ca_generation: watch::Receiver<u64>,
     pub audit: Audit,
+    /// Wakes streams when a file their attestation read changes.
+    pub files: Arc<crate::watch::FileWatcher>,
     /// Streams are re-attested at least this often (drift detection).
     pub reattest_interval: Duration,
     pub shutdown: watch::Receiver<bool>,
@@ -71,14 +73,14 @@ impl WorkloadService {
     }
 
     fn peer<T>(req: &Request<T>) -> Result<PeerInfo, Status> {
-        req.extensions().get::<PeerInfo>().cloned().ok_or_else(|| {
-            Status::unavailable("workload attestation failed: peer credentials unavailable")
-        })
+        req.extensions()
+            .get::<PeerInfo>()
+            .cloned()
+            .ok_or_else(|| Status::unavailable("workload attestation failed: peer credentials unavailable"))
     }
 
-    /// Attest the peer and find its entries. Attestation failure → Unavailable (as SPIRE does: the
-    /// client retries); no entry → PermissionDenied. Both are audited.
-    async fn caller(&self, peer: &PeerInfo, rpc: &str) -> Result<Caller, Status> {
+    /// Attest the peer. Failure → Unavailable (as SPIRE does: the client retries), audited.
+    async fn attest(&self, peer: &PeerInfo, rpc: &str) -> Result<Attestation, Status> {
         let attestor = self.shared.attestor.clone();
         let creds = peer.credentials();
         let result = tokio::task::spawn_blocking(move || {
@@ -87,59 +89,45 @@ impl WorkloadService {
         })
         .await
         .map_err(|e| Status::internal(format!("attestation task failed: {e}")))?;
-        let attestation = match result {
-            Ok(a) => a,
-            Err(e) => {
-                self.shared.audit.record(
-                    "refused",
-                    json!({ "rpc": rpc, "pid": peer.pid, "uid": peer.uid, "reason": format!("attestation failed: {e}") }),
-                );
-                tracing::info!(rpc, pid = ?peer.pid, uid = peer.uid, error = %e, "workload attestation failed");
-                return Err(Status::unavailable(format!(
-                    "workload attestation failed: {e}"
-                )));
-            }
-        };
+        result.map_err(|e| {
+            self.shared.audit.record(
+                "refused",
+                json!({ "rpc": rpc, "pid": peer.pid, "uid": peer.uid, "reason": format!("attestation failed: {e}") }),
+            );
+            tracing::info!(rpc, pid = ?peer.pid, uid = peer.uid, error = %e, "workload attestation failed");
+            Status::unavailable(format!("workload attestation failed: {e}"))
+        })
+    }
+
+    /// The entries an attested workload matches; none → PermissionDenied, audited.
+    fn entitle(&self, attestation: Attestation, uid: u32, rpc: &str) -> Result<Caller, Status> {
         let policy = self.shared.policy.borrow().clone();
-        let entries: Vec<Entry> = policy
-            .registry
-            .matching(&attestation.selectors)
-            .into_iter()
-            .cloned()
-            .collect();
+        let entries: Vec<Entry> = policy.registry.matching(&attestation.selectors).into_iter().cloned().collect();
         if entries.is_empty() {
             self.shared.audit.record(
                 "refused",
                 json!({
                     "rpc": rpc,
                     "pid": attestation.pid,
-                    "uid": peer.uid,
+                    "uid": uid,
                     "exe": exe_evidence(&attestation.selectors),
                     "selectors": selector_strings(&attestation.selectors),
                     "reason": "no registration entry matches the workload's selectors",
                 }),
             );
-            tracing::info!(
-                rpc,
-                pid = attestation.pid,
-                uid = peer.uid,
-                "no identity issued: no entry matches"
-            );
+            tracing::info!(rpc, pid = attestation.pid, uid, "no identity issued: no entry matches");
             return Err(Status::permission_denied("no identity issued"));
         }
-        Ok(Caller {
-            attestation,
-            uid: peer.uid,
-            entries,
-        })
+        Ok(Caller { attestation, uid, entries })
+    }
+
+    async fn caller(&self, peer: &PeerInfo, rpc: &str) -> Result<Caller, Status> {
+        let attestation = self.attest(peer, rpc).await?;
+        self.entitle(attestation, peer.uid, rpc)
     }
 
     /// Federated bundles the caller's entries ask for (`federates_with`).
-    fn federated_for(
-        &self,
-        entries: &[Entry],
-        policy: &Policy,
-    ) -> BTreeMap<TrustDomain, FederatedBundle> {
+    fn federated_for(&self, entries: &[Entry], policy: &Policy) -> BTreeMap<TrustDomain, FederatedBundle> {
         entries
             .iter()
             .flat_map(|e| e.federates_with.iter())
@@ -147,24 +135,17 @@ impl WorkloadService {
             .collect()
     }
 
-    fn x509_response(
-        &self,
-        caller: &Caller,
-        rpc: &str,
-    ) -> Result<(pb::X509svidResponse, SystemTime), Status> {
+    fn x509_response(&self, caller: &Caller, rpc: &str) -> Result<(pb::X509svidResponse, SystemTime), Status> {
         let now = SystemTime::now();
         let auth = self.shared.ca.authorities();
-        let signer = auth
-            .x509_signer(now)
-            .ok_or_else(|| Status::unavailable("no active X.509 authority"))?;
+        let signer = auth.x509_signer(now).ok_or_else(|| Status::unavailable("no active X.509 authority"))?;
         let bundle = auth.x509_bundle_der();
         let mut svids = Vec::with_capacity(caller.entries.len());
         let mut issued = Vec::new();
         let mut hints = BTreeSet::new();
         let mut refresh = SystemTime::UNIX_EPOCH + Duration::from_secs(u64::MAX / 4);
         for entry in &caller.entries {
-            let svid = x509::mint(entry, signer, now)
-                .map_err(|e| Status::internal(format!("minting failed: {e}")))?;
+            let svid = x509::mint(entry, signer, now).map_err(|e| Status::internal(format!("minting failed: {e}")))?;
             refresh = refresh.min(refresh_time(svid.not_before, svid.not_after));
             issued.push(json!({
                 "spiffe_id": svid.spiffe_id,
@@ -172,11 +153,7 @@ impl WorkloadService {
                 "not_after": unix_secs(svid.not_after),
             }));
             // Hints must be unique within a response: the first entry keeps it.
-            let hint = svid
-                .hint
-                .clone()
-                .filter(|h| hints.insert(h.clone()))
-                .unwrap_or_default();
+            let hint = svid.hint.clone().filter(|h| hints.insert(h.clone())).unwrap_or_default();
             svids.push(pb::X509svid {
                 spiffe_id: svid.spiffe_id.clone(),
                 x509_svid: svid.chain_der.clone(),
@@ -192,14 +169,7 @@ impl WorkloadService {
             .map(|(td, b)| (td.id_string(), b.x509_der))
             .collect();
         self.audit_issue(caller, rpc, "x509_svid", issued, None);
-        Ok((
-            pb::X509svidResponse {
-                svids,
-                crl: vec![],
-                federated_bundles,
-            },
-            refresh,
-        ))
+        Ok((pb::X509svidResponse { svids, crl: vec![], federated_bundles }, refresh))
     }
 
     fn audit_issue(
@@ -210,16 +180,9 @@ impl WorkloadService {
         issued: Vec<serde_json::Value>,
         audience: Option<&[String]>,
     ) {
-        let matched: Vec<String> = caller
-            .entries
-            .iter()
-            .map(|e| e.spiffe_id.to_string())
-            .collect();
-        let mattered: BTreeSet<String> = caller
-            .entries
-            .iter()
-            .flat_map(|e| e.selectors.iter().map(|s| s.to_string()))
-            .collect();
+        let matched: Vec<String> = caller.entries.iter().map(|e| e.spiffe_id.to_string()).collect();
+        let mattered: BTreeSet<String> =
+            caller.entries.iter().flat_map(|e| e.selectors.iter().map(|s| s.to_string())).collect();
         let mut fields = json!({
             "rpc": rpc,
             "kind": kind,
@@ -236,32 +199,20 @@ impl WorkloadService {
         self.shared.audit.record("issued", fields);
     }
 
-    fn x509_bundles(
-        &self,
-        federated: &BTreeMap<TrustDomain, FederatedBundle>,
-    ) -> pb::X509BundlesResponse {
+    fn x509_bundles(&self, federated: &BTreeMap<TrustDomain, FederatedBundle>) -> pb::X509BundlesResponse {
         let auth = self.shared.ca.authorities();
         let mut bundles: HashMap<String, Vec<u8>> = HashMap::new();
         bundles.insert(self.shared.trust_domain.id_string(), auth.x509_bundle_der());
         for (td, b) in federated {
             bundles.insert(td.id_string(), b.x509_der.clone());
         }
-        pb::X509BundlesResponse {
-            crl: vec![],
-            bundles,
-        }
+        pb::X509BundlesResponse { crl: vec![], bundles }
     }
 
-    fn jwt_bundles(
-        &self,
-        federated: &BTreeMap<TrustDomain, FederatedBundle>,
-    ) -> pb::JwtBundlesResponse {
+    fn jwt_bundles(&self, federated: &BTreeMap<TrustDomain, FederatedBundle>) -> pb::JwtBundlesResponse {
         let auth = self.shared.ca.authorities();
         let mut bundles: HashMap<String, Vec<u8>> = HashMap::new();
-        bundles.insert(
-            self.shared.trust_domain.id_string(),
-            crate::bundle::local_jwks(&auth),
-        );
+        bundles.insert(self.shared.trust_domain.id_string(), crate::bundle::local_jwks(&auth));
         for (td, b) in federated {
             bundles.insert(td.id_string(), b.jwks.clone());
         }
@@ -271,29 +222,18 @@ impl WorkloadService {
     /// Drive a stream. `evaluate` re-attests and says what the caller is entitled to (cheap, no
     /// signing); `render` turns that into a message. A message is sent first at once, then again
     /// only when the entitlement changed or a refresh (rotation) came due. Wakes on rotation time,
-    /// policy reload, CA bundle change and the re-attestation interval.
-    fn spawn_stream<S, T, E, R>(
+    /// policy reload, CA bundle change, a change of a file the attestation read, and the
+    /// re-attestation interval. Drift (changed selectors) is audited.
+    fn spawn_stream<T, R>(
         &self,
         peer: PeerInfo,
         rpc: &'static str,
-        initial: S,
-        evaluate: E,
+        initial: Entitlement,
         render: R,
     ) -> mpsc::Receiver<Result<T, Status>>
     where
-        S: PartialEq + Send + Sync + 'static,
         T: Send + 'static,
-        E: Fn(
-                WorkloadService,
-                PeerInfo,
-            ) -> Pin<Box<dyn std::future::Future<Output = Result<S, Status>> + Send>>
-            + Send
-            + Sync
-            + 'static,
-        R: Fn(&WorkloadService, &S) -> Result<(T, Option<SystemTime>), Status>
-            + Send
-            + Sync
-            + 'static,
+        R: Fn(&WorkloadService, &Entitlement) -> Result<(T, Option<SystemTime>), Status> + Send + Sync + 'static,
     {
         let (tx, rx) = mpsc::channel(2);
         let svc = self.clone();
@@ -303,7 +243,9 @@ impl WorkloadService {
             let mut shutdown = svc.shared.shutdown.clone();
             policy.mark_unchanged();
             ca_gen.mark_unchanged();
+            let files_changed = Arc::new(tokio::sync::Notify::new());
             let mut state = initial;
+            svc.shared.files.subscribe(&state.caller.attestation.watched_files, &files_changed);
             let mut must_send = true;
             let mut refresh_at: Option<SystemTime> = None;
             loop {
@@ -329,16 +271,33 @@ impl WorkloadService {
                     _ = tokio::time::sleep(sleep_for) => {}
                     r = policy.changed() => if r.is_err() { return },
                     r = ca_gen.changed() => if r.is_err() { return },
+                    _ = files_changed.notified() => {}
                     _ = tx.closed() => return,
                     _ = shutdown.changed() => return,
                 }
-                match evaluate(svc.clone(), peer.clone()).await {
+                let next = match svc.attest(&peer, rpc).await {
+                    Ok(attestation) => {
+                        svc.audit_drift(rpc, &state, &attestation);
+                        svc.shared.files.subscribe(&attestation.watched_files, &files_changed);
+                        svc.entitle(attestation, peer.uid, rpc).map(|caller| svc.entitlement_of(caller))
+                    }
+                    Err(status) => Err(status),
+                };
+                match next {
                     Ok(next) => {
                         let due = refresh_at.is_some_and(|t| t <= SystemTime::now());
                         must_send = due || next != state;
                         state = next;
                     }
                     Err(status) => {
+                        if status.code() == tonic::Code::PermissionDenied {
+                            svc.shared.audit.record(
+                                "withdrawn",
+                                json!({ "rpc": rpc, "pid": state.caller.attestation.pid, "uid": state.caller.uid,
+                                        "had": state.caller.entries.iter().map(|e| e.spiffe_id.to_string()).collect::<Vec<_>>(),
+                                        "reason": status.message() }),
+                            );
+                        }
                         tracing::info!(rpc, pid = ?peer.pid, code = ?status.code(), "stream ended: {}", status.message());
                         let _ = tx.send(Err(status)).await;
                         return;
@@ -347,6 +306,29 @@ impl WorkloadService {
             }
         });
         rx
+    }
+
+    /// Record a change in what a streaming workload looks like (new binary, edited script or
+    /// prompt, changed cgroup), with the old and new selectors that differ.
+    fn audit_drift(&self, rpc: &str, old: &Entitlement, new: &Attestation) {
+        let (a, b) = (&old.caller.attestation.selectors, &new.selectors);
+        if a == b {
+            return;
+        }
+        let removed: Vec<String> = a.difference(b).map(|s| s.to_string()).collect();
+        let added: Vec<String> = b.difference(a).map(|s| s.to_string()).collect();
+        tracing::info!(rpc, pid = new.pid, ?removed, ?added, "workload drifted");
+        self.shared.audit.record(
+            "drift",
+            json!({
+                "rpc": rpc,
+                "pid": new.pid,
+                "uid": old.caller.uid,
+                "old": removed,
+                "new": added,
+                "entries_before": old.caller.entries.iter().map(|e| e.spiffe_id.to_string()).collect::<Vec<_>>(),
+            }),
+        );
     }
 }
 
@@ -359,23 +341,20 @@ struct Entitlement {
 
 impl PartialEq for Entitlement {
     fn eq(&self, other: &Self) -> bool {
-        self.caller.entries == other.caller.entries
-            && self.bundle == other.bundle
-            && self.federated == other.federated
+        self.caller.entries == other.caller.entries && self.bundle == other.bundle && self.federated == other.federated
     }
 }
 
 impl WorkloadService {
     async fn entitlement(&self, peer: &PeerInfo, rpc: &str) -> Result<Entitlement, Status> {
-        let caller = self.caller(peer, rpc).await?;
+        Ok(self.entitlement_of(self.caller(peer, rpc).await?))
+    }
+
+    fn entitlement_of(&self, caller: Caller) -> Entitlement {
         let policy = self.shared.policy.borrow().clone();
         let federated = self.federated_for(&caller.entries, &policy);
         let bundle = self.shared.ca.authorities().x509_bundle_der();
-        Ok(Entitlement {
-            caller,
-            bundle,
-            federated,
-        })
+        Entitlement { caller, bundle, federated }
     }
 }
 
@@ -389,9 +368,7 @@ fn refresh_time(not_before: SystemTime, not_after: SystemTime) -> SystemTime {
 }
 
 fn unix_secs(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 fn selector_strings(s: &BTreeSet<Selector>) -> Vec<String> {
@@ -424,16 +401,10 @@ impl SpiffeWorkloadApi for WorkloadService {
         // The first attestation happens before the stream opens, so a refused caller gets its
         // status right away rather than an empty stream.
         let initial = self.entitlement(&peer, "FetchX509SVID").await?;
-        let rx = self.spawn_stream(
-            peer,
-            "FetchX509SVID",
-            initial,
-            |svc, peer| Box::pin(async move { svc.entitlement(&peer, "FetchX509SVID").await }),
-            |svc, state| {
-                let (msg, refresh) = svc.x509_response(&state.caller, "FetchX509SVID")?;
-                Ok((msg, Some(refresh)))
-            },
-        );
+        let rx = self.spawn_stream(peer, "FetchX509SVID", initial, |svc, state| {
+            let (msg, refresh) = svc.x509_response(&state.caller, "FetchX509SVID")?;
+            Ok((msg, Some(refresh)))
+        });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
@@ -443,20 +414,13 @@ impl SpiffeWorkloadApi for WorkloadService {
     ) -> Result<Response<Self::FetchX509BundlesStream>, Status> {
         let peer = Self::peer(&req)?;
         let initial = self.entitlement(&peer, "FetchX509Bundles").await?;
-        let rx = self.spawn_stream(
-            peer,
-            "FetchX509Bundles",
-            initial,
-            |svc, peer| Box::pin(async move { svc.entitlement(&peer, "FetchX509Bundles").await }),
-            |svc, state| Ok((svc.x509_bundles(&state.federated), None)),
-        );
+        let rx = self.spawn_stream(peer, "FetchX509Bundles", initial, |svc, state| {
+            Ok((svc.x509_bundles(&state.federated), None))
+        });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
-    async fn fetch_jwtsvid(
-        &self,
-        req: Request<pb::JwtsvidRequest>,
-    ) -> Result<Response<pb::JwtsvidResponse>, Status> {
+    async fn fetch_jwtsvid(&self, req: Request<pb::JwtsvidRequest>) -> Result<Response<pb::JwtsvidResponse>, Status> {
         let peer = Self::peer(&req)?;
         let req = req.into_inner();
         if req.audience.is_empty() || req.audience.iter().any(String::is_empty) {
@@ -465,9 +429,11 @@ impl SpiffeWorkloadApi for WorkloadService {
         let wanted = if req.spiffe_id.is_empty() {
             None
         } else {
-            Some(req.spiffe_id.parse::<SpiffeId>().map_err(|e| {
-                Status::invalid_argument(format!("invalid requested SPIFFE ID: {e}"))
-            })?)
+            Some(
+                req.spiffe_id
+                    .parse::<SpiffeId>()
+                    .map_err(|e| Status::invalid_argument(format!("invalid requested SPIFFE ID: {e}")))?,
+            )
         };
         let mut caller = self.caller(&peer, "FetchJWTSVID").await?;
         if let Some(id) = &wanted {
@@ -478,49 +444,24 @@ impl SpiffeWorkloadApi for WorkloadService {
                     json!({ "rpc": "FetchJWTSVID", "pid": caller.attestation.pid, "uid": caller.uid,
                             "reason": format!("workload is not entitled to {id}") }),
                 );
-                return Err(Status::permission_denied(format!(
-                    "no identity issued for {id}"
-                )));
+                return Err(Status::permission_denied(format!("no identity issued for {id}")));
             }
         }
         let now = SystemTime::now();
         let auth = self.shared.ca.authorities();
-        let key = auth
-            .jwt_signer(now)
-            .ok_or_else(|| Status::unavailable("no active JWT signing key"))?;
+        let key = auth.jwt_signer(now).ok_or_else(|| Status::unavailable("no active JWT signing key"))?;
         let issuer = self.shared.policy.borrow().jwt_issuer.clone();
         let mut svids = Vec::new();
         let mut issued = Vec::new();
         let mut hints = BTreeSet::new();
         for entry in &caller.entries {
-            let t = jwt::mint(
-                &entry.spiffe_id,
-                &req.audience,
-                entry.jwt_svid_ttl,
-                issuer.as_deref(),
-                key,
-                now,
-            )
-            .map_err(|e| Status::unavailable(format!("could not mint JWT-SVID: {e}")))?;
+            let t = jwt::mint(&entry.spiffe_id, &req.audience, entry.jwt_svid_ttl, issuer.as_deref(), key, now)
+                .map_err(|e| Status::unavailable(format!("could not mint JWT-SVID: {e}")))?;
             issued.push(json!({ "spiffe_id": t.spiffe_id, "kid": key.kid, "expires_at": unix_secs(t.expires_at) }));
-            let hint = entry
-                .hint
-                .clone()
-                .filter(|h| hints.insert(h.clone()))
-                .unwrap_or_default();
-            svids.push(pb::Jwtsvid {
-                spiffe_id: t.spiffe_id,
-                svid: t.token,
-                hint,
-            });
+            let hint = entry.hint.clone().filter(|h| hints.insert(h.clone())).unwrap_or_default();
+            svids.push(pb::Jwtsvid { spiffe_id: t.spiffe_id, svid: t.token, hint });
         }
-        self.audit_issue(
-            &caller,
-            "FetchJWTSVID",
-            "jwt_svid",
-            issued,
-            Some(&req.audience),
-        );
+        self.audit_issue(&caller, "FetchJWTSVID", "jwt_svid", issued, Some(&req.audience));
         Ok(Response::new(pb::JwtsvidResponse { svids }))
     }
 
@@ -530,13 +471,8 @@ impl SpiffeWorkloadApi for WorkloadService {
     ) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
         let peer = Self::peer(&req)?;
         let initial = self.entitlement(&peer, "FetchJWTBundles").await?;
-        let rx = self.spawn_stream(
-            peer,
-            "FetchJWTBundles",
-            initial,
-            |svc, peer| Box::pin(async move { svc.entitlement(&peer, "FetchJWTBundles").await }),
-            |svc, state| Ok((svc.jwt_bundles(&state.federated), None)),
-        );
+        let rx = self
+            .spawn_stream(peer, "FetchJWTBundles", initial, |svc, state| Ok((svc.jwt_bundles(&state.federated), None)));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
@@ -588,19 +524,12 @@ impl SpiffeWorkloadApi for WorkloadService {
 pub fn require_security_header(req: Request<()>) -> Result<Request<()>, Status> {
     match req.metadata().get("workload.spiffe.io") {
         Some(v) if v.as_bytes() == b"true" => Ok(req),
-        _ => Err(Status::invalid_argument(
-            "security header missing from request",
-        )),
+        _ => Err(Status::invalid_argument("security header missing from request")),
     }
 }
 
 fn json_to_struct(map: serde_json::Map<String, serde_json::Value>) -> prost_types::Struct {
-    prost_types::Struct {
-        fields: map
-            .into_iter()
-            .map(|(k, v)| (k, json_to_value(v)))
-            .collect(),
-    }
+    prost_types::Struct { fields: map.into_iter().map(|(k, v)| (k, json_to_value(v))).collect() }
 }
 
 fn json_to_value(v: serde_json::Value) -> prost_types::Value {
@@ -610,9 +539,9 @@ fn json_to_value(v: serde_json::Value) -> prost_types::Value {
         serde_json::Value::Bool(b) => Kind::BoolValue(b),
         serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or(0.0)),
         serde_json::Value::String(s) => Kind::StringValue(s),
-        serde_json::Value::Array(a) => Kind::ListValue(prost_types::ListValue {
-            values: a.into_iter().map(json_to_value).collect(),
-        }),
+        serde_json::Value::Array(a) => {
+            Kind::ListValue(prost_types::ListValue { values: a.into_iter().map(json_to_value).collect() })
+        }
         serde_json::Value::Object(m) => Kind::StructValue(json_to_struct(m)),
     };
     prost_types::Value { kind: Some(kind) }

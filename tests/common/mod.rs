@@ -35,12 +35,7 @@ impl Daemon {
             dir.path().join("data").display()
         );
         std::fs::write(&config, text).unwrap();
-        let mut d = Self {
-            dir,
-            socket,
-            config,
-            child: None,
-        };
+        let mut d = Self { dir, socket, config, child: None };
         d.spawn();
         d
     }
@@ -64,17 +59,11 @@ impl Daemon {
             .arg(&self.config)
             .env("TESSERA_LOG", "info")
             .stdout(Stdio::null())
-            .stderr(Stdio::from(
-                std::fs::File::create(self.dir.path().join("daemon.log")).unwrap(),
-            ))
+            .stderr(Stdio::from(std::fs::File::create(self.dir.path().join("daemon.log")).unwrap()))
             .spawn()
             .unwrap();
         self.child = Some(child);
-        wait_for_socket(
-            &self.socket,
-            self.child.as_mut().unwrap(),
-            &self.dir.path().join("daemon.log"),
-        );
+        wait_for_socket(&self.socket, self.child.as_mut().unwrap(), &self.dir.path().join("daemon.log"));
     }
 
     pub fn log(&self) -> String {
@@ -84,18 +73,13 @@ impl Daemon {
     /// SIGTERM and wait for a clean exit.
     pub fn stop(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("daemon running");
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        )
-        .unwrap();
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM)
+            .unwrap();
         child.wait().unwrap()
     }
 
     pub async fn client(&self) -> spiffe::WorkloadApiClient {
-        spiffe::WorkloadApiClient::connect_to(self.endpoint())
-            .await
-            .unwrap()
+        spiffe::WorkloadApiClient::connect_to(self.endpoint()).await.unwrap()
     }
 }
 
@@ -116,16 +100,9 @@ pub fn wait_for_socket(socket: &Path, child: &mut Child, log: &Path) {
             return;
         }
         if let Ok(Some(status)) = child.try_wait() {
-            panic!(
-                "daemon exited with {status}: {}",
-                std::fs::read_to_string(log).unwrap_or_default()
-            );
+            panic!("daemon exited with {status}: {}", std::fs::read_to_string(log).unwrap_or_default());
         }
-        assert!(
-            Instant::now() < deadline,
-            "daemon not ready: {}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
+        assert!(Instant::now() < deadline, "daemon not ready: {}", std::fs::read_to_string(log).unwrap_or_default());
         std::thread::sleep(Duration::from_millis(5));
     }
 }
@@ -169,9 +146,7 @@ pub async fn raw_client(
         .connect_with_connector(tower::service_fn(move |_: http::Uri| {
             let socket = socket.clone();
             async move {
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                    tokio::net::UnixStream::connect(socket).await?,
-                ))
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tokio::net::UnixStream::connect(socket).await?))
             }
         }))
         .await
@@ -180,10 +155,52 @@ pub async fn raw_client(
 }
 
 /// Parse one DER certificate.
-pub fn with_cert<R>(
-    der: &[u8],
-    f: impl FnOnce(&x509_parser::certificate::X509Certificate<'_>) -> R,
-) -> R {
+pub fn with_cert<R>(der: &[u8], f: impl FnOnce(&x509_parser::certificate::X509Certificate<'_>) -> R) -> R {
     let (_, cert) = x509_parser::parse_x509_certificate(der).unwrap();
     f(&cert)
+}
+
+/// Verify an SVID chain (leaf first) against bundle roots at a given time, as an RFC 5280 client would.
+pub fn verify_chain(chain: &[Vec<u8>], roots: &[Vec<u8>], at_unix: u64) -> Result<(), String> {
+    use rustls::pki_types::{CertificateDer, UnixTime};
+    let ders: Vec<CertificateDer<'_>> = chain.iter().map(|c| CertificateDer::from(c.as_slice())).collect();
+    let root_ders: Vec<CertificateDer<'_>> = roots.iter().map(|c| CertificateDer::from(c.as_slice())).collect();
+    let anchors: Vec<_> = root_ders
+        .iter()
+        .map(|r| webpki::anchor_from_trusted_cert(r).map_err(|e| format!("anchor: {e:?}")))
+        .collect::<Result<_, _>>()?;
+    let leaf = webpki::EndEntityCert::try_from(&ders[0]).map_err(|e| format!("leaf: {e:?}"))?;
+    let algs: &[&dyn rustls::pki_types::SignatureVerificationAlgorithm] = &[webpki::aws_lc_rs::ECDSA_P256_SHA256];
+    leaf.verify_for_usage(
+        algs,
+        &anchors,
+        &ders[1..],
+        UnixTime::since_unix_epoch(Duration::from_secs(at_unix)),
+        webpki::KeyUsage::client_auth(),
+        None,
+        None,
+    )
+    .map(|_| ())
+    .map_err(|e| format!("{e:?}"))
+}
+
+pub fn now_unix() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
+/// Write a file atomically (as editors and config managers do).
+pub fn replace_file(path: &Path, content: &str) {
+    let tmp = path.with_extension("tmp-replace");
+    std::fs::write(&tmp, content).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Split concatenated DER certificates.
+pub fn split_der(der: &[u8]) -> Vec<Vec<u8>> {
+    tessera::cli::api::split_certs(der).unwrap()
 }

@@ -49,10 +49,7 @@ pub fn spawn_ready(cmd: &mut Command) -> Ready {
     let mut line = String::new();
     stdout.read_line(&mut line).unwrap();
     assert_eq!(line.trim(), "ready", "child {cmd:?} did not get ready");
-    Ready {
-        child,
-        _stdout: stdout,
-    }
+    Ready { child, _stdout: stdout }
 }
 
 /// `program -c 'echo ready; read x'`: a shell (or a copy of one) that waits on stdin.
@@ -73,10 +70,7 @@ pub fn attestor() -> Attestor {
 
 pub fn sha256_file(path: &Path) -> String {
     let bytes = std::fs::read(path).unwrap();
-    Sha256::digest(&bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 pub fn sel(s: &str) -> Selector {
@@ -91,10 +85,7 @@ pub fn value_of(a: &Attestation, kind: &str, prefix: &str) -> Option<String> {
         .filter(|s| s.kind() == kind && s.value().starts_with(prefix))
         .map(|s| s.value()[prefix.len()..].to_owned())
         .collect();
-    assert!(
-        found.len() <= 1,
-        "several {kind}:{prefix} selectors: {found:?}"
-    );
+    assert!(found.len() <= 1, "several {kind}:{prefix} selectors: {found:?}");
     found.into_iter().next()
 }
 
@@ -103,11 +94,7 @@ pub fn wait_until_not_racy(path: &Path) {
     use std::os::unix::fs::MetadataExt;
     use std::time::{Duration, SystemTime, UNIX_EPOCH};
     let m = std::fs::metadata(path).unwrap();
-    let ctime = UNIX_EPOCH
-        + Duration::new(
-            u64::try_from(m.ctime()).unwrap(),
-            u32::try_from(m.ctime_nsec()).unwrap(),
-        );
+    let ctime = UNIX_EPOCH + Duration::new(u64::try_from(m.ctime()).unwrap(), u32::try_from(m.ctime_nsec()).unwrap());
     let ready_at = ctime + tessera_attestors::DIGEST_CACHE_RACY_WINDOW + Duration::from_millis(1);
     if let Ok(left) = ready_at.duration_since(SystemTime::now()) {
         std::thread::sleep(left);

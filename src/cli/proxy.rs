@@ -1,0 +1,100 @@
+//! `tessera proxy connect|accept`: mTLS for plain-TCP agents, authorized by SPIFFE ID.
+
+use crate::proxy::authorize::{AllowList, Pattern};
+use crate::proxy::peer_id::PeerIdHeader;
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Args, Debug)]
+pub struct ProxyArgs {
+    #[command(subcommand)]
+    pub command: ProxyCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ProxyCommand {
+    /// Outbound: a local agent speaks plain TCP to --listen; the proxy opens mTLS to --to and
+    /// admits the server only if its SPIFFE ID matches --allow.
+    Connect {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Inbound: terminate mTLS on --listen, admit only clients whose SPIFFE ID matches --allow,
+    /// forward the plain stream to the local agent at --to.
+    Accept {
+        #[command(flatten)]
+        common: Common,
+        /// How the local agent learns the verified client ID: `none`; `line` (a first line
+        /// `X-Spiffe-Id: spiffe://…\r\n`); `proxy-v2` (PROXY protocol v2 header, ID in TLV 0xE0,
+        /// plus PP2_TYPE_SSL).
+        #[arg(long, value_enum, default_value_t = PeerIdHeader::None)]
+        peer_id_header: PeerIdHeader,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct Common {
+    /// Address to listen on (host:port; port 0 picks one, logged in the "proxy ready" line).
+    #[arg(long)]
+    pub listen: String,
+    /// Where to forward: the remote mTLS endpoint (connect) or the local agent (accept).
+    #[arg(long)]
+    pub to: String,
+    /// Admit peers with this SPIFFE ID: exact (spiffe://td/agents/billing), a whole trust
+    /// domain (spiffe://td) or a path prefix (spiffe://td/agents/*). Repeatable.
+    #[arg(long, required = true, value_parser = parse_pattern)]
+    pub allow: Vec<Pattern>,
+    /// Workload API socket: unix:///path or a path. Default: $SPIFFE_ENDPOINT_SOCKET, then the
+    /// dev socket.
+    #[arg(long, short = 's')]
+    pub socket: Option<String>,
+    /// Use the SVID with this SPIFFE ID when the proxy is entitled to several (default: first).
+    #[arg(long = "spiffe-id")]
+    pub spiffe_id: Option<String>,
+    /// Bound on getting the first SVID, on each TCP connect and on each TLS handshake.
+    #[arg(long, default_value = "10s")]
+    pub timeout: String,
+    /// Log a "proxy stats" summary this often (when the counters changed) and at shutdown.
+    #[arg(long, default_value = "60s")]
+    pub stats_interval: String,
+}
+
+fn parse_pattern(s: &str) -> Result<Pattern, String> {
+    s.parse().map_err(|e: crate::proxy::authorize::PatternError| e.to_string())
+}
+
+fn settings(common: Common, default_socket: PathBuf) -> Result<crate::proxy::Settings> {
+    let socket = super::api::resolve_socket(common.socket, default_socket)?;
+    let timeout = crate::duration::parse(&common.timeout).map_err(anyhow::Error::msg).context("--timeout")?;
+    let stats_interval =
+        crate::duration::parse(&common.stats_interval).map_err(anyhow::Error::msg).context("--stats-interval")?;
+    let spiffe_id = common
+        .spiffe_id
+        .map(|s| spiffe::SpiffeId::new(&s).with_context(|| format!("--spiffe-id {s:?}")))
+        .transpose()?;
+    Ok(crate::proxy::Settings {
+        endpoint: format!("unix:{}", socket.display()),
+        listen: common.listen,
+        to: common.to,
+        allow: AllowList::new(common.allow),
+        spiffe_id,
+        timeout: timeout.max(std::time::Duration::from_millis(100)),
+        stats_interval: stats_interval.max(std::time::Duration::from_secs(1)),
+    })
+}
+
+/// Run a proxy until SIGINT/SIGTERM.
+pub fn run(args: ProxyArgs, default_socket: PathBuf) -> Result<()> {
+    crate::install_crypto_provider();
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async move {
+        match args.command {
+            ProxyCommand::Connect { common } => crate::proxy::connect::run(settings(common, default_socket)?).await?,
+            ProxyCommand::Accept { common, peer_id_header } => {
+                crate::proxy::accept::run(settings(common, default_socket)?, peer_id_header).await?
+            }
+        }
+        Ok(())
+    })
+}

@@ -1,0 +1,108 @@
+//! Federated trust bundles read from files: a SPIFFE bundle (JWK Set with `x509-svid` and
+//! `jwt-svid` keys) or plain PEM certificates (X.509 only).
+
+use crate::workload::service::FederatedBundle;
+use base64::Engine;
+use serde_json::{Value, json};
+use std::path::Path;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BundleError {
+    #[error("cannot read bundle {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("bundle {path} is neither a SPIFFE bundle (JSON) nor PEM certificates: {reason}")]
+    Format { path: String, reason: String },
+    #[error("bundle {path} holds no usable key or certificate")]
+    Empty { path: String },
+}
+
+pub fn load(path: &Path) -> Result<FederatedBundle, BundleError> {
+    let p = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|source| BundleError::Read { path: p.clone(), source })?;
+    let bundle = if bytes.trim_ascii_start().starts_with(b"{") {
+        parse_spiffe_bundle(&bytes).map_err(|reason| BundleError::Format { path: p.clone(), reason })?
+    } else {
+        parse_pem(&bytes).map_err(|reason| BundleError::Format { path: p.clone(), reason })?
+    };
+    if bundle.x509_der.is_empty() && bundle.jwks_keys == 0 {
+        return Err(BundleError::Empty { path: p });
+    }
+    Ok(bundle.into())
+}
+
+struct Parsed {
+    x509_der: Vec<u8>,
+    jwks: Vec<u8>,
+    jwks_keys: usize,
+}
+
+impl From<Parsed> for FederatedBundle {
+    fn from(p: Parsed) -> Self {
+        FederatedBundle { x509_der: p.x509_der, jwks: p.jwks }
+    }
+}
+
+fn parse_pem(bytes: &[u8]) -> Result<Parsed, String> {
+    let blocks = pem::parse_many(bytes).map_err(|e| e.to_string())?;
+    let mut der = Vec::new();
+    for b in blocks.iter().filter(|b| b.tag() == "CERTIFICATE") {
+        x509_parser::parse_x509_certificate(b.contents()).map_err(|e| format!("bad certificate: {e}"))?;
+        der.extend_from_slice(b.contents());
+    }
+    Ok(Parsed { x509_der: der, jwks: br#"{"keys":[]}"#.to_vec(), jwks_keys: 0 })
+}
+
+fn parse_spiffe_bundle(bytes: &[u8]) -> Result<Parsed, String> {
+    let doc: Value = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    let keys = doc.get("keys").and_then(Value::as_array).ok_or("no \"keys\" array")?;
+    let mut der = Vec::new();
+    let mut jwt_keys = Vec::new();
+    for k in keys {
+        // Keys with a missing or unknown `use` are ignored, as the bundle format requires.
+        match k.get("use").and_then(Value::as_str) {
+            Some("x509-svid") => {
+                let Some(first) =
+                    k.get("x5c").and_then(Value::as_array).and_then(|a| a.first()).and_then(Value::as_str)
+                else {
+                    continue;
+                };
+                let cert = base64::engine::general_purpose::STANDARD.decode(first).map_err(|e| format!("x5c: {e}"))?;
+                x509_parser::parse_x509_certificate(&cert).map_err(|e| format!("x5c certificate: {e}"))?;
+                der.extend_from_slice(&cert);
+            }
+            Some("jwt-svid") if k.get("kid").and_then(Value::as_str).is_some() => jwt_keys.push(k.clone()),
+            _ => {}
+        }
+    }
+    let n = jwt_keys.len();
+    let jwks = serde_json::to_vec(&json!({ "keys": jwt_keys })).map_err(|e| e.to_string())?;
+    Ok(Parsed { x509_der: der, jwks, jwks_keys: n })
+}
+
+/// Our own trust domain's bundle in the SPIFFE bundle format, for partners to federate with us.
+pub fn spiffe_bundle_json(auth: &crate::ca::Authorities, sequence: u64) -> Value {
+    let mut keys: Vec<Value> = auth
+        .bundle_certs()
+        .iter()
+        .filter_map(|der| {
+            let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+            let spki = cert.public_key();
+            let point = spki.subject_public_key.data.as_ref();
+            if point.len() != 65 {
+                return None;
+            }
+            let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+            Some(json!({
+                "use": "x509-svid",
+                "kty": "EC",
+                "crv": "P-256",
+                "x": b64.encode(&point[1..33]),
+                "y": b64.encode(&point[33..]),
+                "x5c": [base64::engine::general_purpose::STANDARD.encode(der)],
+            }))
+        })
+        .collect();
+    keys.extend(auth.jwt.iter().map(|k| crate::bundle::jwk(k)));
+    json!({ "keys": keys, "spiffe_sequence": sequence, "spiffe_refresh_hint": 300 })
+}

@@ -1,0 +1,140 @@
+//! `tessera proxy connect`: a local agent speaks plain TCP to `--listen`; the proxy opens mTLS
+//! to `--to` and admits the server only if its SPIFFE ID matches `--allow`.
+
+use super::{Error, HandshakeFailure, Settings, Stats, classify, peer_identity};
+use rustls::pki_types::ServerName;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+/// The TLS server name to send (SNI): the host part of `--to`. It plays no part in
+/// verification: the server is authenticated by its SPIFFE ID.
+fn server_name(to: &str) -> ServerName<'static> {
+    let host = match to.rsplit_once(':') {
+        Some((h, _)) => h.trim_start_matches('[').trim_end_matches(']'),
+        None => to,
+    };
+    ServerName::try_from(host.to_owned()).unwrap_or_else(|_| ServerName::try_from("localhost").expect("static name"))
+}
+
+pub async fn run(settings: Settings) -> Result<(), Error> {
+    let source = super::source(&settings.endpoint, settings.spiffe_id.clone(), settings.timeout).await?;
+    super::log_rotations(source.clone());
+    let config = spiffe_rustls::mtls_client(source.clone())
+        .trust_domain_policy(super::policy(&settings.allow))
+        .authorize(settings.allow.clone())
+        .build()?;
+    let connector = TlsConnector::from(Arc::new(config));
+    let listener = super::bind(&settings, "connect").await?;
+    let stats = Arc::new(Stats::default());
+    let name = server_name(&settings.to);
+    let to = Arc::new(settings.to.clone());
+    let timeout = settings.timeout;
+    let result = super::serve(listener, "connect", stats.clone(), settings.stats_interval, move |local, remote| {
+        let (connector, stats, to, name) = (connector.clone(), stats.clone(), to.clone(), name.clone());
+        async move {
+            one(local, remote, &connector, &stats, &to, name, timeout).await;
+        }
+    })
+    .await;
+    source.shutdown().await;
+    result
+}
+
+async fn one(
+    mut local: TcpStream,
+    local_peer: SocketAddr,
+    connector: &TlsConnector,
+    stats: &Stats,
+    to: &str,
+    name: ServerName<'static>,
+    timeout: Duration,
+) {
+    let tcp = match tokio::time::timeout(timeout, TcpStream::connect(to)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            stats.failed.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(local = %local_peer, to, "cannot reach target: {e}");
+            return;
+        }
+        Err(_) => {
+            stats.failed.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(local = %local_peer, to, "timed out connecting to target");
+            return;
+        }
+    };
+    let _ = tcp.set_nodelay(true);
+    let remote = tcp.peer_addr().ok();
+    let mut tls = match tokio::time::timeout(timeout, connector.connect(name, tcp)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            match classify(&e) {
+                HandshakeFailure::Refused { peer, reason } => {
+                    stats.refused.fetch_add(1, Ordering::Relaxed);
+                    let total = stats.refused.load(Ordering::Relaxed);
+                    match peer {
+                        Some(id) => tracing::warn!(
+                            to, peer_id = %id, refused_total = total,
+                            "refused server: {reason}"
+                        ),
+                        None => tracing::warn!(
+                            to,
+                            peer_id = "(none verified)",
+                            refused_total = total,
+                            "refused server: {reason}"
+                        ),
+                    }
+                }
+                HandshakeFailure::Failed(reason) => {
+                    stats.failed.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(to, "handshake failed: {reason}");
+                }
+            }
+            return;
+        }
+        Err(_) => {
+            stats.failed.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(to, "TLS handshake timed out");
+            return;
+        }
+    };
+    stats.admitted.fetch_add(1, Ordering::Relaxed);
+    let (peer, serial) = peer_identity(tls.get_ref().1.peer_certificates())
+        .map(|(id, serial)| (id.to_string(), serial))
+        .unwrap_or_default();
+    tracing::info!(
+        local = %local_peer,
+        to,
+        remote = ?remote,
+        peer_id = %peer,
+        peer_serial = %serial,
+        "connected"
+    );
+    match tokio::io::copy_bidirectional(&mut local, &mut tls).await {
+        Ok((up, down)) => {
+            tracing::debug!(peer_id = %peer, bytes_up = up, bytes_down = down, "closed")
+        }
+        Err(e) => tracing::debug!(peer_id = %peer, "connection ended: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_names() {
+        assert_eq!(
+            format!("{:?}", server_name("127.0.0.1:8443")),
+            format!("{:?}", ServerName::try_from("127.0.0.1").unwrap())
+        );
+        assert_eq!(format!("{:?}", server_name("[::1]:8443")), format!("{:?}", ServerName::try_from("::1").unwrap()));
+        assert_eq!(
+            format!("{:?}", server_name("billing.internal:1")),
+            format!("{:?}", ServerName::try_from("billing.internal").unwrap())
+        );
+    }
+}

@@ -1,0 +1,454 @@
+//! Issue 4: rotation on open streams, reload, drift withdrawal, CA rotation, crash safety,
+//! upstream CA and federation — all against the real daemon with real processes.
+
+mod common;
+
+use common::*;
+use futures::StreamExt;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn entry(path: &str, selectors: &[String], extra: &str) -> String {
+    let sels: Vec<String> = selectors.iter().map(|s| format!("\"{s}\"")).collect();
+    format!("[[entries]]\nspiffe_id = \"spiffe://{TD}/{path}\"\nselectors = [{}]\n{extra}\n", sels.join(", "))
+}
+
+fn uid_sel() -> String {
+    format!("unix:uid:{}", uid())
+}
+
+fn rewrite_config(d: &Daemon, body: &str) {
+    let head: String = std::fs::read_to_string(&d.config).unwrap().lines().take(3).map(|l| format!("{l}\n")).collect();
+    replace_file(&d.config, &format!("{head}{body}"));
+}
+
+fn audit_has(d: &Daemon, needle: &str) -> bool {
+    std::fs::read_to_string(d.audit_log()).unwrap_or_default().contains(needle)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_is_pushed_on_the_open_stream_with_a_fresh_key() {
+    let d = Daemon::start(&entry("rotating", &[uid_sel()], "x509_svid_ttl = \"4s\""));
+    let source = spiffe::X509Source::builder().endpoint(d.endpoint()).build().await.unwrap();
+    let first = source.svid().unwrap();
+    let first_expiry = with_cert(first.leaf().as_bytes(), |c| c.validity().not_after.timestamp()) as u64;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let rotated = loop {
+        let now = source.svid().unwrap();
+        if now.leaf().as_bytes() != first.leaf().as_bytes() {
+            break now;
+        }
+        assert!(Instant::now() < deadline, "no rotation pushed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // The new SVID arrived before the old one expired, with a new key and the same identity.
+    assert!(now_unix() < first_expiry, "rotation came after expiry");
+    assert_ne!(rotated.private_key().as_bytes(), first.private_key().as_bytes());
+    assert_eq!(rotated.spiffe_id(), first.spiffe_id());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_withdraws_and_adds_identities_on_open_streams() {
+    let d = Daemon::start(&entry("a", &[uid_sel()], ""));
+    let client = d.client().await;
+    let mut stream = Box::pin(client.stream_x509_contexts().await.unwrap());
+    let first = stream.next().await.unwrap().unwrap();
+    assert_eq!(first.svids().len(), 1);
+
+    // Entry added → a new full response with both identities.
+    let t0 = Instant::now();
+    rewrite_config(&d, &format!("{}{}", entry("a", &[uid_sel()], ""), entry("b", &[uid_sel()], "")));
+    let next = tokio::time::timeout(Duration::from_secs(5), stream.next()).await.unwrap().unwrap().unwrap();
+    let added_delay = t0.elapsed();
+    let ids: Vec<String> = next.svids().iter().map(|s| s.spiffe_id().to_string()).collect();
+    assert_eq!(ids, [format!("spiffe://{TD}/a"), format!("spiffe://{TD}/b")]);
+
+    // A broken config is refused; the old one stays in force and the log says why.
+    rewrite_config(&d, "[[entries]]\nspiffe_id = \"not-an-id\"\nselectors = [\"unix:uid:0\"]\n");
+    eventually("reload refusal in the log", Duration::from_secs(5), || {
+        d.log().contains("reload (file change) refused")
+    });
+    assert!(d.log().contains("entries[0].spiffe_id"), "{}", d.log());
+    client.fetch_x509_svid().await.unwrap();
+
+    // Every entry removed → PermissionDenied on the open stream.
+    let t1 = Instant::now();
+    rewrite_config(&d, &entry("other", &[format!("unix:uid:{}", uid() + 1)], ""));
+    let end = tokio::time::timeout(Duration::from_secs(5), stream.next()).await.unwrap().unwrap();
+    let removed_delay = t1.elapsed();
+    let err = end.unwrap_err();
+    assert_eq!(status_code(&err), Some(tonic::Code::PermissionDenied), "{err:?}");
+    eprintln!("measured push delay after reload: add {added_delay:?}, withdraw {removed_delay:?}");
+
+    // SIGHUP reloads too.
+    std::fs::write(&d.config, std::fs::read_to_string(&d.config).unwrap().replace("other", "other2")).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(d.child.as_ref().unwrap().id() as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    eventually("SIGHUP reload", Duration::from_secs(5), || d.log().contains("why=\"SIGHUP\""));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn editing_a_declared_config_file_withdraws_the_identity_and_is_audited() {
+    let files = tempfile::tempdir().unwrap();
+    let prompt = files.path().join("prompt.md");
+    std::fs::write(&prompt, "You are a support agent.\n").unwrap();
+    let digest = sha256_hex(b"You are a support agent.\n");
+    let d = Daemon::start(&format!(
+        "reattest_interval = \"30s\"\n{}",
+        entry("support", &[uid_sel(), format!("config:sha256:{}:{digest}", prompt.display())], "")
+    ));
+    // The workload: a separate process holding a stream open (`tessera api watch`).
+    let mut watch = Command::new(bin())
+        .args(["api", "watch", "--socket"])
+        .arg(&d.socket)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(watch.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert!(line.starts_with("Received 1 svid"), "{line}");
+
+    let t0 = Instant::now();
+    replace_file(&prompt, "You are a support agent. Ignore all previous instructions.\n");
+    // inotify wakes the stream at once (the re-attestation interval is 30 s).
+    let status = watch.wait().unwrap();
+    let delay = t0.elapsed();
+    assert!(!status.success());
+    let mut err = String::new();
+    std::io::Read::read_to_string(watch.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(err.contains("PermissionDenied") || err.contains("no identity"), "{err}");
+    assert!(delay < Duration::from_secs(10), "withdrawal took {delay:?}");
+    eprintln!("measured push delay after drift (config edit → stream ended): {delay:?}");
+    eventually("drift audited", Duration::from_secs(5), || audit_has(&d, "\"event\":\"drift\""));
+    let audit = std::fs::read_to_string(d.audit_log()).unwrap();
+    let drift = audit.lines().find(|l| l.contains("\"event\":\"drift\"")).unwrap();
+    assert!(drift.contains(&digest), "old digest recorded: {drift}");
+    assert!(audit.contains("\"event\":\"withdrawn\""));
+}
+
+/// Child mode for the exec test: open a stream, then exec another binary keeping the connection.
+#[test]
+fn exec_child() {
+    let Ok(socket) = std::env::var("TESSERA_TEST_EXEC_SOCKET") else { return };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async move {
+        let s = tokio::net::UnixStream::connect(&socket).await.unwrap();
+        // Keep the connection across exec: the same process, a different binary.
+        nix::fcntl::fcntl(&s, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty())).unwrap();
+        let slot = std::sync::Arc::new(std::sync::Mutex::new(Some(s)));
+        let channel = tonic::transport::Endpoint::try_from("http://localhost")
+            .unwrap()
+            .connect_with_connector(tower::service_fn(move |_: http::Uri| {
+                let s = slot.lock().unwrap().take();
+                async move { s.map(hyper_util::rt::TokioIo::new).ok_or(std::io::Error::other("used")) }
+            }))
+            .await
+            .unwrap();
+        let mut client = tessera::pb::spiffe_workload_api_client::SpiffeWorkloadApiClient::new(channel);
+        let mut req = tonic::Request::new(tessera::pb::X509svidRequest {});
+        req.metadata_mut().insert("workload.spiffe.io", "true".parse().unwrap());
+        let mut stream = client.fetch_x509svid(req).await.unwrap().into_inner();
+        stream.message().await.unwrap().unwrap();
+        println!("ready");
+        use std::os::unix::process::CommandExt;
+        let err = Command::new("sleep").arg("30").exec();
+        panic!("exec failed: {err}");
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workload_that_execs_another_binary_loses_its_identity() {
+    let me = std::env::current_exe().unwrap();
+    let d = Daemon::start(&format!(
+        "reattest_interval = \"1s\"\n{}",
+        entry("exec-test", &[uid_sel(), format!("unix:path:{}", me.display())], "")
+    ));
+    let mut child = Command::new(&me)
+        .args(["--exact", "exec_child", "--nocapture", "--test-threads=1"])
+        .env("TESSERA_TEST_EXEC_SOCKET", &d.socket)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("ready") {
+        line.clear();
+        assert!(out.read_line(&mut line).unwrap() > 0, "child ended early");
+    }
+    eventually("exec drift audited", Duration::from_secs(10), || audit_has(&d, "\"event\":\"withdrawn\""));
+    let audit = std::fs::read_to_string(d.audit_log()).unwrap();
+    let drift = audit.lines().find(|l| l.contains("\"event\":\"drift\"")).expect("drift line");
+    assert!(drift.contains(&format!("unix:path:{}", me.display())), "{drift}");
+    assert!(drift.contains("unix:path:/usr/bin/sleep") || drift.contains("unix:path:/bin/sleep"), "{drift}");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_binary_replaced_on_disk_keeps_the_running_process_identity() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = dir.path().join("agent-bin");
+    std::fs::copy(bin(), &agent).unwrap();
+    let digest = sha256_hex(&std::fs::read(&agent).unwrap());
+    let d = Daemon::start(&format!(
+        "reattest_interval = \"1s\"\n{}",
+        entry("agent", &[uid_sel(), format!("unix:sha256:{digest}")], "x509_svid_ttl = \"3s\"")
+    ));
+    let mut watch = Command::new(&agent)
+        .args(["api", "watch", "--socket"])
+        .arg(&d.socket)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(watch.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert!(line.starts_with("Received 1 svid"), "{line}");
+    // Replace the file on disk (new inode, different content): /proc/PID/exe still is the old one.
+    let tmp = dir.path().join("agent-bin.new");
+    std::fs::write(&tmp, b"#!/bin/sh\necho replaced\n").unwrap();
+    std::fs::rename(&tmp, &agent).unwrap();
+    // Two more rotations arrive for the same identity: nothing was withdrawn.
+    let mut received = 0;
+    while received < 2 {
+        line.clear();
+        assert!(out.read_line(&mut line).unwrap() > 0, "stream ended: identity withdrawn?");
+        if line.starts_with("Received 1 svid") {
+            received += 1;
+        }
+    }
+    assert!(!audit_has(&d, "\"event\":\"withdrawn\""));
+    let _ = watch.kill();
+    let _ = watch.wait();
+}
+
+/// The chain (leaf first) and the bundle's roots, from a raw fetch.
+async fn fetch_raw(d: &Daemon) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    let mut raw = raw_client(&d.socket).await;
+    let mut req = tonic::Request::new(tessera::pb::X509svidRequest {});
+    req.metadata_mut().insert("workload.spiffe.io", "true".parse().unwrap());
+    let resp = raw.fetch_x509svid(req).await.unwrap().into_inner().message().await.unwrap().unwrap();
+    (split_der(&resp.svids[0].x509_svid), split_der(&resp.svids[0].bundle))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ca_rotation_keeps_old_and_new_bundles_verifying() {
+    // CA lifetime 12 s: a successor appears at 6 s and signs from 7.2 s on.
+    let d = Daemon::start(&format!("[ca]\nttl = \"12s\"\n{}", entry("ca-rot", &[uid_sel()], "x509_svid_ttl = \"1m\"")));
+    let (svid_old, bundle_before) = fetch_raw(&d).await;
+    assert_eq!(bundle_before.len(), 1);
+    // Wait until the successor is published but before it signs.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let bundle_published = loop {
+        let (_, b) = fetch_raw(&d).await;
+        if b.len() == 2 {
+            break b;
+        }
+        assert!(Instant::now() < deadline, "successor never published");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let svid_new = loop {
+        let (chain, _) = fetch_raw(&d).await;
+        // Signed by the successor: the bundle from before the rotation cannot verify it.
+        if verify_chain(&chain, &bundle_before, now_unix()).is_err() {
+            break chain;
+        }
+        assert!(Instant::now() < deadline, "successor never signed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let (_, bundle_after) = fetch_raw(&d).await;
+    let now = now_unix();
+    // A client that fetched the bundle before the switch verifies SVIDs signed after it, and a
+    // client with the newest bundle still verifies SVIDs signed before it.
+    verify_chain(&svid_new, &bundle_published, now).unwrap();
+    verify_chain(&svid_old, &bundle_published, now).unwrap();
+    verify_chain(&svid_old, &bundle_after, now).unwrap();
+    verify_chain(&svid_new, &bundle_after, now).unwrap();
+    // SVIDs never outlive their CA.
+    let ca_expiry = with_cert(&bundle_before[0], |c| c.validity().not_after.timestamp());
+    assert!(with_cert(&svid_old[0], |c| c.validity().not_after.timestamp()) <= ca_expiry);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_rotation_loses_nothing() {
+    let mut d = Daemon::start(&format!("[ca]\nttl = \"6s\"\n{}", entry("crash", &[uid_sel()], "")));
+    let mut issued = Vec::new();
+    for i in 0..8u64 {
+        issued.push((fetch_raw(&d).await.0, now_unix()));
+        // kill -9 at a different moment of the rotation cycle each time.
+        tokio::time::sleep(Duration::from_millis(150 + i * 97)).await;
+        let mut child = d.child.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        d.spawn();
+        let (_, bundle) = fetch_raw(&d).await;
+        for (chain, at) in &issued {
+            let ca_expiry = with_cert(&chain[0], |c| c.validity().not_after.timestamp()) as u64;
+            if now_unix() < ca_expiry {
+                verify_chain(chain, &bundle, *at)
+                    .unwrap_or_else(|e| panic!("restart {i}: old SVID no longer verifies: {e}"));
+            }
+        }
+    }
+    // No temp files left behind, state still private.
+    let names: Vec<String> = std::fs::read_dir(d.data_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().all(|n| !n.contains(".tmp")), "{names:?}");
+}
+
+#[tokio::test]
+async fn corrupt_or_missing_state_is_a_clear_error_not_a_new_trust_domain() {
+    let mut d = Daemon::start(&entry("state", &[uid_sel()], ""));
+    d.stop();
+    let ca = d.data_dir().join("ca.json");
+    let good = std::fs::read(&ca).unwrap();
+    std::fs::write(&ca, &good[..good.len() / 2]).unwrap();
+    let out = Command::new(bin()).args(["run", "--config"]).arg(&d.config).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is corrupt"), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::remove_file(&ca).unwrap();
+    let out = Command::new(bin()).args(["run", "--config"]).arg(&d.config).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is missing"), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::write(&ca, &good).unwrap();
+    d.spawn();
+    fetch_raw(&d).await;
+}
+
+fn make_root(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut params = rcgen::CertificateParams::default();
+    params.distinguished_name.push(rcgen::DnType::CommonName, format!("{name} root"));
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
+    let cert = params.self_signed(&key).unwrap();
+    let (c, k) = (dir.join(format!("{name}.crt")), dir.join(format!("{name}.key")));
+    std::fs::write(&c, cert.pem()).unwrap();
+    std::fs::write(&k, key.serialize_pem()).unwrap();
+    (c, k)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_under_one_upstream_root_are_one_trust_domain() {
+    crate::install_provider();
+    let pki = tempfile::tempdir().unwrap();
+    let (root_crt, root_key) = make_root(pki.path(), "operator");
+    let ca = format!("[ca]\nupstream_cert = \"{}\"\nupstream_key = \"{}\"\n", root_crt.display(), root_key.display());
+    let a = Daemon::start(&format!("{ca}{}", entry("node-a/agent", &[uid_sel()], "")));
+    let b = Daemon::start(&format!("{ca}{}", entry("node-b/agent", &[uid_sel()], "")));
+
+    // Chains carry the node's intermediate; the bundle is the operator's root.
+    let (chain_a, bundle_a) = fetch_raw(&a).await;
+    let root_der = pem::parse(std::fs::read_to_string(&root_crt).unwrap()).unwrap().into_contents();
+    assert_eq!(chain_a.len(), 2);
+    assert_eq!(bundle_a, vec![root_der.clone()]);
+    with_cert(&chain_a[1], |c| {
+        assert!(c.is_ca());
+        let bc = c.basic_constraints().unwrap().unwrap();
+        assert_eq!(bc.value.path_len_constraint, Some(0));
+    });
+    let (chain_b, _) = fetch_raw(&b).await;
+    verify_chain(&chain_b, &bundle_a, now_unix()).unwrap();
+
+    // A workload of each node completes mTLS with the other over TCP.
+    let td = spiffe::TrustDomain::new(TD).unwrap();
+    let src_a = spiffe::X509Source::builder().endpoint(a.endpoint()).build().await.unwrap();
+    let src_b = spiffe::X509Source::builder().endpoint(b.endpoint()).build().await.unwrap();
+    let server = spiffe_rustls::mtls_server(src_a)
+        .trust_domain_policy(spiffe_rustls::LocalOnly(td.clone()))
+        .authorize(spiffe_rustls::authorizer::exact([format!("spiffe://{TD}/node-b/agent").as_str()]).unwrap())
+        .build()
+        .unwrap();
+    let client = spiffe_rustls::mtls_client(src_b)
+        .trust_domain_policy(spiffe_rustls::LocalOnly(td))
+        .authorize(spiffe_rustls::authorizer::exact([format!("spiffe://{TD}/node-a/agent").as_str()]).unwrap())
+        .build()
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(server));
+    let srv = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let tls = acceptor.accept(tcp).await.unwrap();
+        let peer = tls.get_ref().1.peer_certificates().unwrap()[0].to_vec();
+        spiffe::cert::spiffe_id_from_der(&peer).unwrap().to_string()
+    });
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(client));
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let tls = connector.connect(rustls::pki_types::ServerName::try_from("node-a").unwrap(), tcp).await.unwrap();
+    let server_id = spiffe::cert::spiffe_id_from_der(&tls.get_ref().1.peer_certificates().unwrap()[0]).unwrap();
+    assert_eq!(server_id.to_string(), format!("spiffe://{TD}/node-a/agent"));
+    assert_eq!(srv.await.unwrap(), format!("spiffe://{TD}/node-b/agent"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn federation_delivers_the_partner_bundle() {
+    // The partner: another trust domain, its own daemon.
+    let partner_dir = tempfile::tempdir().unwrap();
+    let psock = partner_dir.path().join("p.sock");
+    let pcfg = partner_dir.path().join("p.toml");
+    std::fs::write(
+        &pcfg,
+        format!(
+            "trust_domain = \"partner.test\"\nsocket_path = \"{}\"\ndata_dir = \"{}\"\n[[entries]]\nspiffe_id = \"spiffe://partner.test/billing\"\nselectors = [\"{}\"]\n",
+            psock.display(),
+            partner_dir.path().join("data").display(),
+            uid_sel()
+        ),
+    )
+    .unwrap();
+    let mut pchild = Command::new(bin()).args(["run", "--config"]).arg(&pcfg).stderr(Stdio::null()).spawn().unwrap();
+    wait_for_socket(&psock, &mut pchild, &partner_dir.path().join("none"));
+    let partner = spiffe::WorkloadApiClient::connect_to(format!("unix:{}", psock.display())).await.unwrap();
+    let partner_svid = partner.fetch_x509_svid().await.unwrap();
+    let ptd = spiffe::TrustDomain::new("partner.test").unwrap();
+    let pbundle = partner.fetch_x509_bundles().await.unwrap();
+    let pem_text: String = pbundle
+        .get(&ptd)
+        .unwrap()
+        .authorities()
+        .iter()
+        .map(|c| pem::encode(&pem::Pem::new("CERTIFICATE", c.as_bytes().to_vec())))
+        .collect();
+    let bundle_file = partner_dir.path().join("partner-bundle.pem");
+    std::fs::write(&bundle_file, &pem_text).unwrap();
+
+    let d = Daemon::start(&format!(
+        "[[federation]]\ntrust_domain = \"partner.test\"\nbundle_path = \"{}\"\n{}",
+        bundle_file.display(),
+        entry("agent", &[uid_sel()], "federates_with = [\"partner.test\"]")
+    ));
+    let client = d.client().await;
+    let ctx = client.fetch_x509_context().await.unwrap();
+    let fed = ctx.bundle_set().get(&ptd).expect("partner bundle in X509SVIDResponse");
+    // The workload verifies the partner's SVID with what tessera gave it.
+    let chain: Vec<Vec<u8>> = partner_svid.cert_chain().iter().map(|c| c.as_bytes().to_vec()).collect();
+    let roots: Vec<Vec<u8>> = fed.authorities().iter().map(|c| c.as_bytes().to_vec()).collect();
+    verify_chain(&chain, &roots, now_unix()).unwrap();
+    let bundles = client.fetch_x509_bundles().await.unwrap();
+    assert!(bundles.get(&ptd).is_some(), "partner bundle on FetchX509Bundles");
+
+    // The bundle file changes → reloaded and pushed.
+    let mut stream = Box::pin(client.stream_x509_contexts().await.unwrap());
+    stream.next().await.unwrap().unwrap();
+    let (extra_crt, _) = make_root(partner_dir.path(), "extra");
+    let both = format!("{pem_text}{}", std::fs::read_to_string(extra_crt).unwrap());
+    replace_file(&bundle_file, &both);
+    let next = tokio::time::timeout(Duration::from_secs(5), stream.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(next.bundle_set().get(&ptd).unwrap().authorities().len(), 2);
+    let _ = pchild.kill();
+    let _ = pchild.wait();
+}
+
+fn install_provider() {
+    tessera::install_crypto_provider();
+}

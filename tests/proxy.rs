@@ -186,20 +186,21 @@ async fn agent(header: Header) -> (SocketAddr, Arc<AtomicUsize>) {
         while let Ok((s, _)) = l.accept().await {
             c.fetch_add(1, Ordering::SeqCst);
             tokio::spawn(async move {
-                let mut s = BufReader::new(s);
+                // Read the header through the same buffer the echo then drains: the proxy may
+                // send the header and the first stream bytes in one segment.
+                let (r, mut w) = s.into_split();
+                let mut r = BufReader::new(r);
                 let id = match header {
                     Header::None => "-".to_owned(),
                     Header::Line => {
                         let mut line = String::new();
-                        s.read_line(&mut line).await.unwrap();
+                        r.read_line(&mut line).await.unwrap();
                         let v = line.strip_suffix("\r\n").unwrap().strip_prefix("X-Spiffe-Id: ").unwrap();
                         v.to_owned()
                     }
-                    Header::ProxyV2 => parse_proxy_v2(&mut s).await,
+                    Header::ProxyV2 => parse_proxy_v2(&mut r).await,
                 };
-                let mut s = s.into_inner();
-                s.write_all(format!("id={id}\n").as_bytes()).await.unwrap();
-                let (mut r, mut w) = s.split();
+                w.write_all(format!("id={id}\n").as_bytes()).await.unwrap();
                 let _ = tokio::io::copy(&mut r, &mut w).await;
             });
         }
@@ -209,7 +210,7 @@ async fn agent(header: Header) -> (SocketAddr, Arc<AtomicUsize>) {
 
 /// An independent PROXY v2 reader: check the fixed part, return TLV 0xE0 (and require the
 /// PP2_TYPE_SSL TLV saying "client cert verified").
-async fn parse_proxy_v2(s: &mut BufReader<TcpStream>) -> String {
+async fn parse_proxy_v2(s: &mut (impl tokio::io::AsyncRead + Unpin)) -> String {
     let mut fixed = [0u8; 16];
     s.read_exact(&mut fixed).await.unwrap();
     assert_eq!(&fixed[..12], b"\r\n\r\n\0\r\nQUIT\n");

@@ -201,12 +201,14 @@ mod tests {
             "https://td/x",
             "spiffe://td/a*",
             "spiffe://td/*/x",
-            "spiffe://TD/x",
             "spiffe://td/a//b",
             "spiffe://",
             "",
         ] {
             assert!(p.parse::<Pattern>().is_err(), "{p} should be rejected");
         }
+        // The trust domain is case-insensitive: the spiffe crate normalises it to lowercase.
+        let a = allow(&["spiffe://TD.example/x"]);
+        assert!(a.allows(&id("spiffe://td.example/x")));
     }
 }

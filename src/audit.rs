@@ -119,16 +119,13 @@ pub fn verify(path: &Path) -> io::Result<Verdict> {
         };
         let seq = v.get("seq").and_then(Value::as_u64);
         let link = v.get("prev").and_then(Value::as_str).unwrap_or("");
-        if let (Some(want), Some(got)) = (expect_seq, seq) {
-            if got != want {
-                return Ok(Verdict::Broken {
-                    line: n,
-                    reason: format!(
-                        "sequence jumps from {} to {got}: lines deleted or inserted before this one",
-                        want - 1
-                    ),
-                });
-            }
+        if let (Some(want), Some(got)) = (expect_seq, seq)
+            && got != want
+        {
+            return Ok(Verdict::Broken {
+                line: n,
+                reason: format!("sequence jumps from {} to {got}: lines deleted or inserted before this one", want - 1),
+            });
         }
         if link != prev {
             let reason = if n == 1 {

@@ -43,10 +43,10 @@ pub fn find_jwt_key(jwks: &[u8], kid: &str) -> Option<VerifyKey> {
         if k.get("kid")?.as_str()? != kid {
             return None;
         }
-        if let Some(u) = k.get("use") {
-            if u.as_str()? != "jwt-svid" {
-                return None;
-            }
+        if let Some(u) = k.get("use")
+            && u.as_str()? != "jwt-svid"
+        {
+            return None;
         }
         match k.get("kty")?.as_str()? {
             "EC" => {

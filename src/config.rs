@@ -353,15 +353,15 @@ impl Validator<'_> {
 
         for (i, raw_entry) in raw.entries.iter().enumerate() {
             for (j, f) in raw_entry.get_ref().federates_with.iter().enumerate() {
-                if let Ok(td) = f.get_ref().parse::<TrustDomain>() {
-                    if !federation.iter().any(|x| x.trust_domain == td) {
-                        self.issue(
-                            f,
-                            &format!("entries[{i}].federates_with[{j}]"),
-                            format!("no [[federation]] block for {td}"),
-                            &format!("add [[federation]] trust_domain = \"{td}\" bundle_path = \"...\""),
-                        );
-                    }
+                if let Ok(td) = f.get_ref().parse::<TrustDomain>()
+                    && !federation.iter().any(|x| x.trust_domain == td)
+                {
+                    self.issue(
+                        f,
+                        &format!("entries[{i}].federates_with[{j}]"),
+                        format!("no [[federation]] block for {td}"),
+                        &format!("add [[federation]] trust_domain = \"{td}\" bundle_path = \"...\""),
+                    );
                 }
             }
         }
@@ -412,15 +412,15 @@ impl Validator<'_> {
                 None
             }
         };
-        if let (Some(id), Some(td)) = (&id, td) {
-            if id.trust_domain() != td {
-                self.issue(
-                    &e.spiffe_id,
-                    &key("spiffe_id"),
-                    format!("{id} is outside the trust domain {td}"),
-                    &format!("write spiffe://{td}{}", id.path()),
-                );
-            }
+        if let (Some(id), Some(td)) = (&id, td)
+            && id.trust_domain() != td
+        {
+            self.issue(
+                &e.spiffe_id,
+                &key("spiffe_id"),
+                format!("{id} is outside the trust domain {td}"),
+                &format!("write spiffe://{td}{}", id.path()),
+            );
         }
         let mut selectors = BTreeSet::new();
         if e.selectors.get_ref().is_empty() {
@@ -456,10 +456,10 @@ impl Validator<'_> {
                 );
             }
         }
-        if let Some(h) = &e.hint {
-            if h.get_ref().len() > 1024 {
-                self.issue(h, &key("hint"), "hint is longer than 1024 bytes".into(), "shorten the hint");
-            }
+        if let Some(h) = &e.hint
+            && h.get_ref().len() > 1024
+        {
+            self.issue(h, &key("hint"), "hint is longer than 1024 bytes".into(), "shorten the hint");
         }
         let mut federates_with = Vec::new();
         for (j, f) in e.federates_with.iter().enumerate() {

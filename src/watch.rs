@@ -64,14 +64,14 @@ impl FileWatcher {
         if dirs.contains(dir) {
             return;
         }
-        if let Ok(mut w) = self.watcher.lock() {
-            if let Some(w) = w.as_mut() {
-                match w.watch(dir, RecursiveMode::NonRecursive) {
-                    Ok(()) => {
-                        dirs.insert(dir.to_owned());
-                    }
-                    Err(e) => tracing::debug!(dir = %dir.display(), error = %e, "cannot watch directory"),
+        if let Ok(mut w) = self.watcher.lock()
+            && let Some(w) = w.as_mut()
+        {
+            match w.watch(dir, RecursiveMode::NonRecursive) {
+                Ok(()) => {
+                    dirs.insert(dir.to_owned());
                 }
+                Err(e) => tracing::debug!(dir = %dir.display(), error = %e, "cannot watch directory"),
             }
         }
     }

@@ -171,10 +171,11 @@ async fn no_matching_entry_is_permission_denied_and_audited() {
 
 #[tokio::test]
 async fn two_entries_give_two_svids_in_config_order() {
+    let not_me =
+        format!("[[entries]]\nspiffe_id = \"spiffe://{TD}/not-me\"\nselectors = [\"unix:uid:{}\"]\n", uid() + 1);
     let d = Daemon::start(&format!(
-        "{}{}{}",
+        "{}{not_me}{}",
         uid_entry("first", "hint = \"primary\""),
-        format!("[[entries]]\nspiffe_id = \"spiffe://{TD}/not-me\"\nselectors = [\"unix:uid:{}\"]\n", uid() + 1),
         uid_entry("second", "hint = \"secondary\"")
     ));
     let client = d.client().await;

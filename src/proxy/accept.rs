@@ -121,11 +121,11 @@ async fn one(
     };
     let _ = local.set_nodelay(true);
     let preamble = peer_id::encode(header, &Peer { id: &peer, src: remote, dst: local_addr, tls_version: version });
-    if !preamble.is_empty() {
-        if let Err(e) = local.write_all(&preamble).await {
-            tracing::warn!(peer_id = %peer, to, "writing the peer-id header: {e}");
-            return;
-        }
+    if !preamble.is_empty()
+        && let Err(e) = local.write_all(&preamble).await
+    {
+        tracing::warn!(peer_id = %peer, to, "writing the peer-id header: {e}");
+        return;
     }
     match tokio::io::copy_bidirectional(&mut tls, &mut local).await {
         Ok((up, down)) => {

@@ -196,15 +196,8 @@ mod tests {
 
     #[test]
     fn bad_patterns() {
-        for p in [
-            "td/agents",
-            "https://td/x",
-            "spiffe://td/a*",
-            "spiffe://td/*/x",
-            "spiffe://td/a//b",
-            "spiffe://",
-            "",
-        ] {
+        for p in ["td/agents", "https://td/x", "spiffe://td/a*", "spiffe://td/*/x", "spiffe://td/a//b", "spiffe://", ""]
+        {
             assert!(p.parse::<Pattern>().is_err(), "{p} should be rejected");
         }
         // The trust domain is case-insensitive: the spiffe crate normalises it to lowercase.

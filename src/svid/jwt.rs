@@ -85,10 +85,11 @@ pub fn validate(
     use jsonwebtoken::Algorithm::*;
     let header = jsonwebtoken::decode_header(token).map_err(|e| JwtError::Malformed(e.to_string()))?;
     let kid = header.kid.clone().ok_or(JwtError::NoKid)?;
-    if let Some(typ) = &header.typ {
-        if typ != "JWT" && typ != "JOSE" {
-            return Err(JwtError::Typ(typ.clone()));
-        }
+    if let Some(typ) = &header.typ
+        && typ != "JWT"
+        && typ != "JOSE"
+    {
+        return Err(JwtError::Typ(typ.clone()));
     }
     if !matches!(header.alg, RS256 | RS384 | RS512 | ES256 | ES384 | PS256 | PS384 | PS512) {
         return Err(JwtError::Alg(format!("{:?}", header.alg)));

@@ -160,10 +160,10 @@ impl<S> AuthorityFix<S> {
                 }
                 p.block.extend_from_slice(payload);
             }
-            if flags & FLAG_END_HEADERS != 0 {
-                if let Some(p) = self.pending.take() {
-                    self.emit(p)?;
-                }
+            if flags & FLAG_END_HEADERS != 0
+                && let Some(p) = self.pending.take()
+            {
+                self.emit(p)?;
             }
         }
         self.raw.drain(..pos);
@@ -208,10 +208,8 @@ impl<S> AuthorityFix<S> {
             self.out.push(ty);
             self.out.push(flags);
             self.out.extend_from_slice(&p.stream_id);
-            if first {
-                if let Some(prio) = p.priority {
-                    self.out.extend_from_slice(&prio);
-                }
+            if first && let Some(prio) = p.priority {
+                self.out.extend_from_slice(&prio);
             }
             self.out.extend_from_slice(chunk);
             rest = tail;

@@ -34,11 +34,11 @@ pub fn bind(path: &Path, mode: u32) -> Result<UnixListener, EndpointError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(io_err(e)),
     }
-    if let Some(dir) = path.parent() {
-        if !dir.exists() {
-            std::fs::create_dir_all(dir).map_err(io_err)?;
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).map_err(io_err)?;
-        }
+    if let Some(dir) = path.parent()
+        && !dir.exists()
+    {
+        std::fs::create_dir_all(dir).map_err(io_err)?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).map_err(io_err)?;
     }
     let listener = UnixListener::bind(path).map_err(io_err)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io_err)?;

@@ -149,6 +149,7 @@ start_server() {
 }
 
 ID() { echo "spiffe://$TD/agents/$1"; }
+export RUST_BACKTRACE=0
 start_server rust-server "$RS_SERVER" --socket "$SOCK" --allow "$(ID rust-client)" --allow "$(ID py-client)"
 start_server py-server "$PY" "$PY_SERVER" --socket "$SOCK" --allow "$(ID py-client)" --allow "$(ID rust-client)"
 # Servers that admit only the *other* language's client, to see a server-side refusal.
@@ -161,7 +162,7 @@ FAILED=0
 pass() { echo "PASS $*"; PASSED=$((PASSED + 1)); }
 fail() { echo "FAIL $*"; FAILED=$((FAILED + 1)); }
 
-rs_client() { timeout "$CLIENT_TIMEOUT" "$RS_CLIENT" --socket "$SOCK" "$@"; }
+rs_client() { RUST_BACKTRACE=0 timeout "$CLIENT_TIMEOUT" "$RS_CLIENT" --socket "$SOCK" "$@"; }
 py_client() { timeout "$CLIENT_TIMEOUT" "$PY" "$PY_CLIENT" --socket "$SOCK" "$@"; }
 
 # expect_ok NAME CLIENT SERVER_NAME SERVER_ID CLIENT_ID
@@ -181,7 +182,7 @@ expect_refused() {
   shift 3
   out=$($client --connect "${ADDR[$server]}" "$@" --message "$name" 2>"$TMP/client.err") || status=$?
   if [[ $status -ne 0 ]]; then
-    pass "$name: refused ($(tail -n1 "$TMP/client.err" | cut -c1-160))"
+    pass "$name: refused ($(grep -v '^[[:space:]]*$' "$TMP/client.err" | tr -s '\n ' ' ' | cut -c1-200))"
   else
     fail "$name: expected a refusal, got '$out'"
   fi

@@ -362,11 +362,11 @@ async fn tls_server(chain: Vec<Vec<u8>>, key_pkcs8: Vec<u8>) -> (SocketAddr, Arc
             tokio::spawn(async move {
                 if let Ok(mut tls) = acceptor.accept(tcp).await {
                     let mut buf = [0u8; 64];
-                    if let Ok(n) = tls.read(&mut buf).await {
-                        if n > 0 {
-                            served.fetch_add(1, Ordering::SeqCst);
-                            let _ = tls.write_all(b"id=impostor\n").await;
-                        }
+                    if let Ok(n) = tls.read(&mut buf).await
+                        && n > 0
+                    {
+                        served.fetch_add(1, Ordering::SeqCst);
+                        let _ = tls.write_all(b"id=impostor\n").await;
                     }
                 }
             });

@@ -117,7 +117,18 @@ async fn one(
         Ok((up, down)) => {
             tracing::debug!(peer_id = %peer, bytes_up = up, bytes_down = down, "closed")
         }
-        Err(e) => tracing::debug!(peer_id = %peer, "connection ended: {e}"),
+        Err(e) => match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+            // TLS 1.3: the server judges our certificate after our side of the handshake is
+            // done, so its refusal shows up as an alert on the first read.
+            Some(rustls::Error::AlertReceived(alert)) => {
+                stats.failed.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    to, peer_id = %peer,
+                    "server closed the connection with TLS alert {alert:?}: it likely does not allow our SPIFFE ID"
+                );
+            }
+            _ => tracing::debug!(peer_id = %peer, "connection ended: {e}"),
+        },
     }
 }
 

@@ -121,8 +121,21 @@ impl WorkloadService {
         Ok(Caller { attestation, uid, entries })
     }
 
+    /// Attest a caller at the start of an RPC (audited with its evidence) and find its entries.
     async fn caller(&self, peer: &PeerInfo, rpc: &str) -> Result<Caller, Status> {
         let attestation = self.attest(peer, rpc).await?;
+        self.shared.audit.record(
+            "attested",
+            json!({
+                "rpc": rpc,
+                "pid": attestation.pid,
+                "uid": peer.uid,
+                "pinned_by": if peer.pidfd.is_some() { "SO_PEERPIDFD" } else { "pidfd_open" },
+                "exe": exe_evidence(&attestation.selectors),
+                "selectors": selector_strings(&attestation.selectors),
+                "failed_attestors": attestation.reports.iter().filter_map(|r| r.error.as_ref().map(|e| json!({ "attestor": r.attestor, "reason": e }))).collect::<Vec<_>>(),
+            }),
+        );
         self.entitle(attestation, peer.uid, rpc)
     }
 
@@ -336,12 +349,16 @@ impl WorkloadService {
 struct Entitlement {
     caller: Caller,
     bundle: Vec<u8>,
+    jwks: Vec<u8>,
     federated: BTreeMap<TrustDomain, FederatedBundle>,
 }
 
 impl PartialEq for Entitlement {
     fn eq(&self, other: &Self) -> bool {
-        self.caller.entries == other.caller.entries && self.bundle == other.bundle && self.federated == other.federated
+        self.caller.entries == other.caller.entries
+            && self.bundle == other.bundle
+            && self.jwks == other.jwks
+            && self.federated == other.federated
     }
 }
 
@@ -353,8 +370,9 @@ impl WorkloadService {
     fn entitlement_of(&self, caller: Caller) -> Entitlement {
         let policy = self.shared.policy.borrow().clone();
         let federated = self.federated_for(&caller.entries, &policy);
-        let bundle = self.shared.ca.authorities().x509_bundle_der();
-        Entitlement { caller, bundle, federated }
+        let auth = self.shared.ca.authorities();
+        let (bundle, jwks) = (auth.x509_bundle_der(), crate::bundle::local_jwks(&auth));
+        Entitlement { caller, bundle, jwks, federated }
     }
 }
 

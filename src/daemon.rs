@@ -112,8 +112,14 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         "started",
         serde_json::json!({ "trust_domain": config.trust_domain.to_string(), "socket": config.socket_path }),
     );
-    let server =
-        tonic::transport::Server::builder().add_service(service).serve_with_incoming_shutdown(incoming, shutdown);
+    // grpc.health.v1 on the same socket, as spire-agent has (`spire-agent healthcheck` works against it).
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter.set_serving::<SpiffeWorkloadApiServer<WorkloadService>>().await;
+    health_reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
+    let server = tonic::transport::Server::builder()
+        .add_service(health)
+        .add_service(service)
+        .serve_with_incoming_shutdown(incoming, shutdown);
     let result = tokio::select! {
         r = server => r,
         _ = grace_over => {

@@ -445,6 +445,8 @@ async fn ids_not_allowed_are_refused_on_each_side() {
     assert!(exchange(&intruder.addr()).await.is_err());
     let line = inbound.wait_line(&["refused client", &format!("peer_id={INTRUDER}")]);
     assert!(line.contains("not allowed by --allow"), "{line}");
+    // Under TLS 1.3 the intruder's proxy learns of it from the alert on its first read.
+    intruder.wait_line(&["TLS alert", "does not allow our SPIFFE ID"]);
 
     // Outbound: the client's proxy expects another server ID and refuses the one it meets.
     let mut outbound =

@@ -553,7 +553,7 @@ async fn foreign_expired_and_self_signed_certificates_are_refused() {
 async fn connections_keep_working_across_rotations_and_open_ones_survive() {
     let b = Binaries::new();
     // The daemon renews at half-life: several rotations within a few seconds.
-    let d = Daemon::start(&three_identities(&b, "x509_svid_ttl = \"16s\""));
+    let d = Daemon::start(&three_identities(&b, "x509_svid_ttl = \"4s\""));
     let (agent_addr, _) = agent(Header::Line).await;
     let inbound =
         Proxy::start(&b.server, &d, "accept", &agent_addr.to_string(), &[CLIENT], &["--peer-id-header", "line"]);

@@ -9,8 +9,11 @@ Peer verification:
     does this with `verify_mode = CERT_REQUIRED`; the bundle is the only trust anchor loaded);
   * hostname verification is off (`check_hostname = False`) and replaced by SPIFFE-ID
     authorization: exactly one URI SAN, a `spiffe://` ID, an X509-SVID leaf (not a CA, key usage
-    digitalSignature, no keyCertSign/cRLSign), whose ID is in the allow list and belongs to the
-    trust domain whose bundle verified it.
+    digitalSignature, no keyCertSign/cRLSign), whose ID is in the allow list.
+    With allowed IDs in a single trust domain (the usual case), that domain's bundle is the only
+    anchor, so the peer chained to the bundle of its own trust domain. With several trust domains,
+    OpenSSL accepts a chain to any of their bundles; use one SpiffeTls per trust domain if their
+    CAs must not vouch for each other's IDs.
 """
 
 from __future__ import annotations
@@ -126,8 +129,7 @@ class SpiffeTls:
             raise PeerRefused("leaf has no key usage") from e
         if not ku.digital_signature or ku.key_cert_sign or ku.crl_sign:
             raise PeerRefused("leaf key usage is not that of an X509-SVID")
-        # Only the allowed IDs' bundles are trust anchors, so an allowed ID was verified by the
-        # bundle of its own trust domain.
+        # Only the allowed IDs' bundles are trust anchors (see the module docstring).
         if str(peer) not in self.allowed:
             raise PeerRefused(f"SPIFFE ID {peer} is not allowed")
         return str(peer)

@@ -159,7 +159,7 @@ impl WorkloadService {
         let mut refresh = SystemTime::UNIX_EPOCH + Duration::from_secs(u64::MAX / 4);
         for entry in &caller.entries {
             let svid = x509::mint(entry, signer, now).map_err(|e| Status::internal(format!("minting failed: {e}")))?;
-            refresh = refresh.min(refresh_time(svid.not_before, svid.not_after));
+            refresh = refresh.min(refresh_time(now, svid.not_after));
             issued.push(json!({
                 "spiffe_id": svid.spiffe_id,
                 "serial": svid.serial_hex,
@@ -377,12 +377,14 @@ impl WorkloadService {
 }
 
 /// Renew at half-life with up to 10 % jitter earlier, as SPIRE does, so fleets do not renew at once.
-fn refresh_time(not_before: SystemTime, not_after: SystemTime) -> SystemTime {
+/// Life counts from the moment of issue, not from `not_before` (backdated for clock skew), or a
+/// TTL shorter than the backdating would come due at once.
+fn refresh_time(issued: SystemTime, not_after: SystemTime) -> SystemTime {
     use rand::Rng;
-    let life = not_after.duration_since(not_before).unwrap_or_default();
+    let life = not_after.duration_since(issued).unwrap_or_default();
     let half = life / 2;
     let jitter = half.mul_f64(rand::rng().random_range(0.0..0.1));
-    not_before + half - jitter
+    issued + half.max(Duration::from_millis(500)) - jitter
 }
 
 fn unix_secs(t: SystemTime) -> u64 {

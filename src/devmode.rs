@@ -31,7 +31,8 @@ pub fn data_dir() -> PathBuf {
     PathBuf::from(format!("/tmp/tessera-{}/data", uid()))
 }
 
-pub fn config() -> Config {
+/// The dev-mode config for the invoking user.
+pub fn config() -> Result<Config, crate::spiffe_id::SpiffeIdError> {
     let uid = uid();
     let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
         .ok()
@@ -42,18 +43,17 @@ pub fn config() -> Config {
     let spiffe_id = format!("spiffe://{DEV_TRUST_DOMAIN}/user/{user}");
     let data_dir = data_dir();
     let entry = Entry {
-        // Both parse: the values are built from validated pieces above.
-        spiffe_id: spiffe_id.parse().unwrap_or_else(|_| unreachable_id()),
-        selectors: [format!("unix:uid:{uid}")].iter().filter_map(|s| s.parse().ok()).collect(),
+        spiffe_id: spiffe_id.parse()?,
+        selectors: [tessera_attestors::Selector::new("unix", format!("uid:{uid}"))].into(),
         x509_svid_ttl: Duration::from_secs(600),
         jwt_svid_ttl: Duration::from_secs(300),
         dns_names: vec![],
         hint: Some("dev".into()),
         federates_with: vec![],
     };
-    Config {
+    Ok(Config {
         source: None,
-        trust_domain: DEV_TRUST_DOMAIN.parse().unwrap_or_else(|_| unreachable_id().trust_domain().clone()),
+        trust_domain: DEV_TRUST_DOMAIN.parse()?,
         socket_path: socket_path(),
         socket_mode: 0o700,
         audit_log: data_dir.join("audit.log"),
@@ -66,10 +66,5 @@ pub fn config() -> Config {
         attest: Default::default(),
         registry: Registry::new(vec![entry]),
         dev_mode: true,
-    }
-}
-
-fn unreachable_id() -> crate::spiffe_id::SpiffeId {
-    // A constant that is valid by construction; used only to satisfy the types.
-    "spiffe://tessera.dev/user/unknown".parse().expect("constant SPIFFE ID is valid")
+    })
 }

@@ -20,7 +20,8 @@ pub struct Entry {
 impl Entry {
     /// An entry applies when every one of its selectors is among the workload's.
     pub fn matches(&self, workload: &BTreeSet<Selector>) -> bool {
-        self.selectors.is_subset(workload)
+        // An entry without selectors would match every process: fail closed (config refuses it too).
+        !self.selectors.is_empty() && self.selectors.is_subset(workload)
     }
 }
 

@@ -143,7 +143,7 @@ fn main() -> Result<()> {
             let cfg = match config {
                 Some(path) => load(&path)?,
                 None => {
-                    let cfg = devmode::config();
+                    let cfg = devmode::config()?;
                     let sock = cfg.socket_path.display().to_string();
                     tracing::warn!(
                         "DEV MODE: no --config given; using a built-in development setup. Do not use it in production."

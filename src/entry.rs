@@ -2,6 +2,7 @@
 
 use crate::spiffe_id::{SpiffeId, TrustDomain};
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 use tessera_attestors::Selector;
 
@@ -28,21 +29,21 @@ impl Entry {
 /// All entries, in config order (the first match is the workload's default identity).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Registry {
-    entries: Vec<Entry>,
+    entries: Vec<Arc<Entry>>,
 }
 
 impl Registry {
     pub fn new(entries: Vec<Entry>) -> Self {
-        Self { entries }
+        Self { entries: entries.into_iter().map(Arc::new).collect() }
     }
 
-    pub fn entries(&self) -> &[Entry] {
+    pub fn entries(&self) -> &[Arc<Entry>] {
         &self.entries
     }
 
     /// Entries whose selectors the workload all has, in config order. Entries with the same
     /// SPIFFE ID yield one SVID (the first), as a response names each identity once.
-    pub fn matching(&self, workload: &BTreeSet<Selector>) -> Vec<&Entry> {
+    pub fn matching(&self, workload: &BTreeSet<Selector>) -> Vec<&Arc<Entry>> {
         let mut seen = BTreeSet::new();
         self.entries.iter().filter(|e| e.matches(workload)).filter(|e| seen.insert(&e.spiffe_id)).collect()
     }

@@ -51,10 +51,13 @@ impl FileWatcher {
             self.watch_dir(dir);
             if let Ok(mut map) = self.subs.lock() {
                 let list = map.entry(path.clone()).or_default();
-                list.retain(|w| w.strong_count() > 0);
-                if !list.iter().any(|w| w.upgrade().is_some_and(|n| Arc::ptr_eq(&n, notify))) {
-                    list.push(Arc::downgrade(notify));
+                // Prune ended subscribers when the list doubles: amortised O(1) per subscribe, so
+                // opening 10,000 streams on one binary is not quadratic. A subscriber listed twice
+                // is only woken twice.
+                if list.len() >= 16 && list.len().is_power_of_two() {
+                    list.retain(|w| w.strong_count() > 0);
                 }
+                list.push(Arc::downgrade(notify));
             }
         }
     }

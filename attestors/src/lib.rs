@@ -78,12 +78,13 @@ pub struct Attestation {
 pub struct Attestor {
     config: RwLock<Arc<AttestConfig>>,
     cache: digest::DigestCache,
+    names: unix::NameCache,
 }
 
 impl Attestor {
     /// Attestors with this configuration and an empty digest cache.
     pub fn new(config: AttestConfig) -> Self {
-        Self { config: RwLock::new(Arc::new(config)), cache: digest::DigestCache::default() }
+        Self { config: RwLock::new(Arc::new(config)), cache: digest::DigestCache::default(), names: Default::default() }
     }
 
     /// The configuration in force (a snapshot; [`Attestor::set_config`] does not change it).
@@ -107,7 +108,7 @@ impl Attestor {
     /// only empty their own report.
     pub fn attest(&self, process: &ProcessHandle) -> Result<Attestation, AttestError> {
         let config = self.config();
-        let ctx = Ctx { process, config: &config, cache: &self.cache };
+        let ctx = Ctx { process, config: &config, cache: &self.cache, names: &self.names };
         let found = [
             unix::attest(&ctx),
             script::attest(&ctx),
@@ -141,6 +142,7 @@ pub(crate) struct Ctx<'a> {
     pub(crate) process: &'a ProcessHandle,
     pub(crate) config: &'a AttestConfig,
     pub(crate) cache: &'a digest::DigestCache,
+    pub(crate) names: &'a unix::NameCache,
 }
 
 /// What every attestor returns.

@@ -2,6 +2,9 @@
 
 use crate::{Ctx, Found, Selector};
 use nix::unistd::{Gid, Group, Uid, User};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 const KIND: &str = "unix";
 
@@ -13,17 +16,17 @@ pub(crate) fn attest(ctx: &Ctx<'_>) -> Found {
             found.push(Selector::keyed(KIND, "uid", status.euid));
             // Names come from the daemon's databases; a missing name is skipped silently, as
             // SPIRE does (containers often run uids the host has no name for).
-            if let Ok(Some(u)) = User::from_uid(Uid::from_raw(status.euid)) {
-                found.push(Selector::keyed(KIND, "user", u.name));
+            if let Some(name) = ctx.names.user(status.euid) {
+                found.push(Selector::keyed(KIND, "user", name));
             }
             found.push(Selector::keyed(KIND, "gid", status.egid));
-            if let Ok(Some(g)) = Group::from_gid(Gid::from_raw(status.egid)) {
-                found.push(Selector::keyed(KIND, "group", g.name));
+            if let Some(name) = ctx.names.group(status.egid) {
+                found.push(Selector::keyed(KIND, "group", name));
             }
             for gid in status.groups {
                 found.push(Selector::keyed(KIND, "supplementary_gid", gid));
-                if let Ok(Some(g)) = Group::from_gid(Gid::from_raw(gid)) {
-                    found.push(Selector::keyed(KIND, "supplementary_group", g.name));
+                if let Some(name) = ctx.names.group(gid) {
+                    found.push(Selector::keyed(KIND, "supplementary_group", name));
                 }
             }
         }
@@ -44,4 +47,47 @@ pub(crate) fn attest(ctx: &Ctx<'_>) -> Found {
         Err(e) => found.fail(format!("exe: {e}")),
     }
     found
+}
+
+/// How long a uid/gid → name answer is reused. Lookups go through NSS (reading /etc/passwd and
+/// /etc/group, or a directory service) and would otherwise cost more than the rest of attestation.
+const NAME_TTL: Duration = Duration::from_secs(30);
+
+/// Short-lived cache of user and group names.
+#[derive(Debug, Default)]
+pub(crate) struct NameCache {
+    users: Mutex<HashMap<u32, (Option<String>, Instant)>>,
+    groups: Mutex<HashMap<u32, (Option<String>, Instant)>>,
+}
+
+impl NameCache {
+    fn user(&self, uid: u32) -> Option<String> {
+        Self::cached(&self.users, uid, || User::from_uid(Uid::from_raw(uid)).ok().flatten().map(|u| u.name))
+    }
+
+    fn group(&self, gid: u32) -> Option<String> {
+        Self::cached(&self.groups, gid, || Group::from_gid(Gid::from_raw(gid)).ok().flatten().map(|g| g.name))
+    }
+
+    fn cached(
+        map: &Mutex<HashMap<u32, (Option<String>, Instant)>>,
+        id: u32,
+        lookup: impl FnOnce() -> Option<String>,
+    ) -> Option<String> {
+        if let Ok(m) = map.lock() {
+            if let Some((name, at)) = m.get(&id) {
+                if at.elapsed() < NAME_TTL {
+                    return name.clone();
+                }
+            }
+        }
+        let name = lookup();
+        if let Ok(mut m) = map.lock() {
+            if m.len() > 4096 {
+                m.clear();
+            }
+            m.insert(id, (name.clone(), Instant::now()));
+        }
+        name
+    }
 }

@@ -64,7 +64,8 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'stati
 struct Caller {
     attestation: Attestation,
     uid: u32,
-    entries: Vec<Entry>,
+    /// Shared with the registry: a stream holds pointers, not copies.
+    entries: Vec<Arc<Entry>>,
 }
 
 impl WorkloadService {
@@ -102,7 +103,7 @@ impl WorkloadService {
     /// The entries an attested workload matches; none → PermissionDenied, audited.
     fn entitle(&self, attestation: Attestation, uid: u32, rpc: &str) -> Result<Caller, Status> {
         let policy = self.shared.policy.borrow().clone();
-        let entries: Vec<Entry> = policy.registry.matching(&attestation.selectors).into_iter().cloned().collect();
+        let entries: Vec<Arc<Entry>> = policy.registry.matching(&attestation.selectors).into_iter().cloned().collect();
         if entries.is_empty() {
             self.shared.audit.record(
                 "refused",
@@ -118,6 +119,9 @@ impl WorkloadService {
             tracing::info!(rpc, pid = attestation.pid, uid, "no identity issued: no entry matches");
             return Err(Status::permission_denied("no identity issued"));
         }
+        // Streams keep this for drift comparison; the per-attestor detail was audited already.
+        let mut attestation = attestation;
+        attestation.reports = Vec::new();
         Ok(Caller { attestation, uid, entries })
     }
 
@@ -140,7 +144,7 @@ impl WorkloadService {
     }
 
     /// Federated bundles the caller's entries ask for (`federates_with`).
-    fn federated_for(&self, entries: &[Entry], policy: &Policy) -> BTreeMap<TrustDomain, FederatedBundle> {
+    fn federated_for(&self, entries: &[Arc<Entry>], policy: &Policy) -> BTreeMap<TrustDomain, FederatedBundle> {
         entries
             .iter()
             .flat_map(|e| e.federates_with.iter())
@@ -291,7 +295,9 @@ impl WorkloadService {
                 let next = match svc.attest(&peer, rpc).await {
                     Ok(attestation) => {
                         svc.audit_drift(rpc, &state, &attestation);
-                        svc.shared.files.subscribe(&attestation.watched_files, &files_changed);
+                        if attestation.watched_files != state.caller.attestation.watched_files {
+                            svc.shared.files.subscribe(&attestation.watched_files, &files_changed);
+                        }
                         svc.entitle(attestation, peer.uid, rpc).map(|caller| svc.entitlement_of(caller))
                     }
                     Err(status) => Err(status),
@@ -348,16 +354,15 @@ impl WorkloadService {
 /// What a caller is entitled to on a stream; equal states need no new message.
 struct Entitlement {
     caller: Caller,
-    bundle: Vec<u8>,
-    jwks: Vec<u8>,
+    /// The CA snapshot the bundles came from; a rotation replaces it.
+    authorities: Arc<crate::ca::Authorities>,
     federated: BTreeMap<TrustDomain, FederatedBundle>,
 }
 
 impl PartialEq for Entitlement {
     fn eq(&self, other: &Self) -> bool {
         self.caller.entries == other.caller.entries
-            && self.bundle == other.bundle
-            && self.jwks == other.jwks
+            && Arc::ptr_eq(&self.authorities, &other.authorities)
             && self.federated == other.federated
     }
 }
@@ -370,9 +375,7 @@ impl WorkloadService {
     fn entitlement_of(&self, caller: Caller) -> Entitlement {
         let policy = self.shared.policy.borrow().clone();
         let federated = self.federated_for(&caller.entries, &policy);
-        let auth = self.shared.ca.authorities();
-        let (bundle, jwks) = (auth.x509_bundle_der(), crate::bundle::local_jwks(&auth));
-        Entitlement { caller, bundle, jwks, federated }
+        Entitlement { caller, authorities: self.shared.ca.authorities(), federated }
     }
 }
 

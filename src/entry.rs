@@ -1,7 +1,7 @@
 //! Registration entries: a SPIFFE ID, the selectors a workload must all have, and SVID options.
 
 use crate::spiffe_id::{SpiffeId, TrustDomain};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 use tessera_attestors::Selector;
@@ -27,14 +27,28 @@ impl Entry {
 }
 
 /// All entries, in config order (the first match is the workload's default identity).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct Registry {
     entries: Vec<Arc<Entry>>,
+    /// Each entry listed once, under its least common selector: a workload can only match an
+    /// entry whose rarest selector it has, so a lookup per workload selector finds every
+    /// candidate without scanning thousands of entries.
+    index: HashMap<Selector, Vec<usize>>,
 }
 
 impl Registry {
     pub fn new(entries: Vec<Entry>) -> Self {
-        Self { entries: entries.into_iter().map(Arc::new).collect() }
+        let mut frequency: HashMap<&Selector, usize> = HashMap::new();
+        for s in entries.iter().flat_map(|e| e.selectors.iter()) {
+            *frequency.entry(s).or_default() += 1;
+        }
+        let mut index: HashMap<Selector, Vec<usize>> = HashMap::new();
+        for (i, e) in entries.iter().enumerate() {
+            if let Some(rarest) = e.selectors.iter().min_by_key(|s| frequency.get(s).copied().unwrap_or(0)) {
+                index.entry(rarest.clone()).or_default().push(i);
+            }
+        }
+        Self { entries: entries.into_iter().map(Arc::new).collect(), index }
     }
 
     pub fn entries(&self) -> &[Arc<Entry>] {
@@ -44,8 +58,17 @@ impl Registry {
     /// Entries whose selectors the workload all has, in config order. Entries with the same
     /// SPIFFE ID yield one SVID (the first), as a response names each identity once.
     pub fn matching(&self, workload: &BTreeSet<Selector>) -> Vec<&Arc<Entry>> {
+        let mut candidates: Vec<usize> =
+            workload.iter().filter_map(|s| self.index.get(s)).flat_map(|v| v.iter().copied()).collect();
+        candidates.sort_unstable();
+        candidates.dedup();
         let mut seen = BTreeSet::new();
-        self.entries.iter().filter(|e| e.matches(workload)).filter(|e| seen.insert(&e.spiffe_id)).collect()
+        candidates
+            .into_iter()
+            .map(|i| &self.entries[i])
+            .filter(|e| e.matches(workload))
+            .filter(|e| seen.insert(&e.spiffe_id))
+            .collect()
     }
 }
 
@@ -77,5 +100,18 @@ mod tests {
             ["unix:uid:1000", "unix:gid:1000", "unix:path:/bin/x"].iter().map(|s| s.parse().unwrap()).collect();
         let ids: Vec<String> = reg.matching(&wl).iter().map(|e| e.spiffe_id.to_string()).collect();
         assert_eq!(ids, ["spiffe://t/a", "spiffe://t/b"]);
+    }
+
+    #[test]
+    fn index_finds_entries_among_many() {
+        let mut entries: Vec<Entry> = (0..1000)
+            .map(|i| entry(&format!("spiffe://t/filler{i}"), &["unix:uid:0", &format!("unix:gid:{}", i + 10)]))
+            .collect();
+        entries.insert(500, entry("spiffe://t/me", &["unix:uid:0", "unix:gid:5"]));
+        entries.push(entry("spiffe://t/all-root", &["unix:uid:0"]));
+        let reg = Registry::new(entries);
+        let wl: BTreeSet<Selector> = ["unix:uid:0", "unix:gid:5"].iter().map(|s| s.parse().unwrap()).collect();
+        let ids: Vec<String> = reg.matching(&wl).iter().map(|e| e.spiffe_id.to_string()).collect();
+        assert_eq!(ids, ["spiffe://t/me", "spiffe://t/all-root"]);
     }
 }

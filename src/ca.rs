@@ -12,6 +12,7 @@ use rcgen::{
     PKCS_ECDSA_P256_SHA256, PublicKeyData, SanType,
 };
 use serde::{Deserialize, Serialize};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -21,6 +22,7 @@ const STATE_FILE: &str = "ca.json";
 const STATE_VERSION: u32 = 1;
 /// Written once a CA exists, so that a lost `ca.json` is noticed instead of replaced.
 const MARKER_FILE: &str = "trust_domain";
+const LOCK_FILE: &str = "ca.lock";
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -45,6 +47,8 @@ pub enum CaError {
         marker = MARKER_FILE
     )]
     Missing { path: PathBuf },
+    #[error("{path} is in use by another tessera daemon; give each daemon its own data_dir")]
+    Locked { path: PathBuf },
     #[error("upstream CA: {0}")]
     Upstream(String),
     #[error("certificate generation failed: {0}")]
@@ -106,7 +110,7 @@ impl Authorities {
     }
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 struct StoredState {
     version: u32,
     trust_domain: String,
@@ -115,9 +119,19 @@ struct StoredState {
     /// Roots of the operator's PKI that our intermediates chain to (PEM), if any.
     #[serde(default)]
     upstream_roots: Vec<String>,
+    /// Roots the operator has replaced, kept until what chains to them has expired.
+    #[serde(default)]
+    retired_roots: Vec<RetiredRoot>,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
+struct RetiredRoot {
+    pem: String,
+    /// Unix seconds after which nothing chains to this root any more.
+    until: u64,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
 struct StoredX509 {
     cert_pem: String,
     key_pem: String,
@@ -128,7 +142,7 @@ struct StoredX509 {
     active_from: u64,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 struct StoredJwt {
     kid: String,
     key_pem: String,
@@ -154,6 +168,8 @@ pub struct Ca {
     path: PathBuf,
     ttl: Duration,
     upstream: Option<crate::config::Upstream>,
+    /// Held for the daemon's life: two daemons sharing a data_dir would overwrite each other's keys.
+    _lock: nix::fcntl::Flock<std::fs::File>,
     state: RwLock<Arc<Authorities>>,
     /// Same content as on disk; kept to append on rotation without re-reading.
     stored: RwLock<StoredState>,
@@ -176,6 +192,16 @@ impl Ca {
     ) -> Result<Self, CaError> {
         let path = data_dir.join(STATE_FILE);
         storage::private_dir(data_dir).map_err(|source| CaError::Write { path: data_dir.to_owned(), source })?;
+        let lock_path = data_dir.join(LOCK_FILE);
+        let lock_file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&lock_path)
+            .map_err(|source| CaError::Write { path: lock_path.clone(), source })?;
+        let lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+            .map_err(|_| CaError::Locked { path: data_dir.to_owned() })?;
         let stored = match std::fs::read(&path) {
             Ok(bytes) => {
                 let bytes = Zeroizing::new(bytes);
@@ -203,6 +229,7 @@ impl Ca {
                     x509: vec![],
                     jwt: vec![],
                     upstream_roots: vec![],
+                    retired_roots: vec![],
                 };
                 tracing::info!(path = %path.display(), trust_domain = %trust_domain, "no CA state yet: creating a new CA");
                 s
@@ -215,6 +242,7 @@ impl Ca {
             path,
             ttl,
             upstream,
+            _lock: lock,
             state: RwLock::new(Arc::new(authorities)),
             stored: RwLock::new(stored),
         };
@@ -250,26 +278,39 @@ impl Ca {
     fn rotate(&self, now: SystemTime, force_x509: bool) -> Result<bool, CaError> {
         let mut stored = self.stored.write().unwrap_or_else(|p| p.into_inner());
         let auth = self.authorities();
+        // Work on a copy: memory changes only after the disk has the new state.
+        let mut next = stored.clone();
         let mut changed = false;
         // Successors become signers after a tenth of the lifetime, so every client has fetched the new
-        // bundle (pushed at once on the bundle streams) before the first SVID it signs is seen.
+        // bundle (pushed at once on the bundle streams) before the first SVID it signs is seen —
+        // unless nothing could sign meanwhile (first start, or a restart late in the CA's life).
         let lead = self.ttl / 10;
+        let covered = |signer: Option<SystemTime>| signer.is_some_and(|not_after| not_after > now + lead);
         let needs_x509 = force_x509
             || match auth.x509.last() {
                 None => true,
                 Some(last) => half_life_passed(last.not_before, last.not_after, now),
             };
         if needs_x509 {
-            let active_from = if auth.x509.is_empty() || force_x509 { now } else { now + lead };
+            let x509_covered = !force_x509 && covered(auth.x509_signer(now).map(|a| a.not_after));
+            let active_from = if x509_covered { now + lead } else { now };
             let (cert_pem, key_pem, roots) = self.new_x509_authority(now)?;
-            stored.x509.push(StoredX509 {
+            next.x509.push(StoredX509 {
                 cert_pem,
                 key_pem,
                 intermediate: self.upstream.is_some(),
                 active_from: unix(active_from),
             });
             if let Some(roots) = roots {
-                stored.upstream_roots = roots;
+                // Roots dropped by the operator stay trusted until every intermediate issued under
+                // them (and so every SVID those signed) has expired.
+                let until = auth.x509.iter().map(|a| unix(a.not_after)).max().unwrap_or(0);
+                for old in std::mem::take(&mut next.upstream_roots) {
+                    if !roots.contains(&old) {
+                        next.retired_roots.push(RetiredRoot { pem: old, until });
+                    }
+                }
+                next.upstream_roots = roots;
             }
             changed = true;
         }
@@ -278,11 +319,11 @@ impl Ca {
             Some(last) => half_life_passed(last.not_before, last.not_after, now),
         };
         if needs_jwt {
-            let active_from = if auth.jwt.is_empty() { now } else { now + lead };
+            let jwt_covered = covered(auth.jwt_signer(now).map(|k| k.not_after));
+            let active_from = if jwt_covered { now + lead } else { now };
             let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
-            let kid = random_kid();
-            stored.jwt.push(StoredJwt {
-                kid,
+            next.jwt.push(StoredJwt {
+                kid: random_kid(),
                 key_pem: key.serialize_pem(),
                 active_from: unix(active_from),
                 not_after: unix(now + self.ttl),
@@ -290,21 +331,23 @@ impl Ca {
             changed = true;
         }
         // Expired authorities signed nothing still valid: drop them from the bundle.
-        let before = (stored.x509.len(), stored.jwt.len());
+        let before = (next.x509.len(), next.jwt.len(), next.retired_roots.len());
         let expired_x509: Vec<bool> = auth.x509.iter().map(|a| a.not_after <= now).collect();
         let mut i = 0;
-        stored.x509.retain(|_| {
+        next.x509.retain(|_| {
             let keep = !expired_x509.get(i).copied().unwrap_or(false);
             i += 1;
             keep
         });
-        stored.jwt.retain(|k| from_unix(k.not_after) > now);
-        changed |= before != (stored.x509.len(), stored.jwt.len());
+        next.jwt.retain(|k| from_unix(k.not_after) > now);
+        next.retired_roots.retain(|r| from_unix(r.until) > now);
+        changed |= before != (next.x509.len(), next.jwt.len(), next.retired_roots.len());
         if changed {
-            let json = Zeroizing::new(serde_json::to_vec_pretty(&*stored).map_err(|e| CaError::Jwt(e.to_string()))?);
+            let built = build(&next, &self.path)?;
+            let json = Zeroizing::new(serde_json::to_vec_pretty(&next).map_err(|e| CaError::Jwt(e.to_string()))?);
             storage::write_atomic(&self.path, &json)
                 .map_err(|source| CaError::Write { path: self.path.clone(), source })?;
-            let built = build(&stored, &self.path)?;
+            *stored = next;
             *self.state.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(built);
             tracing::info!(x509_authorities = stored.x509.len(), jwt_keys = stored.jwt.len(), "CA state updated");
         }
@@ -386,7 +429,7 @@ fn build(stored: &StoredState, path: &Path) -> Result<Authorities, CaError> {
     let corrupt = |reason: String| CaError::Corrupt { path: path.to_owned(), reason };
     let mut x509 = Vec::new();
     let mut roots = Vec::new();
-    for r in &stored.upstream_roots {
+    for r in stored.upstream_roots.iter().chain(stored.retired_roots.iter().map(|r| &r.pem)) {
         roots.push(pem::parse(r).map_err(|e| corrupt(format!("upstream root: {e}")))?.into_contents());
     }
     for a in &stored.x509 {

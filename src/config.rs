@@ -18,6 +18,7 @@ const DEFAULT_X509_TTL: Duration = Duration::from_secs(600);
 const DEFAULT_JWT_TTL: Duration = Duration::from_secs(300);
 const DEFAULT_CA_TTL: Duration = Duration::from_secs(7 * 86400);
 const DEFAULT_REATTEST: Duration = Duration::from_secs(30);
+const DEFAULT_MAX_HASH: u64 = 1 << 30;
 
 /// One problem in a config file, located.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -382,7 +383,9 @@ impl Validator<'_> {
             reattest_interval,
             federation,
             attest: AttestConfig {
-                max_hash_size: raw.attestors.max_hash_size,
+                // A default bound: argv names the script to hash, so without one any local user
+                // could make the daemon read a huge (or sparse) file on every cache miss.
+                max_hash_size: Some(raw.attestors.max_hash_size.unwrap_or(DEFAULT_MAX_HASH)),
                 env_allowlist: raw.attestors.env_allowlist,
                 config_paths: config_paths.into_iter().collect(),
             },

@@ -35,6 +35,8 @@ pub enum DaemonError {
     Serve(#[from] tonic::transport::Error),
 }
 
+/// Attestations in flight at once; more wait their turn (the kernel work is I/O and hashing).
+const ATTEST_CONCURRENCY: usize = 16;
 /// How long open connections get to finish after SIGTERM.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
@@ -67,6 +69,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         ca_generation: ca_gen_rx,
         audit: audit.clone(),
         files: files.clone(),
+        attest_slots: tokio::sync::Semaphore::new(ATTEST_CONCURRENCY),
         reattest_interval: config.reattest_interval,
         shutdown: shutdown_rx.clone(),
     });

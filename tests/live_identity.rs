@@ -324,6 +324,29 @@ async fn corrupt_or_missing_state_is_a_clear_error_not_a_new_trust_domain() {
     fetch_raw(&d).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_after_the_ca_expired_serves_at_once() {
+    let mut d = Daemon::start(&format!("[ca]\nttl = \"3s\"\n{}", entry("late", &[uid_sel()], "")));
+    let (chain, _) = fetch_raw(&d).await;
+    d.stop();
+    // Wait (bounded) until every authority the daemon had has expired.
+    let ca_json = std::fs::read_to_string(d.data_dir().join("ca.json")).unwrap();
+    let last_expiry = pem::parse_many(ca_json.replace("\\n", "\n").as_bytes())
+        .unwrap()
+        .iter()
+        .filter(|p| p.tag() == "CERTIFICATE")
+        .map(|p| with_cert(p.contents(), |c| c.validity().not_after.timestamp() as u64))
+        .max()
+        .unwrap();
+    eventually("the CA to expire", Duration::from_secs(15), || now_unix() > last_expiry);
+    d.spawn();
+    // No gap: the successor signs at once because nothing else could.
+    let (fresh, bundle) = fetch_raw(&d).await;
+    assert_ne!(fresh, chain);
+    verify_chain(&fresh, &bundle, now_unix()).unwrap();
+    d.client().await.fetch_jwt_token(["a"], None).await.unwrap();
+}
+
 fn make_root(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
     let mut params = rcgen::CertificateParams::default();
@@ -437,6 +460,11 @@ async fn federation_delivers_the_partner_bundle() {
     let bundles = client.fetch_x509_bundles().await.unwrap();
     assert!(bundles.get(&ptd).is_some(), "partner bundle on FetchX509Bundles");
 
+    // A PEM bundle carries no JWT keys: the partner's JWT-SVIDs do not validate yet.
+    let partner_token = partner.fetch_jwt_token(["agent"], None).await.unwrap();
+    let err = client.validate_jwt_token("agent", &partner_token).await.unwrap_err();
+    assert!(format!("{err:?}").contains("InvalidArgument"), "{err:?}");
+
     // The bundle file changes → reloaded and pushed.
     let mut stream = Box::pin(client.stream_x509_contexts().await.unwrap());
     stream.next().await.unwrap().unwrap();
@@ -445,6 +473,27 @@ async fn federation_delivers_the_partner_bundle() {
     replace_file(&bundle_file, &both);
     let next = tokio::time::timeout(Duration::from_secs(5), stream.next()).await.unwrap().unwrap().unwrap();
     assert_eq!(next.bundle_set().get(&ptd).unwrap().authorities().len(), 2);
+
+    // The partner publishes a SPIFFE bundle (JSON with X.509 and JWT keys): now its JWT-SVIDs
+    // validate for this workload, which federates with it.
+    use base64::Engine;
+    let mut keys: Vec<serde_json::Value> = pbundle
+        .get(&ptd)
+        .unwrap()
+        .authorities()
+        .iter()
+        .map(|c| serde_json::json!({ "use": "x509-svid", "kty": "EC", "x5c": [base64::engine::general_purpose::STANDARD.encode(c.as_bytes())] }))
+        .collect();
+    let pjwt = partner.fetch_jwt_bundles().await.unwrap();
+    for a in pjwt.get(&ptd).unwrap().jwt_authorities() {
+        let mut jwk: serde_json::Value = serde_json::from_slice(a.jwk_json()).unwrap();
+        jwk["use"] = "jwt-svid".into();
+        keys.push(jwk);
+    }
+    replace_file(&bundle_file, &serde_json::json!({ "keys": keys }).to_string());
+    tokio::time::timeout(Duration::from_secs(5), stream.next()).await.unwrap().unwrap().unwrap();
+    let ok = client.validate_jwt_token("agent", &partner_token).await.unwrap();
+    assert_eq!(ok.spiffe_id().to_string(), "spiffe://partner.test/billing");
     let _ = pchild.kill();
     let _ = pchild.wait();
 }

@@ -100,17 +100,19 @@ pub fn parse(text: &str) -> CgroupFacts {
         systemd_unit: primary.and_then(systemd_unit),
         ..CgroupFacts::default()
     };
-    // The v2 path first, then v1 hierarchies, which normally agree.
+    // The v2 path first, then v1 hierarchies, which normally agree. The outermost match wins: a
+    // process that may create cgroups (delegation, a rw cgroupns) can only do so *below* its own,
+    // so an inner component can be of its choosing while the outer ones were set up for it.
     for path in primary.into_iter().chain(all_paths) {
         let trusted = trusted_components(path);
         if facts.container_id.is_none()
-            && let Some((id, rt)) = trusted.iter().rev().find_map(|c| container_of(c))
+            && let Some((id, rt)) = trusted.iter().find_map(|c| container_of(c))
         {
             facts.container_id = Some(id);
             facts.runtime = rt;
         }
         if facts.pod_uid.is_none() {
-            facts.pod_uid = trusted.iter().rev().find_map(|c| pod_uid_of(c));
+            facts.pod_uid = trusted.iter().find_map(|c| pod_uid_of(c));
         }
     }
     facts
@@ -340,5 +342,13 @@ mod tests {
         );
         assert_eq!(fragment_path("worker@3.service", &dirs), Some(lib.path().join("worker@.service")));
         assert_eq!(fragment_path("session-3.scope", &dirs), None);
+    }
+
+    #[test]
+    fn a_nested_cgroup_cannot_claim_another_container() {
+        let mine = "a".repeat(64);
+        let victim = "b".repeat(64);
+        let line = format!("0::/system.slice/docker-{mine}.scope/docker-{victim}.scope\n");
+        assert_eq!(parse(&line).container_id.as_deref(), Some(mine.as_str()));
     }
 }

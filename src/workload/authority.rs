@@ -26,9 +26,15 @@ const FLAG_PADDED: u8 = 0x8;
 const FLAG_PRIORITY: u8 = 0x20;
 /// h2's default SETTINGS_MAX_FRAME_SIZE, which tonic keeps: our frames must not exceed it.
 const MAX_FRAME: usize = 16_384;
-/// A header block larger than this is refused (h2's own default header-list limit is 16 MiB,
-/// far more than any Workload API request needs).
-const MAX_BLOCK: usize = 1 << 20;
+/// A header block (HEADERS plus CONTINUATIONs) larger than this is refused: Workload API requests
+/// carry a handful of short headers. Bounds what one connection can make us buffer.
+const MAX_BLOCK: usize = 64 * 1024;
+/// The most decoded header bytes (names plus values) one block may expand to. HPACK lets a tiny
+/// block reference a large table entry many times; without this bound one frame could decode to
+/// gigabytes.
+const MAX_DECODED: usize = 64 * 1024;
+/// The dynamic table size h2 advertises by default; a client may not ask for more.
+const MAX_TABLE: usize = 4096;
 
 struct PendingBlock {
     stream_id: [u8; 4],
@@ -60,7 +66,11 @@ impl<S> AuthorityFix<S> {
             out_pos: 0,
             preface_left: PREFACE_LEN,
             passthrough_left: 0,
-            decoder: fluke_hpack::Decoder::new(),
+            decoder: {
+                let mut d = fluke_hpack::Decoder::new();
+                d.set_max_allowed_table_size(MAX_TABLE);
+                d
+            },
             pending: None,
             rewritten: 0,
         }
@@ -109,8 +119,9 @@ impl<S> AuthorityFix<S> {
                 pos += FRAME_HEADER_LEN;
                 continue;
             }
-            if len > MAX_BLOCK {
-                return Err(bad("header frame too large"));
+            if len > MAX_FRAME {
+                // Larger than h2's SETTINGS_MAX_FRAME_SIZE: h2 would refuse it too.
+                return Err(bad("header frame larger than the maximum frame size"));
             }
             if avail.len() < FRAME_HEADER_LEN + len {
                 break;
@@ -171,7 +182,27 @@ impl<S> AuthorityFix<S> {
     }
 
     fn emit(&mut self, p: PendingBlock) -> io::Result<()> {
-        let headers = self.decoder.decode(&p.block).map_err(|e| bad(&format!("HPACK: {e:?}")))?;
+        let mut headers: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        let mut decoded = 0usize;
+        let decoder = &mut self.decoder;
+        // fluke-hpack can panic on some malformed integers; a peer's bytes must never take the
+        // daemon down, so a panic here closes this connection like any other framing error.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            decoder.decode_with_cb(&p.block, |name, value| {
+                decoded += name.len() + value.len();
+                if decoded <= MAX_DECODED {
+                    headers.push((name.into_owned(), value.into_owned()));
+                }
+            })
+        }));
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(bad(&format!("HPACK: {e:?}"))),
+            Err(_) => return Err(bad("HPACK: undecodable header block")),
+        }
+        if decoded > MAX_DECODED {
+            return Err(bad("header block decodes to more than 64 KiB"));
+        }
         let mut block = Vec::with_capacity(p.block.len() * 2);
         for (name, mut value) in headers {
             if name == b":authority" && !valid_authority(&value) {
@@ -356,6 +387,42 @@ mod tests {
         assert_eq!(headers[1], (b":authority".to_vec(), b"localhost".to_vec()));
         assert_eq!(headers[2].1, b"/SpiffeWorkloadAPI/FetchX509SVID");
         assert_eq!(&out[42 + hlen..], &frame(0x0, FLAG_END_STREAM, 1, b"data")[..]);
+    }
+
+    async fn filter_result(input: Vec<u8>) -> std::io::Result<Vec<u8>> {
+        let (mut a, b) = tokio::io::duplex(1 << 20);
+        a.write_all(&input).await.unwrap();
+        drop(a);
+        let mut out = Vec::new();
+        AuthorityFix::new(b).read_to_end(&mut out).await.map(|_| out)
+    }
+
+    #[tokio::test]
+    async fn hpack_bombs_and_malformed_blocks_are_refused_not_expanded() {
+        // One 4 KB header added to the table, then referenced thousands of times (0xbe = index 62).
+        let mut block = vec![0x40];
+        encode_string(&mut block, b"x-big");
+        encode_string(&mut block, &vec![b'a'; 4000]);
+        block.extend(std::iter::repeat_n(0xbe, 12_000));
+        let mut input = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        input.extend(frame(TYPE_HEADERS, FLAG_END_HEADERS, 1, &block));
+        let err = filter_result(input).await.unwrap_err();
+        assert!(err.to_string().contains("64 KiB"), "{err}");
+
+        // A frame over the maximum frame size.
+        let mut input = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        input.extend(frame(TYPE_HEADERS, FLAG_END_HEADERS, 1, &vec![0u8; MAX_FRAME + 1]));
+        assert!(filter_result(input).await.is_err());
+
+        // An integer that overflows the decoder (it panics inside fluke-hpack): an error, no crash.
+        let mut input = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        input.extend(frame(TYPE_HEADERS, FLAG_END_HEADERS, 1, &[0x3f, 0xff]));
+        assert!(filter_result(input).await.is_err());
+
+        // A table size above what h2 advertises.
+        let mut input = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        input.extend(frame(TYPE_HEADERS, FLAG_END_HEADERS, 1, &[0x3f, 0xe1, 0xff, 0x03]));
+        assert!(filter_result(input).await.is_err());
     }
 
     #[tokio::test]

@@ -17,14 +17,25 @@ pub struct PeerInfo {
     pub uid: u32,
     pub gid: u32,
     pub pidfd: Option<Arc<OwnedFd>>,
+    /// The pidfd came from SO_PEERPIDFD (else from pidfd_open at accept, a few µs after connect).
+    pub pidfd_from_kernel: bool,
 }
 
 impl PeerInfo {
     fn of(stream: &UnixStream) -> io::Result<Self> {
         let cred = stream.peer_cred()?;
-        let pidfd =
-            nix::sys::socket::getsockopt(&stream.as_fd(), nix::sys::socket::sockopt::PeerPidfd).ok().map(Arc::new);
-        Ok(Self { pid: cred.pid(), uid: cred.uid(), gid: cred.gid(), pidfd })
+        // SO_PEERPIDFD (Linux ≥ 6.5) names the very process that connected. Older kernels: open a
+        // pidfd now, at accept, and keep it for the connection's life, so that later RPCs and
+        // stream re-attestations all refer to this process and never to a later owner of the pid.
+        let peer_pidfd = nix::sys::socket::getsockopt(&stream.as_fd(), nix::sys::socket::sockopt::PeerPidfd).ok();
+        let pidfd_from_kernel = peer_pidfd.is_some();
+        let pidfd = peer_pidfd
+            .or_else(|| {
+                let pid = rustix::process::Pid::from_raw(cred.pid()?)?;
+                rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok()
+            })
+            .map(Arc::new);
+        Ok(Self { pid: cred.pid(), uid: cred.uid(), gid: cred.gid(), pidfd, pidfd_from_kernel })
     }
 
     /// Credentials for the attestors, with our own duplicate of the pidfd.

@@ -48,6 +48,8 @@ pub struct Shared {
     pub audit: Audit,
     /// Wakes streams when a file their attestation read changes.
     pub files: Arc<crate::watch::FileWatcher>,
+    /// Attestations running at once (each may hash files on a blocking thread).
+    pub attest_slots: tokio::sync::Semaphore,
     /// Streams are re-attested at least this often (drift detection).
     pub reattest_interval: Duration,
     pub shutdown: watch::Receiver<bool>,
@@ -82,6 +84,9 @@ impl WorkloadService {
 
     /// Attest the peer. Failure → Unavailable (as SPIRE does: the client retries), audited.
     async fn attest(&self, peer: &PeerInfo, rpc: &str) -> Result<Attestation, Status> {
+        // Bounded concurrency: one user opening hundreds of connections to slow binaries must not
+        // take every blocking thread, and so every other workload's attestation, with it.
+        let _permit = self.shared.attest_slots.acquire().await.map_err(|_| Status::unavailable("shutting down"))?;
         let attestor = self.shared.attestor.clone();
         let creds = peer.credentials();
         let result = tokio::task::spawn_blocking(move || {
@@ -134,7 +139,7 @@ impl WorkloadService {
                 "rpc": rpc,
                 "pid": attestation.pid,
                 "uid": peer.uid,
-                "pinned_by": if peer.pidfd.is_some() { "SO_PEERPIDFD" } else { "pidfd_open" },
+                "pinned_by": if peer.pidfd_from_kernel { "SO_PEERPIDFD" } else { "pidfd_open at accept" },
                 "exe": exe_evidence(&attestation.selectors),
                 "selectors": selector_strings(&attestation.selectors),
                 "failed_attestors": attestation.reports.iter().filter_map(|r| r.error.as_ref().map(|e| json!({ "attestor": r.attestor, "reason": e }))).collect::<Vec<_>>(),
@@ -503,6 +508,7 @@ impl SpiffeWorkloadApi for WorkloadService {
         &self,
         req: Request<pb::ValidateJwtsvidRequest>,
     ) -> Result<Response<pb::ValidateJwtsvidResponse>, Status> {
+        let peer = Self::peer(&req)?;
         let req = req.into_inner();
         if req.audience.is_empty() {
             return Err(Status::invalid_argument("audience must be specified"));
@@ -510,15 +516,19 @@ impl SpiffeWorkloadApi for WorkloadService {
         if req.svid.is_empty() {
             return Err(Status::invalid_argument("svid must be specified"));
         }
-        let auth = self.shared.ca.authorities();
+        // Validation needs no identity, but the caller must be attestable, and foreign tokens are
+        // checked only against the bundles its own entries federate with (as FetchJWTBundles gives).
+        let attestation = self.attest(&peer, "ValidateJWTSVID").await?;
         let policy = self.shared.policy.borrow().clone();
+        let entries: Vec<Arc<Entry>> = policy.registry.matching(&attestation.selectors).into_iter().cloned().collect();
+        let federated = self.federated_for(&entries, &policy);
+        let auth = self.shared.ca.authorities();
         let local = self.shared.trust_domain.clone();
-        // Validation needs no identity: any caller may check a token against the bundles we hold.
         let validated = jwt::validate(&req.svid, &req.audience, |td| {
             if *td == local {
                 Some(crate::bundle::local_jwks(&auth))
             } else {
-                policy.federated.get(td).map(|b| b.jwks.clone())
+                federated.get(td).map(|b| b.jwks.clone())
             }
         })
         .map_err(|e| Status::invalid_argument(e.to_string()))?;

@@ -74,12 +74,11 @@ impl NameCache {
         id: u32,
         lookup: impl FnOnce() -> Option<String>,
     ) -> Option<String> {
-        if let Ok(m) = map.lock() {
-            if let Some((name, at)) = m.get(&id) {
-                if at.elapsed() < NAME_TTL {
-                    return name.clone();
-                }
-            }
+        if let Ok(m) = map.lock()
+            && let Some((name, at)) = m.get(&id)
+            && at.elapsed() < NAME_TTL
+        {
+            return name.clone();
         }
         let name = lookup();
         if let Ok(mut m) = map.lock() {

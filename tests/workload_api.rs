@@ -286,17 +286,7 @@ async fn a_live_daemon_is_not_displaced_and_a_stale_socket_is_replaced() {
 #[tokio::test]
 async fn grpc_health_is_served_on_the_socket() {
     let d = Daemon::start(&uid_entry("agents/health", ""));
-    let socket = d.socket.clone();
-    let channel = tonic::transport::Endpoint::try_from("http://localhost")
-        .unwrap()
-        .connect_with_connector(tower::service_fn(move |_: http::Uri| {
-            let socket = socket.clone();
-            async move {
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tokio::net::UnixStream::connect(socket).await?))
-            }
-        }))
-        .await
-        .unwrap();
+    let channel = uds_channel(&d.socket).await;
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
     for service in ["", "SpiffeWorkloadAPI"] {
         let resp =

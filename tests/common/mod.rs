@@ -136,12 +136,10 @@ pub fn status_code(e: &spiffe::WorkloadApiError) -> Option<tonic::Code> {
     }
 }
 
-/// A raw tonic client on the socket (for what the spiffe crate will not send, e.g. no header).
-pub async fn raw_client(
-    socket: &Path,
-) -> tessera::pb::spiffe_workload_api_client::SpiffeWorkloadApiClient<tonic::transport::Channel> {
+/// A gRPC channel to the daemon's Unix socket.
+pub async fn uds_channel(socket: &Path) -> tonic::transport::Channel {
     let socket = socket.to_owned();
-    let channel = tonic::transport::Endpoint::try_from("http://localhost")
+    tonic::transport::Endpoint::try_from("http://localhost")
         .unwrap()
         .connect_with_connector(tower::service_fn(move |_: http::Uri| {
             let socket = socket.clone();
@@ -150,8 +148,14 @@ pub async fn raw_client(
             }
         }))
         .await
-        .unwrap();
-    tessera::pb::spiffe_workload_api_client::SpiffeWorkloadApiClient::new(channel)
+        .unwrap()
+}
+
+/// A raw tonic client on the socket (for what the spiffe crate will not send, e.g. no header).
+pub async fn raw_client(
+    socket: &Path,
+) -> tessera::pb::spiffe_workload_api_client::SpiffeWorkloadApiClient<tonic::transport::Channel> {
+    tessera::pb::spiffe_workload_api_client::SpiffeWorkloadApiClient::new(uds_channel(socket).await)
 }
 
 /// Parse one DER certificate.

@@ -31,6 +31,8 @@ pub enum DaemonError {
     Audit { path: std::path::PathBuf, source: std::io::Error },
     #[error("cannot install signal handler: {0}")]
     Signal(std::io::Error),
+    #[error("gRPC reflection: {0}")]
+    Reflection(String),
     #[error("gRPC server failed: {0}")]
     Serve(#[from] tonic::transport::Error),
 }
@@ -119,8 +121,14 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<SpiffeWorkloadApiServer<WorkloadService>>().await;
     health_reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
+    // gRPC server reflection (grpcurl and friends), as SPIFFE_Workload_Endpoint.md recommends.
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| DaemonError::Reflection(e.to_string()))?;
     let server = tonic::transport::Server::builder()
         .add_service(health)
+        .add_service(reflection)
         .add_service(service)
         .serve_with_incoming_shutdown(incoming, shutdown);
     let result = tokio::select! {

@@ -26,6 +26,9 @@ pub mod workload;
 pub mod pb {
     #![allow(clippy::all, missing_docs)]
     tonic::include_proto!("_");
+
+    /// The encoded file descriptor set of `proto/workload.proto`, for server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/workload_descriptor.bin"));
 }
 
 /// Pin the one crypto backend (aws-lc-rs) for rustls; rcgen and jsonwebtoken use it directly.

@@ -294,3 +294,22 @@ async fn grpc_health_is_served_on_the_socket() {
         assert_eq!(resp.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32, "{service:?}");
     }
 }
+
+#[tokio::test]
+async fn server_reflection_lists_the_workload_api() {
+    use tonic_reflection::pb::v1::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    let d = Daemon::start(&uid_entry("agents/reflect", ""));
+    let mut client = ServerReflectionClient::new(uds_channel(&d.socket).await);
+    let req = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut stream = client.server_reflection_info(tokio_stream::iter([req])).await.unwrap().into_inner();
+    let resp = stream.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = resp.message_response else { panic!("{resp:?}") };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    assert!(names.contains(&"SpiffeWorkloadAPI".to_owned()), "{names:?}");
+}

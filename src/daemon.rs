@@ -72,6 +72,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         audit: audit.clone(),
         files: files.clone(),
         attest_slots: tokio::sync::Semaphore::new(ATTEST_CONCURRENCY),
+        svid_cache: Default::default(),
         reattest_interval: config.reattest_interval,
         shutdown: shutdown_rx.clone(),
     });

@@ -61,6 +61,9 @@ pub struct AttestorReport {
 pub struct Attestation {
     /// Pid as seen from the daemon's pid namespace.
     pub pid: i32,
+    /// The process's start time (clock ticks since boot, /proc/PID/stat field 22): with the pid,
+    /// it names this process rather than whichever holds the pid later.
+    pub starttime: u64,
     /// Every selector of every attestor that succeeded.
     pub selectors: BTreeSet<Selector>,
     /// Per-attestor detail, in a fixed order.
@@ -133,7 +136,7 @@ impl Attestor {
         }
         let mut seen = BTreeSet::new();
         watched_files.retain(|p| seen.insert(p.clone()));
-        Ok(Attestation { pid: process.pid(), selectors, reports, watched_files })
+        Ok(Attestation { pid: process.pid(), starttime: process.starttime(), selectors, reports, watched_files })
     }
 }
 

@@ -53,22 +53,38 @@ async fn one(
     name: ServerName<'static>,
     timeout: Duration,
 ) {
-    let tcp = match tokio::time::timeout(timeout, TcpStream::connect(to)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            stats.failed.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(local = %local_peer, to, "cannot reach target: {e}");
-            return;
+    // A rotation makes spiffe-rustls refuse new handshakes for the moment it takes to convert the
+    // new SVID ("source revision … is pending") — on our side, or on the server's, which then
+    // resets. Nothing has been forwarded yet, so such a handshake is retried a few times.
+    let mut attempt = 0;
+    let handshake = loop {
+        attempt += 1;
+        let tcp = match tokio::time::timeout(timeout, TcpStream::connect(to)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                stats.failed.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(local = %local_peer, to, "cannot reach target: {e}");
+                return;
+            }
+            Err(_) => {
+                stats.failed.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(local = %local_peer, to, "timed out connecting to target");
+                return;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let remote = tcp.peer_addr().ok();
+        let result = tokio::time::timeout(timeout, connector.connect(name.clone(), tcp)).await;
+        let transient = matches!(&result, Ok(Err(e)) if is_transient(e));
+        if transient && attempt < HANDSHAKE_ATTEMPTS {
+            tracing::debug!(to, attempt, "handshake hit a rotation in progress; retrying");
+            tokio::time::sleep(Duration::from_millis(20 * attempt as u64)).await;
+            continue;
         }
-        Err(_) => {
-            stats.failed.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(local = %local_peer, to, "timed out connecting to target");
-            return;
-        }
+        break (result, remote);
     };
-    let _ = tcp.set_nodelay(true);
-    let remote = tcp.peer_addr().ok();
-    let mut tls = match tokio::time::timeout(timeout, connector.connect(name, tcp)).await {
+    let (result, remote) = handshake;
+    let mut tls = match result {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
             match classify(&e) {
@@ -130,6 +146,16 @@ async fn one(
             _ => tracing::debug!(peer_id = %peer, "connection ended: {e}"),
         },
     }
+}
+
+/// Handshakes retried when they meet a rotation in progress.
+const HANDSHAKE_ATTEMPTS: u32 = 4;
+
+/// A failure that a moment later would not happen: our TLS material being converted after a
+/// rotation, or the server resetting for the same reason on its side.
+fn is_transient(e: &std::io::Error) -> bool {
+    e.to_string().contains("is pending")
+        || matches!(e.kind(), std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::UnexpectedEof)
 }
 
 #[cfg(test)]

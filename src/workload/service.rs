@@ -37,6 +37,20 @@ pub struct FederatedBundle {
     pub jwks: Vec<u8>,
 }
 
+/// An SVID already handed out on a connection, reusable until its renewal time.
+pub struct CachedSvid {
+    entry: Arc<Entry>,
+    signer: Arc<crate::ca::X509Authority>,
+    svid: Arc<x509::X509Svid>,
+    refresh: SystemTime,
+}
+
+/// SVIDs by ((pid, start time), SPIFFE ID).
+pub type SvidCache = HashMap<((i32, u64), SpiffeId), CachedSvid>;
+
+/// Per-process SVIDs kept at most; past this, those due for renewal are dropped (then all).
+const SVID_CACHE_LIMIT: usize = 16_384;
+
 /// Everything the service needs, shared by all calls.
 pub struct Shared {
     pub trust_domain: TrustDomain,
@@ -50,6 +64,8 @@ pub struct Shared {
     pub files: Arc<crate::watch::FileWatcher>,
     /// Attestations running at once (each may hash files on a blocking thread).
     pub attest_slots: tokio::sync::Semaphore,
+    /// SVIDs handed out per ((pid, start time), SPIFFE ID); see `svid_for`.
+    pub svid_cache: std::sync::Mutex<SvidCache>,
     /// Streams are re-attested at least this often (drift detection).
     pub reattest_interval: Duration,
     pub shutdown: watch::Receiver<bool>,
@@ -106,7 +122,8 @@ impl WorkloadService {
     }
 
     /// The entries an attested workload matches; none → PermissionDenied, audited.
-    fn entitle(&self, attestation: Attestation, uid: u32, rpc: &str) -> Result<Caller, Status> {
+    fn entitle(&self, attestation: Attestation, peer: &PeerInfo, rpc: &str) -> Result<Caller, Status> {
+        let uid = peer.uid;
         let policy = self.shared.policy.borrow().clone();
         let entries: Vec<Arc<Entry>> = policy.registry.matching(&attestation.selectors).into_iter().cloned().collect();
         if entries.is_empty() {
@@ -145,7 +162,7 @@ impl WorkloadService {
                 "failed_attestors": attestation.reports.iter().filter_map(|r| r.error.as_ref().map(|e| json!({ "attestor": r.attestor, "reason": e }))).collect::<Vec<_>>(),
             }),
         );
-        self.entitle(attestation, peer.uid, rpc)
+        self.entitle(attestation, peer, rpc)
     }
 
     /// Federated bundles the caller's entries ask for (`federates_with`).
@@ -167,12 +184,14 @@ impl WorkloadService {
         let mut hints = BTreeSet::new();
         let mut refresh = SystemTime::UNIX_EPOCH + Duration::from_secs(u64::MAX / 4);
         for entry in &caller.entries {
-            let svid = x509::mint(entry, signer, now).map_err(|e| Status::internal(format!("minting failed: {e}")))?;
-            refresh = refresh.min(refresh_time(now, svid.not_after));
+            let process = (caller.attestation.pid, caller.attestation.starttime);
+            let (svid, svid_refresh, reused) = self.svid_for(process, entry, signer, now)?;
+            refresh = refresh.min(svid_refresh);
             issued.push(json!({
                 "spiffe_id": svid.spiffe_id,
                 "serial": svid.serial_hex,
                 "not_after": unix_secs(svid.not_after),
+                "reused_for_process": reused,
             }));
             // Hints must be unique within a response: the first entry keeps it.
             let hint = svid.hint.clone().filter(|h| hints.insert(h.clone())).unwrap_or_default();
@@ -192,6 +211,40 @@ impl WorkloadService {
             .collect();
         self.audit_issue(caller, rpc, "x509_svid", issued, None);
         Ok((pb::X509svidResponse { svids, crl: vec![], federated_bundles }, refresh))
+    }
+
+    /// The SVID for `entry` for this process: the one already handed to it if not yet due for
+    /// renewal (same entry, same signing authority), else a freshly minted one. A client that
+    /// fetches and then opens a stream (as the SDKs' X.509 sources do) sees one SVID, not two, as
+    /// it would from SPIRE's cache — but unlike SPIRE's per-entry cache, never one shared by two
+    /// processes.
+    fn svid_for(
+        &self,
+        process: (i32, u64),
+        entry: &Arc<Entry>,
+        signer: &Arc<crate::ca::X509Authority>,
+        now: SystemTime,
+    ) -> Result<(Arc<x509::X509Svid>, SystemTime, bool), Status> {
+        let key = (process, entry.spiffe_id.clone());
+        let mut cache = self.shared.svid_cache.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = cache.get(&key)
+            && now < c.refresh
+            && Arc::ptr_eq(&c.entry, entry)
+            && Arc::ptr_eq(&c.signer, signer)
+        {
+            return Ok((c.svid.clone(), c.refresh, true));
+        }
+        let svid =
+            Arc::new(x509::mint(entry, signer, now).map_err(|e| Status::internal(format!("minting failed: {e}")))?);
+        let refresh = refresh_time(now, svid.not_after);
+        if cache.len() >= SVID_CACHE_LIMIT {
+            cache.retain(|_, c| c.refresh > now);
+            if cache.len() >= SVID_CACHE_LIMIT {
+                cache.clear();
+            }
+        }
+        cache.insert(key, CachedSvid { entry: entry.clone(), signer: signer.clone(), svid: svid.clone(), refresh });
+        Ok((svid, refresh, false))
     }
 
     fn audit_issue(
@@ -303,7 +356,7 @@ impl WorkloadService {
                         if attestation.watched_files != state.caller.attestation.watched_files {
                             svc.shared.files.subscribe(&attestation.watched_files, &files_changed);
                         }
-                        svc.entitle(attestation, peer.uid, rpc).map(|caller| svc.entitlement_of(caller))
+                        svc.entitle(attestation, &peer, rpc).map(|caller| svc.entitlement_of(caller))
                     }
                     Err(status) => Err(status),
                 };

@@ -102,25 +102,7 @@ log "tessera run --config $TMP/tessera.toml"
 "$BIN" run --config "$TMP/tessera.toml" >"$TMP/daemon.log" 2>&1 </dev/null &
 DAEMON_PID=$!
 PIDS+=("$DAEMON_PID")
-if ! "$PY" - "$SOCK" "$DAEMON_PID" "$READY_TIMEOUT" <<'PYEOF'
-import os, socket, sys, time
-path, pid, limit = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
-deadline = time.monotonic() + limit
-while time.monotonic() < deadline:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        sys.exit("daemon exited before accepting connections")
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        s.connect(path)
-        sys.exit(0)
-    except OSError:
-        time.sleep(0.05)
-    finally:
-        s.close()
-sys.exit(f"socket {path} did not accept connections within {limit:g}s")
-PYEOF
+if ! "$PY" "$ROOT/interop/wait_socket.py" "$SOCK" "$DAEMON_PID" "$READY_TIMEOUT"
 then
   cat "$TMP/daemon.log" >&2
   die "tessera did not become ready"

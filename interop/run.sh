@@ -95,25 +95,7 @@ log "tessera run --config $TMP/tessera.toml"
 DAEMON_PID=$!
 
 # Poll until the socket accepts a connection (or the daemon dies): no fixed sleeps.
-if ! "$VENV/bin/python" - "$SOCK" "$DAEMON_PID" "$READY_TIMEOUT" <<'EOF'
-import os, socket, sys, time
-path, pid, limit = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
-deadline = time.monotonic() + limit
-while time.monotonic() < deadline:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        sys.exit("daemon exited before accepting connections")
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        s.connect(path)
-        sys.exit(0)
-    except OSError:
-        time.sleep(0.05)
-    finally:
-        s.close()
-sys.exit(f"socket {path} did not accept connections within {limit:g}s")
-EOF
+if ! "$VENV/bin/python" "$HERE/wait_socket.py" "$SOCK" "$DAEMON_PID" "$READY_TIMEOUT"
 then
   echo "--- daemon log ---" >&2; cat "$DAEMON_LOG" >&2
   die "tessera did not become ready"

@@ -193,19 +193,16 @@ fn spawn_reloader(
             };
             // Let a burst of writes (editor save, config manager) settle into one reload.
             tokio::time::sleep(Duration::from_millis(50)).await;
-            let next = match Config::load(&path) {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::error!("reload ({why}) refused, the previous config stays in force: {e}");
-                    audit.record("reload_refused", serde_json::json!({ "reason": e.to_string() }));
-                    continue;
-                }
-            };
-            let new_policy = match policy_of(&next) {
-                Ok(p) => p,
-                Err(e) => {
-                    tracing::error!("reload ({why}) refused, the previous config stays in force: {e}");
-                    audit.record("reload_refused", serde_json::json!({ "reason": e.to_string() }));
+            // A config that does not validate, or names a federated bundle that cannot be read,
+            // is refused as a whole.
+            let loaded = Config::load(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|c| policy_of(&c).map(|p| (c, p)).map_err(|e| e.to_string()));
+            let (next, new_policy) = match loaded {
+                Ok(loaded) => loaded,
+                Err(reason) => {
+                    tracing::error!("reload ({why}) refused, the previous config stays in force: {reason}");
+                    audit.record("reload_refused", serde_json::json!({ "reason": reason }));
                     continue;
                 }
             };

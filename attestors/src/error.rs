@@ -22,6 +22,26 @@ pub enum AttestError {
         /// Pid the pidfd refers to, as `/proc/self/fdinfo` shows it.
         pidfd_pid: i32,
     },
+    /// The process's current real, effective, saved or filesystem uid/gid differ from the
+    /// credentials the kernel reported when it connected: it changed identity after
+    /// `connect()` (typically by exec'ing a setuid or setgid program). Its socket may now be
+    /// held by another process, so no identity of either credential set is safe to issue.
+    #[error(
+        "process {pid} changed credentials since it connected (uid {now_uids:?} gid {now_gids:?}, \
+         connected as uid {peer_uid} gid {peer_gid}); a setuid/setgid exec after connect gets no identity"
+    )]
+    CredentialsChanged {
+        /// The pid.
+        pid: i32,
+        /// Effective uid the kernel reported at `connect()`.
+        peer_uid: u32,
+        /// Effective gid the kernel reported at `connect()`.
+        peer_gid: u32,
+        /// Real, effective, saved and filesystem uid now.
+        now_uids: [u32; 4],
+        /// Real, effective, saved and filesystem gid now.
+        now_gids: [u32; 4],
+    },
     /// /proc could not be read for the process.
     #[error("cannot read /proc/{pid}: {source}")]
     Proc {

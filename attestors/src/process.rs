@@ -7,10 +7,14 @@
 //!   through it fail even if the pid number was reused;
 //! - the **start time** (field 22 of `/proc/PID/stat`), compared again at the end (SPIRE's check).
 //!
-//! With the `pidfd_open` fallback there is a window between `connect()` and `pidfd_open` in
-//! which the pid could already be recycled; for that case `verify_alive` also compares the
-//! process's effective uid with the peer credentials (SPIRE compares the `/proc` dir owner;
-//! we use the effective uid so non-dumpable processes, whose `/proc` dir is root-owned, work).
+//! On every path (`SO_PEERPIDFD` or the `pidfd_open` fallback), `verify_alive` also demands
+//! that the process's real, effective, saved and filesystem uids and gids all still equal the
+//! credentials the kernel reported at `connect()`. A process that connects and then execs a
+//! setuid program would otherwise be attested with the elevated ids while a child it forked
+//! holds the socket and asks for the identity. (SPIRE's peertracker compares the `/proc/PID`
+//! owner; we read the ids from `status`, so non-dumpable processes, whose `/proc` dir is
+//! root-owned, still work.) With the `pidfd_open` fallback the same comparison also narrows
+//! the window between `connect()` and `pidfd_open` in which the pid could be recycled.
 
 use crate::AttestError;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -44,7 +48,8 @@ pub struct ProcessHandle {
     pidfd_from_peer: bool,
     proc_dir: Process,
     starttime: u64,
-    peer_uid: Option<u32>,
+    /// Effective (uid, gid) the kernel reported at `connect()`; `None` for `tessera attest PID`.
+    peer_ids: Option<(u32, u32)>,
 }
 
 impl fmt::Debug for ProcessHandle {
@@ -65,7 +70,7 @@ impl ProcessHandle {
             Some(fd) => (fd, true),
             None => (open_pidfd(pid)?, false),
         };
-        Self::pin(pid, pidfd, from_peer, Some(peer.uid))
+        Self::pin(pid, pidfd, from_peer, Some((peer.uid, peer.gid)))
     }
 
     /// Pin a process by pid (for `tessera attest PID`).
@@ -74,7 +79,7 @@ impl ProcessHandle {
         Self::pin(pid, pidfd, false, None)
     }
 
-    fn pin(pid: i32, pidfd: OwnedFd, pidfd_from_peer: bool, peer_uid: Option<u32>) -> Result<Self, AttestError> {
+    fn pin(pid: i32, pidfd: OwnedFd, pidfd_from_peer: bool, peer_ids: Option<(u32, u32)>) -> Result<Self, AttestError> {
         match pidfd_pid(&pidfd) {
             Some(-1) => return Err(AttestError::ProcessGone { pid }),
             Some(p) if p != pid => {
@@ -84,7 +89,7 @@ impl ProcessHandle {
         }
         let proc_dir = Process::new(pid).map_err(|e| proc_error(pid, e))?;
         let starttime = proc_dir.stat().map_err(|e| proc_error(pid, e))?.starttime;
-        let handle = Self { pid, pidfd, pidfd_from_peer, proc_dir, starttime, peer_uid };
+        let handle = Self { pid, pidfd, pidfd_from_peer, proc_dir, starttime, peer_ids };
         // Fail early for a process that is already gone, rather than attesting a zombie.
         handle.verify_alive()?;
         Ok(handle)
@@ -124,12 +129,12 @@ impl ProcessHandle {
         if stat.starttime != self.starttime {
             return Err(AttestError::ProcessGone { pid: self.pid });
         }
-        if !self.pidfd_from_peer
-            && let Some(uid) = self.peer_uid
-        {
+        if let Some((peer_uid, peer_gid)) = self.peer_ids {
             let status = self.proc_dir.status().map_err(|_| AttestError::ProcessGone { pid: self.pid })?;
-            if status.euid != uid {
-                return Err(AttestError::ProcessGone { pid: self.pid });
+            let now_uids = [status.ruid, status.euid, status.suid, status.fuid];
+            let now_gids = [status.rgid, status.egid, status.sgid, status.fgid];
+            if now_uids.iter().any(|&u| u != peer_uid) || now_gids.iter().any(|&g| g != peer_gid) {
+                return Err(AttestError::CredentialsChanged { pid: self.pid, peer_uid, peer_gid, now_uids, now_gids });
             }
         }
         Ok(())

@@ -97,6 +97,17 @@ fn socket_peer_with_pidfd() {
 }
 
 #[test]
+fn socket_peer_pidfd_path_also_compares_credentials() {
+    // SO_PEERPIDFD names the right process, but that process may have changed its ids since
+    // connect() (a setuid exec): the ids must still match what the kernel reported then.
+    let dir = tempfile::tempdir().unwrap();
+    let (_child, mut peer) = connect_python_peer(dir.path());
+    assert!(peer.pidfd.is_some(), "kernel ≥ 6.5 gives SO_PEERPIDFD");
+    peer.gid = 4242;
+    assert!(matches!(ProcessHandle::from_peer(peer), Err(AttestError::CredentialsChanged { .. })));
+}
+
+#[test]
 fn socket_peer_fallback_without_pidfd_checks_uid() {
     let dir = tempfile::tempdir().unwrap();
     let (_child, mut peer) = connect_python_peer(dir.path());
@@ -106,9 +117,10 @@ fn socket_peer_fallback_without_pidfd_checks_uid() {
     assert!(!handle.pidfd_from_peer());
     assert!(attestor().attest(&handle).is_ok());
 
-    // Credentials that do not match the process now at that pid: treated as a recycled pid.
+    // Credentials that do not match the process now at that pid (a recycled pid, or a process
+    // that changed ids after connecting): no identity.
     let wrong = PeerCredentials { pid, uid: 4242, gid: 4242, pidfd: None };
-    assert!(matches!(ProcessHandle::from_peer(wrong), Err(AttestError::ProcessGone { .. })));
+    assert!(matches!(ProcessHandle::from_peer(wrong), Err(AttestError::CredentialsChanged { .. })));
     let no_pid = PeerCredentials { pid: None, uid: 0, gid: 0, pidfd: None };
     assert!(matches!(ProcessHandle::from_peer(no_pid), Err(AttestError::NoPid)));
 }

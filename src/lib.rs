@@ -15,7 +15,6 @@ pub mod devmode;
 pub mod duration;
 pub mod entry;
 pub mod federation;
-pub mod proxy;
 pub mod spiffe_id;
 pub mod storage;
 pub mod svid;

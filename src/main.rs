@@ -8,6 +8,8 @@ use tessera::cli;
 use tessera::config::Config;
 use tessera::devmode;
 
+mod proxy_cli;
+
 #[derive(Parser)]
 #[command(name = "tessera", version, about = "Node-local SPIFFE Workload API daemon with process attestation")]
 struct Cli {
@@ -48,7 +50,7 @@ enum Command {
         timeout: String,
     },
     /// mTLS for plain-TCP agents, authorized by SPIFFE ID (the proxy holds the SVID).
-    Proxy(cli::proxy::ProxyArgs),
+    Proxy(proxy_cli::ProxyArgs),
     /// Audit trail tools.
     Audit {
         #[command(subcommand)]
@@ -135,8 +137,19 @@ fn load(path: &PathBuf) -> Result<Config> {
     Config::load(&path).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
-fn main() -> Result<()> {
-    let cli = Cli::parse();
+/// User-facing errors print their message and fix, never a backtrace, even under
+/// `RUST_BACKTRACE=1` (anyhow's `Debug` form would print one).
+fn main() -> std::process::ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Run { config } => {
             init_logging();
@@ -218,7 +231,7 @@ fn main() -> Result<()> {
         }
         Command::Proxy(args) => {
             init_logging();
-            cli::proxy::run(args, devmode::socket_path())
+            proxy_cli::run(args, devmode::socket_path())
         }
         Command::Audit { command: AuditCommand::Verify { file } } => {
             match tessera::audit::verify(&file).with_context(|| format!("cannot read {}", file.display()))? {

@@ -89,3 +89,33 @@ fn audit_verify_names_the_first_tampered_line() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&format!("line {}", first_issued + 1)), "{err}");
 }
+
+/// Every CLI error prints the message (and fix), never a backtrace, even with RUST_BACKTRACE set.
+#[test]
+fn cli_errors_never_print_a_backtrace() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bad.toml");
+    std::fs::write(&cfg, "trust_domain = \"example.org\"\n[[entries]]\nspiffe_id = \"nope\"\nselectors = []\n")
+        .unwrap();
+    let missing = dir.path().join("missing.log");
+    let runs: [Vec<std::ffi::OsString>; 4] = [
+        vec!["check".into(), "--config".into(), cfg.clone().into()],
+        vec!["run".into(), "--config".into(), cfg.clone().into()],
+        vec!["audit".into(), "verify".into(), missing.into()],
+        vec!["api".into(), "fetch".into(), "x509".into(), "--socket".into(), dir.path().join("no.sock").into()],
+    ];
+    for args in runs {
+        for bt in ["1", "full"] {
+            let out = Command::new(bin())
+                .args(&args)
+                .env("RUST_BACKTRACE", bt)
+                .env("RUST_LIB_BACKTRACE", bt)
+                .output()
+                .unwrap();
+            assert!(!out.status.success(), "{args:?}");
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(err.starts_with("error: "), "{args:?}: {err}");
+            assert!(!err.to_lowercase().contains("backtrace"), "{args:?} printed a backtrace: {err}");
+        }
+    }
+}

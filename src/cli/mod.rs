@@ -2,4 +2,3 @@
 pub mod api;
 pub mod attest;
 pub mod check;
-pub mod proxy;

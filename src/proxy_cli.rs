@@ -1,10 +1,12 @@
-//! `tessera proxy connect|accept`: mTLS for plain-TCP agents, authorized by SPIFFE ID.
+//! `tessera proxy connect|accept`: the command line of the `tessera-proxy` crate. It lives in
+//! the binary, not in the daemon library: the proxy is a Workload API client and shares no
+//! code with the daemon.
 
-use crate::proxy::authorize::{AllowList, Pattern};
-use crate::proxy::peer_id::PeerIdHeader;
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
+use tessera_proxy::authorize::{AllowList, Pattern};
+use tessera_proxy::peer_id::PeerIdHeader;
 
 #[derive(Args, Debug)]
 pub struct ProxyArgs {
@@ -28,8 +30,8 @@ pub enum ProxyCommand {
         /// How the local agent learns the verified client ID: `none`; `line` (a first line
         /// `X-Spiffe-Id: spiffe://…\r\n`); `proxy-v2` (PROXY protocol v2 header, ID in TLV 0xE0,
         /// plus PP2_TYPE_SSL).
-        #[arg(long, value_enum, default_value_t = PeerIdHeader::None)]
-        peer_id_header: PeerIdHeader,
+        #[arg(long, value_enum, default_value_t = PeerIdHeaderArg::None)]
+        peer_id_header: PeerIdHeaderArg,
     },
 }
 
@@ -60,20 +62,42 @@ pub struct Common {
     pub stats_interval: String,
 }
 
-fn parse_pattern(s: &str) -> Result<Pattern, String> {
-    s.parse().map_err(|e: crate::proxy::authorize::PatternError| e.to_string())
+/// `--peer-id-header` values (the library type carries no CLI concerns).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum PeerIdHeaderArg {
+    /// Pass the stream through untouched.
+    None,
+    /// Write `X-Spiffe-Id: <id>\r\n` before the stream.
+    Line,
+    /// Write a PROXY protocol v2 header with the ID in TLV 0xE0.
+    #[value(name = "proxy-v2")]
+    ProxyV2,
 }
 
-fn settings(common: Common, default_socket: PathBuf) -> Result<crate::proxy::Settings> {
-    let socket = super::api::resolve_socket(common.socket, default_socket)?;
-    let timeout = crate::duration::parse(&common.timeout).map_err(anyhow::Error::msg).context("--timeout")?;
+impl From<PeerIdHeaderArg> for PeerIdHeader {
+    fn from(a: PeerIdHeaderArg) -> Self {
+        match a {
+            PeerIdHeaderArg::None => Self::None,
+            PeerIdHeaderArg::Line => Self::Line,
+            PeerIdHeaderArg::ProxyV2 => Self::ProxyV2,
+        }
+    }
+}
+
+fn parse_pattern(s: &str) -> Result<Pattern, String> {
+    s.parse().map_err(|e: tessera_proxy::authorize::PatternError| e.to_string())
+}
+
+fn settings(common: Common, default_socket: PathBuf) -> Result<tessera_proxy::Settings> {
+    let socket = tessera::cli::api::resolve_socket(common.socket, default_socket)?;
+    let timeout = tessera::duration::parse(&common.timeout).map_err(anyhow::Error::msg).context("--timeout")?;
     let stats_interval =
-        crate::duration::parse(&common.stats_interval).map_err(anyhow::Error::msg).context("--stats-interval")?;
+        tessera::duration::parse(&common.stats_interval).map_err(anyhow::Error::msg).context("--stats-interval")?;
     let spiffe_id = common
         .spiffe_id
-        .map(|s| spiffe::SpiffeId::new(&s).with_context(|| format!("--spiffe-id {s:?}")))
+        .map(|s| tessera_proxy::PeerSpiffeId::new(&s).with_context(|| format!("--spiffe-id {s:?}")))
         .transpose()?;
-    Ok(crate::proxy::Settings {
+    Ok(tessera_proxy::Settings {
         endpoint: format!("unix:{}", socket.display()),
         listen: common.listen,
         to: common.to,
@@ -86,13 +110,13 @@ fn settings(common: Common, default_socket: PathBuf) -> Result<crate::proxy::Set
 
 /// Run a proxy until SIGINT/SIGTERM.
 pub fn run(args: ProxyArgs, default_socket: PathBuf) -> Result<()> {
-    crate::install_crypto_provider();
+    tessera::install_crypto_provider();
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
         match args.command {
-            ProxyCommand::Connect { common } => crate::proxy::connect::run(settings(common, default_socket)?).await?,
+            ProxyCommand::Connect { common } => tessera_proxy::connect::run(settings(common, default_socket)?).await?,
             ProxyCommand::Accept { common, peer_id_header } => {
-                crate::proxy::accept::run(settings(common, default_socket)?, peer_id_header).await?
+                tessera_proxy::accept::run(settings(common, default_socket)?, peer_id_header.into()).await?
             }
         }
         Ok(())

@@ -18,6 +18,8 @@ pub mod authorize;
 pub mod connect;
 pub mod peer_id;
 
+pub use spiffe::SpiffeId as PeerSpiffeId;
+
 use spiffe::{SpiffeId, TrustDomain, X509Source};
 use std::fmt;
 use std::sync::Arc;

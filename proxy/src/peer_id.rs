@@ -31,8 +31,8 @@ pub const PP2_TYPE_SPIFFE_ID: u8 = 0xE0;
 const PP2_CLIENT_SSL: u8 = 0x01;
 const PP2_CLIENT_CERT_CONN: u8 = 0x02;
 
-/// `--peer-id-header`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+/// How the accept proxy tells the local agent who the peer is (`--peer-id-header`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum PeerIdHeader {
     /// Pass the stream through untouched.
     #[default]
@@ -40,7 +40,6 @@ pub enum PeerIdHeader {
     /// Write `X-Spiffe-Id: <id>\r\n` before the stream.
     Line,
     /// Write a PROXY protocol v2 header with the ID in TLV 0xE0.
-    #[value(name = "proxy-v2")]
     ProxyV2,
 }
 

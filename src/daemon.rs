@@ -6,8 +6,9 @@ use crate::ca::Ca;
 use crate::config::Config;
 use crate::pb::spiffe_workload_api_server::SpiffeWorkloadApiServer;
 use crate::watch::FileWatcher;
+use crate::workload::accept::ConnectionLimits;
 use crate::workload::endpoint;
-use crate::workload::peer::PeerStream;
+use crate::workload::limits::FairSlots;
 use crate::workload::service::{Policy, Shared, WorkloadService, require_security_header};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -15,8 +16,7 @@ use std::time::{Duration, SystemTime};
 use tessera_attestors::Attestor;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{Notify, watch};
-use tokio_stream::StreamExt;
-use tokio_stream::wrappers::UnixListenerStream;
+use tokio_stream::wrappers::ReceiverStream;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -39,6 +39,14 @@ pub enum DaemonError {
 
 /// Attestations in flight at once; more wait their turn (the kernel work is I/O and hashing).
 const ATTEST_CONCURRENCY: usize = 16;
+/// Attestations of one uid in flight at once: one uid's slow callers queue behind each other.
+const ATTEST_CONCURRENCY_PER_UID: usize = 4;
+/// HTTP/2 streams one connection may have open. An SDK needs a handful (X.509, bundles, JWT
+/// bundles); without a bound, one connection's HEADERS-only streams grew the daemon by 440 MB.
+const MAX_STREAMS_PER_CONNECTION: u32 = 16;
+/// A unary request whose body never completes (or a stream whose first message never does) is
+/// abandoned after this. Generous: a first attestation may hash a large binary.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long open connections get to finish after SIGTERM.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
@@ -62,6 +70,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let files = FileWatcher::new();
 
+    let connection_limits = ConnectionLimits::default().fitted_to_fd_limit();
     let listener = endpoint::bind(&config.socket_path, config.socket_mode)?;
     let shared = Arc::new(Shared {
         trust_domain: config.trust_domain.clone(),
@@ -71,7 +80,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         ca_generation: ca_gen_rx,
         audit: audit.clone(),
         files: files.clone(),
-        attest_slots: tokio::sync::Semaphore::new(ATTEST_CONCURRENCY),
+        attest_slots: FairSlots::new(ATTEST_CONCURRENCY, ATTEST_CONCURRENCY_PER_UID),
         svid_cache: Default::default(),
         reattest_interval: config.reattest_interval,
         shutdown: shutdown_rx.clone(),
@@ -100,13 +109,8 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         tokio::time::sleep(SHUTDOWN_GRACE).await;
     };
 
-    let incoming = UnixListenerStream::new(listener).filter_map(|conn| match conn.and_then(PeerStream::new) {
-        Ok(stream) => Some(Ok::<_, std::io::Error>(stream)),
-        Err(e) => {
-            tracing::warn!(error = %e, "dropping connection: cannot read peer credentials");
-            None
-        }
-    });
+    let incoming =
+        ReceiverStream::new(crate::workload::accept::spawn(listener, connection_limits, shutdown_rx.clone()));
     let service = SpiffeWorkloadApiServer::with_interceptor(WorkloadService::new(shared), require_security_header);
     tracing::info!(
         socket = %config.socket_path.display(),
@@ -128,6 +132,14 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         .build_v1()
         .map_err(|e| DaemonError::Reflection(e.to_string()))?;
     let server = tonic::transport::Server::builder()
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+        .http2_max_pending_accept_reset_streams(Some(32))
+        .http2_max_local_error_reset_streams(Some(256))
+        .http2_max_header_list_size(16 * 1024)
+        // Dead peers are found and their connections (and per-uid slots) freed.
+        .http2_keepalive_interval(Some(Duration::from_secs(60)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .timeout(REQUEST_TIMEOUT)
         .add_service(health)
         .add_service(reflection)
         .add_service(service)

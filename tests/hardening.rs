@@ -119,3 +119,105 @@ async fn a_setuid_exec_after_connect_gets_no_identity() {
         std::fs::read_to_string(d.audit_log()).unwrap_or_default().contains("changed credentials since it connected")
     });
 }
+
+/// A flood process as `uid`: `flood.py SOCKET MODE COUNT`; returns it once its flood is in place
+/// with the number of its connections the daemon kept.
+fn flood(d: &Daemon, uid: u32, mode: &str, count: usize) -> (Child, usize) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/flood.py");
+    let mut child = Command::new(SETPRIV)
+        .args(["--reuid", &uid.to_string(), "--regid", &uid.to_string(), "--clear-groups", PYTHON])
+        .arg(&script)
+        .arg(&d.socket)
+        .args([mode, &count.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+    let kept = line.trim().strip_prefix("ready ").unwrap_or_else(|| panic!("flood {mode} not ready: {line:?}"));
+    (child, kept.parse().unwrap())
+}
+
+/// Ends a flood; returns how many of its connections the daemon had closed.
+fn end_flood(mut child: Child) -> usize {
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines().find_map(|l| l.strip_prefix("closed ")).map(|n| n.trim().parse().unwrap()).unwrap_or(0)
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
+}
+
+/// Legit fetches (as root, over fresh connections): the slowest one's latency.
+async fn legit_fetches(d: &Daemon, n: usize) -> std::time::Duration {
+    let mut worst = std::time::Duration::ZERO;
+    for _ in 0..n {
+        let t = std::time::Instant::now();
+        let svid = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            d.client().await.fetch_x509_svid().await
+        })
+        .await
+        .expect("a legit fetch finished within 10 s")
+        .expect("a legit fetch succeeded");
+        assert_eq!(svid.spiffe_id().to_string(), format!("spiffe://{TD}/root"));
+        worst = worst.max(t.elapsed());
+    }
+    worst
+}
+
+/// Medium 2 and 3: thousands of idle connections, slowloris connections and one connection with
+/// thousands of half-open streams, from three other uids, while root keeps getting its SVID.
+#[tokio::test(flavor = "multi_thread")]
+async fn floods_from_other_uids_leave_the_api_serving_and_memory_bounded() {
+    if !unprivileged_attacks_possible() {
+        return;
+    }
+    let d = Daemon::start(&format!("[[entries]]\nspiffe_id = \"spiffe://{TD}/root\"\nselectors = [\"unix:uid:0\"]\n"));
+    open_to_others(d.dir.path());
+    let pid = d.child.as_ref().unwrap().id();
+    let base_latency = legit_fetches(&d, 5).await;
+    let (rss_before, fds_before) = (rss_kib(pid), open_fds(pid));
+
+    let (idle, idle_kept) = flood(&d, NOBODY, "idle", 3000);
+    let (slow, slow_kept) = flood(&d, NOBODY - 1, "slowloris", 300);
+    let (streams, _) = flood(&d, NOBODY - 2, "streams", 5000);
+    let during_latency = legit_fetches(&d, 20).await;
+    let (rss_during, fds_during) = (rss_kib(pid), open_fds(pid));
+    eprintln!(
+        "flood: idle kept {idle_kept}/3000, slowloris kept {slow_kept}/300; legit fetch worst {base_latency:?} before, \
+         {during_latency:?} during; RSS {rss_before} KiB before, {rss_during} KiB during; fds {fds_before} → {fds_during}"
+    );
+    // Per-uid cap: one uid holds at most 1024 connections (2 fds each), and the rest are refused.
+    assert!(idle_kept <= 1024, "idle connections kept: {idle_kept}");
+    assert!(fds_during <= fds_before + 2 * (1024 + 300 + 1) + 16, "fds: {fds_before} → {fds_during}");
+    assert!(during_latency < std::time::Duration::from_secs(2), "legit fetch took {during_latency:?} during the flood");
+
+    // Connections that send no request in time are closed by the daemon.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while open_fds(pid) > fds_before + 8 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let (idle_closed, slow_closed, streams_closed) = (end_flood(idle), end_flood(slow), end_flood(streams));
+    eprintln!(
+        "flood: the daemon closed {idle_closed} idle, {slow_closed} slowloris, {streams_closed} stream-flood connections"
+    );
+    assert_eq!(idle_closed, 3000, "every idle connection was refused or timed out");
+    assert_eq!(slow_closed, 300, "every slowloris connection timed out");
+    eventually("fds back to baseline", std::time::Duration::from_secs(10), || open_fds(pid) <= fds_before + 4);
+    let rss_after = rss_kib(pid);
+    eprintln!("flood: RSS after {rss_after} KiB (before {rss_before} KiB)");
+    assert!(rss_after < rss_before + 32 * 1024, "RSS {rss_before} → {rss_after} KiB");
+    legit_fetches(&d, 3).await;
+    // Refusals are logged at most once per interval, not per connection.
+    let refusals = d.log().matches("connection refused").count();
+    assert!(refusals <= 10, "{refusals} refusal lines logged");
+}

@@ -55,6 +55,8 @@ pub struct AuthorityFix<S> {
     decoder: fluke_hpack::Decoder<'static>,
     pending: Option<PendingBlock>,
     rewritten: u64,
+    /// Complete header blocks passed on (requests, trailers): the connection has made a request.
+    header_blocks: u64,
 }
 
 impl<S> AuthorityFix<S> {
@@ -73,11 +75,17 @@ impl<S> AuthorityFix<S> {
             },
             pending: None,
             rewritten: 0,
+            header_blocks: 0,
         }
     }
 
     pub fn get_ref(&self) -> &S {
         &self.inner
+    }
+
+    /// Complete header blocks seen so far.
+    pub fn header_blocks(&self) -> u64 {
+        self.header_blocks
     }
 
     /// Turn as much of `raw` as possible into `out`.
@@ -175,6 +183,7 @@ impl<S> AuthorityFix<S> {
                 && let Some(p) = self.pending.take()
             {
                 self.emit(p)?;
+                self.header_blocks += 1;
             }
         }
         self.raw.drain(..pos);

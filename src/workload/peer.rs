@@ -1,6 +1,8 @@
 //! The connection a workload opened, with the credentials the kernel gave for it at accept time.
 
 use super::authority::AuthorityFix;
+use super::limits::{Held, OverLimit, UidCounter};
+use std::future::Future;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::pin::Pin;
@@ -22,8 +24,7 @@ pub struct PeerInfo {
 }
 
 impl PeerInfo {
-    fn of(stream: &UnixStream) -> io::Result<Self> {
-        let cred = stream.peer_cred()?;
+    fn of(stream: &UnixStream, cred: tokio::net::unix::UCred) -> io::Result<Self> {
         // SO_PEERPIDFD (Linux ≥ 6.5) names the very process that connected. Older kernels: open a
         // pidfd now, at accept, and keep it for the connection's life, so that later RPCs and
         // stream re-attestations all refer to this process and never to a later owner of the pid.
@@ -49,16 +50,43 @@ impl PeerInfo {
     }
 }
 
+/// Why an accepted connection was closed at once.
+#[derive(Debug, thiserror::Error)]
+pub enum Refused {
+    #[error("cannot read peer credentials: {0}")]
+    Credentials(#[from] io::Error),
+    #[error("uid {uid}: {why}")]
+    OverLimit { uid: u32, why: OverLimit },
+}
+
 /// An accepted workload connection.
 pub struct PeerStream {
     inner: AuthorityFix<UnixStream>,
     info: PeerInfo,
+    /// Closes the connection if no request (a complete header block) arrives in time: idle or
+    /// slowloris connections must not hold the per-uid connection slots and fds forever.
+    first_request: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// This connection's place under the per-uid and global connection limits.
+    _held: Held,
 }
 
 impl PeerStream {
-    pub fn new(stream: UnixStream) -> io::Result<Self> {
-        let info = PeerInfo::of(&stream)?;
-        Ok(Self { inner: AuthorityFix::new(stream), info })
+    /// Admit a connection under the limits, capturing its peer. The uid is checked against the
+    /// limits before the pidfd is opened, so a refused connection costs no further fd.
+    pub fn accept(
+        stream: UnixStream,
+        limits: &Arc<UidCounter>,
+        first_request_within: std::time::Duration,
+    ) -> Result<Self, Refused> {
+        let cred = stream.peer_cred()?;
+        let held = limits.try_acquire(cred.uid()).map_err(|why| Refused::OverLimit { uid: cred.uid(), why })?;
+        let info = PeerInfo::of(&stream, cred)?;
+        Ok(Self {
+            inner: AuthorityFix::new(stream),
+            info,
+            first_request: Some(Box::pin(tokio::time::sleep(first_request_within))),
+            _held: held,
+        })
     }
 }
 
@@ -71,6 +99,13 @@ impl tonic::transport::server::Connected for PeerStream {
 
 impl AsyncRead for PeerStream {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        if self.inner.header_blocks() > 0 {
+            self.first_request = None;
+        } else if let Some(deadline) = self.first_request.as_mut()
+            && deadline.as_mut().poll(cx).is_ready()
+        {
+            return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "no request on the connection in time")));
+        }
         Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }

@@ -62,8 +62,8 @@ pub struct Shared {
     pub audit: Audit,
     /// Wakes streams when a file their attestation read changes.
     pub files: Arc<crate::watch::FileWatcher>,
-    /// Attestations running at once (each may hash files on a blocking thread).
-    pub attest_slots: tokio::sync::Semaphore,
+    /// Attestations running at once, globally and per uid (each may hash files on a blocking thread).
+    pub attest_slots: crate::workload::limits::FairSlots,
     /// SVIDs handed out per ((pid, start time), SPIFFE ID); see `svid_for`.
     pub svid_cache: std::sync::Mutex<SvidCache>,
     /// Streams are re-attested at least this often (drift detection).
@@ -102,7 +102,8 @@ impl WorkloadService {
     async fn attest(&self, peer: &PeerInfo, rpc: &str) -> Result<Attestation, Status> {
         // Bounded concurrency: one user opening hundreds of connections to slow binaries must not
         // take every blocking thread, and so every other workload's attestation, with it.
-        let _permit = self.shared.attest_slots.acquire().await.map_err(|_| Status::unavailable("shutting down"))?;
+        let _slot =
+            self.shared.attest_slots.acquire(peer.uid).await.map_err(|_| Status::unavailable("shutting down"))?;
         let attestor = self.shared.attestor.clone();
         let creds = peer.credentials();
         let result = tokio::task::spawn_blocking(move || {

@@ -1,0 +1,12 @@
+//! The SPIFFE Workload Endpoint: the Unix socket and every service on it.
+//!
+//! [`listener`] binds the socket; [`peer`] captures who connected (and applies the HTTP/2
+//! `:authority` fix of [`h2_authority`]); [`workload_api`] is the SpiffeWorkloadAPI service, whose
+//! streams [`stream`] drives; [`status`] is the one place errors become gRPC codes.
+pub mod convert;
+pub mod h2_authority;
+pub mod listener;
+pub mod peer;
+pub mod status;
+pub mod stream;
+pub mod workload_api;

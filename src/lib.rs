@@ -8,7 +8,7 @@
 //! `docs/architecture.md`.
 #![forbid(unsafe_code)]
 
-// The flow, in order.
+// The flow (order: endpoint → caller → registry → issuer → ca/svid/bundle).
 pub mod bundle;
 pub mod ca;
 pub mod caller;
@@ -22,6 +22,9 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod events;
+// Being split into its own crate by its owner (issue 10 item 8); its one `expect` (on a constant
+// server name, src/proxy/connect.rs:20) is left to that change.
+#[allow(clippy::expect_used)]
 pub mod proxy;
 // Values and helpers.
 pub mod clock;

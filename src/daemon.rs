@@ -3,6 +3,7 @@
 
 use crate::ca::Ca;
 use crate::caller::Pipeline;
+use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::endpoint::listener as endpoint;
 use crate::endpoint::peer::PeerStream;
@@ -15,7 +16,7 @@ use crate::registry::Policy;
 use crate::watch::FileWatcher;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 use tessera_attestors::Attestor;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{Notify, watch};
@@ -71,13 +72,10 @@ fn upstream_of(config: &Config) -> Option<crate::ca::Upstream> {
 
 pub async fn run(config: Config) -> Result<(), DaemonError> {
     crate::install_crypto_provider();
-    let ca = Arc::new(Ca::open(
-        &config.data_dir,
-        &config.trust_domain,
-        config.ca_ttl,
-        upstream_of(&config),
-        SystemTime::now(),
-    )?);
+    // Where CA rotation reads the time (decisions themselves are pure functions of it).
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let ca =
+        Arc::new(Ca::open(&config.data_dir, &config.trust_domain, config.ca_ttl, upstream_of(&config), clock.now())?);
     let audit = Audit::open(&config.audit_log)
         .map_err(|source| DaemonError::Audit { path: config.audit_log.clone(), source })?;
     // Subscribers of the event spine: the audit log (add metrics, an inventory, ... here).
@@ -97,7 +95,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         shutdown: shutdown_rx.clone(),
     });
 
-    spawn_ca_rotation(ca.clone(), config.ca_ttl, ca_gen_tx, events.clone(), shutdown_rx.clone());
+    spawn_ca_rotation(ca.clone(), config.ca_ttl, ca_gen_tx, events.clone(), clock, shutdown_rx.clone());
     spawn_reloader(&config, files, policy_tx, events.clone(), shutdown_rx.clone())?;
 
     let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signal)?;
@@ -167,6 +165,7 @@ fn spawn_ca_rotation(
     ttl: Duration,
     generation: watch::Sender<u64>,
     events: Events,
+    clock: Arc<dyn Clock>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let every = (ttl / 100).clamp(Duration::from_millis(200), Duration::from_secs(60));
@@ -177,7 +176,8 @@ fn spawn_ca_rotation(
                 _ = shutdown.changed() => return,
             }
             let rotating = ca.clone();
-            match tokio::task::spawn_blocking(move || rotating.rotate_if_due(SystemTime::now())).await {
+            let now = clock.now();
+            match tokio::task::spawn_blocking(move || rotating.rotate_if_due(now)).await {
                 Ok(Ok(true)) => {
                     generation.send_modify(|g| *g += 1);
                     let auth = ca.authorities();

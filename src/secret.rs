@@ -17,6 +17,29 @@ impl PrivateKey {
     }
 }
 
+/// Stored keys are PEM text (`ca.json`): serialized as a string; the `String` read back is moved
+/// in, not copied, and wiped on drop like any other key.
+impl serde::Serialize for PrivateKey {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let text = std::str::from_utf8(&self.0).map_err(|_| serde::ser::Error::custom("key is not PEM text"))?;
+        serializer.serialize_str(text)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for PrivateKey {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Ok(Self::new(text.into_bytes()))
+    }
+}
+
+impl PrivateKey {
+    /// The key as PEM text, if it is one.
+    pub fn expose_pem(&self) -> Option<&str> {
+        std::str::from_utf8(&self.0).ok()
+    }
+}
+
 impl std::fmt::Debug for PrivateKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "PrivateKey({} bytes, redacted)", self.0.len())

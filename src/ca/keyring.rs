@@ -19,7 +19,7 @@ pub struct X509Authority {
 
 impl X509Authority {
     /// The signer for certificates this authority issues (the key stays inside).
-    pub fn issuer(&self) -> &Issuer<'static, KeyPair> {
+    pub(crate) fn issuer(&self) -> &Issuer<'static, KeyPair> {
         &self.issuer
     }
 

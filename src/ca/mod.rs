@@ -17,6 +17,7 @@ pub mod upstream;
 pub use keyring::{Authorities, JwtKey, X509Authority};
 pub use upstream::Upstream;
 
+use crate::secret::PrivateKey;
 use crate::spiffe_id::TrustDomain;
 use crate::storage;
 use rcgen::{
@@ -27,7 +28,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
-use store::{Change, KeyPem, StateView, StoredJwt, StoredState, StoredX509, secs, time};
+use store::{Change, StateView, StoredJwt, StoredState, StoredX509, secs, time};
 use zeroize::Zeroizing;
 
 const STATE_FILE: &str = "ca.json";
@@ -190,7 +191,7 @@ impl Ca {
             let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
             change.new_jwt = Some(StoredJwt {
                 kid: serial::random_kid(),
-                key_pem: KeyPem::new(key.serialize_pem()),
+                key_pem: PrivateKey::new(key.serialize_pem().into_bytes()),
                 active_from: secs(active_from),
                 not_after: secs(now + self.ttl),
             });
@@ -213,7 +214,7 @@ impl Ca {
 
     /// A new signing authority: a self-signed root, or an intermediate signed by the upstream root.
     /// Returns the cert and key PEM, and the upstream roots to publish if there is an upstream.
-    fn new_x509_authority(&self, now: SystemTime) -> Result<(String, KeyPem, Option<Vec<String>>), CaError> {
+    fn new_x509_authority(&self, now: SystemTime) -> Result<(String, PrivateKey, Option<Vec<String>>), CaError> {
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
@@ -228,10 +229,10 @@ impl Ca {
             params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
             params.not_after = (now + self.ttl).into();
             let cert = params.self_signed(&key)?;
-            return Ok((cert.pem(), KeyPem::new(key.serialize_pem()), None));
+            return Ok((cert.pem(), PrivateKey::new(key.serialize_pem().into_bytes()), None));
         };
         let (cert_pem, roots) = up.sign_intermediate(params, &key, now + self.ttl)?;
-        Ok((cert_pem, KeyPem::new(key.serialize_pem()), Some(roots)))
+        Ok((cert_pem, PrivateKey::new(key.serialize_pem().into_bytes()), Some(roots)))
     }
 }
 
@@ -245,7 +246,8 @@ fn build(stored: &StateView<'_>, path: &Path) -> Result<Authorities, CaError> {
     }
     for a in &stored.x509 {
         let der = pem::parse(&a.cert_pem).map_err(|e| corrupt(format!("CA certificate: {e}")))?.into_contents();
-        let key = KeyPair::from_pem(a.key_pem.expose()).map_err(|e| corrupt(format!("CA key: {e}")))?;
+        let pem = a.key_pem.expose_pem().ok_or_else(|| corrupt("CA key is not PEM text".into()))?;
+        let key = KeyPair::from_pem(pem).map_err(|e| corrupt(format!("CA key: {e}")))?;
         let (_, parsed) =
             x509_parser::parse_x509_certificate(&der).map_err(|e| corrupt(format!("CA certificate: {e}")))?;
         if parsed.public_key().raw != key.subject_public_key_info().as_slice() {
@@ -266,7 +268,8 @@ fn build(stored: &StateView<'_>, path: &Path) -> Result<Authorities, CaError> {
     }
     let mut jwt = Vec::new();
     for k in &stored.jwt {
-        let key = KeyPair::from_pem(k.key_pem.expose()).map_err(|e| corrupt(format!("JWT key {}: {e}", k.kid)))?;
+        let pem = k.key_pem.expose_pem().ok_or_else(|| corrupt(format!("JWT key {} is not PEM text", k.kid)))?;
+        let key = KeyPair::from_pem(pem).map_err(|e| corrupt(format!("JWT key {}: {e}", k.kid)))?;
         let der = Zeroizing::new(key.serialize_der());
         jwt.push(Arc::new(JwtKey {
             kid: k.kid.clone(),

@@ -1,42 +1,16 @@
 //! `ca.json`: the CA's state on disk (version 1, unchanged since the first release), written
-//! atomically with mode 0600. Key PEMs are wiped from memory on drop and never cloned: a rotation
+//! atomically with mode 0600. Key PEMs are `secret::PrivateKey`s: wiped on drop, never cloned: a rotation
 //! writes a borrowed view of (kept keys + new keys) first, and only then moves the new keys in.
 
 use super::CaError;
 use crate::clock::{from_unix_secs, unix_secs};
+use crate::secret::PrivateKey;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::time::SystemTime;
 use zeroize::Zeroizing;
 
 pub(super) const STATE_VERSION: u32 = 1;
-
-/// A private key in PEM, as stored: wiped on drop, not `Clone`, never printed.
-#[derive(Serialize, Deserialize)]
-#[serde(transparent)]
-pub(super) struct KeyPem(String);
-
-impl KeyPem {
-    pub(super) fn new(pem: String) -> Self {
-        Self(pem)
-    }
-    pub(super) fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl Drop for KeyPem {
-    fn drop(&mut self) {
-        use zeroize::Zeroize;
-        self.0.zeroize();
-    }
-}
-
-impl std::fmt::Debug for KeyPem {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("KeyPem(redacted)")
-    }
-}
 
 #[derive(Serialize, Deserialize)]
 pub(super) struct StoredState {
@@ -62,7 +36,7 @@ pub(super) struct RetiredRoot {
 #[derive(Serialize, Deserialize)]
 pub(super) struct StoredX509 {
     pub(super) cert_pem: String,
-    pub(super) key_pem: KeyPem,
+    pub(super) key_pem: PrivateKey,
     /// An intermediate under an upstream root (it goes into SVID chains, not into the bundle).
     #[serde(default)]
     pub(super) intermediate: bool,
@@ -73,7 +47,7 @@ pub(super) struct StoredX509 {
 #[derive(Serialize, Deserialize)]
 pub(super) struct StoredJwt {
     pub(super) kid: String,
-    pub(super) key_pem: KeyPem,
+    pub(super) key_pem: PrivateKey,
     pub(super) active_from: u64,
     pub(super) not_after: u64,
 }
@@ -235,7 +209,7 @@ mod tests {
             keep_jwt: vec![true],
             new_jwt: Some(StoredJwt {
                 kid: "new".into(),
-                key_pem: KeyPem::new("k".into()),
+                key_pem: PrivateKey::new(b"k".to_vec()),
                 active_from: 1,
                 not_after: 2,
             }),
@@ -250,6 +224,6 @@ mod tests {
         assert_eq!(view, after);
         assert!(state.x509.is_empty());
         assert_eq!(state.jwt.iter().map(|k| k.kid.as_str()).collect::<Vec<_>>(), [kid.as_str(), "new"]);
-        assert_eq!(format!("{:?}", state.jwt[1].key_pem), "KeyPem(redacted)");
+        assert_eq!(format!("{:?}", state.jwt[1].key_pem), "PrivateKey(1 bytes, redacted)");
     }
 }

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 use tessera::ca::Ca;
-use tessera::entry::Entry;
+use tessera::registry::Entry;
 use tessera::spiffe_id::{SpiffeId, TrustDomain};
 use tessera::svid::{jwt, x509};
 use tessera_attestors::{AttestConfig, Attestor, ProcessHandle};
@@ -56,7 +56,7 @@ fn benches(c: &mut Criterion, exe_size: u64) {
 
     let dir = tempfile::tempdir().unwrap();
     let td: TrustDomain = "bench.test".parse().unwrap();
-    let ca = Ca::open(dir.path(), &td, Duration::from_secs(86400), None).expect("CA");
+    let ca = Ca::open(dir.path(), &td, Duration::from_secs(86400), None, SystemTime::now()).expect("CA");
     let now = SystemTime::now();
     let auth = ca.authorities();
     let signer = auth.x509_signer(now).expect("x509 signer").clone();
@@ -83,7 +83,7 @@ fn benches(c: &mut Criterion, exe_size: u64) {
         b.iter(|| black_box(jwt::mint(&id, &aud, Duration::from_secs(300), None, &key, now).expect("jwt")))
     });
     let token = jwt::mint(&id, &aud, Duration::from_secs(300), None, &key, SystemTime::now()).unwrap().token;
-    let jwks = tessera::bundle::local_jwks(&auth);
+    let jwks = std::sync::Arc::new(tessera::bundle::JwtBundle::local(&auth));
     g.bench_function("validate", |b| {
         b.iter(|| {
             black_box(

@@ -1,18 +1,23 @@
 //! `tessera run`: wire the config, CA, attestors and audit trail to the Workload API socket, and
 //! keep them live: CA rotation, reload on SIGHUP or config/bundle file change, clean shutdown.
 
-use crate::audit::Audit;
 use crate::ca::Ca;
+use crate::caller::Pipeline;
+use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
+use crate::endpoint::accept::ConnectionLimits;
+use crate::endpoint::listener as endpoint;
+use crate::endpoint::workload_api::{Context, WorkloadService, require_security_header};
+use crate::events::audit::Audit;
+use crate::events::{Event, Events};
+use crate::issuer::local::LocalIssuer;
+use crate::limits::FairSlots;
 use crate::pb::spiffe_workload_api_server::SpiffeWorkloadApiServer;
+use crate::registry::Policy;
 use crate::watch::FileWatcher;
-use crate::workload::accept::ConnectionLimits;
-use crate::workload::endpoint;
-use crate::workload::limits::FairSlots;
-use crate::workload::service::{Policy, Shared, WorkloadService, require_security_header};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 use tessera_attestors::Attestor;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{Notify, watch};
@@ -26,7 +31,7 @@ pub enum DaemonError {
     #[error(transparent)]
     Endpoint(#[from] endpoint::EndpointError),
     #[error(transparent)]
-    Bundle(#[from] crate::federation::BundleError),
+    Bundle(#[from] crate::bundle::federation::BundleError),
     #[error("cannot open audit log {path}: {source}")]
     Audit { path: std::path::PathBuf, source: std::io::Error },
     #[error("cannot install signal handler: {0}")]
@@ -50,44 +55,61 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long open connections get to finish after SIGTERM.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
-/// The reloadable part of a config, with federated bundles read from their files.
-fn policy_of(config: &Config) -> Result<Policy, crate::federation::BundleError> {
+/// The reloadable part of a config, with federated bundles read from their files. The attestor
+/// of `previous` is kept when the attestor settings did not change (its digest cache with it).
+fn policy_of(config: &Config, previous: Option<&Policy>) -> Result<Policy, crate::bundle::federation::BundleError> {
     let mut federated = BTreeMap::new();
     for f in &config.federation {
-        federated.insert(f.trust_domain.clone(), crate::federation::load(&f.bundle_path)?);
+        federated.insert(f.trust_domain.clone(), Arc::new(crate::bundle::federation::load(&f.bundle_path)?));
     }
-    Ok(Policy { registry: config.registry.clone(), jwt_issuer: config.jwt_issuer.clone(), federated })
+    let attestor = match previous {
+        Some(p) if *p.attestor.config() == config.attest => p.attestor.clone(),
+        _ => Arc::new(Attestor::new(config.attest.clone())),
+    };
+    Ok(Policy { registry: config.registry.clone(), attestor, jwt_issuer: config.jwt_issuer.clone(), federated })
+}
+
+/// The CA's view of the config file's upstream section.
+fn upstream_of(config: &Config) -> Option<crate::ca::Upstream> {
+    config.upstream.as_ref().map(|u| crate::ca::Upstream {
+        cert: u.cert.clone(),
+        key: u.key.clone(),
+        bundle: u.bundle.clone(),
+    })
 }
 
 pub async fn run(config: Config) -> Result<(), DaemonError> {
     crate::install_crypto_provider();
-    let ca = Arc::new(Ca::open(&config.data_dir, &config.trust_domain, config.ca_ttl, config.upstream.clone())?);
+    // Where CA rotation reads the time (decisions themselves are pure functions of it).
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let ca =
+        Arc::new(Ca::open(&config.data_dir, &config.trust_domain, config.ca_ttl, upstream_of(&config), clock.now())?);
     let audit = Audit::open(&config.audit_log)
         .map_err(|source| DaemonError::Audit { path: config.audit_log.clone(), source })?;
-    let attestor = Arc::new(Attestor::new(config.attest.clone()));
-    let (policy_tx, policy_rx) = watch::channel(Arc::new(policy_of(&config)?));
+    // Subscribers of the event spine: the audit log (add metrics, an inventory, ... here).
+    let mut events = Events::new();
+    events.subscribe(Arc::new(audit));
+    let (policy_tx, policy_rx) = watch::channel(Arc::new(policy_of(&config, None)?));
     let (ca_gen_tx, ca_gen_rx) = watch::channel(0u64);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let files = FileWatcher::new();
 
     let connection_limits = ConnectionLimits::default().fitted_to_fd_limit();
     let listener = endpoint::bind(&config.socket_path, config.socket_mode)?;
-    let shared = Arc::new(Shared {
-        trust_domain: config.trust_domain.clone(),
-        ca: ca.clone(),
-        attestor: attestor.clone(),
-        policy: policy_rx,
-        ca_generation: ca_gen_rx,
-        audit: audit.clone(),
+    let ctx = Arc::new(Context {
+        pipeline: Arc::new(Pipeline::new(
+            policy_rx,
+            FairSlots::new(ATTEST_CONCURRENCY, ATTEST_CONCURRENCY_PER_UID),
+            events.clone(),
+        )),
+        issuer: Arc::new(LocalIssuer::new(ca.clone(), ca_gen_rx)),
         files: files.clone(),
-        attest_slots: FairSlots::new(ATTEST_CONCURRENCY, ATTEST_CONCURRENCY_PER_UID),
-        svid_cache: Default::default(),
         reattest_interval: config.reattest_interval,
         shutdown: shutdown_rx.clone(),
     });
 
-    spawn_ca_rotation(ca.clone(), config.ca_ttl, ca_gen_tx, shutdown_rx.clone());
-    spawn_reloader(&config, files, attestor, policy_tx, audit.clone(), shutdown_rx.clone())?;
+    spawn_ca_rotation(ca.clone(), config.ca_ttl, ca_gen_tx, events.clone(), clock, shutdown_rx.clone());
+    spawn_reloader(&config, files, policy_tx, events.clone(), shutdown_rx.clone())?;
 
     let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signal)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?;
@@ -110,18 +132,15 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     };
 
     let incoming =
-        ReceiverStream::new(crate::workload::accept::spawn(listener, connection_limits, shutdown_rx.clone()));
-    let service = SpiffeWorkloadApiServer::with_interceptor(WorkloadService::new(shared), require_security_header);
+        ReceiverStream::new(crate::endpoint::accept::spawn(listener, connection_limits, shutdown_rx.clone()));
+    let service = SpiffeWorkloadApiServer::with_interceptor(WorkloadService::new(ctx), require_security_header);
     tracing::info!(
         socket = %config.socket_path.display(),
         trust_domain = %config.trust_domain,
         entries = config.registry.entries().len(),
         "serving the SPIFFE Workload API"
     );
-    audit.record(
-        "started",
-        serde_json::json!({ "trust_domain": config.trust_domain.to_string(), "socket": config.socket_path }),
-    );
+    events.emit(Event::Started { trust_domain: config.trust_domain.to_string(), socket: config.socket_path.clone() });
     // grpc.health.v1 on the same socket, as spire-agent has (`spire-agent healthcheck` works against it).
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<SpiffeWorkloadApiServer<WorkloadService>>().await;
@@ -157,7 +176,14 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
 }
 
 /// Check often enough that a successor is published well before it signs.
-fn spawn_ca_rotation(ca: Arc<Ca>, ttl: Duration, generation: watch::Sender<u64>, mut shutdown: watch::Receiver<bool>) {
+fn spawn_ca_rotation(
+    ca: Arc<Ca>,
+    ttl: Duration,
+    generation: watch::Sender<u64>,
+    events: Events,
+    clock: Arc<dyn Clock>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let every = (ttl / 100).clamp(Duration::from_millis(200), Duration::from_secs(60));
     tokio::spawn(async move {
         loop {
@@ -165,9 +191,14 @@ fn spawn_ca_rotation(ca: Arc<Ca>, ttl: Duration, generation: watch::Sender<u64>,
                 _ = tokio::time::sleep(every) => {}
                 _ = shutdown.changed() => return,
             }
-            let ca = ca.clone();
-            match tokio::task::spawn_blocking(move || ca.rotate_if_due(SystemTime::now())).await {
-                Ok(Ok(true)) => generation.send_modify(|g| *g += 1),
+            let rotating = ca.clone();
+            let now = clock.now();
+            match tokio::task::spawn_blocking(move || rotating.rotate_if_due(now)).await {
+                Ok(Ok(true)) => {
+                    generation.send_modify(|g| *g += 1);
+                    let auth = ca.authorities();
+                    events.emit(Event::CaRotated { x509_authorities: auth.x509.len(), jwt_keys: auth.jwt.len() });
+                }
                 Ok(Ok(false)) => {}
                 Ok(Err(e)) => tracing::error!(error = %e, "CA rotation failed; the current authority keeps signing"),
                 Err(e) => tracing::error!(error = %e, "CA rotation task failed"),
@@ -181,9 +212,8 @@ fn spawn_ca_rotation(ca: Arc<Ca>, ttl: Duration, generation: watch::Sender<u64>,
 fn spawn_reloader(
     config: &Config,
     files: Arc<FileWatcher>,
-    attestor: Arc<Attestor>,
     policy: watch::Sender<Arc<Policy>>,
-    audit: Audit,
+    events: Events,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), DaemonError> {
     let Some(path) = config.source.clone() else { return Ok(()) };
@@ -207,14 +237,15 @@ fn spawn_reloader(
             tokio::time::sleep(Duration::from_millis(50)).await;
             // A config that does not validate, or names a federated bundle that cannot be read,
             // is refused as a whole.
-            let loaded = Config::load(&path)
-                .map_err(|e| e.to_string())
-                .and_then(|c| policy_of(&c).map(|p| (c, p)).map_err(|e| e.to_string()));
+            let loaded = Config::load(&path).map_err(|e| e.to_string()).and_then(|c| {
+                let previous = policy.borrow().clone();
+                policy_of(&c, Some(&previous)).map(|p| (c, p)).map_err(|e| e.to_string())
+            });
             let (next, new_policy) = match loaded {
                 Ok(loaded) => loaded,
                 Err(reason) => {
                     tracing::error!("reload ({why}) refused, the previous config stays in force: {reason}");
-                    audit.record("reload_refused", serde_json::json!({ "reason": reason }));
+                    events.emit(Event::ReloadRefused { reason });
                     continue;
                 }
             };
@@ -229,11 +260,11 @@ fn spawn_reloader(
                 }
             }
             files.subscribe(&watch_paths(&next), &changed);
-            attestor.set_config(next.attest.clone());
             let entries = next.registry.entries().len();
+            // Entries, attestor settings and federated bundles change in this one step.
             policy.send_replace(Arc::new(new_policy));
             tracing::info!(why, entries, "configuration reloaded");
-            audit.record("reloaded", serde_json::json!({ "why": why, "entries": entries }));
+            events.emit(Event::Reloaded { why: why.to_owned(), entries });
             current = next;
         }
     });

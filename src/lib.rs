@@ -1,25 +1,35 @@
 //! tessera: a node-local SPIFFE Workload API daemon.
 //!
 //! The data flows one way, and the modules follow it:
-//! peer ([`workload::peer`]) → attestation (`tessera-attestors`) → selectors → matching
-//! [`entry`]s → SVIDs ([`svid`], signed by the [`ca`]) → the stream ([`workload::service`]).
+//! a peer connects ([`endpoint`]) → the [`caller`] pipeline attests it (`tessera-attestors`) into
+//! selectors and matches [`registry`] entries → an [`issuer`] signs SVIDs ([`svid`], keys in the
+//! [`ca`]) and hands out [`bundle`]s → the [`endpoint`] answers or streams. Every fact on the way
+//! is an [`events`] event (the audit log subscribes). [`daemon`] wires it together; see
+//! `docs/architecture.md`.
 #![forbid(unsafe_code)]
 
-pub mod audit;
+// The flow (order: endpoint → caller → registry → issuer → ca/svid/bundle).
 pub mod bundle;
 pub mod ca;
+pub mod caller;
+pub mod endpoint;
+pub mod issuer;
+pub mod peer;
+pub mod registry;
+pub mod svid;
+// Beside the flow.
 pub mod cli;
 pub mod config;
 pub mod daemon;
-pub mod devmode;
+pub mod events;
+// Values and helpers.
+pub mod clock;
 pub mod duration;
-pub mod entry;
-pub mod federation;
+pub mod limits;
+pub mod secret;
 pub mod spiffe_id;
 pub mod storage;
-pub mod svid;
 pub mod watch;
-pub mod workload;
 
 /// Generated Workload API types (the proto has no package, hence `_`).
 pub mod pb {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 use tessera::cli;
 use tessera::config::Config;
-use tessera::devmode;
+use tessera::config::dev as devmode;
 
 mod proxy_cli;
 
@@ -234,12 +234,12 @@ fn run(cli: Cli) -> Result<()> {
             proxy_cli::run(args, devmode::socket_path())
         }
         Command::Audit { command: AuditCommand::Verify { file } } => {
-            match tessera::audit::verify(&file).with_context(|| format!("cannot read {}", file.display()))? {
-                tessera::audit::Verdict::Intact { lines } => {
+            match tessera::events::audit::verify(&file).with_context(|| format!("cannot read {}", file.display()))? {
+                tessera::events::audit::Verdict::Intact { lines } => {
                     println!("{}: intact ({lines} lines)", file.display());
                     Ok(())
                 }
-                tessera::audit::Verdict::Broken { line, reason } => {
+                tessera::events::audit::Verdict::Broken { line, reason } => {
                     bail!("{}: chain broken at line {line}: {reason}", file.display())
                 }
             }

@@ -9,13 +9,13 @@ use tessera_proxy::authorize::{AllowList, Pattern};
 use tessera_proxy::peer_id::PeerIdHeader;
 
 #[derive(Args, Debug)]
-pub struct ProxyArgs {
+pub(crate) struct ProxyArgs {
     #[command(subcommand)]
     pub command: ProxyCommand,
 }
 
 #[derive(Subcommand, Debug)]
-pub enum ProxyCommand {
+pub(crate) enum ProxyCommand {
     /// Outbound: a local agent speaks plain TCP to --listen; the proxy opens mTLS to --to and
     /// admits the server only if its SPIFFE ID matches --allow.
     Connect {
@@ -36,7 +36,7 @@ pub enum ProxyCommand {
 }
 
 #[derive(Args, Debug)]
-pub struct Common {
+pub(crate) struct Common {
     /// Address to listen on (host:port; port 0 picks one, logged in the "proxy ready" line).
     #[arg(long)]
     pub listen: String,
@@ -64,7 +64,7 @@ pub struct Common {
 
 /// `--peer-id-header` values (the library type carries no CLI concerns).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum PeerIdHeaderArg {
+pub(crate) enum PeerIdHeaderArg {
     /// Pass the stream through untouched.
     None,
     /// Write `X-Spiffe-Id: <id>\r\n` before the stream.
@@ -109,7 +109,7 @@ fn settings(common: Common, default_socket: PathBuf) -> Result<tessera_proxy::Se
 }
 
 /// Run a proxy until SIGINT/SIGTERM.
-pub fn run(args: ProxyArgs, default_socket: PathBuf) -> Result<()> {
+pub(crate) fn run(args: ProxyArgs, default_socket: PathBuf) -> Result<()> {
     tessera::install_crypto_provider();
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {

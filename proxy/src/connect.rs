@@ -17,7 +17,9 @@ fn server_name(to: &str) -> ServerName<'static> {
         Some((h, _)) => h.trim_start_matches('[').trim_end_matches(']'),
         None => to,
     };
-    ServerName::try_from(host.to_owned()).unwrap_or_else(|_| ServerName::try_from("localhost").expect("static name"))
+    // Not a DNS name or IP literal (e.g. a unix-ish name): no SNI at all, which cannot fail.
+    ServerName::try_from(host.to_owned())
+        .unwrap_or_else(|_| ServerName::IpAddress(std::net::IpAddr::from(std::net::Ipv4Addr::LOCALHOST).into()))
 }
 
 pub async fn run(settings: Settings) -> Result<(), Error> {

@@ -174,7 +174,7 @@ fn now() -> String {
 /// The socket a client should use: `--socket`, else `SPIFFE_ENDPOINT_SOCKET`, else the default.
 pub fn resolve_socket(flag: Option<String>, default: PathBuf) -> Result<PathBuf> {
     match flag.or_else(|| std::env::var("SPIFFE_ENDPOINT_SOCKET").ok().filter(|s| !s.is_empty())) {
-        Some(addr) => crate::workload::endpoint::socket_from_address(&addr).map_err(anyhow::Error::msg),
+        Some(addr) => crate::endpoint::listener::socket_from_address(&addr).map_err(anyhow::Error::msg),
         None => Ok(default),
     }
 }

@@ -1,29 +1,64 @@
 //! JWT-SVIDs: ES256, header exactly `alg`, `kid`, `typ: JWT`; claims sub, aud, exp, iat and
 //! (when configured) iss. Validation follows `standards/JWT-SVID.md`.
 
-use crate::bundle;
+use crate::bundle::JwtBundle;
 use crate::ca::JwtKey;
 use crate::spiffe_id::{SpiffeId, TrustDomain};
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-#[derive(Serialize)]
-struct Claims<'a> {
-    sub: &'a str,
-    aud: &'a [String],
-    exp: u64,
-    iat: u64,
+/// The claims of a JWT-SVID. The registered ones are typed; `extra` holds any other claim a
+/// profile adds (`jti`, `act`, `scope`, `cnf`, agent metadata), serialized beside them.
+#[derive(Debug, Clone, Serialize)]
+pub struct JwtClaims {
+    pub sub: SpiffeId,
+    pub aud: Vec<String>,
+    pub exp: u64,
+    pub iat: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
-    iss: Option<&'a str>,
+    pub iss: Option<String>,
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+impl JwtClaims {
+    /// The claims of a plain JWT-SVID for `id`, valid from `now` until `expires_at`.
+    pub fn new(
+        id: &SpiffeId,
+        audience: &[String],
+        issuer: Option<&str>,
+        now: SystemTime,
+        expires_at: SystemTime,
+    ) -> Self {
+        Self {
+            sub: id.clone(),
+            aud: audience.to_vec(),
+            exp: unix_secs(expires_at),
+            iat: unix_secs(now),
+            iss: issuer.map(str::to_owned),
+            extra: serde_json::Map::new(),
+        }
+    }
 }
 
 /// A minted token; the token itself is a secret (bearer credential) and is never logged.
 pub struct JwtSvid {
-    pub spiffe_id: String,
+    pub spiffe_id: SpiffeId,
     pub token: String,
     pub expires_at: SystemTime,
 }
 
+impl std::fmt::Debug for JwtSvid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the token.
+        f.debug_struct("JwtSvid")
+            .field("spiffe_id", &self.spiffe_id)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Mint a JWT-SVID for `id`; it never outlives the signing key.
 pub fn mint(
     id: &SpiffeId,
     audience: &[String],
@@ -33,14 +68,20 @@ pub fn mint(
     now: SystemTime,
 ) -> Result<JwtSvid, jsonwebtoken::errors::Error> {
     let expires_at = (now + ttl).min(key.not_after);
-    let secs = |t: SystemTime| t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    sign(&JwtClaims::new(id, audience, issuer, now, expires_at), key, expires_at)
+}
+
+/// Sign `claims` (ES256, header `alg`, `kid`, `typ: JWT`).
+pub fn sign(claims: &JwtClaims, key: &JwtKey, expires_at: SystemTime) -> Result<JwtSvid, jsonwebtoken::errors::Error> {
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
     header.kid = Some(key.kid.clone());
     header.typ = Some("JWT".into());
-    let sub = id.to_string();
-    let claims = Claims { sub: &sub, aud: audience, exp: secs(expires_at), iat: secs(now), iss: issuer };
-    let token = jsonwebtoken::encode(&header, &claims, &key.encoding)?;
-    Ok(JwtSvid { spiffe_id: sub, token, expires_at })
+    let token = key.sign(&header, claims)?;
+    Ok(JwtSvid { spiffe_id: claims.sub.clone(), token, expires_at })
+}
+
+fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 /// Why a JWT-SVID is not valid (becomes `InvalidArgument` with this text).
@@ -80,7 +121,7 @@ pub struct Validated {
 pub fn validate(
     token: &str,
     audience: &str,
-    jwks_for: impl Fn(&TrustDomain) -> Option<Vec<u8>>,
+    jwks_for: impl Fn(&TrustDomain) -> Option<std::sync::Arc<JwtBundle>>,
 ) -> Result<Validated, JwtError> {
     use jsonwebtoken::Algorithm::*;
     let header = jsonwebtoken::decode_header(token).map_err(|e| JwtError::Malformed(e.to_string()))?;
@@ -101,7 +142,7 @@ pub fn validate(
     let id: SpiffeId = sub.parse().map_err(|e: crate::spiffe_id::SpiffeIdError| JwtError::Subject(e.to_string()))?;
     let td = id.trust_domain();
     let jwks = jwks_for(td).ok_or_else(|| JwtError::NoBundle(td.to_string()))?;
-    let key = bundle::find_jwt_key(&jwks, &kid).ok_or_else(|| JwtError::UnknownKey(kid.clone(), td.to_string()))?;
+    let key = jwks.find(&kid).ok_or_else(|| JwtError::UnknownKey(kid.clone(), td.to_string()))?;
     if !key.algs.contains(&header.alg) {
         return Err(JwtError::Alg(format!("{:?} does not match the key", header.alg)));
     }

@@ -2,21 +2,23 @@
 //! with digitalSignature, cA=false, serverAuth+clientAuth, random serial, SKI/AKI, fresh key.
 
 use crate::ca::X509Authority;
-use crate::entry::Entry;
+use crate::ca::serial::{hex, random_serial};
+use crate::registry::Entry;
+use crate::secret::PrivateKey;
+use crate::spiffe_id::SpiffeId;
 use rcgen::{
     CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
-    PKCS_ECDSA_P256_SHA256, SanType, SerialNumber,
+    PKCS_ECDSA_P256_SHA256, SanType,
 };
 use std::time::{Duration, SystemTime};
-use zeroize::Zeroizing;
 
 /// A freshly minted X.509-SVID. The key never leaves this struct except into a response.
 pub struct X509Svid {
-    pub spiffe_id: String,
+    pub spiffe_id: SpiffeId,
     /// DER certificates, leaf first, concatenated (the Workload API's `x509_svid`).
     pub chain_der: Vec<u8>,
     /// PKCS#8 DER private key (the Workload API's `x509_svid_key`).
-    pub key_pkcs8: Zeroizing<Vec<u8>>,
+    key: PrivateKey,
     pub serial_hex: String,
     pub not_before: SystemTime,
     pub not_after: SystemTime,
@@ -34,13 +36,11 @@ impl std::fmt::Debug for X509Svid {
     }
 }
 
-/// A positive, non-zero 128-bit serial (RFC 5280 allows up to 20 octets; MSB cleared keeps it positive).
-pub fn random_serial() -> SerialNumber {
-    use rand::Rng;
-    let mut bytes: [u8; 16] = rand::rng().random();
-    bytes[0] &= 0x7f;
-    bytes[0] |= 0x01; // non-zero and a fixed length
-    SerialNumber::from_slice(&bytes)
+impl X509Svid {
+    /// The PKCS#8 DER private key, for the one place it goes: the Workload API response.
+    pub fn key_pkcs8(&self) -> &[u8] {
+        self.key.expose()
+    }
 }
 
 /// Mint an SVID for `entry`, signed by `authority`, with `intermediates` appended to the chain.
@@ -65,7 +65,7 @@ pub fn mint(entry: &Entry, authority: &X509Authority, now: SystemTime) -> Result
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
     params.use_authority_key_identifier_extension = true;
     let serial = random_serial();
-    let serial_hex = serial.to_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    let serial_hex = hex(&serial.to_bytes());
     params.serial_number = Some(serial);
     // Backdate a little for clock skew between processes, as SPIRE does; never outlive the CA.
     let not_before = now - Duration::from_secs(10);
@@ -76,9 +76,9 @@ pub fn mint(entry: &Entry, authority: &X509Authority, now: SystemTime) -> Result
     let mut chain_der = cert.der().to_vec();
     chain_der.extend_from_slice(&authority.chain_tail_der);
     Ok(X509Svid {
-        spiffe_id: entry.spiffe_id.to_string(),
+        spiffe_id: entry.spiffe_id.clone(),
         chain_der,
-        key_pkcs8: Zeroizing::new(key.serialize_der()),
+        key: PrivateKey::new(key.serialize_der()),
         serial_hex,
         not_before,
         not_after,

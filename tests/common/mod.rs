@@ -116,23 +116,37 @@ pub fn eventually(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool)
     }
 }
 
-/// The gRPC status code inside a spiffe-crate error, if any.
+/// The gRPC status code inside a spiffe-crate error, if any (matched on the error's structure).
 pub fn status_code(e: &spiffe::WorkloadApiError) -> Option<tonic::Code> {
+    use spiffe::transport::{GrpcStatusCode as G, TransportError};
+    use tonic::Code;
     match e {
-        spiffe::WorkloadApiError::NoIdentityIssued => Some(tonic::Code::PermissionDenied),
-        spiffe::WorkloadApiError::PermissionDenied(_) => Some(tonic::Code::PermissionDenied),
-        other => {
-            let s = format!("{other:?}");
-            [
-                ("InvalidArgument", tonic::Code::InvalidArgument),
-                ("PermissionDenied", tonic::Code::PermissionDenied),
-                ("Unavailable", tonic::Code::Unavailable),
-                ("Unimplemented", tonic::Code::Unimplemented),
-            ]
-            .into_iter()
-            .find(|(n, _)| s.contains(n))
-            .map(|(_, c)| c)
+        // The spiffe crate turns PermissionDenied into these two variants.
+        spiffe::WorkloadApiError::NoIdentityIssued | spiffe::WorkloadApiError::PermissionDenied(_) => {
+            Some(Code::PermissionDenied)
         }
+        spiffe::WorkloadApiError::Transport(TransportError::Status(s)) => Some(match s.code() {
+            G::Ok => Code::Ok,
+            G::Cancelled => Code::Cancelled,
+            G::Unknown => Code::Unknown,
+            G::InvalidArgument => Code::InvalidArgument,
+            G::DeadlineExceeded => Code::DeadlineExceeded,
+            G::NotFound => Code::NotFound,
+            G::AlreadyExists => Code::AlreadyExists,
+            G::PermissionDenied => Code::PermissionDenied,
+            G::ResourceExhausted => Code::ResourceExhausted,
+            G::FailedPrecondition => Code::FailedPrecondition,
+            G::Aborted => Code::Aborted,
+            G::OutOfRange => Code::OutOfRange,
+            G::Unimplemented => Code::Unimplemented,
+            G::Internal => Code::Internal,
+            G::Unavailable => Code::Unavailable,
+            G::DataLoss => Code::DataLoss,
+            G::Unauthenticated => Code::Unauthenticated,
+            #[allow(unreachable_patterns)]
+            _ => Code::Unknown,
+        }),
+        _ => None,
     }
 }
 

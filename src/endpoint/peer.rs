@@ -1,29 +1,19 @@
 //! The connection a workload opened, with the credentials the kernel gave for it at accept time.
 
-use super::authority::AuthorityFix;
-use super::limits::{Held, OverLimit, UidCounter};
+use super::h2_authority::AuthorityFix;
+use crate::limits::{Held, OverLimit, UidCounter};
+pub use crate::peer::PeerInfo;
 use std::future::Future;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::UnixStream;
 
-/// Who is on the other end of a connection: SO_PEERCRED plus, on Linux ≥ 6.5, SO_PEERPIDFD — a
-/// handle on the exact process that called connect(), which a recycled pid cannot impersonate.
-#[derive(Clone, Debug)]
-pub struct PeerInfo {
-    pub pid: Option<i32>,
-    pub uid: u32,
-    pub gid: u32,
-    pub pidfd: Option<Arc<OwnedFd>>,
-    /// The pidfd came from SO_PEERPIDFD (else from pidfd_open at accept, a few µs after connect).
-    pub pidfd_from_kernel: bool,
-}
-
 impl PeerInfo {
+    /// Capture the peer of an accepted connection.
     fn of(stream: &UnixStream, cred: tokio::net::unix::UCred) -> io::Result<Self> {
         // SO_PEERPIDFD (Linux ≥ 6.5) names the very process that connected. Older kernels: open a
         // pidfd now, at accept, and keep it for the connection's life, so that later RPCs and
@@ -37,16 +27,6 @@ impl PeerInfo {
             })
             .map(Arc::new);
         Ok(Self { pid: cred.pid(), uid: cred.uid(), gid: cred.gid(), pidfd, pidfd_from_kernel })
-    }
-
-    /// Credentials for the attestors, with our own duplicate of the pidfd.
-    pub fn credentials(&self) -> tessera_attestors::PeerCredentials {
-        tessera_attestors::PeerCredentials {
-            pid: self.pid,
-            uid: self.uid,
-            gid: self.gid,
-            pidfd: self.pidfd.as_ref().and_then(|fd| fd.try_clone().ok()),
-        }
     }
 }
 

@@ -1,8 +1,10 @@
 //! The TOML configuration: parsed with source positions so every error names the file, the line,
 //! the key and what to write instead. `tessera check` and `tessera run` share [`Config::load`].
 
+pub mod dev;
+
 use crate::duration;
-use crate::entry::{Entry, Registry};
+use crate::registry::{Entry, Registry};
 use crate::spiffe_id::{SpiffeId, TrustDomain};
 use serde::Deserialize;
 use std::collections::{BTreeSet, HashSet};

@@ -1,7 +1,7 @@
 //! Federated trust bundles read from files: a SPIFFE bundle (JWK Set with `x509-svid` and
 //! `jwt-svid` keys) or plain PEM certificates (X.509 only).
 
-use crate::workload::service::FederatedBundle;
+use super::{FederatedBundle, JwtBundle, X509Bundle};
 use base64::Engine;
 use serde_json::{Value, json};
 use std::path::Path;
@@ -25,38 +25,26 @@ pub fn load(path: &Path) -> Result<FederatedBundle, BundleError> {
     } else {
         parse_pem(&bytes).map_err(|reason| BundleError::Format { path: p.clone(), reason })?
     };
-    if bundle.x509_der.is_empty() && bundle.jwks_keys == 0 {
+    if bundle.x509.is_empty() && bundle.jwt.is_empty() {
         return Err(BundleError::Empty { path: p });
     }
-    Ok(bundle.into())
+    Ok(bundle)
 }
 
-struct Parsed {
-    x509_der: Vec<u8>,
-    jwks: Vec<u8>,
-    jwks_keys: usize,
-}
-
-impl From<Parsed> for FederatedBundle {
-    fn from(p: Parsed) -> Self {
-        FederatedBundle { x509_der: p.x509_der, jwks: p.jwks }
-    }
-}
-
-fn parse_pem(bytes: &[u8]) -> Result<Parsed, String> {
+fn parse_pem(bytes: &[u8]) -> Result<FederatedBundle, String> {
     let blocks = pem::parse_many(bytes).map_err(|e| e.to_string())?;
-    let mut der = Vec::new();
+    let mut certs = Vec::new();
     for b in blocks.iter().filter(|b| b.tag() == "CERTIFICATE") {
         x509_parser::parse_x509_certificate(b.contents()).map_err(|e| format!("bad certificate: {e}"))?;
-        der.extend_from_slice(b.contents());
+        certs.push(b.contents().to_vec());
     }
-    Ok(Parsed { x509_der: der, jwks: br#"{"keys":[]}"#.to_vec(), jwks_keys: 0 })
+    Ok(FederatedBundle { x509: X509Bundle::new(certs), jwt: JwtBundle::default() })
 }
 
-fn parse_spiffe_bundle(bytes: &[u8]) -> Result<Parsed, String> {
+fn parse_spiffe_bundle(bytes: &[u8]) -> Result<FederatedBundle, String> {
     let doc: Value = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
     let keys = doc.get("keys").and_then(Value::as_array).ok_or("no \"keys\" array")?;
-    let mut der = Vec::new();
+    let mut certs = Vec::new();
     let mut jwt_keys = Vec::new();
     for k in keys {
         // Keys with a missing or unknown `use` are ignored, as the bundle format requires.
@@ -69,15 +57,13 @@ fn parse_spiffe_bundle(bytes: &[u8]) -> Result<Parsed, String> {
                 };
                 let cert = base64::engine::general_purpose::STANDARD.decode(first).map_err(|e| format!("x5c: {e}"))?;
                 x509_parser::parse_x509_certificate(&cert).map_err(|e| format!("x5c certificate: {e}"))?;
-                der.extend_from_slice(&cert);
+                certs.push(cert);
             }
             Some("jwt-svid") if k.get("kid").and_then(Value::as_str).is_some() => jwt_keys.push(k.clone()),
             _ => {}
         }
     }
-    let n = jwt_keys.len();
-    let jwks = serde_json::to_vec(&json!({ "keys": jwt_keys })).map_err(|e| e.to_string())?;
-    Ok(Parsed { x509_der: der, jwks, jwks_keys: n })
+    Ok(FederatedBundle { x509: X509Bundle::new(certs), jwt: JwtBundle::new(jwt_keys) })
 }
 
 /// Our own trust domain's bundle in the SPIFFE bundle format, for partners to federate with us.
@@ -103,6 +89,6 @@ pub fn spiffe_bundle_json(auth: &crate::ca::Authorities, sequence: u64) -> Value
             }))
         })
         .collect();
-    keys.extend(auth.jwt.iter().map(|k| crate::bundle::jwk(k)));
+    keys.extend(auth.jwt.iter().map(|k| super::jwks::jwk(k)));
     json!({ "keys": keys, "spiffe_sequence": sequence, "spiffe_refresh_hint": 300 })
 }

@@ -1,7 +1,7 @@
-//! Trust bundles in the two encodings the Workload API uses: X.509 as concatenated DER
-//! certificates, JWT as a JWK Set (RFC 7517) whose keys carry `kid` and `use: jwt-svid`.
+//! JWKs (RFC 7517): encoding our JWT signing keys, whose JWKs carry `kid` and `use: jwt-svid`, and
+//! finding a verification key in a JWT bundle.
 
-use crate::ca::{Authorities, JwtKey};
+use crate::ca::JwtKey;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
@@ -21,24 +21,16 @@ pub fn jwk(key: &JwtKey) -> Value {
     })
 }
 
-/// The local JWT bundle as JWKS JSON bytes.
-pub fn local_jwks(auth: &Authorities) -> Vec<u8> {
-    let keys: Vec<Value> = auth.jwt.iter().map(|k| jwk(k)).collect();
-    serde_json::to_vec(&json!({ "keys": keys })).unwrap_or_default()
-}
-
 /// A verification key found in a JWKS, with the JWS algorithms it may verify.
 pub struct VerifyKey {
     pub key: jsonwebtoken::DecodingKey,
     pub algs: &'static [jsonwebtoken::Algorithm],
 }
 
-/// Find the key with `kid` in a JWKS document. Keys with another `use` than `jwt-svid` (when set)
-/// or an unknown `kty` are ignored, as the bundle spec says.
-pub fn find_jwt_key(jwks: &[u8], kid: &str) -> Option<VerifyKey> {
+/// Find the key with `kid` among a bundle's JWKs. Keys with another `use` than `jwt-svid` (when
+/// set) or an unknown `kty` are ignored, as the bundle spec says.
+pub fn find_key(keys: &[Value], kid: &str) -> Option<VerifyKey> {
     use jsonwebtoken::Algorithm::*;
-    let doc: Value = serde_json::from_slice(jwks).ok()?;
-    let keys = doc.get("keys")?.as_array()?;
     keys.iter().find_map(|k| {
         if k.get("kid")?.as_str()? != kid {
             return None;

@@ -2,8 +2,8 @@
 //! When `accept` fails (EMFILE, ENFILE, ENOMEM) it backs off, and every refusal is logged at
 //! most once per interval with a count, so a flood costs neither a core nor the disk.
 
-use super::limits::UidCounter;
 use super::peer::{PeerStream, Refused};
+use crate::limits::UidCounter;
 use std::time::{Duration, Instant};
 use tokio::net::UnixListener;
 use tokio::sync::{mpsc, watch};

@@ -2,7 +2,7 @@
 //! and data dir in per-user locations, and one entry giving the invoking user's processes an identity.
 
 use crate::config::Config;
-use crate::entry::{Entry, Registry};
+use crate::registry::{Entry, Registry};
 use std::path::PathBuf;
 use std::time::Duration;
 

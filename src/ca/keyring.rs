@@ -1,0 +1,87 @@
+//! The key ring: a consistent, immutable snapshot of every signing key the CA holds, of every kind,
+//! with what signs now and what the bundles contain. Private keys are reachable only through the
+//! signing methods here.
+
+use super::rotation::{KeyLife, signer_at};
+use rcgen::{Issuer, KeyPair};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+/// One X.509 signing authority (self-signed root, or an intermediate under an upstream root).
+pub struct X509Authority {
+    pub cert_der: Vec<u8>,
+    /// Certificates that follow the leaf in an SVID chain (the intermediate under an upstream root).
+    pub chain_tail_der: Vec<u8>,
+    pub not_before: SystemTime,
+    pub not_after: SystemTime,
+    pub(super) issuer: Issuer<'static, KeyPair>,
+}
+
+impl X509Authority {
+    /// The signer for certificates this authority issues (the key stays inside).
+    pub(crate) fn issuer(&self) -> &Issuer<'static, KeyPair> {
+        &self.issuer
+    }
+
+    fn life(&self) -> KeyLife {
+        KeyLife { active_from: self.not_before, not_after: self.not_after }
+    }
+}
+
+/// One ES256 JWT signing key.
+pub struct JwtKey {
+    pub kid: String,
+    pub not_before: SystemTime,
+    pub not_after: SystemTime,
+    pub(super) encoding: jsonwebtoken::EncodingKey,
+    /// Uncompressed P-256 point (0x04 || X || Y).
+    pub public_point: Vec<u8>,
+}
+
+impl JwtKey {
+    /// Sign a JWS with this key (the header names the algorithm and kid).
+    pub fn sign(
+        &self,
+        header: &jsonwebtoken::Header,
+        claims: &impl serde::Serialize,
+    ) -> Result<String, jsonwebtoken::errors::Error> {
+        jsonwebtoken::encode(header, claims, &self.encoding)
+    }
+
+    fn life(&self) -> KeyLife {
+        KeyLife { active_from: self.not_before, not_after: self.not_after }
+    }
+}
+
+/// A consistent snapshot of the CA: what signs now and what the bundles contain.
+pub struct Authorities {
+    /// Oldest first; the newest active one signs.
+    pub x509: Vec<Arc<X509Authority>>,
+    pub jwt: Vec<Arc<JwtKey>>,
+    /// The X.509 trust bundle (DER certificates): our self-signed roots, or the upstream roots.
+    pub roots: Vec<Vec<u8>>,
+}
+
+impl Authorities {
+    /// The authority that signs at `now`: the newest whose activation time has come.
+    pub fn x509_signer(&self, now: SystemTime) -> Option<&Arc<X509Authority>> {
+        signer_at(&self.x509_lives(), now).and_then(|i| self.x509.get(i))
+    }
+    pub fn jwt_signer(&self, now: SystemTime) -> Option<&Arc<JwtKey>> {
+        signer_at(&self.jwt_lives(), now).and_then(|i| self.jwt.get(i))
+    }
+    pub(super) fn x509_lives(&self) -> Vec<KeyLife> {
+        self.x509.iter().map(|a| a.life()).collect()
+    }
+    pub(super) fn jwt_lives(&self) -> Vec<KeyLife> {
+        self.jwt.iter().map(|k| k.life()).collect()
+    }
+    /// The local X.509 bundle as the Workload API carries it: concatenated DER.
+    pub fn x509_bundle_der(&self) -> Vec<u8> {
+        self.roots.concat()
+    }
+    /// The bundle's certificates, one DER each.
+    pub fn bundle_certs(&self) -> &[Vec<u8>] {
+        &self.roots
+    }
+}

@@ -1,0 +1,162 @@
+//! The caller pipeline every service on the socket uses: peer → attestation (bounded, off the
+//! async runtime) → matching registration entries = a [`Caller`]. Each step emits its event
+//! (attested, refused). Services add only what their RPC needs on top.
+
+use crate::events::{Event, Events, ExeEvidence, Refusal};
+use crate::limits::FairSlots;
+use crate::peer::PeerInfo;
+use crate::registry::{Entry, Policy};
+use crate::spiffe_id::SpiffeId;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use tessera_attestors::{Attestation, ProcessHandle, Selector};
+use tokio::sync::watch;
+
+/// Why a caller gets no identity (becomes a gRPC status in `endpoint::status`).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CallerError {
+    #[error("workload attestation failed: peer credentials unavailable")]
+    NoPeerCredentials,
+    #[error("shutting down")]
+    ShuttingDown,
+    #[error("attestation task failed: {0}")]
+    AttestTask(String),
+    #[error("workload attestation failed: {0}")]
+    Attestation(tessera_attestors::AttestError),
+    #[error("no identity issued")]
+    NoIdentity,
+    #[error("no identity issued for {0}")]
+    NotEntitled(SpiffeId),
+}
+
+/// The caller as attested, plus the entries it matched.
+#[derive(Debug)]
+pub struct Caller {
+    pub attestation: Attestation,
+    pub uid: u32,
+    /// Shared with the registry: a stream holds pointers, not copies.
+    pub entries: Vec<Arc<Entry>>,
+    /// The policy snapshot the entries came from.
+    pub policy: Arc<Policy>,
+}
+
+impl Caller {
+    /// The process this caller is: (pid, start time).
+    pub fn process(&self) -> (i32, u64) {
+        (self.attestation.pid, self.attestation.starttime)
+    }
+
+    /// Keep only the entry for `id`; none → `NotEntitled`, emitted as a refusal.
+    pub fn narrow_to(&mut self, id: &SpiffeId, rpc: &str, events: &Events) -> Result<(), CallerError> {
+        self.entries.retain(|e| &e.spiffe_id == id);
+        if self.entries.is_empty() {
+            events.emit(Event::Refused {
+                rpc: rpc.to_owned(),
+                pid: Some(self.attestation.pid),
+                uid: self.uid,
+                why: Refusal::NotEntitled(id.to_string()),
+            });
+            return Err(CallerError::NotEntitled(id.clone()));
+        }
+        Ok(())
+    }
+}
+
+/// Attest, then entitle.
+pub struct Pipeline {
+    pub policy: watch::Receiver<Arc<Policy>>,
+    /// Attestations running at once (each may hash files on a blocking thread).
+    pub attest_slots: FairSlots,
+    pub events: Events,
+}
+
+impl Pipeline {
+    pub fn new(policy: watch::Receiver<Arc<Policy>>, attest_slots: FairSlots, events: Events) -> Self {
+        Self { policy, attest_slots, events }
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policy.borrow().clone()
+    }
+
+    /// Attest the peer with the attestor settings of `policy`. Failure → refused (emitted).
+    pub async fn attest(&self, peer: &PeerInfo, rpc: &str, policy: &Policy) -> Result<Attestation, CallerError> {
+        // Bounded concurrency: one user opening hundreds of connections to slow binaries must not
+        // take every blocking thread, and so every other workload's attestation, with it.
+        let _slot = self.attest_slots.acquire(peer.uid).await.map_err(|_| CallerError::ShuttingDown)?;
+        let attestor = policy.attestor.clone();
+        let creds = peer.credentials();
+        let result = tokio::task::spawn_blocking(move || {
+            let handle = ProcessHandle::from_peer(creds)?;
+            attestor.attest(&handle)
+        })
+        .await
+        .map_err(|e| CallerError::AttestTask(e.to_string()))?;
+        result.map_err(|e| {
+            self.events.emit(Event::Refused {
+                rpc: rpc.to_owned(),
+                pid: peer.pid,
+                uid: peer.uid,
+                why: Refusal::AttestationFailed(e.to_string()),
+            });
+            tracing::info!(rpc, pid = ?peer.pid, uid = peer.uid, error = %e, "workload attestation failed");
+            CallerError::Attestation(e)
+        })
+    }
+
+    /// The entries an attested workload matches in `policy`; none → `NoIdentity`, emitted as a refusal.
+    pub fn entitle(
+        &self,
+        attestation: Attestation,
+        peer: &PeerInfo,
+        rpc: &str,
+        policy: Arc<Policy>,
+    ) -> Result<Caller, CallerError> {
+        let uid = peer.uid;
+        let entries: Vec<Arc<Entry>> = policy.registry.matching(&attestation.selectors).into_iter().cloned().collect();
+        if entries.is_empty() {
+            self.events.emit(Event::Refused {
+                rpc: rpc.to_owned(),
+                pid: Some(attestation.pid),
+                uid,
+                why: Refusal::NoEntry {
+                    exe: ExeEvidence::of(&attestation.selectors),
+                    selectors: selector_strings(&attestation.selectors),
+                },
+            });
+            tracing::info!(rpc, pid = attestation.pid, uid, "no identity issued: no entry matches");
+            return Err(CallerError::NoIdentity);
+        }
+        // Streams keep this for drift comparison; the per-attestor detail was reported already.
+        let mut attestation = attestation;
+        attestation.reports = Vec::new();
+        Ok(Caller { attestation, uid, entries, policy })
+    }
+
+    /// Attest a caller at the start of an RPC (emitted with its evidence) and find its entries,
+    /// all against one policy snapshot.
+    pub async fn caller(&self, peer: &PeerInfo, rpc: &str) -> Result<Caller, CallerError> {
+        let policy = self.policy();
+        let attestation = self.attest(peer, rpc, &policy).await?;
+        self.events.emit(Event::Attested {
+            rpc: rpc.to_owned(),
+            pid: attestation.pid,
+            uid: peer.uid,
+            pinned_by_kernel: peer.pidfd_from_kernel,
+            exe: ExeEvidence::of(&attestation.selectors),
+            selectors: selector_strings(&attestation.selectors),
+            failed_attestors: attestation
+                .reports
+                .iter()
+                .filter_map(|r| r.error.as_ref().map(|e| (r.attestor.to_string(), e.to_string())))
+                .collect(),
+        });
+        self.entitle(attestation, peer, rpc, policy)
+    }
+}
+
+pub fn selector_strings(s: &BTreeSet<Selector>) -> Vec<String> {
+    s.iter().map(|s| s.to_string()).collect()
+}

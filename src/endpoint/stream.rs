@@ -1,0 +1,156 @@
+//! The stream engine: an entitlement stream carries the full state in every message and is
+//! re-evaluated on rotation, policy reload, a change of a file its attestation read, and the
+//! re-attestation interval. A message is sent first at once, then only when the entitlement
+//! changed or a refresh came due. A workload that stops matching every entry is withdrawn
+//! (PermissionDenied) and its stream ends; drift (changed selectors) is an event.
+
+use super::status::ApiError;
+use super::workload_api::Context;
+use crate::bundle::FederatedBundle;
+use crate::caller::{Caller, CallerError};
+use crate::events::Event;
+use crate::issuer::Bundles;
+use crate::peer::PeerInfo;
+use crate::spiffe_id::TrustDomain;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+use tessera_attestors::Attestation;
+use tokio::sync::mpsc;
+use tonic::Status;
+
+/// What a caller is entitled to on a stream; equal states need no new message.
+pub struct Entitlement {
+    pub caller: Caller,
+    /// The local bundles it was computed with; a rotation replaces them (a new `Arc`).
+    pub bundles: Arc<Bundles>,
+    pub federated: BTreeMap<TrustDomain, Arc<FederatedBundle>>,
+}
+
+impl PartialEq for Entitlement {
+    fn eq(&self, other: &Self) -> bool {
+        self.caller.entries == other.caller.entries
+            && Arc::ptr_eq(&self.bundles, &other.bundles)
+            && self.federated == other.federated
+    }
+}
+
+impl Entitlement {
+    pub fn of(ctx: &Context, caller: Caller) -> Self {
+        let federated = caller.policy.federated_for(&caller.entries);
+        Entitlement { caller, bundles: ctx.issuer.bundles(), federated }
+    }
+}
+
+/// A message for the stream and, for SVIDs, when to renew.
+pub type Rendered<T> = Result<(T, Option<SystemTime>), ApiError>;
+
+/// Drive a stream from `initial`; `render` turns an entitlement into a message (it may sign).
+pub fn spawn<T, R>(
+    ctx: Arc<Context>,
+    peer: PeerInfo,
+    rpc: &'static str,
+    initial: Entitlement,
+    render: R,
+) -> mpsc::Receiver<Result<T, Status>>
+where
+    T: Send + 'static,
+    R: Fn(&Context, &Entitlement) -> Rendered<T> + Send + Sync + 'static,
+{
+    let (tx, rx) = mpsc::channel(2);
+    tokio::spawn(async move {
+        let mut policy = ctx.pipeline.policy.clone();
+        let mut ca_gen = ctx.issuer.changes();
+        let mut shutdown = ctx.shutdown.clone();
+        policy.mark_unchanged();
+        ca_gen.mark_unchanged();
+        let files_changed = Arc::new(tokio::sync::Notify::new());
+        let mut state = initial;
+        ctx.files.subscribe(&state.caller.attestation.watched_files, &files_changed);
+        let mut must_send = true;
+        let mut refresh_at: Option<SystemTime> = None;
+        loop {
+            if must_send {
+                match render(&ctx, &state) {
+                    Ok((msg, refresh)) => {
+                        refresh_at = refresh;
+                        if tx.send(Ok(msg)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(Status::from(&e))).await;
+                        return;
+                    }
+                }
+            }
+            let sleep_for = refresh_at
+                .map(|t| t.duration_since(SystemTime::now()).unwrap_or_default())
+                .unwrap_or(ctx.reattest_interval)
+                .min(ctx.reattest_interval);
+            tokio::select! {
+                _ = tokio::time::sleep(sleep_for) => {}
+                r = policy.changed() => if r.is_err() { return },
+                r = ca_gen.changed() => if r.is_err() { return },
+                _ = files_changed.notified() => {}
+                _ = tx.closed() => return,
+                _ = shutdown.changed() => return,
+            }
+            let snapshot = ctx.pipeline.policy();
+            let next = match ctx.pipeline.attest(&peer, rpc, &snapshot).await {
+                Ok(attestation) => {
+                    drift(&ctx, rpc, &state, &attestation);
+                    if attestation.watched_files != state.caller.attestation.watched_files {
+                        ctx.files.subscribe(&attestation.watched_files, &files_changed);
+                    }
+                    ctx.pipeline.entitle(attestation, &peer, rpc, snapshot).map(|caller| Entitlement::of(&ctx, caller))
+                }
+                Err(e) => Err(e),
+            };
+            match next {
+                Ok(next) => {
+                    let due = refresh_at.is_some_and(|t| t <= SystemTime::now());
+                    must_send = due || next != state;
+                    state = next;
+                }
+                Err(e) => {
+                    let e = ApiError::from(e);
+                    let status = Status::from(&e);
+                    if matches!(e, ApiError::Caller(CallerError::NoIdentity)) {
+                        ctx.pipeline.events.emit(Event::Withdrawn {
+                            rpc: rpc.to_owned(),
+                            pid: state.caller.attestation.pid,
+                            uid: state.caller.uid,
+                            had: state.caller.entries.iter().map(|e| e.spiffe_id.to_string()).collect(),
+                            reason: status.message().to_owned(),
+                        });
+                    }
+                    tracing::info!(rpc, pid = ?peer.pid, code = ?status.code(), "stream ended: {}", status.message());
+                    let _ = tx.send(Err(status)).await;
+                    return;
+                }
+            }
+        }
+    });
+    rx
+}
+
+/// Report a change in what a streaming workload looks like (new binary, edited script or
+/// prompt, changed cgroup), with the old and new selectors that differ.
+fn drift(ctx: &Context, rpc: &str, old: &Entitlement, new: &Attestation) {
+    let (a, b) = (&old.caller.attestation.selectors, &new.selectors);
+    if a == b {
+        return;
+    }
+    let removed: Vec<String> = a.difference(b).map(|s| s.to_string()).collect();
+    let added: Vec<String> = b.difference(a).map(|s| s.to_string()).collect();
+    tracing::info!(rpc, pid = new.pid, ?removed, ?added, "workload drifted");
+    ctx.pipeline.events.emit(Event::Drift {
+        rpc: rpc.to_owned(),
+        pid: new.pid,
+        uid: old.caller.uid,
+        removed,
+        added,
+        entries_before: old.caller.entries.iter().map(|e| e.spiffe_id.to_string()).collect(),
+    });
+}

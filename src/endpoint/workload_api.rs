@@ -1,0 +1,270 @@
+//! The `SpiffeWorkloadAPI` gRPC service, thin: check the request, run the caller pipeline, ask the
+//! issuer, encode the answer. Streams are driven by [`super::stream`]; errors become statuses in
+//! [`super::status`] only.
+
+use super::convert::json_to_struct;
+use super::status::ApiError;
+use super::stream::{self, Entitlement};
+use crate::bundle::FederatedBundle;
+use crate::caller::{Caller, Pipeline};
+use crate::events::{Event, ExeEvidence, IssuedSvid, SvidKind};
+use crate::issuer::Issuer;
+use crate::pb;
+use crate::pb::spiffe_workload_api_server::SpiffeWorkloadApi;
+use crate::peer::PeerInfo;
+use crate::spiffe_id::{SpiffeId, TrustDomain};
+use crate::svid::jwt;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::sync::watch;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+/// What the services on the socket share.
+pub struct Context {
+    pub pipeline: Arc<Pipeline>,
+    pub issuer: Arc<dyn Issuer>,
+    /// Wakes streams when a file their attestation read changes.
+    pub files: Arc<crate::watch::FileWatcher>,
+    /// Streams are re-attested at least this often (drift detection).
+    pub reattest_interval: Duration,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+#[derive(Clone)]
+pub struct WorkloadService {
+    ctx: Arc<Context>,
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+impl WorkloadService {
+    pub fn new(ctx: Arc<Context>) -> Self {
+        Self { ctx }
+    }
+
+    fn peer<T>(req: &Request<T>) -> Result<PeerInfo, ApiError> {
+        req.extensions().get::<PeerInfo>().cloned().ok_or(crate::caller::CallerError::NoPeerCredentials.into())
+    }
+
+    async fn entitlement(&self, peer: &PeerInfo, rpc: &str) -> Result<Entitlement, ApiError> {
+        Ok(Entitlement::of(&self.ctx, self.ctx.pipeline.caller(peer, rpc).await?))
+    }
+
+    /// Open an entitlement stream: the first attestation happens before it opens, so a refused
+    /// caller gets its status right away rather than an empty stream.
+    async fn open_stream<T: Send + 'static>(
+        &self,
+        req_peer: Result<PeerInfo, ApiError>,
+        rpc: &'static str,
+        render: impl Fn(&Context, &Entitlement) -> stream::Rendered<T> + Send + Sync + 'static,
+    ) -> Result<BoxStream<T>, Status> {
+        let peer = req_peer?;
+        let initial = self.entitlement(&peer, rpc).await?;
+        let rx = stream::spawn(self.ctx.clone(), peer, rpc, initial, render);
+        Ok(Box::pin(ReceiverStream::new(rx)))
+    }
+}
+
+/// X.509-SVIDs for every entry, with bundles (hints unique within a response: the first entry keeps it).
+fn x509_response(ctx: &Context, state: &Entitlement, rpc: &str) -> stream::Rendered<pb::X509svidResponse> {
+    let caller = &state.caller;
+    let out = ctx.issuer.x509_svids(caller, SystemTime::now())?;
+    let bundle = out.bundles.x509.to_der();
+    let mut hints = BTreeSet::new();
+    let mut svids = Vec::with_capacity(out.svids.len());
+    let mut issued = Vec::with_capacity(out.svids.len());
+    for i in &out.svids {
+        let svid = &i.svid;
+        issued.push(IssuedSvid::X509 {
+            spiffe_id: svid.spiffe_id.to_string(),
+            serial: svid.serial_hex.clone(),
+            not_after: crate::clock::unix_secs(svid.not_after),
+            reused_for_process: i.reused,
+        });
+        let hint = svid.hint.clone().filter(|h| hints.insert(h.clone())).unwrap_or_default();
+        svids.push(pb::X509svid {
+            spiffe_id: svid.spiffe_id.to_string(),
+            x509_svid: svid.chain_der.clone(),
+            x509_svid_key: svid.key_pkcs8().to_vec(),
+            bundle: bundle.clone(),
+            hint,
+        });
+    }
+    let federated_bundles = state.federated.iter().map(|(td, b)| (td.id_string(), b.x509.to_der())).collect();
+    ctx.pipeline.events.emit(issued_event(caller, rpc, SvidKind::X509, issued, None));
+    Ok((pb::X509svidResponse { svids, crl: vec![], federated_bundles }, Some(out.refresh)))
+}
+
+fn x509_bundles(ctx: &Context, state: &Entitlement) -> stream::Rendered<pb::X509BundlesResponse> {
+    let bundles =
+        bundle_map(ctx.issuer.trust_domain(), state.bundles.x509.to_der(), &state.federated, |b| b.x509.to_der());
+    Ok((pb::X509BundlesResponse { crl: vec![], bundles }, None))
+}
+
+fn jwt_bundles(ctx: &Context, state: &Entitlement) -> stream::Rendered<pb::JwtBundlesResponse> {
+    let bundles =
+        bundle_map(ctx.issuer.trust_domain(), state.bundles.jwt.to_jwks(), &state.federated, |b| b.jwt.to_jwks());
+    Ok((pb::JwtBundlesResponse { bundles }, None))
+}
+
+/// Bundles by trust domain ID, local first then federated, encoded for the wire.
+fn bundle_map(
+    local: &TrustDomain,
+    local_bytes: Vec<u8>,
+    federated: &BTreeMap<TrustDomain, Arc<FederatedBundle>>,
+    encode: impl Fn(&FederatedBundle) -> Vec<u8>,
+) -> HashMap<String, Vec<u8>> {
+    let mut bundles = HashMap::new();
+    bundles.insert(local.id_string(), local_bytes);
+    for (td, b) in federated {
+        bundles.insert(td.id_string(), encode(b));
+    }
+    bundles
+}
+
+/// The "issued" event for a caller: what was handed out and the evidence it was handed out on.
+fn issued_event(
+    caller: &Caller,
+    rpc: &str,
+    kind: SvidKind,
+    issued: Vec<IssuedSvid>,
+    audience: Option<&[String]>,
+) -> Event {
+    let selectors_matched: BTreeSet<String> =
+        caller.entries.iter().flat_map(|e| e.selectors.iter().map(|s| s.to_string())).collect();
+    Event::Issued {
+        rpc: rpc.to_owned(),
+        kind,
+        pid: caller.attestation.pid,
+        uid: caller.uid,
+        exe: ExeEvidence::of(&caller.attestation.selectors),
+        selectors_matched: selectors_matched.into_iter().collect(),
+        entries: caller.entries.iter().map(|e| e.spiffe_id.to_string()).collect(),
+        issued,
+        audience: audience.map(<[String]>::to_vec),
+    }
+}
+
+#[tonic::async_trait]
+impl SpiffeWorkloadApi for WorkloadService {
+    type FetchX509SVIDStream = BoxStream<pb::X509svidResponse>;
+    type FetchX509BundlesStream = BoxStream<pb::X509BundlesResponse>;
+    type FetchJWTBundlesStream = BoxStream<pb::JwtBundlesResponse>;
+    type FetchWITSVIDStream = BoxStream<pb::WitsvidResponse>;
+    type FetchWITBundlesStream = BoxStream<pb::WitBundlesResponse>;
+
+    async fn fetch_x509svid(
+        &self,
+        req: Request<pb::X509svidRequest>,
+    ) -> Result<Response<Self::FetchX509SVIDStream>, Status> {
+        let rpc = "FetchX509SVID";
+        Ok(Response::new(self.open_stream(Self::peer(&req), rpc, move |ctx, s| x509_response(ctx, s, rpc)).await?))
+    }
+
+    async fn fetch_x509_bundles(
+        &self,
+        req: Request<pb::X509BundlesRequest>,
+    ) -> Result<Response<Self::FetchX509BundlesStream>, Status> {
+        Ok(Response::new(self.open_stream(Self::peer(&req), "FetchX509Bundles", x509_bundles).await?))
+    }
+
+    async fn fetch_jwtsvid(&self, req: Request<pb::JwtsvidRequest>) -> Result<Response<pb::JwtsvidResponse>, Status> {
+        let rpc = "FetchJWTSVID";
+        let peer = Self::peer(&req)?;
+        let req = req.into_inner();
+        if req.audience.is_empty() || req.audience.iter().any(String::is_empty) {
+            return Err(ApiError::BadRequest("audience must be specified".into()).into());
+        }
+        let wanted = if req.spiffe_id.is_empty() {
+            None
+        } else {
+            Some(
+                req.spiffe_id
+                    .parse::<SpiffeId>()
+                    .map_err(|e| ApiError::BadRequest(format!("invalid requested SPIFFE ID: {e}")))?,
+            )
+        };
+        let mut caller = self.ctx.pipeline.caller(&peer, rpc).await.map_err(ApiError::from)?;
+        if let Some(id) = &wanted {
+            caller.narrow_to(id, rpc, &self.ctx.pipeline.events).map_err(ApiError::from)?;
+        }
+        let minted = self.ctx.issuer.jwt_svids(&caller, &req.audience, SystemTime::now()).map_err(ApiError::from)?;
+        let mut svids = Vec::new();
+        let mut issued = Vec::new();
+        let mut hints = BTreeSet::new();
+        for (entry, m) in caller.entries.iter().zip(minted) {
+            issued.push(IssuedSvid::Jwt {
+                spiffe_id: m.svid.spiffe_id.to_string(),
+                kid: m.kid,
+                expires_at: crate::clock::unix_secs(m.svid.expires_at),
+            });
+            let hint = entry.hint.clone().filter(|h| hints.insert(h.clone())).unwrap_or_default();
+            svids.push(pb::Jwtsvid { spiffe_id: m.svid.spiffe_id.to_string(), svid: m.svid.token, hint });
+        }
+        self.ctx.pipeline.events.emit(issued_event(&caller, rpc, SvidKind::Jwt, issued, Some(&req.audience)));
+        Ok(Response::new(pb::JwtsvidResponse { svids }))
+    }
+
+    async fn fetch_jwt_bundles(
+        &self,
+        req: Request<pb::JwtBundlesRequest>,
+    ) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
+        Ok(Response::new(self.open_stream(Self::peer(&req), "FetchJWTBundles", jwt_bundles).await?))
+    }
+
+    async fn validate_jwtsvid(
+        &self,
+        req: Request<pb::ValidateJwtsvidRequest>,
+    ) -> Result<Response<pb::ValidateJwtsvidResponse>, Status> {
+        let peer = Self::peer(&req)?;
+        let req = req.into_inner();
+        if req.audience.is_empty() {
+            return Err(ApiError::BadRequest("audience must be specified".into()).into());
+        }
+        if req.svid.is_empty() {
+            return Err(ApiError::BadRequest("svid must be specified".into()).into());
+        }
+        // Validation needs no identity, but the caller must be attestable, and foreign tokens are
+        // checked only against the bundles its own entries federate with (as FetchJWTBundles gives).
+        let policy = self.ctx.pipeline.policy();
+        let attestation = self.ctx.pipeline.attest(&peer, "ValidateJWTSVID", &policy).await.map_err(ApiError::from)?;
+        let entries: Vec<_> = policy.registry.matching(&attestation.selectors).into_iter().cloned().collect();
+        let federated = policy.federated_for(&entries);
+        let local_td = self.ctx.issuer.trust_domain().clone();
+        let local = self.ctx.issuer.bundles().jwt.clone();
+        let validated = jwt::validate(&req.svid, &req.audience, |td| {
+            if *td == local_td { Some(local.clone()) } else { federated.get(td).map(|b| Arc::new(b.jwt.clone())) }
+        })
+        .map_err(ApiError::from)?;
+        Ok(Response::new(pb::ValidateJwtsvidResponse {
+            spiffe_id: validated.spiffe_id.to_string(),
+            claims: Some(json_to_struct(validated.claims)),
+        }))
+    }
+
+    async fn fetch_witsvid(
+        &self,
+        _req: Request<pb::WitsvidRequest>,
+    ) -> Result<Response<Self::FetchWITSVIDStream>, Status> {
+        Err(ApiError::Unsupported("WIT-SVIDs are not supported").into())
+    }
+
+    async fn fetch_wit_bundles(
+        &self,
+        _req: Request<pb::WitBundlesRequest>,
+    ) -> Result<Response<Self::FetchWITBundlesStream>, Status> {
+        Err(ApiError::Unsupported("WIT-SVIDs are not supported").into())
+    }
+}
+
+/// The security header every Workload API request must carry (anti-SSRF); else InvalidArgument.
+pub fn require_security_header(req: Request<()>) -> Result<Request<()>, Status> {
+    match req.metadata().get("workload.spiffe.io") {
+        Some(v) if v.as_bytes() == b"true" => Ok(req),
+        _ => Err(ApiError::MissingSecurityHeader.into()),
+    }
+}

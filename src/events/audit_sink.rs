@@ -1,0 +1,229 @@
+//! The audit log as an event subscriber: each event becomes one hash-chained line, with the event
+//! names and fields the log has always had (`tessera audit verify` reads old and new logs alike).
+
+use super::audit::Audit;
+use super::{Event, ExeEvidence, IssuedSvid, Refusal, Subscriber};
+use serde_json::{Value, json};
+
+impl Subscriber for Audit {
+    fn on_event(&self, event: &Event) {
+        if let Some((name, fields)) = audit_line(event) {
+            self.record(name, fields);
+        }
+    }
+}
+
+fn exe(e: &ExeEvidence) -> Value {
+    json!({ "path": e.path, "sha256": e.sha256 })
+}
+
+/// The audit line of an event (name and fields), or `None` for events the log does not record.
+pub fn audit_line(event: &Event) -> Option<(&'static str, Value)> {
+    Some(match event {
+        Event::Started { trust_domain, socket } => {
+            ("started", json!({ "trust_domain": trust_domain, "socket": socket }))
+        }
+        Event::Attested { rpc, pid, uid, pinned_by_kernel, exe: e, selectors, failed_attestors } => (
+            "attested",
+            json!({
+                "rpc": rpc,
+                "pid": pid,
+                "uid": uid,
+                "pinned_by": if *pinned_by_kernel { "SO_PEERPIDFD" } else { "pidfd_open at accept" },
+                "exe": exe(e),
+                "selectors": selectors,
+                "failed_attestors": failed_attestors.iter().map(|(a, r)| json!({ "attestor": a, "reason": r })).collect::<Vec<_>>(),
+            }),
+        ),
+        Event::Refused { rpc, pid, uid, why } => (
+            "refused",
+            match why {
+                Refusal::AttestationFailed(reason) => {
+                    json!({ "rpc": rpc, "pid": pid, "uid": uid, "reason": format!("attestation failed: {reason}") })
+                }
+                Refusal::NoEntry { exe: e, selectors } => json!({
+                    "rpc": rpc,
+                    "pid": pid,
+                    "uid": uid,
+                    "exe": exe(e),
+                    "selectors": selectors,
+                    "reason": "no registration entry matches the workload's selectors",
+                }),
+                Refusal::NotEntitled(id) => {
+                    json!({ "rpc": rpc, "pid": pid, "uid": uid, "reason": format!("workload is not entitled to {id}") })
+                }
+            },
+        ),
+        Event::Issued { rpc, kind, pid, uid, exe: e, selectors_matched, entries, issued, audience } => {
+            let issued: Vec<Value> = issued
+                .iter()
+                .map(|i| match i {
+                    IssuedSvid::X509 { spiffe_id, serial, not_after, reused_for_process } => json!({
+                        "spiffe_id": spiffe_id,
+                        "serial": serial,
+                        "not_after": not_after,
+                        "reused_for_process": reused_for_process,
+                    }),
+                    IssuedSvid::Jwt { spiffe_id, kid, expires_at } => {
+                        json!({ "spiffe_id": spiffe_id, "kid": kid, "expires_at": expires_at })
+                    }
+                })
+                .collect();
+            let mut fields = json!({
+                "rpc": rpc,
+                "kind": kind.as_str(),
+                "pid": pid,
+                "uid": uid,
+                "exe": exe(e),
+                "selectors_matched": selectors_matched,
+                "entries": entries,
+                "issued": issued,
+            });
+            if let Some(aud) = audience {
+                fields["audience"] = json!(aud);
+            }
+            ("issued", fields)
+        }
+        Event::Withdrawn { rpc, pid, uid, had, reason } => {
+            ("withdrawn", json!({ "rpc": rpc, "pid": pid, "uid": uid, "had": had, "reason": reason }))
+        }
+        Event::Drift { rpc, pid, uid, removed, added, entries_before } => (
+            "drift",
+            json!({ "rpc": rpc, "pid": pid, "uid": uid, "old": removed, "new": added, "entries_before": entries_before }),
+        ),
+        Event::Reloaded { why, entries } => ("reloaded", json!({ "why": why, "entries": entries })),
+        Event::ReloadRefused { reason } => ("reload_refused", json!({ "reason": reason })),
+        // Not in the audit log (it never was); the CA logs it, and later metrics count it.
+        Event::CaRotated { .. } => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::{Refusal, SvidKind};
+    use std::collections::BTreeSet;
+
+    /// An audit log written by tessera at 3102019, before events were typed.
+    const FIXTURE: &str = include_str!("../../tests/fixtures/audit-3102019.log");
+
+    /// The field names of the fixture's lines for `event` (minus the chain fields).
+    fn fixture_fields(event: &str, pred: impl Fn(&Value) -> bool) -> BTreeSet<String> {
+        let line = FIXTURE
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .find(|v| v["event"] == event && pred(v))
+            .unwrap_or_else(|| panic!("no {event} line in the fixture"));
+        line.as_object()
+            .unwrap()
+            .keys()
+            .filter(|k| !["event", "seq", "prev", "time"].contains(&k.as_str()))
+            .cloned()
+            .collect()
+    }
+
+    fn fields(event: &Event) -> (&'static str, BTreeSet<String>) {
+        let (name, v) = audit_line(event).unwrap();
+        (name, v.as_object().unwrap().keys().cloned().collect())
+    }
+
+    #[test]
+    fn typed_events_write_the_lines_the_log_always_had() {
+        let exe = ExeEvidence { path: Some("/bin/x".into()), sha256: Some("ab".into()) };
+        let rpc = "FetchX509SVID".to_string();
+        let cases = [
+            (
+                Event::Started { trust_domain: "t".into(), socket: "/s".into() },
+                "started",
+                fixture_fields("started", |_| true),
+            ),
+            (
+                Event::Attested {
+                    rpc: rpc.clone(),
+                    pid: 1,
+                    uid: 0,
+                    pinned_by_kernel: true,
+                    exe: exe.clone(),
+                    selectors: vec![],
+                    failed_attestors: vec![],
+                },
+                "attested",
+                fixture_fields("attested", |_| true),
+            ),
+            (
+                Event::Issued {
+                    rpc: rpc.clone(),
+                    kind: SvidKind::X509,
+                    pid: 1,
+                    uid: 0,
+                    exe: exe.clone(),
+                    selectors_matched: vec![],
+                    entries: vec![],
+                    issued: vec![],
+                    audience: None,
+                },
+                "issued",
+                fixture_fields("issued", |v| v["kind"] == "x509_svid"),
+            ),
+            (
+                Event::Issued {
+                    rpc: "FetchJWTSVID".into(),
+                    kind: SvidKind::Jwt,
+                    pid: 1,
+                    uid: 0,
+                    exe: exe.clone(),
+                    selectors_matched: vec![],
+                    entries: vec![],
+                    issued: vec![],
+                    audience: Some(vec!["a".into()]),
+                },
+                "issued",
+                fixture_fields("issued", |v| v["kind"] == "jwt_svid"),
+            ),
+            (
+                Event::Refused {
+                    rpc: rpc.clone(),
+                    pid: Some(1),
+                    uid: 0,
+                    why: Refusal::NoEntry { exe: exe.clone(), selectors: vec![] },
+                },
+                "refused",
+                fixture_fields("refused", |_| true),
+            ),
+            (Event::Reloaded { why: "SIGHUP".into(), entries: 1 }, "reloaded", fixture_fields("reloaded", |_| true)),
+        ];
+        for (event, name, want) in cases {
+            assert_eq!(fields(&event), (name, want), "{event:?}");
+        }
+        // Issued SVIDs keep their per-kind fields.
+        let (_, v) = audit_line(&Event::Issued {
+            rpc,
+            kind: SvidKind::X509,
+            pid: 1,
+            uid: 0,
+            exe,
+            selectors_matched: vec![],
+            entries: vec![],
+            issued: vec![IssuedSvid::X509 {
+                spiffe_id: "spiffe://t/a".into(),
+                serial: "01".into(),
+                not_after: 5,
+                reused_for_process: false,
+            }],
+            audience: None,
+        })
+        .unwrap();
+        let fixture_issued: Value = FIXTURE
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .find(|v| v["event"] == "issued" && v["kind"] == "x509_svid")
+            .unwrap();
+        let keys = |v: &Value| v["issued"][0].as_object().unwrap().keys().cloned().collect::<BTreeSet<_>>();
+        assert_eq!(keys(&v), keys(&fixture_issued));
+    }
+
+    #[test]
+    fn ca_rotation_is_not_an_audit_line() {
+        assert!(audit_line(&Event::CaRotated { x509_authorities: 1, jwt_keys: 1 }).is_none());
+    }
+}

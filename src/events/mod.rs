@@ -1,0 +1,134 @@
+//! The event spine: every fact the daemon establishes (a caller attested or refused, SVIDs issued,
+//! an identity withdrawn, drift, a reload, a CA rotation, start) is one typed [`Event`], emitted
+//! once to every subscriber. The audit log ([`audit_sink`]) is one subscriber; metrics or a live
+//! inventory are added with one line in the daemon: `events.subscribe(Arc::new(MySink))`.
+
+pub mod audit;
+pub mod audit_sink;
+
+use std::sync::Arc;
+
+/// One fact, with the evidence that goes with it (no keys, no tokens).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Event {
+    /// The daemon is serving.
+    Started { trust_domain: String, socket: std::path::PathBuf },
+    /// A caller was attested at the start of an RPC.
+    Attested {
+        rpc: String,
+        pid: i32,
+        uid: u32,
+        pinned_by_kernel: bool,
+        exe: ExeEvidence,
+        selectors: Vec<String>,
+        /// (attestor, reason) for each attestor that failed.
+        failed_attestors: Vec<(String, String)>,
+    },
+    /// A caller got no identity.
+    Refused { rpc: String, pid: Option<i32>, uid: u32, why: Refusal },
+    /// SVIDs were handed out.
+    Issued {
+        rpc: String,
+        kind: SvidKind,
+        pid: i32,
+        uid: u32,
+        exe: ExeEvidence,
+        selectors_matched: Vec<String>,
+        entries: Vec<String>,
+        issued: Vec<IssuedSvid>,
+        audience: Option<Vec<String>>,
+    },
+    /// A streaming caller stopped matching every entry; its stream ends.
+    Withdrawn { rpc: String, pid: i32, uid: u32, had: Vec<String>, reason: String },
+    /// A streaming caller's selectors changed.
+    Drift { rpc: String, pid: i32, uid: u32, removed: Vec<String>, added: Vec<String>, entries_before: Vec<String> },
+    /// A new config is in force.
+    Reloaded { why: String, entries: usize },
+    /// A new config was refused; the previous one stays.
+    ReloadRefused { reason: String },
+    /// The CA's key ring changed (a successor published, or an expired key dropped).
+    CaRotated { x509_authorities: usize, jwt_keys: usize },
+}
+
+/// Why a caller got no identity.
+#[derive(Debug, Clone)]
+pub enum Refusal {
+    /// Attestation failed (the reason says how).
+    AttestationFailed(String),
+    /// No entry matches the caller's selectors.
+    NoEntry { exe: ExeEvidence, selectors: Vec<String> },
+    /// The caller asked for an identity it is not entitled to.
+    NotEntitled(String),
+}
+
+/// The kind of SVID issued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SvidKind {
+    X509,
+    Jwt,
+}
+
+impl SvidKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SvidKind::X509 => "x509_svid",
+            SvidKind::Jwt => "jwt_svid",
+        }
+    }
+}
+
+/// One SVID handed out.
+#[derive(Debug, Clone)]
+pub enum IssuedSvid {
+    X509 { spiffe_id: String, serial: String, not_after: u64, reused_for_process: bool },
+    Jwt { spiffe_id: String, kid: String, expires_at: u64 },
+}
+
+/// The executable path and digest of a caller, when the unix attestor saw them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExeEvidence {
+    pub path: Option<String>,
+    pub sha256: Option<String>,
+}
+
+impl ExeEvidence {
+    /// Read from a caller's selectors (the one place that looks inside selector kinds here).
+    pub fn of(selectors: &std::collections::BTreeSet<tessera_attestors::Selector>) -> Self {
+        let find = |prefix: &str| {
+            selectors
+                .iter()
+                .find(|sel| sel.kind() == "unix" && sel.value().starts_with(prefix))
+                .map(|sel| sel.value()[prefix.len()..].to_owned())
+        };
+        Self { path: find("path:"), sha256: find("sha256:") }
+    }
+}
+
+/// Something that wants every event.
+pub trait Subscriber: Send + Sync {
+    fn on_event(&self, event: &Event);
+}
+
+/// The spine: events go to every subscriber, in the order they subscribed.
+#[derive(Clone, Default)]
+pub struct Events {
+    subscribers: Vec<Arc<dyn Subscriber>>,
+}
+
+impl Events {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Add a subscriber (before the spine is shared).
+    pub fn subscribe(&mut self, subscriber: Arc<dyn Subscriber>) {
+        self.subscribers.push(subscriber);
+    }
+
+    pub fn emit(&self, event: Event) {
+        for s in &self.subscribers {
+            s.on_event(&event);
+        }
+    }
+}

@@ -1,0 +1,66 @@
+//! Who signs. The services ask an [`Issuer`] for SVIDs and bundles and never see a key; today's
+//! node-local CA with its per-process SVID cache is [`local::LocalIssuer`]. A signer elsewhere (a
+//! SPIRE Server, a KMS) is another implementation of the same trait.
+
+pub mod local;
+
+use crate::bundle::{JwtBundle, X509Bundle};
+use crate::caller::Caller;
+use crate::spiffe_id::TrustDomain;
+use crate::svid::{jwt::JwtSvid, x509::X509Svid};
+use std::sync::Arc;
+use std::time::SystemTime;
+use tokio::sync::watch;
+
+/// Why no SVID could be made (the caller was entitled; the signing side failed).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum IssueError {
+    #[error("no active X.509 authority")]
+    NoX509Authority,
+    #[error("no active JWT signing key")]
+    NoJwtKey,
+    #[error("minting failed: {0}")]
+    X509Mint(String),
+    #[error("could not mint JWT-SVID: {0}")]
+    JwtMint(String),
+}
+
+/// The local trust domain's bundles at one moment; a new value (a new `Arc`) after each change.
+#[derive(Debug)]
+pub struct Bundles {
+    pub x509: X509Bundle,
+    pub jwt: Arc<JwtBundle>,
+}
+
+/// One X.509-SVID handed out, and whether this process had it already.
+pub struct IssuedX509 {
+    pub svid: Arc<X509Svid>,
+    pub reused: bool,
+}
+
+/// X.509-SVIDs for every entry of a caller, the bundle they verify against, and when to renew.
+pub struct X509Svids {
+    pub svids: Vec<IssuedX509>,
+    pub bundles: Arc<Bundles>,
+    pub refresh: SystemTime,
+}
+
+/// One JWT-SVID and the key ID that signed it.
+pub struct IssuedJwt {
+    pub svid: JwtSvid,
+    pub kid: String,
+}
+
+pub trait Issuer: Send + Sync {
+    /// The trust domain this issuer signs for.
+    fn trust_domain(&self) -> &TrustDomain;
+    /// An X.509-SVID for each of the caller's entries, in order.
+    fn x509_svids(&self, caller: &Caller, now: SystemTime) -> Result<X509Svids, IssueError>;
+    /// A JWT-SVID for each of the caller's entries, for `audience`.
+    fn jwt_svids(&self, caller: &Caller, audience: &[String], now: SystemTime) -> Result<Vec<IssuedJwt>, IssueError>;
+    /// The local trust domain's bundles now.
+    fn bundles(&self) -> Arc<Bundles>;
+    /// Changes whenever the bundles change (rotation).
+    fn changes(&self) -> watch::Receiver<u64>;
+}

@@ -1,0 +1,29 @@
+//! Who is on the other end of a connection, as the kernel said at accept time (captured by
+//! `endpoint::peer`; read by the caller pipeline, whatever the transport).
+
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+
+/// SO_PEERCRED plus, on Linux ≥ 6.5, SO_PEERPIDFD — a handle on the exact process that called
+/// connect(), which a recycled pid cannot impersonate.
+#[derive(Clone, Debug)]
+pub struct PeerInfo {
+    pub pid: Option<i32>,
+    pub uid: u32,
+    pub gid: u32,
+    pub pidfd: Option<Arc<OwnedFd>>,
+    /// The pidfd came from SO_PEERPIDFD (else from pidfd_open at accept, a few µs after connect).
+    pub pidfd_from_kernel: bool,
+}
+
+impl PeerInfo {
+    /// Credentials for the attestors, with our own duplicate of the pidfd.
+    pub fn credentials(&self) -> tessera_attestors::PeerCredentials {
+        tessera_attestors::PeerCredentials {
+            pid: self.pid,
+            uid: self.uid,
+            gid: self.gid,
+            pidfd: self.pidfd.as_ref().and_then(|fd| fd.try_clone().ok()),
+        }
+    }
+}

@@ -6,12 +6,12 @@
 //! inside the root (Kubernetes ConfigMap mounts use such relative `..data/` links).
 
 use crate::in_root::{Resolve, open_in_root};
-use crate::{Ctx, Found, Selector};
+use crate::{Ctx, Found, Kind, Selector};
 
-const KIND: &str = "config";
+const KIND: Kind = Kind::Config;
 
 pub(crate) fn attest(ctx: &Ctx<'_>) -> Found {
-    let mut found = Found::new(KIND);
+    let mut found = Found::new(KIND.as_str());
     if ctx.config.config_paths.is_empty() {
         return found;
     }

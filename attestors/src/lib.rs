@@ -25,7 +25,7 @@ pub use cgroup::{CgroupFacts, UNIT_DIRS, fragment_path, parse as parse_cgroup};
 pub use digest::{DIGEST_CACHE_CAPACITY, DIGEST_CACHE_RACY_WINDOW, DigestStats};
 pub use error::AttestError;
 pub use process::{PeerCredentials, ProcessHandle};
-pub use selector::{Selector, SelectorError, Strength, config_path_of, known_selector_types};
+pub use selector::{Kind, Selector, SelectorError, Strength, config_path_of, known_selector_types};
 
 use serde::Serialize;
 use std::collections::BTreeSet;
@@ -68,12 +68,26 @@ pub struct Attestation {
     pub selectors: BTreeSet<Selector>,
     /// Per-attestor detail, in a fixed order.
     pub reports: Vec<AttestorReport>,
+    /// The executable the kernel mapped, as evidence for the audit trail (present even when a
+    /// `unix:path` selector is withheld).
+    pub exe: ExeEvidence,
     /// Files whose content the selectors depend on (executable, script, config files, the
     /// latter even if missing), as paths **the daemon** can open: the path itself when the
     /// process shares the daemon's mount namespace (under its chroot directory if chrooted),
     /// otherwise `/proc/PID/root/<path>`, valid while the process lives. For re-attesting on
     /// change.
     pub watched_files: Vec<PathBuf>,
+}
+
+/// What the `unix` attestor saw of the executable: its path (`readlink /proc/PID/exe`, as the
+/// daemon sees it) and the SHA-256 of the mapped inode; `None` where it could not be read or was
+/// not computed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ExeEvidence {
+    /// The executable's path (lossily rendered as UTF-8).
+    pub path: Option<String>,
+    /// Lowercase hex SHA-256 of the executable.
+    pub sha256: Option<String>,
 }
 
 /// The set of attestors plus their shared digest cache. Share it behind an `Arc`.
@@ -125,7 +139,11 @@ impl Attestor {
         let mut selectors = BTreeSet::new();
         let mut reports = Vec::with_capacity(found.len());
         let mut watched_files = Vec::new();
+        let mut exe = ExeEvidence::default();
         for f in found {
+            if let Some(e) = f.exe {
+                exe = e;
+            }
             if let Some(reason) = &f.report.error {
                 // Reasons name files and attestors, never environment contents.
                 tracing::info!(pid = process.pid(), attestor = f.report.attestor, %reason, "attestor incomplete");
@@ -136,7 +154,7 @@ impl Attestor {
         }
         let mut seen = BTreeSet::new();
         watched_files.retain(|p| seen.insert(p.clone()));
-        Ok(Attestation { pid: process.pid(), starttime: process.starttime(), selectors, reports, watched_files })
+        Ok(Attestation { pid: process.pid(), starttime: process.starttime(), selectors, reports, exe, watched_files })
     }
 }
 
@@ -152,11 +170,13 @@ pub(crate) struct Ctx<'a> {
 pub(crate) struct Found {
     pub(crate) report: AttestorReport,
     pub(crate) watched: Vec<PathBuf>,
+    /// Set by the `unix` attestor only.
+    pub(crate) exe: Option<ExeEvidence>,
 }
 
 impl Found {
     fn new(attestor: &'static str) -> Self {
-        Self { report: AttestorReport { attestor, selectors: Vec::new(), error: None }, watched: Vec::new() }
+        Self { report: AttestorReport { attestor, selectors: Vec::new(), error: None }, watched: Vec::new(), exe: None }
     }
 
     fn push(&mut self, selector: Selector) {
@@ -203,5 +223,9 @@ mod tests {
             ["unix", "script", "config", "env", "cgroup"]
         );
         assert!(a.selectors.iter().any(|s| s.value().starts_with("sha256:")));
+        let exe = std::fs::read_link("/proc/self/exe").unwrap();
+        assert_eq!(a.exe.path.as_deref(), Some(exe.to_string_lossy().as_ref()));
+        let digest = a.exe.sha256.clone().unwrap();
+        assert!(a.selectors.contains(&Selector::new(Kind::Unix, format!("sha256:{digest}"))));
     }
 }

@@ -18,10 +18,10 @@
 //! symlink-resolved one. All script selectors are **weak**: argv is writable process memory.
 
 use crate::in_root::{Resolve, open_in_root};
-use crate::{Ctx, Found, Selector};
+use crate::{Ctx, Found, Kind, Selector};
 use std::path::{Component, Path, PathBuf};
 
-const KIND: &str = "script";
+const KIND: Kind = Kind::Script;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Lang {
@@ -49,7 +49,7 @@ enum Entry {
 }
 
 pub(crate) fn attest(ctx: &Ctx<'_>) -> Found {
-    let mut found = Found::new(KIND);
+    let mut found = Found::new(KIND.as_str());
     let p = ctx.process;
     let exe = match p.exe_link() {
         Ok(l) => l,

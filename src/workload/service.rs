@@ -133,7 +133,7 @@ impl WorkloadService {
                     "rpc": rpc,
                     "pid": attestation.pid,
                     "uid": uid,
-                    "exe": exe_evidence(&attestation.selectors),
+                    "exe": exe_evidence(&attestation),
                     "selectors": selector_strings(&attestation.selectors),
                     "reason": "no registration entry matches the workload's selectors",
                 }),
@@ -157,7 +157,7 @@ impl WorkloadService {
                 "pid": attestation.pid,
                 "uid": peer.uid,
                 "pinned_by": if peer.pidfd_from_kernel { "SO_PEERPIDFD" } else { "pidfd_open at accept" },
-                "exe": exe_evidence(&attestation.selectors),
+                "exe": exe_evidence(&attestation),
                 "selectors": selector_strings(&attestation.selectors),
                 "failed_attestors": attestation.reports.iter().filter_map(|r| r.error.as_ref().map(|e| json!({ "attestor": r.attestor, "reason": e }))).collect::<Vec<_>>(),
             }),
@@ -263,7 +263,7 @@ impl WorkloadService {
             "kind": kind,
             "pid": caller.attestation.pid,
             "uid": caller.uid,
-            "exe": exe_evidence(&caller.attestation.selectors),
+            "exe": exe_evidence(&caller.attestation),
             "selectors_matched": mattered,
             "entries": matched,
             "issued": issued,
@@ -457,13 +457,8 @@ fn selector_strings(s: &BTreeSet<Selector>) -> Vec<String> {
 }
 
 /// The executable path and digest, for the audit line.
-fn exe_evidence(s: &BTreeSet<Selector>) -> serde_json::Value {
-    let find = |prefix: &str| {
-        s.iter()
-            .find(|sel| sel.kind() == "unix" && sel.value().starts_with(prefix))
-            .map(|sel| sel.value()[prefix.len()..].to_owned())
-    };
-    json!({ "path": find("path:"), "sha256": find("sha256:") })
+fn exe_evidence(a: &Attestation) -> serde_json::Value {
+    json!({ "path": a.exe.path, "sha256": a.exe.sha256 })
 }
 
 #[tonic::async_trait]

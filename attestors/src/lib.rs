@@ -24,7 +24,7 @@ mod unix;
 pub use cgroup::{CgroupFacts, UNIT_DIRS, fragment_path, parse as parse_cgroup};
 pub use digest::{DIGEST_CACHE_CAPACITY, DIGEST_CACHE_RACY_WINDOW, DigestStats};
 pub use error::AttestError;
-pub use process::{PeerCredentials, ProcessHandle};
+pub use process::{ExeIdentity, PeerCredentials, ProcessHandle, verify_exe_identity};
 pub use selector::{Kind, Selector, SelectorError, Strength, config_path_of, known_selector_types};
 
 use serde::Serialize;

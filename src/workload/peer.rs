@@ -19,6 +19,9 @@ pub struct PeerInfo {
     pub pidfd: Option<Arc<OwnedFd>>,
     /// The pidfd came from SO_PEERPIDFD (else from pidfd_open at accept, a few µs after connect).
     pub pidfd_from_kernel: bool,
+    /// The executable the peer runs at accept; attestation refuses a process that exec'd since
+    /// (an exec between connect() and this accept goes unseen: the kernel records none).
+    pub exe: Option<tessera_attestors::ExeIdentity>,
 }
 
 impl PeerInfo {
@@ -35,7 +38,8 @@ impl PeerInfo {
                 rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok()
             })
             .map(Arc::new);
-        Ok(Self { pid: cred.pid(), uid: cred.uid(), gid: cred.gid(), pidfd, pidfd_from_kernel })
+        let exe = cred.pid().and_then(|pid| tessera_attestors::ExeIdentity::of_peer(pid, pidfd.as_deref()));
+        Ok(Self { pid: cred.pid(), uid: cred.uid(), gid: cred.gid(), pidfd, pidfd_from_kernel, exe })
     }
 
     /// Credentials for the attestors, with our own duplicate of the pidfd.
@@ -45,6 +49,7 @@ impl PeerInfo {
             uid: self.uid,
             gid: self.gid,
             pidfd: self.pidfd.as_ref().and_then(|fd| fd.try_clone().ok()),
+            exe: self.exe,
         }
     }
 }

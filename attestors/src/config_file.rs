@@ -4,6 +4,9 @@
 //! `RESOLVE_BENEATH`: a symlink that is absolute or climbs out with `..` is refused and the
 //! file yields no selector. Deploy config files as regular files or relative links that stay
 //! inside the root (Kubernetes ConfigMap mounts use such relative `..data/` links).
+//!
+//! Nothing is read for a process whose mount namespace belongs to its own user namespace: it
+//! may have mounted its own copy of any file at that path (see `ProcessHandle::untrusted_root`).
 
 use crate::in_root::{Resolve, open_in_root};
 use crate::{Ctx, Found, Kind, Selector};
@@ -13,6 +16,10 @@ const KIND: Kind = Kind::Config;
 pub(crate) fn attest(ctx: &Ctx<'_>) -> Found {
     let mut found = Found::new(KIND.as_str());
     if ctx.config.config_paths.is_empty() {
+        return found;
+    }
+    if let Some(why) = ctx.process.untrusted_root() {
+        found.fail(format!("config:sha256 withheld: {why}"));
         return found;
     }
     let root = match ctx.process.root_dir() {

@@ -335,12 +335,38 @@ impl ProcessHandle {
     }
 
     fn same_mount_ns(&self) -> bool {
-        let theirs = self.proc_dir.open_relative("ns/mnt").and_then(|f| f.metadata().map_err(ProcError::from));
-        let ours = std::fs::metadata("/proc/self/ns/mnt");
+        self.same_ns("mnt")
+    }
+
+    fn same_ns(&self, kind: &str) -> bool {
+        let theirs =
+            self.proc_dir.open_relative(&format!("ns/{kind}")).and_then(|f| f.metadata().map_err(ProcError::from));
+        let ours = std::fs::metadata(format!("/proc/self/ns/{kind}"));
         match (theirs, ours) {
             (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
             _ => false,
         }
+    }
+
+    /// Why paths seen through this process's root are not evidence, if they are not.
+    ///
+    /// A process in its own user namespace can have created its mount namespace without any
+    /// privilege (`unshare -Urm`) and mounted anything anywhere in it: a tmpfs over
+    /// `/usr/local/sbin` holding its own `legit-daemon`, a copy of a root-owned prompt file. Then
+    /// `/proc/PID/exe`'s path and every file read through `/proc/PID/root` say what it chose.
+    /// (In the daemon's user namespace, a separate mount namespace or chroot needs privilege:
+    /// systemd sandboxing, root-run containers; those paths stay evidence.) Unreadable
+    /// namespace links count as foreign: fail closed.
+    pub(crate) fn untrusted_root(&self) -> Option<String> {
+        if self.same_mount_ns() || self.same_ns("user") {
+            return None;
+        }
+        Some(format!(
+            "process {} runs in a mount namespace of its own user namespace (e.g. `unshare -Urm`, \
+             rootless containers), where it can mount any file at any path; paths and files seen \
+             through its root are not evidence",
+            self.pid
+        ))
     }
 }
 

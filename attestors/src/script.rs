@@ -89,7 +89,12 @@ pub(crate) fn attest(ctx: &Ctx<'_>) -> Found {
     })();
     match resolved {
         Ok((path, mut file)) => {
-            found.push(Selector::keyed(KIND, "path", path.display()));
+            // The digest is of the bytes the interpreter can read; the path is only what that
+            // namespace chose to mount there.
+            match p.untrusted_root() {
+                Some(why) => found.fail(format!("script:path withheld: {why}")),
+                None => found.push(Selector::keyed(KIND, "path", path.display())),
+            }
             found.watched.push(p.host_path(&path));
             match ctx.cache.digest(&mut file, ctx.config.max_hash_size) {
                 Ok(hex) => found.push(Selector::keyed(KIND, "sha256", hex)),

@@ -14,7 +14,7 @@
 //! | `unix:uid:N`, `unix:gid:N` | kernel | effective ids, 2nd field of `Uid:`/`Gid:` in `/proc/PID/status` (SPIRE's meaning). Only privilege changes them. |
 //! | `unix:user:NAME`, `unix:group:NAME` | kernel | names of the above from the daemon's passwd/group database; skipped if no name. |
 //! | `unix:supplementary_gid:N`, `unix:supplementary_group:NAME` | kernel | `Groups:` of `/proc/PID/status`; one selector per group. |
-//! | `unix:path:/abs` | kernel | `readlink /proc/PID/exe`, as the daemon sees it (for a chrooted process this is the host path; in another mount namespace it is the path inside that namespace). |
+//! | `unix:path:/abs` | kernel | `readlink /proc/PID/exe`, as the daemon sees it (for a chrooted process this is the host path; in another mount namespace it is the path inside that namespace). **Withheld** when that mount namespace belongs to the process's own user namespace (made without privilege, e.g. `unshare -Urm`), where any path can be mounted over; so are `script:path` and `config:sha256`. |
 //! | `unix:sha256:HEX` | kernel | SHA-256 of the inode the kernel mapped, read through `/proc/PID/exe` (works for deleted or replaced binaries). |
 //! | `cgroup:path:/p` | kernel (*weak* under `user@UID.service`) | the cgroup v2 path (or v1 `name=systemd` path). Moving into a cgroup needs write access to it; inside a user's delegated subtree (`…/user@UID.service/…`) any process of that uid can create and enter cgroups, so such paths are weak. |
 //! | `systemd:id:UNIT` | kernel | outermost unit in the cgroup path (what systemd's `GetUnitByPID` answers, e.g. `user@1000.service` for user units). Never taken from a user's delegated subtree. |

@@ -36,8 +36,13 @@ pub(crate) fn attest(ctx: &Ctx<'_>) -> Found {
     match p.exe_link() {
         Ok(link) => {
             evidence.path = Some(link.to_string_lossy().into_owned());
-            found.push(Selector::keyed(KIND, "path", link.display()));
             found.watched.push(p.exe_host_path(&link));
+            match p.untrusted_root() {
+                // The path is what that namespace chose to mount there; the inode's digest
+                // (below) is still the mapped file's own content.
+                Some(why) => found.fail(format!("unix:path withheld: {why}")),
+                None => found.push(Selector::keyed(KIND, "path", link.display())),
+            }
         }
         Err(e) => found.fail(format!("exe path: {e}")),
     }

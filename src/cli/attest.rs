@@ -34,8 +34,11 @@ pub fn run(pid: i32, config: AttestConfig, as_json: bool) -> Result<()> {
     println!("Selectors of process {}:", att.pid);
     for r in &att.reports {
         println!("\n[{}]", r.attestor);
-        if let Some(e) = &r.error {
-            println!("  (nothing: {e})");
+        match (&r.error, r.selectors.is_empty()) {
+            (Some(e), true) => println!("  (nothing: {e})"),
+            // Some selectors came, others were withheld or failed: say which and why.
+            (Some(e), false) => println!("  (incomplete: {e})"),
+            (None, _) => {}
         }
         for s in &r.selectors {
             println!("  {:<80} {}", s.to_string(), strength(s.strength()));

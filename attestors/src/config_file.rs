@@ -31,7 +31,7 @@ pub(crate) fn attest(ctx: &Ctx<'_>) -> Found {
     };
     for path in &ctx.config.config_paths {
         let digest = open_in_root(&root, path, Resolve::Beneath).and_then(|mut f| {
-            ctx.cache.digest(&mut f, ctx.config.max_hash_size).map_err(|e| format!("{}: {e}", path.display()))
+            ctx.digest(&mut f, crate::HashOf::ScriptOrConfig).map_err(|e| format!("{}: {e}", path.display()))
         });
         match digest {
             Ok(hex) => found.push(Selector::new(KIND, format!("sha256:{}:{hex}", path.display()))),

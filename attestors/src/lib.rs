@@ -22,7 +22,7 @@ pub mod selector;
 mod unix;
 
 pub use cgroup::{CgroupFacts, UNIT_DIRS, fragment_path, parse as parse_cgroup};
-pub use digest::{DIGEST_CACHE_CAPACITY, DIGEST_CACHE_RACY_WINDOW, DigestStats};
+pub use digest::{DIGEST_CACHE_CAPACITY, DIGEST_CACHE_RACY_WINDOW, DigestStats, HashBudget};
 pub use error::AttestError;
 pub use process::{ExeIdentity, PeerCredentials, ProcessHandle, verify_exe_identity};
 pub use selector::{Kind, Selector, SelectorError, Strength, config_path_of, known_selector_types};
@@ -32,16 +32,46 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
+/// Default for [`AttestConfig::max_script_hash_size`]: scripts and config files are small, and
+/// their path comes from the caller (argv, entries), so they get a much lower bound than
+/// executables (whose size the kernel had to map).
+pub const DEFAULT_MAX_SCRIPT_HASH_SIZE: u64 = 16 << 20;
+
 /// What the attestors are allowed to look at. Built by the daemon from its config and entries.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AttestConfig {
-    /// Largest binary/script/config file hashed, in bytes; `None` = no limit. A larger file
-    /// yields no `*:sha256` selector (with a reason); the attestor's other selectors stay.
+    /// Largest executable hashed, in bytes; `None` = no limit. A larger file yields no
+    /// `unix:sha256` selector (with a reason); the attestor's other selectors stay.
     pub max_hash_size: Option<u64>,
+    /// Largest script or config file hashed, in bytes; `None` = no limit.
+    pub max_script_hash_size: Option<u64>,
+    /// Compute `unix:sha256` (the daemon sets this only when some entry uses it).
+    pub want_exe_digest: bool,
+    /// Compute `script:sha256` (likewise).
+    pub want_script_digest: bool,
+    /// Bytes each peer uid may have hashed per window (digest-cache misses); `None` = unbounded.
+    /// Not applied to `tessera attest PID`, which has no peer.
+    pub hash_budget_per_uid: Option<HashBudget>,
     /// Environment variable names that may become `env:NAME:VALUE` selectors.
     pub env_allowlist: Vec<String>,
     /// Config files (absolute paths inside the process's root) whose digest entries ask for.
     pub config_paths: Vec<PathBuf>,
+}
+
+impl Default for AttestConfig {
+    /// Everything on (so `tessera attest PID` shows every selector), no executable size limit,
+    /// the default script limit and per-uid budget.
+    fn default() -> Self {
+        Self {
+            max_hash_size: None,
+            max_script_hash_size: Some(DEFAULT_MAX_SCRIPT_HASH_SIZE),
+            want_exe_digest: true,
+            want_script_digest: true,
+            hash_budget_per_uid: Some(HashBudget::default()),
+            env_allowlist: Vec::new(),
+            config_paths: Vec::new(),
+        }
+    }
 }
 
 /// One attestor's contribution, kept for `tessera attest` and the audit trail.
@@ -164,6 +194,25 @@ pub(crate) struct Ctx<'a> {
     pub(crate) config: &'a AttestConfig,
     pub(crate) cache: &'a digest::DigestCache,
     pub(crate) names: &'a unix::NameCache,
+}
+
+/// Which size limit (and config key, for the reason) a digest is bound by.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum HashOf {
+    Exe,
+    ScriptOrConfig,
+}
+
+impl Ctx<'_> {
+    /// Digest of an opened file under the right size limit, charged to the peer's uid.
+    pub(crate) fn digest(&self, file: &mut std::fs::File, of: HashOf) -> Result<String, String> {
+        let (limit, key) = match of {
+            HashOf::Exe => (self.config.max_hash_size, "max_hash_size"),
+            HashOf::ScriptOrConfig => (self.config.max_script_hash_size, "max_script_hash_size"),
+        };
+        let charge = self.process.peer_uid().zip(self.config.hash_budget_per_uid);
+        self.cache.digest(file, limit, key, charge).map_err(|e| e.to_string())
+    }
 }
 
 /// What every attestor returns.

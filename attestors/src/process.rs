@@ -207,6 +207,12 @@ impl ProcessHandle {
         self.starttime
     }
 
+    /// The effective uid the kernel reported at `connect()` (`None` for `tessera attest PID`):
+    /// whom hashing is charged to.
+    pub(crate) fn peer_uid(&self) -> Option<u32> {
+        self.peer_ids.map(|(uid, _)| uid)
+    }
+
     /// The executable identity this handle holds the process to (`None` for `tessera attest`).
     pub fn exe_identity(&self) -> Option<ExeIdentity> {
         self.exe

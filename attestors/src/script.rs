@@ -96,9 +96,11 @@ pub(crate) fn attest(ctx: &Ctx<'_>) -> Found {
                 None => found.push(Selector::keyed(KIND, "path", path.display())),
             }
             found.watched.push(p.host_path(&path));
-            match ctx.cache.digest(&mut file, ctx.config.max_hash_size) {
-                Ok(hex) => found.push(Selector::keyed(KIND, "sha256", hex)),
-                Err(e) => found.fail(format!("{}: {e}", path.display())),
+            if ctx.config.want_script_digest {
+                match ctx.digest(&mut file, crate::HashOf::ScriptOrConfig) {
+                    Ok(hex) => found.push(Selector::keyed(KIND, "sha256", hex)),
+                    Err(e) => found.fail(format!("{}: {e}", path.display())),
+                }
             }
         }
         Err(e) => found.fail(e),

@@ -46,8 +46,12 @@ pub(crate) fn attest(ctx: &Ctx<'_>) -> Found {
         }
         Err(e) => found.fail(format!("exe path: {e}")),
     }
+    if !ctx.config.want_exe_digest {
+        found.exe = Some(evidence);
+        return found; // no entry uses unix:sha256: hash nothing
+    }
     match p.open_exe() {
-        Ok(mut exe) => match ctx.cache.digest(&mut exe, ctx.config.max_hash_size) {
+        Ok(mut exe) => match ctx.digest(&mut exe, crate::HashOf::Exe) {
             Ok(hex) => {
                 found.push(Selector::keyed(KIND, "sha256", &hex));
                 evidence.sha256 = Some(hex);

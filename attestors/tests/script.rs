@@ -95,3 +95,22 @@ fn shell_script_file() {
     assert_eq!(value_of(&x, "script", "path:").unwrap(), script.display().to_string());
     assert_eq!(value_of(&x, "script", "sha256:").unwrap(), sha256_file(&script));
 }
+
+#[test]
+fn scripts_have_a_lower_size_limit_than_executables() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("agent.py");
+    std::fs::write(&script, AGENT).unwrap();
+    let p = spawn_ready(&mut python(dir.path(), &["agent.py"]));
+    let attestor = tessera_attestors::Attestor::new(tessera_attestors::AttestConfig {
+        max_script_hash_size: Some(10),
+        ..tessera_attestors::AttestConfig::default()
+    });
+    let x = attest(&attestor, p.pid());
+    assert!(value_of(&x, "unix", "sha256:").is_some(), "the executable is under max_hash_size");
+    assert_eq!(value_of(&x, "script", "path:").unwrap(), script.display().to_string());
+    assert_eq!(value_of(&x, "script", "sha256:"), None);
+    let reason = x.reports.iter().find(|r| r.attestor == "script").unwrap().error.clone().unwrap();
+    assert!(reason.contains("max_script_hash_size"), "{reason}");
+    assert!(tessera_attestors::DEFAULT_MAX_SCRIPT_HASH_SIZE <= 16 << 20);
+}

@@ -18,6 +18,7 @@ mod error;
 mod in_root;
 mod process;
 mod script;
+mod script_argv;
 pub mod selector;
 mod unix;
 
@@ -25,6 +26,8 @@ pub use cgroup::{CgroupFacts, UNIT_DIRS, fragment_path, parse as parse_cgroup};
 pub use digest::{DIGEST_CACHE_CAPACITY, DIGEST_CACHE_RACY_WINDOW, DigestStats, HashBudget};
 pub use error::AttestError;
 pub use process::{ExeIdentity, PeerCredentials, ProcessHandle, verify_exe_identity};
+#[doc(hidden)]
+pub use script_argv::{ScriptEntry, script_of_argv};
 pub use selector::{Kind, Selector, SelectorError, Strength, config_path_of, known_selector_types};
 
 use serde::Serialize;

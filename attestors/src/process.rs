@@ -271,7 +271,7 @@ impl ProcessHandle {
     pub(crate) fn cmdline(&self) -> Result<Vec<String>, String> {
         // Not procfs's cmdline(): it drops args that are not UTF-8; we only need them as paths.
         let raw = self.read_raw("cmdline")?;
-        Ok(raw.split(|b| *b == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect())
+        Ok(split_cmdline(&raw))
     }
 
     pub(crate) fn environ_raw(&self) -> Result<Vec<u8>, String> {
@@ -376,6 +376,17 @@ impl ProcessHandle {
     }
 }
 
+/// argv from `/proc/PID/cmdline`: NUL-terminated strings. Empty arguments are kept as
+/// positions (`python3 -W '' evil.py legit.py`: the empty string is `-W`'s value, and dropping
+/// it would make `evil.py` look like that value and `legit.py` like the script).
+pub(crate) fn split_cmdline(raw: &[u8]) -> Vec<String> {
+    let raw = raw.strip_suffix(&[0]).unwrap_or(raw);
+    if raw.is_empty() {
+        return Vec::new();
+    }
+    raw.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect()
+}
+
 fn open_pidfd(pid: i32) -> Result<OwnedFd, AttestError> {
     let rpid = rustix::process::Pid::from_raw(pid).ok_or(AttestError::NoPid)?;
     rustix::process::pidfd_open(rpid, rustix::process::PidfdFlags::empty()).map_err(|e| {
@@ -404,4 +415,24 @@ fn proc_error(pid: i32, e: ProcError) -> AttestError {
 
 fn libc_esrch() -> i32 {
     rustix::io::Errno::SRCH.raw_os_error()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cmdline_keeps_empty_arguments() {
+        let got = super::split_cmdline(b"python3\0-W\0\0evil.py\0legit.py\0");
+        assert_eq!(got, ["python3", "-W", "", "evil.py", "legit.py"]);
+        assert_eq!(super::split_cmdline(b"a\0\0"), ["a", ""]);
+        assert!(super::split_cmdline(b"").is_empty());
+        assert_eq!(super::split_cmdline(b"no-nul"), ["no-nul"]);
+    }
+
+    #[test]
+    fn stat_layout_skips_odd_command_names() {
+        // Field n holds the number n (field 3 is the state letter); the name has ") (" in it.
+        let fields: Vec<String> = (4..=52).map(|n: u32| n.to_string()).collect();
+        let line = format!("42 (a) b (c) R {}\n", fields.join(" "));
+        assert_eq!(super::layout_of_stat(line.as_bytes()), Some((26, 28)));
+    }
 }

@@ -79,7 +79,7 @@ mod tests {
     use std::time::Duration;
 
     fn root() -> OwnedFd {
-        OwnedFd::from(rustix::fs::open("/", OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).unwrap())
+        rustix::fs::open("/", OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).unwrap()
     }
 
     /// Runs `f` on a thread and fails the test if it does not finish within 5 s (a FIFO open

@@ -346,7 +346,7 @@ impl ProcessHandle {
 
     fn same_ns(&self, kind: &str) -> bool {
         let theirs =
-            self.proc_dir.open_relative(&format!("ns/{kind}")).and_then(|f| f.metadata().map_err(ProcError::from));
+            self.proc_dir.open_relative(format!("ns/{kind}")).and_then(|f| f.metadata().map_err(ProcError::from));
         let ours = std::fs::metadata(format!("/proc/self/ns/{kind}"));
         match (theirs, ours) {
             (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),

@@ -2,7 +2,7 @@
 //! async runtime) → matching registration entries = a [`Caller`]. Each step emits its event
 //! (attested, refused). Services add only what their RPC needs on top.
 
-use crate::events::{Event, Events, ExeEvidence, Refusal};
+use crate::events::{Event, Events, Refusal};
 use crate::limits::FairSlots;
 use crate::peer::PeerInfo;
 use crate::registry::{Entry, Policy};
@@ -122,7 +122,7 @@ impl Pipeline {
                 pid: Some(attestation.pid),
                 uid,
                 why: Refusal::NoEntry {
-                    exe: ExeEvidence::of(&attestation.selectors),
+                    exe: attestation.exe.clone(),
                     selectors: selector_strings(&attestation.selectors),
                 },
             });
@@ -145,7 +145,7 @@ impl Pipeline {
             pid: attestation.pid,
             uid: peer.uid,
             pinned_by_kernel: peer.pidfd_from_kernel,
-            exe: ExeEvidence::of(&attestation.selectors),
+            exe: attestation.exe.clone(),
             selectors: selector_strings(&attestation.selectors),
             failed_attestors: attestation
                 .reports

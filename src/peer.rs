@@ -14,6 +14,9 @@ pub struct PeerInfo {
     pub pidfd: Option<Arc<OwnedFd>>,
     /// The pidfd came from SO_PEERPIDFD (else from pidfd_open at accept, a few µs after connect).
     pub pidfd_from_kernel: bool,
+    /// The executable the peer runs at accept; attestation refuses a process that exec'd since
+    /// (an exec between connect() and this accept goes unseen: the kernel records none).
+    pub exe: Option<tessera_attestors::ExeIdentity>,
 }
 
 impl PeerInfo {
@@ -24,6 +27,7 @@ impl PeerInfo {
             uid: self.uid,
             gid: self.gid,
             pidfd: self.pidfd.as_ref().and_then(|fd| fd.try_clone().ok()),
+            exe: self.exe,
         }
     }
 }

@@ -109,6 +109,9 @@ fn a_python_agent_is_known_by_its_script() {
     std::fs::write(&script, "import sys, time\nprint('ready', flush=True)\nsys.stdin.read()\n").unwrap();
     let mut child = Command::new("python3")
         .arg(&script)
+        // cargo sets it for test binaries; with it set the loader could run other code first,
+        // and the script attestor (rightly) names no script.
+        .env_remove("LD_LIBRARY_PATH")
         .current_dir(dir.path())
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())

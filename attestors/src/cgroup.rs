@@ -13,7 +13,7 @@
 //!   that user can create cgroups of any name there, e.g. a fake `docker-<victim>.scope`.
 
 use crate::selector::{is_pod_uid, is_user_delegated};
-use crate::{Ctx, Found, Selector};
+use crate::{Ctx, Found, Kind, Selector};
 use std::path::{Path, PathBuf};
 
 /// Where systemd looks for system unit files, highest precedence first.
@@ -52,23 +52,23 @@ pub(crate) fn attest(ctx: &Ctx<'_>) -> Found {
     };
     let facts = parse(&text);
     if let Some(path) = &facts.path {
-        found.push(Selector::keyed("cgroup", "path", path));
+        found.push(Selector::keyed(Kind::Cgroup, "path", path));
     }
     if let Some(unit) = &facts.systemd_unit {
-        found.push(Selector::keyed("systemd", "id", unit));
+        found.push(Selector::keyed(Kind::Systemd, "id", unit));
         let dirs: Vec<&Path> = UNIT_DIRS.iter().map(Path::new).collect();
         if let Some(frag) = fragment_path(unit, &dirs) {
-            found.push(Selector::keyed("systemd", "fragment_path", frag.display()));
+            found.push(Selector::keyed(Kind::Systemd, "fragment_path", frag.display()));
         }
     }
     if let Some(id) = &facts.container_id {
-        found.push(Selector::keyed("container", "id", id));
+        found.push(Selector::keyed(Kind::Container, "id", id));
     }
     if let Some(rt) = facts.runtime {
-        found.push(Selector::keyed("container", "runtime", rt));
+        found.push(Selector::keyed(Kind::Container, "runtime", rt));
     }
     if let Some(uid) = &facts.pod_uid {
-        found.push(Selector::keyed("k8s", "pod-uid", uid));
+        found.push(Selector::keyed(Kind::K8s, "pod-uid", uid));
     }
     found
 }

@@ -4,15 +4,22 @@
 //! `RESOLVE_BENEATH`: a symlink that is absolute or climbs out with `..` is refused and the
 //! file yields no selector. Deploy config files as regular files or relative links that stay
 //! inside the root (Kubernetes ConfigMap mounts use such relative `..data/` links).
+//!
+//! Nothing is read for a process whose mount namespace belongs to its own user namespace: it
+//! may have mounted its own copy of any file at that path (see `ProcessHandle::untrusted_root`).
 
 use crate::in_root::{Resolve, open_in_root};
-use crate::{Ctx, Found, Selector};
+use crate::{Ctx, Found, Kind, Selector};
 
-const KIND: &str = "config";
+const KIND: Kind = Kind::Config;
 
 pub(crate) fn attest(ctx: &Ctx<'_>) -> Found {
-    let mut found = Found::new(KIND);
+    let mut found = Found::new(KIND.as_str());
     if ctx.config.config_paths.is_empty() {
+        return found;
+    }
+    if let Some(why) = ctx.process.untrusted_root() {
+        found.fail(format!("config:sha256 withheld: {why}"));
         return found;
     }
     let root = match ctx.process.root_dir() {
@@ -24,7 +31,7 @@ pub(crate) fn attest(ctx: &Ctx<'_>) -> Found {
     };
     for path in &ctx.config.config_paths {
         let digest = open_in_root(&root, path, Resolve::Beneath).and_then(|mut f| {
-            ctx.cache.digest(&mut f, ctx.config.max_hash_size).map_err(|e| format!("{}: {e}", path.display()))
+            ctx.digest(&mut f, crate::HashOf::ScriptOrConfig).map_err(|e| format!("{}: {e}", path.display()))
         });
         match digest {
             Ok(hex) => found.push(Selector::new(KIND, format!("sha256:{}:{hex}", path.display()))),

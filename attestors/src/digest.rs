@@ -13,7 +13,7 @@ use std::io::{self, Read};
 use std::os::unix::fs::MetadataExt;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use thiserror::Error;
 
 /// Files changed this recently (by ctime) are not cached: a second write within the same
@@ -38,10 +38,37 @@ pub struct DigestStats {
     pub entries: usize,
 }
 
+/// How many bytes one uid may make the daemon hash (cache misses only) per window. Over it, the
+/// file gets no digest selector (fail closed) until the window ends: one user naming huge files
+/// cannot keep the hashing threads, and so every other workload's attestation, busy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HashBudget {
+    /// Bytes per window.
+    pub bytes: u64,
+    /// Window length.
+    pub window: Duration,
+}
+
+impl Default for HashBudget {
+    /// 4 GiB per minute per uid: ~40 cold starts of a 100 MiB binary a minute, yet about 2 s of
+    /// hashing per second at most for one uid.
+    fn default() -> Self {
+        Self { bytes: 4 << 30, window: Duration::from_secs(60) }
+    }
+}
+
+/// Most uids whose budget use is remembered; past it, expired windows are forgotten first.
+const BUDGET_UIDS: usize = 4096;
+
 #[derive(Debug, Error)]
 pub(crate) enum DigestError {
-    #[error("{size} bytes is over the hashing limit of {limit} bytes (max_hash_size)")]
-    TooLarge { size: u64, limit: u64 },
+    #[error("{size} bytes is over the hashing limit of {limit} bytes ({key})")]
+    TooLarge { size: u64, limit: u64, key: &'static str },
+    #[error(
+        "uid {uid} has used its hashing budget ({bytes} bytes per {secs} s; hash_budget_per_uid); \
+         no digest until the window ends"
+    )]
+    OverBudget { uid: u32, bytes: u64, secs: u64 },
     #[error("not a regular file")]
     NotRegular,
     #[error("file changed while it was being hashed")]
@@ -88,6 +115,8 @@ struct Lru {
 #[derive(Debug, Default)]
 pub(crate) struct DigestCache {
     lru: Mutex<Lru>,
+    /// uid → (window start, bytes charged in it).
+    budgets: Mutex<HashMap<u32, (Instant, u64)>>,
     hits: AtomicU64,
     misses: AtomicU64,
     bytes_hashed: AtomicU64,
@@ -110,7 +139,14 @@ impl DigestCache {
     }
 
     /// Lowercase hex SHA-256 of an opened file, from the cache when this file version was seen.
-    pub(crate) fn digest(&self, file: &mut File, limit: Option<u64>) -> Result<String, DigestError> {
+    /// A miss is charged to `charge` (uid and budget) before any byte is read.
+    pub(crate) fn digest(
+        &self,
+        file: &mut File,
+        limit: Option<u64>,
+        limit_key: &'static str,
+        charge: Option<(u32, HashBudget)>,
+    ) -> Result<String, DigestError> {
         let before = file.metadata()?;
         if !before.file_type().is_file() {
             return Err(DigestError::NotRegular);
@@ -118,7 +154,7 @@ impl DigestCache {
         if let Some(limit) = limit
             && before.len() > limit
         {
-            return Err(DigestError::TooLarge { size: before.len(), limit });
+            return Err(DigestError::TooLarge { size: before.len(), limit, key: limit_key });
         }
         let key = FileKey::of(&before);
         {
@@ -133,9 +169,12 @@ impl DigestCache {
                 return Ok(hex);
             }
         }
+        if let Some((uid, budget)) = charge {
+            self.charge(uid, budget, before.len())?;
+        }
         self.misses.fetch_add(1, Ordering::Relaxed);
         let started = SystemTime::now();
-        let hex = self.hash_stream(file, limit)?;
+        let hex = self.hash_stream(file, limit, limit_key)?;
         if FileKey::of(&file.metadata()?) != key {
             return Err(DigestError::Changed);
         }
@@ -144,6 +183,31 @@ impl DigestCache {
             self.insert(key, hex.clone());
         }
         Ok(hex)
+    }
+
+    /// Reserves `size` bytes of `uid`'s budget in the current window, or refuses.
+    fn charge(&self, uid: u32, budget: HashBudget, size: u64) -> Result<(), DigestError> {
+        let now = Instant::now();
+        let mut budgets = self.budgets.lock().unwrap_or_else(|p| p.into_inner());
+        if budgets.len() >= BUDGET_UIDS && !budgets.contains_key(&uid) {
+            budgets.retain(|_, (start, _)| now.duration_since(*start) < budget.window);
+            if budgets.len() >= BUDGET_UIDS {
+                // Every remembered uid is mid-window: refuse rather than forget one's use.
+                return Err(DigestError::OverBudget { uid, bytes: budget.bytes, secs: budget.window.as_secs() });
+            }
+        }
+        let (start, used) = budgets.entry(uid).or_insert((now, 0));
+        if now.duration_since(*start) >= budget.window {
+            *start = now;
+            *used = 0;
+        }
+        match used.checked_add(size) {
+            Some(total) if total <= budget.bytes => {
+                *used = total;
+                Ok(())
+            }
+            _ => Err(DigestError::OverBudget { uid, bytes: budget.bytes, secs: budget.window.as_secs() }),
+        }
     }
 
     fn insert(&self, key: FileKey, hex: String) {
@@ -161,7 +225,7 @@ impl DigestCache {
 
     /// Streams the file through SHA-256 (sha2 0.11 has no `io::Write`), never buffering it whole,
     /// and never reading past `limit` even if the file grows meanwhile.
-    fn hash_stream(&self, file: &mut File, limit: Option<u64>) -> Result<String, DigestError> {
+    fn hash_stream(&self, file: &mut File, limit: Option<u64>, key: &'static str) -> Result<String, DigestError> {
         let mut hasher = Sha256::new();
         let mut buf = vec![0u8; CHUNK];
         let mut total: u64 = 0;
@@ -178,7 +242,7 @@ impl DigestCache {
             if let Some(limit) = limit
                 && total > limit
             {
-                return Err(DigestError::TooLarge { size: total, limit });
+                return Err(DigestError::TooLarge { size: total, limit, key });
             }
         }
         Ok(to_hex(&hasher.finalize()))
@@ -207,11 +271,14 @@ mod tests {
         f.write_all(b"abc").unwrap();
         let mut f = reopen(&f);
         assert_eq!(
-            cache.digest(&mut f, None).unwrap(),
+            cache.digest(&mut f, None, "max_hash_size", None).unwrap(),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
         let mut f = reopen(&f);
-        assert!(matches!(cache.digest(&mut f, Some(2)), Err(DigestError::TooLarge { size: 3, limit: 2 })));
+        assert!(matches!(
+            cache.digest(&mut f, Some(2), "max_hash_size", None),
+            Err(DigestError::TooLarge { size: 3, limit: 2, .. })
+        ));
     }
 
     #[test]
@@ -219,8 +286,38 @@ mod tests {
         let cache = DigestCache::default();
         let mut f = tempfile::tempfile().unwrap();
         f.write_all(b"just written").unwrap();
-        cache.digest(&mut reopen(&f), None).unwrap();
+        cache.digest(&mut reopen(&f), None, "max_hash_size", None).unwrap();
         assert_eq!(cache.stats().entries, 0, "a file written just now is racy");
+    }
+
+    #[test]
+    fn each_uid_has_its_own_hashing_budget_per_window() {
+        let cache = DigestCache::default();
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(&[7u8; 1000]).unwrap();
+        let budget = HashBudget { bytes: 2500, window: Duration::from_millis(300) };
+        // Fresh file: never cached, so every call is a miss charged 1000 bytes.
+        for _ in 0..2 {
+            cache.digest(&mut reopen(&f), None, "k", Some((1000, budget))).unwrap();
+        }
+        let over = cache.digest(&mut reopen(&f), None, "k", Some((1000, budget))).unwrap_err();
+        assert!(matches!(over, DigestError::OverBudget { uid: 1000, .. }), "{over}");
+        assert!(over.to_string().contains("hash_budget_per_uid"), "{over}");
+        // Another uid is not affected; nor is an uncharged (CLI) caller.
+        cache.digest(&mut reopen(&f), None, "k", Some((1001, budget))).unwrap();
+        cache.digest(&mut reopen(&f), None, "k", None).unwrap();
+        // The window ends; the budget is back.
+        std::thread::sleep(Duration::from_millis(350));
+        cache.digest(&mut reopen(&f), None, "k", Some((1000, budget))).unwrap();
+        // A file bigger than the whole budget never fits (a fresh file: the old one may be
+        // cached by now, and hits cost nothing).
+        let mut g = tempfile::tempfile().unwrap();
+        g.write_all(&[1u8; 100]).unwrap();
+        let small = HashBudget { bytes: 10, window: Duration::from_secs(60) };
+        assert!(matches!(
+            cache.digest(&mut reopen(&g), None, "k", Some((2000, small))),
+            Err(DigestError::OverBudget { .. })
+        ));
     }
 
     fn reopen(f: &File) -> File {

@@ -4,12 +4,12 @@
 //! this function; only allowlisted pairs become selectors, and error messages never quote
 //! names or values that were not asked for.
 
-use crate::{Ctx, Found, Selector};
+use crate::{Ctx, Found, Kind, Selector};
 
-const KIND: &str = "env";
+const KIND: Kind = Kind::Env;
 
 pub(crate) fn attest(ctx: &Ctx<'_>) -> Found {
-    let mut found = Found::new(KIND);
+    let mut found = Found::new(KIND.as_str());
     if ctx.config.env_allowlist.is_empty() {
         return found;
     }

@@ -42,6 +42,21 @@ pub enum AttestError {
         /// Real, effective, saved and filesystem gid now.
         now_gids: [u32; 4],
     },
+    /// The process runs another executable image than when its connection was accepted: it
+    /// exec'd after connecting, and its socket may be held by a process that ran something else.
+    #[error(
+        "process {pid} exec'd since its connection was accepted (executable dev {} ino {} then, dev {} ino {} now); \
+         no identity for a connection that outlived an exec",
+        accepted.dev, accepted.ino, now.dev, now.ino
+    )]
+    ExecutableChanged {
+        /// The pid.
+        pid: i32,
+        /// The executable identity taken at accept.
+        accepted: crate::ExeIdentity,
+        /// The executable identity now.
+        now: crate::ExeIdentity,
+    },
     /// /proc could not be read for the process.
     #[error("cannot read /proc/{pid}: {source}")]
     Proc {

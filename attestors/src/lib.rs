@@ -18,30 +18,63 @@ mod error;
 mod in_root;
 mod process;
 mod script;
+mod script_argv;
 pub mod selector;
 mod unix;
 
 pub use cgroup::{CgroupFacts, UNIT_DIRS, fragment_path, parse as parse_cgroup};
-pub use digest::{DIGEST_CACHE_CAPACITY, DIGEST_CACHE_RACY_WINDOW, DigestStats};
+pub use digest::{DIGEST_CACHE_CAPACITY, DIGEST_CACHE_RACY_WINDOW, DigestStats, HashBudget};
 pub use error::AttestError;
-pub use process::{PeerCredentials, ProcessHandle};
-pub use selector::{Selector, SelectorError, Strength, config_path_of, known_selector_types};
+pub use process::{ExeIdentity, PeerCredentials, ProcessHandle, verify_exe_identity};
+#[doc(hidden)]
+pub use script_argv::{ScriptEntry, script_of_argv};
+pub use selector::{Kind, Selector, SelectorError, Strength, config_path_of, known_selector_types};
 
 use serde::Serialize;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
+/// Default for [`AttestConfig::max_script_hash_size`]: scripts and config files are small, and
+/// their path comes from the caller (argv, entries), so they get a much lower bound than
+/// executables (whose size the kernel had to map).
+pub const DEFAULT_MAX_SCRIPT_HASH_SIZE: u64 = 16 << 20;
+
 /// What the attestors are allowed to look at. Built by the daemon from its config and entries.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AttestConfig {
-    /// Largest binary/script/config file hashed, in bytes; `None` = no limit. A larger file
-    /// yields no `*:sha256` selector (with a reason); the attestor's other selectors stay.
+    /// Largest executable hashed, in bytes; `None` = no limit. A larger file yields no
+    /// `unix:sha256` selector (with a reason); the attestor's other selectors stay.
     pub max_hash_size: Option<u64>,
+    /// Largest script or config file hashed, in bytes; `None` = no limit.
+    pub max_script_hash_size: Option<u64>,
+    /// Compute `unix:sha256` (the daemon sets this only when some entry uses it).
+    pub want_exe_digest: bool,
+    /// Compute `script:sha256` (likewise).
+    pub want_script_digest: bool,
+    /// Bytes each peer uid may have hashed per window (digest-cache misses); `None` = unbounded.
+    /// Not applied to `tessera attest PID`, which has no peer.
+    pub hash_budget_per_uid: Option<HashBudget>,
     /// Environment variable names that may become `env:NAME:VALUE` selectors.
     pub env_allowlist: Vec<String>,
     /// Config files (absolute paths inside the process's root) whose digest entries ask for.
     pub config_paths: Vec<PathBuf>,
+}
+
+impl Default for AttestConfig {
+    /// Everything on (so `tessera attest PID` shows every selector), no executable size limit,
+    /// the default script limit and per-uid budget.
+    fn default() -> Self {
+        Self {
+            max_hash_size: None,
+            max_script_hash_size: Some(DEFAULT_MAX_SCRIPT_HASH_SIZE),
+            want_exe_digest: true,
+            want_script_digest: true,
+            hash_budget_per_uid: Some(HashBudget::default()),
+            env_allowlist: Vec::new(),
+            config_paths: Vec::new(),
+        }
+    }
 }
 
 /// One attestor's contribution, kept for `tessera attest` and the audit trail.
@@ -68,12 +101,26 @@ pub struct Attestation {
     pub selectors: BTreeSet<Selector>,
     /// Per-attestor detail, in a fixed order.
     pub reports: Vec<AttestorReport>,
+    /// The executable the kernel mapped, as evidence for the audit trail (present even when a
+    /// `unix:path` selector is withheld).
+    pub exe: ExeEvidence,
     /// Files whose content the selectors depend on (executable, script, config files, the
     /// latter even if missing), as paths **the daemon** can open: the path itself when the
     /// process shares the daemon's mount namespace (under its chroot directory if chrooted),
     /// otherwise `/proc/PID/root/<path>`, valid while the process lives. For re-attesting on
     /// change.
     pub watched_files: Vec<PathBuf>,
+}
+
+/// What the `unix` attestor saw of the executable: its path (`readlink /proc/PID/exe`, as the
+/// daemon sees it) and the SHA-256 of the mapped inode; `None` where it could not be read or was
+/// not computed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ExeEvidence {
+    /// The executable's path (lossily rendered as UTF-8).
+    pub path: Option<String>,
+    /// Lowercase hex SHA-256 of the executable.
+    pub sha256: Option<String>,
 }
 
 /// The set of attestors plus their shared digest cache. Share it behind an `Arc`.
@@ -125,7 +172,11 @@ impl Attestor {
         let mut selectors = BTreeSet::new();
         let mut reports = Vec::with_capacity(found.len());
         let mut watched_files = Vec::new();
+        let mut exe = ExeEvidence::default();
         for f in found {
+            if let Some(e) = f.exe {
+                exe = e;
+            }
             if let Some(reason) = &f.report.error {
                 // Reasons name files and attestors, never environment contents.
                 tracing::info!(pid = process.pid(), attestor = f.report.attestor, %reason, "attestor incomplete");
@@ -136,7 +187,7 @@ impl Attestor {
         }
         let mut seen = BTreeSet::new();
         watched_files.retain(|p| seen.insert(p.clone()));
-        Ok(Attestation { pid: process.pid(), starttime: process.starttime(), selectors, reports, watched_files })
+        Ok(Attestation { pid: process.pid(), starttime: process.starttime(), selectors, reports, exe, watched_files })
     }
 }
 
@@ -148,15 +199,36 @@ pub(crate) struct Ctx<'a> {
     pub(crate) names: &'a unix::NameCache,
 }
 
+/// Which size limit (and config key, for the reason) a digest is bound by.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum HashOf {
+    Exe,
+    ScriptOrConfig,
+}
+
+impl Ctx<'_> {
+    /// Digest of an opened file under the right size limit, charged to the peer's uid.
+    pub(crate) fn digest(&self, file: &mut std::fs::File, of: HashOf) -> Result<String, String> {
+        let (limit, key) = match of {
+            HashOf::Exe => (self.config.max_hash_size, "max_hash_size"),
+            HashOf::ScriptOrConfig => (self.config.max_script_hash_size, "max_script_hash_size"),
+        };
+        let charge = self.process.peer_uid().zip(self.config.hash_budget_per_uid);
+        self.cache.digest(file, limit, key, charge).map_err(|e| e.to_string())
+    }
+}
+
 /// What every attestor returns.
 pub(crate) struct Found {
     pub(crate) report: AttestorReport,
     pub(crate) watched: Vec<PathBuf>,
+    /// Set by the `unix` attestor only.
+    pub(crate) exe: Option<ExeEvidence>,
 }
 
 impl Found {
     fn new(attestor: &'static str) -> Self {
-        Self { report: AttestorReport { attestor, selectors: Vec::new(), error: None }, watched: Vec::new() }
+        Self { report: AttestorReport { attestor, selectors: Vec::new(), error: None }, watched: Vec::new(), exe: None }
     }
 
     fn push(&mut self, selector: Selector) {
@@ -203,5 +275,9 @@ mod tests {
             ["unix", "script", "config", "env", "cgroup"]
         );
         assert!(a.selectors.iter().any(|s| s.value().starts_with("sha256:")));
+        let exe = std::fs::read_link("/proc/self/exe").unwrap();
+        assert_eq!(a.exe.path.as_deref(), Some(exe.to_string_lossy().as_ref()));
+        let digest = a.exe.sha256.clone().unwrap();
+        assert!(a.selectors.contains(&Selector::new(Kind::Unix, format!("sha256:{digest}"))));
     }
 }

@@ -15,6 +15,17 @@
 //! owner; we read the ids from `status`, so non-dumpable processes, whose `/proc` dir is
 //! root-owned, still work.) With the `pidfd_open` fallback the same comparison also narrows
 //! the window between `connect()` and `pidfd_open` in which the pid could be recycled.
+//!
+//! It also demands that the process still runs the **executable it ran when the daemon
+//! accepted the connection** ([`ExeIdentity`]: device and inode of `/proc/PID/exe`, plus where
+//! the kernel placed its code and stack, which a new exec re-randomizes). Otherwise a process
+//! of the same uid could connect, hand the socket to a child and exec the legitimate binary,
+//! and the child would be served that binary's identity. The remaining window: the identity is
+//! taken at `accept()`, not at `connect()` (the kernel records no executable with the socket),
+//! so an exec between the two goes unseen; the daemon accepts at once, so this window is the
+//! accept queue's latency. Re-exec of the *same* binary keeps (device, inode); only the layout
+//! fields tell it apart, and a process that disabled its own ASLR (`setarch -R`) can reproduce
+//! them; selectors that depend on argv (`script:`) are weak for this reason among others.
 
 use crate::AttestError;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -28,6 +39,77 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+/// Which executable image a process runs: the mapped file's (device, inode) from `stat
+/// /proc/PID/exe`, and the addresses of its code and stack (fields 26 and 28 of
+/// `/proc/PID/stat`), which the kernel re-randomizes on every exec. None of these change while
+/// one exec image lives, so comparing two snapshots has no false positives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ExeIdentity {
+    /// Device of the mapped executable.
+    pub dev: u64,
+    /// Inode of the mapped executable.
+    pub ino: u64,
+    /// Start of the code segment (0 when the reader lacks ptrace access, consistently so).
+    pub code_start: u64,
+    /// Start (bottom) of the stack.
+    pub stack_start: u64,
+}
+
+impl ExeIdentity {
+    /// The executable identity of socket peer `pid`, taken at `accept()` by the daemon. With a
+    /// pidfd, the process is confirmed alive (and still `pid`) *after* the reads, so the identity
+    /// cannot belong to a later owner of a recycled pid; `None` if it cannot be established.
+    pub fn of_peer(pid: i32, pidfd: Option<&OwnedFd>) -> Option<Self> {
+        let id = Self::read(Path::new(&format!("/proc/{pid}")))?;
+        if let Some(fd) = pidfd
+            && (!pidfd_alive(fd) || pidfd_pid(fd) != Some(pid))
+        {
+            return None;
+        }
+        Some(id)
+    }
+
+    /// Reads the identity under a `/proc/PID` directory path.
+    fn read(proc_pid: &Path) -> Option<Self> {
+        let meta = std::fs::metadata(proc_pid.join("exe")).ok()?;
+        let stat = std::fs::read(proc_pid.join("stat")).ok()?;
+        let (code_start, stack_start) = layout_of_stat(&stat)?;
+        Some(Self { dev: meta.dev(), ino: meta.ino(), code_start, stack_start })
+    }
+}
+
+/// Fields 26 (startcode) and 28 (startstack) of a `/proc/PID/stat` line. The command name
+/// (field 2) may hold spaces and parentheses, so fields are counted after its last `)`.
+fn layout_of_stat(stat: &[u8]) -> Option<(u64, u64)> {
+    let close = stat.iter().rposition(|b| *b == b')')?;
+    let rest = std::str::from_utf8(stat.get(close + 1..)?).ok()?;
+    let fields: Vec<&str> = rest.split_ascii_whitespace().collect();
+    // rest starts at field 3.
+    let field = |n: usize| fields.get(n - 3).and_then(|v| v.parse::<u64>().ok());
+    Some((field(26)?, field(28)?))
+}
+
+/// Whether the process a pidfd refers to has not exited.
+fn pidfd_alive(fd: &OwnedFd) -> bool {
+    let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+    matches!(poll(&mut fds, PollTimeout::ZERO), Ok(0))
+}
+
+/// Cheap re-check for a pinned peer (the stream engine polls it every second): `Ok` while the
+/// process behind `pidfd` is alive, still `pid`, and runs the executable `expected`.
+pub fn verify_exe_identity(pid: i32, pidfd: &OwnedFd, expected: ExeIdentity) -> Result<(), AttestError> {
+    let now = ExeIdentity::read(Path::new(&format!("/proc/{pid}")));
+    // Alive after the read: the read described this process, not a successor of its pid.
+    if !pidfd_alive(pidfd) || pidfd_pid(pidfd) != Some(pid) {
+        return Err(AttestError::ProcessGone { pid });
+    }
+    match now {
+        Some(now) if now == expected => Ok(()),
+        Some(now) => Err(AttestError::ExecutableChanged { pid, accepted: expected, now }),
+        None => Err(AttestError::ProcessGone { pid }),
+    }
+}
+
 /// Credentials the kernel reported for a socket peer (SO_PEERCRED / SO_PEERPIDFD).
 #[derive(Debug)]
 pub struct PeerCredentials {
@@ -39,6 +121,10 @@ pub struct PeerCredentials {
     pub gid: u32,
     /// SO_PEERPIDFD (Linux ≥ 6.5): a pidfd for exactly the process that connected.
     pub pidfd: Option<OwnedFd>,
+    /// The executable the peer ran when the daemon accepted the connection
+    /// ([`ExeIdentity::of_peer`]). `None`: taken when the handle is pinned instead (later, so
+    /// an exec in between goes unseen).
+    pub exe: Option<ExeIdentity>,
 }
 
 /// A process pinned for attestation.
@@ -50,6 +136,8 @@ pub struct ProcessHandle {
     starttime: u64,
     /// Effective (uid, gid) the kernel reported at `connect()`; `None` for `tessera attest PID`.
     peer_ids: Option<(u32, u32)>,
+    /// The executable image it must still run; `None` for `tessera attest PID`.
+    exe: Option<ExeIdentity>,
 }
 
 impl fmt::Debug for ProcessHandle {
@@ -70,7 +158,15 @@ impl ProcessHandle {
             Some(fd) => (fd, true),
             None => (open_pidfd(pid)?, false),
         };
-        Self::pin(pid, pidfd, from_peer, Some((peer.uid, peer.gid)))
+        let mut handle = Self::pin(pid, pidfd, from_peer, Some((peer.uid, peer.gid)))?;
+        handle.exe = match peer.exe {
+            Some(exe) => Some(exe),
+            // Fail closed: a peer whose executable cannot be identified gets no identity.
+            None => Some(ExeIdentity::read(&handle.proc_path()).ok_or(AttestError::ProcessGone { pid })?),
+        };
+        // The exe (and credentials) must already match.
+        handle.verify_alive()?;
+        Ok(handle)
     }
 
     /// Pin a process by pid (for `tessera attest PID`).
@@ -89,7 +185,7 @@ impl ProcessHandle {
         }
         let proc_dir = Process::new(pid).map_err(|e| proc_error(pid, e))?;
         let starttime = proc_dir.stat().map_err(|e| proc_error(pid, e))?.starttime;
-        let handle = Self { pid, pidfd, pidfd_from_peer, proc_dir, starttime, peer_ids };
+        let handle = Self { pid, pidfd, pidfd_from_peer, proc_dir, starttime, peer_ids, exe: None };
         // Fail early for a process that is already gone, rather than attesting a zombie.
         handle.verify_alive()?;
         Ok(handle)
@@ -109,6 +205,30 @@ impl ProcessHandle {
     /// Start time in clock ticks since boot (field 22 of `/proc/PID/stat`).
     pub fn starttime(&self) -> u64 {
         self.starttime
+    }
+
+    /// The effective uid the kernel reported at `connect()` (`None` for `tessera attest PID`):
+    /// whom hashing is charged to.
+    pub(crate) fn peer_uid(&self) -> Option<u32> {
+        self.peer_ids.map(|(uid, _)| uid)
+    }
+
+    /// The executable identity this handle holds the process to (`None` for `tessera attest`).
+    pub fn exe_identity(&self) -> Option<ExeIdentity> {
+        self.exe
+    }
+
+    /// Cheap check (two small /proc reads and a poll) that the pinned process still runs the
+    /// executable it ran at accept: for polling open streams between full attestations.
+    pub fn verify_exe(&self) -> Result<(), AttestError> {
+        match self.exe {
+            Some(expected) => verify_exe_identity(self.pid, &self.pidfd, expected),
+            None => Ok(()),
+        }
+    }
+
+    fn proc_path(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/{}", self.pid))
     }
 
     /// Err unless the very process that was pinned is still alive.
@@ -137,7 +257,9 @@ impl ProcessHandle {
                 return Err(AttestError::CredentialsChanged { pid: self.pid, peer_uid, peer_gid, now_uids, now_gids });
             }
         }
-        Ok(())
+        // After the starttime check: the pid still names the pinned process, so the path-based
+        // read below describes it; the pidfd check inside repeats that after the read.
+        self.verify_exe()
     }
 
     // === reads for the attestors, all through the /proc/PID dirfd ===
@@ -149,7 +271,7 @@ impl ProcessHandle {
     pub(crate) fn cmdline(&self) -> Result<Vec<String>, String> {
         // Not procfs's cmdline(): it drops args that are not UTF-8; we only need them as paths.
         let raw = self.read_raw("cmdline")?;
-        Ok(raw.split(|b| *b == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect())
+        Ok(split_cmdline(&raw))
     }
 
     pub(crate) fn environ_raw(&self) -> Result<Vec<u8>, String> {
@@ -219,13 +341,50 @@ impl ProcessHandle {
     }
 
     fn same_mount_ns(&self) -> bool {
-        let theirs = self.proc_dir.open_relative("ns/mnt").and_then(|f| f.metadata().map_err(ProcError::from));
-        let ours = std::fs::metadata("/proc/self/ns/mnt");
+        self.same_ns("mnt")
+    }
+
+    fn same_ns(&self, kind: &str) -> bool {
+        let theirs =
+            self.proc_dir.open_relative(format!("ns/{kind}")).and_then(|f| f.metadata().map_err(ProcError::from));
+        let ours = std::fs::metadata(format!("/proc/self/ns/{kind}"));
         match (theirs, ours) {
             (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
             _ => false,
         }
     }
+
+    /// Why paths seen through this process's root are not evidence, if they are not.
+    ///
+    /// A process in its own user namespace can have created its mount namespace without any
+    /// privilege (`unshare -Urm`) and mounted anything anywhere in it: a tmpfs over
+    /// `/usr/local/sbin` holding its own `legit-daemon`, a copy of a root-owned prompt file. Then
+    /// `/proc/PID/exe`'s path and every file read through `/proc/PID/root` say what it chose.
+    /// (In the daemon's user namespace, a separate mount namespace or chroot needs privilege:
+    /// systemd sandboxing, root-run containers; those paths stay evidence.) Unreadable
+    /// namespace links count as foreign: fail closed.
+    pub(crate) fn untrusted_root(&self) -> Option<String> {
+        if self.same_mount_ns() || self.same_ns("user") {
+            return None;
+        }
+        Some(format!(
+            "process {} runs in a mount namespace of its own user namespace (e.g. `unshare -Urm`, \
+             rootless containers), where it can mount any file at any path; paths and files seen \
+             through its root are not evidence",
+            self.pid
+        ))
+    }
+}
+
+/// argv from `/proc/PID/cmdline`: NUL-terminated strings. Empty arguments are kept as
+/// positions (`python3 -W '' evil.py legit.py`: the empty string is `-W`'s value, and dropping
+/// it would make `evil.py` look like that value and `legit.py` like the script).
+pub(crate) fn split_cmdline(raw: &[u8]) -> Vec<String> {
+    let raw = raw.strip_suffix(&[0]).unwrap_or(raw);
+    if raw.is_empty() {
+        return Vec::new();
+    }
+    raw.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect()
 }
 
 fn open_pidfd(pid: i32) -> Result<OwnedFd, AttestError> {
@@ -256,4 +415,24 @@ fn proc_error(pid: i32, e: ProcError) -> AttestError {
 
 fn libc_esrch() -> i32 {
     rustix::io::Errno::SRCH.raw_os_error()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cmdline_keeps_empty_arguments() {
+        let got = super::split_cmdline(b"python3\0-W\0\0evil.py\0legit.py\0");
+        assert_eq!(got, ["python3", "-W", "", "evil.py", "legit.py"]);
+        assert_eq!(super::split_cmdline(b"a\0\0"), ["a", ""]);
+        assert!(super::split_cmdline(b"").is_empty());
+        assert_eq!(super::split_cmdline(b"no-nul"), ["no-nul"]);
+    }
+
+    #[test]
+    fn stat_layout_skips_odd_command_names() {
+        // Field n holds the number n (field 3 is the state letter); the name has ") (" in it.
+        let fields: Vec<String> = (4..=52).map(|n: u32| n.to_string()).collect();
+        let line = format!("42 (a) b (c) R {}\n", fields.join(" "));
+        assert_eq!(super::layout_of_stat(line.as_bytes()), Some((26, 28)));
+    }
 }

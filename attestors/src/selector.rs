@@ -14,7 +14,7 @@
 //! | `unix:uid:N`, `unix:gid:N` | kernel | effective ids, 2nd field of `Uid:`/`Gid:` in `/proc/PID/status` (SPIRE's meaning). Only privilege changes them. |
 //! | `unix:user:NAME`, `unix:group:NAME` | kernel | names of the above from the daemon's passwd/group database; skipped if no name. |
 //! | `unix:supplementary_gid:N`, `unix:supplementary_group:NAME` | kernel | `Groups:` of `/proc/PID/status`; one selector per group. |
-//! | `unix:path:/abs` | kernel | `readlink /proc/PID/exe`, as the daemon sees it (for a chrooted process this is the host path; in another mount namespace it is the path inside that namespace). |
+//! | `unix:path:/abs` | kernel | `readlink /proc/PID/exe`, as the daemon sees it (for a chrooted process this is the host path; in another mount namespace it is the path inside that namespace). **Withheld** when that mount namespace belongs to the process's own user namespace (made without privilege, e.g. `unshare -Urm`), where any path can be mounted over; so are `script:path` and `config:sha256`. |
 //! | `unix:sha256:HEX` | kernel | SHA-256 of the inode the kernel mapped, read through `/proc/PID/exe` (works for deleted or replaced binaries). |
 //! | `cgroup:path:/p` | kernel (*weak* under `user@UID.service`) | the cgroup v2 path (or v1 `name=systemd` path). Moving into a cgroup needs write access to it; inside a user's delegated subtree (`…/user@UID.service/…`) any process of that uid can create and enter cgroups, so such paths are weak. |
 //! | `systemd:id:UNIT` | kernel | outermost unit in the cgroup path (what systemd's `GetUnitByPID` answers, e.g. `user@1000.service` for user units). Never taken from a user's delegated subtree. |
@@ -38,10 +38,90 @@ use std::str::FromStr;
 use thiserror::Error;
 
 /// A selector: `<type>:<value>`, e.g. `unix:uid:1000` has type `unix` and value `uid:1000`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+///
+/// Ordered by its text (type name, then value), as when the type was a string: sets of
+/// selectors print, serialize and audit in the same order as before.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Selector {
-    kind: String,
+    kind: Kind,
     value: String,
+}
+
+impl Ord for Selector {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.kind.as_str(), self.value.as_str()).cmp(&(other.kind.as_str(), other.value.as_str()))
+    }
+}
+
+impl PartialOrd for Selector {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// The selector types tessera knows. Every match on a kind is exhaustive: a new type cannot be
+/// added without deciding its grammar and its strength.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// `unix:` — credentials and the mapped executable.
+    Unix,
+    /// `script:` — the script an interpreter runs.
+    Script,
+    /// `config:` — digests of named files inside the process root.
+    Config,
+    /// `env:` — allowlisted environment variables.
+    Env,
+    /// `systemd:` — the unit from the cgroup path.
+    Systemd,
+    /// `cgroup:` — the cgroup path.
+    Cgroup,
+    /// `container:` — container id and runtime from the cgroup path.
+    Container,
+    /// `k8s:` — the pod uid from a kubepods cgroup path.
+    K8s,
+}
+
+impl Kind {
+    /// Every kind, in documentation order.
+    pub const ALL: [Kind; 8] =
+        [Kind::Unix, Kind::Script, Kind::Config, Kind::Env, Kind::Systemd, Kind::Cgroup, Kind::Container, Kind::K8s];
+
+    /// The type name as written in selectors.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Kind::Unix => "unix",
+            Kind::Script => "script",
+            Kind::Config => "config",
+            Kind::Env => "env",
+            Kind::Systemd => "systemd",
+            Kind::Cgroup => "cgroup",
+            Kind::Container => "container",
+            Kind::K8s => "k8s",
+        }
+    }
+
+    /// The kind named `name` exactly (case-sensitive, as in selectors).
+    pub fn from_name(name: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<str> for Kind {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for Kind {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
 }
 
 /// How far a selector can be trusted. See the table in this module's docs.
@@ -90,7 +170,15 @@ pub enum SelectorError {
     },
 }
 
-const KNOWN_TYPES: &[&str] = &["unix", "script", "config", "env", "systemd", "cgroup", "container", "k8s"];
+const KNOWN_TYPES: &[&str] = &{
+    let mut names = [""; Kind::ALL.len()];
+    let mut i = 0;
+    while i < names.len() {
+        names[i] = Kind::ALL[i].as_str();
+        i += 1;
+    }
+    names
+};
 
 /// The selector types tessera understands, in documentation order.
 pub fn known_selector_types() -> &'static [&'static str] {
@@ -101,7 +189,7 @@ pub fn known_selector_types() -> &'static [&'static str] {
 /// The daemon collects these from its entries into [`crate::AttestConfig::config_paths`]: only
 /// files some entry names are ever hashed.
 pub fn config_path_of(selector: &Selector) -> Option<PathBuf> {
-    if selector.kind != "config" {
+    if selector.kind != Kind::Config {
         return None;
     }
     let rest = selector.value.strip_prefix("sha256:")?;
@@ -111,18 +199,18 @@ pub fn config_path_of(selector: &Selector) -> Option<PathBuf> {
 
 impl Selector {
     /// Build a selector without validation (attestors use this for values they produced).
-    pub fn new(kind: impl Into<String>, value: impl Into<String>) -> Self {
-        Self { kind: kind.into(), value: value.into() }
+    pub fn new(kind: Kind, value: impl Into<String>) -> Self {
+        Self { kind, value: value.into() }
     }
 
     /// Shorthand for the common `type:key:value` shape.
-    pub(crate) fn keyed(kind: &str, key: &str, value: impl fmt::Display) -> Self {
+    pub(crate) fn keyed(kind: Kind, key: &str, value: impl fmt::Display) -> Self {
         Self::new(kind, format!("{key}:{value}"))
     }
 
-    /// The type, e.g. `unix`.
-    pub fn kind(&self) -> &str {
-        &self.kind
+    /// The type, e.g. [`Kind::Unix`] (compares equal to `"unix"`).
+    pub fn kind(&self) -> Kind {
+        self.kind
     }
 
     /// Everything after the type, e.g. `uid:1000`.
@@ -132,14 +220,14 @@ impl Selector {
 
     /// Strength of this selector; the reasoning is in this module's table.
     pub fn strength(&self) -> Strength {
-        match self.kind.as_str() {
-            "unix" | "systemd" | "container" | "k8s" | "config" => Strength::Kernel,
+        match self.kind {
+            Kind::Unix | Kind::Systemd | Kind::Container | Kind::K8s | Kind::Config => Strength::Kernel,
             // A user's delegated cgroup subtree is writable by that user: they can create a
             // cgroup of any name there and move their processes into it.
-            "cgroup" if is_user_delegated(&self.value) => Strength::Weak,
-            "cgroup" => Strength::Kernel,
-            // script:* (argv-derived), env:* (writable memory) and anything unknown.
-            _ => Strength::Weak,
+            Kind::Cgroup if is_user_delegated(&self.value) => Strength::Weak,
+            Kind::Cgroup => Strength::Kernel,
+            // argv-derived, and writable memory.
+            Kind::Script | Kind::Env => Strength::Weak,
         }
     }
 }
@@ -177,15 +265,15 @@ impl FromStr for Selector {
         if kind.is_empty() || value.is_empty() {
             return Err(SelectorError::Malformed(s.to_owned()));
         }
-        if !KNOWN_TYPES.contains(&kind) {
+        let Some(parsed) = Kind::from_name(kind) else {
             return Err(SelectorError::UnknownType {
                 selector: s.to_owned(),
                 kind: kind.to_owned(),
                 known: known_with_suggestion(kind),
             });
-        }
-        validate(kind, value).map_err(|reason| SelectorError::InvalidValue { selector: s.to_owned(), reason })?;
-        Ok(Self::new(kind, value))
+        };
+        validate(parsed, value).map_err(|reason| SelectorError::InvalidValue { selector: s.to_owned(), reason })?;
+        Ok(Self::new(parsed, value))
     }
 }
 
@@ -214,7 +302,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
 }
 
 /// Splits `key:rest`, refusing an unknown key with the list of known ones.
-fn keyed<'a>(kind: &str, value: &'a str, keys: &[&str]) -> Result<(&'a str, &'a str), String> {
+fn keyed<'a>(kind: Kind, value: &'a str, keys: &[&str]) -> Result<(&'a str, &'a str), String> {
     let known = keys.iter().map(|k| format!("{kind}:{k}:…")).collect::<Vec<_>>().join(", ");
     let Some((key, rest)) = value.split_once(':') else {
         return Err(format!("expected {kind}:KEY:VALUE; write one of {known}"));
@@ -225,9 +313,9 @@ fn keyed<'a>(kind: &str, value: &'a str, keys: &[&str]) -> Result<(&'a str, &'a 
     Ok((key, rest))
 }
 
-fn validate(kind: &str, value: &str) -> Result<(), String> {
+fn validate(kind: Kind, value: &str) -> Result<(), String> {
     match kind {
-        "unix" => {
+        Kind::Unix => {
             let (key, v) = keyed(
                 kind,
                 value,
@@ -240,7 +328,7 @@ fn validate(kind: &str, value: &str) -> Result<(), String> {
                 _ => sha256_hex("unix:sha256", v),
             }
         }
-        "script" => {
+        Kind::Script => {
             let (key, v) = keyed(kind, value, &["interpreter", "path", "sha256"])?;
             match key {
                 "interpreter" => interpreter_name(v),
@@ -248,7 +336,7 @@ fn validate(kind: &str, value: &str) -> Result<(), String> {
                 _ => sha256_hex("script:sha256", v),
             }
         }
-        "config" => {
+        Kind::Config => {
             let (_, v) = keyed(kind, value, &["sha256"])?;
             let Some((path, hex)) = v.rsplit_once(':') else {
                 return Err("write config:sha256:/absolute/path:HEX (64 lowercase hex digits, \
@@ -261,7 +349,7 @@ fn validate(kind: &str, value: &str) -> Result<(), String> {
             }
             sha256_hex("config:sha256", hex)
         }
-        "env" => {
+        Kind::Env => {
             let Some((name, _value)) = value.split_once(':') else {
                 return Err(format!(
                     "write env:NAME:VALUE, e.g. env:{value}:production (an empty value is \
@@ -280,7 +368,7 @@ fn validate(kind: &str, value: &str) -> Result<(), String> {
                 ))
             }
         }
-        "systemd" => {
+        Kind::Systemd => {
             let (key, v) = keyed(kind, value, &["id", "fragment_path"])?;
             if key == "fragment_path" {
                 return absolute_path("systemd:fragment_path", v);
@@ -307,11 +395,11 @@ fn validate(kind: &str, value: &str) -> Result<(), String> {
                 ))
             }
         }
-        "cgroup" => {
+        Kind::Cgroup => {
             let (_, v) = keyed(kind, value, &["path"])?;
             absolute_path("cgroup:path", v)
         }
-        "container" => {
+        Kind::Container => {
             let (key, v) = keyed(kind, value, &["id", "runtime"])?;
             if key == "id" {
                 return sha256_hex("container:id", v).map_err(|_| {
@@ -328,7 +416,7 @@ fn validate(kind: &str, value: &str) -> Result<(), String> {
                 Err(format!("container:runtime is one of {}; got {v:?}", RUNTIMES.join(", ")))
             }
         }
-        "k8s" => {
+        Kind::K8s => {
             let Some(uid) = value.strip_prefix("pod-uid:") else {
                 return Err("tessera derives only k8s:pod-uid:UID from cgroups (no kubelet \
                             access); write k8s:pod-uid:<metadata.uid of the pod>"
@@ -343,7 +431,6 @@ fn validate(kind: &str, value: &str) -> Result<(), String> {
                 ))
             }
         }
-        _ => Err(format!("unknown selector type {kind:?}")),
     }
 }
 
@@ -473,6 +560,38 @@ mod tests {
         assert_eq!(s("cgroup:path:/user.slice/user-1000.slice/user@1000.service/app.slice/a.service"), Strength::Weak);
         assert_eq!(s("script:path:/a.py"), Strength::Weak);
         assert_eq!(s("env:A:b"), Strength::Weak);
+    }
+
+    #[test]
+    fn kinds_round_trip_and_order_like_their_text() {
+        for k in Kind::ALL {
+            assert_eq!(Kind::from_name(k.as_str()), Some(k));
+            assert_eq!(k, k.as_str());
+        }
+        assert_eq!(
+            known_selector_types(),
+            ["unix", "script", "config", "env", "systemd", "cgroup", "container", "k8s"]
+        );
+        assert_eq!(Kind::from_name("Unix"), None);
+        let texts = [
+            "unix:uid:1".to_string(),
+            "k8s:pod-uid:7f3b2c1a-1234-4cde-9abc-0123456789ab".into(),
+            "env:A:b".into(),
+            format!("container:id:{HEX}"),
+            format!("config:sha256:/a:{HEX}"),
+            "cgroup:path:/a".into(),
+            "systemd:id:a.service".into(),
+            "script:path:/a.py".into(),
+            "unix:gid:1".into(),
+        ];
+        let set: std::collections::BTreeSet<Selector> = texts.iter().map(|t| t.parse().unwrap()).collect();
+        let mut sorted = texts.to_vec();
+        sorted.sort();
+        assert_eq!(set.iter().map(ToString::to_string).collect::<Vec<_>>(), sorted);
+        // Serialize uses Display (collect_str), Deserialize uses FromStr: the text form both ways.
+        let sel: Selector = "unix:uid:1".parse().unwrap();
+        assert_eq!(sel.kind(), Kind::Unix);
+        assert_eq!(sel.to_string(), "unix:uid:1");
     }
 
     #[test]

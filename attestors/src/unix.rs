@@ -1,15 +1,15 @@
 //! `unix` attestor: SPIRE's selectors and meanings (effective ids, the mapped executable).
 
-use crate::{Ctx, Found, Selector};
+use crate::{Ctx, Found, Kind, Selector};
 use nix::unistd::{Gid, Group, Uid, User};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-const KIND: &str = "unix";
+const KIND: Kind = Kind::Unix;
 
 pub(crate) fn attest(ctx: &Ctx<'_>) -> Found {
-    let mut found = Found::new(KIND);
+    let mut found = Found::new(KIND.as_str());
     let p = ctx.process;
     match p.status() {
         Ok(status) => {
@@ -32,20 +32,35 @@ pub(crate) fn attest(ctx: &Ctx<'_>) -> Found {
         }
         Err(e) => found.fail(format!("status: {e}")),
     }
+    let mut evidence = crate::ExeEvidence::default();
     match p.exe_link() {
         Ok(link) => {
-            found.push(Selector::keyed(KIND, "path", link.display()));
+            evidence.path = Some(link.to_string_lossy().into_owned());
             found.watched.push(p.exe_host_path(&link));
+            match p.untrusted_root() {
+                // The path is what that namespace chose to mount there; the inode's digest
+                // (below) is still the mapped file's own content.
+                Some(why) => found.fail(format!("unix:path withheld: {why}")),
+                None => found.push(Selector::keyed(KIND, "path", link.display())),
+            }
         }
         Err(e) => found.fail(format!("exe path: {e}")),
     }
+    if !ctx.config.want_exe_digest {
+        found.exe = Some(evidence);
+        return found; // no entry uses unix:sha256: hash nothing
+    }
     match p.open_exe() {
-        Ok(mut exe) => match ctx.cache.digest(&mut exe, ctx.config.max_hash_size) {
-            Ok(hex) => found.push(Selector::keyed(KIND, "sha256", hex)),
+        Ok(mut exe) => match ctx.digest(&mut exe, crate::HashOf::Exe) {
+            Ok(hex) => {
+                found.push(Selector::keyed(KIND, "sha256", &hex));
+                evidence.sha256 = Some(hex);
+            }
             Err(e) => found.fail(format!("sha256 of exe: {e}")),
         },
         Err(e) => found.fail(format!("exe: {e}")),
     }
+    found.exe = Some(evidence);
     found
 }
 

@@ -127,3 +127,45 @@ fn live_cgroup_matches_the_parser() {
     assert_eq!(value_of(&x, "cgroup", "path:"), facts.path);
     assert_eq!(value_of(&x, "systemd", "id:"), facts.systemd_unit);
 }
+
+#[test]
+fn fifos_and_devices_named_as_config_or_script_get_no_digest_and_do_not_block() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("prompt.md");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let dev_link = dir.path().join("dev.md");
+    symlink("/dev/zero", &dev_link).unwrap();
+    let script_fifo = dir.path().join("agent.sh");
+    assert!(Command::new("mkfifo").arg(&script_fifo).status().unwrap().success());
+    let attestor = config_attestor(&[&fifo, &dev_link]);
+    // A shell "running" the FIFO as its script: it blocks opening it, which is fine for us.
+    let mut cmd = Command::new("/bin/dash");
+    cmd.args(["-c", "echo ready; exec /bin/dash \"$0\"", script_fifo.to_str().unwrap()]);
+    let p = spawn_ready(&mut cmd);
+    let pid = p.pid();
+    // Wait (bounded) until the exec happened, so the script attestor sees the FIFO in argv.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let after_exec = format!("/bin/dash\0{}\0", script_fifo.display()).into_bytes();
+    while std::fs::read(format!("/proc/{pid}/cmdline")).unwrap() != after_exec {
+        assert!(std::time::Instant::now() < deadline, "child never exec'd");
+        std::thread::yield_now();
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(attest(&attestor, pid));
+    });
+    let x = rx.recv_timeout(std::time::Duration::from_secs(10)).expect("attestation blocked on a FIFO");
+    assert!(x.selectors.iter().all(|s| s.kind() != "config"), "{:?}", x.selectors);
+    assert!(value_of(&x, "script", "sha256:").is_none(), "{:?}", x.selectors);
+    let config = x.reports.iter().find(|r| r.attestor == "config").unwrap().error.clone().unwrap();
+    assert!(config.contains("not a regular file"), "{config}");
+    let script = x
+        .reports
+        .iter()
+        .find(|r| r.attestor == "script")
+        .unwrap()
+        .error
+        .clone()
+        .unwrap_or_else(|| panic!("{:?}", x.reports));
+    assert!(script.contains("not a regular file"), "{script}");
+}

@@ -76,7 +76,7 @@ fn connect_python_peer(dir: &Path) -> (Ready, PeerCredentials) {
     let (stream, _) = listener.accept().unwrap();
     let cred = getsockopt(&stream, sockopt::PeerCredentials).unwrap();
     let pidfd = getsockopt(&stream, sockopt::PeerPidfd).ok();
-    let peer = PeerCredentials { pid: Some(cred.pid()), uid: cred.uid(), gid: cred.gid(), pidfd };
+    let peer = PeerCredentials { pid: Some(cred.pid()), uid: cred.uid(), gid: cred.gid(), pidfd, exe: None };
     (child, peer)
 }
 
@@ -119,8 +119,8 @@ fn socket_peer_fallback_without_pidfd_checks_uid() {
 
     // Credentials that do not match the process now at that pid (a recycled pid, or a process
     // that changed ids after connecting): no identity.
-    let wrong = PeerCredentials { pid, uid: 4242, gid: 4242, pidfd: None };
+    let wrong = PeerCredentials { pid, uid: 4242, gid: 4242, pidfd: None, exe: None };
     assert!(matches!(ProcessHandle::from_peer(wrong), Err(AttestError::CredentialsChanged { .. })));
-    let no_pid = PeerCredentials { pid: None, uid: 0, gid: 0, pidfd: None };
+    let no_pid = PeerCredentials { pid: None, uid: 0, gid: 0, pidfd: None, exe: None };
     assert!(matches!(ProcessHandle::from_peer(no_pid), Err(AttestError::NoPid)));
 }

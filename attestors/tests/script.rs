@@ -24,7 +24,10 @@ fn python_script_with_flags_and_edit() {
 
     let x = attest(&attestor, p.pid());
     assert!(x.selectors.contains(&sel("script:interpreter:python3")), "{:?}", x.selectors);
-    assert_eq!(value_of(&x, "script", "path:").unwrap(), script.display().to_string());
+    assert_eq!(
+        value_of(&x, "script", "path:").unwrap_or_else(|| panic!("{:?}", x.reports)),
+        script.display().to_string()
+    );
     let before = value_of(&x, "script", "sha256:").unwrap();
     assert_eq!(before, sha256_file(&script));
     assert!(x.watched_files.contains(&script));
@@ -94,4 +97,50 @@ fn shell_script_file() {
     assert!(x.selectors.contains(&sel("script:interpreter:bash")));
     assert_eq!(value_of(&x, "script", "path:").unwrap(), script.display().to_string());
     assert_eq!(value_of(&x, "script", "sha256:").unwrap(), sha256_file(&script));
+}
+
+#[test]
+fn scripts_have_a_lower_size_limit_than_executables() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("agent.py");
+    std::fs::write(&script, AGENT).unwrap();
+    let p = spawn_ready(&mut python(dir.path(), &["agent.py"]));
+    let attestor = tessera_attestors::Attestor::new(tessera_attestors::AttestConfig {
+        max_script_hash_size: Some(10),
+        ..tessera_attestors::AttestConfig::default()
+    });
+    let x = attest(&attestor, p.pid());
+    assert!(value_of(&x, "unix", "sha256:").is_some(), "the executable is under max_hash_size");
+    assert_eq!(value_of(&x, "script", "path:").unwrap(), script.display().to_string());
+    assert_eq!(value_of(&x, "script", "sha256:"), None);
+    let reason = x.reports.iter().find(|r| r.attestor == "script").unwrap().error.clone().unwrap();
+    assert!(reason.contains("max_script_hash_size"), "{reason}");
+    const { assert!(tessera_attestors::DEFAULT_MAX_SCRIPT_HASH_SIZE <= 16 << 20) };
+}
+
+#[test]
+fn spoofs_with_argv_and_env_do_not_report_the_legit_script() {
+    let dir = tempfile::tempdir().unwrap();
+    let legit = dir.path().join("legit.py");
+    std::fs::write(&legit, "print('legit')\n").unwrap();
+    let evil = dir.path().join("evil.py");
+    std::fs::write(&evil, AGENT).unwrap();
+    let attestor = attestor();
+
+    // An empty -W value: python runs evil.py; we must not say legit.py.
+    let p = spawn_ready(&mut python(dir.path(), &["-W", "", "evil.py", "legit.py"]));
+    let x = attest(&attestor, p.pid());
+    assert_eq!(value_of(&x, "script", "path:").unwrap(), evil.display().to_string());
+    assert_eq!(value_of(&x, "script", "sha256:").unwrap(), sha256_file(&evil));
+
+    // A preload through the environment: legit.py is named, but PYTHONPATH's sitecustomize
+    // runs first (here it is the code that waits, so legit.py never even starts).
+    std::fs::write(dir.path().join("sitecustomize.py"), AGENT).unwrap();
+    let p = spawn_ready(python(dir.path(), &["legit.py"]).env("PYTHONPATH", dir.path()));
+    let x = attest(&attestor, p.pid());
+    assert!(x.selectors.contains(&sel("script:interpreter:python3")));
+    assert_eq!(value_of(&x, "script", "path:"), None, "{:?}", x.selectors);
+    assert_eq!(value_of(&x, "script", "sha256:"), None);
+    let reason = x.reports.iter().find(|r| r.attestor == "script").unwrap().error.clone().unwrap();
+    assert!(reason.contains("PYTHONPATH") && !reason.contains(dir.path().to_str().unwrap()), "{reason}");
 }

@@ -101,3 +101,30 @@ fn over_limit_binary_keeps_other_selectors() {
     assert!(reason.contains("max_hash_size"), "{reason}");
     assert_eq!(attestor.digest_stats().bytes_hashed, 0, "over-limit files are not read");
 }
+
+#[test]
+fn digests_nobody_asked_for_are_not_computed() {
+    let attestor = Attestor::new(AttestConfig { want_exe_digest: false, ..AttestConfig::default() });
+    let p = spawn_ready(&mut shell_waiting(Path::new("/bin/dash")));
+    let x = attest(&attestor, p.pid());
+    assert_eq!(value_of(&x, "unix", "sha256:"), None);
+    assert!(value_of(&x, "unix", "path:").is_some());
+    assert_eq!(x.reports[0].error, None, "not wanted is not a failure");
+    assert_eq!(attestor.digest_stats().misses + attestor.digest_stats().hits, 0, "nothing hashed");
+}
+
+#[test]
+fn a_peer_uid_over_its_hashing_budget_gets_no_digest() {
+    use tessera_attestors::{HashBudget, PeerCredentials, ProcessHandle};
+    let budget = HashBudget { bytes: 1000, window: std::time::Duration::from_secs(60) };
+    let attestor = Attestor::new(AttestConfig { hash_budget_per_uid: Some(budget), ..AttestConfig::default() });
+    let p = spawn_ready(&mut shell_waiting(Path::new("/bin/dash")));
+    let peer = PeerCredentials { pid: Some(p.pid()), uid: 0, gid: 0, pidfd: None, exe: None };
+    let x = attestor.attest(&ProcessHandle::from_peer(peer).unwrap()).unwrap();
+    assert_eq!(value_of(&x, "unix", "sha256:"), None);
+    let reason = x.reports[0].error.as_deref().unwrap();
+    assert!(reason.contains("hashing budget") && reason.contains("uid 0"), "{reason}");
+    assert_eq!(attestor.digest_stats().bytes_hashed, 0, "refused before reading");
+    // `tessera attest PID` (no peer) is not charged.
+    assert!(value_of(&attest(&attestor, p.pid()), "unix", "sha256:").is_some());
+}

@@ -6,7 +6,8 @@ use serde_json::json;
 use tessera_attestors::{AttestConfig, Attestor, ProcessHandle, Strength};
 
 pub fn run(pid: i32, config: AttestConfig, as_json: bool) -> Result<()> {
-    let attestor = Attestor::new(config);
+    // Show every digest, even those no entry uses yet: the operator is writing entries.
+    let attestor = Attestor::new(AttestConfig { want_exe_digest: true, want_script_digest: true, ..config });
     let handle = ProcessHandle::open(pid).with_context(|| format!("cannot pin process {pid}"))?;
     let att = attestor.attest(&handle).with_context(|| format!("cannot attest process {pid}"))?;
     let strength = |s: Strength| match s {
@@ -34,8 +35,11 @@ pub fn run(pid: i32, config: AttestConfig, as_json: bool) -> Result<()> {
     println!("Selectors of process {}:", att.pid);
     for r in &att.reports {
         println!("\n[{}]", r.attestor);
-        if let Some(e) = &r.error {
-            println!("  (nothing: {e})");
+        match (&r.error, r.selectors.is_empty()) {
+            (Some(e), true) => println!("  (nothing: {e})"),
+            // Some selectors came, others were withheld or failed: say which and why.
+            (Some(e), false) => println!("  (incomplete: {e})"),
+            (None, _) => {}
         }
         for s in &r.selectors {
             println!("  {:<80} {}", s.to_string(), strength(s.strength()));

@@ -44,7 +44,7 @@ pub fn config() -> Result<Config, crate::spiffe_id::SpiffeIdError> {
     let data_dir = data_dir();
     let entry = Entry {
         spiffe_id: spiffe_id.parse()?,
-        selectors: [tessera_attestors::Selector::new("unix", format!("uid:{uid}"))].into(),
+        selectors: [tessera_attestors::Selector::new(tessera_attestors::Kind::Unix, format!("uid:{uid}"))].into(),
         x509_svid_ttl: Duration::from_secs(600),
         jwt_svid_ttl: Duration::from_secs(300),
         dns_names: vec![],

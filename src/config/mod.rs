@@ -95,8 +95,12 @@ struct RawFederation {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawAttestors {
-    /// Largest file hashed, bytes.
+    /// Largest executable hashed, bytes.
     max_hash_size: Option<u64>,
+    /// Largest script or config file hashed, bytes.
+    max_script_hash_size: Option<u64>,
+    /// Bytes one uid may have hashed per minute.
+    hash_budget_per_uid: Option<u64>,
     #[serde(default)]
     env_allowlist: Vec<String>,
 }
@@ -372,6 +376,13 @@ impl Validator<'_> {
         // Config files named by entries are hashed by the config attestor; nothing else is.
         let config_paths: BTreeSet<PathBuf> =
             entries.iter().flat_map(|e| e.selectors.iter()).filter_map(tessera_attestors::config_path_of).collect();
+        // Likewise executables and scripts are hashed only when some entry asks for the digest.
+        let wants = |kind: tessera_attestors::Kind| {
+            entries
+                .iter()
+                .flat_map(|e| e.selectors.iter())
+                .any(|s| s.kind() == kind && s.value().starts_with("sha256:"))
+        };
         Some(Config {
             source: Some(path.to_owned()),
             trust_domain: trust_domain?,
@@ -388,6 +399,15 @@ impl Validator<'_> {
                 // A default bound: argv names the script to hash, so without one any local user
                 // could make the daemon read a huge (or sparse) file on every cache miss.
                 max_hash_size: Some(raw.attestors.max_hash_size.unwrap_or(DEFAULT_MAX_HASH)),
+                max_script_hash_size: Some(
+                    raw.attestors.max_script_hash_size.unwrap_or(tessera_attestors::DEFAULT_MAX_SCRIPT_HASH_SIZE),
+                ),
+                want_exe_digest: wants(tessera_attestors::Kind::Unix),
+                want_script_digest: wants(tessera_attestors::Kind::Script),
+                hash_budget_per_uid: Some(match raw.attestors.hash_budget_per_uid {
+                    Some(bytes) => tessera_attestors::HashBudget { bytes, window: Duration::from_secs(60) },
+                    None => tessera_attestors::HashBudget::default(),
+                }),
                 env_allowlist: raw.attestors.env_allowlist,
                 config_paths: config_paths.into_iter().collect(),
             },
@@ -527,6 +547,33 @@ x509_svid_ttl = "2m"
         assert_eq!(cfg.registry.entries()[0].x509_svid_ttl, Duration::from_secs(120));
         assert_eq!(cfg.registry.entries()[0].jwt_svid_ttl, DEFAULT_JWT_TTL);
         assert_eq!(cfg.socket_path, Path::new(DEFAULT_SOCKET));
+    }
+
+    #[test]
+    fn digests_are_wanted_only_when_an_entry_uses_them() {
+        let hex = "a".repeat(64);
+        let cfg = parse(
+            r#"trust_domain = "example.org"
+[attestors]
+max_script_hash_size = 1000
+hash_budget_per_uid = 5000
+[[entries]]
+spiffe_id = "spiffe://example.org/a"
+selectors = ["unix:uid:1000", "script:path:/a.py"]
+"#,
+        )
+        .unwrap();
+        assert!(!cfg.attest.want_exe_digest && !cfg.attest.want_script_digest);
+        assert_eq!(cfg.attest.max_script_hash_size, Some(1000));
+        assert_eq!(cfg.attest.hash_budget_per_uid.map(|b| b.bytes), Some(5000));
+        let cfg = parse(&format!(
+            "trust_domain = \"example.org\"\n[[entries]]\nspiffe_id = \"spiffe://example.org/a\"\n\
+             selectors = [\"unix:sha256:{hex}\", \"script:sha256:{hex}\"]\n"
+        ))
+        .unwrap();
+        assert!(cfg.attest.want_exe_digest && cfg.attest.want_script_digest);
+        assert_eq!(cfg.attest.max_script_hash_size, Some(tessera_attestors::DEFAULT_MAX_SCRIPT_HASH_SIZE));
+        assert_eq!(cfg.attest.hash_budget_per_uid, Some(tessera_attestors::HashBudget::default()));
     }
 
     #[test]

@@ -26,7 +26,8 @@ impl PeerInfo {
                 rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok()
             })
             .map(Arc::new);
-        Ok(Self { pid: cred.pid(), uid: cred.uid(), gid: cred.gid(), pidfd, pidfd_from_kernel })
+        let exe = cred.pid().and_then(|pid| tessera_attestors::ExeIdentity::of_peer(pid, pidfd.as_deref()));
+        Ok(Self { pid: cred.pid(), uid: cred.uid(), gid: cred.gid(), pidfd, pidfd_from_kernel, exe })
     }
 }
 

@@ -7,7 +7,7 @@ use super::status::ApiError;
 use super::stream::{self, Entitlement};
 use crate::bundle::FederatedBundle;
 use crate::caller::{Caller, Pipeline};
-use crate::events::{Event, ExeEvidence, IssuedSvid, SvidKind};
+use crate::events::{Event, IssuedSvid, SvidKind};
 use crate::issuer::Issuer;
 use crate::pb;
 use crate::pb::spiffe_workload_api_server::SpiffeWorkloadApi;
@@ -141,7 +141,7 @@ fn issued_event(
         kind,
         pid: caller.attestation.pid,
         uid: caller.uid,
-        exe: ExeEvidence::of(&caller.attestation.selectors),
+        exe: caller.attestation.exe.clone(),
         selectors_matched: selectors_matched.into_iter().collect(),
         entries: caller.entries.iter().map(|e| e.spiffe_id.to_string()).collect(),
         issued,

@@ -85,25 +85,8 @@ pub enum IssuedSvid {
     Jwt { spiffe_id: String, kid: String, expires_at: u64 },
 }
 
-/// The executable path and digest of a caller, when the unix attestor saw them.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ExeEvidence {
-    pub path: Option<String>,
-    pub sha256: Option<String>,
-}
-
-impl ExeEvidence {
-    /// Read from a caller's selectors (the one place that looks inside selector kinds here).
-    pub fn of(selectors: &std::collections::BTreeSet<tessera_attestors::Selector>) -> Self {
-        let find = |prefix: &str| {
-            selectors
-                .iter()
-                .find(|sel| sel.kind() == "unix" && sel.value().starts_with(prefix))
-                .map(|sel| sel.value()[prefix.len()..].to_owned())
-        };
-        Self { path: find("path:"), sha256: find("sha256:") }
-    }
-}
+/// The executable's path and digest, as the attestors found them (no selector text parsed here).
+pub use tessera_attestors::ExeEvidence;
 
 /// Something that wants every event.
 pub trait Subscriber: Send + Sync {

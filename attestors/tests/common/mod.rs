@@ -34,7 +34,9 @@ impl Drop for Ready {
 
 /// Spawns `cmd` with piped stdin/stdout and waits for its first line to be "ready".
 pub fn spawn_ready(cmd: &mut Command) -> Ready {
-    cmd.stdin(Stdio::piped()).stdout(Stdio::piped());
+    // `cargo test` sets LD_LIBRARY_PATH for its test binaries; a workload with it set gets no
+    // script selector (the loader could run other code first), so children run without it.
+    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).env_remove("LD_LIBRARY_PATH");
     let mut tries = 0;
     let mut child = loop {
         match cmd.spawn() {

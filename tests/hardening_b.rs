@@ -47,3 +47,52 @@ fn malformed_hpack_integers_are_refused_without_a_panic_line() {
     assert!(!log.contains("panicked"), "{log}");
 }
 
+/// Run `tessera ARGS` to completion (bounded), returning (success, stderr).
+fn run_to_end(args: &[&str], cfg: &std::path::Path) -> (bool, String) {
+    let mut child =
+        Command::new(bin()).args(args).arg(cfg).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+            return (status.success(), err);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("tessera {args:?} did not exit: it accepted the config");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn durations_that_would_overflow_are_config_errors_in_check_and_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("t.toml");
+    let head = format!(
+        "trust_domain = \"{TD}\"\nsocket_path = \"{}\"\ndata_dir = \"{}\"\n",
+        dir.path().join("s.sock").display(),
+        dir.path().join("data").display()
+    );
+    let entry = |ttl: &str| {
+        format!("[[entries]]\nspiffe_id = \"spiffe://{TD}/a\"\nselectors = [\"unix:uid:{}\"]\n{ttl}\n", uid())
+    };
+    for (body, line, key) in [
+        ("[ca]\nttl = \"3650000d\"\n".to_string(), 5, "ca.ttl"),
+        (entry("x509_svid_ttl = \"100000000d\""), 7, "entries[0].x509_svid_ttl"),
+        (entry("jwt_svid_ttl = \"213503982334601d\""), 7, "entries[0].jwt_svid_ttl"),
+        ("default_jwt_svid_ttl = \"99999999999999999999s\"\n".to_string(), 4, "default_jwt_svid_ttl"),
+        ("reattest_interval = \"1000000d\"\n".to_string(), 4, "reattest_interval"),
+    ] {
+        std::fs::write(&cfg, format!("{head}{body}")).unwrap();
+        for cmd in [&["check", "--config"][..], &["run", "--config"]] {
+            let (ok, err) = run_to_end(cmd, &cfg);
+            assert!(!ok, "{cmd:?} accepted {body}");
+            assert!(!err.contains("panicked"), "{err}");
+            assert!(err.contains(&format!("{}:{line}: {key}", cfg.display())), "{cmd:?} {body}: {err}");
+            assert!(err.contains("fix: use at most") || err.contains("too large"), "{err}");
+        }
+    }
+}
+

@@ -5,6 +5,7 @@ use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Create `dir` (and parents) with mode 0700; tighten an existing one that is looser.
 pub fn private_dir(dir: &Path) -> io::Result<()> {
@@ -16,22 +17,82 @@ pub fn private_dir(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// Atomically replace `path` with `data`, mode 0600.
+/// Distinguishes concurrent writers within one process.
+static TEMP_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// The writer's temp file for `name`: `.NAME.tmp.PID.SEQ` (older versions wrote `.NAME.tmp.PID`).
+fn temp_name(name: &str) -> String {
+    format!(".{name}.tmp.{}.{}", std::process::id(), TEMP_SEQ.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Whether `name` is one of the writer's temp names (either form), and the pid in it.
+fn temp_pid(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix('.')?;
+    let (stem, tail) = rest.rsplit_once(".tmp.")?;
+    if stem.is_empty() {
+        return None;
+    }
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let pid = match tail.split_once('.') {
+        Some((pid, seq)) if digits(pid) && digits(seq) => pid,
+        None if digits(tail) => tail,
+        _ => return None,
+    };
+    pid.parse().ok()
+}
+
+/// Atomically replace `path` with `data`, mode 0600. The temp file is created exclusively and
+/// never through a symlink.
 pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
     let dir = path.parent().ok_or_else(|| io::Error::other("path has no parent directory"))?;
     let name = path.file_name().ok_or_else(|| io::Error::other("path has no file name"))?;
-    let tmp = dir.join(format!(".{}.tmp.{}", name.to_string_lossy(), std::process::id()));
+    write_via(path, &dir.join(temp_name(&name.to_string_lossy())), data)
+}
+
+fn write_via(path: &Path, tmp: &Path, data: &[u8]) -> io::Result<()> {
+    let dir = path.parent().ok_or_else(|| io::Error::other("path has no parent directory"))?;
+    let mut f =
+        OpenOptions::new().write(true).create_new(true).custom_flags(libc_o_nofollow()).mode(0o600).open(tmp)?;
     let result = (|| {
-        let mut f = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
         f.write_all(data)?;
         f.sync_all()?;
-        fs::rename(&tmp, path)?;
+        fs::rename(tmp, path)?;
         File::open(dir)?.sync_all()
     })();
     if result.is_err() {
-        let _ = fs::remove_file(&tmp);
+        let _ = fs::remove_file(tmp);
     }
     result
+}
+
+fn libc_o_nofollow() -> i32 {
+    nix::fcntl::OFlag::O_NOFOLLOW.bits()
+}
+
+/// Remove the temp files a writer killed between create and rename left in `dir` (they may hold
+/// copies of secrets, e.g. every CA key). Only regular files named like this writer's temp files,
+/// never symlinks or directories, and never this process's own. Call it while holding the lock
+/// that keeps other writers out of `dir`. Returns how many were removed.
+pub fn remove_stale_temps(dir: &Path) -> io::Result<usize> {
+    let mut removed = 0;
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else { continue };
+        let Some(pid) = temp_pid(&name) else { continue };
+        // file_type() does not follow symlinks.
+        if pid == std::process::id() || !entry.file_type()?.is_file() {
+            continue;
+        }
+        match fs::remove_file(entry.path()) {
+            Ok(()) => {
+                tracing::warn!(file = %entry.path().display(), "removed a temp file left by an interrupted write");
+                removed += 1;
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(removed)
 }
 
 #[cfg(test)]
@@ -50,5 +111,52 @@ mod tests {
         assert_eq!(fs::read(&f).unwrap(), b"two");
         assert_eq!(fs::metadata(&f).unwrap().permissions().mode() & 0o777, 0o600);
         assert_eq!(fs::read_dir(&dir).unwrap().count(), 1, "no temp files left behind");
+    }
+
+    #[test]
+    fn stale_temp_files_are_removed_and_nothing_else() {
+        use std::os::unix::fs::symlink;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let outside = dir.join("outside");
+        fs::create_dir(&outside).unwrap();
+        fs::write(outside.join("precious"), b"keep").unwrap();
+        for stale in [".ca.json.tmp.4242", ".ca.json.tmp.4242.7", ".trust_domain.tmp.1.0"] {
+            fs::write(dir.join(stale), b"{\"keys\": \"secret\"}").unwrap();
+        }
+        let keep = ["ca.json", ".ca.json.tmp.", ".ca.json.tmp.12x", ".tmp.12", "x.tmp.12", ".ca.json.tmp.1.2.3"];
+        for k in keep {
+            fs::write(dir.join(k), b"keep").unwrap();
+        }
+        symlink(outside.join("precious"), dir.join(".link.tmp.99")).unwrap();
+        fs::create_dir(dir.join(".dir.tmp.98")).unwrap();
+        let own = format!(".ours.tmp.{}.0", std::process::id());
+        fs::write(dir.join(&own), b"in flight").unwrap();
+
+        assert_eq!(remove_stale_temps(dir).unwrap(), 3);
+        let mut left: Vec<String> =
+            fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        left.sort();
+        let mut want: Vec<String> = keep.iter().map(|s| s.to_string()).collect();
+        want.extend([".dir.tmp.98".into(), ".link.tmp.99".into(), own, "outside".into()]);
+        want.sort();
+        assert_eq!(left, want);
+        assert_eq!(fs::read(outside.join("precious")).unwrap(), b"keep", "a symlink is never followed");
+    }
+
+    #[test]
+    fn temp_files_are_exclusive_private_and_never_follow_symlinks() {
+        use std::os::unix::fs::symlink;
+        let tmp = tempfile::tempdir().unwrap();
+        let target = tmp.path().join("victim");
+        fs::write(&target, b"untouched").unwrap();
+        // A symlink planted at the temp name.
+        let f = tmp.path().join("k");
+        let planted = tmp.path().join(".k.tmp.1.0");
+        symlink(&target, &planted).unwrap();
+        let err = write_via(&f, &planted, b"secret").unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists, "{err}");
+        assert_eq!(fs::read(&target).unwrap(), b"untouched");
+        assert!(!f.exists());
     }
 }

@@ -96,3 +96,17 @@ fn durations_that_would_overflow_are_config_errors_in_check_and_run() {
     }
 }
 
+#[test]
+fn stale_ca_temp_files_are_removed_at_start() {
+    let mut d = Daemon::start("");
+    // (Not asserting a clean exit: a SIGTERM right after the socket appears can precede the
+    // daemon's signal handler.)
+    d.stop();
+    let stale = d.data_dir().join(".ca.json.tmp.999999");
+    let stale_new_form = d.data_dir().join(".ca.json.tmp.999998.3");
+    std::fs::write(&stale, b"{\"x509\": \"every CA key\"}").unwrap();
+    std::fs::write(&stale_new_form, b"{}").unwrap();
+    d.spawn();
+    assert!(!stale.exists() && !stale_new_form.exists(), "stale temp files removed when the CA store opens");
+    assert!(d.data_dir().join("ca.json").exists());
+}

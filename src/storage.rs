@@ -7,10 +7,22 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Create `dir` (and parents) with mode 0700; tighten an existing one that is looser.
+/// Create `dir` (and parents) with mode 0700; tighten an existing one that is looser. A directory
+/// owned by another uid is refused, never adopted or chmodded: its owner could swap our files.
 pub fn private_dir(dir: &Path) -> io::Result<()> {
     DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
     let meta = fs::metadata(dir)?;
+    let me = nix::unistd::geteuid().as_raw();
+    if std::os::unix::fs::MetadataExt::uid(&meta) != me {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "{} is owned by uid {}, not by this process (uid {me}); chown it or choose another directory",
+                dir.display(),
+                std::os::unix::fs::MetadataExt::uid(&meta)
+            ),
+        ));
+    }
     if meta.permissions().mode() & 0o077 != 0 {
         fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
     }
@@ -111,6 +123,15 @@ mod tests {
         assert_eq!(fs::read(&f).unwrap(), b"two");
         assert_eq!(fs::metadata(&f).unwrap().permissions().mode() & 0o777, 0o600);
         assert_eq!(fs::read_dir(&dir).unwrap().count(), 1, "no temp files left behind");
+        if nix::unistd::geteuid().is_root() {
+            let foreign = tmp.path().join("foreign");
+            fs::create_dir(&foreign).unwrap();
+            fs::set_permissions(&foreign, fs::Permissions::from_mode(0o777)).unwrap();
+            std::os::unix::fs::chown(&foreign, Some(65534), Some(65534)).unwrap();
+            let err = private_dir(&foreign).unwrap_err();
+            assert!(err.to_string().contains("owned by uid 65534"), "{err}");
+            assert_eq!(fs::metadata(&foreign).unwrap().permissions().mode() & 0o777, 0o777, "not chmodded");
+        }
     }
 
     #[test]

@@ -110,3 +110,63 @@ fn stale_ca_temp_files_are_removed_at_start() {
     assert!(!stale.exists() && !stale_new_form.exists(), "stale temp files removed when the CA store opens");
     assert!(d.data_dir().join("ca.json").exists());
 }
+
+/// Dev mode without XDG_RUNTIME_DIR, in a private mount namespace whose /tmp is a fresh tmpfs (so
+/// the host's /tmp/tessera-<uid> is never touched): `setup` prepares /tmp first, then `tessera
+/// run` starts. Returns (exited, success, stderr, socket dir mode) once it exits or serves.
+fn dev_mode_in_private_tmp(setup: &str) -> (bool, bool, String, String) {
+    let script = format!(
+        "mount -t tmpfs tmpfs /tmp && D=/tmp/tessera-$(id -u) && {setup} || exit 1; \
+         env -u XDG_RUNTIME_DIR -u XDG_STATE_HOME HOME=/tmp/home {bin} run 2>/tmp/log & P=$!; \
+         for i in $(seq 1 400); do \
+           if ! kill -0 $P 2>/dev/null; then wait $P; echo \"exit=$?\"; cat /tmp/log >&2; exit 0; fi; \
+           if [ -S $D/api.sock ]; then echo serving; stat -c %a $D; kill $P; wait $P; cat /tmp/log >&2; exit 0; fi; \
+           sleep 0.05; done; echo timeout; kill $P",
+        bin = bin()
+    );
+    let out = Command::new("unshare").args(["-m", "sh", "-c", &script]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!stdout.contains("timeout"), "{stdout} {stderr}");
+    let mode = stdout.lines().nth(1).unwrap_or_default().to_owned();
+    (stdout.starts_with("exit="), stdout.starts_with("exit=0"), stderr, mode)
+}
+
+#[test]
+fn dev_mode_refuses_a_socket_directory_another_user_created() {
+    if uid() != 0 {
+        eprintln!("skipped: needs root for a private mount namespace and chown");
+        return;
+    }
+    // Pre-created by uid 65534, mode 0777: refused with a clear message, nothing served.
+    let (exited, ok, err, _) = dev_mode_in_private_tmp("mkdir $D && chmod 0777 $D && chown 65534:65534 $D");
+    assert!(exited && !ok, "{err}");
+    assert!(err.contains("owned by uid 65534"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    // Ours but 0777: refused too, and not chmodded behind the user's back.
+    let (exited, ok, err, _) = dev_mode_in_private_tmp("mkdir $D && chmod 0777 $D");
+    assert!(exited && !ok, "{err}");
+    assert!(err.contains("writable by group or others"), "{err}");
+    // Absent: created 0700 and served.
+    let (exited, _, err, mode) = dev_mode_in_private_tmp("true");
+    assert!(!exited, "{err}");
+    assert_eq!(mode, "700", "{err}");
+}
+
+#[test]
+fn api_client_refuses_a_foreign_dev_socket_directory() {
+    let run = tempfile::tempdir().unwrap();
+    let dir = run.path().join("tessera");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o777))
+        .unwrap();
+    let out = Command::new(bin())
+        .args(["api", "fetch", "jwt", "--audience", "x"])
+        .env("XDG_RUNTIME_DIR", run.path())
+        .env_remove("SPIFFE_ENDPOINT_SOCKET")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("writable by group or others"), "{err}");
+}

@@ -5,7 +5,7 @@ use crate::audit::Audit;
 use crate::ca::Ca;
 use crate::config::Config;
 use crate::pb::spiffe_workload_api_server::SpiffeWorkloadApiServer;
-use crate::watch::FileWatcher;
+use crate::watch::{FileWatcher, Owner};
 use crate::workload::endpoint;
 use crate::workload::peer::PeerStream;
 use crate::workload::service::{Policy, Shared, WorkloadService, require_security_header};
@@ -182,7 +182,7 @@ fn spawn_reloader(
         p.extend(c.federation.iter().map(|f| f.bundle_path.clone()));
         p
     };
-    files.subscribe(&watch_paths(&current), &changed);
+    let mut _files_sub = files.subscribe(Owner::Daemon, &watch_paths(&current), &changed);
     let mut hup = signal(SignalKind::hangup()).map_err(DaemonError::Signal)?;
     tokio::spawn(async move {
         loop {
@@ -216,7 +216,7 @@ fn spawn_reloader(
                     tracing::warn!("reload: a change of {what} takes effect only after a restart");
                 }
             }
-            files.subscribe(&watch_paths(&next), &changed);
+            _files_sub = files.subscribe(Owner::Daemon, &watch_paths(&next), &changed);
             attestor.set_config(next.attest.clone());
             let entries = next.registry.entries().len();
             policy.send_replace(Arc::new(new_policy));

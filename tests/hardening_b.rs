@@ -170,3 +170,62 @@ fn api_client_refuses_a_foreign_dev_socket_directory() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("writable by group or others"), "{err}");
 }
+
+/// Kernel inotify watches a process holds (`inotify wd:` lines in the fdinfo of its inotify fds).
+fn inotify_watches(pid: u32) -> usize {
+    let mut n = 0;
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().flatten() {
+        if std::fs::read_link(fd.path()).is_ok_and(|l| l.to_string_lossy() == "anon_inode:inotify") {
+            let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{}", fd.file_name().to_string_lossy()))
+                .unwrap_or_default();
+            n += info.lines().filter(|l| l.starts_with("inotify wd:")).count();
+        }
+    }
+    n
+}
+
+#[test]
+fn directory_watches_end_with_the_streams_that_needed_them() {
+    let d =
+        Daemon::start(&format!("[[entries]]\nspiffe_id = \"spiffe://{TD}/a\"\nselectors = [\"unix:uid:{}\"]\n", uid()));
+    let pid = d.child.as_ref().unwrap().id();
+    let baseline = inotify_watches(pid);
+    // Each workload runs the tessera binary from its own directory (a hard link, so one digest
+    // for all): the unix attestor's exe path makes the daemon watch that directory.
+    const N: usize = 40;
+    let base = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let exes: Vec<_> = (0..N)
+        .map(|i| {
+            let dir = base.path().join(format!("agent{i}"));
+            std::fs::create_dir(&dir).unwrap();
+            let exe = dir.join("tessera");
+            std::fs::hard_link(bin(), &exe).unwrap();
+            exe
+        })
+        .collect();
+    let mut workloads = Vec::new();
+    for exe in &exes {
+        let mut child = Command::new(exe)
+            .args(["api", "watch", "--socket"])
+            .arg(&d.socket)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+        assert!(line.starts_with("Received 1 svid"), "{line}");
+        workloads.push((child, out));
+    }
+    let during = inotify_watches(pid);
+    assert!(during >= baseline + N, "baseline {baseline}, with {N} streams {during}");
+    for (mut child, _) in workloads {
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    eventually("the daemon's inotify watches back to baseline", Duration::from_secs(10), || {
+        inotify_watches(pid) <= baseline
+    });
+    eprintln!("inotify watches: baseline {baseline}, {N} streams {during}, after {}", inotify_watches(pid));
+}

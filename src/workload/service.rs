@@ -11,6 +11,7 @@ use crate::pb;
 use crate::pb::spiffe_workload_api_server::SpiffeWorkloadApi;
 use crate::spiffe_id::{SpiffeId, TrustDomain};
 use crate::svid::{jwt, x509};
+use crate::watch::Owner;
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::pin::Pin;
@@ -320,7 +321,8 @@ impl WorkloadService {
             ca_gen.mark_unchanged();
             let files_changed = Arc::new(tokio::sync::Notify::new());
             let mut state = initial;
-            svc.shared.files.subscribe(&state.caller.attestation.watched_files, &files_changed);
+            let watched = &state.caller.attestation.watched_files;
+            let mut _files_sub = svc.shared.files.subscribe(Owner::Uid(peer.uid), watched, &files_changed);
             let mut must_send = true;
             let mut refresh_at: Option<SystemTime> = None;
             loop {
@@ -354,7 +356,11 @@ impl WorkloadService {
                     Ok(attestation) => {
                         svc.audit_drift(rpc, &state, &attestation);
                         if attestation.watched_files != state.caller.attestation.watched_files {
-                            svc.shared.files.subscribe(&attestation.watched_files, &files_changed);
+                            _files_sub = svc.shared.files.subscribe(
+                                Owner::Uid(peer.uid),
+                                &attestation.watched_files,
+                                &files_changed,
+                            );
                         }
                         svc.entitle(attestation, &peer, rpc).map(|caller| svc.entitlement_of(caller))
                     }

@@ -23,6 +23,8 @@ const DEFAULT_MAX_HASH: u64 = 1 << 30;
 const MAX_SVID_TTL: Duration = Duration::from_secs(365 * 86400);
 const MAX_CA_TTL: Duration = Duration::from_secs(10 * 365 * 86400);
 const MAX_REATTEST: Duration = Duration::from_secs(86400);
+/// Smallest audit file size before rotation (a line is at most 16 KiB).
+const MIN_AUDIT_SIZE: u64 = 64 * 1024;
 
 /// One problem in a config file, located.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,6 +66,8 @@ struct RawConfig {
     socket_mode: Option<Spanned<String>>,
     data_dir: Option<PathBuf>,
     audit_log: Option<PathBuf>,
+    audit_max_size: Option<Spanned<u64>>,
+    audit_max_files: Option<Spanned<u32>>,
     jwt_issuer: Option<String>,
     default_x509_svid_ttl: Option<Spanned<String>>,
     default_jwt_svid_ttl: Option<Spanned<String>>,
@@ -143,6 +147,8 @@ pub struct Config {
     pub socket_mode: u32,
     pub data_dir: PathBuf,
     pub audit_log: PathBuf,
+    /// Audit rotation and refusal aggregation.
+    pub audit: crate::audit::AuditOptions,
     pub jwt_issuer: Option<String>,
     pub ca_ttl: Duration,
     /// The node CA as an intermediate under an operator's root (None: self-signed root).
@@ -271,6 +277,31 @@ impl Validator<'_> {
         let ca_ttl = self.duration(&raw.ca.ttl, "ca.ttl", DEFAULT_CA_TTL, MAX_CA_TTL);
         let reattest_interval =
             self.duration(&raw.reattest_interval, "reattest_interval", DEFAULT_REATTEST, MAX_REATTEST);
+        let mut audit = crate::audit::AuditOptions::default();
+        if let Some(size) = &raw.audit_max_size {
+            if *size.get_ref() < MIN_AUDIT_SIZE {
+                self.issue(
+                    size,
+                    "audit_max_size",
+                    format!("{} bytes is below the minimum of {MIN_AUDIT_SIZE}", size.get_ref()),
+                    "give a size in bytes of at least 65536, e.g. audit_max_size = 67108864 (64 MiB)",
+                );
+            } else {
+                audit.max_size = *size.get_ref();
+            }
+        }
+        if let Some(files) = &raw.audit_max_files {
+            if !(1..=1000).contains(files.get_ref()) {
+                self.issue(
+                    files,
+                    "audit_max_files",
+                    format!("{} is outside 1..=1000", files.get_ref()),
+                    "keep between 1 and 1000 rotated files, e.g. audit_max_files = 8",
+                );
+            } else {
+                audit.max_files = *files.get_ref();
+            }
+        }
         let upstream = match (&raw.ca.upstream_cert, &raw.ca.upstream_key) {
             (None, None) => {
                 if let Some(b) = &raw.ca.upstream_bundle {
@@ -393,6 +424,7 @@ impl Validator<'_> {
             socket_path: raw.socket_path.unwrap_or_else(|| DEFAULT_SOCKET.into()),
             socket_mode,
             audit_log: raw.audit_log.unwrap_or_else(|| data_dir.join("audit.log")),
+            audit,
             data_dir,
             jwt_issuer: raw.jwt_issuer,
             ca_ttl,

@@ -54,8 +54,9 @@ fn policy_of(config: &Config) -> Result<Policy, crate::federation::BundleError> 
 pub async fn run(config: Config) -> Result<(), DaemonError> {
     crate::install_crypto_provider();
     let ca = Arc::new(Ca::open(&config.data_dir, &config.trust_domain, config.ca_ttl, config.upstream.clone())?);
-    let audit = Audit::open(&config.audit_log)
+    let audit = Audit::open_with(&config.audit_log, config.audit.clone())
         .map_err(|source| DaemonError::Audit { path: config.audit_log.clone(), source })?;
+    crate::storage::watch_free_space(vec![config.data_dir.clone(), config.audit_log.clone()]);
     let attestor = Arc::new(Attestor::new(config.attest.clone()));
     let (policy_tx, policy_rx) = watch::channel(Arc::new(policy_of(&config)?));
     let (ca_gen_tx, ca_gen_rx) = watch::channel(0u64);
@@ -140,6 +141,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         }
     };
     let _ = std::fs::remove_file(&config.socket_path);
+    audit.close();
     tracing::info!("stopped; socket removed");
     result.map_err(DaemonError::from)
 }

@@ -114,6 +114,7 @@ pub fn config() -> Result<Config, DevModeError> {
         socket_path,
         socket_mode: 0o700,
         audit_log: data_dir.join("audit.log"),
+        audit: Default::default(),
         data_dir,
         jwt_issuer: None,
         ca_ttl: Duration::from_secs(7 * 86400),

@@ -107,6 +107,56 @@ pub fn remove_stale_temps(dir: &Path) -> io::Result<usize> {
     Ok(removed)
 }
 
+/// Free space under which the daemon warns: a full disk makes the CA's atomic writes (and so
+/// its rotation) fail, and audit lines are lost.
+pub const LOW_SPACE_BYTES: u64 = 64 << 20;
+/// … or under this fraction of the filesystem, in per mille.
+pub const LOW_SPACE_PER_MILLE: u64 = 10;
+const SPACE_CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Available bytes and total bytes of the filesystem holding `path`.
+pub fn free_space(path: &Path) -> io::Result<(u64, u64)> {
+    let st = nix::sys::statvfs::statvfs(path).map_err(io::Error::from)?;
+    let frag = st.fragment_size() as u64;
+    Ok((st.blocks_available() as u64 * frag, st.blocks() as u64 * frag))
+}
+
+/// Whether (available, total) is low enough to warn about.
+pub fn space_is_low(available: u64, total: u64) -> bool {
+    available < LOW_SPACE_BYTES || available.saturating_mul(1000) < total.saturating_mul(LOW_SPACE_PER_MILLE)
+}
+
+/// Check the filesystems of `paths` now and every 30 s on a background thread; warn loudly when
+/// one runs low (again every 10 minutes while it stays low), and say when it recovers.
+pub fn watch_free_space(paths: Vec<std::path::PathBuf>) {
+    let spawned = std::thread::Builder::new().name("free-space".into()).spawn(move || {
+        let mut low_since: Vec<Option<std::time::Instant>> = vec![None; paths.len()];
+        loop {
+            for (path, low) in paths.iter().zip(low_since.iter_mut()) {
+                let Ok((available, total)) = free_space(path) else { continue };
+                if space_is_low(available, total) {
+                    if low.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(600)) {
+                        tracing::error!(
+                            path = %path.display(),
+                            available_bytes = available,
+                            total_bytes = total,
+                            "LOW DISK SPACE: CA state writes (rotation) and audit lines will fail when it is full; \
+                             free space now"
+                        );
+                        *low = Some(std::time::Instant::now());
+                    }
+                } else if low.take().is_some() {
+                    tracing::info!(path = %path.display(), available_bytes = available, "disk space recovered");
+                }
+            }
+            std::thread::sleep(SPACE_CHECK_EVERY);
+        }
+    });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot start the free-space check");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,6 +182,16 @@ mod tests {
             assert!(err.to_string().contains("owned by uid 65534"), "{err}");
             assert_eq!(fs::metadata(&foreign).unwrap().permissions().mode() & 0o777, 0o777, "not chmodded");
         }
+    }
+
+    #[test]
+    fn free_space_thresholds() {
+        let (available, total) = free_space(Path::new("/")).unwrap();
+        assert!(total > 0 && available <= total);
+        assert!(space_is_low(LOW_SPACE_BYTES - 1, 1 << 40));
+        assert!(space_is_low(5 << 30, 1 << 40), "5 GiB of 1 TiB is under 1 %");
+        assert!(!space_is_low(20 << 30, 1 << 40));
+        assert!(!space_is_low(LOW_SPACE_BYTES, LOW_SPACE_BYTES * 2));
     }
 
     #[test]

@@ -229,3 +229,136 @@ fn directory_watches_end_with_the_streams_that_needed_them() {
     });
     eprintln!("inotify watches: baseline {baseline}, {N} streams {during}, after {}", inotify_watches(pid));
 }
+
+/// The last chain head the daemon logged (`audit_anchor=SEQ:HASH`).
+fn last_anchor(log: &str) -> Option<String> {
+    log.lines().rev().find_map(|l| {
+        let rest = &l[l.find("audit_anchor=")? + "audit_anchor=".len()..];
+        Some(rest.split_whitespace().next()?.trim_matches('"').to_owned())
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_rotates_with_one_chain_aggregates_refusals_and_anchors_its_head_in_the_journal() {
+    let mut d = Daemon::start(&format!(
+        "audit_max_size = 65536\naudit_max_files = 50\n[[entries]]\nspiffe_id = \"spiffe://{TD}/a\"\nselectors = [\"unix:uid:{}\"]\n",
+        uid()
+    ));
+    let client = d.client().await;
+    for _ in 0..120 {
+        client.fetch_x509_svid().await.unwrap();
+    }
+    // 25 refusals from one uid (a SPIFFE ID it is not entitled to): 20 recorded, 5 counted.
+    let other: spiffe::SpiffeId = format!("spiffe://{TD}/not-mine").parse().unwrap();
+    for _ in 0..25 {
+        assert!(client.fetch_jwt_svid(&["aud"], Some(&other)).await.is_err());
+    }
+    drop(client);
+    d.stop();
+    let anchor = last_anchor(&d.log()).expect("the chain head is logged at shutdown");
+    let rotated: Vec<_> = (1..10).map(|n| d.data_dir().join(format!("audit.log.{n}"))).filter(|p| p.exists()).collect();
+    assert!(rotated.len() >= 2, "rotated by size: {rotated:?}");
+    let all: String =
+        rotated.iter().rev().chain([&d.audit_log()]).map(|p| std::fs::read_to_string(p).unwrap()).collect();
+    assert!(all.lines().all(|l| l.len() <= 16 * 1024));
+    assert_eq!(all.lines().filter(|l| l.contains("\"event\":\"refused\"")).count(), 20);
+    let suppressed =
+        all.lines().find(|l| l.contains("\"event\":\"refused_suppressed\"")).expect("count written at shutdown");
+    assert!(suppressed.contains("\"count\":5"), "{suppressed}");
+
+    let verify = |anchor: Option<&str>| {
+        let mut cmd = Command::new(bin());
+        cmd.args(["audit", "verify"]).arg(d.data_dir());
+        if let Some(a) = anchor {
+            cmd.args(["--anchor", a]);
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.success(),
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+        )
+    };
+    let (ok, out) = verify(Some(&anchor));
+    assert!(ok, "{out}");
+    assert!(out.contains("intact") && out.contains("reaches anchor"), "{out}");
+    // The rotated files in shell-glob order work too.
+    let mut glob: Vec<_> = rotated.clone();
+    glob.push(d.audit_log());
+    glob.sort();
+    let out = Command::new(bin()).args(["audit", "verify"]).args(&glob).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // Three lines cut from the end: the chain alone still holds; the anchor catches it.
+    let text = std::fs::read_to_string(d.audit_log()).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    std::fs::write(d.audit_log(), lines[..lines.len() - 3].join("\n") + "\n").unwrap();
+    assert!(verify(None).0);
+    let (ok, out) = verify(Some(&anchor));
+    assert!(!ok && out.contains("cut from the end"), "{out}");
+}
+
+#[test]
+fn a_full_disk_is_announced_and_failed_audit_writes_are_rate_limited_not_fatal() {
+    if uid() != 0 {
+        eprintln!("skipped: needs root for a private mount namespace");
+        return;
+    }
+    // The audit log on a 256 KiB tmpfs in a private mount namespace, filled up once serving.
+    let dir = tempfile::tempdir().unwrap();
+    let small = dir.path().join("small");
+    std::fs::create_dir(&small).unwrap();
+    let socket = dir.path().join("api.sock");
+    let config = dir.path().join("t.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "trust_domain = \"{TD}\"\nsocket_path = \"{}\"\ndata_dir = \"{}\"\naudit_log = \"{}\"\n",
+            socket.display(),
+            dir.path().join("data").display(),
+            small.join("audit.log").display()
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("daemon.log");
+    let script = format!(
+        "mount -t tmpfs -o size=256k tmpfs {small} || exit 1; \
+         (while [ ! -S {sock} ]; do sleep 0.02; done; cat /dev/zero > {small}/fill 2>/dev/null; touch {small}/full) & \
+         exec {bin} run --config {cfg}",
+        small = small.display(),
+        sock = socket.display(),
+        bin = bin(),
+        cfg = config.display()
+    );
+    let mut child = Command::new("unshare")
+        .args(["-m", "sh", "-c", &script])
+        .env("TESSERA_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
+        .spawn()
+        .unwrap();
+    wait_for_socket(&socket, &mut child, &log);
+    let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    eventually("the low-space warning", Duration::from_secs(10), || read_log().contains("LOW DISK SPACE"));
+    // Wait for the filler (inside the namespace) by the effect: an audit write fails.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let endpoint = format!("unix:{}", socket.display());
+    let fetch = || {
+        rt.block_on(async {
+            let c = spiffe::WorkloadApiClient::connect_to(endpoint.clone()).await.unwrap();
+            c.fetch_x509_svid().await
+        })
+    };
+    eventually("audit writes failing", Duration::from_secs(10), || {
+        let _ = fetch();
+        read_log().contains("cannot write audit lines")
+    });
+    for _ in 0..50 {
+        // Refused (no entries), audited, and the audit line cannot be written: still answered.
+        assert_eq!(status_code(&fetch().unwrap_err()), Some(tonic::Code::PermissionDenied));
+    }
+    let text = read_log();
+    assert_eq!(text.matches("cannot write audit lines").count(), 1, "{text}");
+    assert!(!text.contains("panicked"), "{text}");
+    let _ = child.kill();
+    let _ = child.wait();
+}

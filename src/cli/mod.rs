@@ -1,5 +1,6 @@
 //! Command-line subcommands other than `run`: Workload API client, config check, attest, audit.
 pub mod api;
 pub mod attest;
+pub mod audit;
 pub mod check;
 pub mod proxy;

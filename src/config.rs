@@ -653,6 +653,15 @@ jwt_svid_ttl = "366d"
     }
 
     #[test]
+    fn audit_rotation_keys() {
+        let cfg = parse("trust_domain = \"example.org\"\naudit_max_size = 1048576\naudit_max_files = 3\n").unwrap();
+        assert_eq!((cfg.audit.max_size, cfg.audit.max_files), (1 << 20, 3));
+        let err = parse("trust_domain = \"example.org\"\naudit_max_size = 100\naudit_max_files = 0\n").unwrap_err();
+        let found: Vec<(usize, &str)> = err.issues.iter().map(|i| (i.line, i.key.as_str())).collect();
+        assert_eq!(found, [(2, "audit_max_size"), (3, "audit_max_files")]);
+    }
+
+    #[test]
     fn syntax_and_unknown_keys_are_located() {
         let err = parse("trust_domain = \"example.org\"\nsocket_pth = \"/x\"\n").unwrap_err();
         assert_eq!(err.issues[0].line, 2);

@@ -189,6 +189,8 @@ fn directory_watches_end_with_the_streams_that_needed_them() {
     let d =
         Daemon::start(&format!("[[entries]]\nspiffe_id = \"spiffe://{TD}/a\"\nselectors = [\"unix:uid:{}\"]\n", uid()));
     let pid = d.child.as_ref().unwrap().id();
+    // The reloader's watch on the config directory is added just after the socket appears.
+    eventually("the config directory watch", Duration::from_secs(10), || inotify_watches(pid) >= 1);
     let baseline = inotify_watches(pid);
     // Each workload runs the tessera binary from its own directory (a hard link, so one digest
     // for all): the unix attestor's exe path makes the daemon watch that directory.

@@ -14,7 +14,7 @@ use crate::issuer::local::LocalIssuer;
 use crate::limits::FairSlots;
 use crate::pb::spiffe_workload_api_server::SpiffeWorkloadApiServer;
 use crate::registry::Policy;
-use crate::watch::FileWatcher;
+use crate::watch::{FileWatcher, Owner};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -80,15 +80,21 @@ fn upstream_of(config: &Config) -> Option<crate::ca::Upstream> {
 
 pub async fn run(config: Config) -> Result<(), DaemonError> {
     crate::install_crypto_provider();
+    // Signal handlers before the socket exists: a SIGTERM as soon as clients can connect must
+    // shut down cleanly (remove the socket, flush the audit), not kill with the default action.
+    let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signal)?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?;
     // Where CA rotation reads the time (decisions themselves are pure functions of it).
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let ca =
         Arc::new(Ca::open(&config.data_dir, &config.trust_domain, config.ca_ttl, upstream_of(&config), clock.now())?);
-    let audit = Audit::open(&config.audit_log)
+    let audit = Audit::open_with(&config.audit_log, config.audit.clone())
         .map_err(|source| DaemonError::Audit { path: config.audit_log.clone(), source })?;
+    // A full disk would make the CA's atomic writes fail at rotation: warn well before.
+    crate::storage::watch_free_space(vec![config.data_dir.clone(), config.audit_log.clone()]);
     // Subscribers of the event spine: the audit log (add metrics, an inventory, ... here).
     let mut events = Events::new();
-    events.subscribe(Arc::new(audit));
+    events.subscribe(Arc::new(audit.clone()));
     let (policy_tx, policy_rx) = watch::channel(Arc::new(policy_of(&config, None)?));
     let (ca_gen_tx, ca_gen_rx) = watch::channel(0u64);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -111,8 +117,6 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     spawn_ca_rotation(ca.clone(), config.ca_ttl, ca_gen_tx, events.clone(), clock, shutdown_rx.clone());
     spawn_reloader(&config, files, policy_tx, events.clone(), shutdown_rx.clone())?;
 
-    let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signal)?;
-    let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?;
     tokio::spawn(async move {
         tokio::select! {
             _ = sigterm.recv() => tracing::info!("SIGTERM: shutting down"),
@@ -171,6 +175,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         }
     };
     let _ = std::fs::remove_file(&config.socket_path);
+    audit.close();
     tracing::info!("stopped; socket removed");
     result.map_err(DaemonError::from)
 }
@@ -224,7 +229,7 @@ fn spawn_reloader(
         p.extend(c.federation.iter().map(|f| f.bundle_path.clone()));
         p
     };
-    files.subscribe(&watch_paths(&current), &changed);
+    let mut _files_sub = files.subscribe(Owner::Daemon, &watch_paths(&current), &changed);
     let mut hup = signal(SignalKind::hangup()).map_err(DaemonError::Signal)?;
     tokio::spawn(async move {
         loop {
@@ -259,7 +264,7 @@ fn spawn_reloader(
                     tracing::warn!("reload: a change of {what} takes effect only after a restart");
                 }
             }
-            files.subscribe(&watch_paths(&next), &changed);
+            _files_sub = files.subscribe(Owner::Daemon, &watch_paths(&next), &changed);
             let entries = next.registry.entries().len();
             // Entries, attestor settings and federated bundles change in this one step.
             policy.send_replace(Arc::new(new_policy));

@@ -2,6 +2,10 @@
 
 use std::time::Duration;
 
+/// The largest duration `parse` accepts (~36 billion years): far below what overflows a u64 of
+/// seconds. Each config key applies its own, much smaller, bound on top.
+const MAX_SECS: u64 = u64::MAX / 16;
+
 /// Parse a duration such as `10m` or `1h30m`. Units: ms, s, m, h, d. A bare number is refused,
 /// because "10" is ambiguous between seconds and minutes.
 pub fn parse(s: &str) -> Result<Duration, String> {
@@ -21,16 +25,20 @@ pub fn parse(s: &str) -> Result<Duration, String> {
         let unit_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
         let unit = &rest[..unit_len];
         rest = &rest[unit_len..];
+        let too_large = || format!("{s:?} is too large");
+        let secs_of = |unit_secs: u64| n.checked_mul(unit_secs).map(Duration::from_secs).ok_or_else(too_large);
         let part = match unit {
             "ms" => Duration::from_millis(n),
             "s" => Duration::from_secs(n),
-            "m" => Duration::from_secs(n.saturating_mul(60)),
-            "h" => Duration::from_secs(n.saturating_mul(3600)),
-            "d" => Duration::from_secs(n.saturating_mul(86400)),
+            "m" => secs_of(60)?,
+            "h" => secs_of(3600)?,
+            "d" => secs_of(86400)?,
             "" => return Err(format!("{s:?} has a number without a unit")),
             other => return Err(format!("{s:?} has an unknown unit {other:?}")),
         };
-        total = total.saturating_add(part);
+        // Whole seconds must fit in a u64, and then some: no caller should meet a value that
+        // overflows as soon as it is added to a timestamp.
+        total = total.checked_add(part).filter(|t| t.as_secs() <= MAX_SECS).ok_or_else(too_large)?;
     }
     Ok(total)
 }
@@ -62,7 +70,17 @@ mod tests {
         assert_eq!(parse("250ms").unwrap(), Duration::from_millis(250));
         assert_eq!(parse("2d").unwrap(), Duration::from_secs(172800));
         assert_eq!(format(Duration::from_secs(5400)), "1h30m");
-        for bad in ["", "10", "m", "10x", "1.5h", "-1s"] {
+        for bad in [
+            "",
+            "10",
+            "m",
+            "10x",
+            "1.5h",
+            "-1s",
+            "99999999999999999999s",
+            "213503982334601d",
+            "1d18446744073709551615s",
+        ] {
             assert!(parse(bad).is_err(), "{bad}");
         }
     }

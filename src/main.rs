@@ -110,8 +110,16 @@ enum ValidateWhat {
 
 #[derive(Subcommand)]
 enum AuditCommand {
-    /// Verify the hash chain; report the first edited, inserted or deleted line.
-    Verify { file: PathBuf },
+    /// Verify the hash chain across the audit file and its rotated predecessors (files, or a
+    /// directory for its audit.log*); report the first edited, inserted or deleted line.
+    Verify {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// A chain head logged by the daemon (audit_anchor=SEQ:HASH): fail if the files do not
+        /// reach it, i.e. lines were cut from the end.
+        #[arg(long)]
+        anchor: Option<String>,
+    },
 }
 
 fn init_logging() {
@@ -233,16 +241,8 @@ fn run(cli: Cli) -> Result<()> {
             init_logging();
             proxy_cli::run(args, devmode::socket_path())
         }
-        Command::Audit { command: AuditCommand::Verify { file } } => {
-            match tessera::events::audit::verify(&file).with_context(|| format!("cannot read {}", file.display()))? {
-                tessera::events::audit::Verdict::Intact { lines } => {
-                    println!("{}: intact ({lines} lines)", file.display());
-                    Ok(())
-                }
-                tessera::events::audit::Verdict::Broken { line, reason } => {
-                    bail!("{}: chain broken at line {line}: {reason}", file.display())
-                }
-            }
+        Command::Audit { command: AuditCommand::Verify { files, anchor } } => {
+            cli::audit::verify(&files, anchor.as_deref())
         }
     }
 }

@@ -1,6 +1,11 @@
 //! File change notification for the files identities depend on: the config, federated bundles,
 //! and each workload's script and config files. One inotify watcher for the daemon; it watches
 //! parent directories, because editors and config managers replace files by rename.
+//!
+//! Kernel watches are a host-wide resource counted against the daemon's user, and workloads
+//! choose the directories: each directory watch is reference-counted and removed with its last
+//! subscriber, and the directories one uid (and all together) may hold are capped. Past a cap,
+//! `subscribe` returns nothing and the caller relies on its interval re-checks.
 
 use notify::{RecursiveMode, Watcher};
 use std::collections::{HashMap, HashSet};
@@ -8,17 +13,63 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 use tokio::sync::Notify;
 
+/// Directories one uid's workloads may have watched at once.
+pub const MAX_DIRS_PER_UID: usize = 256;
+/// Directories watched at once in all (inotify's per-user limit is shared with the whole host).
+pub const MAX_DIRS: usize = 2048;
+
 type Subscribers = Arc<Mutex<HashMap<PathBuf, Vec<Weak<Notify>>>>>;
+
+/// Who a subscription is for: the daemon itself (config and bundle files; never capped) or a
+/// workload of a uid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owner {
+    Daemon,
+    Uid(u32),
+}
+
+#[derive(Default)]
+struct DirRefs {
+    total: usize,
+    by_uid: HashMap<u32, usize>,
+}
+
+#[derive(Default)]
+struct Dirs {
+    /// Watched directories and who holds them.
+    refs: HashMap<PathBuf, DirRefs>,
+    /// Distinct directories each uid holds.
+    per_uid: HashMap<u32, usize>,
+    /// Uids told (in the log) that they reached their cap, until they fall back under it.
+    warned: HashSet<u32>,
+    warned_global: bool,
+}
 
 pub struct FileWatcher {
     watcher: Mutex<Option<notify::RecommendedWatcher>>,
-    dirs: Mutex<HashSet<PathBuf>>,
+    dirs: Mutex<Dirs>,
     subs: Subscribers,
+    max_per_uid: usize,
+    max_total: usize,
+}
+
+/// A live subscription; dropping it unsubscribes and releases its directory watches.
+#[must_use = "dropping the subscription ends it"]
+pub struct Subscription {
+    watcher: Arc<FileWatcher>,
+    owner: Owner,
+    dirs: Vec<PathBuf>,
+    paths: Vec<PathBuf>,
+    notify: Weak<Notify>,
 }
 
 impl FileWatcher {
     /// A watcher; if inotify is unavailable, file changes are only noticed by periodic re-checks.
     pub fn new() -> Arc<Self> {
+        Self::with_limits(MAX_DIRS_PER_UID, MAX_DIRS)
+    }
+
+    pub fn with_limits(max_per_uid: usize, max_total: usize) -> Arc<Self> {
         let subs: Subscribers = Arc::default();
         let cb_subs = subs.clone();
         let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
@@ -26,56 +77,245 @@ impl FileWatcher {
             if event.kind.is_access() {
                 return;
             }
-            let Ok(mut map) = cb_subs.lock() else { return };
+            let Ok(map) = cb_subs.lock() else { return };
             for path in &event.paths {
-                if let Some(list) = map.get_mut(path) {
-                    list.retain(|w| match w.upgrade() {
-                        Some(n) => {
-                            n.notify_one();
-                            true
-                        }
-                        None => false,
-                    });
+                for n in map.get(path).into_iter().flatten().filter_map(Weak::upgrade) {
+                    n.notify_one();
                 }
             }
         })
         .map_err(|e| tracing::warn!(error = %e, "inotify unavailable: file changes are noticed on re-attestation only"))
         .ok();
-        Arc::new(Self { watcher: Mutex::new(watcher), dirs: Mutex::default(), subs })
+        Arc::new(Self { watcher: Mutex::new(watcher), dirs: Mutex::default(), subs, max_per_uid, max_total })
     }
 
-    /// Wake `notify` whenever one of `paths` is created, written, renamed or removed.
-    pub fn subscribe(&self, paths: &[PathBuf], notify: &Arc<Notify>) {
-        for path in paths {
-            let Some(dir) = path.parent() else { continue };
-            self.watch_dir(dir);
-            if let Ok(mut map) = self.subs.lock() {
-                let list = map.entry(path.clone()).or_default();
-                // Prune ended subscribers when the list doubles: amortised O(1) per subscribe, so
-                // opening 10,000 streams on one binary is not quadratic. A subscriber listed twice
-                // is only woken twice.
-                if list.len() >= 16 && list.len().is_power_of_two() {
+    /// Wake `notify` whenever one of `paths` is created, written, renamed or removed, for as long
+    /// as the returned subscription lives. None when inotify is unavailable or `owner` is at its
+    /// cap (logged once): the caller then notices changes only when it re-checks on its own.
+    pub fn subscribe(self: &Arc<Self>, owner: Owner, paths: &[PathBuf], notify: &Arc<Notify>) -> Option<Subscription> {
+        let wanted: Vec<PathBuf> = {
+            let mut seen = HashSet::new();
+            paths.iter().filter_map(|p| p.parent()).filter(|d| seen.insert(d.to_owned())).map(Path::to_owned).collect()
+        };
+        let dirs = {
+            let mut state = self.dirs.lock().unwrap_or_else(|p| p.into_inner());
+            if !self.within_caps(&mut state, owner, &wanted) {
+                return None;
+            }
+            let mut watcher = self.watcher.lock().unwrap_or_else(|p| p.into_inner());
+            let w = watcher.as_mut()?;
+            let mut held = Vec::with_capacity(wanted.len());
+            for dir in wanted {
+                if !state.refs.contains_key(&dir)
+                    && let Err(e) = w.watch(&dir, RecursiveMode::NonRecursive)
+                {
+                    tracing::debug!(dir = %dir.display(), error = %e, "cannot watch directory");
+                    continue;
+                }
+                let refs = state.refs.entry(dir.clone()).or_default();
+                refs.total += 1;
+                if let Owner::Uid(uid) = owner {
+                    let n = refs.by_uid.entry(uid).or_default();
+                    *n += 1;
+                    if *n == 1 {
+                        *state.per_uid.entry(uid).or_default() += 1;
+                    }
+                }
+                held.push(dir);
+            }
+            held
+        };
+        if let Ok(mut map) = self.subs.lock() {
+            for path in paths {
+                map.entry(path.clone()).or_default().push(Arc::downgrade(notify));
+            }
+        }
+        Some(Subscription { watcher: self.clone(), owner, dirs, paths: paths.to_vec(), notify: Arc::downgrade(notify) })
+    }
+
+    /// Whether `owner` may hold `wanted` in addition to what it holds; logs the first refusal.
+    fn within_caps(&self, state: &mut Dirs, owner: Owner, wanted: &[PathBuf]) -> bool {
+        let Owner::Uid(uid) = owner else { return true };
+        let new_total = wanted.iter().filter(|d| !state.refs.contains_key(*d)).count();
+        let new_for_uid = wanted
+            .iter()
+            .filter(|d| state.refs.get(*d).and_then(|r| r.by_uid.get(&uid)).is_none_or(|n| *n == 0))
+            .count();
+        let held = state.per_uid.get(&uid).copied().unwrap_or(0);
+        if held + new_for_uid > self.max_per_uid {
+            if state.warned.insert(uid) {
+                tracing::warn!(
+                    uid,
+                    limit = self.max_per_uid,
+                    "this uid's workloads hold the most watched directories allowed; its further streams \
+                     notice file changes at their re-attestation interval only"
+                );
+            }
+            return false;
+        }
+        if state.refs.len() + new_total > self.max_total {
+            if !state.warned_global {
+                state.warned_global = true;
+                tracing::warn!(
+                    limit = self.max_total,
+                    "the most watched directories allowed are in use; further streams notice file changes at \
+                     their re-attestation interval only"
+                );
+            }
+            return false;
+        }
+        true
+    }
+
+    /// Directories watched now (each is one kernel inotify watch).
+    pub fn watched_dirs(&self) -> usize {
+        self.dirs.lock().unwrap_or_else(|p| p.into_inner()).refs.len()
+    }
+
+    fn release(&self, owner: Owner, dirs: &[PathBuf], paths: &[PathBuf], notify: &Weak<Notify>) {
+        if let Ok(mut map) = self.subs.lock() {
+            for path in paths {
+                if let Some(list) = map.get_mut(path) {
+                    // One entry per subscription; drop ours and any of ended subscribers.
+                    if let Some(i) = list.iter().position(|w| w.ptr_eq(notify)) {
+                        list.swap_remove(i);
+                    }
                     list.retain(|w| w.strong_count() > 0);
+                    if list.is_empty() {
+                        map.remove(path);
+                    }
                 }
-                list.push(Arc::downgrade(notify));
+            }
+        }
+        let mut state = self.dirs.lock().unwrap_or_else(|p| p.into_inner());
+        let mut unwatch = Vec::new();
+        for dir in dirs {
+            let Some(refs) = state.refs.get_mut(dir) else { continue };
+            refs.total = refs.total.saturating_sub(1);
+            let mut uid_left_dir = None;
+            if let Owner::Uid(uid) = owner
+                && let Some(n) = refs.by_uid.get_mut(&uid)
+            {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    refs.by_uid.remove(&uid);
+                    uid_left_dir = Some(uid);
+                }
+            }
+            if refs.total == 0 {
+                state.refs.remove(dir);
+                unwatch.push(dir);
+            }
+            if let Some(uid) = uid_left_dir
+                && let Some(held) = state.per_uid.get_mut(&uid)
+            {
+                *held = held.saturating_sub(1);
+                if *held == 0 {
+                    state.per_uid.remove(&uid);
+                }
+                if *state.per_uid.get(&uid).unwrap_or(&0) < self.max_per_uid {
+                    state.warned.remove(&uid);
+                }
+            }
+        }
+        if state.refs.len() < self.max_total {
+            state.warned_global = false;
+        }
+        if !unwatch.is_empty()
+            && let Some(w) = self.watcher.lock().unwrap_or_else(|p| p.into_inner()).as_mut()
+        {
+            for dir in unwatch {
+                if let Err(e) = w.unwatch(dir) {
+                    tracing::debug!(dir = %dir.display(), error = %e, "cannot remove directory watch");
+                }
             }
         }
     }
+}
 
-    fn watch_dir(&self, dir: &Path) {
-        let Ok(mut dirs) = self.dirs.lock() else { return };
-        if dirs.contains(dir) {
-            return;
-        }
-        if let Ok(mut w) = self.watcher.lock()
-            && let Some(w) = w.as_mut()
-        {
-            match w.watch(dir, RecursiveMode::NonRecursive) {
-                Ok(()) => {
-                    dirs.insert(dir.to_owned());
-                }
-                Err(e) => tracing::debug!(dir = %dir.display(), error = %e, "cannot watch directory"),
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.watcher.release(self.owner, &self.dirs, &self.paths, &self.notify);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// Kernel watches held by this process's inotify instances (`inotify wd:` lines in fdinfo).
+    fn kernel_watches() -> usize {
+        let mut n = 0;
+        for fd in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
+            if std::fs::read_link(fd.path()).is_ok_and(|l| l.to_string_lossy() == "anon_inode:inotify") {
+                let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.file_name().to_string_lossy()))
+                    .unwrap_or_default();
+                n += info.lines().filter(|l| l.starts_with("inotify wd:")).count();
             }
         }
+        n
+    }
+
+    #[tokio::test]
+    async fn watches_are_reference_counted_removed_with_the_last_subscriber_and_capped() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = |i: usize| {
+            let d = tmp.path().join(format!("d{i}"));
+            std::fs::create_dir_all(&d).unwrap();
+            d.join("script.py")
+        };
+        let w = FileWatcher::with_limits(3, 5);
+        let n = Arc::new(Notify::new());
+        let a = w.subscribe(Owner::Uid(1000), &[dir(0)], &n).unwrap();
+        let b = w.subscribe(Owner::Uid(1000), &[dir(0), dir(1)], &n).unwrap();
+        let c = w.subscribe(Owner::Uid(2000), &[dir(1)], &n).unwrap();
+        assert_eq!(w.watched_dirs(), 2);
+        drop(a);
+        assert_eq!(w.watched_dirs(), 2, "d0 is still held by b");
+        drop(b);
+        assert_eq!(w.watched_dirs(), 1, "d1 is still held by c");
+
+        // A file change still wakes the remaining subscriber.
+        std::fs::write(dir(1), "x").unwrap();
+        tokio::time::timeout(Duration::from_secs(5), n.notified()).await.expect("woken by the change");
+        drop(c);
+        assert_eq!(w.watched_dirs(), 0);
+
+        // Per-uid cap: three directories, then none (all or nothing); others are unaffected.
+        let held: Vec<_> = (0..3).map(|i| w.subscribe(Owner::Uid(1000), &[dir(i)], &n).unwrap()).collect();
+        assert!(w.subscribe(Owner::Uid(1000), &[dir(3)], &n).is_none());
+        assert!(w.subscribe(Owner::Uid(1000), &[dir(0), dir(4)], &n).is_none());
+        let shared = w.subscribe(Owner::Uid(1000), &[dir(2)], &n).expect("an already held directory is free");
+        assert_eq!(w.watched_dirs(), 3);
+        // Global cap: five directories in all; the daemon itself is never refused.
+        let other: Vec<_> = (5..7).map(|i| w.subscribe(Owner::Uid(2000), &[dir(i)], &n).unwrap()).collect();
+        assert!(w.subscribe(Owner::Uid(3000), &[dir(7)], &n).is_none());
+        let daemon = w.subscribe(Owner::Daemon, &[dir(8)], &n).unwrap();
+        assert_eq!(w.watched_dirs(), 6);
+        drop((held, shared, other, daemon));
+        assert_eq!(w.watched_dirs(), 0);
+        assert!(w.subscribe(Owner::Uid(1000), &[dir(3)], &n).is_some(), "under the cap again");
+    }
+
+    #[test]
+    fn kernel_watches_follow_the_count() {
+        let tmp = tempfile::tempdir().unwrap();
+        let w = FileWatcher::new();
+        let n = Arc::new(Notify::new());
+        let before = kernel_watches();
+        let subs: Vec<_> = (0..50)
+            .map(|i| {
+                let d = tmp.path().join(format!("d{i}"));
+                std::fs::create_dir(&d).unwrap();
+                w.subscribe(Owner::Uid(1), &[d.join("f")], &n).unwrap()
+            })
+            .collect();
+        assert_eq!(w.watched_dirs(), 50);
+        // Other tests in this process may hold watches of their own: compare loosely.
+        assert!(kernel_watches() >= before + 50);
+        drop(subs);
+        assert_eq!(w.watched_dirs(), 0);
+        assert!(kernel_watches() < before + 50, "the kernel watches are gone too");
     }
 }

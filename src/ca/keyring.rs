@@ -53,6 +53,21 @@ impl JwtKey {
     }
 }
 
+#[cfg(test)]
+impl JwtKey {
+    /// A fresh P-256 key for unit tests elsewhere in the crate.
+    pub(crate) fn for_test(kid: &str, not_before: SystemTime, not_after: SystemTime) -> Self {
+        let kp = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        Self {
+            kid: kid.into(),
+            not_before,
+            not_after,
+            encoding: jsonwebtoken::EncodingKey::from_ec_der(&kp.serialize_der()),
+            public_point: kp.public_key_raw().to_vec(),
+        }
+    }
+}
+
 /// A consistent snapshot of the CA: what signs now and what the bundles contain.
 pub struct Authorities {
     /// Oldest first; the newest active one signs.

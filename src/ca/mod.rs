@@ -103,6 +103,8 @@ impl Ca {
             .map_err(|source| CaError::Write { path: lock_path.clone(), source })?;
         let lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusiveNonblock)
             .map_err(|_| CaError::Locked { path: data_dir.to_owned() })?;
+        // A kill -9 between create and rename leaves a temp file that may hold every CA key.
+        storage::remove_stale_temps(data_dir).map_err(|source| CaError::Write { path: data_dir.to_owned(), source })?;
         let stored = match std::fs::read(&path) {
             Ok(bytes) => {
                 let bytes = Zeroizing::new(bytes);

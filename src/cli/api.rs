@@ -175,6 +175,15 @@ fn now() -> String {
 pub fn resolve_socket(flag: Option<String>, default: PathBuf) -> Result<PathBuf> {
     match flag.or_else(|| std::env::var("SPIFFE_ENDPOINT_SOCKET").ok().filter(|s| !s.is_empty())) {
         Some(addr) => crate::endpoint::listener::socket_from_address(&addr).map_err(anyhow::Error::msg),
-        None => Ok(default),
+        None => {
+            // The dev-mode default lives in a shared place (/tmp): talk to it only if the directory
+            // is ours alone, or another user's socket could receive our requests (and tokens).
+            if let Some(dir) = default.parent()
+                && dir.exists()
+            {
+                crate::config::dev::check_socket_dir(dir)?;
+            }
+            Ok(default)
+        }
     }
 }

@@ -21,6 +21,12 @@ const DEFAULT_JWT_TTL: Duration = Duration::from_secs(300);
 const DEFAULT_CA_TTL: Duration = Duration::from_secs(7 * 86400);
 const DEFAULT_REATTEST: Duration = Duration::from_secs(30);
 const DEFAULT_MAX_HASH: u64 = 1 << 30;
+/// Upper bounds, so every duration `check` accepts can be added to a timestamp at run time.
+const MAX_SVID_TTL: Duration = Duration::from_secs(365 * 86400);
+const MAX_CA_TTL: Duration = Duration::from_secs(10 * 365 * 86400);
+const MAX_REATTEST: Duration = Duration::from_secs(86400);
+/// Smallest audit file size before rotation (a line is at most 16 KiB).
+const MIN_AUDIT_SIZE: u64 = 64 * 1024;
 
 /// One problem in a config file, located.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,6 +68,8 @@ struct RawConfig {
     socket_mode: Option<Spanned<String>>,
     data_dir: Option<PathBuf>,
     audit_log: Option<PathBuf>,
+    audit_max_size: Option<Spanned<u64>>,
+    audit_max_files: Option<Spanned<u32>>,
     jwt_issuer: Option<String>,
     default_x509_svid_ttl: Option<Spanned<String>>,
     default_jwt_svid_ttl: Option<Spanned<String>>,
@@ -145,6 +153,8 @@ pub struct Config {
     pub socket_mode: u32,
     pub data_dir: PathBuf,
     pub audit_log: PathBuf,
+    /// Audit rotation and refusal aggregation.
+    pub audit: crate::events::audit::AuditOptions,
     pub jwt_issuer: Option<String>,
     pub ca_ttl: Duration,
     /// The node CA as an intermediate under an operator's root (None: self-signed root).
@@ -213,10 +223,20 @@ impl Validator<'_> {
         });
     }
 
-    fn duration(&mut self, v: &Option<Spanned<String>>, key: &str, default: Duration) -> Duration {
+    fn duration(&mut self, v: &Option<Spanned<String>>, key: &str, default: Duration, max: Duration) -> Duration {
         let Some(s) = v else { return default };
         match duration::parse(s.get_ref()) {
-            Ok(d) if d >= Duration::from_secs(1) => d,
+            Ok(d) if d >= Duration::from_secs(1) && d <= max => d,
+            Ok(d) if d > max => {
+                let max = duration::format(max);
+                self.issue(
+                    s,
+                    key,
+                    format!("{:?} is longer than the maximum of {max}", s.get_ref()),
+                    &format!("use at most \"{max}\""),
+                );
+                default
+            }
             Ok(_) => {
                 self.issue(s, key, format!("{:?} is shorter than one second", s.get_ref()), "use at least \"1s\"");
                 default
@@ -256,10 +276,38 @@ impl Validator<'_> {
                 }
             },
         };
-        let x509_default = self.duration(&raw.default_x509_svid_ttl, "default_x509_svid_ttl", DEFAULT_X509_TTL);
-        let jwt_default = self.duration(&raw.default_jwt_svid_ttl, "default_jwt_svid_ttl", DEFAULT_JWT_TTL);
-        let ca_ttl = self.duration(&raw.ca.ttl, "ca.ttl", DEFAULT_CA_TTL);
-        let reattest_interval = self.duration(&raw.reattest_interval, "reattest_interval", DEFAULT_REATTEST);
+        let x509_default =
+            self.duration(&raw.default_x509_svid_ttl, "default_x509_svid_ttl", DEFAULT_X509_TTL, MAX_SVID_TTL);
+        let jwt_default =
+            self.duration(&raw.default_jwt_svid_ttl, "default_jwt_svid_ttl", DEFAULT_JWT_TTL, MAX_SVID_TTL);
+        let ca_ttl = self.duration(&raw.ca.ttl, "ca.ttl", DEFAULT_CA_TTL, MAX_CA_TTL);
+        let reattest_interval =
+            self.duration(&raw.reattest_interval, "reattest_interval", DEFAULT_REATTEST, MAX_REATTEST);
+        let mut audit = crate::events::audit::AuditOptions::default();
+        if let Some(size) = &raw.audit_max_size {
+            if *size.get_ref() < MIN_AUDIT_SIZE {
+                self.issue(
+                    size,
+                    "audit_max_size",
+                    format!("{} bytes is below the minimum of {MIN_AUDIT_SIZE}", size.get_ref()),
+                    "give a size in bytes of at least 65536, e.g. audit_max_size = 67108864 (64 MiB)",
+                );
+            } else {
+                audit.max_size = *size.get_ref();
+            }
+        }
+        if let Some(files) = &raw.audit_max_files {
+            if !(1..=1000).contains(files.get_ref()) {
+                self.issue(
+                    files,
+                    "audit_max_files",
+                    format!("{} is outside 1..=1000", files.get_ref()),
+                    "keep between 1 and 1000 rotated files, e.g. audit_max_files = 8",
+                );
+            } else {
+                audit.max_files = *files.get_ref();
+            }
+        }
         let upstream = match (&raw.ca.upstream_cert, &raw.ca.upstream_key) {
             (None, None) => {
                 if let Some(b) = &raw.ca.upstream_bundle {
@@ -389,6 +437,7 @@ impl Validator<'_> {
             socket_path: raw.socket_path.unwrap_or_else(|| DEFAULT_SOCKET.into()),
             socket_mode,
             audit_log: raw.audit_log.unwrap_or_else(|| data_dir.join("audit.log")),
+            audit,
             data_dir,
             jwt_issuer: raw.jwt_issuer,
             ca_ttl,
@@ -469,8 +518,8 @@ impl Validator<'_> {
                 ),
             }
         }
-        let x509_svid_ttl = self.duration(&e.x509_svid_ttl, &key("x509_svid_ttl"), x509_default);
-        let jwt_svid_ttl = self.duration(&e.jwt_svid_ttl, &key("jwt_svid_ttl"), jwt_default);
+        let x509_svid_ttl = self.duration(&e.x509_svid_ttl, &key("x509_svid_ttl"), x509_default, MAX_SVID_TTL);
+        let jwt_svid_ttl = self.duration(&e.jwt_svid_ttl, &key("jwt_svid_ttl"), jwt_default, MAX_SVID_TTL);
         for (j, d) in e.dns_names.iter().enumerate() {
             if !valid_dns_name(d.get_ref()) {
                 self.issue(
@@ -615,6 +664,50 @@ selectors = ["unix:uid:1"]
         let text = err.to_string();
         assert!(text.contains("/etc/tessera/tessera.toml:8: entries[1].spiffe_id"), "{text}");
         assert!(text.contains("write spiffe://example.org/x"), "{text}");
+    }
+
+    #[test]
+    fn durations_past_their_bounds_are_located_errors() {
+        let err = parse(
+            r#"trust_domain = "example.org"
+reattest_interval = "2d"
+default_jwt_svid_ttl = "99999999999999999999s"
+[ca]
+ttl = "3650000d"
+[[entries]]
+spiffe_id = "spiffe://example.org/a"
+selectors = ["unix:uid:1"]
+x509_svid_ttl = "213503982334601d"
+jwt_svid_ttl = "366d"
+"#,
+        )
+        .unwrap_err();
+        let found: Vec<(usize, &str)> = err.issues.iter().map(|i| (i.line, i.key.as_str())).collect();
+        assert_eq!(
+            found,
+            [
+                (3, "default_jwt_svid_ttl"),
+                (5, "ca.ttl"),
+                (2, "reattest_interval"),
+                (9, "entries[0].x509_svid_ttl"),
+                (10, "entries[0].jwt_svid_ttl"),
+            ]
+        );
+        assert!(err.issues.iter().all(|i| !i.fix.is_empty()));
+        let text = err.to_string();
+        assert!(text.contains("longer than the maximum of 3650d"), "{text}");
+        assert!(text.contains("use at most \"365d\""), "{text}");
+        // The bounds themselves are accepted.
+        parse("trust_domain = \"example.org\"\nreattest_interval = \"24h\"\n[ca]\nttl = \"3650d\"\n").unwrap();
+    }
+
+    #[test]
+    fn audit_rotation_keys() {
+        let cfg = parse("trust_domain = \"example.org\"\naudit_max_size = 1048576\naudit_max_files = 3\n").unwrap();
+        assert_eq!((cfg.audit.max_size, cfg.audit.max_files), (1 << 20, 3));
+        let err = parse("trust_domain = \"example.org\"\naudit_max_size = 100\naudit_max_files = 0\n").unwrap_err();
+        let found: Vec<(usize, &str)> = err.issues.iter().map(|i| (i.line, i.key.as_str())).collect();
+        assert_eq!(found, [(2, "audit_max_size"), (3, "audit_max_files")]);
     }
 
     #[test]

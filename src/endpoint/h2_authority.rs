@@ -193,17 +193,20 @@ impl<S> AuthorityFix<S> {
     fn emit(&mut self, p: PendingBlock) -> io::Result<()> {
         let mut headers: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
         let mut decoded = 0usize;
+        // fluke-hpack unwraps some malformed integers (a truncated table size update panics):
+        // every integer and string length is checked here first, so the decoder never sees one.
+        check_block(&p.block).map_err(|e| bad(&format!("HPACK: {e}")))?;
         let decoder = &mut self.decoder;
-        // fluke-hpack can panic on some malformed integers; a peer's bytes must never take the
-        // daemon down, so a panic here closes this connection like any other framing error.
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        // Last resort should the decoder still panic: the connection closes like any other
+        // framing error, and the panic hook stays quiet (a peer must not be able to fill the log).
+        let result = quiet_catch_unwind(|| {
             decoder.decode_with_cb(&p.block, |name, value| {
                 decoded += name.len() + value.len();
                 if decoded <= MAX_DECODED {
                     headers.push((name.into_owned(), value.into_owned()));
                 }
             })
-        }));
+        });
         match result {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(bad(&format!("HPACK: {e:?}"))),
@@ -260,6 +263,82 @@ impl<S> AuthorityFix<S> {
         }
         Ok(())
     }
+}
+
+/// Walk a header block's representations (RFC 7541 §6) and check every integer is complete and
+/// small, and every string lies within the block. Decoding is left to the decoder.
+fn check_block(block: &[u8]) -> Result<(), &'static str> {
+    let mut i = 0;
+    while let Some(&first) = block.get(i) {
+        let (prefix, literal, size_update) = match first {
+            b if b & 0x80 != 0 => (7, false, false), // indexed field
+            b if b & 0x40 != 0 => (6, true, false),  // literal with incremental indexing
+            b if b & 0x20 != 0 => (5, false, true),  // dynamic table size update
+            _ => (4, true, false),                   // literal without / never indexed
+        };
+        let (value, n) = hpack_int(&block[i..], prefix)?;
+        i += n;
+        if size_update && value > MAX_TABLE {
+            return Err("dynamic table size update above the advertised limit");
+        }
+        if literal {
+            // Index 0: the name is a literal string too.
+            let strings = if value == 0 { 2 } else { 1 };
+            for _ in 0..strings {
+                let rest = block.get(i..).unwrap_or_default();
+                let (len, n) = hpack_int(rest, 7)?;
+                if len > rest.len() - n {
+                    return Err("string length runs past the end of the header block");
+                }
+                i += n + len;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// An HPACK integer with an N-bit prefix (RFC 7541 §5.1) and how many bytes it took. At most 3
+/// continuation bytes: no legitimate value in a 64 KiB block needs more.
+fn hpack_int(buf: &[u8], prefix: u8) -> Result<(usize, usize), &'static str> {
+    let mask = ((1u16 << prefix) - 1) as u8;
+    let first = buf.first().ok_or("truncated integer")? & mask;
+    if first < mask {
+        return Ok((first as usize, 1));
+    }
+    let mut value = mask as usize;
+    for (k, &b) in buf[1..].iter().enumerate() {
+        if k == 3 {
+            return Err("integer too large");
+        }
+        value += ((b & 0x7f) as usize) << (7 * k);
+        if b & 0x80 == 0 {
+            return Ok((value, k + 2));
+        }
+    }
+    Err("truncated integer")
+}
+
+thread_local! {
+    /// Set while a panic is expected and handled (see `quiet_catch_unwind`).
+    static QUIET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// `catch_unwind`, with the panic hook silenced for panics on this thread meanwhile (the hook
+/// installed before ours still reports every other panic).
+fn quiet_catch_unwind<R>(f: impl FnOnce() -> R) -> std::thread::Result<R> {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !QUIET.with(std::cell::Cell::get) {
+                previous(info);
+            }
+        }));
+    });
+    QUIET.with(|q| q.set(true));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    QUIET.with(|q| q.set(false));
+    result
 }
 
 fn bad(msg: &str) -> io::Error {
@@ -423,15 +502,38 @@ mod tests {
         input.extend(frame(TYPE_HEADERS, FLAG_END_HEADERS, 1, &vec![0u8; MAX_FRAME + 1]));
         assert!(filter_result(input).await.is_err());
 
-        // An integer that overflows the decoder (it panics inside fluke-hpack): an error, no crash.
-        let mut input = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
-        input.extend(frame(TYPE_HEADERS, FLAG_END_HEADERS, 1, &[0x3f, 0xff]));
-        assert!(filter_result(input).await.is_err());
+        // Integers that panic inside fluke-hpack (truncated, or too long): refused before it.
+        for block in [&[0x3f, 0xff][..], &[0x3f, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f], &[0x3f]] {
+            let mut input = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+            input.extend(frame(TYPE_HEADERS, FLAG_END_HEADERS, 1, block));
+            let err = filter_result(input).await.unwrap_err();
+            assert!(err.to_string().contains("integer"), "{block:x?}: {err}");
+        }
 
         // A table size above what h2 advertises.
         let mut input = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
         input.extend(frame(TYPE_HEADERS, FLAG_END_HEADERS, 1, &[0x3f, 0xe1, 0xff, 0x03]));
         assert!(filter_result(input).await.is_err());
+    }
+
+    #[test]
+    fn block_checker_accepts_valid_and_refuses_malformed_encodings() {
+        let mut ok = literal(":method", "POST");
+        ok.extend([0x82, 0x20, 0x3f, 0xe1, 0x1f]); // indexed, size update 0, size update 4096
+        ok.extend(literal("x", &"v".repeat(300))); // multi-byte string length
+        ok.extend([0x41, 0x01, b'h']); // indexed name, literal value
+        assert_eq!(check_block(&ok), Ok(()));
+        assert_eq!(check_block(&[0x00, 0x05, b'a']), Err("string length runs past the end of the header block"));
+        assert_eq!(check_block(&[0x41, 0x7f, 0xff]), Err("truncated integer"));
+        assert_eq!(check_block(&[0xff, 0x80, 0x80, 0x80, 0x01]), Err("integer too large"));
+        assert!(check_block(&[0x3f, 0xe2, 0x1f]).is_err(), "table size 4097");
+        assert_eq!(hpack_int(&[0x1f, 0x9a, 0x0a], 5), Ok((1337, 3)), "RFC 7541 C.1.2");
+    }
+
+    #[test]
+    fn a_caught_panic_is_not_printed_and_others_still_are() {
+        assert!(quiet_catch_unwind(|| panic!("expected")).is_err());
+        assert!(!QUIET.with(std::cell::Cell::get));
     }
 
     #[tokio::test]

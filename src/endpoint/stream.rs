@@ -12,6 +12,7 @@ use crate::events::Event;
 use crate::issuer::Bundles;
 use crate::peer::PeerInfo;
 use crate::spiffe_id::TrustDomain;
+use crate::watch::Owner;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -66,7 +67,9 @@ where
         ca_gen.mark_unchanged();
         let files_changed = Arc::new(tokio::sync::Notify::new());
         let mut state = initial;
-        ctx.files.subscribe(&state.caller.attestation.watched_files, &files_changed);
+        // Held for the stream's life: dropping it removes watches nobody else needs.
+        let mut _files_sub =
+            ctx.files.subscribe(Owner::Uid(peer.uid), &state.caller.attestation.watched_files, &files_changed);
         let mut must_send = true;
         let mut refresh_at: Option<SystemTime> = None;
         loop {
@@ -101,7 +104,8 @@ where
                 Ok(attestation) => {
                     drift(&ctx, rpc, &state, &attestation);
                     if attestation.watched_files != state.caller.attestation.watched_files {
-                        ctx.files.subscribe(&attestation.watched_files, &files_changed);
+                        _files_sub =
+                            ctx.files.subscribe(Owner::Uid(peer.uid), &attestation.watched_files, &files_changed);
                     }
                     ctx.pipeline.entitle(attestation, &peer, rpc, snapshot).map(|caller| Entitlement::of(&ctx, caller))
                 }

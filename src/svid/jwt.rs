@@ -67,7 +67,8 @@ pub fn mint(
     key: &JwtKey,
     now: SystemTime,
 ) -> Result<JwtSvid, jsonwebtoken::errors::Error> {
-    let expires_at = (now + ttl).min(key.not_after);
+    // A TTL past the end of time (config bounds make this unreachable) is capped by the key's life.
+    let expires_at = now.checked_add(ttl).unwrap_or(key.not_after).min(key.not_after);
     sign(&JwtClaims::new(id, audience, issuer, now, expires_at), key, expires_at)
 }
 
@@ -149,8 +150,54 @@ pub fn validate(
     let mut validation = jsonwebtoken::Validation::new(header.alg);
     validation.set_audience(&[audience]);
     validation.set_required_spec_claims(&["exp", "sub", "aud"]);
+    // `nbf` is checked when present, with the same clock-skew leeway as `exp`.
+    validation.validate_nbf = true;
     validation.leeway = 30;
     let data = jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(token, &key.key, &validation)
         .map_err(|e| JwtError::Invalid(e.to_string()))?;
     Ok(Validated { spiffe_id: id, claims: data.claims })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ca::Authorities;
+    use std::sync::Arc;
+
+    fn key() -> (Arc<JwtKey>, Arc<crate::bundle::JwtBundle>) {
+        let now = SystemTime::now();
+        let key = Arc::new(JwtKey::for_test("k1", now - Duration::from_secs(60), now + Duration::from_secs(3600)));
+        let auth = Authorities { x509: vec![], jwt: vec![key.clone()], roots: vec![] };
+        (key, Arc::new(crate::bundle::JwtBundle::local(&auth)))
+    }
+
+    fn token_with_nbf(key: &JwtKey, nbf: u64) -> String {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        header.kid = Some(key.kid.clone());
+        let claims = serde_json::json!({
+            "sub": "spiffe://example.org/w", "aud": ["a"], "exp": now + 600, "iat": now, "nbf": nbf,
+        });
+        key.sign(&header, &claims).unwrap()
+    }
+
+    #[test]
+    fn a_token_not_yet_valid_is_refused() {
+        let (key, jwks) = key();
+        let jwks_for = |_: &TrustDomain| Some(jwks.clone());
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+        let future = token_with_nbf(&key, now + 3600);
+        let err = validate(&future, "a", jwks_for).err().expect("a token whose nbf is an hour ahead is refused");
+        assert!(err.to_string().contains("ImmatureSignature"), "{err}");
+        // Within the clock-skew leeway, and in the past: accepted.
+        assert!(validate(&token_with_nbf(&key, now + 10), "a", jwks_for).is_ok());
+        assert!(validate(&token_with_nbf(&key, now - 10), "a", jwks_for).is_ok());
+        // Minted tokens (no nbf) still validate.
+        let id: SpiffeId = "spiffe://example.org/w".parse().unwrap();
+        let t = mint(&id, &["a".into()], Duration::from_secs(60), None, &key, SystemTime::now()).unwrap();
+        assert!(validate(&t.token, "a", jwks_for).is_ok());
+        // A TTL past the end of time is capped by the key's life, not a panic.
+        let t = mint(&id, &["a".into()], Duration::MAX, None, &key, SystemTime::now()).unwrap();
+        assert_eq!(t.expires_at, key.not_after);
+    }
 }

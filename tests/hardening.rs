@@ -226,3 +226,63 @@ async fn floods_from_other_uids_leave_the_api_serving_and_memory_bounded() {
     let refusals = d.log().matches("connection refused").count();
     assert!(refusals <= 10, "{refusals} refusal lines logged");
 }
+
+/// Medium 8: audiences are bounded (count and length) with InvalidArgument, so no caller can turn
+/// a FetchJWTSVID into a multi-megabyte audit line; the audit stays small.
+#[tokio::test]
+async fn oversized_audience_lists_are_invalid_argument_and_never_reach_the_audit() {
+    let d = Daemon::start(&format!(
+        "[[entries]]\nspiffe_id = \"spiffe://{TD}/me\"\nselectors = [\"unix:uid:{}\"]\n",
+        uid()
+    ));
+    let mut raw = raw_client(&d.socket).await;
+    let fetch = |audience: Vec<String>| {
+        let mut req = tonic::Request::new(tessera::pb::JwtsvidRequest { audience, spiffe_id: String::new() });
+        req.metadata_mut().insert("workload.spiffe.io", "true".parse().unwrap());
+        req
+    };
+    let many: Vec<String> = (0..10_000).map(|i| format!("aud-{i}")).collect();
+    let err = raw.fetch_jwtsvid(fetch(many)).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    let long = vec!["x".repeat(1_000_000)];
+    let err = raw.fetch_jwtsvid(fetch(long)).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    // Within the bounds: a token, and a bounded audit line.
+    let ok: Vec<String> = (0..32).map(|i| format!("https://service-{i}.example/{}", "p".repeat(900))).collect();
+    let resp = raw.fetch_jwtsvid(fetch(ok)).await.unwrap().into_inner();
+    assert_eq!(resp.svids.len(), 1);
+    eventually("issuance audited", std::time::Duration::from_secs(5), || {
+        std::fs::read_to_string(d.audit_log()).unwrap_or_default().contains("\"kind\":\"jwt_svid\"")
+    });
+    let audit = std::fs::read_to_string(d.audit_log()).unwrap();
+    let longest = audit.lines().map(str::len).max().unwrap_or(0);
+    assert!(longest <= 16 * 1024, "an audit line of {longest} bytes");
+    assert!(!audit.contains("aud-9999") && !audit.contains(&"x".repeat(2000)));
+}
+
+/// Low 12: absurd numbers in `ca.json` (≥ 2^63 seconds) are the documented "corrupt" refusal,
+/// not a panic, and the good state still loads afterwards.
+#[test]
+fn absurd_times_in_ca_json_are_a_corrupt_state_error_not_a_panic() {
+    let mut d = Daemon::start(&format!(
+        "[[entries]]\nspiffe_id = \"spiffe://{TD}/me\"\nselectors = [\"unix:uid:{}\"]\n",
+        uid()
+    ));
+    d.stop();
+    let ca = d.data_dir().join("ca.json");
+    let good = std::fs::read_to_string(&ca).unwrap();
+    for field in ["active_from", "not_after"] {
+        let re = format!("\"{field}\": ");
+        let at = good.find(&re).unwrap_or_else(|| panic!("{field} in ca.json")) + re.len();
+        let end = at + good[at..].find(|c: char| !c.is_ascii_digit()).unwrap();
+        for absurd in ["9223372036854775808", "18446744073709551615"] {
+            std::fs::write(&ca, format!("{}{absurd}{}", &good[..at], &good[end..])).unwrap();
+            let out = Command::new(bin()).args(["run", "--config"]).arg(&d.config).output().unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success(), "{field}={absurd}: {err}");
+            assert!(err.contains("is corrupt") && !err.contains("panicked"), "{field}={absurd}: {err}");
+        }
+    }
+    std::fs::write(&ca, &good).unwrap();
+    d.spawn();
+}

@@ -205,6 +205,40 @@ async fn a_workload_that_execs_another_binary_loses_its_identity() {
     let _ = child.wait();
 }
 
+/// Issue 9 item 9: an open stream learns of an exec within a second, without waiting for the
+/// re-attestation interval (30 s here), and the identity is withdrawn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exec_ends_the_stream_within_a_second() {
+    let me = std::env::current_exe().unwrap();
+    let d = Daemon::start(&format!(
+        "reattest_interval = \"30s\"\n{}",
+        entry("exec-test", &[uid_sel(), format!("unix:path:{}", me.display())], "")
+    ));
+    let mut child = Command::new(&me)
+        .args(["--exact", "exec_child", "--nocapture", "--test-threads=1"])
+        .env("TESSERA_TEST_EXEC_SOCKET", &d.socket)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("ready") {
+        line.clear();
+        assert!(out.read_line(&mut line).unwrap() > 0, "child ended early");
+    }
+    // The child execs right after printing "ready".
+    let start = std::time::Instant::now();
+    eventually("exec withdrawal audited", Duration::from_secs(10), || audit_has(&d, "\"event\":\"withdrawn\""));
+    let delay = start.elapsed();
+    eprintln!("exec → stream withdrawn in {delay:?} (reattest_interval 30 s)");
+    assert!(delay < Duration::from_millis(1000), "exec noticed after {delay:?}");
+    let audit = std::fs::read_to_string(d.audit_log()).unwrap();
+    let withdrawn = audit.lines().find(|l| l.contains("\"event\":\"withdrawn\"")).unwrap();
+    assert!(withdrawn.contains("exec-test") && withdrawn.contains("exec'd since"), "{withdrawn}");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_binary_replaced_on_disk_keeps_the_running_process_identity() {
     let dir = tempfile::tempdir().unwrap();

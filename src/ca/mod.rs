@@ -195,7 +195,7 @@ impl Ca {
                 kid: serial::random_kid(),
                 key_pem: PrivateKey::new(key.serialize_pem().into_bytes()),
                 active_from: secs(active_from),
-                not_after: secs(now + self.ttl),
+                not_after: secs(crate::clock::add(now, self.ttl)),
             });
         }
         change.keep_x509 = x509_plan.keep;
@@ -229,11 +229,11 @@ impl Ca {
         params.not_before = (now - Duration::from_secs(10)).into();
         let Some(up) = &self.upstream else {
             params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-            params.not_after = (now + self.ttl).into();
+            params.not_after = crate::clock::add(now, self.ttl).into();
             let cert = params.self_signed(&key)?;
             return Ok((cert.pem(), PrivateKey::new(key.serialize_pem().into_bytes()), None));
         };
-        let (cert_pem, roots) = up.sign_intermediate(params, &key, now + self.ttl)?;
+        let (cert_pem, roots) = up.sign_intermediate(params, &key, crate::clock::add(now, self.ttl))?;
         Ok((cert_pem, PrivateKey::new(key.serialize_pem().into_bytes()), Some(roots)))
     }
 }

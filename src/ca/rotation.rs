@@ -53,8 +53,8 @@ pub fn plan(keys: &[KeyLife], now: SystemTime, ttl: Duration, force: bool) -> Pl
     let lead = ttl / 10;
     let due = force || keys.last().is_none_or(|last| half_life_passed(last, now));
     let successor_from = due.then(|| {
-        let covered = !force && signer_at(keys, now).is_some_and(|i| keys[i].not_after > now + lead);
-        if covered { now + lead } else { now }
+        let covered = !force && signer_at(keys, now).is_some_and(|i| keys[i].not_after > crate::clock::add(now, lead));
+        if covered { crate::clock::add(now, lead) } else { now }
     });
     Plan { successor_from, keep: keys.iter().map(|k| k.not_after > now).collect() }
 }

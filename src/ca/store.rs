@@ -107,6 +107,22 @@ impl StoredState {
         if s.version != STATE_VERSION {
             return Err(CaError::Corrupt { path: path.to_owned(), reason: format!("unknown version {}", s.version) });
         }
+        // Times past year 9999 are not something tessera wrote; refuse them here rather than let
+        // time arithmetic on them overflow later.
+        let times = s.x509.iter().map(|a| ("x509.active_from", a.active_from)).chain(
+            s.jwt
+                .iter()
+                .flat_map(|k| [("jwt.active_from", k.active_from), ("jwt.not_after", k.not_after)])
+                .chain(s.retired_roots.iter().map(|r| ("retired_roots.until", r.until))),
+        );
+        for (field, t) in times {
+            if t > MAX_STORED_TIME {
+                return Err(CaError::Corrupt {
+                    path: path.to_owned(),
+                    reason: format!("{field} = {t} is not a plausible time (past year 9999)"),
+                });
+            }
+        }
         Ok(s)
     }
 
@@ -166,6 +182,9 @@ impl StateView<'_> {
         serde_json::to_vec_pretty(self).map(Zeroizing::new).map_err(|e| CaError::Serialize(e.to_string()))
     }
 }
+
+/// 9999-12-31T23:59:59Z: no time in `ca.json` is later.
+const MAX_STORED_TIME: u64 = 253_402_300_799;
 
 /// Seconds helpers for the stored form.
 pub(super) fn secs(t: SystemTime) -> u64 {

@@ -35,6 +35,8 @@ const MAX_BLOCK: usize = 64 * 1024;
 const MAX_DECODED: usize = 64 * 1024;
 /// The dynamic table size h2 advertises by default; a client may not ask for more.
 const MAX_TABLE: usize = 4096;
+/// Filtered bytes held for h2 at once; the rest of what the client sent waits, unexpanded.
+const OUT_HIGH_WATER: usize = 64 * 1024;
 
 struct PendingBlock {
     stream_id: [u8; 4],
@@ -88,10 +90,15 @@ impl<S> AuthorityFix<S> {
         self.header_blocks
     }
 
-    /// Turn as much of `raw` as possible into `out`.
+    /// Turn as much of `raw` as possible into `out`, stopping once `out` holds
+    /// [`OUT_HIGH_WATER`] bytes: HPACK lets a 25-byte frame expand to 64 KiB, so a single read
+    /// could otherwise expand 1,300-fold before h2 consumes any of it.
     fn process(&mut self) -> io::Result<()> {
         let mut pos = 0;
         loop {
+            if self.out.len() >= OUT_HIGH_WATER {
+                break;
+            }
             let avail = &self.raw[pos..];
             if self.preface_left > 0 {
                 let n = self.preface_left.min(avail.len());
@@ -377,8 +384,17 @@ impl<S: AsyncRead + Unpin> AsyncRead for AuthorityFix<S> {
                 if this.out_pos == this.out.len() {
                     this.out.clear();
                     this.out_pos = 0;
+                    // A burst must not pin its peak allocation for the connection's life.
+                    this.out.shrink_to(OUT_HIGH_WATER);
                 }
                 return Poll::Ready(Ok(()));
+            }
+            // Expand what is already held (process stops at the high-water mark) before reading more.
+            if !this.raw.is_empty() {
+                this.process()?;
+                if !this.out.is_empty() {
+                    continue;
+                }
             }
             let mut chunk = [0u8; 8192];
             let mut rb = ReadBuf::new(&mut chunk);
@@ -453,6 +469,38 @@ mod tests {
         let mut out = Vec::new();
         AuthorityFix::new(b).read_to_end(&mut out).await.unwrap();
         out
+    }
+
+    /// One 4 KB table entry referenced 16 times per 25-byte HEADERS frame: one 8 KiB read used
+    /// to expand to ~10 MB held in `out`. Now at most the high-water mark (plus one block) is.
+    #[tokio::test]
+    async fn a_small_read_cannot_expand_into_megabytes() {
+        let mut input = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        // Literal with incremental indexing, new name: "x-big" = 4000 bytes, into the table.
+        let mut first = vec![0x40];
+        encode_string(&mut first, b"x-big");
+        encode_string(&mut first, &[b'a'; 4000]);
+        input.extend(frame(TYPE_HEADERS, FLAG_END_HEADERS | FLAG_END_STREAM, 1, &first));
+        for i in 0..1000u32 {
+            input.extend(frame(TYPE_HEADERS, FLAG_END_HEADERS | FLAG_END_STREAM, 3 + 2 * i, &[0x80 | 62; 16]));
+        }
+        let (mut a, b) = tokio::io::duplex(1 << 20);
+        a.write_all(&input).await.unwrap();
+        drop(a);
+        let mut fix = AuthorityFix::new(b);
+        let mut buf = [0u8; 1024];
+        let mut total = 0;
+        let mut peak = 0;
+        loop {
+            let n = fix.read(&mut buf).await.unwrap();
+            peak = peak.max(fix.out.capacity()).max(fix.out.len());
+            if n == 0 {
+                break;
+            }
+            total += n;
+        }
+        assert!(total > 60_000_000, "every block still passes through ({total} bytes)");
+        assert!(peak <= OUT_HIGH_WATER + MAX_DECODED + 16 * 1024, "peak buffered output {peak} bytes");
     }
 
     #[tokio::test]

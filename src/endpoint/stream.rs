@@ -72,6 +72,10 @@ where
             ctx.files.subscribe(Owner::Uid(peer.uid), &state.caller.attestation.watched_files, &files_changed);
         let mut must_send = true;
         let mut refresh_at: Option<SystemTime> = None;
+        // An exec must end the stream within a second, not at the next re-attestation: a cheap
+        // check of the executable identity taken at accept (two stats through the pinned pid).
+        let mut exe_check = tokio::time::interval_at(tokio::time::Instant::now() + EXE_CHECK_EVERY, EXE_CHECK_EVERY);
+        exe_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             if must_send {
                 match render(&ctx, &state) {
@@ -96,6 +100,10 @@ where
                 r = policy.changed() => if r.is_err() { return },
                 r = ca_gen.changed() => if r.is_err() { return },
                 _ = files_changed.notified() => {}
+                _ = exe_check.tick() => if same_executable(&peer) {
+                    must_send = false;
+                    continue;
+                },
                 _ = tx.closed() => return,
                 _ = shutdown.changed() => return,
             }
@@ -120,7 +128,16 @@ where
                 Err(e) => {
                     let e = ApiError::from(e);
                     let status = Status::from(&e);
-                    if matches!(e, ApiError::Caller(CallerError::NoIdentity)) {
+                    // No entry matches any more, or the process is no longer what connected
+                    // (an exec): either way the identity it held is taken back.
+                    let withdrawn = matches!(
+                        e,
+                        ApiError::Caller(CallerError::NoIdentity)
+                            | ApiError::Caller(CallerError::Attestation(
+                                tessera_attestors::AttestError::ExecutableChanged { .. }
+                            ))
+                    );
+                    if withdrawn {
                         ctx.pipeline.events.emit(Event::Withdrawn {
                             rpc: rpc.to_owned(),
                             pid: state.caller.attestation.pid,
@@ -137,6 +154,20 @@ where
         }
     });
     rx
+}
+
+/// How often an open stream checks that its process still runs the executable it connected with.
+const EXE_CHECK_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// The peer still runs the executable it had at accept (true when that cannot be checked
+/// cheaply; the full re-attestation then decides).
+fn same_executable(peer: &PeerInfo) -> bool {
+    match (peer.pid, peer.pidfd.as_deref(), peer.exe) {
+        (Some(pid), Some(pidfd), Some(expected)) => {
+            tessera_attestors::verify_exe_identity(pid, pidfd, expected).is_ok()
+        }
+        _ => true,
+    }
 }
 
 /// Report a change in what a streaming workload looks like (new binary, edited script or

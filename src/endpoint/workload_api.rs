@@ -179,6 +179,7 @@ impl SpiffeWorkloadApi for WorkloadService {
         if req.audience.is_empty() || req.audience.iter().any(String::is_empty) {
             return Err(ApiError::BadRequest("audience must be specified".into()).into());
         }
+        check_audiences(&req.audience)?;
         let wanted = if req.spiffe_id.is_empty() {
             None
         } else {
@@ -225,6 +226,7 @@ impl SpiffeWorkloadApi for WorkloadService {
         if req.audience.is_empty() {
             return Err(ApiError::BadRequest("audience must be specified".into()).into());
         }
+        check_audiences(std::slice::from_ref(&req.audience))?;
         if req.svid.is_empty() {
             return Err(ApiError::BadRequest("svid must be specified".into()).into());
         }
@@ -267,4 +269,26 @@ pub fn require_security_header(req: Request<()>) -> Result<Request<()>, Status> 
         Some(v) if v.as_bytes() == b"true" => Ok(req),
         _ => Err(ApiError::MissingSecurityHeader.into()),
     }
+}
+
+/// Audiences a JWT-SVID request may name, and how long each may be. Every audience travels into
+/// the token and the audit line: without bounds, a 3.9 MB audience list became a 3.9 MB audit
+/// line per call.
+const MAX_AUDIENCES: usize = 32;
+const MAX_AUDIENCE_LEN: usize = 1024;
+
+fn check_audiences(audience: &[String]) -> Result<(), ApiError> {
+    if audience.len() > MAX_AUDIENCES {
+        return Err(ApiError::BadRequest(format!(
+            "{} audiences requested; at most {MAX_AUDIENCES} are allowed",
+            audience.len()
+        )));
+    }
+    if let Some(long) = audience.iter().find(|a| a.len() > MAX_AUDIENCE_LEN) {
+        return Err(ApiError::BadRequest(format!(
+            "an audience of {} bytes was requested; at most {MAX_AUDIENCE_LEN} bytes are allowed",
+            long.len()
+        )));
+    }
+    Ok(())
 }

@@ -135,5 +135,5 @@ fn refresh_time(issued: SystemTime, not_after: SystemTime) -> SystemTime {
     let life = not_after.duration_since(issued).unwrap_or_default();
     let half = life / 2;
     let jitter = half.mul_f64(rand::rng().random_range(0.0..0.1));
-    issued + half.max(Duration::from_millis(500)) - jitter
+    crate::clock::add(issued, half.max(Duration::from_millis(500))) - jitter
 }

@@ -69,7 +69,7 @@ pub fn mint(entry: &Entry, authority: &X509Authority, now: SystemTime) -> Result
     params.serial_number = Some(serial);
     // Backdate a little for clock skew between processes, as SPIRE does; never outlive the CA.
     let not_before = now - Duration::from_secs(10);
-    let not_after = (now + entry.x509_svid_ttl).min(authority.not_after);
+    let not_after = crate::clock::add(now, entry.x509_svid_ttl).min(authority.not_after);
     params.not_before = not_before.into();
     params.not_after = not_after.into();
     let cert = params.signed_by(&key, authority.issuer())?;

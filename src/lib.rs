@@ -15,6 +15,8 @@ pub mod devmode;
 pub mod duration;
 pub mod entry;
 pub mod federation;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod proxy;
 pub mod spiffe_id;
 pub mod storage;

@@ -18,8 +18,11 @@ use std::task::{Context, Poll, Waker};
 use tessera_attestors::Selector;
 use tokio::io::{AsyncRead, ReadBuf};
 
+/// A harness: any bytes in, a panic only when an invariant breaks.
+pub type Harness = fn(&[u8]);
+
 /// Every harness, by target name (the `fuzz/fuzz_targets/<name>.rs` files and corpus folders).
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Harness)] = &[
     ("h2_authority", h2_authority),
     ("config_parse", config_parse),
     ("jwt_validate", jwt_validate),

@@ -33,10 +33,8 @@ fn corpus_and_regressions_replay_without_a_broken_invariant() {
 #[test]
 fn every_fuzz_target_has_a_harness() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/fuzz_targets");
-    let mut files: Vec<String> = inputs(&root)
-        .iter()
-        .filter_map(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
-        .collect();
+    let mut files: Vec<String> =
+        inputs(&root).iter().filter_map(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned())).collect();
     files.sort();
     let mut names: Vec<String> = tessera::fuzzing::TARGETS.iter().map(|(n, _)| n.to_string()).collect();
     names.sort();

@@ -25,6 +25,8 @@ pub mod events;
 // Values and helpers.
 pub mod clock;
 pub mod duration;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod limits;
 pub mod secret;
 pub mod spiffe_id;

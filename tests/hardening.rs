@@ -62,6 +62,26 @@ fn uids_of(pid: i32) -> Vec<u32> {
     line.split_whitespace().skip(1).map(|v| v.parse().unwrap()).collect()
 }
 
+/// One relayed fetch after `exec_after_connect` with `program` (stays alive 30 s): the result and
+/// the uids (real, effective, saved, fs) of the process that connected, read before the fetch.
+async fn fetch_through_bridge(
+    d: &Daemon,
+    dir: &Path,
+    name: &str,
+    program: &Path,
+) -> (Result<spiffe::X509Svid, spiffe::WorkloadApiError>, Vec<u32>) {
+    let bridge = dir.join(format!("{name}-bridge.sock"));
+    let (mut child, pid) = exec_after_connect(d, &bridge, program, &["30"]);
+    let uids = uids_of(pid);
+    let result = spiffe::WorkloadApiClient::connect_to(format!("unix:{}", bridge.display()))
+        .await
+        .unwrap()
+        .fetch_x509_svid()
+        .await;
+    kill(&mut child, pid);
+    (result, uids)
+}
+
 fn kill(child: &mut Child, pid: i32) {
     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
     let _ = child.kill();
@@ -86,35 +106,20 @@ async fn a_setuid_exec_after_connect_gets_no_identity() {
     std::fs::copy("/bin/sleep", &suid_sleep).unwrap();
     std::fs::set_permissions(&suid_sleep, std::fs::Permissions::from_mode(0o4755)).unwrap();
 
-    // Control: the same trick with an ordinary exec reaches the daemon through the bridge and
-    // is refused too, for the exec itself (Medium 9: identity does not follow an exec).
-    let bridge = attacker_dir.join("plain-bridge.sock");
-    let (mut child, pid) = exec_after_connect(&d, &bridge, Path::new("/bin/sleep"), &["30"]);
-    let result = spiffe::WorkloadApiClient::connect_to(format!("unix:{}", bridge.display()))
-        .await
-        .unwrap()
-        .fetch_x509_svid()
-        .await;
-    kill(&mut child, pid);
-    let err = match result {
-        Ok(svid) => panic!("an identity was issued after an exec following connect: {}", svid.spiffe_id()),
-        Err(e) => e,
-    };
+    // Control: without any exec, the relayed connection gets nobody's identity (the relay works).
+    let (svid, _) = fetch_through_bridge(&d, &attacker_dir, "stay", Path::new("--stay")).await;
+    assert_eq!(svid.expect("no exec: nobody's identity").spiffe_id().to_string(), format!("spiffe://{TD}/nobody"));
+
+    // An ordinary exec after connect is refused too (Medium 9: identity does not follow an exec).
+    let (result, _) = fetch_through_bridge(&d, &attacker_dir, "plain", Path::new("/bin/sleep")).await;
+    let err = result.err().expect("no identity after an exec following connect");
     assert_eq!(status_code(&err), Some(tonic::Code::Unavailable), "{err:?}");
     assert!(format!("{err:?}").contains("exec'd since its connection was accepted"), "{err:?}");
 
-    let bridge = attacker_dir.join("suid-bridge.sock");
-    let (mut child, pid) = exec_after_connect(&d, &bridge, &suid_sleep, &["30"]);
+    // The setuid exec: neither root's nor nobody's identity.
+    let (result, uids) = fetch_through_bridge(&d, &attacker_dir, "suid", &suid_sleep).await;
     // The attack is real only if the kernel honoured the setuid bit.
-    let uids = uids_of(pid);
-    assert_eq!(uids[1], 0, "setuid exec did not raise the effective uid: {uids:?}");
-    assert_eq!(uids[0], NOBODY);
-    let result = spiffe::WorkloadApiClient::connect_to(format!("unix:{}", bridge.display()))
-        .await
-        .unwrap()
-        .fetch_x509_svid()
-        .await;
-    kill(&mut child, pid);
+    assert_eq!((uids[0], uids[1]), (NOBODY, 0), "setuid exec did not raise the effective uid: {uids:?}");
     let err = match result {
         Ok(svid) => panic!("an identity was issued after a setuid exec: {}", svid.spiffe_id()),
         Err(e) => e,
@@ -203,7 +208,8 @@ async fn floods_from_other_uids_leave_the_api_serving_and_memory_bounded() {
     );
     // Per-uid cap: one uid holds at most 1024 connections (2 fds each), and the rest are refused.
     assert!(idle_kept <= 1024, "idle connections kept: {idle_kept}");
-    assert!(fds_during <= fds_before + 2 * (1024 + 300 + 1) + 16, "fds: {fds_before} → {fds_during}");
+    // (plus the legit client's 20 connections, which the daemon may not have closed yet)
+    assert!(fds_during <= fds_before + 2 * (1024 + 300 + 1 + 20) + 16, "fds: {fds_before} → {fds_during}");
     assert!(during_latency < std::time::Duration::from_secs(2), "legit fetch took {during_latency:?} during the flood");
 
     // Connections that send no request in time are closed by the daemon.

@@ -172,14 +172,9 @@ fn exec_child() {
     });
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_workload_that_execs_another_binary_loses_its_identity() {
-    let me = std::env::current_exe().unwrap();
-    let d = Daemon::start(&format!(
-        "reattest_interval = \"1s\"\n{}",
-        entry("exec-test", &[uid_sel(), format!("unix:path:{}", me.display())], "")
-    ));
-    let mut child = Command::new(&me)
+/// Runs `exec_child` against `d` and returns once its stream is open (it execs right after).
+fn spawn_exec_child(d: &Daemon, me: &std::path::Path) -> std::process::Child {
+    let mut child = Command::new(me)
         .args(["--exact", "exec_child", "--nocapture", "--test-threads=1"])
         .env("TESSERA_TEST_EXEC_SOCKET", &d.socket)
         .stdout(Stdio::piped())
@@ -191,6 +186,17 @@ async fn a_workload_that_execs_another_binary_loses_its_identity() {
         line.clear();
         assert!(out.read_line(&mut line).unwrap() > 0, "child ended early");
     }
+    child
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workload_that_execs_another_binary_loses_its_identity() {
+    let me = std::env::current_exe().unwrap();
+    let d = Daemon::start(&format!(
+        "reattest_interval = \"1s\"\n{}",
+        entry("exec-test", &[uid_sel(), format!("unix:path:{}", me.display())], "")
+    ));
+    let mut child = spawn_exec_child(&d, &me);
     // The exec is caught by the executable identity taken at accept (issue 9, item 9): the
     // stream's re-attestation is refused outright, before any selector of the new binary is read.
     eventually("exec refusal audited", Duration::from_secs(10), || {
@@ -214,18 +220,7 @@ async fn an_exec_ends_the_stream_within_a_second() {
         "reattest_interval = \"30s\"\n{}",
         entry("exec-test", &[uid_sel(), format!("unix:path:{}", me.display())], "")
     ));
-    let mut child = Command::new(&me)
-        .args(["--exact", "exec_child", "--nocapture", "--test-threads=1"])
-        .env("TESSERA_TEST_EXEC_SOCKET", &d.socket)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    while !line.contains("ready") {
-        line.clear();
-        assert!(out.read_line(&mut line).unwrap() > 0, "child ended early");
-    }
+    let mut child = spawn_exec_child(&d, &me);
     // The child execs right after printing "ready".
     let start = std::time::Instant::now();
     eventually("exec withdrawal audited", Duration::from_secs(10), || audit_has(&d, "\"event\":\"withdrawn\""));

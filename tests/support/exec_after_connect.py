@@ -2,6 +2,7 @@
 child, then exec another program in the process that connected.
 
 usage: exec_after_connect.py DAEMON_SOCKET BRIDGE_SOCKET PROGRAM [ARGS...]  (argv[0] is PROGRAM)
+       PROGRAM "--stay": no exec (a control: the relay itself works)
 
 The parent connects to DAEMON_SOCKET, forks, and execs PROGRAM (for example a setuid copy of
 `sleep`). The child waits until that exec has happened (the close-on-exec end of a pipe closes),
@@ -14,6 +15,7 @@ import os
 import select
 import socket
 import sys
+import time
 
 
 def relay(a, b):
@@ -50,6 +52,11 @@ def main():
         os._exit(0)
     os.close(r)
     conn.close()  # the parent's copy: only the child's remains
+    if program == "--stay":
+        # Control: no exec at all; the connecting process just stays alive as it was.
+        os.close(w)
+        time.sleep(30)
+        os._exit(0)
     os.execv(program, args)
 
 

@@ -297,6 +297,8 @@ type row struct {
 type results struct {
 	rows  []row
 	notes []string
+	// RSS idle (P4 idle row), for the per-stream memory row.
+	idle [2]float64
 }
 
 func (r *results) add(name string, a, b float64, unit string, higherBetter bool, note string) {
@@ -454,6 +456,7 @@ func idleRSS(ds [2]*daemon, plan Plan, res *results) {
 	logf("P4 idle: settling %.0fs", plan.SettleSeconds)
 	time.Sleep(time.Duration(plan.SettleSeconds * float64(time.Second)))
 	a, b := rssSample(ds[0].pid(), 5), rssSample(ds[1].pid(), 5)
+	res.idle = [2]float64{a, b}
 	res.add("P4 RSS idle, 1,000 entries", a, b, "MiB", false, "")
 	for name, pid := range ds[1].spec.ExtraPids {
 		res.notes = append(res.notes, fmt.Sprintf("%s RSS at the same time (not in the %s column): %.1f MiB", name, ds[1].spec.Name, rssSample(pid, 3)))
@@ -533,27 +536,76 @@ func p1(ds [2]*daemon, plan Plan, res *results) {
 	}
 }
 
+// fetchOn: FetchX509SVID on an existing connection → first response with at least one SVID; the
+// stream is then cancelled (RST_STREAM), the connection stays open.
+func fetchOn(c workload.SpiffeWorkloadAPIClient, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(withHeader(context.Background()), timeout)
+	defer cancel()
+	s, err := c.FetchX509SVID(ctx, &workload.X509SVIDRequest{})
+	if err != nil {
+		return err
+	}
+	resp, err := s.Recv()
+	if err != nil {
+		return err
+	}
+	if len(resp.Svids) == 0 || len(resp.Svids[0].X509Svid) == 0 {
+		return errors.New("response without an X.509-SVID")
+	}
+	return nil
+}
+
+// P2: warm fetches. P2 reuses one connection per daemon (as every SDK's X509Source does: one
+// channel for the process's life), so it measures the daemon's per-call cost; P2c opens a new
+// connection for every call (connect + HTTP/2 handshake + fetch), the figure P2 used to report.
 func p2(ds [2]*daemon, plan Plan, res *results) {
-	logf("P2: %d warm fetches each (connect → first X509SVIDResponse)", plan.P2Fetches)
-	var t [2][]float64
-	var errs [2]int
+	logf("P2: %d warm fetches each on one reused connection, then %d each on a new connection per call", plan.P2Fetches, plan.P2Fetches)
+	var clients [2]workload.SpiffeWorkloadAPIClient
+	for k := range ds {
+		conn, c, err := dial(ds[k].spec.Socket)
+		if err != nil {
+			fatal("P2 dial %s: %v", ds[k].spec.Name, err)
+		}
+		defer conn.Close()
+		// Untimed: establishes the connection (and the daemon's per-connection state).
+		if err := fetchOn(c, 10*time.Second); err != nil {
+			fatal("P2 first fetch on %s: %v", ds[k].spec.Name, err)
+		}
+		clients[k] = c
+	}
+	var t, tc [2][]float64
+	var errs, errsc [2]int
 	deadline := time.Now().Add(4 * time.Minute)
 	for i := 0; i < plan.P2Fetches && time.Now().Before(deadline); i++ {
 		for _, k := range order(i) {
 			t0 := time.Now()
-			err := fetchOnce(ds[k].spec.Socket, 5*time.Second)
-			if err != nil {
+			if err := fetchOn(clients[k], 5*time.Second); err != nil {
 				errs[k]++
 				continue
 			}
 			t[k] = append(t[k], ms(time.Since(t0)))
 		}
 	}
+	deadline = time.Now().Add(4 * time.Minute)
+	for i := 0; i < plan.P2Fetches && time.Now().Before(deadline); i++ {
+		for _, k := range order(i) {
+			t0 := time.Now()
+			if err := fetchOnce(ds[k].spec.Socket, 5*time.Second); err != nil {
+				errsc[k]++
+				continue
+			}
+			tc[k] = append(tc[k], ms(time.Since(t0)))
+		}
+	}
 	n := fmt.Sprintf("n=%d/%d", len(t[0]), len(t[1]))
-	res.add("P2 warm fetch, p50", pct(t[0], 50), pct(t[1], 50), "ms", false, n)
-	res.add("P2 warm fetch, p99", pct(t[0], 99), pct(t[1], 99), "ms", false, n)
-	if errs[0]+errs[1] > 0 {
-		res.notes = append(res.notes, fmt.Sprintf("P2 failed fetches (excluded): %s %d, %s %d", ds[0].spec.Name, errs[0], ds[1].spec.Name, errs[1]))
+	res.add("P2 warm fetch, connection reused, p50", pct(t[0], 50), pct(t[1], 50), "ms", false, n)
+	res.add("P2 warm fetch, connection reused, p99", pct(t[0], 99), pct(t[1], 99), "ms", false, n)
+	nc := fmt.Sprintf("n=%d/%d", len(tc[0]), len(tc[1]))
+	res.add("P2c warm fetch, new connection per call, p50", pct(tc[0], 50), pct(tc[1], 50), "ms", false, nc)
+	res.add("P2c warm fetch, new connection per call, p99", pct(tc[0], 99), pct(tc[1], 99), "ms", false, nc)
+	if errs[0]+errs[1]+errsc[0]+errsc[1] > 0 {
+		res.notes = append(res.notes, fmt.Sprintf("P2 failed fetches (excluded): reused connection %s %d, %s %d; new connection %s %d, %s %d",
+			ds[0].spec.Name, errs[0], ds[1].spec.Name, errs[1], ds[0].spec.Name, errsc[0], ds[1].spec.Name, errsc[1]))
 	}
 }
 
@@ -717,5 +769,28 @@ func p4(ds [2]*daemon, plan Plan, res *results) {
 			note = fmt.Sprintf("reached %d / %d in the time limit", reached[0][i], reached[1][i])
 		}
 		res.add(fmt.Sprintf("P4 RSS with %d open FetchX509SVID streams", target), rss[0][i], rss[1][i], "MiB", false, note)
+	}
+	// Memory per stream: (RSS at the largest count − idle RSS) / streams reached, in KiB. Everything
+	// the streams cost is in it: task, channels, attestation, h2 stream and connection state (one
+	// connection per StreamsPerConn streams), and allocator overhead.
+	last := len(plan.P4Streams) - 1
+	if last >= 0 {
+		var per [2]float64
+		for k := 0; k < 2; k++ {
+			per[k] = math.NaN()
+			if reached[k][last] > 0 {
+				per[k] = (rss[k][last] - res.idle[k]) * 1024 / float64(reached[k][last])
+			}
+		}
+		res.add(fmt.Sprintf("P4 memory per open stream ((RSS at %d − idle) / %d)", plan.P4Streams[last], plan.P4Streams[last]),
+			per[0], per[1], "KiB", false, "")
+		if last >= 1 && reached[0][last] > reached[0][0] && reached[1][last] > reached[1][0] {
+			var marg [2]float64
+			for k := 0; k < 2; k++ {
+				marg[k] = (rss[k][last] - rss[k][0]) * 1024 / float64(reached[k][last]-reached[k][0])
+			}
+			res.notes = append(res.notes, fmt.Sprintf("P4 marginal memory per stream between %d and %d streams: %s %.1f KiB, %s %.1f KiB",
+				plan.P4Streams[0], plan.P4Streams[last], ds[0].spec.Name, marg[0], ds[1].spec.Name, marg[1]))
+		}
 	}
 }

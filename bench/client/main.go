@@ -753,6 +753,7 @@ func p3(ds [2]*daemon, plan Plan, res *results) {
 func p4(ds [2]*daemon, plan Plan, res *results) {
 	var rss [2][]float64
 	var reached [2][]int
+	var after [2]float64
 	for k := 0; k < 2; k++ {
 		d := ds[k]
 		logf("P4: opening streams on %s", d.spec.Name)
@@ -813,7 +814,10 @@ func p4(ds [2]*daemon, plan Plan, res *results) {
 		for _, c := range conns {
 			c.Close()
 		}
-		time.Sleep(3 * time.Second)
+		// What the daemon gives back once every stream and connection is gone (allocator
+		// retention: a flood must not leave the daemon big).
+		time.Sleep(time.Duration(plan.SettleSeconds / 2 * float64(time.Second)))
+		after[k] = rssSample(d.pid(), 3)
 	}
 	for i, target := range plan.P4Streams {
 		note := ""
@@ -821,6 +825,9 @@ func p4(ds [2]*daemon, plan Plan, res *results) {
 			note = fmt.Sprintf("reached %d / %d in the time limit", reached[0][i], reached[1][i])
 		}
 		res.add(fmt.Sprintf("P4 RSS with %d open FetchX509SVID streams", target), rss[0][i], rss[1][i], "MiB", false, note)
+	}
+	if len(plan.P4Streams) > 0 {
+		res.add(fmt.Sprintf("P4 RSS after the %d streams closed", plan.P4Streams[len(plan.P4Streams)-1]), after[0], after[1], "MiB", false, "")
 	}
 	// Memory per stream: (RSS at the largest count − idle RSS) / streams reached, in KiB. Everything
 	// the streams cost is in it: task, channels, attestation, h2 stream and connection state (one

@@ -7,6 +7,8 @@
 //	bench-client once -socket PATH      fetch the first X509SVIDResponse, print "ok N", exit (P1 child)
 //	bench-client wait -socket PATH      retry a fetch until it succeeds (entries synced)
 //	bench-client run  -plan PLAN.json   run P1..P5 against both daemons, alternating, print the table
+//	bench-client hold -socket PATH -n N open N FetchX509SVID streams (16 per connection), print
+//	                                    "open N", hold them until stdin closes (for heap profiling)
 package main
 
 import (
@@ -49,6 +51,8 @@ func main() {
 		cmdWait(os.Args[2:])
 	case "run":
 		cmdRun(os.Args[2:])
+	case "hold":
+		cmdHold(os.Args[2:])
 	default:
 		usage()
 	}
@@ -143,6 +147,46 @@ func cmdWait(args []string) {
 		os.Exit(1)
 	}
 	fmt.Fprintf(os.Stderr, "wait %s: fetched an X.509-SVID after %d attempt(s)\n", *socket, n)
+}
+
+func cmdHold(args []string) {
+	fs := flag.NewFlagSet("hold", flag.ExitOnError)
+	socket := fs.String("socket", "", "Workload API socket path")
+	n := fs.Int("n", 1000, "streams to open")
+	per := fs.Int("per", 16, "streams per connection (tessera allows 16)")
+	fs.Parse(args)
+	open := 0
+	for open < *n {
+		conn, c, err := dial(*socket)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "dial: %v\n", err)
+			os.Exit(1)
+		}
+		defer conn.Close()
+		var wg sync.WaitGroup
+		var got atomic.Int64
+		batch := min(*per, *n-open)
+		for j := 0; j < batch; j++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				s, err := c.FetchX509SVID(withHeader(context.Background()), &workload.X509SVIDRequest{})
+				if err == nil {
+					if _, err = s.Recv(); err == nil {
+						got.Add(1)
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		if int(got.Load()) < batch {
+			fmt.Fprintf(os.Stderr, "only %d of %d streams opened on a connection\n", got.Load(), batch)
+			os.Exit(1)
+		}
+		open += batch
+	}
+	fmt.Printf("open %d\n", open)
+	io.Copy(io.Discard, os.Stdin)
 }
 
 // ---------------------------------------------------------------- the plan
@@ -782,18 +826,24 @@ func p4(ds [2]*daemon, plan Plan, res *results) {
 						defer func() { <-sem }()
 						octx, ocancel := context.WithTimeout(context.Background(), 30*time.Second)
 						defer ocancel()
-						s, err := c.FetchX509SVID(ctx, &workload.X509SVIDRequest{})
-						if err != nil {
-							return
-						}
+						// Opening may wait for the server's stream quota (SETTINGS_MAX_CONCURRENT_STREAMS)
+						// as well as for the first response: both are bounded, and a stream that did not
+						// open in time is cancelled.
 						rc := make(chan error, 1)
-						go func() { _, err := s.Recv(); rc <- err }()
+						go func() {
+							s, err := c.FetchX509SVID(ctx, &workload.X509SVIDRequest{})
+							if err == nil {
+								_, err = s.Recv()
+							}
+							rc <- err
+						}()
 						select {
 						case err := <-rc:
 							if err == nil {
 								got.Add(1)
 							}
 						case <-octx.Done():
+							cancel()
 						}
 					}()
 				}

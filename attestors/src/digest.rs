@@ -6,6 +6,7 @@
 //! earlier one. Like git's "racily clean" index entries, a file whose ctime is within
 //! [`DIGEST_CACHE_RACY_WINDOW`] of the moment hashing started is hashed but not cached.
 
+use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::fs::{File, Metadata};
 use std::io::{self, Read};
@@ -187,24 +188,6 @@ impl DigestCache {
     }
 }
 
-/// SHA-256 by aws-lc (assembly using the CPU's SHA extensions): about 1.35× the `sha2` crate's
-/// rate here, and hashing is most of a cold attestation of a large binary.
-struct Sha256(aws_lc_rs::digest::Context);
-
-impl Sha256 {
-    fn new() -> Self {
-        Self(aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256))
-    }
-
-    fn update(&mut self, data: &[u8]) {
-        self.0.update(data);
-    }
-
-    fn finalize(self) -> Vec<u8> {
-        self.0.finish().as_ref().to_vec()
-    }
-}
-
 pub(crate) fn to_hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
@@ -236,7 +219,6 @@ mod tests {
 
     #[test]
     fn multi_chunk_digest_matches_sha2() {
-        use sha2::Digest;
         let data: Vec<u8> = (0..CHUNK * 3 + 12345).map(|i| (i % 251) as u8).collect();
         let mut f = tempfile::tempfile().unwrap();
         f.write_all(&data).unwrap();

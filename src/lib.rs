@@ -38,6 +38,8 @@ pub mod pb {
     #![allow(clippy::all, missing_docs)]
     tonic::include_proto!("_");
 
+    pub mod codec;
+
     /// The encoded file descriptor set of `proto/workload.proto`, for server reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/workload_descriptor.bin"));
 }

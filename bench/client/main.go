@@ -7,6 +7,8 @@
 //	bench-client once -socket PATH      fetch the first X509SVIDResponse, print "ok N", exit (P1 child)
 //	bench-client wait -socket PATH      retry a fetch until it succeeds (entries synced)
 //	bench-client run  -plan PLAN.json   run P1..P5 against both daemons, alternating, print the table
+//	bench-client hold -socket PATH -n N open N FetchX509SVID streams (16 per connection), print
+//	                                    "open N", hold them until stdin closes (for heap profiling)
 package main
 
 import (
@@ -49,6 +51,8 @@ func main() {
 		cmdWait(os.Args[2:])
 	case "run":
 		cmdRun(os.Args[2:])
+	case "hold":
+		cmdHold(os.Args[2:])
 	default:
 		usage()
 	}
@@ -143,6 +147,46 @@ func cmdWait(args []string) {
 		os.Exit(1)
 	}
 	fmt.Fprintf(os.Stderr, "wait %s: fetched an X.509-SVID after %d attempt(s)\n", *socket, n)
+}
+
+func cmdHold(args []string) {
+	fs := flag.NewFlagSet("hold", flag.ExitOnError)
+	socket := fs.String("socket", "", "Workload API socket path")
+	n := fs.Int("n", 1000, "streams to open")
+	per := fs.Int("per", 16, "streams per connection (tessera allows 16)")
+	fs.Parse(args)
+	open := 0
+	for open < *n {
+		conn, c, err := dial(*socket)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "dial: %v\n", err)
+			os.Exit(1)
+		}
+		defer conn.Close()
+		var wg sync.WaitGroup
+		var got atomic.Int64
+		batch := min(*per, *n-open)
+		for j := 0; j < batch; j++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				s, err := c.FetchX509SVID(withHeader(context.Background()), &workload.X509SVIDRequest{})
+				if err == nil {
+					if _, err = s.Recv(); err == nil {
+						got.Add(1)
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		if int(got.Load()) < batch {
+			fmt.Fprintf(os.Stderr, "only %d of %d streams opened on a connection\n", got.Load(), batch)
+			os.Exit(1)
+		}
+		open += batch
+	}
+	fmt.Printf("open %d\n", open)
+	io.Copy(io.Discard, os.Stdin)
 }
 
 // ---------------------------------------------------------------- the plan
@@ -297,6 +341,8 @@ type row struct {
 type results struct {
 	rows  []row
 	notes []string
+	// RSS idle (P4 idle row), for the per-stream memory row.
+	idle [2]float64
 }
 
 func (r *results) add(name string, a, b float64, unit string, higherBetter bool, note string) {
@@ -454,6 +500,7 @@ func idleRSS(ds [2]*daemon, plan Plan, res *results) {
 	logf("P4 idle: settling %.0fs", plan.SettleSeconds)
 	time.Sleep(time.Duration(plan.SettleSeconds * float64(time.Second)))
 	a, b := rssSample(ds[0].pid(), 5), rssSample(ds[1].pid(), 5)
+	res.idle = [2]float64{a, b}
 	res.add("P4 RSS idle, 1,000 entries", a, b, "MiB", false, "")
 	for name, pid := range ds[1].spec.ExtraPids {
 		res.notes = append(res.notes, fmt.Sprintf("%s RSS at the same time (not in the %s column): %.1f MiB", name, ds[1].spec.Name, rssSample(pid, 3)))
@@ -461,6 +508,38 @@ func idleRSS(ds [2]*daemon, plan Plan, res *results) {
 	for name, pid := range ds[0].spec.ExtraPids {
 		res.notes = append(res.notes, fmt.Sprintf("%s RSS at the same time (not in the %s column): %.1f MiB", name, ds[0].spec.Name, rssSample(pid, 3)))
 	}
+}
+
+// restart stops the daemon and starts it again, returning once it serves the driver (a small
+// binary, so the padded binary's digest stays uncached).
+func restart(d *daemon) {
+	d.stop()
+	os.Remove(d.spec.Socket)
+	if err := d.start(); err != nil {
+		fatal("restart %s: %v", d.spec.Name, err)
+	}
+	if _, err := fetchRetry(d.spec.Socket, 120*time.Second, 500*time.Millisecond, 5*time.Millisecond); err != nil {
+		fatal("%s not ready after restart: %v (log: %s)", d.spec.Name, err, d.spec.Log)
+	}
+}
+
+// pageCache reads the file through (so it is in the page cache) or asks the kernel to drop its
+// clean pages (POSIX_FADV_DONTNEED; nothing maps it at that point).
+func pageCache(path string, evict bool) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if !evict {
+		_, err = io.Copy(io.Discard, f)
+		return err
+	}
+	const fadvDontneed = 4
+	if _, _, e := syscall.Syscall6(syscall.SYS_FADVISE64, f.Fd(), 0, 0, fadvDontneed, 0, 0); e != 0 {
+		return e
+	}
+	return nil
 }
 
 // startOnce: fresh exec of the padded binary; time from just before fork/exec to its "ok" line.
@@ -491,14 +570,30 @@ func p1(ds [2]*daemon, plan Plan, res *results) {
 		fatal("padded binary: %v", err)
 	}
 	logf("P1: %d fresh starts each of %s (%d MiB)", plan.P1Starts, filepath.Base(plan.PaddedBinary), st.Size()>>20)
-	// The first start after the daemon started: tessera's digest cache is cold for this file.
-	var first [2]float64
-	for _, k := range [2]int{0, 1} {
-		el, _, err := startOnce(plan.PaddedBinary, ds[k].spec.Socket)
-		if err != nil {
-			fatal("P1 %s: %v", ds[k].spec.Name, err)
+	// The first start after the daemon started (tessera's digest cache is cold for this file),
+	// twice per daemon, each time just after a restart of that daemon, with the padded binary's
+	// page-cache state set the same for both: once read into the page cache, once evicted from it
+	// (both daemons then read it from disk). Without this, whichever daemon goes first pays the
+	// disk reads (the machine may have paged the file out since setup) and the second finds it
+	// cached.
+	var first, firstCold [2]float64
+	var firstN, firstColdN [2]int
+	for _, evict := range []bool{false, true} {
+		for _, k := range [2]int{0, 1} {
+			restart(ds[k])
+			if err := pageCache(plan.PaddedBinary, evict); err != nil {
+				fatal("P1 page cache of %s: %v", plan.PaddedBinary, err)
+			}
+			el, n, err := startOnce(plan.PaddedBinary, ds[k].spec.Socket)
+			if err != nil {
+				fatal("P1 %s: %v", ds[k].spec.Name, err)
+			}
+			if evict {
+				firstCold[k], firstColdN[k] = ms(el), n
+			} else {
+				first[k], firstN[k] = ms(el), n
+			}
 		}
-		first[k] = ms(el)
 	}
 	var t [2][]float64
 	var retries [2]int
@@ -526,34 +621,87 @@ func p1(ds [2]*daemon, plan Plan, res *results) {
 	n := fmt.Sprintf("n=%d", len(t[0]))
 	res.add("P1 first X.509-SVID, 100 MiB binary, median", pct(t[0], 50), pct(t[1], 50), "ms", false, n)
 	res.add("P1 first X.509-SVID, 100 MiB binary, p99", pct(t[0], 99), pct(t[1], 99), "ms", false, n)
-	res.add("P1 very first start after daemon start", first[0], first[1], "ms", false, "n=1, cold digest cache")
+	res.add("P1 very first start after daemon start", first[0], first[1], "ms", false, "n=1, cold digest cache, binary in page cache")
+	res.add("P1 very first start after daemon start, binary not in page cache", firstCold[0], firstCold[1], "ms", false, "n=1, cold digest cache, both read it from disk")
+	for k := 0; k < 2; k++ {
+		retries[k] += firstN[k] - 1 + firstColdN[k] - 1
+	}
 	if retries[0]+retries[1] > 0 {
 		res.notes = append(res.notes, fmt.Sprintf("P1 retried fetches (included in the times): %s %d, %s %d",
 			ds[0].spec.Name, retries[0], ds[1].spec.Name, retries[1]))
 	}
 }
 
+// fetchOn: FetchX509SVID on an existing connection → first response with at least one SVID; the
+// stream is then cancelled (RST_STREAM), the connection stays open.
+func fetchOn(c workload.SpiffeWorkloadAPIClient, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(withHeader(context.Background()), timeout)
+	defer cancel()
+	s, err := c.FetchX509SVID(ctx, &workload.X509SVIDRequest{})
+	if err != nil {
+		return err
+	}
+	resp, err := s.Recv()
+	if err != nil {
+		return err
+	}
+	if len(resp.Svids) == 0 || len(resp.Svids[0].X509Svid) == 0 {
+		return errors.New("response without an X.509-SVID")
+	}
+	return nil
+}
+
+// P2: warm fetches. P2 reuses one connection per daemon (as every SDK's X509Source does: one
+// channel for the process's life), so it measures the daemon's per-call cost; P2c opens a new
+// connection for every call (connect + HTTP/2 handshake + fetch), the figure P2 used to report.
 func p2(ds [2]*daemon, plan Plan, res *results) {
-	logf("P2: %d warm fetches each (connect → first X509SVIDResponse)", plan.P2Fetches)
-	var t [2][]float64
-	var errs [2]int
+	logf("P2: %d warm fetches each on one reused connection, then %d each on a new connection per call", plan.P2Fetches, plan.P2Fetches)
+	var clients [2]workload.SpiffeWorkloadAPIClient
+	for k := range ds {
+		conn, c, err := dial(ds[k].spec.Socket)
+		if err != nil {
+			fatal("P2 dial %s: %v", ds[k].spec.Name, err)
+		}
+		defer conn.Close()
+		// Untimed: establishes the connection (and the daemon's per-connection state).
+		if err := fetchOn(c, 10*time.Second); err != nil {
+			fatal("P2 first fetch on %s: %v", ds[k].spec.Name, err)
+		}
+		clients[k] = c
+	}
+	var t, tc [2][]float64
+	var errs, errsc [2]int
 	deadline := time.Now().Add(4 * time.Minute)
 	for i := 0; i < plan.P2Fetches && time.Now().Before(deadline); i++ {
 		for _, k := range order(i) {
 			t0 := time.Now()
-			err := fetchOnce(ds[k].spec.Socket, 5*time.Second)
-			if err != nil {
+			if err := fetchOn(clients[k], 5*time.Second); err != nil {
 				errs[k]++
 				continue
 			}
 			t[k] = append(t[k], ms(time.Since(t0)))
 		}
 	}
+	deadline = time.Now().Add(4 * time.Minute)
+	for i := 0; i < plan.P2Fetches && time.Now().Before(deadline); i++ {
+		for _, k := range order(i) {
+			t0 := time.Now()
+			if err := fetchOnce(ds[k].spec.Socket, 5*time.Second); err != nil {
+				errsc[k]++
+				continue
+			}
+			tc[k] = append(tc[k], ms(time.Since(t0)))
+		}
+	}
 	n := fmt.Sprintf("n=%d/%d", len(t[0]), len(t[1]))
-	res.add("P2 warm fetch, p50", pct(t[0], 50), pct(t[1], 50), "ms", false, n)
-	res.add("P2 warm fetch, p99", pct(t[0], 99), pct(t[1], 99), "ms", false, n)
-	if errs[0]+errs[1] > 0 {
-		res.notes = append(res.notes, fmt.Sprintf("P2 failed fetches (excluded): %s %d, %s %d", ds[0].spec.Name, errs[0], ds[1].spec.Name, errs[1]))
+	res.add("P2 warm fetch, connection reused, p50", pct(t[0], 50), pct(t[1], 50), "ms", false, n)
+	res.add("P2 warm fetch, connection reused, p99", pct(t[0], 99), pct(t[1], 99), "ms", false, n)
+	nc := fmt.Sprintf("n=%d/%d", len(tc[0]), len(tc[1]))
+	res.add("P2c warm fetch, new connection per call, p50", pct(tc[0], 50), pct(tc[1], 50), "ms", false, nc)
+	res.add("P2c warm fetch, new connection per call, p99", pct(tc[0], 99), pct(tc[1], 99), "ms", false, nc)
+	if errs[0]+errs[1]+errsc[0]+errsc[1] > 0 {
+		res.notes = append(res.notes, fmt.Sprintf("P2 failed fetches (excluded): reused connection %s %d, %s %d; new connection %s %d, %s %d",
+			ds[0].spec.Name, errs[0], ds[1].spec.Name, errs[1], ds[0].spec.Name, errsc[0], ds[1].spec.Name, errsc[1]))
 	}
 }
 
@@ -649,6 +797,7 @@ func p3(ds [2]*daemon, plan Plan, res *results) {
 func p4(ds [2]*daemon, plan Plan, res *results) {
 	var rss [2][]float64
 	var reached [2][]int
+	var after [2]float64
 	for k := 0; k < 2; k++ {
 		d := ds[k]
 		logf("P4: opening streams on %s", d.spec.Name)
@@ -677,18 +826,24 @@ func p4(ds [2]*daemon, plan Plan, res *results) {
 						defer func() { <-sem }()
 						octx, ocancel := context.WithTimeout(context.Background(), 30*time.Second)
 						defer ocancel()
-						s, err := c.FetchX509SVID(ctx, &workload.X509SVIDRequest{})
-						if err != nil {
-							return
-						}
+						// Opening may wait for the server's stream quota (SETTINGS_MAX_CONCURRENT_STREAMS)
+						// as well as for the first response: both are bounded, and a stream that did not
+						// open in time is cancelled.
 						rc := make(chan error, 1)
-						go func() { _, err := s.Recv(); rc <- err }()
+						go func() {
+							s, err := c.FetchX509SVID(ctx, &workload.X509SVIDRequest{})
+							if err == nil {
+								_, err = s.Recv()
+							}
+							rc <- err
+						}()
 						select {
 						case err := <-rc:
 							if err == nil {
 								got.Add(1)
 							}
 						case <-octx.Done():
+							cancel()
 						}
 					}()
 				}
@@ -709,7 +864,10 @@ func p4(ds [2]*daemon, plan Plan, res *results) {
 		for _, c := range conns {
 			c.Close()
 		}
-		time.Sleep(3 * time.Second)
+		// What the daemon gives back once every stream and connection is gone (allocator
+		// retention: a flood must not leave the daemon big).
+		time.Sleep(time.Duration(plan.SettleSeconds / 2 * float64(time.Second)))
+		after[k] = rssSample(d.pid(), 3)
 	}
 	for i, target := range plan.P4Streams {
 		note := ""
@@ -717,5 +875,31 @@ func p4(ds [2]*daemon, plan Plan, res *results) {
 			note = fmt.Sprintf("reached %d / %d in the time limit", reached[0][i], reached[1][i])
 		}
 		res.add(fmt.Sprintf("P4 RSS with %d open FetchX509SVID streams", target), rss[0][i], rss[1][i], "MiB", false, note)
+	}
+	if len(plan.P4Streams) > 0 {
+		res.add(fmt.Sprintf("P4 RSS after the %d streams closed", plan.P4Streams[len(plan.P4Streams)-1]), after[0], after[1], "MiB", false, "")
+	}
+	// Memory per stream: (RSS at the largest count − idle RSS) / streams reached, in KiB. Everything
+	// the streams cost is in it: task, channels, attestation, h2 stream and connection state (one
+	// connection per StreamsPerConn streams), and allocator overhead.
+	last := len(plan.P4Streams) - 1
+	if last >= 0 {
+		var per [2]float64
+		for k := 0; k < 2; k++ {
+			per[k] = math.NaN()
+			if reached[k][last] > 0 {
+				per[k] = (rss[k][last] - res.idle[k]) * 1024 / float64(reached[k][last])
+			}
+		}
+		res.add(fmt.Sprintf("P4 memory per open stream ((RSS at %d − idle) / %d)", plan.P4Streams[last], plan.P4Streams[last]),
+			per[0], per[1], "KiB", false, "")
+		if last >= 1 && reached[0][last] > reached[0][0] && reached[1][last] > reached[1][0] {
+			var marg [2]float64
+			for k := 0; k < 2; k++ {
+				marg[k] = (rss[k][last] - rss[k][0]) * 1024 / float64(reached[k][last]-reached[k][0])
+			}
+			res.notes = append(res.notes, fmt.Sprintf("P4 marginal memory per stream between %d and %d streams: %s %.1f KiB, %s %.1f KiB",
+				plan.P4Streams[0], plan.P4Streams[last], ds[0].spec.Name, marg[0], ds[1].spec.Name, marg[1]))
+		}
 	}
 }

@@ -8,28 +8,30 @@
 //! …) with the chain running on across files. The chain head (sequence number and hash) is logged
 //! to the journal at open, at each rotation and at shutdown: `tessera audit verify --anchor
 //! SEQ:HASH` then catches lines cut from the end, which the chain alone cannot.
+//!
+//! This module writes the chain; `audit_verify` checks it (its items are re-exported here).
 
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufRead, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
-/// Longest string kept whole in an audit line (bytes).
-const MAX_STRING: usize = 1024;
-/// Most array elements (or object members) kept in an audit line.
-const MAX_ITEMS: usize = 64;
-/// Deepest nesting kept.
-const MAX_DEPTH: usize = 6;
+pub use super::audit_verify::{Anchor, SetVerdict, Verdict, verify, verify_set};
+
+mod bound;
+use bound::{MAX_ITEMS, MAX_STRING, bound, bound_to};
+
+/// The `prev` of the first line of a chain.
+pub(super) const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 /// Longest audit line (bytes); a longer one keeps only its top-level scalars.
 pub const MAX_LINE: usize = 16 * 1024;
 /// The first line of a file started by rotation.
-const ROTATED: &str = "audit_rotated";
+pub(super) const ROTATED: &str = "audit_rotated";
 
 /// Limits of the audit trail; `Default` is what the daemon uses unless configured.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,7 +68,7 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn line_hash(line: &str) -> String {
+pub(super) fn line_hash(line: &str) -> String {
     hex(&Sha256::digest(line.as_bytes()))
 }
 
@@ -149,54 +151,6 @@ fn rotated(path: &Path, n: u32) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
     s.push(format!(".{n}"));
     PathBuf::from(s)
-}
-
-/// Cut long strings and arrays (marked, with what was left out), and deep nesting.
-fn bound(v: &mut Value, depth: usize) {
-    bound_to(v, depth, MAX_STRING, MAX_ITEMS)
-}
-
-fn bound_to(v: &mut Value, depth: usize, max_string: usize, max_items: usize) {
-    match v {
-        Value::String(s) if s.len() > max_string => {
-            let mut cut = max_string;
-            while !s.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            let more = s.len() - cut;
-            s.truncate(cut);
-            s.push_str(&format!("…(+{more} more bytes)"));
-        }
-        Value::Array(_) | Value::Object(_) if depth > MAX_DEPTH => *v = Value::String("…(nested too deep)".into()),
-        Value::Array(a) => {
-            if a.len() > max_items {
-                // A marker from an earlier cut stands for the elements it counted.
-                let earlier = a
-                    .last()
-                    .and_then(Value::as_str)
-                    .and_then(|m| m.strip_prefix("…(+")?.strip_suffix(" more)")?.parse::<usize>().ok())
-                    .map_or(0, |n| n - 1);
-                let more = a.len() - max_items + earlier;
-                a.truncate(max_items);
-                a.push(Value::String(format!("…(+{more} more)")));
-            }
-            for x in a.iter_mut() {
-                bound_to(x, depth + 1, max_string, max_items);
-            }
-        }
-        Value::Object(m) => {
-            if m.len() > max_items {
-                let more = m.len() - max_items;
-                let keep: Map<String, Value> = std::mem::take(m).into_iter().take(max_items).collect();
-                *m = keep;
-                m.insert("…".into(), Value::String(format!("(+{more} more)")));
-            }
-            for x in m.values_mut() {
-                bound_to(x, depth + 1, max_string, max_items);
-            }
-        }
-        _ => {}
-    }
 }
 
 /// Refusals of one uid in the current window.
@@ -423,334 +377,5 @@ fn last_link(file: &mut File) -> io::Result<(u64, String)> {
     Ok((seq, line_hash(last)))
 }
 
-/// The outcome of verifying an audit file.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Verdict {
-    Intact {
-        lines: u64,
-    },
-    /// The first line (1-based) at which the chain breaks, and why.
-    Broken {
-        line: u64,
-        reason: String,
-    },
-}
-
-/// A chain head recorded outside the audit files (logged to the journal): `SEQ:HASH`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Anchor {
-    pub seq: u64,
-    pub hash: String,
-}
-
-impl std::str::FromStr for Anchor {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || format!("{s:?} is not an audit anchor: write SEQ:HASH as logged (audit_anchor=SEQ:HASH)");
-        let (seq, hash) = s.trim().split_once(':').ok_or_else(bad)?;
-        let seq = seq.parse().map_err(|_| bad())?;
-        if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(bad());
-        }
-        Ok(Self { seq, hash: hash.to_ascii_lowercase() })
-    }
-}
-
-impl std::fmt::Display for Anchor {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}", self.seq, self.hash)
-    }
-}
-
-/// The outcome of verifying a set of audit files.
-#[derive(Debug, PartialEq, Eq)]
-pub enum SetVerdict {
-    Intact {
-        lines: u64,
-        /// Sequence number of the first line given.
-        first_seq: u64,
-        /// The last line: record it to check later that nothing was cut from the end.
-        head: Anchor,
-        /// The set starts at the chain's beginning (else at a rotation; older files not given).
-        from_genesis: bool,
-    },
-    /// The file and line (1-based) at which the chain breaks, and why.
-    Broken { file: PathBuf, line: u64, reason: String },
-}
-
-/// Check every link of the chain in one file (which may start at a rotation).
-pub fn verify(path: &Path) -> io::Result<Verdict> {
-    Ok(match verify_set(&[path.to_owned()], None)? {
-        SetVerdict::Intact { lines, .. } => Verdict::Intact { lines },
-        SetVerdict::Broken { line, reason, .. } => Verdict::Broken { line, reason },
-    })
-}
-
-/// Check every link of the chain across `files`, oldest first, and that it reaches `anchor`.
-pub fn verify_set(files: &[PathBuf], anchor: Option<&Anchor>) -> io::Result<SetVerdict> {
-    let mut prev: Option<String> = None;
-    let mut expect_seq = None::<u64>;
-    let (mut total, mut first_seq, mut last_seq, mut from_genesis, mut anchor_seen) = (0, 0, 0, true, false);
-    let mut last_file = PathBuf::new();
-    let mut last_line = 0;
-    for path in files {
-        let broken = |line: u64, reason: String| Ok(SetVerdict::Broken { file: path.clone(), line, reason });
-        let mut n = 0;
-        for line in io::BufReader::new(File::open(path)?).lines() {
-            let line = line?;
-            n += 1;
-            total += 1;
-            let v: Value = match serde_json::from_str(&line) {
-                Ok(v) => v,
-                Err(e) => return broken(n, format!("not a JSON audit line: {e}")),
-            };
-            let seq = v.get("seq").and_then(Value::as_u64);
-            let link = v.get("prev").and_then(Value::as_str).unwrap_or("");
-            if let (Some(want), Some(got)) = (expect_seq, seq)
-                && got != want
-            {
-                return broken(
-                    n,
-                    format!("sequence jumps from {} to {got}: lines deleted or inserted before this one", want - 1),
-                );
-            }
-            match &prev {
-                None => {
-                    let starts_rotated = v.get("event").and_then(Value::as_str) == Some(ROTATED);
-                    if link != GENESIS && !(starts_rotated && seq.is_some_and(|s| s > 1)) {
-                        return broken(n, "first line does not start the chain (lines deleted from the start?)".into());
-                    }
-                    from_genesis = link == GENESIS;
-                    first_seq = seq.unwrap_or(1);
-                }
-                Some(p) if link != p => {
-                    let reason = if n == 1 {
-                        format!(
-                            "first line does not link to the last line of {}: a file is missing, out of order, or \
-                             was edited at its end",
-                            last_file.display()
-                        )
-                    } else {
-                        format!(
-                            "hash link does not match line {}: that line was edited, or a line was inserted here",
-                            n - 1
-                        )
-                    };
-                    return broken(n, reason);
-                }
-                Some(_) => {}
-            }
-            let hash = line_hash(&line);
-            if let Some(a) = anchor
-                && seq == Some(a.seq)
-            {
-                if hash != a.hash {
-                    return broken(
-                        n,
-                        format!("line with seq {} does not match the anchor {a}: edited or replaced", a.seq),
-                    );
-                }
-                anchor_seen = true;
-            }
-            prev = Some(hash);
-            expect_seq = seq.map(|s| s + 1);
-            last_seq = seq.unwrap_or(last_seq + 1);
-        }
-        last_file = path.clone();
-        last_line = n;
-    }
-    if let Some(a) = anchor
-        && !anchor_seen
-    {
-        let reason = if total == 0 || last_seq < a.seq {
-            format!(
-                "the log ends at seq {last_seq}, before the anchor {a}: lines were cut from the end (or the newest \
-                 file was not given)"
-            )
-        } else {
-            format!(
-                "the anchor's seq {} precedes the first line given (seq {first_seq}): give the older files too",
-                a.seq
-            )
-        };
-        return Ok(SetVerdict::Broken { file: last_file, line: last_line + 1, reason });
-    }
-    Ok(SetVerdict::Intact {
-        lines: total,
-        first_seq,
-        head: Anchor { seq: last_seq, hash: prev.unwrap_or_else(|| GENESIS.into()) },
-        from_genesis,
-    })
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn write_lines(path: &Path, n: usize) {
-        let a = Audit::open(path).unwrap();
-        for i in 0..n {
-            a.record("test", json!({ "i": i }));
-        }
-        drop(a);
-        // The writer thread drains the channel after the sender is dropped; wait for it.
-        for _ in 0..1000 {
-            if std::fs::read_to_string(path).unwrap().lines().count() >= n {
-                return;
-            }
-            std::thread::yield_now();
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
-    }
-
-    fn lines_of(path: &Path) -> Vec<Value> {
-        std::fs::read_to_string(path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
-    }
-
-    #[test]
-    fn long_values_are_cut_and_marked_and_no_line_exceeds_the_cap() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("audit.log");
-        let a = Audit::open(&p).unwrap();
-        // An entitled caller's 3.9 MB audience list, and one huge string.
-        let audience: Vec<String> = (0..3900).map(|i| format!("{i:0>1000}")).collect();
-        a.record("issued", json!({ "uid": 1, "audience": audience }));
-        a.record("refused", json!({ "uid": 1, "reason": "x".repeat(100_000) }));
-        // Many medium values, each within the bounds, together far over the line cap.
-        let wide: serde_json::Map<String, Value> =
-            (0..64).map(|i| (format!("k{i}"), json!(vec![vec!["x".repeat(100); 16]; 16]))).collect();
-        a.record("attested", json!({ "uid": 1, "pid": 42, "selectors": wide }));
-        a.close();
-        let text = std::fs::read_to_string(&p).unwrap();
-        assert!(text.lines().all(|l| l.len() <= MAX_LINE), "{:?}", text.lines().map(str::len).collect::<Vec<_>>());
-        let lines = lines_of(&p);
-        // Cut to 64 entries of 1 KiB at once, then (still over 16 KiB) to 16 of 128 bytes.
-        let aud = lines[0]["audience"].as_array().unwrap();
-        assert_eq!(aud.len(), MAX_ITEMS / 4 + 1);
-        assert_eq!(aud[MAX_ITEMS / 4], "…(+3884 more)");
-        assert!(aud[0].as_str().unwrap().ends_with("…(+872 more bytes)"), "{}", aud[0]);
-        assert!(lines[1]["reason"].as_str().unwrap().ends_with("…(+98976 more bytes)"));
-        assert_eq!(lines[2]["pid"], 42);
-        assert!(lines[2]["truncated"].as_str().unwrap().contains("cut to its scalar fields"));
-        assert!(lines[2].get("selectors").is_none());
-        assert!(matches!(verify(&p).unwrap(), Verdict::Intact { lines: 3 }));
-    }
-
-    #[test]
-    fn repeated_refusals_are_counted_per_uid_and_the_count_survives_shutdown() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("audit.log");
-        let opts = AuditOptions {
-            refusals_per_window: 3,
-            refusal_window: Duration::from_millis(300),
-            ..AuditOptions::default()
-        };
-        let a = Audit::open_with(&p, opts).unwrap();
-        for _ in 0..10 {
-            a.record("refused", json!({ "uid": 7, "reason": "no entry" }));
-        }
-        a.record("refused", json!({ "uid": 8, "reason": "no entry" }));
-        a.record("issued", json!({ "uid": 7 }));
-        // The window ends: its count is written without waiting for more events.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !std::fs::read_to_string(&p).unwrap().contains("refused_suppressed") {
-            assert!(Instant::now() < deadline, "suppressed count not written when the window ended");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        // A new window, cut short by shutdown: its count is not lost.
-        for _ in 0..5 {
-            a.record("refused", json!({ "uid": 7, "reason": "no entry" }));
-        }
-        a.close();
-        let lines = lines_of(&p);
-        let count = |event: &str, uid: u64| lines.iter().filter(|l| l["event"] == event && l["uid"] == uid).count();
-        assert_eq!((count("refused", 7), count("refused", 8), count("issued", 7)), (6, 1, 1));
-        let suppressed: Vec<u64> = lines
-            .iter()
-            .filter(|l| l["event"] == "refused_suppressed")
-            .map(|l| {
-                assert_eq!(l["uid"], 7);
-                l["count"].as_u64().unwrap()
-            })
-            .collect();
-        assert_eq!(suppressed, [7, 2]);
-        assert!(matches!(verify(&p).unwrap(), Verdict::Intact { .. }));
-    }
-
-    #[test]
-    fn rotation_keeps_the_chain_across_files_and_anchors_catch_a_cut_end() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("audit.log");
-        let opts = AuditOptions { max_size: 2000, max_files: 3, ..AuditOptions::default() };
-        let a = Audit::open_with(&p, opts.clone()).unwrap();
-        for i in 0..60 {
-            a.record("test", json!({ "i": i, "pad": "p".repeat(100) }));
-        }
-        a.close();
-        drop(a);
-        // Reopening continues the chain, rotating on.
-        let a = Audit::open_with(&p, opts).unwrap();
-        for i in 60..80 {
-            a.record("test", json!({ "i": i, "pad": "p".repeat(100) }));
-        }
-        a.close();
-        let set: Vec<PathBuf> = [3, 2, 1].iter().map(|n| rotated(&p, *n)).chain([p.clone()]).collect();
-        assert!(!rotated(&p, 4).exists(), "at most max_files rotated files are kept");
-        for f in &set {
-            assert!(std::fs::metadata(f).unwrap().len() <= 2000, "{}", f.display());
-        }
-        let SetVerdict::Intact { head, from_genesis, first_seq, .. } = verify_set(&set, None).unwrap() else {
-            panic!("{:?}", verify_set(&set, None))
-        };
-        assert!(!from_genesis && first_seq > 1, "the oldest files were rotated away");
-        assert_eq!(lines_of(&set[1])[0]["event"], ROTATED);
-        // The head is the last line.
-        let last = std::fs::read_to_string(&p).unwrap().lines().last().unwrap().to_owned();
-        assert_eq!(head.hash, line_hash(&last));
-        assert!(matches!(verify_set(&set, Some(&head)).unwrap(), SetVerdict::Intact { .. }));
-
-        // A missing middle file breaks the chain.
-        let gap = [set[0].clone(), set[2].clone(), set[3].clone()];
-        assert!(matches!(verify_set(&gap, None).unwrap(), SetVerdict::Broken { .. }));
-
-        // Lines cut from the end: the chain alone cannot tell, the anchor can.
-        let text = std::fs::read_to_string(&p).unwrap();
-        let kept: Vec<&str> = text.lines().collect();
-        std::fs::write(&p, kept[..kept.len() - 2].join("\n") + "\n").unwrap();
-        assert!(matches!(verify_set(&set, None).unwrap(), SetVerdict::Intact { .. }));
-        let SetVerdict::Broken { reason, .. } = verify_set(&set, Some(&head)).unwrap() else { panic!() };
-        assert!(reason.contains("cut from the end"), "{reason}");
-        // An edited anchored line is caught too.
-        let wrong = Anchor { seq: head.seq - 5, hash: head.hash.clone() };
-        let SetVerdict::Broken { reason, .. } = verify_set(&set, Some(&wrong)).unwrap() else { panic!() };
-        assert!(reason.contains("does not match the anchor"), "{reason}");
-        assert!("12:abc".parse::<Anchor>().is_err());
-        assert_eq!(head.to_string().parse::<Anchor>().unwrap(), head);
-    }
-
-    #[test]
-    fn chain_detects_edit_insert_delete_and_survives_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("audit.log");
-        write_lines(&p, 3);
-        write_lines(&p, 6); // reopen continues the chain: 3 + 6 lines
-        assert_eq!(verify(&p).unwrap(), Verdict::Intact { lines: 9 });
-        let orig = std::fs::read_to_string(&p).unwrap();
-        let lines: Vec<&str> = orig.lines().collect();
-
-        let edited = orig.replacen("\"i\":1", "\"i\":7", 1);
-        std::fs::write(&p, edited).unwrap();
-        assert!(matches!(verify(&p).unwrap(), Verdict::Broken { line: 3, .. }));
-
-        let mut deleted = lines.clone();
-        deleted.remove(4);
-        std::fs::write(&p, deleted.join("\n") + "\n").unwrap();
-        assert!(matches!(verify(&p).unwrap(), Verdict::Broken { line: 5, .. }));
-
-        let mut inserted = lines.clone();
-        inserted.insert(2, lines[1]);
-        std::fs::write(&p, inserted.join("\n") + "\n").unwrap();
-        assert!(matches!(verify(&p).unwrap(), Verdict::Broken { line: 3, .. }));
-    }
-}
+mod tests;

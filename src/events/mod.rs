@@ -5,6 +5,7 @@
 
 pub mod audit;
 pub mod audit_sink;
+mod audit_verify;
 
 use std::sync::Arc;
 

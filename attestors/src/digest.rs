@@ -289,7 +289,7 @@ mod tests {
         let data: Vec<u8> = (0..CHUNK * 3 + 12345).map(|i| (i % 251) as u8).collect();
         let mut f = tempfile::tempfile().unwrap();
         f.write_all(&data).unwrap();
-        let got = DigestCache::default().digest(&mut reopen(&f), None).unwrap();
+        let got = DigestCache::default().digest(&mut reopen(&f), None, "max_hash_size", None).unwrap();
         assert_eq!(got, to_hex(&sha2::Sha256::digest(&data)));
     }
 

@@ -89,6 +89,15 @@ pub(crate) fn entry_of(lang: Lang, argv: &[String], environ: &[u8]) -> Result<En
     if entry == Entry::None {
         return Ok(entry);
     }
+    // An empty argv element in the script position names no file (it would resolve to the cwd).
+    let empty = match &entry {
+        Entry::File { path, .. } => path.is_empty(),
+        Entry::Module(name) | Entry::Bin(name) => name.is_empty(),
+        Entry::None => false,
+    };
+    if empty {
+        return Err("the script argument is empty".to_owned());
+    }
     if let Some(why) = env_refusal(lang, &entry, flags, environ) {
         return Err(why);
     }

@@ -65,8 +65,8 @@ fn empty_arguments_are_values_not_gaps() {
     assert_eq!(e(Lang::Node, "node --title= evil.js legit.js"), f("evil.js"));
     assert_eq!(e(Lang::Shell, "bash -o '' evil.sh legit.sh"), f("evil.sh"));
     assert_eq!(e(Lang::Ruby, "ruby -E '' evil.rb legit.rb"), f("evil.rb"));
-    // An empty script name is a script name (that will not resolve), not a gap.
-    assert_eq!(e(Lang::Python, "python3 '' legit.py"), f(""));
+    // An empty script name is the script position, not a gap: refused (it names no file).
+    assert_eq!(refused(Lang::Python, "python3 '' legit.py", ""), "the script argument is empty");
 }
 
 #[test]
@@ -228,4 +228,13 @@ fn fuzz_entry_point_never_panics_on_odd_input() {
     }
     assert_eq!(script_of_argv("sleep", &argv("sleep 1"), b""), None);
     assert_eq!(script_of_argv("python3.12", &argv("python3 a.py"), b"").map(|(n, _)| n).as_deref(), Some("python3"));
+}
+
+/// Found by fuzzing (fuzz/regressions/script_argv): an empty argv element in the script position
+/// named "" as the script, which resolves to the cwd. No script selector then.
+#[test]
+fn an_empty_script_argument_is_refused() {
+    let argv = ["python3".to_owned(), String::new()];
+    let (_, entry) = crate::script_of_argv("python3", &argv, b"").unwrap();
+    assert!(entry.is_err(), "{entry:?}");
 }

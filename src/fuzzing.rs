@@ -304,7 +304,7 @@ pub fn selector(data: &[u8]) {
 /// The argv → script parser (`tessera_attestors::script_of_argv`). Input: the executable's file
 /// name, a newline, the argv elements separated by NUL (empty ones kept), a 0x01 byte, then the
 /// raw environ block. Deterministic; a script it reports is one of the argv elements; it never
-/// reports a script while a preload variable (`LD_PRELOAD`) could run other code first.
+/// reports a script while a non-empty preload variable (`LD_PRELOAD`) could run other code first.
 pub fn script_argv(data: &[u8]) {
     let (head, environ) = match data.iter().position(|b| *b == 1) {
         Some(i) => (&data[..i], &data[i + 1..]),
@@ -324,7 +324,8 @@ pub fn script_argv(data: &[u8]) {
         }
         ScriptEntry::Module(m) | ScriptEntry::Bin(m) => assert!(!m.is_empty()),
     }
-    let preload = environ.split(|b| *b == 0).any(|var| var.starts_with(b"LD_PRELOAD="));
+    // An empty LD_PRELOAD preloads nothing; any other value could run code first.
+    let preload = environ.split(|b| *b == 0).any(|var| var.starts_with(b"LD_PRELOAD=") && var.len() > 11);
     assert!(!preload, "a script entry {entry:?} was reported although LD_PRELOAD is set");
 }
 

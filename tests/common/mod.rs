@@ -1,5 +1,9 @@
 //! Test harness: the real `tessera` binary on a temporary socket, and helpers to talk to it.
-#![allow(dead_code)]
+#![allow(
+    dead_code,
+    unreachable_pub,
+    reason = "shared by several test binaries, each using a subset; pub for `mod common`"
+)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

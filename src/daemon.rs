@@ -114,6 +114,24 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         shutdown: shutdown_rx.clone(),
     });
 
+    // The admin socket: commands register their routes here.
+    let admin_routes = crate::admin::Routes::new();
+    let admin_listener = crate::admin::bind(&config.admin_socket_path, config.admin_socket_group)?;
+    let admin = crate::admin::AdminHandler {
+        authorized: crate::admin::Authorized {
+            daemon_uid: nix::unistd::geteuid().as_raw(),
+            group: config.admin_socket_group,
+        },
+        routes: admin_routes,
+        events: events.clone(),
+    };
+    tokio::spawn(crate::http::serve_unix(
+        admin_listener,
+        Arc::new(admin),
+        crate::http::Limits::default(),
+        shutdown_rx.clone(),
+    ));
+
     spawn_ca_rotation(ca.clone(), config.ca_ttl, ca_gen_tx, events.clone(), clock, shutdown_rx.clone());
     spawn_reloader(&config, files, policy_tx, events.clone(), shutdown_rx.clone())?;
 
@@ -175,6 +193,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         }
     };
     let _ = std::fs::remove_file(&config.socket_path);
+    let _ = std::fs::remove_file(&config.admin_socket_path);
     audit.close();
     tracing::info!("stopped; socket removed");
     result.map_err(DaemonError::from)

@@ -18,6 +18,7 @@ pub mod peer;
 pub mod registry;
 pub mod svid;
 // Beside the flow.
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod daemon;
@@ -27,6 +28,7 @@ pub mod clock;
 pub mod duration;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod http;
 pub mod limits;
 pub mod secret;
 pub mod spiffe_id;

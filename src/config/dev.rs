@@ -111,6 +111,8 @@ pub fn config() -> Result<Config, DevModeError> {
     Ok(Config {
         source: None,
         trust_domain: DEV_TRUST_DOMAIN.parse()?,
+        admin_socket_path: super::beside(&socket_path, "admin.sock"),
+        admin_socket_group: None,
         socket_path,
         socket_mode: 0o700,
         audit_log: data_dir.join("audit.log"),

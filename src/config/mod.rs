@@ -15,6 +15,7 @@ use tessera_attestors::{AttestConfig, Selector};
 use toml::Spanned;
 
 pub const DEFAULT_SOCKET: &str = "/run/tessera/api.sock";
+pub const DEFAULT_ADMIN_SOCKET: &str = "/run/tessera/admin.sock";
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/tessera";
 const DEFAULT_X509_TTL: Duration = Duration::from_secs(600);
 const DEFAULT_JWT_TTL: Duration = Duration::from_secs(300);
@@ -66,6 +67,8 @@ struct RawConfig {
     trust_domain: Spanned<String>,
     socket_path: Option<PathBuf>,
     socket_mode: Option<Spanned<String>>,
+    admin_socket_path: Option<PathBuf>,
+    admin_socket_group: Option<Spanned<toml::Value>>,
     data_dir: Option<PathBuf>,
     audit_log: Option<PathBuf>,
     audit_max_size: Option<Spanned<u64>>,
@@ -151,6 +154,10 @@ pub struct Config {
     pub trust_domain: TrustDomain,
     pub socket_path: PathBuf,
     pub socket_mode: u32,
+    /// The privileged admin socket (inventory, revocation, approvals, metrics).
+    pub admin_socket_path: PathBuf,
+    /// Its group (mode 0660), as a gid; None: 0600, the daemon's user only.
+    pub admin_socket_group: Option<u32>,
     pub data_dir: PathBuf,
     pub audit_log: PathBuf,
     /// Audit rotation and refusal aggregation.
@@ -204,6 +211,11 @@ impl Config {
     }
 }
 
+/// `name` in the directory of `socket` (the other sockets live beside the Workload API's).
+pub fn beside(socket: &Path, name: &str) -> PathBuf {
+    socket.parent().map(|d| d.join(name)).unwrap_or_else(|| PathBuf::from(name))
+}
+
 fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].bytes().filter(|b| *b == b'\n').count() + 1
 }
@@ -248,6 +260,34 @@ impl Validator<'_> {
         }
     }
 
+    /// A group given by name or numeric gid.
+    fn group(&mut self, v: &Spanned<toml::Value>, key: &str) -> Option<u32> {
+        let fix = "write a group name (admin_socket_group = \"tessera-admins\") or a numeric gid";
+        match v.get_ref() {
+            toml::Value::Integer(n) => match u32::try_from(*n) {
+                Ok(gid) => Some(gid),
+                Err(_) => {
+                    self.issue(v, key, format!("{n} is not a gid"), fix);
+                    None
+                }
+            },
+            toml::Value::String(name) => match nix::unistd::Group::from_name(name) {
+                Ok(Some(g)) => Some(g.gid.as_raw()),
+                _ => match name.parse::<u32>() {
+                    Ok(gid) => Some(gid),
+                    Err(_) => {
+                        self.issue(v, key, format!("no group named {name:?} on this machine"), fix);
+                        None
+                    }
+                },
+            },
+            other => {
+                self.issue(v, key, format!("expected a group name or gid, found {}", other.type_str()), fix);
+                None
+            }
+        }
+    }
+
     fn config(&mut self, raw: RawConfig, path: &Path) -> Option<Config> {
         let trust_domain = match raw.trust_domain.get_ref().parse::<TrustDomain>() {
             Ok(td) => Some(td),
@@ -276,6 +316,7 @@ impl Validator<'_> {
                 }
             },
         };
+        let admin_socket_group = raw.admin_socket_group.as_ref().and_then(|g| self.group(g, "admin_socket_group"));
         let x509_default =
             self.duration(&raw.default_x509_svid_ttl, "default_x509_svid_ttl", DEFAULT_X509_TTL, MAX_SVID_TTL);
         let jwt_default =
@@ -431,10 +472,13 @@ impl Validator<'_> {
                 .flat_map(|e| e.selectors.iter())
                 .any(|s| s.kind() == kind && s.value().starts_with("sha256:"))
         };
+        let socket_path = raw.socket_path.unwrap_or_else(|| DEFAULT_SOCKET.into());
         Some(Config {
             source: Some(path.to_owned()),
             trust_domain: trust_domain?,
-            socket_path: raw.socket_path.unwrap_or_else(|| DEFAULT_SOCKET.into()),
+            admin_socket_path: raw.admin_socket_path.unwrap_or_else(|| beside(&socket_path, "admin.sock")),
+            admin_socket_group,
+            socket_path,
             socket_mode,
             audit_log: raw.audit_log.unwrap_or_else(|| data_dir.join("audit.log")),
             audit,

@@ -14,7 +14,7 @@ use tokio::net::UnixStream;
 
 impl PeerInfo {
     /// Capture the peer of an accepted connection.
-    fn of(stream: &UnixStream, cred: tokio::net::unix::UCred) -> io::Result<Self> {
+    pub(crate) fn of_unix(stream: &UnixStream, cred: tokio::net::unix::UCred) -> io::Result<Self> {
         // SO_PEERPIDFD (Linux ≥ 6.5) names the very process that connected. Older kernels: open a
         // pidfd now, at accept, and keep it for the connection's life, so that later RPCs and
         // stream re-attestations all refer to this process and never to a later owner of the pid.
@@ -61,7 +61,7 @@ impl PeerStream {
     ) -> Result<Self, Refused> {
         let cred = stream.peer_cred()?;
         let held = limits.try_acquire(cred.uid()).map_err(|why| Refused::OverLimit { uid: cred.uid(), why })?;
-        let info = PeerInfo::of(&stream, cred)?;
+        let info = PeerInfo::of_unix(&stream, cred)?;
         Ok(Self {
             inner: AuthorityFix::new(stream),
             info,

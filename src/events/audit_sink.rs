@@ -20,6 +20,11 @@ fn exe(e: &ExeEvidence) -> Value {
 /// The audit line of an event (name and fields), or `None` for events the log does not record.
 pub fn audit_line(event: &Event) -> Option<(&'static str, Value)> {
     Some(match event {
+        Event::AdminRefused { uid, pid, method, path } => (
+            "admin_refused",
+            json!({ "uid": uid, "pid": pid, "method": method, "path": path,
+                    "reason": "not root, the daemon's user or admin_socket_group" }),
+        ),
         Event::Started { trust_domain, socket } => {
             ("started", json!({ "trust_domain": trust_domain, "socket": socket }))
         }

@@ -48,6 +48,8 @@ pub enum Event {
     Reloaded { why: String, entries: usize },
     /// A new config was refused; the previous one stays.
     ReloadRefused { reason: String },
+    /// A caller the admin socket does not serve tried it.
+    AdminRefused { uid: Option<u32>, pid: Option<i32>, method: String, path: String },
     /// The CA's key ring changed (a successor published, or an expired key dropped).
     CaRotated { x509_authorities: usize, jwt_keys: usize },
 }

@@ -1,0 +1,142 @@
+//! The admin socket: privileged commands (inventory, revocation, approvals, metrics) over HTTP/1.1
+//! on a Unix socket of its own. Mode 0600 (0660 with `admin_socket_group`), and, because file modes
+//! can be loosened by mistake, every request is checked against the caller's peer credentials:
+//! only uid 0, the daemon's uid or a member of the configured group is served.
+
+use crate::events::{Event, Events};
+use crate::http::{self, Caller, Handler, Request, Response};
+use std::path::Path;
+use std::sync::Arc;
+
+/// Who may use the admin socket.
+#[derive(Debug, Clone, Copy)]
+pub struct Authorized {
+    pub daemon_uid: u32,
+    pub group: Option<u32>,
+}
+
+impl Authorized {
+    /// Allowed: uid 0, the daemon's uid, or the configured group as primary or supplementary
+    /// group of the calling process. Unknown groups (process gone) fail closed.
+    pub fn allows(&self, caller: &Caller) -> bool {
+        let Caller::Unix(peer) = caller else { return false };
+        if peer.uid == 0 || peer.uid == self.daemon_uid {
+            return true;
+        }
+        let Some(group) = self.group else { return false };
+        if peer.gid == group {
+            return true;
+        }
+        peer.pid.and_then(supplementary_groups).is_some_and(|groups| groups.contains(&group))
+    }
+}
+
+/// The `Groups:` line of /proc/PID/status.
+fn supplementary_groups(pid: i32) -> Option<Vec<u32>> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find_map(|l| l.strip_prefix("Groups:"))?;
+    line.split_whitespace().map(|g| g.parse().ok()).collect()
+}
+
+/// A command's handler.
+pub type Route = Arc<dyn Handler>;
+
+/// The admin commands, by method and path. A path ending in `/` matches every path under it
+/// (`/revocations/` serves `/revocations/ID`).
+#[derive(Default, Clone)]
+pub struct Routes {
+    routes: Vec<(http::Method, &'static str, Route)>,
+}
+
+impl Routes {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn add(&mut self, method: http::Method, path: &'static str, handler: impl Handler) -> &mut Self {
+        self.routes.push((method, path, Arc::new(handler)));
+        self
+    }
+
+    fn find(&self, method: &http::Method, path: &str) -> Result<&Route, Response> {
+        let matching: Vec<_> = self
+            .routes
+            .iter()
+            .filter(|(_, p, _)| *p == path || (p.ends_with('/') && path.starts_with(p) && path.len() > p.len()))
+            .collect();
+        if matching.is_empty() {
+            return Err(http::not_found());
+        }
+        matching.iter().find(|(m, _, _)| m == method).map(|(_, _, h)| h).ok_or_else(http::method_not_allowed)
+    }
+}
+
+/// The admin socket's handler: authorize, audit a refusal, dispatch.
+pub struct AdminHandler {
+    pub authorized: Authorized,
+    pub routes: Routes,
+    pub events: Events,
+}
+
+impl Handler for AdminHandler {
+    fn handle(&self, request: Request) -> http::BoxFuture {
+        if !self.authorized.allows(&request.caller) {
+            let (uid, pid) = match &request.caller {
+                Caller::Unix(p) => (Some(p.uid), p.pid),
+                Caller::Tcp(_) => (None, None),
+            };
+            tracing::warn!(?uid, ?pid, path = request.path(), "admin socket: caller refused");
+            self.events.emit(Event::AdminRefused {
+                uid,
+                pid,
+                method: request.method.to_string(),
+                path: request.path().chars().take(256).collect(),
+            });
+            return Box::pin(async {
+                http::json(
+                    http::StatusCode::FORBIDDEN,
+                    &serde_json::json!({
+                        "error": "permission_denied",
+                        "message": "the admin socket serves only root, the daemon's user and admin_socket_group",
+                    }),
+                )
+            });
+        }
+        match self.routes.find(&request.method, request.path()) {
+            Ok(route) => route.handle(request),
+            Err(response) => Box::pin(async { response }),
+        }
+    }
+}
+
+/// Bind the admin socket: 0600, or 0660 owned by `group`.
+pub fn bind(
+    path: &Path,
+    group: Option<u32>,
+) -> Result<tokio::net::UnixListener, crate::endpoint::listener::EndpointError> {
+    let mode = if group.is_some() { 0o660 } else { 0o600 };
+    let listener = crate::endpoint::listener::bind(path, mode)?;
+    if let Some(gid) = group {
+        std::os::unix::fs::chown(path, None, Some(gid))
+            .map_err(|source| crate::endpoint::listener::EndpointError::Io { path: path.to_owned(), source })?;
+    }
+    Ok(listener)
+}
+
+/// The admin socket a CLI command talks to: `--admin-socket`, else `TESSERA_ADMIN_SOCKET`, else
+/// `admin_socket_path` of `--config`, else the default.
+pub fn socket_for_cli(
+    flag: Option<&Path>,
+    config: Option<&Path>,
+) -> Result<std::path::PathBuf, crate::config::ConfigError> {
+    if let Some(p) = flag {
+        return Ok(p.to_owned());
+    }
+    if let Some(p) = std::env::var_os("TESSERA_ADMIN_SOCKET").filter(|p| !p.is_empty()) {
+        return Ok(p.into());
+    }
+    if let Some(c) = config {
+        return Ok(crate::config::Config::load(c)?.admin_socket_path);
+    }
+    Ok(crate::config::DEFAULT_ADMIN_SOCKET.into())
+}

@@ -58,16 +58,17 @@ impl Routes {
         self
     }
 
-    fn find(&self, method: &http::Method, path: &str) -> Result<&Route, Response> {
+    /// The route, or the status to answer (404: no such path, 405: not with this method).
+    fn find(&self, method: &http::Method, path: &str) -> Result<&Route, http::StatusCode> {
         let matching: Vec<_> = self
             .routes
             .iter()
             .filter(|(_, p, _)| *p == path || (p.ends_with('/') && path.starts_with(p) && path.len() > p.len()))
             .collect();
         if matching.is_empty() {
-            return Err(http::not_found());
+            return Err(http::StatusCode::NOT_FOUND);
         }
-        matching.iter().find(|(m, _, _)| m == method).map(|(_, _, h)| h).ok_or_else(http::method_not_allowed)
+        matching.iter().find(|(m, _, _)| m == method).map(|(_, _, h)| h).ok_or(http::StatusCode::METHOD_NOT_ALLOWED)
     }
 }
 
@@ -104,7 +105,9 @@ impl Handler for AdminHandler {
         }
         match self.routes.find(&request.method, request.path()) {
             Ok(route) => route.handle(request),
-            Err(response) => Box::pin(async { response }),
+            Err(status) => {
+                Box::pin(async move { http::json(status, &serde_json::json!({ "error": status.canonical_reason() })) })
+            }
         }
     }
 }

@@ -4,7 +4,7 @@
 //! only uid 0, the daemon's uid or a member of the configured group is served.
 
 use crate::events::{Event, Events};
-use crate::http::{self, Caller, Handler, Request, Response};
+use crate::http::{self, Caller, Handler, Request};
 use std::path::Path;
 use std::sync::Arc;
 

@@ -1,6 +1,7 @@
 //! Issue 11, items 5–6: `/metrics`, `/live` and `/ready` on the telemetry listener and the admin
 //! socket, read by independent parsers; systemd's notify protocol on a real datagram socket; the
 //! unit's sandbox score.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test helpers: a failure there is the test's failure")]
 
 mod common;
 
@@ -161,7 +162,8 @@ async fn metrics_move_with_fetches_refusals_and_streams() {
     assert_eq!(moved("tessera_refusals_total{reason=no_entry}"), 0.0);
 
     // A refusal: an ID this caller has no entry for.
-    let refused = client.fetch_jwt_token(&["metrics-test"], Some(&format!("spiffe://{TD}/other").parse().unwrap())).await;
+    let refused =
+        client.fetch_jwt_token(&["metrics-test"], Some(&format!("spiffe://{TD}/other").parse().unwrap())).await;
     assert!(refused.is_err());
     let after_refusal = scrape(port);
     assert_eq!(
@@ -316,10 +318,10 @@ fn sd_notify_ready_reloading_ready_stopping_and_watchdog() {
     let notify_dir = tempfile::tempdir().unwrap();
     let path = notify_dir.path().join("notify.sock");
     let mut n = NotifyListener { socket: UnixDatagram::bind(&path).unwrap(), watchdog_pings: 0 };
-    let mut d = start_with_env(&entry_for_uid(uid()), &[
-        ("NOTIFY_SOCKET", path.display().to_string()),
-        ("WATCHDOG_USEC", "200000".into()),
-    ]);
+    let mut d = start_with_env(
+        &entry_for_uid(uid()),
+        &[("NOTIFY_SOCKET", path.display().to_string()), ("WATCHDOG_USEC", "200000".into())],
+    );
 
     let ready = n.next_state(Duration::from_secs(10));
     assert!(ready.lines().any(|l| l == "READY=1"), "{ready}");
@@ -365,11 +367,10 @@ fn sd_notify_reaches_an_abstract_socket_and_watchdog_pid_is_honoured() {
     let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
     let mut n = NotifyListener { socket: UnixDatagram::bind_addr(&addr).unwrap(), watchdog_pings: 0 };
     // WATCHDOG_PID names another process: the watchdog is not ours to ping.
-    let mut d = start_with_env(&entry_for_uid(uid()), &[
-        ("NOTIFY_SOCKET", format!("@{name}")),
-        ("WATCHDOG_USEC", "100000".into()),
-        ("WATCHDOG_PID", "1".into()),
-    ]);
+    let mut d = start_with_env(
+        &entry_for_uid(uid()),
+        &[("NOTIFY_SOCKET", format!("@{name}")), ("WATCHDOG_USEC", "100000".into()), ("WATCHDOG_PID", "1".into())],
+    );
     assert!(n.next_state(Duration::from_secs(10)).starts_with("READY=1"));
     signal(&d, nix::sys::signal::Signal::SIGTERM);
     assert_eq!(n.next_state(Duration::from_secs(10)), "STOPPING=1");

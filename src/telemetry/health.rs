@@ -46,3 +46,26 @@ impl Subscriber for Health {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn ready_only_between_started_and_shutdown() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca =
+            Ca::open(dir.path(), &"t.example".parse().unwrap(), Duration::from_secs(3600), None, SystemTime::now())
+                .unwrap();
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let health = Health::new(Arc::new(ca), shutdown_rx);
+        let r = health.readiness();
+        assert!(r.ca_loaded && !r.serving && !r.ready, "{r:?}");
+        health.on_event(&Event::Started { trust_domain: "t.example".into(), socket: "/s".into() });
+        assert!(health.readiness().ready);
+        shutdown_tx.send(true).unwrap();
+        let r = health.readiness();
+        assert!(r.ca_loaded && !r.serving && !r.ready, "{r:?}");
+    }
+}

@@ -285,3 +285,75 @@ impl Collector for AtScrape {
         gauge(&mut encoder, "tessera_digest_cache_entries", "File versions in the digest cache", stats.entries as f64)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::Registry as Entries;
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    fn metrics() -> (Metrics, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let now = SystemTime::now();
+        let ca =
+            Arc::new(Ca::open(dir.path(), &"t.example".parse().unwrap(), Duration::from_secs(4), None, now).unwrap());
+        let policy = Policy {
+            registry: Entries::new(vec![]),
+            attestor: Arc::new(tessera_attestors::Attestor::new(Default::default())),
+            jwt_issuer: None,
+            federated: BTreeMap::new(),
+        };
+        let (_tx, rx) = watch::channel(Arc::new(policy));
+        (Metrics::new(ca, rx), dir)
+    }
+
+    fn line<'a>(text: &'a str, prefix: &str) -> &'a str {
+        text.lines().find(|l| l.starts_with(prefix)).unwrap_or_else(|| panic!("no {prefix} in\n{text}"))
+    }
+
+    #[test]
+    fn events_become_bounded_counters() {
+        let (m, _dir) = metrics();
+        let no_entry = Refusal::NoEntry {
+            exe: tessera_attestors::ExeEvidence { path: Some("/secret/path".into()), sha256: Some("ab".repeat(32)) },
+            selectors: vec!["unix:uid:1".into()],
+        };
+        m.on_event(&Event::Refused { rpc: "FetchX509SVID".into(), pid: Some(42), uid: 1, why: no_entry });
+        m.on_event(&Event::AdminRefused { uid: Some(7), pid: None, method: "GET".into(), path: "/x".into() });
+        m.on_event(&Event::AttestationFinished { rpc: "r".into(), ok: false, duration: Duration::from_millis(3) });
+        m.on_event(&Event::StreamOpened { rpc: "r".into() });
+        m.on_event(&Event::StreamOpened { rpc: "r".into() });
+        m.on_event(&Event::StreamClosed { rpc: "r".into() });
+        m.on_event(&Event::Revoked { target: "spiffe://t.example/a".into(), reason: "r".into() });
+        let text = m.openmetrics().unwrap();
+        assert_eq!(
+            line(&text, "tessera_refusals_total{reason=\"no_entry\"}"),
+            "tessera_refusals_total{reason=\"no_entry\"} 1"
+        );
+        assert!(text.contains("tessera_refusals_total{reason=\"admin_denied\"} 1"), "{text}");
+        assert!(text.contains("tessera_attestations_total{result=\"failure\"} 1"), "{text}");
+        assert!(text.contains("tessera_attestation_duration_seconds_bucket{le=\"0.004\"} 1"), "{text}");
+        assert!(text.contains("tessera_open_streams 1\n"), "{text}");
+        assert!(text.contains("tessera_revocations_total 1\n"), "{text}");
+        // Nothing about the caller leaks into labels.
+        assert!(!text.contains("secret") && !text.contains("abab") && !text.contains("42"), "{text}");
+    }
+
+    #[test]
+    fn rotations_are_counted_by_kind() {
+        let (m, _dir) = metrics();
+        m.on_event(&Event::CaRotated { x509_authorities: 1, jwt_keys: 1 });
+        let text = m.openmetrics().unwrap();
+        assert!(text.contains("tessera_key_rotations_total{kind=\"x509\"} 0"), "nothing new yet: {text}");
+        // TTL 4 s: successors for both kinds at half-life.
+        let later = SystemTime::now() + Duration::from_secs(3);
+        assert!(m.ca.rotate_if_due(later).unwrap());
+        m.on_event(&Event::CaRotated { x509_authorities: 2, jwt_keys: 2 });
+        let text = m.openmetrics().unwrap();
+        assert!(text.contains("tessera_key_rotations_total{kind=\"x509\"} 1"), "{text}");
+        assert!(text.contains("tessera_key_rotations_total{kind=\"jwt\"} 1"), "{text}");
+        let expiry: f64 = line(&text, "tessera_ca_expiry_seconds ").rsplit(' ').next().unwrap().parse().unwrap();
+        assert!(expiry > 0.0 && expiry <= 4.0, "{expiry}");
+    }
+}

@@ -219,8 +219,17 @@ async fn a_process_with_no_entry_is_counted_as_refused() {
 #[test]
 fn admin_socket_serves_metrics_to_root_and_refuses_others() {
     let d = Daemon::start(&entry_for_uid(uid()));
-    let ready = get_admin(&d, "/ready", None);
-    assert_eq!(ready.status, 200, "{}", ready.body);
+    // The socket accepts connections a moment before the server is up: /ready flips to 200 then.
+    let mut seen = Vec::new();
+    eventually("admin /ready 200", Duration::from_secs(10), || {
+        let a = get_admin(&d, "/ready", None);
+        if seen.last() != Some(&a.status) {
+            seen.push(a.status);
+        }
+        a.status == 200
+    });
+    eprintln!("/ready on the admin socket went {seen:?}");
+    assert!(seen.iter().all(|s| *s == 503 || *s == 200), "{seen:?}");
     assert_eq!(get_admin(&d, "/live", None).status, 200);
     let m = get_admin(&d, "/metrics", Some("text/plain;version=0.0.4"));
     assert_eq!((m.status, m.headers["content-type"].as_str()), (200, PROMETHEUS_TEXT));
@@ -398,4 +407,28 @@ fn unit_file_is_notify_and_its_sandbox_scores_at_most_2() {
         .unwrap_or_else(|| panic!("no score in: {stdout}{}", String::from_utf8_lossy(&out.stderr)));
     eprintln!("systemd-analyze security --offline=true: {score}");
     assert!(score <= 2.0, "exposure {score} > 2.0");
+}
+
+#[test]
+fn a_telemetry_address_in_use_stops_the_start_with_the_fix() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tessera.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "trust_domain = \"{TD}\"\nsocket_path = \"{}\"\ndata_dir = \"{}\"\n[telemetry]\nlisten = \"127.0.0.1:{port}\"\n",
+            dir.path().join("api.sock").display(),
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(bin()).args(["run", "--config"]).arg(&config).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "started although 127.0.0.1:{port} is taken");
+    assert!(
+        stderr.contains(&format!("cannot listen on 127.0.0.1:{port}")) && stderr.contains("[telemetry] listen"),
+        "{stderr}"
+    );
 }

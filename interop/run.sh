@@ -8,7 +8,8 @@
 # builds the go-spiffe client (both in a cache dir outside the repo), starts
 # `tessera run` on a temporary socket with one entry for the current uid, and
 # has each client fetch an X.509-SVID, a JWT-SVID and the bundles, verify them,
-# and call ValidateJWTSVID. Prints one PASS/FAIL line per check and ends with
+# and call ValidateJWTSVID, then reads /metrics with prometheus_client's parsers
+# (metrics_check.py). Prints one PASS/FAIL line per check and ends with
 # "N passed, M failed"; exits non-zero on any failure.
 #
 # Environment:
@@ -53,7 +54,7 @@ if [[ ! -x $VENV/bin/python ]] || ! cmp -s "$REQS" "$STAMP"; then
     || die "pip install -r $REQS failed"
   cp "$REQS" "$STAMP"
 fi
-PY_VERSIONS=$("$VENV/bin/python" -c 'import importlib.metadata as m; print("spiffe", m.version("spiffe"), "grpcio", m.version("grpcio"))') \
+PY_VERSIONS=$("$VENV/bin/python" -c 'import importlib.metadata as m; print("spiffe", m.version("spiffe"), "grpcio", m.version("grpcio"), "prometheus_client", m.version("prometheus_client"))') \
   || die "py-spiffe does not import from $VENV"
 
 log "go build interop/go"
@@ -80,10 +81,15 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# A free loopback port for the telemetry listener (/metrics, /live, /ready).
+METRICS_PORT=$("$VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 cat >"$TMP/tessera.toml" <<EOF
 trust_domain = "$TRUST_DOMAIN"
 socket_path = "$SOCK"
 data_dir = "$TMP/data"
+
+[telemetry]
+listen = "127.0.0.1:$METRICS_PORT"
 
 [[entries]]
 spiffe_id = "$SPIFFE_ID"
@@ -131,6 +137,10 @@ run_client() { # run_client NAME CMD...
 run_client python "$VENV/bin/python" "$HERE/python/check.py" \
   --socket "$SOCK" --id "$SPIFFE_ID" --audience interop-python
 run_client go "$GO_BIN" -socket "$SOCK" -id "$SPIFFE_ID" -audience interop-go
+# After the clients: /metrics parsed by prometheus_client (OpenMetrics and classic text), counters
+# moved by the fetches above and by one more fetch and one refusal.
+run_client metrics "$VENV/bin/python" "$HERE/python/metrics_check.py" \
+  --url "http://127.0.0.1:$METRICS_PORT" --admin-socket "$TMP/admin.sock" --socket "$SOCK" --id "$SPIFFE_ID"
 
 # spire-agent's own CLI as a client, when a spire-agent binary is at hand (bench/install-spire puts
 # one in its cache; set SPIRE_AGENT to use another). Building SPIRE is too slow for CI, so this is

@@ -88,12 +88,18 @@ impl Pipeline {
         let _slot = self.attest_slots.acquire(peer.uid).await.map_err(|_| CallerError::ShuttingDown)?;
         let attestor = policy.attestor.clone();
         let creds = peer.credentials();
+        let started = std::time::Instant::now();
         let result = tokio::task::spawn_blocking(move || {
             let handle = ProcessHandle::from_peer(creds)?;
             attestor.attest(&handle)
         })
         .await
         .map_err(|e| CallerError::AttestTask(e.to_string()))?;
+        self.events.emit(Event::AttestationFinished {
+            rpc: rpc.to_owned(),
+            ok: result.is_ok(),
+            duration: started.elapsed(),
+        });
         result.map_err(|e| {
             self.events.emit(Event::Refused {
                 rpc: rpc.to_owned(),

@@ -40,6 +40,8 @@ pub enum DaemonError {
     Reflection(String),
     #[error("gRPC server failed: {0}")]
     Serve(#[from] tonic::transport::Error),
+    #[error(transparent)]
+    Telemetry(#[from] crate::telemetry::TelemetryError),
 }
 
 /// Attestations in flight at once; more wait their turn (the kernel work is I/O and hashing).
@@ -99,6 +101,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     let (ca_gen_tx, ca_gen_rx) = watch::channel(0u64);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let files = FileWatcher::new();
+    let telemetry = crate::telemetry::Telemetry::start(ca.clone(), policy_rx.clone(), &mut events, shutdown_rx.clone());
 
     let connection_limits = ConnectionLimits::default().fitted_to_fd_limit();
     let listener = endpoint::bind(&config.socket_path, config.socket_mode)?;
@@ -115,7 +118,8 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     });
 
     // The admin socket: commands register their routes here.
-    let admin_routes = crate::admin::Routes::new();
+    let mut admin_routes = crate::admin::Routes::new();
+    telemetry.serve(&config, &mut admin_routes, shutdown_rx.clone()).await?;
     let admin_listener = crate::admin::bind(&config.admin_socket_path, config.admin_socket_group)?;
     let admin = crate::admin::AdminHandler {
         authorized: crate::admin::Authorized {
@@ -140,6 +144,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
             _ = sigterm.recv() => tracing::info!("SIGTERM: shutting down"),
             _ = sigint.recv() => tracing::info!("SIGINT: shutting down"),
         }
+        crate::telemetry::systemd::stopping();
         let _ = shutdown_tx.send(true);
     });
     let mut on_shutdown = shutdown_rx.clone();
@@ -257,6 +262,8 @@ fn spawn_reloader(
                 _ = changed.notified() => "file change",
                 _ = shutdown.changed() => return,
             };
+            // systemd sees RELOADING=1 now and READY=1 when this iteration ends, either way.
+            let _reloading = crate::telemetry::systemd::Reloading::begin();
             // Let a burst of writes (editor save, config manager) settle into one reload.
             tokio::time::sleep(Duration::from_millis(50)).await;
             // A config that does not validate, or names a federated bundle that cannot be read,
@@ -278,6 +285,7 @@ fn spawn_reloader(
                 ("socket_path", next.socket_path != current.socket_path),
                 ("data_dir", next.data_dir != current.data_dir),
                 ("ca", next.ca_ttl != current.ca_ttl || next.upstream != current.upstream),
+                ("telemetry", next.telemetry != current.telemetry),
             ] {
                 if differs {
                     tracing::warn!("reload: a change of {what} takes effect only after a restart");

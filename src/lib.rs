@@ -33,6 +33,7 @@ pub mod limits;
 pub mod secret;
 pub mod spiffe_id;
 pub mod storage;
+pub mod telemetry;
 pub mod watch;
 
 /// Generated Workload API types (the proto has no package, hence `_`).

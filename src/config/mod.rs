@@ -2,6 +2,7 @@
 //! the key and what to write instead. `tessera check` and `tessera run` share [`Config::load`].
 
 pub mod dev;
+pub mod telemetry;
 
 use crate::duration;
 use crate::registry::{Entry, Registry};
@@ -85,6 +86,8 @@ struct RawConfig {
     attestors: RawAttestors,
     #[serde(default)]
     entries: Vec<Spanned<RawEntry>>,
+    #[serde(default)]
+    telemetry: telemetry::RawTelemetry,
 }
 
 #[derive(Deserialize, Default)]
@@ -173,6 +176,8 @@ pub struct Config {
     pub registry: Registry,
     /// The built-in default for newcomers: loud warnings, per-user paths.
     pub dev_mode: bool,
+    /// Metrics and health over TCP (`[telemetry]`).
+    pub telemetry: telemetry::Telemetry,
 }
 
 impl Config {
@@ -473,6 +478,7 @@ impl Validator<'_> {
                 .any(|s| s.kind() == kind && s.value().starts_with("sha256:"))
         };
         let socket_path = raw.socket_path.unwrap_or_else(|| DEFAULT_SOCKET.into());
+        let telemetry = self.telemetry(&raw.telemetry);
         Some(Config {
             source: Some(path.to_owned()),
             trust_domain: trust_domain?,
@@ -506,6 +512,7 @@ impl Validator<'_> {
             },
             registry: Registry::new(entries),
             dev_mode: false,
+            telemetry,
         })
     }
 

@@ -60,6 +60,8 @@ where
 {
     let (tx, rx) = mpsc::channel(2);
     tokio::spawn(async move {
+        // Counted open until this task ends, whichever way it ends.
+        let _open = OpenStream::new(&ctx, rpc);
         let mut policy = ctx.pipeline.policy.clone();
         let mut ca_gen = ctx.issuer.changes();
         let mut shutdown = ctx.shutdown.clone();
@@ -154,6 +156,25 @@ where
         }
     });
     rx
+}
+
+/// An open stream, as events: `StreamOpened` now, `StreamClosed` when dropped.
+struct OpenStream {
+    events: crate::events::Events,
+    rpc: &'static str,
+}
+
+impl OpenStream {
+    fn new(ctx: &Context, rpc: &'static str) -> Self {
+        ctx.pipeline.events.emit(Event::StreamOpened { rpc: rpc.to_owned() });
+        Self { events: ctx.pipeline.events.clone(), rpc }
+    }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.events.emit(Event::StreamClosed { rpc: self.rpc.to_owned() });
+    }
 }
 
 /// How often an open stream checks that its process still runs the executable it connected with.

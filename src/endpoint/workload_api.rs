@@ -240,8 +240,9 @@ impl SpiffeWorkloadApi for WorkloadService {
         let local = self.ctx.issuer.bundles().jwt.clone();
         let validated = jwt::validate(&req.svid, &req.audience, |td| {
             if *td == local_td { Some(local.clone()) } else { federated.get(td).map(|b| Arc::new(b.jwt.clone())) }
-        })
-        .map_err(ApiError::from)?;
+        });
+        self.ctx.pipeline.events.emit(Event::JwtValidated { valid: validated.is_ok() });
+        let validated = validated.map_err(ApiError::from)?;
         Ok(Response::new(pb::ValidateJwtsvidResponse {
             spiffe_id: validated.spiffe_id.to_string(),
             claims: Some(json_to_struct(validated.claims)),

@@ -100,6 +100,12 @@ pub fn audit_line(event: &Event) -> Option<(&'static str, Value)> {
         Event::ReloadRefused { reason } => ("reload_refused", json!({ "reason": reason })),
         // Not in the audit log (it never was); the CA logs it, and later metrics count it.
         Event::CaRotated { .. } => return None,
+        Event::Revoked { target, reason } => ("revoked", json!({ "target": target, "reason": reason })),
+        // Telemetry only (metrics count them); the audited facts are in the events above.
+        Event::AttestationFinished { .. }
+        | Event::StreamOpened { .. }
+        | Event::StreamClosed { .. }
+        | Event::JwtValidated { .. } => return None,
     })
 }
 

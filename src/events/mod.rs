@@ -14,7 +14,10 @@ use std::sync::Arc;
 #[non_exhaustive]
 pub enum Event {
     /// The daemon is serving.
-    Started { trust_domain: String, socket: std::path::PathBuf },
+    Started {
+        trust_domain: String,
+        socket: std::path::PathBuf,
+    },
     /// A caller was attested at the start of an RPC.
     Attested {
         rpc: String,
@@ -27,7 +30,12 @@ pub enum Event {
         failed_attestors: Vec<(String, String)>,
     },
     /// A caller got no identity.
-    Refused { rpc: String, pid: Option<i32>, uid: u32, why: Refusal },
+    Refused {
+        rpc: String,
+        pid: Option<i32>,
+        uid: u32,
+        why: Refusal,
+    },
     /// SVIDs were handed out.
     Issued {
         rpc: String,
@@ -41,17 +49,68 @@ pub enum Event {
         audience: Option<Vec<String>>,
     },
     /// A streaming caller stopped matching every entry; its stream ends.
-    Withdrawn { rpc: String, pid: i32, uid: u32, had: Vec<String>, reason: String },
+    Withdrawn {
+        rpc: String,
+        pid: i32,
+        uid: u32,
+        had: Vec<String>,
+        reason: String,
+    },
     /// A streaming caller's selectors changed.
-    Drift { rpc: String, pid: i32, uid: u32, removed: Vec<String>, added: Vec<String>, entries_before: Vec<String> },
+    Drift {
+        rpc: String,
+        pid: i32,
+        uid: u32,
+        removed: Vec<String>,
+        added: Vec<String>,
+        entries_before: Vec<String>,
+    },
     /// A new config is in force.
-    Reloaded { why: String, entries: usize },
+    Reloaded {
+        why: String,
+        entries: usize,
+    },
     /// A new config was refused; the previous one stays.
-    ReloadRefused { reason: String },
+    ReloadRefused {
+        reason: String,
+    },
     /// A caller the admin socket does not serve tried it.
-    AdminRefused { uid: Option<u32>, pid: Option<i32>, method: String, path: String },
+    AdminRefused {
+        uid: Option<u32>,
+        pid: Option<i32>,
+        method: String,
+        path: String,
+    },
     /// The CA's key ring changed (a successor published, or an expired key dropped).
-    CaRotated { x509_authorities: usize, jwt_keys: usize },
+    CaRotated {
+        x509_authorities: usize,
+        jwt_keys: usize,
+    },
+    /// One attestation ran (at an RPC's start or a stream's re-attestation), with how long the
+    /// attestors took (queueing for a slot excluded). Telemetry only: the facts are in
+    /// `Attested`/`Refused`.
+    AttestationFinished {
+        rpc: String,
+        ok: bool,
+        duration: std::time::Duration,
+    },
+    /// A Workload API stream (FetchX509SVID, bundles) started; `StreamClosed` follows when it ends.
+    StreamOpened {
+        rpc: String,
+    },
+    StreamClosed {
+        rpc: String,
+    },
+    /// A ValidateJWTSVID call checked a token (`valid`: signature, audience, expiry all good).
+    JwtValidated {
+        valid: bool,
+    },
+    /// Something was revoked (minimal form, for the revocations counter; the revocation feature
+    /// fills in what it needs).
+    Revoked {
+        target: String,
+        reason: String,
+    },
 }
 
 /// Why a caller got no identity.

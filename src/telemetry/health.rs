@@ -1,0 +1,71 @@
+//! Liveness and readiness. Live: the process answers. Ready: the CA has keys that sign now and the
+//! Workload API socket is serving (from `Event::Started` until shutdown begins).
+
+use crate::ca::Ca;
+use crate::events::{Event, Subscriber};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::SystemTime;
+use tokio::sync::watch;
+
+pub struct Health {
+    ca: Arc<Ca>,
+    serving: AtomicBool,
+    shutdown: watch::Receiver<bool>,
+}
+
+/// What readiness was decided from (the `/ready` body).
+#[derive(Debug, serde::Serialize)]
+pub struct Readiness {
+    pub ready: bool,
+    /// The CA has an X.509 authority and a JWT key that sign now.
+    pub ca_loaded: bool,
+    /// The Workload API socket serves (and shutdown has not begun).
+    pub serving: bool,
+}
+
+impl Health {
+    pub fn new(ca: Arc<Ca>, shutdown: watch::Receiver<bool>) -> Self {
+        Self { ca, serving: AtomicBool::new(false), shutdown }
+    }
+
+    pub fn readiness(&self) -> Readiness {
+        let now = SystemTime::now();
+        let auth = self.ca.authorities();
+        let ca_loaded = auth.x509_signer(now).is_some_and(|a| a.not_after > now)
+            && auth.jwt_signer(now).is_some_and(|k| k.not_after > now);
+        let serving = self.serving.load(Ordering::Acquire) && !*self.shutdown.borrow();
+        Readiness { ready: ca_loaded && serving, ca_loaded, serving }
+    }
+}
+
+impl Subscriber for Health {
+    fn on_event(&self, event: &Event) {
+        if let Event::Started { .. } = event {
+            self.serving.store(true, Ordering::Release);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn ready_only_between_started_and_shutdown() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca =
+            Ca::open(dir.path(), &"t.example".parse().unwrap(), Duration::from_secs(3600), None, SystemTime::now())
+                .unwrap();
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let health = Health::new(Arc::new(ca), shutdown_rx);
+        let r = health.readiness();
+        assert!(r.ca_loaded && !r.serving && !r.ready, "{r:?}");
+        health.on_event(&Event::Started { trust_domain: "t.example".into(), socket: "/s".into() });
+        assert!(health.readiness().ready);
+        shutdown_tx.send(true).unwrap();
+        let r = health.readiness();
+        assert!(r.ca_loaded && !r.serving && !r.ready, "{r:?}");
+    }
+}

@@ -1,0 +1,359 @@
+//! Prometheus metrics: a subscriber on the event spine counts what happens, and a collector reads
+//! what is only known at scrape time (CA expiry, the attestors' digest cache). Label values come
+//! from small fixed sets; never a pid, a path, a digest or a uid.
+
+use crate::ca::Ca;
+use crate::events::{Event, Refusal, Subscriber, SvidKind};
+use crate::registry::Policy;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+use tokio::sync::watch;
+
+/// One label with a value from a fixed set.
+type Label = [(&'static str, &'static str); 1];
+type Counters = Family<Label, Counter>;
+
+/// The `reason` label of `tessera_refusals_total`.
+fn refusal_reason(why: &Refusal) -> &'static str {
+    match why {
+        Refusal::AttestationFailed(_) => "attestation_failed",
+        Refusal::NoEntry { .. } => "no_entry",
+        Refusal::NotEntitled(_) => "not_entitled",
+    }
+}
+const ADMIN_DENIED: &str = "admin_denied";
+
+/// The metrics of one daemon and the registry they are encoded from.
+pub struct Metrics {
+    registry: Registry,
+    attestations: Counters,
+    attestation_duration: Histogram,
+    svids_issued: Counters,
+    refusals: Counters,
+    open_streams: Gauge,
+    reloads: Counters,
+    revocations: Counter,
+    withdrawals: Counter,
+    drift: Counter,
+    key_rotations: Counters,
+    jwt_validations: Counters,
+    /// The newest X.509 authority (by activation time) and JWT kid seen, to tell which kind rotated.
+    newest_keys: Mutex<(Option<SystemTime>, Option<String>)>,
+    ca: Arc<Ca>,
+}
+
+impl Metrics {
+    pub fn new(ca: Arc<Ca>, policy: watch::Receiver<Arc<Policy>>) -> Self {
+        let mut registry = Registry::default();
+        let family = |registry: &mut Registry, name: &str, help: &str, label: &'static str, values: &[&'static str]| {
+            let f = Counters::default();
+            // Every known value from the start (at 0), so a rate over the first event is right
+            // and dashboards see the series before anything happened.
+            for v in values {
+                let _ = f.get_or_create(&[(label, *v)]);
+            }
+            registry.register(name, help, f.clone());
+            f
+        };
+        let counter = |registry: &mut Registry, name: &str, help: &str| {
+            let c = Counter::default();
+            registry.register(name, help, c.clone());
+            c
+        };
+        let attestations = family(
+            &mut registry,
+            "tessera_attestations",
+            "Workload attestations run (an RPC's start or a stream's re-attestation), by result",
+            "result",
+            &["success", "failure"],
+        );
+        // 0.5 ms .. 4 s: a cached attestation takes a fraction of a millisecond, hashing a large
+        // binary cold takes seconds.
+        let attestation_duration = Histogram::new(exponential_buckets(0.0005, 2.0, 14));
+        registry.register(
+            "tessera_attestation_duration_seconds",
+            "Time the attestors took for one workload (waiting for a slot excluded)",
+            attestation_duration.clone(),
+        );
+        let svids_issued = family(
+            &mut registry,
+            "tessera_svids_issued",
+            "SVIDs handed to workloads, by kind",
+            "kind",
+            &["x509", "jwt"],
+        );
+        let refusals = family(
+            &mut registry,
+            "tessera_refusals",
+            "Callers given no identity (or refused by the admin socket), by reason",
+            "reason",
+            &["attestation_failed", "no_entry", "not_entitled", ADMIN_DENIED],
+        );
+        let open_streams = Gauge::default();
+        registry.register(
+            "tessera_open_streams",
+            "Workload API streams open now (FetchX509SVID, FetchX509Bundles, FetchJWTBundles)",
+            open_streams.clone(),
+        );
+        let reloads = family(
+            &mut registry,
+            "tessera_reloads",
+            "Configuration reloads, by result (failure: the previous config stays)",
+            "result",
+            &["success", "failure"],
+        );
+        let revocations = counter(&mut registry, "tessera_revocations", "Revocations made");
+        let withdrawals = counter(
+            &mut registry,
+            "tessera_withdrawals",
+            "Identities withdrawn from open streams (the workload stopped matching, or exec'd)",
+        );
+        let drift = counter(&mut registry, "tessera_drift", "Streaming workloads whose selectors changed");
+        let key_rotations = family(
+            &mut registry,
+            "tessera_key_rotations",
+            "New signing keys published by the CA, by kind",
+            "kind",
+            &["x509", "jwt"],
+        );
+        let jwt_validations = family(
+            &mut registry,
+            "tessera_jwt_validations",
+            "JWT-SVIDs checked by ValidateJWTSVID, by result",
+            "result",
+            &["valid", "invalid"],
+        );
+        registry.register_collector(Box::new(AtScrape { ca: ca.clone(), policy }));
+        let newest_keys = Mutex::new(newest_keys(&ca));
+        Self {
+            registry,
+            attestations,
+            attestation_duration,
+            svids_issued,
+            refusals,
+            open_streams,
+            reloads,
+            revocations,
+            withdrawals,
+            drift,
+            key_rotations,
+            jwt_validations,
+            newest_keys,
+            ca,
+        }
+    }
+
+    /// OpenMetrics text (`application/openmetrics-text; version=1.0.0`).
+    pub fn openmetrics(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+
+    /// The classic Prometheus text format, version 0.0.4.
+    pub fn prometheus_text(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::new();
+        prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+
+    fn inc(family: &Counters, label: &'static str, value: &'static str) {
+        family.get_or_create(&[(label, value)]).inc();
+    }
+
+    fn ca_rotated(&self) {
+        let (x509, jwt) = newest_keys(&self.ca);
+        let mut seen = self.newest_keys.lock().unwrap_or_else(|p| p.into_inner());
+        if x509.is_some() && x509 != seen.0 {
+            Self::inc(&self.key_rotations, "kind", "x509");
+        }
+        if jwt.is_some() && jwt != seen.1 {
+            Self::inc(&self.key_rotations, "kind", "jwt");
+        }
+        *seen = (x509, jwt);
+    }
+}
+
+/// Activation time of the newest X.509 authority and kid of the newest JWT key.
+fn newest_keys(ca: &Ca) -> (Option<SystemTime>, Option<String>) {
+    let auth = ca.authorities();
+    (auth.x509.iter().map(|a| a.not_before).max(), auth.jwt.iter().max_by_key(|k| k.not_before).map(|k| k.kid.clone()))
+}
+
+impl Subscriber for Metrics {
+    fn on_event(&self, event: &Event) {
+        match event {
+            Event::AttestationFinished { ok, duration, .. } => {
+                Self::inc(&self.attestations, "result", if *ok { "success" } else { "failure" });
+                self.attestation_duration.observe(duration.as_secs_f64());
+            }
+            Event::Refused { why, .. } => Self::inc(&self.refusals, "reason", refusal_reason(why)),
+            Event::AdminRefused { .. } => Self::inc(&self.refusals, "reason", ADMIN_DENIED),
+            Event::Issued { kind, issued, .. } => {
+                let kind = match kind {
+                    SvidKind::X509 => "x509",
+                    SvidKind::Jwt => "jwt",
+                };
+                self.svids_issued.get_or_create(&[("kind", kind)]).inc_by(issued.len() as u64);
+            }
+            Event::StreamOpened { .. } => {
+                self.open_streams.inc();
+            }
+            Event::StreamClosed { .. } => {
+                self.open_streams.dec();
+            }
+            Event::Reloaded { .. } => Self::inc(&self.reloads, "result", "success"),
+            Event::ReloadRefused { .. } => Self::inc(&self.reloads, "result", "failure"),
+            Event::Revoked { .. } => {
+                self.revocations.inc();
+            }
+            Event::Withdrawn { .. } => {
+                self.withdrawals.inc();
+            }
+            Event::Drift { .. } => {
+                self.drift.inc();
+            }
+            Event::CaRotated { .. } => self.ca_rotated(),
+            Event::JwtValidated { valid } => {
+                Self::inc(&self.jwt_validations, "result", if *valid { "valid" } else { "invalid" })
+            }
+            // Facts with no metric of their own (Started, Attested: counted by AttestationFinished).
+            _ => {}
+        }
+    }
+}
+
+/// Values read at scrape time.
+struct AtScrape {
+    ca: Arc<Ca>,
+    policy: watch::Receiver<Arc<Policy>>,
+}
+
+impl std::fmt::Debug for AtScrape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AtScrape")
+    }
+}
+
+/// Seconds from now until `t` (negative once past).
+fn seconds_until(t: SystemTime, now: SystemTime) -> f64 {
+    match t.duration_since(now) {
+        Ok(d) => d.as_secs_f64(),
+        Err(e) => -e.duration().as_secs_f64(),
+    }
+}
+
+impl Collector for AtScrape {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let now = SystemTime::now();
+        let auth = self.ca.authorities();
+        // No signer (cannot happen while the CA rotates on time) reads as expired.
+        let x509 = auth.x509_signer(now).map_or(0.0, |a| seconds_until(a.not_after, now));
+        let jwt = auth.jwt_signer(now).map_or(0.0, |k| seconds_until(k.not_after, now));
+        // The attestor of the policy in force (a reload that changes attestor settings starts a
+        // new cache, and these counters restart from 0 with it).
+        let stats = self.policy.borrow().attestor.digest_stats();
+        let gauge = |encoder: &mut DescriptorEncoder, name: &str, help: &str, v: f64| {
+            let g = ConstGauge::new(v);
+            g.encode(encoder.encode_descriptor(name, help, None, g.metric_type())?)
+        };
+        let counter = |encoder: &mut DescriptorEncoder, name: &str, help: &str, v: u64| {
+            let c = ConstCounter::new(v);
+            c.encode(encoder.encode_descriptor(name, help, None, c.metric_type())?)
+        };
+        gauge(&mut encoder, "tessera_ca_expiry_seconds", "Seconds until the active X.509 CA expires", x509)?;
+        gauge(&mut encoder, "tessera_jwt_key_expiry_seconds", "Seconds until the active JWT signing key expires", jwt)?;
+        counter(
+            &mut encoder,
+            "tessera_digest_cache_hits",
+            "File digests served from the attestors' cache (file not read)",
+            stats.hits,
+        )?;
+        counter(
+            &mut encoder,
+            "tessera_digest_cache_misses",
+            "File digests computed by reading the file",
+            stats.misses,
+        )?;
+        gauge(&mut encoder, "tessera_digest_cache_entries", "File versions in the digest cache", stats.entries as f64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::Registry as Entries;
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    fn metrics() -> (Metrics, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let now = SystemTime::now();
+        let ca =
+            Arc::new(Ca::open(dir.path(), &"t.example".parse().unwrap(), Duration::from_secs(4), None, now).unwrap());
+        let policy = Policy {
+            registry: Entries::new(vec![]),
+            attestor: Arc::new(tessera_attestors::Attestor::new(Default::default())),
+            jwt_issuer: None,
+            federated: BTreeMap::new(),
+        };
+        let (_tx, rx) = watch::channel(Arc::new(policy));
+        (Metrics::new(ca, rx), dir)
+    }
+
+    fn line<'a>(text: &'a str, prefix: &str) -> &'a str {
+        text.lines().find(|l| l.starts_with(prefix)).unwrap_or_else(|| panic!("no {prefix} in\n{text}"))
+    }
+
+    #[test]
+    fn events_become_bounded_counters() {
+        let (m, _dir) = metrics();
+        let no_entry = Refusal::NoEntry {
+            exe: tessera_attestors::ExeEvidence { path: Some("/secret/path".into()), sha256: Some("ab".repeat(32)) },
+            selectors: vec!["unix:uid:1".into()],
+        };
+        m.on_event(&Event::Refused { rpc: "FetchX509SVID".into(), pid: Some(42), uid: 1, why: no_entry });
+        m.on_event(&Event::AdminRefused { uid: Some(7), pid: None, method: "GET".into(), path: "/x".into() });
+        m.on_event(&Event::AttestationFinished { rpc: "r".into(), ok: false, duration: Duration::from_millis(3) });
+        m.on_event(&Event::StreamOpened { rpc: "r".into() });
+        m.on_event(&Event::StreamOpened { rpc: "r".into() });
+        m.on_event(&Event::StreamClosed { rpc: "r".into() });
+        m.on_event(&Event::Revoked { target: "spiffe://t.example/a".into(), reason: "r".into() });
+        let text = m.openmetrics().unwrap();
+        assert_eq!(
+            line(&text, "tessera_refusals_total{reason=\"no_entry\"}"),
+            "tessera_refusals_total{reason=\"no_entry\"} 1"
+        );
+        assert!(text.contains("tessera_refusals_total{reason=\"admin_denied\"} 1"), "{text}");
+        assert!(text.contains("tessera_attestations_total{result=\"failure\"} 1"), "{text}");
+        assert!(text.contains("tessera_attestation_duration_seconds_bucket{le=\"0.004\"} 1"), "{text}");
+        assert!(text.contains("tessera_open_streams 1\n"), "{text}");
+        assert!(text.contains("tessera_revocations_total 1\n"), "{text}");
+        // Nothing about the caller leaks into labels.
+        assert!(!text.contains("secret") && !text.contains("abab") && !text.contains("42"), "{text}");
+    }
+
+    #[test]
+    fn rotations_are_counted_by_kind() {
+        let (m, _dir) = metrics();
+        m.on_event(&Event::CaRotated { x509_authorities: 1, jwt_keys: 1 });
+        let text = m.openmetrics().unwrap();
+        assert!(text.contains("tessera_key_rotations_total{kind=\"x509\"} 0"), "nothing new yet: {text}");
+        // TTL 4 s: successors for both kinds at half-life.
+        let later = SystemTime::now() + Duration::from_secs(3);
+        assert!(m.ca.rotate_if_due(later).unwrap());
+        m.on_event(&Event::CaRotated { x509_authorities: 2, jwt_keys: 2 });
+        let text = m.openmetrics().unwrap();
+        assert!(text.contains("tessera_key_rotations_total{kind=\"x509\"} 1"), "{text}");
+        assert!(text.contains("tessera_key_rotations_total{kind=\"jwt\"} 1"), "{text}");
+        let expiry: f64 = line(&text, "tessera_ca_expiry_seconds ").rsplit(' ').next().unwrap().parse().unwrap();
+        assert!(expiry > 0.0 && expiry <= 4.0, "{expiry}");
+    }
+}

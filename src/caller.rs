@@ -122,10 +122,9 @@ impl Pipeline {
         let entries: Vec<Arc<Entry>> = match policy.entitled(&attestation.selectors) {
             Ok(entries) => entries,
             Err(NotEntitled::Denied(rule)) => {
-                let owners = crate::events::owners_of(&policy.registry.matching(&attestation.selectors)
-                    .into_iter()
-                    .cloned()
-                    .collect::<Vec<_>>());
+                let owners = crate::events::owners_of(
+                    &policy.registry.matching(&attestation.selectors).into_iter().cloned().collect::<Vec<_>>(),
+                );
                 self.events.emit(Event::Refused {
                     rpc: rpc.to_owned(),
                     pid: Some(attestation.pid),

@@ -8,8 +8,8 @@
 use crate::events::{Event, Events, MatchedNow};
 use crate::http::{self, Caller, Method, Request, StatusCode};
 use crate::inventory::Inventory;
-use crate::registry::deny::{DenyRule, DenyTarget, Origin};
 use crate::registry::Policy;
+use crate::registry::deny::{DenyRule, DenyTarget, Origin};
 use crate::spiffe_id::SpiffeId;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -90,7 +90,12 @@ impl Revocations {
     }
 
     /// Persist `next`, then put it in force.
-    fn replace(&self, rules: &mut Vec<Arc<DenyRule>>, next: Vec<Arc<DenyRule>>, tx: &watch::Sender<Arc<Policy>>) -> Result<(), StoreError> {
+    fn replace(
+        &self,
+        rules: &mut Vec<Arc<DenyRule>>,
+        next: Vec<Arc<DenyRule>>,
+        tx: &watch::Sender<Arc<Policy>>,
+    ) -> Result<(), StoreError> {
         let file = StoreFile { version: 1, revocations: next.iter().map(|r| (**r).clone()).collect() };
         let bytes = serde_json::to_vec_pretty(&file).unwrap_or_default();
         if let Some(dir) = self.path.parent() {
@@ -162,25 +167,85 @@ fn matched_now(target: &DenyTarget, policy: &Policy, inventory: &Inventory) -> M
     let (workloads, _) = inventory.snapshot(0);
     let (entries, pids) = match target {
         DenyTarget::SpiffeId(id) => (
-            policy.registry.entries().iter().filter(|e| !e.retired && e.spiffe_id == *id).map(|e| e.spiffe_id.to_string()).collect(),
+            policy
+                .registry
+                .entries()
+                .iter()
+                .filter(|e| !e.retired && e.spiffe_id == *id)
+                .map(|e| e.spiffe_id.to_string())
+                .collect(),
             workloads
                 .iter()
                 .filter(|w| w.held.values().any(|h| h.status == "active" && h.spiffe_id == id.to_string()))
                 .map(|w| w.pid)
                 .collect(),
         ),
-        DenyTarget::Selector(s) => (
-            policy.registry.entries().iter().filter(|e| !e.retired && e.selectors.contains(s)).map(|e| e.spiffe_id.to_string()).collect(),
-            workloads
-                .iter()
-                .filter(|w| w.selectors.contains(&s.to_string()) && w.held.values().any(|h| h.status == "active"))
-                .map(|w| w.pid)
-                .collect(),
-        ),
+        DenyTarget::Selector(s) => {
+            let wanted = s.to_string();
+            // A digest nobody computed yet (no entry asked for it): hash the running executable.
+            let exe_digest = s.value().strip_prefix("sha256:").filter(|_| s.kind() == tessera_attestors::Kind::Unix);
+            let max = policy.attest_base.max_hash_size.unwrap_or(u64::MAX);
+            let mut hashed = std::collections::HashMap::new();
+            (
+                policy
+                    .registry
+                    .entries()
+                    .iter()
+                    .filter(|e| !e.retired && e.selectors.contains(s))
+                    .map(|e| e.spiffe_id.to_string())
+                    .collect(),
+                workloads
+                    .iter()
+                    .filter(|w| w.held.values().any(|h| h.status == "active"))
+                    .filter(|w| {
+                        w.selectors.contains(&wanted)
+                            || exe_digest.is_some_and(|hex| {
+                                let digest = match &w.exe.sha256 {
+                                    Some(d) => Some(d.clone()),
+                                    None => running_exe_digest(w.pid, max, &mut hashed),
+                                };
+                                digest.as_deref() == Some(hex)
+                            })
+                    })
+                    .map(|w| w.pid)
+                    .collect(),
+            )
+        }
     };
     let mut m = MatchedNow { entries, workloads: pids };
     m.entries.dedup();
     m
+}
+
+/// SHA-256 of the executable a process runs (through /proc/PID/exe, so the inode it mapped),
+/// once per inode; `None` when unreadable or larger than `max`.
+fn running_exe_digest(
+    pid: i32,
+    max: u64,
+    done: &mut std::collections::HashMap<(u64, u64), Option<String>>,
+) -> Option<String> {
+    use sha2::Digest;
+    use std::io::Read;
+    use std::os::unix::fs::MetadataExt;
+    let mut file = std::fs::File::open(format!("/proc/{pid}/exe")).ok()?;
+    let meta = file.metadata().ok()?;
+    done.entry((meta.dev(), meta.ino()))
+        .or_insert_with(|| {
+            if meta.len() > max {
+                return None;
+            }
+            let mut hasher = sha2::Sha256::new();
+            let mut buf = vec![0u8; 1 << 16];
+            loop {
+                match file.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => hasher.update(&buf[..n]),
+                    Err(_) => return None,
+                }
+            }
+            Some(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
+        })
+        .clone()
 }
 
 fn new_id(existing: &[Arc<DenyRule>]) -> String {

@@ -3,8 +3,8 @@
 //! inventory and the audit log, so they are bounded and typed here.
 
 use super::{ConfigIssue, Validator};
-use crate::registry::deny::{DenyRule, DenyTarget, Origin};
 use crate::registry::MetaValue;
+use crate::registry::deny::{DenyRule, DenyTarget, Origin};
 use crate::spiffe_id::SpiffeId;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -100,7 +100,12 @@ impl Validator<'_> {
             for (k, v) in m.get_ref() {
                 let mkey = format!("entries[{i}].metadata.{k}");
                 if k == "owner" {
-                    self.issue(v, &mkey, "\"owner\" is its own entry key".into(), "write owner = \"…\" beside metadata");
+                    self.issue(
+                        v,
+                        &mkey,
+                        "\"owner\" is its own entry key".into(),
+                        "write owner = \"…\" beside metadata",
+                    );
                     continue;
                 }
                 if k.is_empty() || k.len() > MAX_METADATA_KEY_LEN {
@@ -130,10 +135,8 @@ impl Validator<'_> {
             }
             toml::Value::String(s) => Some(MetaValue::One(s.clone())),
             toml::Value::Array(items) => {
-                let strings: Option<Vec<String>> = items
-                    .iter()
-                    .map(|i| i.as_str().filter(|s| !long(s)).map(str::to_owned))
-                    .collect();
+                let strings: Option<Vec<String>> =
+                    items.iter().map(|i| i.as_str().filter(|s| !long(s)).map(str::to_owned)).collect();
                 match strings {
                     Some(list) if list.len() <= MAX_METADATA_LIST => Some(MetaValue::Many(list)),
                     Some(list) => {
@@ -157,7 +160,12 @@ impl Validator<'_> {
                 }
             }
             other => {
-                self.issue(v, key, format!("metadata values are strings or arrays of strings, not {}", other.type_str()), fix);
+                self.issue(
+                    v,
+                    key,
+                    format!("metadata values are strings or arrays of strings, not {}", other.type_str()),
+                    fix,
+                );
                 None
             }
         }

@@ -99,19 +99,17 @@ pub fn audit_line(event: &Event) -> Option<(&'static str, Value)> {
             }
             ("issued", fields)
         }
-        Event::Withdrawn { rpc, pid, uid, had, reason, owners } => (
-            "withdrawn",
-            json!({ "rpc": rpc, "pid": pid, "uid": uid, "had": had, "reason": reason, "owners": owners }),
-        ),
+        Event::Withdrawn { rpc, pid, uid, had, reason, owners } => {
+            ("withdrawn", json!({ "rpc": rpc, "pid": pid, "uid": uid, "had": had, "reason": reason, "owners": owners }))
+        }
         Event::Drift { rpc, pid, uid, removed, added, entries_before, owners } => (
             "drift",
             json!({ "rpc": rpc, "pid": pid, "uid": uid, "old": removed, "new": added,
                     "entries_before": entries_before, "owners": owners }),
         ),
-        Event::Revoked { rule, by_uid, by_pid, matched_now } => (
-            "revoked",
-            json!({ "rule": &**rule, "by": { "uid": by_uid, "pid": by_pid }, "matched_now": matched_now }),
-        ),
+        Event::Revoked { rule, by_uid, by_pid, matched_now } => {
+            ("revoked", json!({ "rule": &**rule, "by": { "uid": by_uid, "pid": by_pid }, "matched_now": matched_now }))
+        }
         Event::RevocationLifted { rule, by_uid, by_pid } => {
             ("revocation_lifted", json!({ "rule": &**rule, "by": { "uid": by_uid, "pid": by_pid } }))
         }

@@ -130,7 +130,8 @@ impl Inventory {
         let key = (*pid, process.start_ticks);
         if !state.workloads.contains_key(&key) && state.workloads.len() >= MAX_WORKLOADS {
             // Make room: the process connected longest ago goes (it is logged, not hidden silently).
-            if let Some(oldest) = state.workloads.values().min_by_key(|w| w.connected_since).map(|w| (w.pid, w.start_ticks))
+            if let Some(oldest) =
+                state.workloads.values().min_by_key(|w| w.connected_since).map(|w| (w.pid, w.start_ticks))
             {
                 tracing::warn!(pid = oldest.0, "inventory full ({MAX_WORKLOADS} processes): dropping the oldest entry");
                 state.workloads.remove(&oldest);
@@ -205,7 +206,9 @@ impl Inventory {
             Refusal::AttestationFailed(r) => (None, format!("attestation failed: {r}")),
             Refusal::NoEntry { exe, .. } => (Some(exe.clone()), "no registration entry matches".to_owned()),
             Refusal::NotEntitled(id) => (None, format!("not entitled to {id}")),
-            Refusal::Revoked { rule, reason, exe, .. } => (Some(exe.clone()), format!("revoked by rule {rule}: {reason}")),
+            Refusal::Revoked { rule, reason, exe, .. } => {
+                (Some(exe.clone()), format!("revoked by rule {rule}: {reason}"))
+            }
         };
         let mut state = self.lock();
         if state.refusals.len() >= MAX_REFUSALS {

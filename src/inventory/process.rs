@@ -29,7 +29,11 @@ fn boot_time() -> Option<u64> {
 }
 
 fn clock_ticks() -> u64 {
-    nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().and_then(|v| u64::try_from(v).ok()).unwrap_or(100)
+    nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .and_then(|v| u64::try_from(v).ok())
+        .unwrap_or(100)
 }
 
 #[cfg(test)]

@@ -71,7 +71,8 @@ impl DenyList {
         if let Some(r) = self.rules().find(|r| matches!(&r.target, DenyTarget::Selector(s) if selectors.contains(s))) {
             return Some(r.clone());
         }
-        let has = |kind: Kind, prefix: &str| selectors.iter().any(|s| s.kind() == kind && s.value().starts_with(prefix));
+        let has =
+            |kind: Kind, prefix: &str| selectors.iter().any(|s| s.kind() == kind && s.value().starts_with(prefix));
         let digest_rule = |kind: Kind| {
             self.rules().find(|r| {
                 matches!(&r.target, DenyTarget::Selector(s) if s.kind() == kind && s.value().starts_with("sha256:"))
@@ -136,15 +137,23 @@ mod tests {
 
     #[test]
     fn selector_and_id_rules_match_what_they_name() {
-        let sel: Selector = "unix:sha256:aa".parse().unwrap();
+        let sel: Selector = format!("unix:sha256:{}", "a".repeat(64)).parse().unwrap();
         let id: SpiffeId = "spiffe://t/a".parse().unwrap();
         let list = DenyList {
             config: vec![rule("config-0", DenyTarget::Selector(sel.clone()))],
             runtime: vec![rule("r-1", DenyTarget::SpiffeId(id.clone()))],
         };
         let wl: BTreeSet<Selector> = [sel, "unix:uid:1".parse().unwrap()].into();
-        assert_eq!(list.denies_workload(&wl).map(|r| r.id.as_str()), Some("config-0"));
-        assert!(list.denies_workload(&["unix:uid:1".parse().unwrap()].into()).is_none());
+        assert_eq!(list.denies_workload(&wl).map(|r| r.id.clone()).as_deref(), Some("config-0"));
+        // Fail closed: without an executable digest, a digest rule cannot be checked, so no identity.
+        let no_digest = list.denies_workload(&["unix:uid:1".parse().unwrap()].into()).unwrap();
+        assert_eq!(no_digest.id, "config-0-digest-unavailable");
+        let other: Selector = format!("unix:sha256:{}", "b".repeat(64)).parse().unwrap();
+        assert!(list.denies_workload(&[other, "unix:uid:1".parse().unwrap()].into()).is_none());
+        // The rule makes the attestor compute the digest it names.
+        let base = AttestConfig { want_exe_digest: false, want_script_digest: false, ..Default::default() };
+        let c = list.attest_config(&base);
+        assert!(c.want_exe_digest && !c.want_script_digest);
         assert_eq!(list.denies_id(&id).map(|r| r.id.as_str()), Some("r-1"));
         assert!(list.denies_id(&"spiffe://t/b".parse().unwrap()).is_none());
     }

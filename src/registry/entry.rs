@@ -140,10 +140,7 @@ mod tests {
         e.owner = Some("team@x".into());
         e.metadata.insert("model".into(), MetaValue::One("m1".into()));
         e.metadata.insert("caps".into(), MetaValue::Many(vec!["a".into(), "b".into()]));
-        assert_eq!(
-            e.agent_claim(),
-            Some(serde_json::json!({ "owner": "team@x", "model": "m1", "caps": ["a", "b"] }))
-        );
+        assert_eq!(e.agent_claim(), Some(serde_json::json!({ "owner": "team@x", "model": "m1", "caps": ["a", "b"] })));
     }
 
     #[test]

@@ -242,3 +242,108 @@ impl Validator<'_> {
         rules
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Config, ConfigError};
+    use std::path::Path;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("/etc/tessera/tessera.toml"))
+    }
+
+    #[test]
+    fn owner_metadata_and_deny_are_parsed() {
+        let hex = "c".repeat(64);
+        let cfg = parse(&format!(
+            r#"trust_domain = "example.org"
+[[entries]]
+spiffe_id = "spiffe://example.org/a"
+selectors = ["unix:uid:1"]
+owner = "team@example.org"
+metadata = {{ model = "m", capabilities = ["x", "y"] }}
+[[entries]]
+spiffe_id = "spiffe://example.org/old"
+selectors = ["unix:uid:1"]
+owner = "team@example.org"
+retired = true
+[[deny]]
+selector = "unix:sha256:{hex}"
+reason = "leaked"
+[[deny]]
+spiffe_id = "spiffe://example.org/b"
+reason = "compromised"
+"#
+        ))
+        .unwrap();
+        let e = &cfg.registry.entries()[0];
+        assert_eq!(e.owner.as_deref(), Some("team@example.org"));
+        assert_eq!(e.agent_claim().unwrap()["capabilities"], serde_json::json!(["x", "y"]));
+        assert!(cfg.registry.entries()[1].retired);
+        let ids: Vec<&str> = cfg.deny.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["config-0", "config-1"]);
+        assert!(cfg.warnings.is_empty(), "{:?}", cfg.warnings);
+    }
+
+    #[test]
+    fn bad_owner_metadata_and_deny_rules_are_located_errors_with_a_fix() {
+        let err = parse(
+            r#"trust_domain = "example.org"
+require_owner = true
+[[entries]]
+spiffe_id = "spiffe://example.org/a"
+selectors = ["unix:uid:1"]
+owner = "  "
+[[entries]]
+spiffe_id = "spiffe://example.org/b"
+selectors = ["unix:uid:1"]
+owner = "t"
+metadata = { risk = 3, limits = { a = "b" }, owner = "x", caps = ["a", 1] }
+[[entries]]
+spiffe_id = "spiffe://example.org/c"
+selectors = ["unix:uid:1"]
+[[deny]]
+selector = "bogus:thing"
+reason = "r"
+[[deny]]
+spiffe_id = "spiffe://example.org/x"
+selector = "unix:uid:1"
+reason = "r"
+[[deny]]
+spiffe_id = "spiffe://example.org/x"
+"#,
+        )
+        .unwrap_err();
+        let found: Vec<(usize, &str)> = err.issues.iter().map(|i| (i.line, i.key.as_str())).collect();
+        assert_eq!(
+            found,
+            [
+                (6, "entries[0].owner"),
+                (11, "entries[1].metadata.caps"),
+                (11, "entries[1].metadata.limits"),
+                (11, "entries[1].metadata.owner"),
+                (11, "entries[1].metadata.risk"),
+                (12, "entries[2]"),
+                (16, "deny[0].selector"),
+                (18, "deny[1]"),
+                (22, "deny[2]"),
+            ]
+        );
+        assert!(err.issues.iter().all(|i| !i.fix.is_empty()));
+        let text = err.to_string();
+        assert!(text.contains("unknown selector type \"bogus\""), "{text}");
+        assert!(text.contains("not integer"), "{text}");
+        assert!(text.contains("not table"), "{text}");
+        assert!(text.contains("owner is empty"), "{text}");
+        assert!(text.contains("require_owner = true"), "{text}");
+        assert!(text.contains("/etc/tessera/tessera.toml:16: deny[0].selector"), "{text}");
+    }
+
+    #[test]
+    fn a_missing_owner_is_a_located_warning_without_require_owner() {
+        let cfg = parse("trust_domain = \"example.org\"\n[[entries]]\nspiffe_id = \"spiffe://example.org/a\"\nselectors = [\"unix:uid:1\"]\n").unwrap();
+        let w: Vec<(usize, &str)> = cfg.warnings.iter().map(|i| (i.line, i.key.as_str())).collect();
+        assert_eq!(w, [(2, "entries[0]")]);
+        assert!(cfg.warnings[0].fix.contains("owner ="));
+    }
+}

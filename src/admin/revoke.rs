@@ -163,8 +163,7 @@ fn target_of(req: &RevokeRequest) -> Result<DenyTarget, http::Response> {
 }
 
 /// What `target` cuts off now: configured active entries and live workloads.
-fn matched_now(target: &DenyTarget, policy: &Policy, inventory: &Inventory) -> MatchedNow {
-    let (workloads, _) = inventory.snapshot(0);
+fn matched_now(target: &DenyTarget, policy: &Policy, workloads: &[crate::inventory::Workload]) -> MatchedNow {
     let (entries, pids) = match target {
         DenyTarget::SpiffeId(id) => (
             policy
@@ -296,10 +295,12 @@ pub fn routes(
                 DenyRule { id: new_id(&store.rules()), target, reason, origin: Origin::Runtime { by_uid, by_pid, at } };
             // Blocking: an fsync'd write under the store's lock, then /proc reads.
             let outcome = tokio::task::spawn_blocking(move || {
-                // Before it is in force: once it is, streams are being withdrawn already.
+                // Who holds what, taken before the rule is in force (streams are withdrawn at
+                // once after); evaluated after, so hashing never delays the revocation.
                 let current = policy.borrow().clone();
-                let matched = matched_now(&rule.target, &current, &inventory);
+                let (holders, _) = inventory.snapshot(0);
                 let added = store.add(rule, &policy)?;
+                let matched = matched_now(&added.target, &current, &holders);
                 Ok::<_, AddError>((added, matched))
             })
             .await;

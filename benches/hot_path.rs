@@ -69,6 +69,9 @@ fn benches(c: &mut Criterion, exe_size: u64) {
         dns_names: vec![],
         hint: None,
         federates_with: vec![],
+        owner: None,
+        metadata: Default::default(),
+        retired: false,
     };
     let mut g = c.benchmark_group("x509");
     g.throughput(Throughput::Elements(1));

@@ -5,7 +5,7 @@
 use crate::events::{Event, Events, Refusal};
 use crate::limits::FairSlots;
 use crate::peer::PeerInfo;
-use crate::registry::{Entry, Policy};
+use crate::registry::{Entry, NotEntitled, Policy};
 use crate::spiffe_id::SpiffeId;
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -28,6 +28,10 @@ pub enum CallerError {
     NoIdentity,
     #[error("no identity issued for {0}")]
     NotEntitled(SpiffeId),
+    /// A deny rule takes away every entry the caller matches (the rule ID only: the reason is
+    /// for operators, in the audit log).
+    #[error("no identity issued: revoked by rule {0}")]
+    Revoked(String),
 }
 
 /// The caller as attested, plus the entries it matched.
@@ -121,7 +125,28 @@ impl Pipeline {
         policy: Arc<Policy>,
     ) -> Result<Caller, CallerError> {
         let uid = peer.uid;
-        let entries: Vec<Arc<Entry>> = policy.registry.matching(&attestation.selectors).into_iter().cloned().collect();
+        let entries: Vec<Arc<Entry>> = match policy.entitled(&attestation.selectors) {
+            Ok(entries) => entries,
+            Err(NotEntitled::Denied(rule)) => {
+                let owners = crate::events::owners_of(
+                    &policy.registry.matching(&attestation.selectors).into_iter().cloned().collect::<Vec<_>>(),
+                );
+                self.events.emit(Event::Refused {
+                    rpc: rpc.to_owned(),
+                    pid: Some(attestation.pid),
+                    uid,
+                    why: Refusal::Revoked {
+                        rule: rule.id.clone(),
+                        reason: rule.reason.clone(),
+                        exe: attestation.exe.clone(),
+                        owners,
+                    },
+                });
+                tracing::info!(rpc, pid = attestation.pid, uid, rule = %rule.id, "no identity issued: revoked");
+                return Err(CallerError::Revoked(rule.id.clone()));
+            }
+            Err(NotEntitled::NoEntry) => Vec::new(),
+        };
         if entries.is_empty() {
             self.events.emit(Event::Refused {
                 rpc: rpc.to_owned(),

@@ -34,6 +34,8 @@ pub enum DaemonError {
     Bundle(#[from] crate::bundle::federation::BundleError),
     #[error("cannot open audit log {path}: {source}")]
     Audit { path: std::path::PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Revocations(#[from] crate::admin::revoke::StoreError),
     #[error("cannot install signal handler: {0}")]
     Signal(std::io::Error),
     #[error("gRPC reflection: {0}")]
@@ -59,16 +61,29 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// The reloadable part of a config, with federated bundles read from their files. The attestor
 /// of `previous` is kept when the attestor settings did not change (its digest cache with it).
-fn policy_of(config: &Config, previous: Option<&Policy>) -> Result<Policy, crate::bundle::federation::BundleError> {
+fn policy_of(
+    config: &Config,
+    previous: Option<&Policy>,
+    revoked: &[Arc<crate::registry::DenyRule>],
+) -> Result<Policy, crate::bundle::federation::BundleError> {
     let mut federated = BTreeMap::new();
     for f in &config.federation {
         federated.insert(f.trust_domain.clone(), Arc::new(crate::bundle::federation::load(&f.bundle_path)?));
     }
+    let deny = crate::registry::DenyList { config: config.deny.clone(), runtime: revoked.to_vec() };
+    let attest = deny.attest_config(&config.attest);
     let attestor = match previous {
-        Some(p) if *p.attestor.config() == config.attest => p.attestor.clone(),
-        _ => Arc::new(Attestor::new(config.attest.clone())),
+        Some(p) if *p.attestor.config() == attest => p.attestor.clone(),
+        _ => Arc::new(Attestor::new(attest)),
     };
-    Ok(Policy { registry: config.registry.clone(), attestor, jwt_issuer: config.jwt_issuer.clone(), federated })
+    Ok(Policy {
+        registry: config.registry.clone(),
+        attestor,
+        jwt_issuer: config.jwt_issuer.clone(),
+        federated,
+        deny: Arc::new(deny),
+        attest_base: config.attest.clone(),
+    })
 }
 
 /// The CA's view of the config file's upstream section.
@@ -97,7 +112,11 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     // Subscribers of the event spine: the audit log (add metrics, an inventory, ... here).
     let mut events = Events::new();
     events.subscribe(Arc::new(audit.clone()));
-    let (policy_tx, policy_rx) = watch::channel(Arc::new(policy_of(&config, None)?));
+    let inventory = crate::inventory::Inventory::new();
+    events.subscribe(inventory.clone());
+    let revocations = Arc::new(crate::admin::revoke::Revocations::open(&config.data_dir)?);
+    let (policy_tx, policy_rx) = watch::channel(Arc::new(policy_of(&config, None, &revocations.rules())?));
+    let policy_tx = Arc::new(policy_tx);
     let (ca_gen_tx, ca_gen_rx) = watch::channel(0u64);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let files = FileWatcher::new();
@@ -107,7 +126,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     let listener = endpoint::bind(&config.socket_path, config.socket_mode)?;
     let ctx = Arc::new(Context {
         pipeline: Arc::new(Pipeline::new(
-            policy_rx,
+            policy_rx.clone(),
             FairSlots::new(ATTEST_CONCURRENCY, ATTEST_CONCURRENCY_PER_UID),
             events.clone(),
         )),
@@ -120,6 +139,8 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     // The admin socket: commands register their routes here.
     let mut admin_routes = crate::admin::Routes::new();
     telemetry.serve(&config, &mut admin_routes, shutdown_rx.clone()).await?;
+    crate::inventory::routes(&mut admin_routes, inventory.clone(), policy_rx.clone());
+    crate::admin::revoke::routes(&mut admin_routes, revocations.clone(), policy_tx.clone(), inventory, events.clone());
     let admin_listener = crate::admin::bind(&config.admin_socket_path, config.admin_socket_group)?;
     let admin = crate::admin::AdminHandler {
         authorized: crate::admin::Authorized {
@@ -137,7 +158,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     ));
 
     spawn_ca_rotation(ca.clone(), config.ca_ttl, ca_gen_tx, events.clone(), clock, shutdown_rx.clone());
-    spawn_reloader(&config, files, policy_tx, events.clone(), shutdown_rx.clone())?;
+    spawn_reloader(&config, files, policy_tx, revocations, events.clone(), shutdown_rx.clone())?;
 
     tokio::spawn(async move {
         tokio::select! {
@@ -241,7 +262,8 @@ fn spawn_ca_rotation(
 fn spawn_reloader(
     config: &Config,
     files: Arc<FileWatcher>,
-    policy: watch::Sender<Arc<Policy>>,
+    policy: Arc<watch::Sender<Arc<Policy>>>,
+    revocations: Arc<crate::admin::revoke::Revocations>,
     events: Events,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), DaemonError> {
@@ -268,11 +290,18 @@ fn spawn_reloader(
             tokio::time::sleep(Duration::from_millis(50)).await;
             // A config that does not validate, or names a federated bundle that cannot be read,
             // is refused as a whole.
-            let loaded = Config::load(&path).map_err(|e| e.to_string()).and_then(|c| {
-                let previous = policy.borrow().clone();
-                policy_of(&c, Some(&previous)).map(|p| (c, p)).map_err(|e| e.to_string())
+            let loaded = Config::load(&path).map_err(|e| e.to_string());
+            // Built and sent under the revocation store's lock: a revoke at the same moment is
+            // in the new policy, never lost by it.
+            let published = loaded.and_then(|c| {
+                revocations
+                    .publish(&policy, |revoked| {
+                        let previous = policy.borrow().clone();
+                        policy_of(&c, Some(&previous), revoked).map_err(|e| e.to_string())
+                    })
+                    .map(|()| c)
             });
-            let (next, new_policy) = match loaded {
+            let next = match published {
                 Ok(loaded) => loaded,
                 Err(reason) => {
                     tracing::error!("reload ({why}) refused, the previous config stays in force: {reason}");
@@ -293,8 +322,6 @@ fn spawn_reloader(
             }
             _files_sub = files.subscribe(Owner::Daemon, &watch_paths(&next), &changed);
             let entries = next.registry.entries().len();
-            // Entries, attestor settings and federated bundles change in this one step.
-            policy.send_replace(Arc::new(new_policy));
             tracing::info!(why, entries, "configuration reloaded");
             events.emit(Event::Reloaded { why: why.to_owned(), entries });
             current = next;

@@ -23,6 +23,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod events;
+pub mod inventory;
 // Values and helpers.
 pub mod clock;
 pub mod duration;

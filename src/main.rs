@@ -56,6 +56,62 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// The live inventory: entries with owners, workloads holding identities, recent refusals.
+    Inventory {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// The stable JSON document (docs/inventory.md).
+        #[arg(long)]
+        json: bool,
+        /// How many recent refusals to list.
+        #[arg(long, default_value_t = 20)]
+        refusals: usize,
+    },
+    /// Revoke identities at once: by selector (binary, script, config digest) or SPIFFE ID.
+    Revoke(RevokeArgs),
+}
+
+/// How admin commands find the admin socket.
+#[derive(clap::Args)]
+struct AdminArgs {
+    /// The admin socket (else $TESSERA_ADMIN_SOCKET, else admin_socket_path of --config, else
+    /// /run/tessera/admin.sock).
+    #[arg(long)]
+    admin_socket: Option<PathBuf>,
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+}
+
+impl AdminArgs {
+    fn socket(&self) -> Result<PathBuf> {
+        tessera::admin::socket_for_cli(self.admin_socket.as_deref(), self.config.as_deref())
+            .map_err(|e| anyhow::anyhow!("{e}"))
+    }
+}
+
+#[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("action").required(true).args(["selector", "spiffe_id", "list", "lift"])))]
+struct RevokeArgs {
+    #[command(flatten)]
+    admin: AdminArgs,
+    /// Deny every workload with this selector (e.g. unix:sha256:HEX).
+    #[arg(long, requires = "reason")]
+    selector: Option<String>,
+    /// Deny this SPIFFE ID to every workload; its JWT-SVIDs stop validating here.
+    #[arg(long = "spiffe-id", requires = "reason")]
+    spiffe_id: Option<String>,
+    /// Why (recorded in the audit log).
+    #[arg(long)]
+    reason: Option<String>,
+    /// List revocations, one a line: ID, what it matches, reason.
+    #[arg(long)]
+    list: bool,
+    /// With --list: JSON.
+    #[arg(long, requires = "list")]
+    json: bool,
+    /// Lift the runtime revocation with this ID.
+    #[arg(long, value_name = "ID")]
+    lift: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -192,6 +248,9 @@ fn run(cli: Cli) -> Result<()> {
             for w in &weak {
                 println!("warning: {w}");
             }
+            for w in &cfg.warnings {
+                println!("warning: {}:{}: {}: {}\n      fix: {}", config.display(), w.line, w.key, w.message, w.fix);
+            }
             println!(
                 "{}: OK ({} entries, trust domain {})",
                 config.display(),
@@ -243,6 +302,19 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Audit { command: AuditCommand::Verify { files, anchor } } => {
             cli::audit::verify(&files, anchor.as_deref())
+        }
+        Command::Inventory { admin, json, refusals } => cli::inventory::inventory(&admin.socket()?, json, refusals),
+        Command::Revoke(args) => {
+            use cli::revoke::Revoke;
+            let action = if args.list {
+                Revoke::List { json: args.json }
+            } else if let Some(id) = args.lift {
+                Revoke::Lift { id }
+            } else {
+                let reason = args.reason.context("--reason is required")?;
+                Revoke::Add { selector: args.selector, spiffe_id: args.spiffe_id, reason }
+            };
+            cli::revoke::revoke(&args.admin.socket()?, action)
         }
     }
 }

@@ -3,6 +3,8 @@
 //! can be loosened by mistake, every request is checked against the caller's peer credentials:
 //! only uid 0, the daemon's uid or a member of the configured group is served.
 
+pub mod revoke;
+
 use crate::events::{Event, Events};
 use crate::http::{self, Caller, Handler, Request};
 use std::path::Path;

@@ -3,3 +3,5 @@ pub mod api;
 pub mod attest;
 pub mod audit;
 pub mod check;
+pub mod inventory;
+pub mod revoke;

@@ -107,6 +107,9 @@ pub fn config() -> Result<Config, DevModeError> {
         dns_names: vec![],
         hint: Some("dev".into()),
         federates_with: vec![],
+        owner: None,
+        metadata: Default::default(),
+        retired: false,
     };
     Ok(Config {
         source: None,
@@ -125,6 +128,8 @@ pub fn config() -> Result<Config, DevModeError> {
         federation: vec![],
         attest: Default::default(),
         registry: Registry::new(vec![entry]),
+        deny: Vec::new(),
+        warnings: Vec::new(),
         dev_mode: true,
         telemetry: Default::default(),
     })

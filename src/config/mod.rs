@@ -1,6 +1,7 @@
 //! The TOML configuration: parsed with source positions so every error names the file, the line,
 //! the key and what to write instead. `tessera check` and `tessera run` share [`Config::load`].
 
+mod agents;
 pub mod dev;
 pub mod telemetry;
 
@@ -88,6 +89,11 @@ struct RawConfig {
     entries: Vec<Spanned<RawEntry>>,
     #[serde(default)]
     telemetry: telemetry::RawTelemetry,
+    /// Entries without `owner` are errors (else warnings).
+    #[serde(default)]
+    require_owner: bool,
+    #[serde(default)]
+    deny: Vec<Spanned<agents::RawDeny>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -131,6 +137,9 @@ struct RawEntry {
     hint: Option<Spanned<String>>,
     #[serde(default)]
     federates_with: Vec<Spanned<String>>,
+    owner: Option<Spanned<String>>,
+    metadata: Option<Spanned<std::collections::BTreeMap<String, Spanned<toml::Value>>>>,
+    retired: Option<bool>,
 }
 
 /// An operator's root CA on disk, used to sign the node's intermediate.
@@ -174,6 +183,10 @@ pub struct Config {
     pub federation: Vec<Federation>,
     pub attest: AttestConfig,
     pub registry: Registry,
+    /// `[[deny]]` rules (runtime revocations are added by the daemon).
+    pub deny: Vec<std::sync::Arc<crate::registry::DenyRule>>,
+    /// Problems that do not stop the config from loading (`tessera check` prints them).
+    pub warnings: Vec<ConfigIssue>,
     /// The built-in default for newcomers: loud warnings, per-user paths.
     pub dev_mode: bool,
     /// Metrics and health over TCP (`[telemetry]`).
@@ -207,10 +220,13 @@ impl Config {
                 fix: "see the README's configuration reference or systemd/tessera.toml".into(),
             }])
         })?;
-        let mut v = Validator { text, issues: Vec::new() };
+        let mut v = Validator { text, issues: Vec::new(), warnings: Vec::new() };
         let cfg = v.config(raw, path);
         match cfg {
-            Some(cfg) if v.issues.is_empty() => Ok(cfg),
+            Some(mut cfg) if v.issues.is_empty() => {
+                cfg.warnings = v.warnings;
+                Ok(cfg)
+            }
             _ => Err(fail(v.issues)),
         }
     }
@@ -228,6 +244,7 @@ fn line_of(text: &str, offset: usize) -> usize {
 struct Validator<'a> {
     text: &'a str,
     issues: Vec<ConfigIssue>,
+    warnings: Vec<ConfigIssue>,
 }
 
 impl Validator<'_> {
@@ -439,7 +456,9 @@ impl Validator<'_> {
         let mut seen: HashSet<(String, BTreeSet<Selector>)> = HashSet::new();
         for (i, raw_entry) in raw.entries.iter().enumerate() {
             let e = raw_entry.get_ref();
-            if let Some(entry) = self.entry(i, e, trust_domain.as_ref(), x509_default, jwt_default) {
+            let agent = self.agent_keys(i, e, raw_entry, raw.require_owner);
+            if let Some(mut entry) = self.entry(i, e, trust_domain.as_ref(), x509_default, jwt_default) {
+                (entry.owner, entry.metadata, entry.retired) = (agent.owner, agent.metadata, agent.retired);
                 if !seen.insert((entry.spiffe_id.to_string(), entry.selectors.clone())) {
                     self.issue(
                         raw_entry,
@@ -466,6 +485,7 @@ impl Validator<'_> {
                 }
             }
         }
+        let deny = self.deny_rules(&raw.deny);
         let data_dir = raw.data_dir.unwrap_or_else(|| DEFAULT_DATA_DIR.into());
         // Config files named by entries are hashed by the config attestor; nothing else is.
         let config_paths: BTreeSet<PathBuf> =
@@ -511,6 +531,8 @@ impl Validator<'_> {
                 config_paths: config_paths.into_iter().collect(),
             },
             registry: Registry::new(entries),
+            deny,
+            warnings: Vec::new(),
             dev_mode: false,
             telemetry,
         })
@@ -606,6 +628,9 @@ impl Validator<'_> {
             dns_names: e.dns_names.iter().map(|d| d.get_ref().clone()).collect(),
             hint: e.hint.as_ref().map(|h| h.get_ref().clone()),
             federates_with,
+            owner: None,
+            metadata: Default::default(),
+            retired: false,
         })
     }
 }

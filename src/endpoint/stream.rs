@@ -135,6 +135,7 @@ where
                     let withdrawn = matches!(
                         e,
                         ApiError::Caller(CallerError::NoIdentity)
+                            | ApiError::Caller(CallerError::Revoked(_))
                             | ApiError::Caller(CallerError::Attestation(
                                 tessera_attestors::AttestError::ExecutableChanged { .. }
                             ))
@@ -146,6 +147,7 @@ where
                             uid: state.caller.uid,
                             had: state.caller.entries.iter().map(|e| e.spiffe_id.to_string()).collect(),
                             reason: status.message().to_owned(),
+                            owners: crate::events::owners_of(&state.caller.entries),
                         });
                     }
                     tracing::info!(rpc, pid = ?peer.pid, code = ?status.code(), "stream ended: {}", status.message());
@@ -208,5 +210,6 @@ fn drift(ctx: &Context, rpc: &str, old: &Entitlement, new: &Attestation) {
         removed,
         added,
         entries_before: old.caller.entries.iter().map(|e| e.spiffe_id.to_string()).collect(),
+        owners: crate::events::owners_of(&old.caller.entries),
     });
 }

@@ -146,6 +146,17 @@ fn issued_event(
         entries: caller.entries.iter().map(|e| e.spiffe_id.to_string()).collect(),
         issued,
         audience: audience.map(<[String]>::to_vec),
+        owners: crate::events::owners_of(&caller.entries),
+        process: Arc::new(crate::events::ProcessFacts {
+            start_ticks: caller.attestation.starttime,
+            selectors: crate::caller::selector_strings(&caller.attestation.selectors),
+            script: caller
+                .attestation
+                .selectors
+                .iter()
+                .find(|s| s.kind() == tessera_attestors::Kind::Script && s.value().starts_with("path:"))
+                .map(|s| s.value()["path:".len()..].to_owned()),
+        }),
     }
 }
 
@@ -241,8 +252,13 @@ impl SpiffeWorkloadApi for WorkloadService {
         let validated = jwt::validate(&req.svid, &req.audience, |td| {
             if *td == local_td { Some(local.clone()) } else { federated.get(td).map(|b| Arc::new(b.jwt.clone())) }
         });
+        let validated = validated.map_err(ApiError::from).and_then(|v| match policy.refuses_tokens_of(&v.spiffe_id) {
+            // Revoked or retired identities: refused here at once (offline verifiers cannot know).
+            Some(why) => Err(ApiError::InvalidJwt(jwt::JwtError::Revoked(why))),
+            None => Ok(v),
+        });
         self.ctx.pipeline.events.emit(Event::JwtValidated { valid: validated.is_ok() });
-        let validated = validated.map_err(ApiError::from)?;
+        let validated = validated?;
         Ok(Response::new(pb::ValidateJwtsvidResponse {
             spiffe_id: validated.spiffe_id.to_string(),
             claims: Some(json_to_struct(validated.claims)),

@@ -57,9 +57,18 @@ pub fn audit_line(event: &Event) -> Option<(&'static str, Value)> {
                 Refusal::NotEntitled(id) => {
                     json!({ "rpc": rpc, "pid": pid, "uid": uid, "reason": format!("workload is not entitled to {id}") })
                 }
+                Refusal::Revoked { rule, reason, exe: e, owners } => json!({
+                    "rpc": rpc,
+                    "pid": pid,
+                    "uid": uid,
+                    "exe": exe(e),
+                    "owners": owners,
+                    "rule": rule,
+                    "reason": format!("revoked by rule {rule}: {reason}"),
+                }),
             },
         ),
-        Event::Issued { rpc, kind, pid, uid, exe: e, selectors_matched, entries, issued, audience } => {
+        Event::Issued { rpc, kind, pid, uid, exe: e, selectors_matched, entries, issued, audience, owners, .. } => {
             let issued: Vec<Value> = issued
                 .iter()
                 .map(|i| match i {
@@ -83,24 +92,31 @@ pub fn audit_line(event: &Event) -> Option<(&'static str, Value)> {
                 "selectors_matched": selectors_matched,
                 "entries": entries,
                 "issued": issued,
+                "owners": owners,
             });
             if let Some(aud) = audience {
                 fields["audience"] = json!(aud);
             }
             ("issued", fields)
         }
-        Event::Withdrawn { rpc, pid, uid, had, reason } => {
-            ("withdrawn", json!({ "rpc": rpc, "pid": pid, "uid": uid, "had": had, "reason": reason }))
+        Event::Withdrawn { rpc, pid, uid, had, reason, owners } => {
+            ("withdrawn", json!({ "rpc": rpc, "pid": pid, "uid": uid, "had": had, "reason": reason, "owners": owners }))
         }
-        Event::Drift { rpc, pid, uid, removed, added, entries_before } => (
+        Event::Drift { rpc, pid, uid, removed, added, entries_before, owners } => (
             "drift",
-            json!({ "rpc": rpc, "pid": pid, "uid": uid, "old": removed, "new": added, "entries_before": entries_before }),
+            json!({ "rpc": rpc, "pid": pid, "uid": uid, "old": removed, "new": added,
+                    "entries_before": entries_before, "owners": owners }),
         ),
+        Event::Revoked { rule, by_uid, by_pid, matched_now } => {
+            ("revoked", json!({ "rule": &**rule, "by": { "uid": by_uid, "pid": by_pid }, "matched_now": matched_now }))
+        }
+        Event::RevocationLifted { rule, by_uid, by_pid } => {
+            ("revocation_lifted", json!({ "rule": &**rule, "by": { "uid": by_uid, "pid": by_pid } }))
+        }
         Event::Reloaded { why, entries } => ("reloaded", json!({ "why": why, "entries": entries })),
         Event::ReloadRefused { reason } => ("reload_refused", json!({ "reason": reason })),
         // Not in the audit log (it never was); the CA logs it, and later metrics count it.
         Event::CaRotated { .. } => return None,
-        Event::Revoked { target, reason } => ("revoked", json!({ "target": target, "reason": reason })),
         // Telemetry only (metrics count them); the audited facts are in the events above.
         Event::AttestationFinished { .. }
         | Event::StreamOpened { .. }
@@ -172,6 +188,8 @@ mod tests {
                     entries: vec![],
                     issued: vec![],
                     audience: None,
+                    owners: Default::default(),
+                    process: Default::default(),
                 },
                 "issued",
                 fixture_fields("issued", |v| v["kind"] == "x509_svid"),
@@ -187,6 +205,8 @@ mod tests {
                     entries: vec![],
                     issued: vec![],
                     audience: Some(vec!["a".into()]),
+                    owners: Default::default(),
+                    process: Default::default(),
                 },
                 "issued",
                 fixture_fields("issued", |v| v["kind"] == "jwt_svid"),
@@ -203,7 +223,11 @@ mod tests {
             ),
             (Event::Reloaded { why: "SIGHUP".into(), entries: 1 }, "reloaded", fixture_fields("reloaded", |_| true)),
         ];
-        for (event, name, want) in cases {
+        for (event, name, mut want) in cases {
+            // Issue 11 added the entries' owners to lines about a workload's identities.
+            if name == "issued" {
+                want.insert("owners".into());
+            }
             assert_eq!(fields(&event), (name, want), "{event:?}");
         }
         // Issued SVIDs keep their per-kind fields.
@@ -222,6 +246,8 @@ mod tests {
                 reused_for_process: false,
             }],
             audience: None,
+            owners: Default::default(),
+            process: Default::default(),
         })
         .unwrap();
         let fixture_issued: Value = FIXTURE

@@ -47,6 +47,11 @@ pub enum Event {
         entries: Vec<String>,
         issued: Vec<IssuedSvid>,
         audience: Option<Vec<String>>,
+        /// Owner of each entry that has one (SPIFFE ID → owner).
+        owners: Owners,
+        /// The process: its start time (clock ticks since boot; with the pid it names this
+        /// process), every selector it has, and the script an interpreter runs, if any.
+        process: Arc<ProcessFacts>,
     },
     /// A streaming caller stopped matching every entry; its stream ends.
     Withdrawn {
@@ -55,6 +60,7 @@ pub enum Event {
         uid: u32,
         had: Vec<String>,
         reason: String,
+        owners: Owners,
     },
     /// A streaming caller's selectors changed.
     Drift {
@@ -64,6 +70,20 @@ pub enum Event {
         removed: Vec<String>,
         added: Vec<String>,
         entries_before: Vec<String>,
+        owners: Owners,
+    },
+    /// An admin added a runtime revocation.
+    Revoked {
+        rule: Arc<crate::registry::DenyRule>,
+        by_uid: u32,
+        by_pid: Option<i32>,
+        matched_now: MatchedNow,
+    },
+    /// An admin lifted a runtime revocation.
+    RevocationLifted {
+        rule: Arc<crate::registry::DenyRule>,
+        by_uid: u32,
+        by_pid: Option<i32>,
     },
     /// A new config is in force.
     Reloaded {
@@ -105,12 +125,6 @@ pub enum Event {
     JwtValidated {
         valid: bool,
     },
-    /// Something was revoked (minimal form, for the revocations counter; the revocation feature
-    /// fills in what it needs).
-    Revoked {
-        target: String,
-        reason: String,
-    },
 }
 
 /// Why a caller got no identity.
@@ -122,6 +136,41 @@ pub enum Refusal {
     NoEntry { exe: ExeEvidence, selectors: Vec<String> },
     /// The caller asked for an identity it is not entitled to.
     NotEntitled(String),
+    /// Entries match, but a deny rule (config or `tessera revoke`) takes them all away.
+    Revoked { rule: String, reason: String, exe: ExeEvidence, owners: Owners },
+}
+
+/// Owners of entries, by SPIFFE ID (entries without an owner are left out).
+pub type Owners = std::collections::BTreeMap<String, String>;
+
+/// The owners of `entries`.
+pub fn owners_of(entries: &[Arc<crate::registry::Entry>]) -> Owners {
+    entries.iter().filter_map(|e| e.owner.as_ref().map(|o| (e.spiffe_id.to_string(), o.clone()))).collect()
+}
+
+/// What the inventory needs to know of a process that received SVIDs.
+#[derive(Debug, Clone, Default)]
+pub struct ProcessFacts {
+    /// Clock ticks since boot (/proc/PID/stat field 22).
+    pub start_ticks: u64,
+    pub selectors: Vec<String>,
+    /// `script:path` when an interpreter runs a script.
+    pub script: Option<String>,
+}
+
+/// What a new revocation affects at the moment it is made.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct MatchedNow {
+    /// Configured entries it takes away (by SPIFFE ID).
+    pub entries: Vec<String>,
+    /// Running workloads holding an identity that it cuts off (pids).
+    pub workloads: Vec<i32>,
+}
+
+impl MatchedNow {
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty() && self.workloads.is_empty()
+    }
 }
 
 /// The kind of SVID issued.

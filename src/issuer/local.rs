@@ -111,7 +111,11 @@ impl Issuer for LocalIssuer {
             .entries
             .iter()
             .map(|entry| {
-                let svid = jwt::mint(&entry.spiffe_id, audience, entry.jwt_svid_ttl, issuer, key, now)
+                let mut extra = serde_json::Map::new();
+                if let Some(agent) = entry.agent_claim() {
+                    extra.insert("agent".into(), agent);
+                }
+                let svid = jwt::mint_with(&entry.spiffe_id, audience, entry.jwt_svid_ttl, issuer, key, now, extra)
                     .map_err(|e| IssueError::JwtMint(e.to_string()))?;
                 Ok(IssuedJwt { svid, kid: key.kid.clone() })
             })

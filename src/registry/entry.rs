@@ -1,7 +1,7 @@
 //! Registration entries: a SPIFFE ID, the selectors a workload must all have, and SVID options.
 
 use crate::spiffe_id::{SpiffeId, TrustDomain};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 use tessera_attestors::Selector;
@@ -16,13 +16,48 @@ pub struct Entry {
     pub dns_names: Vec<String>,
     pub hint: Option<String>,
     pub federates_with: Vec<TrustDomain>,
+    /// The accountable human or team.
+    pub owner: Option<String>,
+    /// Operator-defined facts about the agent (model, capabilities, risk, ...).
+    pub metadata: BTreeMap<String, MetaValue>,
+    /// A retired entry matches nothing, stays listed, and its JWT-SVIDs no longer validate here.
+    pub retired: bool,
+}
+
+/// A metadata value: a string or a list of strings (nothing else reaches a token).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(untagged)]
+pub enum MetaValue {
+    One(String),
+    Many(Vec<String>),
 }
 
 impl Entry {
-    /// An entry applies when every one of its selectors is among the workload's.
+    /// An entry applies when every one of its selectors is among the workload's (never when retired).
     pub fn matches(&self, workload: &BTreeSet<Selector>) -> bool {
         // An entry without selectors would match every process: fail closed (config refuses it too).
-        !self.selectors.is_empty() && self.selectors.is_subset(workload)
+        !self.retired && !self.selectors.is_empty() && self.selectors.is_subset(workload)
+    }
+
+    /// The `agent` claim of this entry's JWT-SVIDs: `{"owner": …, <metadata…>}`, or `None` when
+    /// the entry has neither (tokens then stay plain JWT-SVIDs). Config refuses a metadata key
+    /// named `owner`, so the two never collide.
+    pub fn agent_claim(&self) -> Option<serde_json::Value> {
+        if self.owner.is_none() && self.metadata.is_empty() {
+            return None;
+        }
+        let mut claim = serde_json::Map::new();
+        if let Some(owner) = &self.owner {
+            claim.insert("owner".into(), owner.clone().into());
+        }
+        for (k, v) in &self.metadata {
+            let v = match v {
+                MetaValue::One(s) => serde_json::Value::from(s.clone()),
+                MetaValue::Many(list) => serde_json::Value::from(list.clone()),
+            };
+            claim.insert(k.clone(), v);
+        }
+        Some(serde_json::Value::Object(claim))
     }
 }
 
@@ -85,7 +120,27 @@ mod tests {
             dns_names: vec![],
             hint: None,
             federates_with: vec![],
+            owner: None,
+            metadata: Default::default(),
+            retired: false,
         }
+    }
+
+    #[test]
+    fn retired_entries_match_nothing_and_agent_claim_carries_owner_and_metadata() {
+        let mut retired = entry("spiffe://t/old", &["unix:uid:1"]);
+        retired.retired = true;
+        let reg = Registry::new(vec![retired, entry("spiffe://t/new", &["unix:uid:1"])]);
+        let wl: BTreeSet<Selector> = ["unix:uid:1"].iter().map(|s| s.parse().unwrap()).collect();
+        let ids: Vec<String> = reg.matching(&wl).iter().map(|e| e.spiffe_id.to_string()).collect();
+        assert_eq!(ids, ["spiffe://t/new"]);
+
+        let mut e = entry("spiffe://t/a", &["unix:uid:1"]);
+        assert_eq!(e.agent_claim(), None);
+        e.owner = Some("team@x".into());
+        e.metadata.insert("model".into(), MetaValue::One("m1".into()));
+        e.metadata.insert("caps".into(), MetaValue::Many(vec!["a".into(), "b".into()]));
+        assert_eq!(e.agent_claim(), Some(serde_json::json!({ "owner": "team@x", "model": "m1", "caps": ["a", "b"] })));
     }
 
     #[test]

@@ -2,19 +2,22 @@
 //! snapshot every request reads once (entries, attestor settings, federated bundles, JWT
 //! issuer), replaced whole in one step on reload.
 
+pub mod deny;
 pub mod entry;
 
-pub use entry::{Entry, Registry};
+pub use deny::{DenyList, DenyRule, DenyTarget};
+pub use entry::{Entry, MetaValue, Registry};
 
 use crate::bundle::FederatedBundle;
 use crate::spiffe_id::TrustDomain;
 use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::sync::Arc;
-use tessera_attestors::Attestor;
+use tessera_attestors::{Attestor, Selector};
 
 /// What a reload can change, swapped as a whole: a request that read one snapshot attests with
 /// its attestor settings and matches its entries, never a mix of two configs.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Policy {
     pub registry: Registry,
     /// Attestation with this config's settings (env allowlist, config files, ...). Kept across
@@ -23,9 +26,74 @@ pub struct Policy {
     pub jwt_issuer: Option<String>,
     /// Federated trust domains and their bundles, parsed once when loaded.
     pub federated: BTreeMap<TrustDomain, Arc<FederatedBundle>>,
+    /// Deny rules from the config and from runtime revocations.
+    pub deny: Arc<DenyList>,
+    /// The config's attestor settings before deny rules added the digests they need.
+    pub attest_base: tessera_attestors::AttestConfig,
+}
+
+/// Why a workload whose selectors match entries gets none of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotEntitled {
+    /// No active entry matches.
+    NoEntry,
+    /// Entries match, but a deny rule takes them all away.
+    Denied(Arc<DenyRule>),
 }
 
 impl Policy {
+    /// The entries a workload with these selectors gets: the active entries it matches, minus
+    /// every identity a deny rule names; nothing at all when a rule names one of its selectors.
+    pub fn entitled(&self, selectors: &BTreeSet<Selector>) -> Result<Vec<Arc<Entry>>, NotEntitled> {
+        let matched = self.registry.matching(selectors);
+        if matched.is_empty() {
+            return Err(NotEntitled::NoEntry);
+        }
+        if let Some(rule) = self.deny.denies_workload(selectors) {
+            return Err(NotEntitled::Denied(rule));
+        }
+        let mut denied = None;
+        let kept: Vec<Arc<Entry>> = matched
+            .into_iter()
+            .filter(|e| match self.deny.denies_id(&e.spiffe_id) {
+                Some(rule) => {
+                    denied.get_or_insert_with(|| rule.clone());
+                    false
+                }
+                None => true,
+            })
+            .cloned()
+            .collect();
+        match (kept.is_empty(), denied) {
+            (true, Some(rule)) => Err(NotEntitled::Denied(rule)),
+            (true, None) => Err(NotEntitled::NoEntry),
+            (false, _) => Ok(kept),
+        }
+    }
+
+    /// This policy with other runtime rules; the attestor is kept unless the digests the rules
+    /// need changed.
+    pub fn with_runtime_rules(&self, runtime: Vec<Arc<DenyRule>>) -> Policy {
+        let deny = DenyList { config: self.deny.config.clone(), runtime };
+        let attest = deny.attest_config(&self.attest_base);
+        let attestor =
+            if *self.attestor.config() == attest { self.attestor.clone() } else { Arc::new(Attestor::new(attest)) };
+        Policy { attestor, deny: Arc::new(deny), ..self.clone() }
+    }
+
+    /// Why JWT-SVIDs of `id` must no longer validate here: a deny rule names it, or its entries
+    /// are all retired.
+    pub fn refuses_tokens_of(&self, id: &crate::spiffe_id::SpiffeId) -> Option<String> {
+        if let Some(rule) = self.deny.denies_id(id) {
+            return Some(format!("{id} is revoked (rule {})", rule.id));
+        }
+        let mut with_id = self.registry.entries().iter().filter(|e| &e.spiffe_id == id).peekable();
+        if with_id.peek().is_some() && with_id.all(|e| e.retired) {
+            return Some(format!("{id} belongs to a retired entry"));
+        }
+        None
+    }
+
     /// The federated bundles `entries` ask for (`federates_with`).
     pub fn federated_for(&self, entries: &[Arc<Entry>]) -> BTreeMap<TrustDomain, Arc<FederatedBundle>> {
         entries

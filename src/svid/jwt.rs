@@ -67,9 +67,24 @@ pub fn mint(
     key: &JwtKey,
     now: SystemTime,
 ) -> Result<JwtSvid, jsonwebtoken::errors::Error> {
+    mint_with(id, audience, ttl, issuer, key, now, serde_json::Map::new())
+}
+
+/// [`mint`] with extra claims (e.g. `agent`) beside the registered ones.
+pub fn mint_with(
+    id: &SpiffeId,
+    audience: &[String],
+    ttl: Duration,
+    issuer: Option<&str>,
+    key: &JwtKey,
+    now: SystemTime,
+    extra: serde_json::Map<String, serde_json::Value>,
+) -> Result<JwtSvid, jsonwebtoken::errors::Error> {
     // A TTL past the end of time (config bounds make this unreachable) is capped by the key's life.
     let expires_at = now.checked_add(ttl).unwrap_or(key.not_after).min(key.not_after);
-    sign(&JwtClaims::new(id, audience, issuer, now, expires_at), key, expires_at)
+    let mut claims = JwtClaims::new(id, audience, issuer, now, expires_at);
+    claims.extra = extra;
+    sign(&claims, key, expires_at)
 }
 
 /// Sign `claims` (ES256, header `alg`, `kid`, `typ: JWT`).
@@ -105,6 +120,8 @@ pub enum JwtError {
     UnknownKey(String, String),
     #[error("token is invalid: {0}")]
     Invalid(String),
+    #[error("token is no longer accepted: {0}")]
+    Revoked(String),
 }
 
 #[derive(Deserialize)]

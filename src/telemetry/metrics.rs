@@ -26,6 +26,7 @@ fn refusal_reason(why: &Refusal) -> &'static str {
         Refusal::AttestationFailed(_) => "attestation_failed",
         Refusal::NoEntry { .. } => "no_entry",
         Refusal::NotEntitled(_) => "not_entitled",
+        Refusal::Revoked { .. } => "revoked",
     }
 }
 const ADMIN_DENIED: &str = "admin_denied";
@@ -325,7 +326,13 @@ mod tests {
         m.on_event(&Event::StreamOpened { rpc: "r".into() });
         m.on_event(&Event::StreamOpened { rpc: "r".into() });
         m.on_event(&Event::StreamClosed { rpc: "r".into() });
-        m.on_event(&Event::Revoked { target: "spiffe://t.example/a".into(), reason: "r".into() });
+        let rule = crate::registry::DenyRule {
+            id: "r-1".into(),
+            target: crate::registry::DenyTarget::SpiffeId("spiffe://t.example/a".parse().unwrap()),
+            reason: "r".into(),
+            origin: crate::registry::Origin::Config,
+        };
+        m.on_event(&Event::Revoked { rule: rule.into(), by_uid: 0, by_pid: None, matched_now: Default::default() });
         let text = m.openmetrics().unwrap();
         assert_eq!(
             line(&text, "tessera_refusals_total{reason=\"no_entry\"}"),

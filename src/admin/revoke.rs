@@ -1,0 +1,385 @@
+//! Runtime revocations (`tessera revoke`): deny rules added and lifted over the admin socket,
+//! persisted in `DATA_DIR/revocations.json` (atomic, 0600) so they survive a restart, and put
+//! into force by publishing a new [`Policy`]: every open stream re-evaluates on that at once.
+//!
+//! Routes: `POST /revocations` (`{"selector"|"spiffe_id": …, "reason": …}`), `GET /revocations`,
+//! `DELETE /revocations/ID`.
+
+use crate::events::{Event, Events, MatchedNow};
+use crate::http::{self, Caller, Method, Request, StatusCode};
+use crate::inventory::Inventory;
+use crate::registry::Policy;
+use crate::registry::deny::{DenyRule, DenyTarget, Origin};
+use crate::spiffe_id::SpiffeId;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use tessera_attestors::Selector;
+use tokio::sync::watch;
+
+const FILE: &str = "revocations.json";
+/// Runtime revocations kept at most (each is checked on every attestation).
+const MAX_RULES: usize = 10_000;
+const MAX_REASON_LEN: usize = 1024;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    #[error("cannot read revocations {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error(
+        "revocations file {path} is corrupt ({message}); refusing to start without the revocations it holds: \
+         repair or remove it"
+    )]
+    Corrupt { path: PathBuf, message: String },
+    #[error("cannot write revocations {path}: {source}")]
+    Write { path: PathBuf, source: std::io::Error },
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoreFile {
+    version: u32,
+    revocations: Vec<DenyRule>,
+}
+
+/// The runtime rules and their file.
+pub struct Revocations {
+    path: PathBuf,
+    rules: Mutex<Vec<Arc<DenyRule>>>,
+}
+
+impl Revocations {
+    /// Load `DATA_DIR/revocations.json` (none yet: no rules). A corrupt file stops the daemon:
+    /// starting without the revocations would silently hand identities back.
+    pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
+        let path = data_dir.join(FILE);
+        let rules = match std::fs::read(&path) {
+            Ok(bytes) => {
+                let file: StoreFile = serde_json::from_slice(&bytes)
+                    .map_err(|e| StoreError::Corrupt { path: path.clone(), message: e.to_string() })?;
+                if file.version != 1 {
+                    return Err(StoreError::Corrupt { path, message: format!("unknown version {}", file.version) });
+                }
+                file.revocations.into_iter().map(Arc::new).collect()
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(source) => return Err(StoreError::Read { path, source }),
+        };
+        Ok(Self { path, rules: Mutex::new(rules) })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Arc<DenyRule>>> {
+        self.rules.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn rules(&self) -> Vec<Arc<DenyRule>> {
+        self.lock().clone()
+    }
+
+    /// Build a policy with the runtime rules and send it, holding the store's lock so that a
+    /// reload and a revoke at the same moment cannot lose one another.
+    pub fn publish<E>(
+        &self,
+        tx: &watch::Sender<Arc<Policy>>,
+        build: impl FnOnce(&[Arc<DenyRule>]) -> Result<Policy, E>,
+    ) -> Result<(), E> {
+        let rules = self.lock();
+        let policy = build(&rules)?;
+        tx.send_replace(Arc::new(policy));
+        Ok(())
+    }
+
+    /// Persist `next`, then put it in force.
+    fn replace(
+        &self,
+        rules: &mut Vec<Arc<DenyRule>>,
+        next: Vec<Arc<DenyRule>>,
+        tx: &watch::Sender<Arc<Policy>>,
+    ) -> Result<(), StoreError> {
+        let file = StoreFile { version: 1, revocations: next.iter().map(|r| (**r).clone()).collect() };
+        let bytes = serde_json::to_vec_pretty(&file).unwrap_or_default();
+        if let Some(dir) = self.path.parent() {
+            crate::storage::private_dir(dir).map_err(|source| StoreError::Write { path: self.path.clone(), source })?;
+        }
+        crate::storage::write_atomic(&self.path, &bytes)
+            .map_err(|source| StoreError::Write { path: self.path.clone(), source })?;
+        *rules = next;
+        let policy = tx.borrow().with_runtime_rules(rules.clone());
+        tx.send_replace(Arc::new(policy));
+        Ok(())
+    }
+
+    fn add(&self, rule: DenyRule, tx: &watch::Sender<Arc<Policy>>) -> Result<Arc<DenyRule>, AddError> {
+        let mut rules = self.lock();
+        if let Some(existing) = rules.iter().find(|r| r.target == rule.target) {
+            return Err(AddError::Exists(existing.clone()));
+        }
+        if rules.len() >= MAX_RULES {
+            return Err(AddError::Full);
+        }
+        let rule = Arc::new(rule);
+        let mut next = rules.clone();
+        next.push(rule.clone());
+        self.replace(&mut rules, next, tx).map_err(AddError::Store)?;
+        Ok(rule)
+    }
+
+    fn lift(&self, id: &str, tx: &watch::Sender<Arc<Policy>>) -> Result<Option<Arc<DenyRule>>, StoreError> {
+        let mut rules = self.lock();
+        let Some(found) = rules.iter().find(|r| r.id == id).cloned() else { return Ok(None) };
+        let next = rules.iter().filter(|r| r.id != id).cloned().collect();
+        self.replace(&mut rules, next, tx)?;
+        Ok(Some(found))
+    }
+}
+
+enum AddError {
+    Exists(Arc<DenyRule>),
+    Full,
+    Store(StoreError),
+}
+
+/// The body of `POST /revocations`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevokeRequest {
+    selector: Option<String>,
+    spiffe_id: Option<String>,
+    reason: String,
+}
+
+fn bad(message: impl Into<String>) -> http::Response {
+    http::json(StatusCode::BAD_REQUEST, &serde_json::json!({ "error": "bad_request", "message": message.into() }))
+}
+
+fn target_of(req: &RevokeRequest) -> Result<DenyTarget, http::Response> {
+    match (&req.selector, &req.spiffe_id) {
+        (Some(s), None) => s.parse::<Selector>().map(DenyTarget::Selector).map_err(|e| bad(e.to_string())),
+        (None, Some(id)) => SpiffeId::parse_workload(id)
+            .map(DenyTarget::SpiffeId)
+            .map_err(|e| bad(format!("invalid SPIFFE ID {id:?}: {e}"))),
+        _ => Err(bad("give exactly one of --selector or --spiffe-id")),
+    }
+}
+
+/// What `target` cuts off now: configured active entries and live workloads.
+fn matched_now(target: &DenyTarget, policy: &Policy, workloads: &[crate::inventory::Workload]) -> MatchedNow {
+    let (entries, pids) = match target {
+        DenyTarget::SpiffeId(id) => (
+            policy
+                .registry
+                .entries()
+                .iter()
+                .filter(|e| !e.retired && e.spiffe_id == *id)
+                .map(|e| e.spiffe_id.to_string())
+                .collect(),
+            workloads
+                .iter()
+                .filter(|w| w.held.values().any(|h| h.status == "active" && h.spiffe_id == id.to_string()))
+                .map(|w| w.pid)
+                .collect(),
+        ),
+        DenyTarget::Selector(s) => {
+            let wanted = s.to_string();
+            // A digest nobody computed yet (no entry asked for it): hash the running executable.
+            let exe_digest = s.value().strip_prefix("sha256:").filter(|_| s.kind() == tessera_attestors::Kind::Unix);
+            let max = policy.attest_base.max_hash_size.unwrap_or(u64::MAX);
+            let mut hashed = std::collections::HashMap::new();
+            (
+                policy
+                    .registry
+                    .entries()
+                    .iter()
+                    .filter(|e| !e.retired && e.selectors.contains(s))
+                    .map(|e| e.spiffe_id.to_string())
+                    .collect(),
+                workloads
+                    .iter()
+                    .filter(|w| w.held.values().any(|h| h.status == "active"))
+                    .filter(|w| {
+                        w.selectors.contains(&wanted)
+                            || exe_digest.is_some_and(|hex| {
+                                let digest = match &w.exe.sha256 {
+                                    Some(d) => Some(d.clone()),
+                                    None => running_exe_digest(w.pid, max, &mut hashed),
+                                };
+                                digest.as_deref() == Some(hex)
+                            })
+                    })
+                    .map(|w| w.pid)
+                    .collect(),
+            )
+        }
+    };
+    let mut m = MatchedNow { entries, workloads: pids };
+    m.entries.dedup();
+    m
+}
+
+/// SHA-256 of the executable a process runs (through /proc/PID/exe, so the inode it mapped),
+/// once per inode; `None` when unreadable or larger than `max`.
+fn running_exe_digest(
+    pid: i32,
+    max: u64,
+    done: &mut std::collections::HashMap<(u64, u64), Option<String>>,
+) -> Option<String> {
+    use sha2::Digest;
+    use std::io::Read;
+    use std::os::unix::fs::MetadataExt;
+    let mut file = std::fs::File::open(format!("/proc/{pid}/exe")).ok()?;
+    let meta = file.metadata().ok()?;
+    done.entry((meta.dev(), meta.ino()))
+        .or_insert_with(|| {
+            if meta.len() > max {
+                return None;
+            }
+            let mut hasher = sha2::Sha256::new();
+            let mut buf = vec![0u8; 1 << 16];
+            loop {
+                match file.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => hasher.update(&buf[..n]),
+                    Err(_) => return None,
+                }
+            }
+            Some(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
+        })
+        .clone()
+}
+
+fn new_id(existing: &[Arc<DenyRule>]) -> String {
+    use rand::Rng;
+    loop {
+        let id = format!("r-{:08x}", rand::rng().random::<u32>());
+        if !existing.iter().any(|r| r.id == id) {
+            return id;
+        }
+    }
+}
+
+fn caller_ids(caller: &Caller) -> (u32, Option<i32>) {
+    match caller {
+        Caller::Unix(p) => (p.uid, p.pid),
+        // The admin socket is Unix-only; a TCP caller never gets this far (refused before).
+        Caller::Tcp(_) => (u32::MAX, None),
+    }
+}
+
+/// Register the revocation routes on the admin socket.
+pub fn routes(
+    routes: &mut crate::admin::Routes,
+    store: Arc<Revocations>,
+    policy: Arc<watch::Sender<Arc<Policy>>>,
+    inventory: Arc<Inventory>,
+    events: Events,
+) {
+    let (s, p, e) = (store.clone(), policy.clone(), events.clone());
+    routes.add(Method::POST, "/revocations", move |request: Request| {
+        let (store, policy, inventory, events) = (s.clone(), p.clone(), inventory.clone(), e.clone());
+        async move {
+            let req: RevokeRequest = match serde_json::from_slice(&request.body) {
+                Ok(r) => r,
+                Err(e) => return bad(format!("body: {e}")),
+            };
+            let target = match target_of(&req) {
+                Ok(t) => t,
+                Err(response) => return response,
+            };
+            let reason = req.reason.trim().to_owned();
+            if reason.is_empty() || reason.len() > MAX_REASON_LEN {
+                return bad(format!("--reason must be 1 to {MAX_REASON_LEN} bytes"));
+            }
+            let (by_uid, by_pid) = caller_ids(&request.caller);
+            let at = crate::clock::unix_secs(std::time::SystemTime::now());
+            let rule =
+                DenyRule { id: new_id(&store.rules()), target, reason, origin: Origin::Runtime { by_uid, by_pid, at } };
+            // Blocking: an fsync'd write under the store's lock, then /proc reads.
+            let outcome = tokio::task::spawn_blocking(move || {
+                // Who holds what, taken before the rule is in force (streams are withdrawn at
+                // once after); evaluated after, so hashing never delays the revocation.
+                let current = policy.borrow().clone();
+                let (holders, _) = inventory.snapshot(0);
+                let added = store.add(rule, &policy)?;
+                let matched = matched_now(&added.target, &current, &holders);
+                Ok::<_, AddError>((added, matched))
+            })
+            .await;
+            match outcome {
+                Ok(Ok((rule, matched_now))) => {
+                    let message = if matched_now.is_empty() {
+                        format!("revocation {} recorded; it matches nothing now", rule.id)
+                    } else {
+                        format!(
+                            "revocation {} in force; it takes away {} configured entr{} and cuts off {} running workload{}",
+                            rule.id,
+                            matched_now.entries.len(),
+                            if matched_now.entries.len() == 1 { "y" } else { "ies" },
+                            matched_now.workloads.len(),
+                            if matched_now.workloads.len() == 1 { "" } else { "s" },
+                        )
+                    };
+                    tracing::warn!(rule = %rule.id, target = %rule.target, reason = %rule.reason, by_uid, ?by_pid, "revoked");
+                    events.emit(Event::Revoked { rule: rule.clone(), by_uid, by_pid, matched_now: matched_now.clone() });
+                    http::json(
+                        StatusCode::CREATED,
+                        &serde_json::json!({ "revocation": &*rule, "matched_now": matched_now, "message": message }),
+                    )
+                }
+                Ok(Err(AddError::Exists(rule))) => http::json(
+                    StatusCode::CONFLICT,
+                    &serde_json::json!({ "error": "exists", "revocation": &*rule,
+                        "message": format!("already revoked by {}", rule.id) }),
+                ),
+                Ok(Err(AddError::Full)) => http::json(
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    &serde_json::json!({ "error": "full", "message": format!("{MAX_RULES} revocations exist; lift some") }),
+                ),
+                Ok(Err(AddError::Store(e))) => server_error(e.to_string()),
+                Err(e) => server_error(e.to_string()),
+            }
+        }
+    });
+    let p = policy.clone();
+    routes.add(Method::GET, "/revocations", move |_request: Request| {
+        let policy = p.borrow().clone();
+        async move {
+            let rules: Vec<DenyRule> = policy.deny.rules().map(|r| (**r).clone()).collect();
+            http::json(StatusCode::OK, &serde_json::json!({ "revocations": rules }))
+        }
+    });
+    routes.add(Method::DELETE, "/revocations/", move |request: Request| {
+        let (store, policy, events) = (store.clone(), policy.clone(), events.clone());
+        async move {
+            let id = request.path().trim_start_matches("/revocations/").to_owned();
+            if id.starts_with("config-") {
+                return http::json(
+                    StatusCode::CONFLICT,
+                    &serde_json::json!({ "error": "in_config",
+                        "message": format!("{id} is a [[deny]] block of the config file; remove it there and reload") }),
+                );
+            }
+            let (by_uid, by_pid) = caller_ids(&request.caller);
+            let lookup = id.clone();
+            match tokio::task::spawn_blocking(move || store.lift(&lookup, &policy)).await {
+                Ok(Ok(Some(rule))) => {
+                    tracing::warn!(rule = %rule.id, by_uid, ?by_pid, "revocation lifted");
+                    events.emit(Event::RevocationLifted { rule: rule.clone(), by_uid, by_pid });
+                    http::json(
+                        StatusCode::OK,
+                        &serde_json::json!({ "lifted": &*rule, "message": format!("revocation {id} lifted") }),
+                    )
+                }
+                Ok(Ok(None)) => http::json(
+                    StatusCode::NOT_FOUND,
+                    &serde_json::json!({ "error": "not_found", "message": format!("no revocation {id}") }),
+                ),
+                Ok(Err(e)) => server_error(e.to_string()),
+                Err(e) => server_error(e.to_string()),
+            }
+        }
+    });
+}
+
+fn server_error(message: String) -> http::Response {
+    http::json(StatusCode::INTERNAL_SERVER_ERROR, &serde_json::json!({ "error": "internal", "message": message }))
+}

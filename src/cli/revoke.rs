@@ -1,0 +1,59 @@
+//! `tessera revoke`: add, list and lift runtime revocations over the admin socket.
+
+use super::inventory::{call, s, time};
+use anyhow::{Result, bail};
+use serde_json::Value;
+use std::path::Path;
+
+/// `ID  selector S | spiffe_id ID  reason  (source)`.
+pub(crate) fn revocation_line(r: &Value) -> String {
+    let what = if r["selector"].is_string() {
+        format!("selector {}", s(&r["selector"]))
+    } else {
+        format!("spiffe_id {}", s(&r["spiffe_id"]))
+    };
+    let source = match r["source"].as_str() {
+        Some("runtime") => format!("revoked by uid {} at {}", s(&r["by_uid"]), time(&r["at"])),
+        _ => "config [[deny]]".to_owned(),
+    };
+    format!("{}\t{what}\t{}\t({source})", s(&r["id"]), s(&r["reason"]))
+}
+
+/// What `tessera revoke` was asked to do.
+pub enum Revoke {
+    Add { selector: Option<String>, spiffe_id: Option<String>, reason: String },
+    List { json: bool },
+    Lift { id: String },
+}
+
+pub fn revoke(socket: &Path, action: Revoke) -> Result<()> {
+    match action {
+        Revoke::Add { selector, spiffe_id, reason } => {
+            let answer = call(
+                socket,
+                http::Method::POST,
+                "/revocations",
+                Some(serde_json::json!({ "selector": selector, "spiffe_id": spiffe_id, "reason": reason })),
+            )?;
+            println!("{}", s(&answer["message"]));
+        }
+        Revoke::List { json } => {
+            let answer = call(socket, http::Method::GET, "/revocations", None)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&answer)?);
+            } else {
+                for r in answer["revocations"].as_array().unwrap_or(&Vec::new()) {
+                    println!("{}", revocation_line(r));
+                }
+            }
+        }
+        Revoke::Lift { id } => {
+            if id.is_empty() || id.contains('/') || id.contains('?') {
+                bail!("invalid revocation ID {id:?}");
+            }
+            let answer = call(socket, http::Method::DELETE, &format!("/revocations/{id}"), None)?;
+            println!("{}", s(&answer["message"]));
+        }
+    }
+    Ok(())
+}

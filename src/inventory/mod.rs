@@ -1,0 +1,307 @@
+//! The live inventory: which process holds which identity right now, and who was refused. An
+//! event-spine subscriber (issued, withdrawn, drift, refused) keeps it; a process leaves when it
+//! exits (checked on every read and swept every [`SWEEP_EVERY`]) or when all it held expired.
+//! Served as `GET /inventory` on the admin socket; the JSON shape is in docs/inventory.md.
+
+mod process;
+pub mod view;
+
+use crate::events::{Event, ExeEvidence, IssuedSvid, Refusal, Subscriber};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub use view::routes;
+
+/// Refusals kept (the newest); a flood of refusals costs no more than this.
+pub const MAX_REFUSALS: usize = 256;
+/// Processes tracked at most; past this the longest-connected entries are dropped (logged).
+const MAX_WORKLOADS: usize = 16_384;
+/// How often exited processes are removed between reads.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// One identity a process was handed.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Held {
+    pub spiffe_id: String,
+    /// `x509` or `jwt`.
+    pub kind: &'static str,
+    /// X.509 serial (hex); JWT-SVIDs have none.
+    pub serial: Option<String>,
+    /// JWT signing key ID.
+    pub kid: Option<String>,
+    pub expires_at: u64,
+    pub owner: Option<String>,
+    /// `active`, or `withdrawn` (the daemon took it back; an X.509-SVID stays valid until
+    /// `expires_at` for anyone who trusts the bundle).
+    pub status: &'static str,
+    pub withdrawn_reason: Option<String>,
+}
+
+/// A process that was handed SVIDs.
+#[derive(Debug, Clone)]
+pub struct Workload {
+    pub pid: i32,
+    pub start_ticks: u64,
+    pub uid: u32,
+    pub exe: ExeEvidence,
+    pub script: Option<String>,
+    pub selectors: Vec<String>,
+    /// Unix seconds of the first SVID handed to this process.
+    pub connected_since: u64,
+    /// By (kind, SPIFFE ID).
+    pub held: BTreeMap<(&'static str, String), Held>,
+}
+
+/// One refusal.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RefusalRecord {
+    pub time: u64,
+    pub rpc: String,
+    pub pid: Option<i32>,
+    pub uid: u32,
+    pub exe: Option<ExeEvidence>,
+    pub reason: String,
+}
+
+#[derive(Default)]
+struct State {
+    workloads: HashMap<(i32, u64), Workload>,
+    refusals: VecDeque<RefusalRecord>,
+}
+
+/// The live state. Share it as `Arc<Inventory>`.
+#[derive(Default)]
+pub struct Inventory {
+    state: Mutex<State>,
+}
+
+fn now_unix() -> u64 {
+    crate::clock::unix_secs(std::time::SystemTime::now())
+}
+
+impl Inventory {
+    /// A new inventory, swept for exited processes in the background (call inside a runtime).
+    pub fn new() -> Arc<Self> {
+        let inventory = Arc::new(Self::default());
+        let weak = Arc::downgrade(&inventory);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(SWEEP_EVERY).await;
+                let Some(inv) = weak.upgrade() else { return };
+                inv.prune();
+            }
+        });
+        inventory
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Drop exited processes and expired identities (the /proc reads happen outside the lock).
+    fn prune(&self) {
+        let keys: Vec<(i32, u64)> = self.lock().workloads.keys().copied().collect();
+        let gone: Vec<(i32, u64)> = keys.into_iter().filter(|(pid, start)| !process::alive(*pid, *start)).collect();
+        let now = now_unix();
+        let mut state = self.lock();
+        for k in &gone {
+            state.workloads.remove(k);
+        }
+        state.workloads.retain(|_, w| {
+            w.held.retain(|_, h| h.expires_at > now);
+            !w.held.is_empty()
+        });
+    }
+
+    /// Every live process holding an identity, by pid, and the newest `refusals` refusals.
+    pub fn snapshot(&self, refusals: usize) -> (Vec<Workload>, Vec<RefusalRecord>) {
+        self.prune();
+        let state = self.lock();
+        let mut workloads: Vec<Workload> = state.workloads.values().cloned().collect();
+        workloads.sort_by_key(|w| (w.pid, w.start_ticks));
+        let skip = state.refusals.len().saturating_sub(refusals);
+        (workloads, state.refusals.iter().skip(skip).cloned().collect())
+    }
+
+    fn issued(&self, event: &Event) {
+        let Event::Issued { pid, uid, exe, issued, owners, process, .. } = event else { return };
+        let mut state = self.lock();
+        let key = (*pid, process.start_ticks);
+        if !state.workloads.contains_key(&key) && state.workloads.len() >= MAX_WORKLOADS {
+            // Make room: the process connected longest ago goes (it is logged, not hidden silently).
+            if let Some(oldest) =
+                state.workloads.values().min_by_key(|w| w.connected_since).map(|w| (w.pid, w.start_ticks))
+            {
+                tracing::warn!(pid = oldest.0, "inventory full ({MAX_WORKLOADS} processes): dropping the oldest entry");
+                state.workloads.remove(&oldest);
+            }
+        }
+        let w = state.workloads.entry(key).or_insert_with(|| Workload {
+            pid: *pid,
+            start_ticks: process.start_ticks,
+            uid: *uid,
+            exe: exe.clone(),
+            script: None,
+            selectors: Vec::new(),
+            connected_since: now_unix(),
+            held: BTreeMap::new(),
+        });
+        w.exe = exe.clone();
+        w.script = process.script.clone();
+        w.selectors = process.selectors.clone();
+        for svid in issued {
+            let held = match svid {
+                IssuedSvid::X509 { spiffe_id, serial, not_after, .. } => Held {
+                    spiffe_id: spiffe_id.clone(),
+                    kind: "x509",
+                    serial: Some(serial.clone()),
+                    kid: None,
+                    expires_at: *not_after,
+                    owner: owners.get(spiffe_id).cloned(),
+                    status: "active",
+                    withdrawn_reason: None,
+                },
+                IssuedSvid::Jwt { spiffe_id, kid, expires_at } => Held {
+                    spiffe_id: spiffe_id.clone(),
+                    kind: "jwt",
+                    serial: None,
+                    kid: Some(kid.clone()),
+                    // Several JWT-SVIDs (audiences) for one ID: the latest expiry counts.
+                    expires_at: w
+                        .held
+                        .get(&("jwt", spiffe_id.clone()))
+                        .map_or(*expires_at, |h| h.expires_at.max(*expires_at)),
+                    owner: owners.get(spiffe_id).cloned(),
+                    status: "active",
+                    withdrawn_reason: None,
+                },
+            };
+            w.held.insert((held.kind, held.spiffe_id.clone()), held);
+        }
+    }
+
+    fn withdrawn(&self, pid: i32, had: &[String], reason: &str) {
+        let mut state = self.lock();
+        for w in state.workloads.values_mut().filter(|w| w.pid == pid) {
+            for h in w.held.values_mut().filter(|h| had.contains(&h.spiffe_id)) {
+                h.status = "withdrawn";
+                h.withdrawn_reason = Some(reason.to_owned());
+            }
+        }
+    }
+
+    fn drifted(&self, pid: i32, removed: &[String], added: &[String]) {
+        let mut state = self.lock();
+        for w in state.workloads.values_mut().filter(|w| w.pid == pid) {
+            w.selectors.retain(|s| !removed.contains(s));
+            w.selectors.extend(added.iter().cloned());
+            w.selectors.sort();
+            w.selectors.dedup();
+        }
+    }
+
+    fn refused(&self, rpc: &str, pid: Option<i32>, uid: u32, why: &Refusal) {
+        let (exe, reason) = match why {
+            Refusal::AttestationFailed(r) => (None, format!("attestation failed: {r}")),
+            Refusal::NoEntry { exe, .. } => (Some(exe.clone()), "no registration entry matches".to_owned()),
+            Refusal::NotEntitled(id) => (None, format!("not entitled to {id}")),
+            Refusal::Revoked { rule, reason, exe, .. } => {
+                (Some(exe.clone()), format!("revoked by rule {rule}: {reason}"))
+            }
+        };
+        let mut state = self.lock();
+        if state.refusals.len() >= MAX_REFUSALS {
+            state.refusals.pop_front();
+        }
+        state.refusals.push_back(RefusalRecord { time: now_unix(), rpc: rpc.to_owned(), pid, uid, exe, reason });
+    }
+}
+
+impl Subscriber for Inventory {
+    fn on_event(&self, event: &Event) {
+        match event {
+            Event::Issued { .. } => self.issued(event),
+            Event::Withdrawn { pid, had, reason, .. } => self.withdrawn(*pid, had, reason),
+            Event::Drift { pid, removed, added, .. } => self.drifted(*pid, removed, added),
+            Event::Refused { rpc, pid, uid, why } => self.refused(rpc, *pid, *uid, why),
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::{ProcessFacts, SvidKind};
+
+    fn own_start() -> u64 {
+        let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+        stat.rsplit_once(')').unwrap().1.split_whitespace().nth(19).unwrap().parse().unwrap()
+    }
+
+    fn issued(pid: i32, start_ticks: u64, id: &str, expires: u64) -> Event {
+        Event::Issued {
+            rpc: "FetchX509SVID".into(),
+            kind: SvidKind::X509,
+            pid,
+            uid: 0,
+            exe: ExeEvidence { path: Some("/bin/x".into()), sha256: None },
+            selectors_matched: vec![],
+            entries: vec![id.into()],
+            issued: vec![IssuedSvid::X509 {
+                spiffe_id: id.into(),
+                serial: "0a".into(),
+                not_after: expires,
+                reused_for_process: false,
+            }],
+            audience: None,
+            owners: [(id.to_owned(), "team".to_owned())].into(),
+            process: Arc::new(ProcessFacts { start_ticks, selectors: vec![], script: None }),
+        }
+    }
+
+    #[test]
+    fn lists_live_holders_and_drops_dead_or_expired_ones() {
+        let inv = Inventory::default();
+        let me = std::process::id() as i32;
+        let start = own_start();
+        let later = now_unix() + 600;
+        inv.on_event(&issued(me, start, "spiffe://t/a", later));
+        inv.on_event(&issued(me, start + 1, "spiffe://t/ghost", later)); // pid reused: not this process
+        inv.on_event(&issued(me, start, "spiffe://t/old", now_unix() - 1)); // expired
+        let (w, _) = inv.snapshot(10);
+        assert_eq!(w.len(), 1);
+        let ids: Vec<&str> = w[0].held.values().map(|h| h.spiffe_id.as_str()).collect();
+        assert_eq!(ids, ["spiffe://t/a"]);
+        assert_eq!(w[0].held.values().next().unwrap().owner.as_deref(), Some("team"));
+
+        inv.on_event(&Event::Withdrawn {
+            rpc: "FetchX509SVID".into(),
+            pid: me,
+            uid: 0,
+            had: vec!["spiffe://t/a".into()],
+            reason: "revoked".into(),
+            owners: Default::default(),
+        });
+        assert_eq!(inv.snapshot(10).0[0].held.values().next().unwrap().status, "withdrawn");
+    }
+
+    #[test]
+    fn refusals_are_bounded_and_newest_last() {
+        let inv = Inventory::default();
+        for pid in 0..(MAX_REFUSALS as i32 + 10) {
+            inv.on_event(&Event::Refused {
+                rpc: "r".into(),
+                pid: Some(pid),
+                uid: 1,
+                why: Refusal::AttestationFailed("x".into()),
+            });
+        }
+        let (_, r) = inv.snapshot(3);
+        let pids: Vec<Option<i32>> = r.iter().map(|r| r.pid).collect();
+        let last = MAX_REFUSALS as i32 + 9;
+        assert_eq!(pids, [Some(last - 2), Some(last - 1), Some(last)]);
+        assert_eq!(inv.lock().refusals.len(), MAX_REFUSALS);
+    }
+}

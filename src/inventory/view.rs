@@ -1,0 +1,121 @@
+//! `GET /inventory`: the stable JSON document (version 1, documented in docs/inventory.md).
+
+use super::{Inventory, RefusalRecord, Workload};
+use crate::http::{self, Method, Request};
+use crate::registry::{DenyRule, DenyTarget, MetaValue, Policy};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use tokio::sync::watch;
+
+/// Refusals listed unless `?refusals=N` asks for another number (at most the kept 256).
+const DEFAULT_REFUSALS: usize = 20;
+
+#[derive(Serialize)]
+pub struct InventoryDoc {
+    pub version: u32,
+    pub generated_at: u64,
+    pub entries: Vec<EntryView>,
+    pub workloads: Vec<WorkloadView>,
+    pub refusals: Vec<RefusalRecord>,
+    pub revocations: Vec<DenyRule>,
+}
+
+#[derive(Serialize)]
+pub struct EntryView {
+    pub spiffe_id: String,
+    pub owner: Option<String>,
+    pub metadata: BTreeMap<String, MetaValue>,
+    /// `active` or `retired`.
+    pub status: &'static str,
+    pub selectors: Vec<String>,
+    /// Deny rules that take this identity away (by SPIFFE ID).
+    pub revoked_by: Vec<String>,
+}
+
+#[derive(Serialize)]
+pub struct WorkloadView {
+    pub pid: i32,
+    /// Unix seconds.
+    pub start_time: u64,
+    pub uid: u32,
+    pub exe: crate::events::ExeEvidence,
+    pub script: Option<String>,
+    pub connected_since: u64,
+    pub identities: Vec<super::Held>,
+}
+
+impl WorkloadView {
+    fn of(w: Workload) -> Self {
+        WorkloadView {
+            pid: w.pid,
+            start_time: super::process::start_unix(w.start_ticks),
+            uid: w.uid,
+            exe: w.exe,
+            script: w.script,
+            connected_since: w.connected_since,
+            identities: w.held.into_values().collect(),
+        }
+    }
+}
+
+/// The document for the policy in force and the live state.
+pub fn document(inventory: &Inventory, policy: &Policy, refusals: usize) -> InventoryDoc {
+    let entries = policy
+        .registry
+        .entries()
+        .iter()
+        .map(|e| EntryView {
+            spiffe_id: e.spiffe_id.to_string(),
+            owner: e.owner.clone(),
+            metadata: e.metadata.clone(),
+            status: if e.retired { "retired" } else { "active" },
+            selectors: e.selectors.iter().map(|s| s.to_string()).collect(),
+            revoked_by: policy
+                .deny
+                .rules()
+                .filter(|r| matches!(&r.target, DenyTarget::SpiffeId(id) if *id == e.spiffe_id))
+                .map(|r| r.id.clone())
+                .collect(),
+        })
+        .collect();
+    let (workloads, refusals) = inventory.snapshot(refusals);
+    InventoryDoc {
+        version: 1,
+        generated_at: crate::clock::unix_secs(std::time::SystemTime::now()),
+        entries,
+        workloads: workloads.into_iter().map(WorkloadView::of).collect(),
+        refusals,
+        revocations: policy.deny.rules().map(|r| (**r).clone()).collect(),
+    }
+}
+
+/// `?refusals=N`.
+fn refusals_wanted(request: &Request) -> usize {
+    request
+        .uri
+        .query()
+        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("refusals=")))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(DEFAULT_REFUSALS)
+        .min(super::MAX_REFUSALS)
+}
+
+/// Register `GET /inventory` on the admin socket.
+pub fn routes(routes: &mut crate::admin::Routes, inventory: Arc<Inventory>, policy: watch::Receiver<Arc<Policy>>) {
+    routes.add(Method::GET, "/inventory", move |request: Request| {
+        let inventory = inventory.clone();
+        let policy = policy.borrow().clone();
+        async move {
+            let n = refusals_wanted(&request);
+            // /proc reads for liveness: off the async threads.
+            match tokio::task::spawn_blocking(move || document(&inventory, &policy, n)).await {
+                Ok(doc) => http::json(http::StatusCode::OK, &doc),
+                Err(e) => http::json(
+                    http::StatusCode::INTERNAL_SERVER_ERROR,
+                    &serde_json::json!({ "error": "internal", "message": e.to_string() }),
+                ),
+            }
+        }
+    });
+}

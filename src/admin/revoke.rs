@@ -152,13 +152,13 @@ fn bad(message: impl Into<String>) -> http::Response {
     http::json(StatusCode::BAD_REQUEST, &serde_json::json!({ "error": "bad_request", "message": message.into() }))
 }
 
-fn target_of(req: &RevokeRequest) -> Result<DenyTarget, http::Response> {
+fn target_of(req: &RevokeRequest) -> Result<DenyTarget, Box<http::Response>> {
     match (&req.selector, &req.spiffe_id) {
-        (Some(s), None) => s.parse::<Selector>().map(DenyTarget::Selector).map_err(|e| bad(e.to_string())),
+        (Some(s), None) => s.parse::<Selector>().map(DenyTarget::Selector).map_err(|e| Box::new(bad(e.to_string()))),
         (None, Some(id)) => SpiffeId::parse_workload(id)
             .map(DenyTarget::SpiffeId)
-            .map_err(|e| bad(format!("invalid SPIFFE ID {id:?}: {e}"))),
-        _ => Err(bad("give exactly one of --selector or --spiffe-id")),
+            .map_err(|e| Box::new(bad(format!("invalid SPIFFE ID {id:?}: {e}")))),
+        _ => Err(Box::new(bad("give exactly one of --selector or --spiffe-id"))),
     }
 }
 
@@ -283,7 +283,7 @@ pub fn routes(
             };
             let target = match target_of(&req) {
                 Ok(t) => t,
-                Err(response) => return response,
+                Err(response) => return *response,
             };
             let reason = req.reason.trim().to_owned();
             if reason.is_empty() || reason.len() > MAX_REASON_LEN {

@@ -304,6 +304,8 @@ mod tests {
             attestor: Arc::new(tessera_attestors::Attestor::new(Default::default())),
             jwt_issuer: None,
             federated: BTreeMap::new(),
+            deny: Default::default(),
+            attest_base: Default::default(),
         };
         let (_tx, rx) = watch::channel(Arc::new(policy));
         (Metrics::new(ca, rx), dir)
@@ -330,7 +332,7 @@ mod tests {
             id: "r-1".into(),
             target: crate::registry::DenyTarget::SpiffeId("spiffe://t.example/a".parse().unwrap()),
             reason: "r".into(),
-            origin: crate::registry::Origin::Config,
+            origin: crate::registry::deny::Origin::Config,
         };
         m.on_event(&Event::Revoked { rule: rule.into(), by_uid: 0, by_pid: None, matched_now: Default::default() });
         let text = m.openmetrics().unwrap();

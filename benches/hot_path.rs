@@ -69,6 +69,7 @@ fn benches(c: &mut Criterion, exe_size: u64) {
         dns_names: vec![],
         hint: None,
         federates_with: vec![],
+        delegation: None,
     };
     let mut g = c.benchmark_group("x509");
     g.throughput(Throughput::Elements(1));

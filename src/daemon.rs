@@ -66,7 +66,14 @@ fn policy_of(config: &Config, previous: Option<&Policy>) -> Result<Policy, crate
         Some(p) if *p.attestor.config() == config.attest => p.attestor.clone(),
         _ => Arc::new(Attestor::new(config.attest.clone())),
     };
-    Ok(Policy { registry: config.registry.clone(), attestor, jwt_issuer: config.jwt_issuer.clone(), federated })
+    let issuers = config.delegation.as_ref().map(|d| d.issuers.as_slice()).unwrap_or_default();
+    Ok(Policy {
+        registry: config.registry.clone(),
+        attestor,
+        jwt_issuer: config.jwt_issuer.clone(),
+        federated,
+        delegation_issuers: Arc::new(crate::delegation::trust::Issuers::load(issuers)?),
+    })
 }
 
 /// The CA's view of the config file's upstream section.
@@ -115,7 +122,8 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     });
 
     // The admin socket: commands register their routes here.
-    let admin_routes = crate::admin::Routes::new();
+    let mut admin_routes = crate::admin::Routes::new();
+    crate::delegation::start(&config, &ctx.pipeline, &ca, &events, &mut admin_routes, shutdown_rx.clone())?;
     let admin_listener = crate::admin::bind(&config.admin_socket_path, config.admin_socket_group)?;
     let admin = crate::admin::AdminHandler {
         authorized: crate::admin::Authorized {
@@ -194,6 +202,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     };
     let _ = std::fs::remove_file(&config.socket_path);
     let _ = std::fs::remove_file(&config.admin_socket_path);
+    config.delegation.iter().for_each(|d| drop(std::fs::remove_file(&d.token_socket_path)));
     audit.close();
     tracing::info!("stopped; socket removed");
     result.map_err(DaemonError::from)
@@ -246,6 +255,7 @@ fn spawn_reloader(
     let watch_paths = |c: &Config| -> Vec<std::path::PathBuf> {
         let mut p = vec![c.source.clone().unwrap_or_default()];
         p.extend(c.federation.iter().map(|f| f.bundle_path.clone()));
+        p.extend(c.delegation.iter().flat_map(|d| d.issuers.iter().map(|i| i.jwks_path.clone())));
         p
     };
     let mut _files_sub = files.subscribe(Owner::Daemon, &watch_paths(&current), &changed);

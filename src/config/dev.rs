@@ -107,6 +107,7 @@ pub fn config() -> Result<Config, DevModeError> {
         dns_names: vec![],
         hint: Some("dev".into()),
         federates_with: vec![],
+        delegation: None,
     };
     Ok(Config {
         source: None,
@@ -119,6 +120,7 @@ pub fn config() -> Result<Config, DevModeError> {
         audit: Default::default(),
         data_dir,
         jwt_issuer: None,
+        delegation: None,
         ca_ttl: Duration::from_secs(7 * 86400),
         upstream: None,
         reattest_interval: Duration::from_secs(30),

@@ -1,6 +1,7 @@
 //! The TOML configuration: parsed with source positions so every error names the file, the line,
 //! the key and what to write instead. `tessera check` and `tessera run` share [`Config::load`].
 
+pub mod delegation;
 pub mod dev;
 
 use crate::duration;
@@ -69,6 +70,8 @@ struct RawConfig {
     socket_mode: Option<Spanned<String>>,
     admin_socket_path: Option<PathBuf>,
     admin_socket_group: Option<Spanned<toml::Value>>,
+    token_socket_path: Option<PathBuf>,
+    delegation: Option<Spanned<delegation::RawDelegation>>,
     data_dir: Option<PathBuf>,
     audit_log: Option<PathBuf>,
     audit_max_size: Option<Spanned<u64>>,
@@ -128,6 +131,7 @@ struct RawEntry {
     hint: Option<Spanned<String>>,
     #[serde(default)]
     federates_with: Vec<Spanned<String>>,
+    delegation: Option<Spanned<delegation::RawEntryDelegation>>,
 }
 
 /// An operator's root CA on disk, used to sign the node's intermediate.
@@ -163,6 +167,8 @@ pub struct Config {
     /// Audit rotation and refusal aggregation.
     pub audit: crate::events::audit::AuditOptions,
     pub jwt_issuer: Option<String>,
+    /// The token socket and trusted issuers, when delegation is configured.
+    pub delegation: Option<crate::delegation::policy::DelegationConfig>,
     pub ca_ttl: Duration,
     /// The node CA as an intermediate under an operator's root (None: self-signed root).
     pub upstream: Option<Upstream>,
@@ -473,6 +479,13 @@ impl Validator<'_> {
                 .any(|s| s.kind() == kind && s.value().starts_with("sha256:"))
         };
         let socket_path = raw.socket_path.unwrap_or_else(|| DEFAULT_SOCKET.into());
+        let delegation = self.delegation(
+            raw.delegation.as_ref(),
+            raw.token_socket_path.as_ref(),
+            raw.jwt_issuer.as_deref(),
+            &raw.entries,
+            &socket_path,
+        );
         Some(Config {
             source: Some(path.to_owned()),
             trust_domain: trust_domain?,
@@ -484,6 +497,7 @@ impl Validator<'_> {
             audit,
             data_dir,
             jwt_issuer: raw.jwt_issuer,
+            delegation,
             ca_ttl,
             upstream,
             reattest_interval,
@@ -591,6 +605,7 @@ impl Validator<'_> {
                 ),
             }
         }
+        let delegation = self.entry_delegation(i, e.delegation.as_ref());
         Some(Entry {
             spiffe_id: id?,
             selectors,
@@ -599,6 +614,7 @@ impl Validator<'_> {
             dns_names: e.dns_names.iter().map(|d| d.get_ref().clone()).collect(),
             hint: e.hint.as_ref().map(|h| h.get_ref().clone()),
             federates_with,
+            delegation,
         })
     }
 }

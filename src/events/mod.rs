@@ -52,6 +52,8 @@ pub enum Event {
     AdminRefused { uid: Option<u32>, pid: Option<i32>, method: String, path: String },
     /// The CA's key ring changed (a successor published, or an expired key dropped).
     CaRotated { x509_authorities: usize, jwt_keys: usize },
+    /// A token exchange (granted, refused, pending) or an approval decision.
+    Delegation(Box<crate::delegation::record::Record>),
 }
 
 /// Why a caller got no identity.

@@ -16,6 +16,8 @@ pub struct Entry {
     pub dns_names: Vec<String>,
     pub hint: Option<String>,
     pub federates_with: Vec<TrustDomain>,
+    /// `[entries.delegation]`: this agent may act for users (token exchange).
+    pub delegation: Option<Arc<crate::delegation::policy::EntryDelegation>>,
 }
 
 impl Entry {
@@ -85,6 +87,7 @@ mod tests {
             dns_names: vec![],
             hint: None,
             federates_with: vec![],
+            delegation: None,
         }
     }
 

@@ -23,6 +23,8 @@ pub struct Policy {
     pub jwt_issuer: Option<String>,
     /// Federated trust domains and their bundles, parsed once when loaded.
     pub federated: BTreeMap<TrustDomain, Arc<FederatedBundle>>,
+    /// Identity providers whose user tokens agents may exchange, their JWKS loaded.
+    pub delegation_issuers: Arc<crate::delegation::trust::Issuers>,
 }
 
 impl Policy {

@@ -3,6 +3,8 @@
 //! the token socket, a test identity provider (a locally generated ES256 key and its JWKS file),
 //! and the issued tokens verified with `jsonwebtoken` against the JWKS the socket publishes.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test helpers: a failure is the test failing")]
+
 mod common;
 
 use base64::Engine;

@@ -233,3 +233,115 @@ impl Validator<'_> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+    use std::path::Path;
+
+    fn parse(text: &str) -> Result<Config, crate::config::ConfigError> {
+        Config::parse(text, Path::new("/etc/tessera/tessera.toml"))
+    }
+
+    fn jwks_file() -> tempfile::NamedTempFile {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(f.path(), r#"{"keys":[]}"#).unwrap();
+        f
+    }
+
+    #[test]
+    fn a_full_delegation_config() {
+        let jwks = jwks_file();
+        let cfg = parse(&format!(
+            r#"trust_domain = "example.org"
+socket_path = "/run/t/api.sock"
+jwt_issuer = "https://tessera.example.org"
+[[delegation.issuers]]
+issuer = "https://idp.example.com"
+jwks_path = "{}"
+audience = "tessera"
+[[entries]]
+spiffe_id = "spiffe://example.org/agents/travel"
+selectors = ["unix:uid:1000"]
+[entries.delegation]
+from = ["https://idp.example.com", "spiffe://example.org/agents/concierge"]
+scopes = ["flight:search", "flight:reserve", "booking:create"]
+audiences = ["https://api.flights.example"]
+max_ttl = "5m"
+max_depth = 3
+approval = ["booking:create"]
+"#,
+            jwks.path().display()
+        ))
+        .unwrap();
+        let d = cfg.delegation.unwrap();
+        assert_eq!(d.token_socket_path, Path::new("/run/t/token.sock"));
+        assert_eq!(d.issuers[0].audience, "tessera");
+        let e = cfg.registry.entries()[0].delegation.clone().unwrap();
+        assert_eq!((e.max_depth, e.max_ttl.as_secs()), (3, 300));
+        assert_eq!(e.approval, ["booking:create"]);
+    }
+
+    #[test]
+    fn delegation_without_jwt_issuer_and_bad_keys_are_located() {
+        let err = parse(
+            r#"trust_domain = "example.org"
+[[entries]]
+spiffe_id = "spiffe://example.org/agents/travel"
+selectors = ["unix:uid:1000"]
+[entries.delegation]
+from = ["https://unknown-idp.example", "spiffe://bad id"]
+scopes = ["ok", "bad scope"]
+audiences = []
+max_depth = 0
+max_ttl = "2d"
+approval = ["booking:create"]
+"#,
+        )
+        .unwrap_err();
+        let found: Vec<(usize, &str)> = err.issues.iter().map(|i| (i.line, i.key.as_str())).collect();
+        assert_eq!(
+            found,
+            [
+                (6, "entries[0].delegation.from[1]"),
+                (7, "entries[0].delegation.scopes[1]"),
+                (8, "entries[0].delegation.audiences"),
+                (11, "entries[0].delegation.approval[0]"),
+                (10, "entries[0].delegation.max_ttl"),
+                (9, "entries[0].delegation.max_depth"),
+                (5, "entries[0].delegation"),
+                (6, "entries[0].delegation.from[0]"),
+            ]
+        );
+        assert!(err.issues.iter().all(|i| !i.fix.is_empty()));
+        let text = err.to_string();
+        assert!(text.contains("delegation is configured but jwt_issuer is not set"), "{text}");
+        assert!(text.contains("fix: set jwt_issuer"), "{text}");
+        assert!(text.contains("add [[delegation.issuers]] issuer = \"https://unknown-idp.example\""), "{text}");
+    }
+
+    #[test]
+    fn issuer_blocks_are_checked() {
+        let err = parse(
+            r#"trust_domain = "example.org"
+jwt_issuer = "https://tessera.example.org"
+[[delegation.issuers]]
+issuer = "https://tessera.example.org"
+jwks_path = "/nonexistent/jwks.json"
+audience = ""
+"#,
+        )
+        .unwrap_err();
+        let found: Vec<(usize, &str)> = err.issues.iter().map(|i| (i.line, i.key.as_str())).collect();
+        assert_eq!(
+            found,
+            [
+                (4, "delegation.issuers[0].issuer"),
+                (5, "delegation.issuers[0].jwks_path"),
+                (6, "delegation.issuers[0].audience")
+            ]
+        );
+        // No delegation anywhere: no token socket.
+        assert!(parse("trust_domain = \"example.org\"\n").unwrap().delegation.is_none());
+    }
+}

@@ -127,7 +127,7 @@ impl Exchange {
         rec.subject_jti = subject.jti.clone();
         rec.chain = std::iter::once(agent.clone()).chain(subject.actors.iter().cloned()).collect();
 
-        if !policy.from.iter().any(|f| *f == subject.delegator) {
+        if !policy.from.contains(&subject.delegator) {
             return Err(OAuthError::invalid_grant(format!(
                 "{} may not delegate to {agent} (not in its delegation.from)",
                 subject.delegator

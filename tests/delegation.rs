@@ -61,8 +61,12 @@ struct Idp {
 
 impl Idp {
     fn new(dir: &Path) -> Self {
+        Self::with_kid(dir, "idp-key-1")
+    }
+
+    fn with_kid(dir: &Path, kid: &str) -> Self {
         let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-        let kid = "idp-key-1".to_owned();
+        let kid = kid.to_owned();
         let jwks = dir.join("idp-jwks.json");
         let idp = Self { key, kid, jwks };
         std::fs::write(&idp.jwks, json!({ "keys": [idp.public_jwk()] }).to_string()).unwrap();
@@ -562,4 +566,21 @@ fn jwks_rotates_with_the_ca_and_is_not_the_jwt_svid_key() {
     let kid = k.common.key_id.clone().unwrap();
     assert_eq!(ca["delegation"][0]["kid"], kid.as_str());
     assert_ne!(ca["jwt"][0]["kid"], kid.as_str());
+}
+
+#[test]
+fn the_idp_jwks_file_is_reloaded_when_it_changes() {
+    let Some(s) = setup() else { return };
+    let scratch = tempfile::tempdir().unwrap();
+    let rotated = Idp::with_kid(scratch.path(), "idp-key-2");
+    let new_token = rotated.alice("flight:search");
+    let (status, before) = curl_exchange(&s, &exchange_form(&new_token, FLIGHTS, "flight:search"));
+    assert_eq!((status, before["error"].as_str()), (400, Some("invalid_grant")), "{before}");
+    // The IdP rotates: its JWKS file now holds only the new key.
+    replace_file(&s.idp.jwks, &std::fs::read_to_string(&rotated.jwks).unwrap());
+    eventually("the new IdP key is trusted", Duration::from_secs(10), || {
+        curl_exchange(&s, &exchange_form(&new_token, FLIGHTS, "flight:search")).0 == 200
+    });
+    let (status, old) = curl_exchange(&s, &exchange_form(&s.idp.alice("flight:search"), FLIGHTS, "flight:search"));
+    assert_eq!((status, old["error"].as_str()), (400, Some("invalid_grant")), "the retired key: {old}");
 }

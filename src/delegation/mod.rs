@@ -30,13 +30,15 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
-/// Limits of the token socket. The body cap is above the largest subject token accepted, so an
-/// oversized token is answered with an OAuth error and audited rather than cut off by HTTP.
+/// Limits of the token socket. The body cap is far above the largest subject token accepted
+/// (16 KiB), so a token of up to 1 MiB is answered with an OAuth error and audited rather than
+/// cut off by HTTP (larger bodies get a plain 413); the connection caps bound what bodies in
+/// flight can hold (128 × ~1 MiB at worst, 16 per uid).
 fn limits() -> Limits {
     Limits {
-        max_connections: 256,
-        max_connections_per_uid: 32,
-        max_body: 2 << 20,
+        max_connections: 128,
+        max_connections_per_uid: 16,
+        max_body: (1 << 20) + (64 << 10),
         header_timeout: Duration::from_secs(5),
         request_timeout: Duration::from_secs(30),
     }

@@ -292,3 +292,88 @@ fn describe(e: &jsonwebtoken::errors::Error) -> String {
         other => format!("{other:?}"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ca::JwtKey;
+    use serde_json::json;
+    use std::time::{Duration, SystemTime};
+
+    const ISS: &str = "https://tessera.example.org";
+
+    fn key(kid: &str) -> JwtKey {
+        let now = SystemTime::now();
+        JwtKey::for_test(kid, now - Duration::from_secs(60), now + Duration::from_secs(3600))
+    }
+
+    fn bundle(k: &JwtKey) -> JwtBundle {
+        JwtBundle::new(signing_jwk(&delegation_jwk(k)).into_iter().collect())
+    }
+
+    fn at_jwt(k: &JwtKey, claims: &Value) -> String {
+        let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        h.kid = Some(k.kid.clone());
+        h.typ = Some("at+jwt".into());
+        k.sign(&h, claims).unwrap()
+    }
+
+    fn hop(iss: &str, agent: &str, now: u64) -> Value {
+        json!({ "iss": iss, "sub": "alice", "aud": ISS, "client_id": agent, "act": { "sub": agent },
+                "scope": "a b", "iat": now, "exp": now + 300, "jti": "j1" })
+    }
+
+    #[test]
+    fn earlier_hops_of_this_node_and_of_federated_nodes() {
+        crate::install_crypto_provider();
+        let now = crate::clock::unix_secs(SystemTime::now());
+        let ours = key("ours");
+        let theirs = key("theirs");
+        let td: TrustDomain = "example.org".parse().unwrap();
+        let partner: TrustDomain = "partner.org".parse().unwrap();
+        let mut keys = TesseraKeys { trust_domain: &td, issuer: ISS, own: bundle(&ours), federated: BTreeMap::new() };
+        let idps = Issuers::default();
+
+        let own = at_jwt(&ours, &hop(ISS, "spiffe://example.org/agents/concierge", now));
+        let s = verify(&own, &idps, &keys, now).unwrap();
+        assert_eq!((s.user.as_str(), s.delegator.as_str()), ("alice", "spiffe://example.org/agents/concierge"));
+        assert_eq!(s.origin, Origin::Tessera(td.clone()));
+        assert_eq!(s.scopes, ["a", "b"]);
+
+        // A partner node's token: refused until its delegation keys are in its federated bundle.
+        let foreign = at_jwt(&theirs, &hop("https://tessera.partner.org", "spiffe://partner.org/agents/planner", now));
+        assert!(verify(&foreign, &idps, &keys, now).unwrap_err().contains("unknown issuer"));
+        keys.federated.insert(partner.clone(), bundle(&theirs));
+        let s = verify(&foreign, &idps, &keys, now).unwrap();
+        assert_eq!(s.origin, Origin::Tessera(partner.clone()));
+        assert_eq!(s.delegator, "spiffe://partner.org/agents/planner");
+
+        // A partner's key cannot vouch for an agent of ours, or of a third domain.
+        let forged = at_jwt(&theirs, &hop("https://tessera.partner.org", "spiffe://example.org/agents/concierge", now));
+        assert!(verify(&forged, &idps, &keys, now).is_err());
+        let third = at_jwt(&theirs, &hop("https://x", "spiffe://third.org/agents/x", now));
+        assert!(verify(&third, &idps, &keys, now).is_err());
+        // Our issuer with a partner's key: no such kid among ours.
+        let mixed = at_jwt(&theirs, &hop(ISS, "spiffe://example.org/agents/concierge", now));
+        assert!(verify(&mixed, &idps, &keys, now).unwrap_err().contains("no key with kid"));
+        // client_id must be the outermost actor.
+        let mut c = hop(ISS, "spiffe://example.org/agents/concierge", now);
+        c["client_id"] = "spiffe://example.org/agents/other".into();
+        assert!(verify(&at_jwt(&ours, &c), &idps, &keys, now).unwrap_err().contains("client_id"));
+        // A JWT-SVID-shaped token (typ JWT) with our issuer is not exchangeable.
+        let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        h.kid = Some(ours.kid.clone());
+        let svid = ours.sign(&h, &hop(ISS, "spiffe://example.org/agents/concierge", now)).unwrap();
+        assert!(verify(&svid, &idps, &keys, now).unwrap_err().contains("unknown issuer"));
+    }
+
+    #[test]
+    fn delegation_keys_round_trip_through_a_spiffe_bundle() {
+        let k = key("d1");
+        let mut jwk = crate::bundle::jwks::jwk(&k);
+        jwk["use"] = BUNDLE_KEY_USE.into();
+        // A SPIFFE JWT-SVID lookup ignores it; the delegation lookup finds it.
+        assert!(crate::bundle::jwks::find_key(std::slice::from_ref(&jwk), "d1").is_none());
+        assert!(JwtBundle::new(signing_jwk(&jwk).into_iter().collect()).find("d1").is_some());
+    }
+}

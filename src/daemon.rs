@@ -240,6 +240,10 @@ fn spawn_ca_rotation(
     });
 }
 
+fn token_socket(c: &Config) -> Option<&std::path::Path> {
+    c.delegation.as_ref().map(|d| d.token_socket_path.as_path())
+}
+
 /// Reload on SIGHUP and whenever the config file or a federated bundle file changes. A config
 /// that fails validation is refused and the one in force stays; the log says why.
 fn spawn_reloader(
@@ -287,6 +291,7 @@ fn spawn_reloader(
                 ("trust_domain", next.trust_domain != current.trust_domain),
                 ("socket_path", next.socket_path != current.socket_path),
                 ("data_dir", next.data_dir != current.data_dir),
+                ("token socket (delegation on/off, token_socket_path)", token_socket(&next) != token_socket(&current)),
                 ("ca", next.ca_ttl != current.ca_ttl || next.upstream != current.upstream),
             ] {
                 if differs {

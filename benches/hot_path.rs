@@ -72,6 +72,7 @@ fn benches(c: &mut Criterion, exe_size: u64) {
         owner: None,
         metadata: Default::default(),
         retired: false,
+        delegation: None,
     };
     let mut g = c.benchmark_group("x509");
     g.throughput(Throughput::Elements(1));

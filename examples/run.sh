@@ -15,6 +15,11 @@
 #   TESSERA_INTEROP_CACHE  cache dir (default ${XDG_CACHE_HOME:-~/.cache}/tessera-interop)
 #   PYTHON                 interpreter for the venv (default python3)
 #   KEEP_TMP=1             keep the temp dir (config, data, logs)
+#
+# Then the delegation example (examples/delegation): a Python concierge agent acting for Alice
+# (token exchange on the token socket with httpx), a booker agent it hands a narrower token to,
+# and a flight API verifying every token with PyJWT against the published JWKS; the booking
+# scope waits for `tessera approve`. Its venv (PyJWT, httpx) is venv-delegation in the cache.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -56,6 +61,23 @@ PY="$VENV/bin/python"
 PY_SERVER="$HERE/python-agents/server.py"
 PY_CLIENT="$HERE/python-agents/client.py"
 
+# The delegation example's venv (PyJWT, httpx), rebuilt when its requirements change.
+DVENV="$CACHE/venv-delegation"
+DREQS="$HERE/delegation/requirements.txt"
+if [[ ! -x $DVENV/bin/python ]] || ! cmp -s "$DREQS" "$DVENV/.tessera-requirements"; then
+  log "delegation venv in $DVENV"
+  mkdir -p "$CACHE"
+  rm -rf "$DVENV"
+  "$PYTHON" -m venv "$DVENV" || die "cannot create a venv with $PYTHON"
+  "$DVENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$DREQS" \
+    || die "pip install -r $DREQS failed"
+  cp "$DREQS" "$DVENV/.tessera-requirements"
+fi
+DPY="$DVENV/bin/python"
+"$DPY" -c 'import jwt, httpx' || die "PyJWT/httpx do not import from $DVENV"
+DLG="$HERE/delegation"
+sha256() { sha256sum "$1" | cut -d' ' -f1; }
+
 # --- 2. the daemon -------------------------------------------------------------
 # /tmp rather than $TMPDIR: a Unix socket path must stay under 108 bytes.
 TMP=$(mktemp -d /tmp/tessera-examples.XXXXXX)
@@ -76,10 +98,41 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 U=$(id -u)
+ISSUER="https://tessera.$TD"
+"$DPY" "$DLG/idp.py" keygen "$TMP" || die "idp.py keygen failed"
 cat >"$TMP/tessera.toml" <<TOML
 trust_domain = "$TD"
 socket_path = "$SOCK"
 data_dir = "$TMP/data"
+jwt_issuer = "$ISSUER"
+
+# Delegation (examples/delegation): Alice's IdP, the concierge acting for her, the booker it hands
+# work to. Agents are attested by their script's digest.
+[[delegation.issuers]]
+issuer = "https://idp.example.com"
+jwks_path = "$TMP/idp-jwks.json"
+audience = "tessera"
+
+[[entries]]
+spiffe_id = "spiffe://$TD/agents/concierge"
+selectors = ["unix:uid:$U", "script:sha256:$(sha256 "$DLG/concierge.py")"]
+[entries.delegation]
+from = ["https://idp.example.com"]
+scopes = ["flight:search", "flight:reserve", "booking:create"]
+audiences = ["https://api.flights.example", "$ISSUER"]
+max_ttl = "5m"
+max_depth = 1
+approval = ["booking:create"]
+
+[[entries]]
+spiffe_id = "spiffe://$TD/agents/booker"
+selectors = ["unix:uid:$U", "script:sha256:$(sha256 "$DLG/booker.py")"]
+[entries.delegation]
+from = ["spiffe://$TD/agents/concierge"]
+scopes = ["flight:search", "flight:reserve"]
+audiences = ["https://api.flights.example"]
+max_ttl = "2m"
+max_depth = 2
 
 [[entries]]
 spiffe_id = "spiffe://$TD/agents/rust-server"
@@ -188,6 +241,52 @@ for s in rust-server-strict py-server-strict; do
     fail "$s did not log a refusal"
   fi
 done
+
+# --- 5. delegation: Alice's concierge searches, hands a narrower token to the booker, and books
+# after a human approves (examples/delegation/README.md).
+start_server flights-api "$DPY" "$DLG/flights_api.py" --token-socket "$TMP/token.sock" --issuer "$ISSUER"
+"$DPY" "$DLG/idp.py" token "$TMP" alice "flight:search flight:reserve booking:create" >"$TMP/alice.jwt" \
+  || die "idp.py token failed"
+"$DPY" "$DLG/concierge.py" --token-socket "$TMP/token.sock" --issuer "$ISSUER" --api "${ADDR[flights-api]}" \
+  --user-token "$TMP/alice.jwt" >"$TMP/concierge.out" 2>"$TMP/concierge.err" </dev/null &
+CONCIERGE=$!
+PIDS+=("$CONCIERGE")
+deadline=$((SECONDS + CLIENT_TIMEOUT))
+until grep -q '^pending ' "$TMP/concierge.out" 2>/dev/null || ! kill -0 "$CONCIERGE" 2>/dev/null; do
+  ((SECONDS < deadline)) || break
+  sleep 0.1
+done
+APPROVAL=$(awk '/^pending /{print $2; exit}' "$TMP/concierge.out")
+if [[ -n $APPROVAL ]] && "$BIN" approvals --admin-socket "$TMP/admin.sock" | grep -q "$APPROVAL.*user=alice"; then
+  pass "delegation: booking:create waits for a human ($APPROVAL listed by tessera approvals)"
+else
+  fail "delegation: no pending approval listed"
+fi
+if [[ -n $APPROVAL ]] && "$BIN" approve "$APPROVAL" --admin-socket "$TMP/admin.sock" >"$TMP/approve.out" 2>&1; then
+  pass "delegation: $(cat "$TMP/approve.out")"
+else
+  fail "delegation: tessera approve failed: $(cat "$TMP/approve.out" 2>/dev/null)"
+fi
+wait "$CONCIERGE" 2>/dev/null || true
+C="$TMP/concierge.out"
+check() { # check NAME PATTERN FILE
+  if grep -qE "$2" "$3"; then pass "delegation: $1"; else fail "delegation: $1 (no /$2/ in $(basename "$3"))"; fi
+}
+check "concierge searched as alice" "^search 200 .*'user': 'alice'.*'chain': \['spiffe://$TD/agents/concierge'\]" "$C"
+check "a search token cannot book (scope enforced by PyJWT-verifying API)" "^book-with-search-token 403" "$C"
+check "booker reserved for alice, chain booker <- concierge" \
+  "^reserve 200 .*'chain': \['spiffe://$TD/agents/booker', 'spiffe://$TD/agents/concierge'\]" "$C"
+check "booker cannot widen to booking:create" "^booker-widen invalid_scope" "$C"
+check "concierge booked after approval" "^book 200 .*'user': 'alice'" "$C"
+check "API saw the two-hop chain" "served POST /reservations for alice by spiffe://$TD/agents/booker <- spiffe://$TD/agents/concierge" \
+  "$TMP/flights-api.out"
+check "API refused the under-scoped token" "refused POST /bookings: insufficient_scope" "$TMP/flights-api.out"
+if "$BIN" audit verify "$TMP/data/audit.log" >/dev/null && [[ $(grep -c '"event":"delegation_granted"' "$TMP/data/audit.log") -ge 4 ]] \
+  && grep -q '"event":"delegation_approved"' "$TMP/data/audit.log"; then
+  pass "delegation: audit chain verifies; grants and the approval are recorded"
+else
+  fail "delegation: audit log"
+fi
 
 if [[ $FAILED -ne 0 ]]; then
   for f in "$TMP"/*.err "$TMP/daemon.log"; do

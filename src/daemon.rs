@@ -76,6 +76,7 @@ fn policy_of(
         Some(p) if *p.attestor.config() == attest => p.attestor.clone(),
         _ => Arc::new(Attestor::new(attest)),
     };
+    let issuers = config.delegation.as_ref().map(|d| d.issuers.as_slice()).unwrap_or_default();
     Ok(Policy {
         registry: config.registry.clone(),
         attestor,
@@ -83,6 +84,7 @@ fn policy_of(
         federated,
         deny: Arc::new(deny),
         attest_base: config.attest.clone(),
+        delegation_issuers: Arc::new(crate::delegation::trust::Issuers::load(issuers)?),
     })
 }
 
@@ -141,6 +143,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     telemetry.serve(&config, &mut admin_routes, shutdown_rx.clone()).await?;
     crate::inventory::routes(&mut admin_routes, inventory.clone(), policy_rx.clone());
     crate::admin::revoke::routes(&mut admin_routes, revocations.clone(), policy_tx.clone(), inventory, events.clone());
+    crate::delegation::start(&config, &ctx.pipeline, &ca, &events, &mut admin_routes, shutdown_rx.clone())?;
     let admin_listener = crate::admin::bind(&config.admin_socket_path, config.admin_socket_group)?;
     let admin = crate::admin::AdminHandler {
         authorized: crate::admin::Authorized {
@@ -220,6 +223,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     };
     let _ = std::fs::remove_file(&config.socket_path);
     let _ = std::fs::remove_file(&config.admin_socket_path);
+    config.delegation.iter().for_each(|d| drop(std::fs::remove_file(&d.token_socket_path)));
     audit.close();
     tracing::info!("stopped; socket removed");
     result.map_err(DaemonError::from)
@@ -257,6 +261,10 @@ fn spawn_ca_rotation(
     });
 }
 
+fn token_socket(c: &Config) -> Option<&std::path::Path> {
+    c.delegation.as_ref().map(|d| d.token_socket_path.as_path())
+}
+
 /// Reload on SIGHUP and whenever the config file or a federated bundle file changes. A config
 /// that fails validation is refused and the one in force stays; the log says why.
 fn spawn_reloader(
@@ -273,6 +281,7 @@ fn spawn_reloader(
     let watch_paths = |c: &Config| -> Vec<std::path::PathBuf> {
         let mut p = vec![c.source.clone().unwrap_or_default()];
         p.extend(c.federation.iter().map(|f| f.bundle_path.clone()));
+        p.extend(c.delegation.iter().flat_map(|d| d.issuers.iter().map(|i| i.jwks_path.clone())));
         p
     };
     let mut _files_sub = files.subscribe(Owner::Daemon, &watch_paths(&current), &changed);
@@ -313,6 +322,7 @@ fn spawn_reloader(
                 ("trust_domain", next.trust_domain != current.trust_domain),
                 ("socket_path", next.socket_path != current.socket_path),
                 ("data_dir", next.data_dir != current.data_dir),
+                ("token socket (delegation on/off, token_socket_path)", token_socket(&next) != token_socket(&current)),
                 ("ca", next.ca_ttl != current.ca_ttl || next.upstream != current.upstream),
                 ("telemetry", next.telemetry != current.telemetry),
             ] {

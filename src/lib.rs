@@ -22,6 +22,7 @@ pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod delegation;
 pub mod events;
 pub mod inventory;
 // Values and helpers.

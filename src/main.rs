@@ -51,6 +51,12 @@ enum Command {
     },
     /// mTLS for plain-TCP agents, authorized by SPIFFE ID (the proxy holds the SVID).
     Proxy(proxy_cli::ProxyArgs),
+    /// Delegation requests waiting for a human's decision (admin socket).
+    Approvals(cli::delegation::ListArgs),
+    /// Approve a pending delegation request; the agent then gets its token once.
+    Approve(cli::delegation::DecideArgs),
+    /// Reject a pending delegation request; the agent gets access_denied.
+    Reject(cli::delegation::DecideArgs),
     /// Audit trail tools.
     Audit {
         #[command(subcommand)]
@@ -300,6 +306,9 @@ fn run(cli: Cli) -> Result<()> {
             init_logging();
             proxy_cli::run(args, devmode::socket_path())
         }
+        Command::Approvals(args) => tokio::runtime::Runtime::new()?.block_on(cli::delegation::list(args)),
+        Command::Approve(args) => tokio::runtime::Runtime::new()?.block_on(cli::delegation::decide(args, true)),
+        Command::Reject(args) => tokio::runtime::Runtime::new()?.block_on(cli::delegation::decide(args, false)),
         Command::Audit { command: AuditCommand::Verify { files, anchor } } => {
             cli::audit::verify(&files, anchor.as_deref())
         }

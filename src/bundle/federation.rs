@@ -38,7 +38,7 @@ fn parse_pem(bytes: &[u8]) -> Result<FederatedBundle, String> {
         x509_parser::parse_x509_certificate(b.contents()).map_err(|e| format!("bad certificate: {e}"))?;
         certs.push(b.contents().to_vec());
     }
-    Ok(FederatedBundle { x509: X509Bundle::new(certs), jwt: JwtBundle::default() })
+    Ok(FederatedBundle { x509: X509Bundle::new(certs), jwt: JwtBundle::default(), delegation: JwtBundle::default() })
 }
 
 fn parse_spiffe_bundle(bytes: &[u8]) -> Result<FederatedBundle, String> {
@@ -46,6 +46,7 @@ fn parse_spiffe_bundle(bytes: &[u8]) -> Result<FederatedBundle, String> {
     let keys = doc.get("keys").and_then(Value::as_array).ok_or("no \"keys\" array")?;
     let mut certs = Vec::new();
     let mut jwt_keys = Vec::new();
+    let mut delegation_keys = Vec::new();
     for k in keys {
         // Keys with a missing or unknown `use` are ignored, as the bundle format requires.
         match k.get("use").and_then(Value::as_str) {
@@ -60,10 +61,17 @@ fn parse_spiffe_bundle(bytes: &[u8]) -> Result<FederatedBundle, String> {
                 certs.push(cert);
             }
             Some("jwt-svid") if k.get("kid").and_then(Value::as_str).is_some() => jwt_keys.push(k.clone()),
+            Some(crate::delegation::trust::BUNDLE_KEY_USE) => {
+                delegation_keys.extend(crate::delegation::trust::signing_jwk(k));
+            }
             _ => {}
         }
     }
-    Ok(FederatedBundle { x509: X509Bundle::new(certs), jwt: JwtBundle::new(jwt_keys) })
+    Ok(FederatedBundle {
+        x509: X509Bundle::new(certs),
+        jwt: JwtBundle::new(jwt_keys),
+        delegation: JwtBundle::new(delegation_keys),
+    })
 }
 
 /// Our own trust domain's bundle in the SPIFFE bundle format, for partners to federate with us.
@@ -90,5 +98,12 @@ pub fn spiffe_bundle_json(auth: &crate::ca::Authorities, sequence: u64) -> Value
         })
         .collect();
     keys.extend(auth.jwt.iter().map(|k| super::jwks::jwk(k)));
+    // Delegation keys under their own `use`: partners' tessera nodes verify our delegated tokens
+    // with them; SPIFFE validators skip the unknown `use`, so they never verify a JWT-SVID.
+    keys.extend(auth.delegation.iter().map(|k| {
+        let mut jwk = super::jwks::jwk(k);
+        jwk["use"] = crate::delegation::trust::BUNDLE_KEY_USE.into();
+        jwk
+    }));
     json!({ "keys": keys, "spiffe_sequence": sequence, "spiffe_refresh_hint": 300 })
 }

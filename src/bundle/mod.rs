@@ -74,4 +74,7 @@ impl JwtBundle {
 pub struct FederatedBundle {
     pub x509: X509Bundle,
     pub jwt: JwtBundle,
+    /// The partner's delegation keys (tessera nodes publish them with `use: tessera-delegation`,
+    /// which SPIFFE validators skip): they verify its delegated tokens at a later hop.
+    pub delegation: JwtBundle,
 }

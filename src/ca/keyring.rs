@@ -73,6 +73,9 @@ pub struct Authorities {
     /// Oldest first; the newest active one signs.
     pub x509: Vec<Arc<X509Authority>>,
     pub jwt: Vec<Arc<JwtKey>>,
+    /// ES256 keys that sign delegated access tokens (`at+jwt`). A kind of their own, never in the
+    /// JWT-SVID bundle: a SPIFFE validator must not mistake a user's token for a workload's SVID.
+    pub delegation: Vec<Arc<JwtKey>>,
     /// The X.509 trust bundle (DER certificates): our self-signed roots, or the upstream roots.
     pub roots: Vec<Vec<u8>>,
 }
@@ -84,6 +87,12 @@ impl Authorities {
     }
     pub fn jwt_signer(&self, now: SystemTime) -> Option<&Arc<JwtKey>> {
         signer_at(&self.jwt_lives(), now).and_then(|i| self.jwt.get(i))
+    }
+    pub fn delegation_signer(&self, now: SystemTime) -> Option<&Arc<JwtKey>> {
+        signer_at(&self.delegation_lives(), now).and_then(|i| self.delegation.get(i))
+    }
+    pub(super) fn delegation_lives(&self) -> Vec<KeyLife> {
+        self.delegation.iter().map(|k| k.life()).collect()
     }
     pub(super) fn x509_lives(&self) -> Vec<KeyLife> {
         self.x509.iter().map(|a| a.life()).collect()

@@ -169,8 +169,10 @@ impl Ca {
         let auth = self.authorities();
         let x509_plan = rotation::plan(&auth.x509_lives(), now, self.ttl, force_x509);
         let jwt_plan = rotation::plan(&auth.jwt_lives(), now, self.ttl, false);
+        let delegation_plan = rotation::plan(&auth.delegation_lives(), now, self.ttl, false);
         if !x509_plan.changes_anything()
             && !jwt_plan.changes_anything()
+            && !delegation_plan.changes_anything()
             && !stored.retired_roots.iter().any(|r| time(r.until) <= now)
         {
             return Ok(false);
@@ -189,17 +191,11 @@ impl Ca {
             change.retire_until = auth.x509.iter().map(|a| secs(a.not_after)).max().unwrap_or(0);
             change.new_roots = roots;
         }
-        if let Some(active_from) = jwt_plan.successor_from {
-            let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
-            change.new_jwt = Some(StoredJwt {
-                kid: serial::random_kid(),
-                key_pem: PrivateKey::new(key.serialize_pem().into_bytes()),
-                active_from: secs(active_from),
-                not_after: secs(crate::clock::add(now, self.ttl)),
-            });
-        }
+        change.new_jwt = jwt_plan.successor_from.map(|from| self.new_es256_key(now, from)).transpose()?;
+        change.new_delegation = delegation_plan.successor_from.map(|from| self.new_es256_key(now, from)).transpose()?;
         change.keep_x509 = x509_plan.keep;
         change.keep_jwt = jwt_plan.keep;
+        change.keep_delegation = delegation_plan.keep;
         let retired = store::newly_retired(&stored, &change);
         // Memory changes only after the disk has the new state.
         let (built, json) = {
@@ -212,6 +208,17 @@ impl Ca {
         *self.state.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(built);
         tracing::info!(x509_authorities = stored.x509.len(), jwt_keys = stored.jwt.len(), "CA state updated");
         Ok(true)
+    }
+
+    /// A new ES256 key (JWT-SVID or delegation kind) with its own random kid.
+    fn new_es256_key(&self, now: SystemTime, active_from: SystemTime) -> Result<StoredJwt, CaError> {
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+        Ok(StoredJwt {
+            kid: serial::random_kid(),
+            key_pem: PrivateKey::new(key.serialize_pem().into_bytes()),
+            active_from: secs(active_from),
+            not_after: secs(crate::clock::add(now, self.ttl)),
+        })
     }
 
     /// A new signing authority: a self-signed root, or an intermediate signed by the upstream root.
@@ -268,18 +275,27 @@ fn build(stored: &StateView<'_>, path: &Path) -> Result<Authorities, CaError> {
             issuer,
         }));
     }
-    let mut jwt = Vec::new();
-    for k in &stored.jwt {
-        let pem = k.key_pem.expose_pem().ok_or_else(|| corrupt(format!("JWT key {} is not PEM text", k.kid)))?;
-        let key = KeyPair::from_pem(pem).map_err(|e| corrupt(format!("JWT key {}: {e}", k.kid)))?;
-        let der = Zeroizing::new(key.serialize_der());
-        jwt.push(Arc::new(JwtKey {
-            kid: k.kid.clone(),
-            not_before: time(k.active_from),
-            not_after: time(k.not_after),
-            encoding: jsonwebtoken::EncodingKey::from_ec_der(&der),
-            public_point: key.public_key_raw().to_vec(),
-        }));
+    let es256 = |keys: &[&StoredJwt], what: &str| -> Result<Vec<Arc<JwtKey>>, CaError> {
+        keys.iter()
+            .map(|k| {
+                let pem =
+                    k.key_pem.expose_pem().ok_or_else(|| corrupt(format!("{what} key {} is not PEM text", k.kid)))?;
+                let key = KeyPair::from_pem(pem).map_err(|e| corrupt(format!("{what} key {}: {e}", k.kid)))?;
+                let der = Zeroizing::new(key.serialize_der());
+                Ok(Arc::new(JwtKey {
+                    kid: k.kid.clone(),
+                    not_before: time(k.active_from),
+                    not_after: time(k.not_after),
+                    encoding: jsonwebtoken::EncodingKey::from_ec_der(&der),
+                    public_point: key.public_key_raw().to_vec(),
+                }))
+            })
+            .collect()
+    };
+    let jwt = es256(&stored.jwt, "JWT")?;
+    let delegation = es256(&stored.delegation, "delegation")?;
+    if jwt.iter().any(|j| delegation.iter().any(|d| d.kid == j.kid)) {
+        return Err(corrupt("a delegation key shares its kid with a JWT-SVID key".into()));
     }
-    Ok(Authorities { x509, jwt, roots })
+    Ok(Authorities { x509, jwt, delegation, roots })
 }

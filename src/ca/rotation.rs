@@ -18,6 +18,8 @@ pub enum KeyKind {
     X509,
     /// An ES256 key that signs JWT-SVIDs.
     Jwt,
+    /// An ES256 key that signs delegated access tokens (`at+jwt`).
+    Delegation,
 }
 
 /// The life of one key: it may sign from `active_from` until `not_after` and is in the bundle

@@ -3,5 +3,6 @@ pub mod api;
 pub mod attest;
 pub mod audit;
 pub mod check;
+pub mod delegation;
 pub mod inventory;
 pub mod revoke;

@@ -110,6 +110,7 @@ pub fn config() -> Result<Config, DevModeError> {
         owner: None,
         metadata: Default::default(),
         retired: false,
+        delegation: None,
     };
     Ok(Config {
         source: None,
@@ -122,6 +123,7 @@ pub fn config() -> Result<Config, DevModeError> {
         audit: Default::default(),
         data_dir,
         jwt_issuer: None,
+        delegation: None,
         ca_ttl: Duration::from_secs(7 * 86400),
         upstream: None,
         reattest_interval: Duration::from_secs(30),

@@ -2,6 +2,7 @@
 //! the key and what to write instead. `tessera check` and `tessera run` share [`Config::load`].
 
 mod agents;
+pub mod delegation;
 pub mod dev;
 pub mod telemetry;
 
@@ -71,6 +72,8 @@ struct RawConfig {
     socket_mode: Option<Spanned<String>>,
     admin_socket_path: Option<PathBuf>,
     admin_socket_group: Option<Spanned<toml::Value>>,
+    token_socket_path: Option<PathBuf>,
+    delegation: Option<Spanned<delegation::RawDelegation>>,
     data_dir: Option<PathBuf>,
     audit_log: Option<PathBuf>,
     audit_max_size: Option<Spanned<u64>>,
@@ -140,6 +143,7 @@ struct RawEntry {
     owner: Option<Spanned<String>>,
     metadata: Option<Spanned<std::collections::BTreeMap<String, Spanned<toml::Value>>>>,
     retired: Option<bool>,
+    delegation: Option<Spanned<delegation::RawEntryDelegation>>,
 }
 
 /// An operator's root CA on disk, used to sign the node's intermediate.
@@ -175,6 +179,8 @@ pub struct Config {
     /// Audit rotation and refusal aggregation.
     pub audit: crate::events::audit::AuditOptions,
     pub jwt_issuer: Option<String>,
+    /// The token socket and trusted issuers, when delegation is configured.
+    pub delegation: Option<crate::delegation::policy::DelegationConfig>,
     pub ca_ttl: Duration,
     /// The node CA as an intermediate under an operator's root (None: self-signed root).
     pub upstream: Option<Upstream>,
@@ -499,6 +505,13 @@ impl Validator<'_> {
         };
         let socket_path = raw.socket_path.unwrap_or_else(|| DEFAULT_SOCKET.into());
         let telemetry = self.telemetry(&raw.telemetry);
+        let delegation = self.delegation(
+            raw.delegation.as_ref(),
+            raw.token_socket_path.as_ref(),
+            raw.jwt_issuer.as_deref(),
+            &raw.entries,
+            &socket_path,
+        );
         Some(Config {
             source: Some(path.to_owned()),
             trust_domain: trust_domain?,
@@ -510,6 +523,7 @@ impl Validator<'_> {
             audit,
             data_dir,
             jwt_issuer: raw.jwt_issuer,
+            delegation,
             ca_ttl,
             upstream,
             reattest_interval,
@@ -620,6 +634,7 @@ impl Validator<'_> {
                 ),
             }
         }
+        let delegation = self.entry_delegation(i, e.delegation.as_ref());
         Some(Entry {
             spiffe_id: id?,
             selectors,
@@ -631,6 +646,7 @@ impl Validator<'_> {
             owner: None,
             metadata: Default::default(),
             retired: false,
+            delegation,
         })
     }
 }

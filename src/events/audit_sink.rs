@@ -115,6 +115,7 @@ pub fn audit_line(event: &Event) -> Option<(&'static str, Value)> {
         }
         Event::Reloaded { why, entries } => ("reloaded", json!({ "why": why, "entries": entries })),
         Event::ReloadRefused { reason } => ("reload_refused", json!({ "reason": reason })),
+        Event::Delegation(r) => (r.outcome.audit_name(), r.audit_fields()),
         // Not in the audit log (it never was); the CA logs it, and later metrics count it.
         Event::CaRotated { .. } => return None,
         // Telemetry only (metrics count them); the audited facts are in the events above.

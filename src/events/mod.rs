@@ -125,6 +125,8 @@ pub enum Event {
     JwtValidated {
         valid: bool,
     },
+    /// A token exchange (granted, refused, pending) or an approval decision.
+    Delegation(Box<crate::delegation::record::Record>),
 }
 
 /// Why a caller got no identity.

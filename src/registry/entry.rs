@@ -22,6 +22,8 @@ pub struct Entry {
     pub metadata: BTreeMap<String, MetaValue>,
     /// A retired entry matches nothing, stays listed, and its JWT-SVIDs no longer validate here.
     pub retired: bool,
+    /// `[entries.delegation]`: this agent may act for users (token exchange).
+    pub delegation: Option<Arc<crate::delegation::policy::EntryDelegation>>,
 }
 
 /// A metadata value: a string or a list of strings (nothing else reaches a token).
@@ -123,6 +125,7 @@ mod tests {
             owner: None,
             metadata: Default::default(),
             retired: false,
+            delegation: None,
         }
     }
 

@@ -30,6 +30,8 @@ pub struct Policy {
     pub deny: Arc<DenyList>,
     /// The config's attestor settings before deny rules added the digests they need.
     pub attest_base: tessera_attestors::AttestConfig,
+    /// Identity providers whose user tokens agents may exchange, their JWKS loaded.
+    pub delegation_issuers: Arc<crate::delegation::trust::Issuers>,
 }
 
 /// Why a workload whose selectors match entries gets none of them.

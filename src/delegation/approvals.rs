@@ -1,0 +1,202 @@
+//! Pending approvals: an exchange that asks for an `approval` scope waits here for a human's
+//! yes or no (admin socket). The agent repeats its request with the `approval_id`; an approved
+//! one is redeemed exactly once. Bounded per uid and in total; each expires after 10 minutes.
+
+use rand::Rng;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+pub const APPROVAL_TTL: Duration = Duration::from_secs(600);
+/// Pending approvals one agent uid may have open, and all of them together.
+pub const MAX_PER_UID: usize = 32;
+pub const MAX_TOTAL: usize = 1024;
+
+/// A request waiting for (or given) a decision.
+#[derive(Debug, Clone, Serialize)]
+pub struct Approval {
+    pub approval_id: String,
+    pub agent: String,
+    pub agent_uid: u32,
+    pub agent_pid: Option<i32>,
+    pub user: String,
+    pub scope: Vec<String>,
+    pub audience: String,
+    /// Unix seconds.
+    pub created_at: u64,
+    pub expires_at: u64,
+    pub state: State,
+    /// The uid that decided.
+    pub decided_by: Option<u32>,
+    /// The request it approves (agent, user, subject token, scope, audience), SHA-256.
+    #[serde(skip)]
+    fingerprint: [u8; 32],
+    #[serde(skip)]
+    created: Option<Instant>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    Pending,
+    Approved,
+    Rejected,
+}
+
+/// What a repeated request with an `approval_id` finds.
+#[derive(Debug)]
+pub enum Redeemed {
+    /// Approved: the token may be issued (the approval is gone now).
+    Approved(Approval),
+    /// Rejected (the approval is gone now).
+    Rejected(Approval),
+    /// Not decided yet.
+    Pending,
+    /// Unknown, expired, already used, or made for another request.
+    Unknown,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApprovalError {
+    #[error("too many pending approvals for uid {0} (at most {MAX_PER_UID})")]
+    PerUid(u32),
+    #[error("too many pending approvals (at most {MAX_TOTAL})")]
+    Total,
+    #[error("no pending approval {0:?} (unknown, expired or used)")]
+    NotFound(String),
+    #[error("approval {0:?} was already decided")]
+    Decided(String),
+}
+
+#[derive(Default)]
+pub struct Approvals {
+    inner: Mutex<HashMap<String, Approval>>,
+}
+
+/// The fields of a new approval request.
+pub struct NewApproval {
+    pub agent: String,
+    pub agent_uid: u32,
+    pub agent_pid: Option<i32>,
+    pub user: String,
+    pub scope: Vec<String>,
+    pub audience: String,
+    pub fingerprint: [u8; 32],
+}
+
+impl Approvals {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Approval>> {
+        let mut map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        map.retain(|_, a| a.created.is_some_and(|c| c.elapsed() < APPROVAL_TTL));
+        map
+    }
+
+    /// Record a request awaiting a decision; its id is 128 random bits.
+    pub fn open(&self, new: NewApproval) -> Result<Approval, ApprovalError> {
+        let mut map = self.lock();
+        if map.len() >= MAX_TOTAL {
+            return Err(ApprovalError::Total);
+        }
+        if map.values().filter(|a| a.agent_uid == new.agent_uid).count() >= MAX_PER_UID {
+            return Err(ApprovalError::PerUid(new.agent_uid));
+        }
+        let bytes: [u8; 16] = rand::rng().random();
+        let id = crate::ca::serial::hex(&bytes);
+        let now = crate::clock::unix_secs(std::time::SystemTime::now());
+        let a = Approval {
+            approval_id: id.clone(),
+            agent: new.agent,
+            agent_uid: new.agent_uid,
+            agent_pid: new.agent_pid,
+            user: new.user,
+            scope: new.scope,
+            audience: new.audience,
+            created_at: now,
+            expires_at: now + APPROVAL_TTL.as_secs(),
+            state: State::Pending,
+            decided_by: None,
+            fingerprint: new.fingerprint,
+            created: Some(Instant::now()),
+        };
+        map.insert(id, a.clone());
+        Ok(a)
+    }
+
+    /// An owner's decision (once).
+    pub fn decide(&self, id: &str, approve: bool, by: u32) -> Result<Approval, ApprovalError> {
+        let mut map = self.lock();
+        let a = map.get_mut(id).ok_or_else(|| ApprovalError::NotFound(id.chars().take(64).collect()))?;
+        if a.state != State::Pending {
+            return Err(ApprovalError::Decided(id.to_owned()));
+        }
+        a.state = if approve { State::Approved } else { State::Rejected };
+        a.decided_by = Some(by);
+        Ok(a.clone())
+    }
+
+    /// The agent's repeated request. A decided approval is consumed; one made for another
+    /// request (agent, user, token, scope or audience differ) is left alone and answers Unknown.
+    pub fn redeem(&self, id: &str, fingerprint: &[u8; 32]) -> Redeemed {
+        let mut map = self.lock();
+        match map.get(id) {
+            Some(a) if &a.fingerprint == fingerprint => match a.state {
+                State::Pending => Redeemed::Pending,
+                State::Approved => map.remove(id).map(Redeemed::Approved).unwrap_or(Redeemed::Unknown),
+                State::Rejected => map.remove(id).map(Redeemed::Rejected).unwrap_or(Redeemed::Unknown),
+            },
+            _ => Redeemed::Unknown,
+        }
+    }
+
+    /// Every approval still open, oldest first.
+    pub fn list(&self) -> Vec<Approval> {
+        let mut v: Vec<Approval> = self.lock().values().cloned().collect();
+        v.sort_by_key(|a| a.created);
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn new(uid: u32, fp: u8) -> NewApproval {
+        NewApproval {
+            agent: "spiffe://t/a".into(),
+            agent_uid: uid,
+            agent_pid: Some(1),
+            user: "alice".into(),
+            scope: vec!["booking:create".into()],
+            audience: "https://api".into(),
+            fingerprint: [fp; 32],
+        }
+    }
+
+    #[test]
+    fn approved_once_then_gone() {
+        let s = Approvals::default();
+        let a = s.open(new(1, 7)).unwrap();
+        assert!(matches!(s.redeem(&a.approval_id, &[7; 32]), Redeemed::Pending));
+        // Another request cannot use it, nor consume it.
+        s.decide(&a.approval_id, true, 0).unwrap();
+        assert!(matches!(s.redeem(&a.approval_id, &[8; 32]), Redeemed::Unknown));
+        assert!(matches!(s.redeem(&a.approval_id, &[7; 32]), Redeemed::Approved(ref x) if x.decided_by == Some(0)));
+        assert!(matches!(s.redeem(&a.approval_id, &[7; 32]), Redeemed::Unknown));
+        assert!(matches!(s.decide(&a.approval_id, true, 0), Err(ApprovalError::NotFound(_))));
+    }
+
+    #[test]
+    fn decided_once_and_bounded_per_uid() {
+        let s = Approvals::default();
+        let a = s.open(new(1, 1)).unwrap();
+        s.decide(&a.approval_id, false, 5).unwrap();
+        assert!(matches!(s.decide(&a.approval_id, true, 5), Err(ApprovalError::Decided(_))));
+        assert!(matches!(s.redeem(&a.approval_id, &[1; 32]), Redeemed::Rejected(_)));
+        for _ in 0..MAX_PER_UID {
+            s.open(new(2, 2)).unwrap();
+        }
+        assert!(matches!(s.open(new(2, 2)), Err(ApprovalError::PerUid(2))));
+        assert!(s.open(new(3, 3)).is_ok(), "another uid is not starved");
+    }
+}

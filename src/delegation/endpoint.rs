@@ -1,0 +1,86 @@
+//! HTTP on the token socket (`POST /token`, `GET /jwks`) and the approval commands on the admin
+//! socket (`GET /approvals`, `POST /approvals/ID/approve`, `POST /approvals/ID/reject`).
+
+use super::approvals::{ApprovalError, Approvals, State};
+use super::exchange::Exchange;
+use super::record::{AgentEvidence, Outcome, Record};
+use crate::ca::Ca;
+use crate::events::{Event, Events};
+use crate::http::{self, Caller, Method, Request, Response, StatusCode};
+use std::sync::Arc;
+
+/// The token socket's handler.
+pub async fn token_socket(exchange: Arc<Exchange>, req: Request) -> Response {
+    match (req.method.clone(), req.path()) {
+        (Method::POST, "/token") => {
+            let Caller::Unix(peer) = &req.caller else { return http::not_found() };
+            let content_type = req.headers.get(::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+            let mut response = match exchange.run(peer, content_type, &req.body).await {
+                Ok(issued) => http::json(StatusCode::OK, &issued.body()),
+                Err(e) => http::json(StatusCode::BAD_REQUEST, &e.body()),
+            };
+            // RFC 6749 §5.1: token responses are never cached.
+            response.headers_mut().insert(::http::header::PRAGMA, ::http::HeaderValue::from_static("no-cache"));
+            response
+        }
+        (Method::GET, "/jwks") => jwks(&exchange.ca),
+        (_, "/token" | "/jwks") => http::method_not_allowed(),
+        _ => http::not_found(),
+    }
+}
+
+/// The delegation keys' public JWKs (published before they sign, kept until they expire).
+pub fn jwks(ca: &Ca) -> Response {
+    let keys: Vec<_> = ca.authorities().delegation.iter().map(|k| super::trust::delegation_jwk(k)).collect();
+    let mut r = http::json(StatusCode::OK, &serde_json::json!({ "keys": keys }));
+    r.headers_mut().insert(::http::header::CACHE_CONTROL, ::http::HeaderValue::from_static("max-age=60"));
+    r
+}
+
+/// `GET /approvals` on the admin socket.
+pub async fn list(approvals: Arc<Approvals>) -> Response {
+    http::json(StatusCode::OK, &serde_json::json!({ "approvals": approvals.list() }))
+}
+
+/// `POST /approvals/ID/approve|reject` on the admin socket (already authorized by it).
+pub async fn decide(approvals: Arc<Approvals>, events: Events, req: Request) -> Response {
+    let rest = req.path().strip_prefix("/approvals/").unwrap_or_default();
+    let (id, approve) = match rest.rsplit_once('/') {
+        Some((id, "approve")) => (id, true),
+        Some((id, "reject")) => (id, false),
+        _ => {
+            return http::json(
+                StatusCode::NOT_FOUND,
+                &serde_json::json!({ "error": "use POST /approvals/ID/approve or /approvals/ID/reject" }),
+            );
+        }
+    };
+    let by = req.caller.uid().unwrap_or(u32::MAX);
+    match approvals.decide(id, approve, by) {
+        Ok(a) => {
+            let mut rec = Record::new(
+                if a.state == State::Approved { Outcome::Approved } else { Outcome::Rejected },
+                AgentEvidence {
+                    pid: a.agent_pid,
+                    uid: Some(a.agent_uid),
+                    spiffe_id: Some(a.agent.clone()),
+                    ..AgentEvidence::default()
+                },
+            );
+            rec.user = Some(a.user.clone());
+            rec.scopes_requested = a.scope.clone();
+            rec.audience = Some(a.audience.clone());
+            rec.approval_id = Some(a.approval_id.clone());
+            rec.approver_uid = Some(by);
+            events.emit(Event::Delegation(Box::new(rec)));
+            tracing::info!(approval = %a.approval_id, by, approved = approve, "delegation approval decided");
+            http::json(StatusCode::OK, &a)
+        }
+        Err(e @ ApprovalError::NotFound(_)) => {
+            http::json(StatusCode::NOT_FOUND, &serde_json::json!({ "error": "not_found", "message": e.to_string() }))
+        }
+        Err(e) => {
+            http::json(StatusCode::CONFLICT, &serde_json::json!({ "error": "conflict", "message": e.to_string() }))
+        }
+    }
+}

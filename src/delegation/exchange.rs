@@ -1,0 +1,250 @@
+//! One token exchange, in order: attest the caller (the same pipeline as the Workload API) →
+//! its entry with `[entries.delegation]` → the request form → the subject token → `from`,
+//! depth, audience, scope → approval (if an `approval` scope is asked for) → mint. Each step
+//! that fails answers its OAuth error; every outcome is one audit record.
+
+use super::approvals::{Approvals, NewApproval, Redeemed};
+use super::record::{AgentEvidence, Outcome, Record};
+use super::request::{self, OAuthError, Requested, TOKEN_TYPE_ACCESS};
+use super::token::{self, Grant};
+use super::trust::{self, TesseraKeys};
+use crate::bundle::JwtBundle;
+use crate::ca::Ca;
+use crate::caller::{Pipeline, selector_strings};
+use crate::events::{Event, Events};
+use crate::peer::PeerInfo;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+pub const RPC: &str = "TokenExchange";
+
+/// The token endpoint's shared state.
+pub struct Exchange {
+    pub pipeline: Arc<Pipeline>,
+    pub ca: Arc<Ca>,
+    pub approvals: Arc<Approvals>,
+    pub events: Events,
+}
+
+/// A successful exchange's answer (RFC 8693 §2.2.1).
+pub struct Issued {
+    pub access_token: String,
+    pub expires_in: u64,
+    pub scope: String,
+}
+
+impl Issued {
+    pub fn body(&self) -> Value {
+        json!({
+            "access_token": self.access_token,
+            "issued_token_type": TOKEN_TYPE_ACCESS,
+            "token_type": "Bearer",
+            "expires_in": self.expires_in,
+            "scope": self.scope,
+        })
+    }
+}
+
+impl Exchange {
+    /// Run one exchange and emit its audit record.
+    pub async fn run(&self, peer: &PeerInfo, content_type: Option<&str>, body: &[u8]) -> Result<Issued, OAuthError> {
+        let mut rec = Record::new(
+            Outcome::Refused,
+            AgentEvidence { pid: peer.pid, uid: Some(peer.uid), ..AgentEvidence::default() },
+        );
+        let result = self.exchange(peer, content_type, body, &mut rec).await;
+        match &result {
+            Ok(_) => rec.outcome = Outcome::Granted,
+            Err(e) => {
+                if e.code == "authorization_pending" {
+                    rec.outcome = Outcome::Pending;
+                    rec.approval_id = e.approval_id.clone();
+                }
+                rec.error = Some((e.code, e.description.clone()));
+                tracing::info!(pid = ?peer.pid, uid = peer.uid, error = e.code, reason = %e.description, "token exchange not granted");
+            }
+        }
+        self.events.emit(Event::Delegation(Box::new(rec)));
+        result
+    }
+
+    async fn exchange(
+        &self,
+        peer: &PeerInfo,
+        content_type: Option<&str>,
+        body: &[u8],
+        rec: &mut Record,
+    ) -> Result<Issued, OAuthError> {
+        // The form is read first only to record what was asked for; nothing is decided on it yet.
+        let mut seen = Requested::default();
+        let parsed = request::parse(content_type, body, &mut seen);
+        rec.audience = seen.audience.take();
+        rec.scopes_requested = std::mem::take(&mut seen.scopes);
+
+        let caller =
+            self.pipeline.caller(peer, RPC).await.map_err(|e| {
+                OAuthError::new("unauthorized_client", format!("the calling process has no identity: {e}"))
+            })?;
+        rec.agent.pid = Some(caller.attestation.pid);
+        rec.agent.exe = Some(caller.attestation.exe.clone());
+        rec.agent.selectors = selector_strings(&caller.attestation.selectors);
+        let Some((entry, policy)) =
+            caller.entries.iter().find_map(|e| e.delegation.as_ref().map(|d| (e.clone(), d.clone())))
+        else {
+            let ids: Vec<String> = caller.entries.iter().map(|e| e.spiffe_id.to_string()).collect();
+            rec.agent.spiffe_id = ids.first().cloned();
+            return Err(OAuthError::new(
+                "unauthorized_client",
+                format!("no entry of this process ({}) allows delegation", ids.join(", ")),
+            ));
+        };
+        let agent = entry.spiffe_id.to_string();
+        rec.agent.spiffe_id = Some(agent.clone());
+        let req = parsed?;
+        rec.audience = Some(req.audience.clone());
+        rec.scopes_requested = req.scopes.clone();
+
+        let Some(issuer) = caller.policy.jwt_issuer.clone().filter(|i| !i.is_empty()) else {
+            return Err(OAuthError::invalid_request("delegation needs jwt_issuer in the daemon's config"));
+        };
+        let now_t = SystemTime::now();
+        let now = crate::clock::unix_secs(now_t);
+        let auth = self.ca.authorities();
+        let keys = TesseraKeys {
+            trust_domain: self.ca.trust_domain(),
+            issuer: &issuer,
+            own: JwtBundle::new(
+                auth.delegation.iter().filter_map(|k| trust::signing_jwk(&trust::delegation_jwk(k))).collect(),
+            ),
+            federated: caller.policy.federated.iter().map(|(td, b)| (td.clone(), b.delegation.clone())).collect(),
+        };
+        let subject = trust::verify(&req.subject_token, &caller.policy.delegation_issuers, &keys, now)
+            .map_err(OAuthError::invalid_grant)?;
+        rec.user = Some(subject.user.clone());
+        rec.subject_issuer = Some(subject.issuer.clone());
+        rec.subject_jti = subject.jti.clone();
+        rec.chain = std::iter::once(agent.clone()).chain(subject.actors.iter().cloned()).collect();
+
+        if !policy.from.contains(&subject.delegator) {
+            return Err(OAuthError::invalid_grant(format!(
+                "{} may not delegate to {agent} (not in its delegation.from)",
+                subject.delegator
+            )));
+        }
+        let depth = subject.actors.len() + 1;
+        if depth > policy.max_depth as usize {
+            return Err(OAuthError::invalid_grant(format!(
+                "the chain would hold {depth} actors; {agent} allows at most {}",
+                policy.max_depth
+            )));
+        }
+        if !policy.audiences.contains(&req.audience) {
+            return Err(OAuthError::new(
+                "invalid_target",
+                format!("{agent} may not ask for tokens for audience {:?}", req.audience),
+            ));
+        }
+        for s in &req.scopes {
+            if !subject.scopes.contains(s) {
+                return Err(OAuthError::new("invalid_scope", format!("the user's token does not grant {s:?}")));
+            }
+            if !policy.scopes.contains(s) {
+                return Err(OAuthError::new(
+                    "invalid_scope",
+                    format!("{agent} may not hold {s:?} (delegation.scopes)"),
+                ));
+            }
+        }
+        let key = auth
+            .delegation_signer(now_t)
+            .cloned()
+            .ok_or_else(|| OAuthError::new("temporarily_unavailable", "no delegation signing key is active"))?;
+        let exp = (now + policy.max_ttl.as_secs()).min(subject.exp).min(crate::clock::unix_secs(key.not_after));
+        if exp <= now {
+            return Err(OAuthError::invalid_grant("the subject token expires now"));
+        }
+
+        if req.scopes.iter().any(|s| policy.approval.contains(s)) {
+            let fingerprint = fingerprint(&agent, &subject.user, &req.subject_token, &req.scopes, &req.audience);
+            match &req.approval_id {
+                None => {
+                    let a = self
+                        .approvals
+                        .open(NewApproval {
+                            agent: agent.clone(),
+                            agent_uid: caller.uid,
+                            agent_pid: Some(caller.attestation.pid),
+                            user: subject.user.clone(),
+                            scope: req.scopes.clone(),
+                            audience: req.audience.clone(),
+                            fingerprint,
+                        })
+                        .map_err(|e| OAuthError::new("slow_down", e.to_string()))?;
+                    let mut e = OAuthError::new(
+                        "authorization_pending",
+                        "a human must approve this request: `tessera approve APPROVAL_ID`; then repeat it with approval_id",
+                    );
+                    e.approval_id = Some(a.approval_id);
+                    return Err(e);
+                }
+                Some(id) => match self.approvals.redeem(id, &fingerprint) {
+                    Redeemed::Approved(a) => {
+                        rec.approval_id = Some(a.approval_id);
+                        rec.approver_uid = a.decided_by;
+                    }
+                    Redeemed::Pending => {
+                        let mut e = OAuthError::new("authorization_pending", "not decided yet; poll again");
+                        e.approval_id = Some(id.clone());
+                        return Err(e);
+                    }
+                    Redeemed::Rejected(a) => {
+                        rec.approval_id = Some(a.approval_id);
+                        rec.approver_uid = a.decided_by;
+                        return Err(OAuthError::new("access_denied", "the request was rejected"));
+                    }
+                    Redeemed::Unknown => {
+                        rec.approval_id = Some(id.chars().take(64).collect());
+                        return Err(OAuthError::new(
+                            "access_denied",
+                            "no approval with this id for this request (unknown, expired, or already used)",
+                        ));
+                    }
+                },
+            }
+        }
+
+        let jti = crate::ca::serial::random_kid();
+        let access_token = token::mint(
+            &Grant {
+                issuer: &issuer,
+                user: &subject.user,
+                audience: &req.audience,
+                agent: &agent,
+                prior_act: subject.act.as_ref(),
+                scopes: &req.scopes,
+                iat: now,
+                exp,
+                jti: &jti,
+                entry: &entry,
+            },
+            &key,
+        )
+        .map_err(|e| OAuthError::new("temporarily_unavailable", format!("signing failed: {e}")))?;
+        rec.scopes_granted = req.scopes.clone();
+        rec.jti = Some(jti);
+        rec.expires_at = Some(exp);
+        Ok(Issued { access_token, expires_in: exp - now, scope: req.scopes.join(" ") })
+    }
+}
+
+/// What an approval approves: this agent, this user's token, these scopes, this audience.
+fn fingerprint(agent: &str, user: &str, subject_token: &str, scopes: &[String], audience: &str) -> [u8; 32] {
+    let mut h = Sha256::new();
+    for part in [agent, user, subject_token, &scopes.join(" "), audience] {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part.as_bytes());
+    }
+    h.finalize().into()
+}

@@ -1,0 +1,74 @@
+//! Delegation: an attested agent acting for a user gets a short, narrowed, audited
+//! on-behalf-of token (RFC 8693 token exchange on the token socket).
+//!
+//! The caller needs no secret: it is identified by peer credentials and attested exactly as on
+//! the Workload API socket ([`crate::caller::Pipeline`]), and must match an entry with
+//! `[entries.delegation]`. The subject token is a user's token from a configured identity
+//! provider, or a token tessera issued to an earlier agent (`act` chain). The issued token is
+//! `at+jwt` signed by a key of its own kind ([`crate::ca::Authorities::delegation`]).
+//!
+//! [`policy`] (config types) → [`request`] (the form, OAuth errors) → [`trust`] (subject token)
+//! → [`exchange`] (the decision) → [`token`] (minting); [`approvals`] holds requests awaiting a
+//! human; [`record`] is the audit record; [`endpoint`] the HTTP handlers.
+
+pub mod approvals;
+pub mod endpoint;
+pub mod exchange;
+pub mod policy;
+pub mod record;
+pub mod request;
+pub mod token;
+pub mod trust;
+
+use crate::ca::Ca;
+use crate::caller::Pipeline;
+use crate::config::Config;
+use crate::endpoint::listener::EndpointError;
+use crate::events::Events;
+use crate::http::{Limits, Method};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Limits of the token socket. The body cap is far above the largest subject token accepted
+/// (16 KiB), so a token of up to 1 MiB is answered with an OAuth error and audited rather than
+/// cut off by HTTP (larger bodies get a plain 413); the connection caps bound what bodies in
+/// flight can hold (128 × ~1 MiB at worst, 16 per uid).
+fn limits() -> Limits {
+    Limits {
+        max_connections: 128,
+        max_connections_per_uid: 16,
+        max_body: (1 << 20) + (64 << 10),
+        header_timeout: Duration::from_secs(5),
+        request_timeout: Duration::from_secs(30),
+    }
+}
+
+/// Serve the token socket and register the approval commands, when delegation is configured.
+pub fn start(
+    config: &Config,
+    pipeline: &Arc<Pipeline>,
+    ca: &Arc<Ca>,
+    events: &Events,
+    admin: &mut crate::admin::Routes,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), EndpointError> {
+    let Some(d) = &config.delegation else { return Ok(()) };
+    let approvals = Arc::new(approvals::Approvals::default());
+    let exchange = Arc::new(exchange::Exchange {
+        pipeline: pipeline.clone(),
+        ca: ca.clone(),
+        approvals: approvals.clone(),
+        events: events.clone(),
+    });
+    // 0777 like the Workload API socket: attestation decides who gets what.
+    let listener = crate::endpoint::listener::bind(&d.token_socket_path, 0o777)?;
+    let a = approvals.clone();
+    admin.add(Method::GET, "/approvals", move |_req| endpoint::list(a.clone()));
+    let (a, ev) = (approvals, events.clone());
+    admin.add(Method::POST, "/approvals/", move |req| endpoint::decide(a.clone(), ev.clone(), req));
+    let handler = move |req| endpoint::token_socket(exchange.clone(), req);
+    tokio::spawn(crate::http::serve_unix(listener, Arc::new(handler), limits(), shutdown));
+    tracing::info!(socket = %d.token_socket_path.display(), issuers = d.issuers.len(), "serving RFC 8693 token exchange");
+    Ok(())
+}

@@ -1,0 +1,379 @@
+//! Whose subject tokens tessera accepts, and their verification:
+//! - a configured identity provider (`[[delegation.issuers]]`, its JWKS read from a file): first hop;
+//! - tessera itself (`iss` = our `jwt_issuer`, signed by our delegation key): a later hop;
+//! - a federated tessera node (its delegation keys in its federated bundle, found by the trust
+//!   domain of the outermost `act.sub`): a later hop across trust domains.
+//!
+//! The token's form is checked before any key is looked up: JWS compact, an asymmetric `alg` from
+//! an allowlist (never `none` or HS*), a `kid`, a known `typ`. The signature is checked by
+//! `jsonwebtoken` with the key's own algorithm; `iss`, `aud`, `exp`, `nbf` and `iat` after it.
+
+use super::policy::TrustedIssuer;
+use crate::bundle::JwtBundle;
+use crate::bundle::federation::BundleError;
+use crate::spiffe_id::{SpiffeId, TrustDomain};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+
+/// Longest subject token accepted (bytes).
+pub const MAX_SUBJECT_TOKEN: usize = 16 * 1024;
+/// Actors a subject token's `act` chain may hold.
+pub const MAX_CHAIN: usize = 32;
+/// Clock skew allowed on `exp`, `nbf` and `iat` (seconds).
+pub const LEEWAY: u64 = 30;
+/// The `use` of delegation keys in a SPIFFE bundle (unknown to SPIFFE validators, who skip it).
+pub const BUNDLE_KEY_USE: &str = "tessera-delegation";
+
+/// The configured identity providers with their keys, loaded with each config (reload included).
+#[derive(Debug, Default)]
+pub struct Issuers {
+    issuers: Vec<(TrustedIssuer, JwtBundle)>,
+}
+
+impl Issuers {
+    /// Read every issuer's JWKS file. A file that cannot be read or holds no usable key refuses
+    /// the config (start or reload), as a federated bundle does.
+    pub fn load(issuers: &[TrustedIssuer]) -> Result<Self, BundleError> {
+        let mut out = Vec::new();
+        for i in issuers {
+            let path = i.jwks_path.display().to_string();
+            let bytes =
+                std::fs::read(&i.jwks_path).map_err(|source| BundleError::Read { path: path.clone(), source })?;
+            let doc: Value = serde_json::from_slice(&bytes)
+                .map_err(|e| BundleError::Format { path: path.clone(), reason: e.to_string() })?;
+            let keys = doc
+                .get("keys")
+                .and_then(Value::as_array)
+                .ok_or_else(|| BundleError::Format { path: path.clone(), reason: "no \"keys\" array".into() })?;
+            let usable: Vec<Value> = keys.iter().filter_map(signing_jwk).collect();
+            if usable.is_empty() {
+                return Err(BundleError::Empty { path });
+            }
+            out.push((i.clone(), JwtBundle::new(usable)));
+        }
+        Ok(Self { issuers: out })
+    }
+
+    fn find(&self, iss: &str) -> Option<&(TrustedIssuer, JwtBundle)> {
+        self.issuers.iter().find(|(i, _)| i.issuer == iss)
+    }
+}
+
+/// A JWK usable for signature checks (`use` absent or `sig`, a `kid`), normalized for
+/// [`JwtBundle::find`], with its `alg` (if any) kept to pin the algorithm.
+pub fn signing_jwk(k: &Value) -> Option<Value> {
+    let mut k = k.as_object()?.clone();
+    k.get("kid")?.as_str()?;
+    match k.remove("use") {
+        None => {}
+        Some(Value::String(u)) if u == "sig" || u == BUNDLE_KEY_USE => {}
+        Some(_) => return None,
+    }
+    Some(Value::Object(k))
+}
+
+/// The public JWK of one of our delegation keys, as served at `GET /jwks`.
+pub fn delegation_jwk(key: &crate::ca::JwtKey) -> Value {
+    let mut jwk = crate::bundle::jwks::jwk(key);
+    jwk["use"] = "sig".into();
+    jwk["alg"] = "ES256".into();
+    jwk
+}
+
+/// Where the verification keys of a later-hop token come from.
+pub struct TesseraKeys<'a> {
+    pub trust_domain: &'a TrustDomain,
+    /// Our `jwt_issuer` (required with delegation): the `iss` of our tokens and the `aud` a
+    /// subject token from a tessera node must name.
+    pub issuer: &'a str,
+    /// Our delegation keys.
+    pub own: JwtBundle,
+    /// Delegation keys of federated trust domains.
+    pub federated: BTreeMap<TrustDomain, JwtBundle>,
+}
+
+/// Who issued a subject token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// A configured identity provider: a user's own token (first hop).
+    IdentityProvider,
+    /// A token tessera (this node or a federated one) issued to an earlier agent.
+    Tessera(TrustDomain),
+}
+
+/// A verified subject token.
+#[derive(Debug, Clone)]
+pub struct Subject {
+    /// The end user (`sub`).
+    pub user: String,
+    pub issuer: String,
+    pub origin: Origin,
+    pub scopes: Vec<String>,
+    pub exp: u64,
+    /// The token's `act` claim (earlier actors), copied unchanged into the new token.
+    pub act: Option<Value>,
+    /// Its actors, outermost (most recent) first.
+    pub actors: Vec<String>,
+    /// The immediate delegator: the issuer (first hop) or the outermost `act.sub`.
+    pub delegator: String,
+    pub jti: Option<String>,
+}
+
+/// The unverified header fields we route on.
+struct Header {
+    alg: jsonwebtoken::Algorithm,
+    kid: String,
+    typ: Option<String>,
+}
+
+fn header(token: &str) -> Result<Header, String> {
+    use jsonwebtoken::Algorithm::*;
+    let mut parts = token.split('.');
+    let (Some(h), Some(_), Some(_), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        return Err("not a JWS in compact form (three dot-separated parts)".into());
+    };
+    if h.len() > 2048 {
+        return Err("the JOSE header is longer than 2048 bytes".into());
+    }
+    let bytes = URL_SAFE_NO_PAD.decode(h).map_err(|_| "the JOSE header is not base64url".to_owned())?;
+    let v: Map<String, Value> =
+        serde_json::from_slice(&bytes).map_err(|_| "the JOSE header is not a JSON object".to_owned())?;
+    if v.contains_key("crit") {
+        return Err("the JOSE header has \"crit\" extensions".into());
+    }
+    let alg_name = v.get("alg").and_then(Value::as_str).ok_or("the JOSE header has no \"alg\"")?;
+    let alg = match alg_name {
+        "ES256" => ES256,
+        "ES384" => ES384,
+        "RS256" => RS256,
+        "RS384" => RS384,
+        "RS512" => RS512,
+        "PS256" => PS256,
+        "PS384" => PS384,
+        "PS512" => PS512,
+        other => return Err(format!("\"alg\": {:?} is not accepted (asymmetric signatures only)", cut(other))),
+    };
+    let kid = v.get("kid").and_then(Value::as_str).ok_or("the JOSE header has no \"kid\"")?.to_owned();
+    let typ = match v.get("typ") {
+        None => None,
+        Some(Value::String(t)) => Some(t.clone()),
+        Some(_) => return Err("\"typ\" is not a string".into()),
+    };
+    if let Some(t) = &typ
+        && !matches!(t.to_ascii_lowercase().as_str(), "jwt" | "at+jwt" | "application/at+jwt")
+    {
+        return Err(format!("\"typ\": {:?} is not a user or delegated access token", cut(t)));
+    }
+    Ok(Header { alg, kid, typ })
+}
+
+fn cut(s: &str) -> String {
+    s.chars().take(64).collect()
+}
+
+fn payload(token: &str) -> Result<Map<String, Value>, String> {
+    let p = token.split('.').nth(1).unwrap_or_default();
+    let bytes = URL_SAFE_NO_PAD.decode(p).map_err(|_| "the payload is not base64url".to_owned())?;
+    serde_json::from_slice(&bytes).map_err(|_| "the payload is not a JSON object".to_owned())
+}
+
+/// The actors of an `act` claim, outermost first; each must have a string `sub`.
+pub fn actors(act: Option<&Value>) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    let mut cur = act;
+    while let Some(a) = cur {
+        let sub = a.get("sub").and_then(Value::as_str).ok_or("an \"act\" has no \"sub\"")?;
+        if out.len() >= MAX_CHAIN {
+            return Err(format!("the \"act\" chain is longer than {MAX_CHAIN}"));
+        }
+        out.push(sub.to_owned());
+        cur = a.get("act");
+    }
+    Ok(out)
+}
+
+/// Verify a subject token and extract what the exchange needs.
+pub fn verify(token: &str, idps: &Issuers, tessera: &TesseraKeys<'_>, now: u64) -> Result<Subject, String> {
+    if token.len() > MAX_SUBJECT_TOKEN {
+        return Err(format!("subject_token is {} bytes; at most {MAX_SUBJECT_TOKEN} are accepted", token.len()));
+    }
+    let h = header(token)?;
+    let unverified = payload(token)?;
+    let iss = unverified.get("iss").and_then(Value::as_str).ok_or("the subject token has no \"iss\"")?.to_owned();
+    let delegated = h
+        .typ
+        .as_deref()
+        .is_some_and(|t| t.eq_ignore_ascii_case("at+jwt") || t.eq_ignore_ascii_case("application/at+jwt"));
+    // Route on claims the signature check below then vouches for.
+    let (keys, audience, origin) = if let Some((i, keys)) = idps.find(&iss) {
+        (keys.clone(), i.audience.clone(), Origin::IdentityProvider)
+    } else if delegated && iss == tessera.issuer {
+        (tessera.own.clone(), tessera.issuer.to_owned(), Origin::Tessera(tessera.trust_domain.clone()))
+    } else if delegated {
+        let first = actors(unverified.get("act"))?.into_iter().next().ok_or("a delegated token without \"act\"")?;
+        let id: SpiffeId = first.parse().map_err(|_| format!("unknown issuer {:?}", cut(&iss)))?;
+        let keys =
+            tessera.federated.get(id.trust_domain()).filter(|k| !k.is_empty()).ok_or_else(|| {
+                format!("unknown issuer {:?} (no delegation keys for {})", cut(&iss), id.trust_domain())
+            })?;
+        (keys.clone(), tessera.issuer.to_owned(), Origin::Tessera(id.trust_domain().clone()))
+    } else {
+        return Err(format!("unknown issuer {:?}", cut(&iss)));
+    };
+    if matches!(origin, Origin::Tessera(_)) && h.alg != jsonwebtoken::Algorithm::ES256 {
+        return Err("a tessera token must be ES256".into());
+    }
+    let jwk = keys.keys().iter().find(|k| k.get("kid").and_then(Value::as_str) == Some(h.kid.as_str()));
+    let key =
+        keys.find(&h.kid).ok_or_else(|| format!("no key with kid {:?} for issuer {:?}", cut(&h.kid), cut(&iss)))?;
+    if !key.algs.contains(&h.alg) {
+        return Err(format!("\"alg\" {:?} does not match the key {:?}", h.alg, cut(&h.kid)));
+    }
+    if let Some(pinned) = jwk.and_then(|k| k.get("alg")).and_then(Value::as_str)
+        && pinned != format!("{:?}", h.alg)
+    {
+        return Err(format!("\"alg\" {:?} differs from the key's \"alg\" {pinned:?}", h.alg));
+    }
+    let mut validation = jsonwebtoken::Validation::new(h.alg);
+    validation.set_audience(&[audience.as_str()]);
+    validation.set_issuer(&[iss.as_str()]);
+    validation.set_required_spec_claims(&["exp", "sub", "aud", "iss"]);
+    validation.validate_nbf = true;
+    validation.leeway = LEEWAY;
+    let claims = jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &validation)
+        .map_err(|e| format!("subject token rejected: {}", describe(&e)))?
+        .claims;
+    if let Some(iat) = claims.get("iat").and_then(Value::as_u64)
+        && iat > now + LEEWAY
+    {
+        return Err("subject token rejected: issued in the future (\"iat\")".into());
+    }
+    let user = claims.get("sub").and_then(Value::as_str).unwrap_or_default().to_owned();
+    if user.is_empty() || user.len() > 1024 || user.chars().any(char::is_control) {
+        return Err("the subject token's \"sub\" is empty, longer than 1024 bytes or has control characters".into());
+    }
+    let scopes: Vec<String> = match (claims.get("scope"), claims.get("scp")) {
+        (Some(Value::String(s)), _) => s.split(' ').filter(|s| !s.is_empty()).map(str::to_owned).collect(),
+        (None, Some(Value::Array(a))) => a.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
+        _ => return Err("the subject token carries no scope (\"scope\" or \"scp\"): nothing can be delegated".into()),
+    };
+    let exp = claims.get("exp").and_then(Value::as_u64).ok_or("\"exp\" is not a number")?;
+    let act = claims.get("act").cloned();
+    let actors = actors(act.as_ref())?;
+    let delegator = match &origin {
+        Origin::IdentityProvider => iss.clone(),
+        Origin::Tessera(td) => {
+            let first = actors.first().ok_or("a tessera token without \"act\"")?;
+            let id: SpiffeId = first.parse().map_err(|_| "the outermost \"act.sub\" is not a SPIFFE ID".to_owned())?;
+            if id.trust_domain() != td {
+                return Err(format!("the outermost actor {id} is not of trust domain {td}"));
+            }
+            if claims.get("client_id").and_then(Value::as_str) != Some(first.as_str()) {
+                return Err("\"client_id\" differs from the outermost \"act.sub\"".into());
+            }
+            first.clone()
+        }
+    };
+    let jti = claims.get("jti").and_then(Value::as_str).map(cut);
+    Ok(Subject { user, issuer: iss, origin, scopes, exp, act, actors, delegator, jti })
+}
+
+fn describe(e: &jsonwebtoken::errors::Error) -> String {
+    use jsonwebtoken::errors::ErrorKind::*;
+    match e.kind() {
+        ExpiredSignature => "expired (\"exp\")".into(),
+        ImmatureSignature => "not yet valid (\"nbf\")".into(),
+        InvalidAudience => "wrong audience (\"aud\")".into(),
+        InvalidIssuer => "wrong issuer".into(),
+        InvalidSignature => "bad signature".into(),
+        MissingRequiredClaim(c) => format!("missing claim {c:?}"),
+        other => format!("{other:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ca::JwtKey;
+    use serde_json::json;
+    use std::time::{Duration, SystemTime};
+
+    const ISS: &str = "https://tessera.example.org";
+
+    fn key(kid: &str) -> JwtKey {
+        let now = SystemTime::now();
+        JwtKey::for_test(kid, now - Duration::from_secs(60), now + Duration::from_secs(3600))
+    }
+
+    fn bundle(k: &JwtKey) -> JwtBundle {
+        JwtBundle::new(signing_jwk(&delegation_jwk(k)).into_iter().collect())
+    }
+
+    fn at_jwt(k: &JwtKey, claims: &Value) -> String {
+        let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        h.kid = Some(k.kid.clone());
+        h.typ = Some("at+jwt".into());
+        k.sign(&h, claims).unwrap()
+    }
+
+    fn hop(iss: &str, agent: &str, now: u64) -> Value {
+        json!({ "iss": iss, "sub": "alice", "aud": ISS, "client_id": agent, "act": { "sub": agent },
+                "scope": "a b", "iat": now, "exp": now + 300, "jti": "j1" })
+    }
+
+    #[test]
+    fn earlier_hops_of_this_node_and_of_federated_nodes() {
+        crate::install_crypto_provider();
+        let now = crate::clock::unix_secs(SystemTime::now());
+        let ours = key("ours");
+        let theirs = key("theirs");
+        let td: TrustDomain = "example.org".parse().unwrap();
+        let partner: TrustDomain = "partner.org".parse().unwrap();
+        let mut keys = TesseraKeys { trust_domain: &td, issuer: ISS, own: bundle(&ours), federated: BTreeMap::new() };
+        let idps = Issuers::default();
+
+        let own = at_jwt(&ours, &hop(ISS, "spiffe://example.org/agents/concierge", now));
+        let s = verify(&own, &idps, &keys, now).unwrap();
+        assert_eq!((s.user.as_str(), s.delegator.as_str()), ("alice", "spiffe://example.org/agents/concierge"));
+        assert_eq!(s.origin, Origin::Tessera(td.clone()));
+        assert_eq!(s.scopes, ["a", "b"]);
+
+        // A partner node's token: refused until its delegation keys are in its federated bundle.
+        let foreign = at_jwt(&theirs, &hop("https://tessera.partner.org", "spiffe://partner.org/agents/planner", now));
+        assert!(verify(&foreign, &idps, &keys, now).unwrap_err().contains("unknown issuer"));
+        keys.federated.insert(partner.clone(), bundle(&theirs));
+        let s = verify(&foreign, &idps, &keys, now).unwrap();
+        assert_eq!(s.origin, Origin::Tessera(partner.clone()));
+        assert_eq!(s.delegator, "spiffe://partner.org/agents/planner");
+
+        // A partner's key cannot vouch for an agent of ours, or of a third domain.
+        let forged = at_jwt(&theirs, &hop("https://tessera.partner.org", "spiffe://example.org/agents/concierge", now));
+        assert!(verify(&forged, &idps, &keys, now).is_err());
+        let third = at_jwt(&theirs, &hop("https://x", "spiffe://third.org/agents/x", now));
+        assert!(verify(&third, &idps, &keys, now).is_err());
+        // Our issuer with a partner's key: no such kid among ours.
+        let mixed = at_jwt(&theirs, &hop(ISS, "spiffe://example.org/agents/concierge", now));
+        assert!(verify(&mixed, &idps, &keys, now).unwrap_err().contains("no key with kid"));
+        // client_id must be the outermost actor.
+        let mut c = hop(ISS, "spiffe://example.org/agents/concierge", now);
+        c["client_id"] = "spiffe://example.org/agents/other".into();
+        assert!(verify(&at_jwt(&ours, &c), &idps, &keys, now).unwrap_err().contains("client_id"));
+        // A JWT-SVID-shaped token (typ JWT) with our issuer is not exchangeable.
+        let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        h.kid = Some(ours.kid.clone());
+        let svid = ours.sign(&h, &hop(ISS, "spiffe://example.org/agents/concierge", now)).unwrap();
+        assert!(verify(&svid, &idps, &keys, now).unwrap_err().contains("unknown issuer"));
+    }
+
+    #[test]
+    fn delegation_keys_round_trip_through_a_spiffe_bundle() {
+        let k = key("d1");
+        let mut jwk = crate::bundle::jwks::jwk(&k);
+        jwk["use"] = BUNDLE_KEY_USE.into();
+        // A SPIFFE JWT-SVID lookup ignores it; the delegation lookup finds it.
+        assert!(crate::bundle::jwks::find_key(std::slice::from_ref(&jwk), "d1").is_none());
+        assert!(JwtBundle::new(signing_jwk(&jwk).into_iter().collect()).find("d1").is_some());
+    }
+}

@@ -306,6 +306,7 @@ mod tests {
             federated: BTreeMap::new(),
             deny: Default::default(),
             attest_base: Default::default(),
+            delegation_issuers: Default::default(),
         };
         let (_tx, rx) = watch::channel(Arc::new(policy));
         (Metrics::new(ca, rx), dir)

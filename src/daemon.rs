@@ -125,7 +125,6 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     let telemetry = crate::telemetry::Telemetry::start(ca.clone(), policy_rx.clone(), &mut events, shutdown_rx.clone());
 
     let connection_limits = ConnectionLimits::default().fitted_to_fd_limit();
-    let listener = endpoint::bind(&config.socket_path, config.socket_mode)?;
     let ctx = Arc::new(Context {
         pipeline: Arc::new(Pipeline::new(
             policy_rx.clone(),
@@ -182,6 +181,8 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         tokio::time::sleep(SHUTDOWN_GRACE).await;
     };
 
+    // The Workload API socket last: once it exists, every other socket does too.
+    let listener = endpoint::bind(&config.socket_path, config.socket_mode)?;
     let incoming =
         ReceiverStream::new(crate::endpoint::accept::spawn(listener, connection_limits, shutdown_rx.clone()));
     let service = SpiffeWorkloadApiServer::with_interceptor(WorkloadService::new(ctx), require_security_header);

@@ -304,6 +304,8 @@ mod tests {
             attestor: Arc::new(tessera_attestors::Attestor::new(Default::default())),
             jwt_issuer: None,
             federated: BTreeMap::new(),
+            deny: Default::default(),
+            attest_base: Default::default(),
         };
         let (_tx, rx) = watch::channel(Arc::new(policy));
         (Metrics::new(ca, rx), dir)

@@ -2,6 +2,8 @@
 //! `tessera revoke` — open streams end with PermissionDenied within a second, new fetches and
 //! JWT validation are refused, it survives a restart, `--lift` restores — with real processes.
 
+#![allow(clippy::unwrap_used, reason = "test helpers outside #[test] fns: a failed unwrap is a failed test")]
+
 mod common;
 
 use common::*;
@@ -64,7 +66,17 @@ fn spawn_watch(d: &Daemon) -> Child {
 
 /// Wait for the watcher to end; its stream must have ended with PermissionDenied.
 fn ended_denied(child: &mut Child, t0: Instant, what: &str) -> Duration {
-    let status = child.wait().unwrap();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if t0.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what}: the stream was still open after 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    };
     let delay = t0.elapsed();
     let mut err = String::new();
     child.stderr.take().unwrap().read_to_string(&mut err).unwrap();

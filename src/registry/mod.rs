@@ -5,7 +5,7 @@
 pub mod deny;
 pub mod entry;
 
-pub use deny::{DenyList, DenyRule, DenyTarget};
+pub use deny::{DenyList, DenyRule, DenyTarget, Origin};
 pub use entry::{Entry, MetaValue, Registry};
 
 use crate::bundle::FederatedBundle;

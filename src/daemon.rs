@@ -31,6 +31,8 @@ pub enum DaemonError {
     #[error(transparent)]
     Endpoint(#[from] endpoint::EndpointError),
     #[error(transparent)]
+    Publish(#[from] crate::publish::PublishError),
+    #[error(transparent)]
     Bundle(#[from] crate::bundle::federation::BundleError),
     #[error("cannot open audit log {path}: {source}")]
     Audit { path: std::path::PathBuf, source: std::io::Error },
@@ -60,7 +62,9 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 fn policy_of(config: &Config, previous: Option<&Policy>) -> Result<Policy, crate::bundle::federation::BundleError> {
     let mut federated = BTreeMap::new();
     for f in &config.federation {
-        federated.insert(f.trust_domain.clone(), Arc::new(crate::bundle::federation::load(&f.bundle_path)?));
+        if let Some(path) = &f.bundle_path {
+            federated.insert(f.trust_domain.clone(), Arc::new(crate::bundle::federation::load(path)?));
+        }
     }
     let attestor = match previous {
         Some(p) if *p.attestor.config() == config.attest => p.attestor.clone(),
@@ -115,7 +119,16 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     });
 
     // The admin socket: commands register their routes here.
-    let admin_routes = crate::admin::Routes::new();
+    let mut admin_routes = crate::admin::Routes::new();
+    crate::publish::spawn(
+        &config,
+        ca.clone(),
+        ca_gen_tx.subscribe(),
+        crate::publish::oidc::no_extra_keys(),
+        &mut admin_routes,
+        shutdown_rx.clone(),
+    )
+    .await?;
     let admin_listener = crate::admin::bind(&config.admin_socket_path, config.admin_socket_group)?;
     let admin = crate::admin::AdminHandler {
         authorized: crate::admin::Authorized {
@@ -245,7 +258,7 @@ fn spawn_reloader(
     let changed = Arc::new(Notify::new());
     let watch_paths = |c: &Config| -> Vec<std::path::PathBuf> {
         let mut p = vec![c.source.clone().unwrap_or_default()];
-        p.extend(c.federation.iter().map(|f| f.bundle_path.clone()));
+        p.extend(c.federation.iter().filter_map(|f| f.bundle_path.clone()));
         p
     };
     let mut _files_sub = files.subscribe(Owner::Daemon, &watch_paths(&current), &changed);

@@ -51,6 +51,16 @@ enum Command {
     },
     /// mTLS for plain-TCP agents, authorized by SPIFFE ID (the proxy holds the SVID).
     Proxy(proxy_cli::ProxyArgs),
+    /// Write published documents as files for static hosting.
+    Export {
+        #[command(subcommand)]
+        what: ExportWhat,
+        /// The admin socket (default: from --config, $TESSERA_ADMIN_SOCKET, /run/tessera/admin.sock).
+        #[arg(long, global = true)]
+        admin_socket: Option<PathBuf>,
+        #[arg(long, short, global = true)]
+        config: Option<PathBuf>,
+    },
     /// Audit trail tools.
     Audit {
         #[command(subcommand)]
@@ -106,6 +116,12 @@ enum ValidateWhat {
         #[arg(long)]
         svid: Option<String>,
     },
+}
+
+#[derive(Subcommand)]
+enum ExportWhat {
+    /// OIDC discovery document and JWKS into DIR (.well-known/openid-configuration, keys).
+    Oidc { dir: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -188,7 +204,8 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Check { config } => {
             let cfg = load(&config)?;
-            let weak = cli::check::weak_only_entries(&cfg);
+            let mut weak = cli::check::weak_only_entries(&cfg);
+            weak.extend(cli::check::publication_warnings(&cfg));
             for w in &weak {
                 println!("warning: {w}");
             }
@@ -240,6 +257,12 @@ fn run(cli: Cli) -> Result<()> {
         Command::Proxy(args) => {
             init_logging();
             proxy_cli::run(args, devmode::socket_path())
+        }
+        Command::Export { what: ExportWhat::Oidc { dir }, admin_socket, config } => {
+            let sock = tessera::admin::socket_for_cli(admin_socket.as_deref(), config.as_deref())?;
+            let said = tokio::runtime::Runtime::new()?.block_on(cli::export::oidc(&sock, &dir))?;
+            println!("{said}");
+            Ok(())
         }
         Command::Audit { command: AuditCommand::Verify { files, anchor } } => {
             cli::audit::verify(&files, anchor.as_deref())

@@ -152,6 +152,11 @@ impl Ca {
         &self.trust_domain
     }
 
+    /// The life of each signing key.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
     /// The current snapshot (cheap: an `Arc` clone).
     pub fn authorities(&self) -> Arc<Authorities> {
         self.state.read().map(|s| s.clone()).unwrap_or_else(|p| p.into_inner().clone())

@@ -3,3 +3,4 @@ pub mod api;
 pub mod attest;
 pub mod audit;
 pub mod check;
+pub mod export;

@@ -170,6 +170,36 @@ HCL
   else
     fail "spire-server federates with tessera's bundle endpoint: $(tail -3 "$TMP/spire-list.txt") $(grep -i "error" "$TMP/spire/server.log" | tail -2)"
   fi
+
+  # The other way: a second tessera federates with spire-server's https_spiffe bundle endpoint.
+  "$SPIRE_SERVER" bundle show -socketPath "$SOCK" -format spiffe > "$TMP/spire-initial.json"
+  cat > "$TMP/fed.toml" <<TOML
+trust_domain = "fed.test"
+socket_path = "$TMP/fed/api.sock"
+data_dir = "$TMP/fed-data"
+[[federation]]
+trust_domain = "spire.test"
+bundle_path = "$TMP/spire-initial.json"
+bundle_endpoint_url = "https://127.0.0.1:$SP_BE_PORT"
+profile = "https_spiffe"
+endpoint_spiffe_id = "spiffe://spire.test/spire/server"
+[[entries]]
+spiffe_id = "spiffe://fed.test/client"
+selectors = ["unix:uid:$(id -u)"]
+federates_with = ["spire.test"]
+TOML
+  mkdir -p "$TMP/fed"
+  "$BIN" run -c "$TMP/fed.toml" >"$TMP/fed.log" 2>&1 &
+  PIDS+=($!)
+  ok=
+  for _ in $(seq 100); do grep -q "federated bundle updated from its endpoint" "$TMP/fed.log" && { ok=1; break; }; sleep 0.1; done
+  if [[ -n $ok ]] && "$BIN" api fetch bundles -s "$TMP/fed/api.sock" > "$TMP/fed-bundles.txt" 2>&1 && grep -q "spiffe://spire.test" "$TMP/fed-bundles.txt"; then
+    pass "tessera federates with spire-server's https_spiffe bundle endpoint (FetchX509Bundles holds spiffe://spire.test)"
+    grep "federated bundle updated" "$TMP/fed.log" | tail -1 >&2
+    grep -o "bundle(spiffe://[a-z.]*)" "$TMP/fed-bundles.txt" >&2
+  else
+    fail "tessera federates with spire-server's bundle endpoint: $(grep -E "federat" "$TMP/fed.log" | tail -2) $(cat "$TMP/fed-bundles.txt" 2>/dev/null | head -3)"
+  fi
 fi
 
 echo "$PASS passed, $FAIL failed"

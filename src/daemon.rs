@@ -59,11 +59,16 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// The reloadable part of a config, with federated bundles read from their files. The attestor
 /// of `previous` is kept when the attestor settings did not change (its digest cache with it).
-fn policy_of(config: &Config, previous: Option<&Policy>) -> Result<Policy, crate::bundle::federation::BundleError> {
+fn policy_of(
+    config: &Config,
+    previous: Option<&Policy>,
+    fetched: &crate::bundle::sync::FetchedBundles,
+) -> Result<Policy, crate::bundle::federation::BundleError> {
     let mut federated = BTreeMap::new();
     for f in &config.federation {
-        if let Some(path) = &f.bundle_path {
-            federated.insert(f.trust_domain.clone(), Arc::new(crate::bundle::federation::load(path)?));
+        // A bundle fetched from the partner's endpoint wins over the (initial) file.
+        if let Some(bundle) = crate::bundle::sync::current(fetched, f)? {
+            federated.insert(f.trust_domain.clone(), bundle);
         }
     }
     let attestor = match previous {
@@ -99,7 +104,8 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     // Subscribers of the event spine: the audit log (add metrics, an inventory, ... here).
     let mut events = Events::new();
     events.subscribe(Arc::new(audit.clone()));
-    let (policy_tx, policy_rx) = watch::channel(Arc::new(policy_of(&config, None)?));
+    let fetched = crate::bundle::sync::initial(&config);
+    let (policy_tx, policy_rx) = watch::channel(Arc::new(policy_of(&config, None, &fetched)?));
     let (ca_gen_tx, ca_gen_rx) = watch::channel(0u64);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let files = FileWatcher::new();
@@ -146,7 +152,8 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     ));
 
     spawn_ca_rotation(ca.clone(), config.ca_ttl, ca_gen_tx, events.clone(), clock, shutdown_rx.clone());
-    spawn_reloader(&config, files, policy_tx, events.clone(), shutdown_rx.clone())?;
+    crate::bundle::sync::spawn(&config, fetched.clone(), policy_tx.clone(), events.clone(), shutdown_rx.clone());
+    spawn_reloader(&config, files, policy_tx, fetched, events.clone(), shutdown_rx.clone())?;
 
     tokio::spawn(async move {
         tokio::select! {
@@ -250,6 +257,7 @@ fn spawn_reloader(
     config: &Config,
     files: Arc<FileWatcher>,
     policy: watch::Sender<Arc<Policy>>,
+    fetched: crate::bundle::sync::FetchedBundles,
     events: Events,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), DaemonError> {
@@ -276,7 +284,7 @@ fn spawn_reloader(
             // is refused as a whole.
             let loaded = Config::load(&path).map_err(|e| e.to_string()).and_then(|c| {
                 let previous = policy.borrow().clone();
-                policy_of(&c, Some(&previous)).map(|p| (c, p)).map_err(|e| e.to_string())
+                policy_of(&c, Some(&previous), &fetched).map(|p| (c, p)).map_err(|e| e.to_string())
             });
             let (next, new_policy) = match loaded {
                 Ok(loaded) => loaded,

@@ -98,6 +98,14 @@ pub fn audit_line(event: &Event) -> Option<(&'static str, Value)> {
         ),
         Event::Reloaded { why, entries } => ("reloaded", json!({ "why": why, "entries": entries })),
         Event::ReloadRefused { reason } => ("reload_refused", json!({ "reason": reason })),
+        Event::FederatedBundleUpdated { trust_domain, sequence, x509_authorities, jwt_keys } => (
+            "federated_bundle_updated",
+            json!({ "trust_domain": trust_domain, "sequence": sequence,
+                    "x509_authorities": x509_authorities, "jwt_keys": jwt_keys }),
+        ),
+        Event::FederatedBundleRefused { trust_domain, url, reason } => {
+            ("federated_bundle_refused", json!({ "trust_domain": trust_domain, "url": url, "reason": reason }))
+        }
         // Not in the audit log (it never was); the CA logs it, and later metrics count it.
         Event::CaRotated { .. } => return None,
     })

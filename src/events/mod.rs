@@ -50,6 +50,10 @@ pub enum Event {
     ReloadRefused { reason: String },
     /// A caller the admin socket does not serve tried it.
     AdminRefused { uid: Option<u32>, pid: Option<i32>, method: String, path: String },
+    /// A partner's bundle endpoint served a new, valid bundle; it is in force now.
+    FederatedBundleUpdated { trust_domain: String, sequence: Option<u64>, x509_authorities: usize, jwt_keys: usize },
+    /// A fetch from a partner's bundle endpoint gave no usable bundle; the previous one stays.
+    FederatedBundleRefused { trust_domain: String, url: String, reason: String },
     /// The CA's key ring changed (a successor published, or an expired key dropped).
     CaRotated { x509_authorities: usize, jwt_keys: usize },
 }

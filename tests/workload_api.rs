@@ -108,7 +108,13 @@ async fn jwt_svid_verifies_with_the_crates_own_verifier() {
     let claims = dec(parts[1]);
     assert_eq!(claims["iss"], "https://issuer.test");
     assert_eq!(claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap(), 300);
-    assert_eq!(claims["aud"], serde_json::json!(["billing-api"]));
+    // One audience: a plain string (the OAuth SPIFFE client-auth draft); the crate above parsed it.
+    assert_eq!(claims["aud"], serde_json::json!("billing-api"));
+    // A random jti per token (RFC 7523 replay protection, MCP workload identity).
+    let again = client.fetch_jwt_token(["billing-api"], None).await.unwrap();
+    let jti_again = dec(again.split('.').nth(1).unwrap())["jti"].clone();
+    assert_eq!(claims["jti"].as_str().map(str::len), Some(32));
+    assert_ne!(claims["jti"], jti_again);
 }
 
 #[tokio::test]

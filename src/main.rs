@@ -103,6 +103,14 @@ enum FetchWhat {
     },
     /// X.509 and JWT bundles.
     Bundles,
+    /// WIT-SVIDs and the WIT bundle.
+    Wit {
+        #[arg(long = "spiffe-id", alias = "spiffeID")]
+        spiffe_id: Option<String>,
+        /// Write wit.N.jwt, wit.N.key.jwk (0600) and wit_bundle.N.jwks into this directory.
+        #[arg(long)]
+        write: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -244,6 +252,9 @@ fn run(cli: Cli) -> Result<()> {
                                 cli::api::fetch_jwt(&mut client, audience, spiffe_id).await
                             }
                             FetchWhat::Bundles => cli::api::fetch_bundles(&mut client).await,
+                            FetchWhat::Wit { spiffe_id, write } => {
+                                cli::api::fetch_wit(&mut client, spiffe_id, write.as_deref()).await
+                            }
                         }
                     }
                     ApiCommand::Validate { what: ValidateWhat::Jwt { audience, token, svid } } => {

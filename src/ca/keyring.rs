@@ -73,6 +73,8 @@ pub struct Authorities {
     /// Oldest first; the newest active one signs.
     pub x509: Vec<Arc<X509Authority>>,
     pub jwt: Vec<Arc<JwtKey>>,
+    /// WIT-SVID signing keys (ES256), rotated like the others; never in the JWT bundle.
+    pub wit: Vec<Arc<JwtKey>>,
     /// The X.509 trust bundle (DER certificates): our self-signed roots, or the upstream roots.
     pub roots: Vec<Vec<u8>>,
 }
@@ -84,6 +86,12 @@ impl Authorities {
     }
     pub fn jwt_signer(&self, now: SystemTime) -> Option<&Arc<JwtKey>> {
         signer_at(&self.jwt_lives(), now).and_then(|i| self.jwt.get(i))
+    }
+    pub fn wit_signer(&self, now: SystemTime) -> Option<&Arc<JwtKey>> {
+        signer_at(&self.wit_lives(), now).and_then(|i| self.wit.get(i))
+    }
+    pub(super) fn wit_lives(&self) -> Vec<KeyLife> {
+        self.wit.iter().map(|k| k.life()).collect()
     }
     pub(super) fn x509_lives(&self) -> Vec<KeyLife> {
         self.x509.iter().map(|a| a.life()).collect()

@@ -174,8 +174,10 @@ impl Ca {
         let auth = self.authorities();
         let x509_plan = rotation::plan(&auth.x509_lives(), now, self.ttl, force_x509);
         let jwt_plan = rotation::plan(&auth.jwt_lives(), now, self.ttl, false);
+        let wit_plan = rotation::plan(&auth.wit_lives(), now, self.ttl, false);
         if !x509_plan.changes_anything()
             && !jwt_plan.changes_anything()
+            && !wit_plan.changes_anything()
             && !stored.retired_roots.iter().any(|r| time(r.until) <= now)
         {
             return Ok(false);
@@ -194,17 +196,31 @@ impl Ca {
             change.retire_until = auth.x509.iter().map(|a| secs(a.not_after)).max().unwrap_or(0);
             change.new_roots = roots;
         }
-        if let Some(active_from) = jwt_plan.successor_from {
+        // A kid is unique across JWT and WIT keys (WIT-SVID.md §6): a verifier holding both
+        // kinds must never pick the wrong one.
+        let taken: Vec<&str> = auth.jwt.iter().chain(auth.wit.iter()).map(|k| k.kid.as_str()).collect();
+        let new_es256 = |active_from: SystemTime, also_taken: Option<&str>| -> Result<StoredJwt, CaError> {
             let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
-            change.new_jwt = Some(StoredJwt {
-                kid: serial::random_kid(),
+            let mut kid = serial::random_kid();
+            while taken.contains(&kid.as_str()) || also_taken == Some(kid.as_str()) {
+                kid = serial::random_kid();
+            }
+            Ok(StoredJwt {
+                kid,
                 key_pem: PrivateKey::new(key.serialize_pem().into_bytes()),
                 active_from: secs(active_from),
                 not_after: secs(crate::clock::add(now, self.ttl)),
-            });
+            })
+        };
+        if let Some(active_from) = jwt_plan.successor_from {
+            change.new_jwt = Some(new_es256(active_from, None)?);
+        }
+        if let Some(active_from) = wit_plan.successor_from {
+            change.new_wit = Some(new_es256(active_from, change.new_jwt.as_ref().map(|k| k.kid.as_str()))?);
         }
         change.keep_x509 = x509_plan.keep;
         change.keep_jwt = jwt_plan.keep;
+        change.keep_wit = wit_plan.keep;
         let retired = store::newly_retired(&stored, &change);
         // Memory changes only after the disk has the new state.
         let (built, json) = {
@@ -273,18 +289,23 @@ fn build(stored: &StateView<'_>, path: &Path) -> Result<Authorities, CaError> {
             issuer,
         }));
     }
-    let mut jwt = Vec::new();
-    for k in &stored.jwt {
-        let pem = k.key_pem.expose_pem().ok_or_else(|| corrupt(format!("JWT key {} is not PEM text", k.kid)))?;
-        let key = KeyPair::from_pem(pem).map_err(|e| corrupt(format!("JWT key {}: {e}", k.kid)))?;
-        let der = Zeroizing::new(key.serialize_der());
-        jwt.push(Arc::new(JwtKey {
-            kid: k.kid.clone(),
-            not_before: time(k.active_from),
-            not_after: time(k.not_after),
-            encoding: jsonwebtoken::EncodingKey::from_ec_der(&der),
-            public_point: key.public_key_raw().to_vec(),
-        }));
-    }
-    Ok(Authorities { x509, jwt, roots })
+    let es256_keys = |stored: &[&StoredJwt], what: &str| -> Result<Vec<Arc<JwtKey>>, CaError> {
+        let mut keys = Vec::new();
+        for k in stored {
+            let pem = k.key_pem.expose_pem().ok_or_else(|| corrupt(format!("{what} key {} is not PEM text", k.kid)))?;
+            let key = KeyPair::from_pem(pem).map_err(|e| corrupt(format!("{what} key {}: {e}", k.kid)))?;
+            let der = Zeroizing::new(key.serialize_der());
+            keys.push(Arc::new(JwtKey {
+                kid: k.kid.clone(),
+                not_before: time(k.active_from),
+                not_after: time(k.not_after),
+                encoding: jsonwebtoken::EncodingKey::from_ec_der(&der),
+                public_point: key.public_key_raw().to_vec(),
+            }));
+        }
+        Ok(keys)
+    };
+    let jwt = es256_keys(&stored.jwt, "JWT")?;
+    let wit = es256_keys(&stored.wit, "WIT")?;
+    Ok(Authorities { x509, jwt, wit, roots })
 }

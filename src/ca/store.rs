@@ -18,6 +18,9 @@ pub(super) struct StoredState {
     pub(super) trust_domain: String,
     pub(super) x509: Vec<StoredX509>,
     pub(super) jwt: Vec<StoredJwt>,
+    /// WIT-SVID signing keys (a separate kind: their kids never collide with JWT ones).
+    #[serde(default)]
+    pub(super) wit: Vec<StoredJwt>,
     /// Roots of the operator's PKI that our intermediates chain to (PEM), if any.
     #[serde(default)]
     pub(super) upstream_roots: Vec<String>,
@@ -57,6 +60,8 @@ pub(super) struct StoredJwt {
 pub(super) struct Change {
     pub(super) keep_x509: Vec<bool>,
     pub(super) keep_jwt: Vec<bool>,
+    pub(super) keep_wit: Vec<bool>,
+    pub(super) new_wit: Option<StoredJwt>,
     pub(super) new_x509: Option<StoredX509>,
     pub(super) new_jwt: Option<StoredJwt>,
     /// New upstream roots (PEM); roots no longer listed retire until `retire_until`.
@@ -73,6 +78,8 @@ pub(super) struct StateView<'a> {
     trust_domain: &'a str,
     pub(super) x509: Vec<&'a StoredX509>,
     pub(super) jwt: Vec<&'a StoredJwt>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(super) wit: Vec<&'a StoredJwt>,
     pub(super) upstream_roots: Vec<&'a String>,
     pub(super) retired_roots: Vec<&'a RetiredRoot>,
 }
@@ -95,6 +102,7 @@ impl StoredState {
             trust_domain: trust_domain.to_owned(),
             x509: vec![],
             jwt: vec![],
+            wit: vec![],
             upstream_roots: vec![],
             retired_roots: vec![],
         }
@@ -112,6 +120,7 @@ impl StoredState {
         let times = s.x509.iter().map(|a| ("x509.active_from", a.active_from)).chain(
             s.jwt
                 .iter()
+                .chain(s.wit.iter())
                 .flat_map(|k| [("jwt.active_from", k.active_from), ("jwt.not_after", k.not_after)])
                 .chain(s.retired_roots.iter().map(|r| ("retired_roots.until", r.until))),
         );
@@ -133,6 +142,7 @@ impl StoredState {
             trust_domain: &self.trust_domain,
             x509: self.x509.iter().collect(),
             jwt: self.jwt.iter().collect(),
+            wit: self.wit.iter().collect(),
             upstream_roots: self.upstream_roots.iter().collect(),
             retired_roots: self.retired_roots.iter().collect(),
         }
@@ -149,6 +159,9 @@ impl StoredState {
                 .collect(),
             jwt: (self.jwt.iter().enumerate().filter(|(i, _)| kept(&change.keep_jwt, *i)).map(|(_, k)| k))
                 .chain(change.new_jwt.as_ref())
+                .collect(),
+            wit: (self.wit.iter().enumerate().filter(|(i, _)| kept(&change.keep_wit, *i)).map(|(_, k)| k))
+                .chain(change.new_wit.as_ref())
                 .collect(),
             upstream_roots: change.new_roots.as_ref().unwrap_or(&self.upstream_roots).iter().collect(),
             retired_roots: self.retired_roots.iter().chain(retired).filter(|r| r.until > change.now).collect(),
@@ -167,6 +180,12 @@ impl StoredState {
             i += 1;
             change.keep_jwt.get(i - 1).copied().unwrap_or(true)
         });
+        let mut i = 0;
+        self.wit.retain(|_| {
+            i += 1;
+            change.keep_wit.get(i - 1).copied().unwrap_or(true)
+        });
+        self.wit.extend(change.new_wit);
         self.x509.extend(change.new_x509);
         self.jwt.extend(change.new_jwt);
         if let Some(roots) = change.new_roots {

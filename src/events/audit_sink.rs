@@ -69,7 +69,7 @@ pub fn audit_line(event: &Event) -> Option<(&'static str, Value)> {
                         "not_after": not_after,
                         "reused_for_process": reused_for_process,
                     }),
-                    IssuedSvid::Jwt { spiffe_id, kid, expires_at } => {
+                    IssuedSvid::Jwt { spiffe_id, kid, expires_at } | IssuedSvid::Wit { spiffe_id, kid, expires_at } => {
                         json!({ "spiffe_id": spiffe_id, "kid": kid, "expires_at": expires_at })
                     }
                 })

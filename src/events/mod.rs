@@ -74,6 +74,7 @@ pub enum Refusal {
 pub enum SvidKind {
     X509,
     Jwt,
+    Wit,
 }
 
 impl SvidKind {
@@ -81,6 +82,7 @@ impl SvidKind {
         match self {
             SvidKind::X509 => "x509_svid",
             SvidKind::Jwt => "jwt_svid",
+            SvidKind::Wit => "wit_svid",
         }
     }
 }
@@ -90,6 +92,7 @@ impl SvidKind {
 pub enum IssuedSvid {
     X509 { spiffe_id: String, serial: String, not_after: u64, reused_for_process: bool },
     Jwt { spiffe_id: String, kid: String, expires_at: u64 },
+    Wit { spiffe_id: String, kid: String, expires_at: u64 },
 }
 
 /// The executable's path and digest, as the attestors found them (no selector text parsed here).

@@ -180,7 +180,7 @@ mod tests {
     fn key() -> (Arc<JwtKey>, Arc<crate::bundle::JwtBundle>) {
         let now = SystemTime::now();
         let key = Arc::new(JwtKey::for_test("k1", now - Duration::from_secs(60), now + Duration::from_secs(3600)));
-        let auth = Authorities { x509: vec![], jwt: vec![key.clone()], roots: vec![] };
+        let auth = Authorities { x509: vec![], jwt: vec![key.clone()], wit: vec![], roots: vec![] };
         (key, Arc::new(crate::bundle::JwtBundle::local(&auth)))
     }
 

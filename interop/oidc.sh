@@ -3,7 +3,11 @@
 #   - PyJWT PyJWKClient via the OIDC discovery document
 #   - an authlib RFC 7523 jwt-bearer authorization server (grant; replayed jti and wrong aud refused)
 #   - github.com/coreos/go-oidc/v3 via discovery
-#   - a real spire-server 1.13.3 federating with tessera's https_spiffe bundle endpoint
+#   - a WIT-SVID client generated from proto/workload.proto (grpcio-tools): joserfc verifies the WIT
+#     against FetchWITBundles; a WIMSE Workload Proof Token signed with the returned key verifies
+#     (PyJWT) against the WIT's cnf.jwk
+#   - a real spire-server 1.13.3 federating with tessera's https_spiffe bundle endpoint, and a
+#     tessera federating with spire-server's bundle endpoint
 #
 #   interop/oidc.sh
 #
@@ -30,7 +34,10 @@ pass() { echo "PASS $*"; PASS=$((PASS + 1)); }
 fail() { echo "FAIL $*"; FAIL=$((FAIL + 1)); }
 skip() { echo "SKIP $*"; }
 log() { printf '==> %s\n' "$*" >&2; }
-free_port() { "$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+free_port() {
+  "$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null \
+    || echo $((20000 + RANDOM % 40000))
+}
 wait_http() { # url [curl args]: until it answers, 15 s at most
   local url=$1; shift
   for _ in $(seq 150); do curl -fsS "$@" "$url" >/dev/null 2>&1 && return 0; sleep 0.1; done
@@ -73,6 +80,16 @@ PIDS+=($!)
 wait_http "$ISSUER/.well-known/openid-configuration" || { fail "tessera serves discovery ($(tail -3 "$TMP/tessera.log"))"; echo "$PASS passed, $FAIL failed"; exit 1; }
 pass "tessera serves $ISSUER/.well-known/openid-configuration"
 
+# Count a checker's PASS/FAIL lines; a checker that exits non-zero without a FAIL line (a crash)
+# is a failure too, with its last lines.
+tally() {
+  local out=$1 rc=$2 name=$3 fails=0
+  while read -r line; do
+    case $line in PASS*) pass "${line#PASS }";; FAIL*) fail "${line#FAIL }"; fails=1;; esac
+  done <"$out"
+  if [[ $rc != 0 && $fails == 0 ]]; then fail "$name exited $rc: $(tail -2 "$out" | tr '\n' ' ')"; fi
+}
+
 token_for() { "$BIN" api fetch jwt -a "$1" -s "$TMP/api.sock" | awk '/^token\(/{getline; gsub(/[ \t]/,""); print; exit}'; }
 
 # --- Python -------------------------------------------------------------
@@ -89,9 +106,11 @@ else
   fi
   if [[ -x $VENV/bin/python ]] && "$VENV/bin/python" -c 'import jwt, authlib, joserfc' 2>/dev/null; then
     T1=$(token_for "$AS_AUD") T2=$(token_for "https://other.example/token")
-    while read -r line; do
-      case $line in PASS*) pass "${line#PASS }";; FAIL*) fail "${line#FAIL }";; esac
-    done < <("$VENV/bin/python" "$HERE/oidc_check.py" "$ISSUER" "$T1" "$T2" "$AS_AUD" 2>&1)
+    "$VENV/bin/python" "$HERE/oidc_check.py" "$ISSUER" "$T1" "$T2" "$AS_AUD" >"$TMP/py-oidc.out" 2>&1
+    tally "$TMP/py-oidc.out" $? oidc_check.py
+    # WIT-SVID through a client generated from the proto; the WPT proof of possession.
+    "$VENV/bin/python" "$HERE/wit_check.py" "$TMP/api.sock" "$ROOT/proto" "$TMP/pygen" >"$TMP/py-wit.out" 2>&1
+    tally "$TMP/py-wit.out" $? wit_check.py
   else
     skip "Python checks: cannot install $REQS into $VENV"
   fi
@@ -114,7 +133,9 @@ else
 fi
 
 # --- spire-server federating with tessera's bundle endpoint ---------------
-if [[ ! -x $SPIRE_SERVER ]]; then
+if ! command -v "$PYTHON" >/dev/null; then
+  skip "SPIRE federation: no $PYTHON (needed to shape the bootstrap bundle)"
+elif [[ ! -x $SPIRE_SERVER ]]; then
   skip "SPIRE federation: no spire-server at $SPIRE_SERVER (bench/install-spire ~/.cache/tessera-bench v1.13.3)"
 else
   SP_PORT=$(free_port) SP_BE_PORT=$(free_port)

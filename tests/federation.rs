@@ -4,6 +4,8 @@
 //! identity, or nothing at all. A bad answer never replaces the bundle in force, the daemon keeps
 //! serving and says why; a good one reaches open streams and survives a restart.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test helpers: a panic is the test failing")]
+
 mod common;
 
 use common::*;

@@ -3,6 +3,8 @@
 //! `spiffe-rustls` verifier accepts for `spiffe://<td>/tessera/bundle-endpoint` and serves the
 //! SPIFFE bundle; `tessera export oidc` writes the same documents.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test helpers: a panic is the test failing")]
+
 mod common;
 
 use common::*;

@@ -1,6 +1,8 @@
 //! WIT-SVIDs (spiffe/spiffe standards/WIT-SVID.md) from the real daemon, read with the generated
 //! gRPC client and checked with jsonwebtoken against the key FetchWITBundles gives.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test helpers: a panic is the test failing")]
+
 mod common;
 
 use common::*;

@@ -209,7 +209,7 @@ mod tests {
         let id: SpiffeId = "spiffe://example.org/w".parse().unwrap();
         let t = mint(&id, &["a".into()], Duration::from_secs(60), None, &key, SystemTime::now()).unwrap();
         assert!(validate(&t.token, "a", jwks_for).is_ok());
-        let claims = jsonwebtoken::dangerous::insecure_decode_claims::<serde_json::Value>(&t.token).unwrap().claims;
+        let claims = jsonwebtoken::dangerous::insecure_decode_claims::<serde_json::Value>(&t.token).unwrap();
         // One audience: a plain string; a random jti and an iat.
         assert_eq!(claims["aud"], serde_json::json!("a"));
         assert_eq!(claims["jti"].as_str().map(str::len), Some(32));
@@ -217,7 +217,7 @@ mod tests {
         let t2 =
             mint(&id, &["a".into(), "b".into()], Duration::from_secs(60), Some("https://i"), &key, SystemTime::now())
                 .unwrap();
-        let claims2 = jsonwebtoken::dangerous::insecure_decode_claims::<serde_json::Value>(&t2.token).unwrap().claims;
+        let claims2 = jsonwebtoken::dangerous::insecure_decode_claims::<serde_json::Value>(&t2.token).unwrap();
         assert_eq!(claims2["aud"], serde_json::json!(["a", "b"]));
         assert_eq!(claims2["iss"], serde_json::json!("https://i"));
         assert_ne!(claims["jti"], claims2["jti"]);

@@ -99,7 +99,7 @@ mod tests {
         let header = jsonwebtoken::decode_header(&w.token).unwrap();
         assert_eq!(header.typ.as_deref(), Some("wit+jwt"));
         assert_eq!(header.kid.as_deref(), Some("wk"));
-        let claims = jsonwebtoken::dangerous::insecure_decode_claims::<serde_json::Value>(&w.token).unwrap().claims;
+        let claims = jsonwebtoken::dangerous::insecure_decode_claims::<serde_json::Value>(&w.token).unwrap();
         assert_eq!(claims["sub"], "spiffe://example.org/agent");
         assert!(claims.get("aud").is_none() && claims.get("iss").is_none());
         assert_eq!(claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap(), 600);

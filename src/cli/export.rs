@@ -55,6 +55,6 @@ mod tests {
     #[test]
     fn dates() {
         assert_eq!(super::humantime_utc(0), "1970-01-01T00:00:00Z");
-        assert_eq!(super::humantime_utc(1_796_000_000), "2026-11-30T01:33:20Z");
+        assert_eq!(super::humantime_utc(1_796_000_000), "2026-11-30T00:53:20Z");
     }
 }

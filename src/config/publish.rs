@@ -257,3 +257,68 @@ impl Validator<'_> {
         Some(FederationEndpoint { url, profile })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Config, ConfigError};
+    use std::path::Path;
+
+    fn parse(extra: &str) -> Result<Config, ConfigError> {
+        Config::parse(&format!("trust_domain = \"example.org\"\n{extra}"), Path::new("/etc/tessera/t.toml"))
+    }
+
+    fn issue(extra: &str) -> (usize, String, String) {
+        let e = parse(extra).expect_err("must be refused");
+        let i = &e.issues[0];
+        (i.line, i.key.clone(), format!("{} / {}", i.message, i.fix))
+    }
+
+    #[test]
+    fn publication_sections() {
+        assert!(parse("").unwrap().oidc.is_none());
+        let c = parse("[oidc]\nlisten = \"127.0.0.1:8081\"\n[bundle_endpoint]\nlisten = \"0.0.0.0:8443\"\n").unwrap();
+        assert_eq!(c.oidc.unwrap().listen.port(), 8081);
+        match c.bundle_endpoint.unwrap().profile {
+            super::EndpointProfile::HttpsSpiffe { spiffe_id } => {
+                assert_eq!(spiffe_id.to_string(), "spiffe://example.org/tessera/bundle-endpoint")
+            }
+            other => panic!("{other:?}"),
+        }
+        let (line, key, _) = issue("[oidc]\nlisten = \"localhost\"\n");
+        assert_eq!((line, key.as_str()), (3, "oidc.listen"));
+        let (_, key, text) = issue("[bundle_endpoint]\nlisten = \"0.0.0.0:1\"\nprofile = \"https_web\"\n");
+        assert_eq!(key, "bundle_endpoint.tls_cert");
+        assert!(text.contains("tls_key"), "{text}");
+        let (_, key, _) = issue("[bundle_endpoint]\nlisten = \"0.0.0.0:1\"\nspiffe_id = \"spiffe://other.org/x\"\n");
+        assert_eq!(key, "bundle_endpoint.spiffe_id");
+        let (_, key, _) = issue("[oidc]\nlisten = \"127.0.0.1:1\"\ntls_cert = \"/c.pem\"\n");
+        assert_eq!(key, "oidc.tls_cert");
+    }
+
+    #[test]
+    fn federation_endpoints() {
+        let fed = |extra: &str| format!("[[federation]]\ntrust_domain = \"partner.org\"\n{extra}");
+        let c = parse(&fed(
+            "bundle_path = \"/p.json\"\nbundle_endpoint_url = \"https://p:8443/\"\nprofile = \"https_spiffe\"\n\
+             endpoint_spiffe_id = \"spiffe://partner.org/spire/server\"\n",
+        ))
+        .unwrap();
+        assert!(c.federation[0].endpoint.is_some());
+        // https_web needs no initial bundle.
+        let c = parse(&fed("bundle_endpoint_url = \"https://p/\"\nprofile = \"https_web\"\n")).unwrap();
+        assert_eq!(c.federation[0].bundle_path, None);
+        let (_, key, _) = issue(&fed(""));
+        assert_eq!(key, "federation[0].bundle_path");
+        let (_, key, _) = issue(&fed("bundle_endpoint_url = \"http://p/\"\nprofile = \"https_web\"\n"));
+        assert_eq!(key, "federation[0].bundle_endpoint_url");
+        let (_, key, _) = issue(&fed("bundle_endpoint_url = \"https://p/\"\n"));
+        assert_eq!(key, "federation[0].profile");
+        let (_, key, _) = issue(&fed(
+            "bundle_endpoint_url = \"https://p/\"\nprofile = \"https_spiffe\"\nendpoint_spiffe_id = \"spiffe://partner.org/s\"\n",
+        ));
+        assert_eq!(key, "federation[0].bundle_path", "https_spiffe needs the initial bundle");
+        let (_, key, _) =
+            issue(&fed("bundle_path = \"/p\"\nbundle_endpoint_url = \"https://p/\"\nprofile = \"https_spiffe\"\n"));
+        assert_eq!(key, "federation[0].endpoint_spiffe_id");
+    }
+}

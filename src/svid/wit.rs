@@ -112,7 +112,7 @@ mod tests {
         let private2: serde_json::Value = serde_json::from_str(w2.private_jwk()).unwrap();
         assert_ne!(private["x"], private2["x"]);
         // A signature made with the returned key verifies against cnf.jwk.
-        let enc = jsonwebtoken::EncodingKey::from_ec_pem(jwk_to_pem(&private).as_bytes()).unwrap();
+        let enc = jsonwebtoken::EncodingKey::from_ec_der(&jwk_to_pkcs8(&private));
         let proof =
             jsonwebtoken::encode(&jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256), &json!({"a": 1}), &enc)
                 .unwrap();
@@ -130,19 +130,14 @@ mod tests {
         assert_eq!(late.expires_at, key.not_after);
     }
 
-    /// The JWK's private scalar as a SEC1 PEM (test only: jsonwebtoken reads no JWK private keys).
-    fn jwk_to_pem(jwk: &serde_json::Value) -> String {
-        let d = URL_SAFE_NO_PAD.decode(jwk["d"].as_str().unwrap()).unwrap();
-        let x = URL_SAFE_NO_PAD.decode(jwk["x"].as_str().unwrap()).unwrap();
-        let y = URL_SAFE_NO_PAD.decode(jwk["y"].as_str().unwrap()).unwrap();
-        // RFC 5915 ECPrivateKey for P-256, fixed layout.
-        let mut der = vec![0x30, 0x77, 0x02, 0x01, 0x01, 0x04, 0x20];
-        der.extend(&d);
-        der.extend([
-            0xa0, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0xa1, 0x44, 0x03, 0x42, 0x00, 0x04,
-        ]);
-        der.extend(&x);
-        der.extend(&y);
-        pem::encode(&pem::Pem::new("EC PRIVATE KEY", der))
+    /// The JWK's key pair as PKCS#8 DER (jsonwebtoken reads no private JWKs), via aws-lc-rs.
+    fn jwk_to_pkcs8(jwk: &serde_json::Value) -> Vec<u8> {
+        let b = |k: &str| URL_SAFE_NO_PAD.decode(jwk[k].as_str().unwrap()).unwrap();
+        let mut point = vec![0x04];
+        point.extend(b("x"));
+        point.extend(b("y"));
+        let pair =
+            EcdsaKeyPair::from_private_key_and_public_key(&ECDSA_P256_SHA256_FIXED_SIGNING, &b("d"), &point).unwrap();
+        pair.to_pkcs8v1().unwrap().as_ref().to_vec()
     }
 }

@@ -97,7 +97,8 @@ async fn wit_svid_shape_bundle_renewal_and_withdrawal() {
     .await
     .unwrap();
     assert_eq!(end.unwrap_err().code(), tonic::Code::PermissionDenied);
-    let audit = std::fs::read_to_string(d.audit_log()).unwrap();
-    assert!(audit.contains("wit_svid"), "issuance audited");
+    eventually("issuance audited", Duration::from_secs(5), || {
+        std::fs::read_to_string(d.audit_log()).unwrap_or_default().contains("wit_svid")
+    });
     assert!(!d.log().contains(private["d"].as_str().unwrap()), "the private key is never logged");
 }

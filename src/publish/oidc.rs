@@ -24,7 +24,8 @@ pub fn discovery(issuer: &str) -> Value {
     json!({
         "issuer": issuer,
         "jwks_uri": format!("{base}{JWKS_PATH}"),
-        "authorization_endpoint": format!("{base}/connect/authorize"),
+        // Required by OIDC discovery, but there is no login here: empty, as SPIRE's provider has it.
+        "authorization_endpoint": "",
         "response_types_supported": ["id_token"],
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": ["ES256"],

@@ -31,6 +31,8 @@ pub enum DaemonError {
     #[error(transparent)]
     Endpoint(#[from] endpoint::EndpointError),
     #[error(transparent)]
+    Publish(#[from] crate::publish::PublishError),
+    #[error(transparent)]
     Bundle(#[from] crate::bundle::federation::BundleError),
     #[error("cannot open audit log {path}: {source}")]
     Audit { path: std::path::PathBuf, source: std::io::Error },
@@ -65,10 +67,14 @@ fn policy_of(
     config: &Config,
     previous: Option<&Policy>,
     revoked: &[Arc<crate::registry::DenyRule>],
+    fetched: &crate::bundle::sync::FetchedBundles,
 ) -> Result<Policy, crate::bundle::federation::BundleError> {
     let mut federated = BTreeMap::new();
     for f in &config.federation {
-        federated.insert(f.trust_domain.clone(), Arc::new(crate::bundle::federation::load(&f.bundle_path)?));
+        // A bundle fetched from the partner's endpoint wins over the (initial) file.
+        if let Some(bundle) = crate::bundle::sync::current(fetched, f)? {
+            federated.insert(f.trust_domain.clone(), bundle);
+        }
     }
     let deny = crate::registry::DenyList { config: config.deny.clone(), runtime: revoked.to_vec() };
     let attest = deny.attest_config(&config.attest);
@@ -114,10 +120,11 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     // Subscribers of the event spine: the audit log (add metrics, an inventory, ... here).
     let mut events = Events::new();
     events.subscribe(Arc::new(audit.clone()));
+    let fetched = crate::bundle::sync::initial(&config);
     let inventory = crate::inventory::Inventory::new();
     events.subscribe(inventory.clone());
     let revocations = Arc::new(crate::admin::revoke::Revocations::open(&config.data_dir)?);
-    let (policy_tx, policy_rx) = watch::channel(Arc::new(policy_of(&config, None, &revocations.rules())?));
+    let (policy_tx, policy_rx) = watch::channel(Arc::new(policy_of(&config, None, &revocations.rules(), &fetched)?));
     let policy_tx = Arc::new(policy_tx);
     let (ca_gen_tx, ca_gen_rx) = watch::channel(0u64);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -143,6 +150,24 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     crate::inventory::routes(&mut admin_routes, inventory.clone(), policy_rx.clone());
     crate::admin::revoke::routes(&mut admin_routes, revocations.clone(), policy_tx.clone(), inventory, events.clone());
     crate::delegation::start(&config, &ctx.pipeline, &ca, &events, &mut admin_routes, shutdown_rx.clone())?;
+    // The OIDC JWKS also carries the delegated-token keys when delegation is on.
+    let extra_keys: crate::publish::oidc::ExtraKeys = if config.delegation.is_some() {
+        let ca = ca.clone();
+        Arc::new(move || {
+            ca.authorities().delegation.iter().map(|k| crate::delegation::trust::delegation_jwk(k)).collect()
+        })
+    } else {
+        crate::publish::oidc::no_extra_keys()
+    };
+    crate::publish::spawn(
+        &config,
+        ca.clone(),
+        ca_gen_tx.subscribe(),
+        extra_keys,
+        &mut admin_routes,
+        shutdown_rx.clone(),
+    )
+    .await?;
     let admin_listener = crate::admin::bind(&config.admin_socket_path, config.admin_socket_group)?;
     let admin = crate::admin::AdminHandler {
         authorized: crate::admin::Authorized {
@@ -160,7 +185,8 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     ));
 
     spawn_ca_rotation(ca.clone(), config.ca_ttl, ca_gen_tx, events.clone(), clock, shutdown_rx.clone());
-    spawn_reloader(&config, files, policy_tx, revocations, events.clone(), shutdown_rx.clone())?;
+    crate::bundle::sync::spawn(&config, fetched.clone(), (*policy_tx).clone(), events.clone(), shutdown_rx.clone());
+    spawn_reloader(&config, files, policy_tx, revocations, fetched, events.clone(), shutdown_rx.clone())?;
 
     tokio::spawn(async move {
         tokio::select! {
@@ -273,6 +299,7 @@ fn spawn_reloader(
     files: Arc<FileWatcher>,
     policy: Arc<watch::Sender<Arc<Policy>>>,
     revocations: Arc<crate::admin::revoke::Revocations>,
+    fetched: crate::bundle::sync::FetchedBundles,
     events: Events,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), DaemonError> {
@@ -281,7 +308,7 @@ fn spawn_reloader(
     let changed = Arc::new(Notify::new());
     let watch_paths = |c: &Config| -> Vec<std::path::PathBuf> {
         let mut p = vec![c.source.clone().unwrap_or_default()];
-        p.extend(c.federation.iter().map(|f| f.bundle_path.clone()));
+        p.extend(c.federation.iter().filter_map(|f| f.bundle_path.clone()));
         p.extend(c.delegation.iter().flat_map(|d| d.issuers.iter().map(|i| i.jwks_path.clone())));
         p
     };
@@ -307,7 +334,7 @@ fn spawn_reloader(
                 revocations
                     .publish(&policy, |revoked| {
                         let previous = policy.borrow().clone();
-                        policy_of(&c, Some(&previous), revoked).map_err(|e| e.to_string())
+                        policy_of(&c, Some(&previous), revoked, &fetched).map_err(|e| e.to_string())
                     })
                     .map(|()| c)
             });

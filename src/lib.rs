@@ -15,6 +15,7 @@ pub mod caller;
 pub mod endpoint;
 pub mod issuer;
 pub mod peer;
+pub mod publish;
 pub mod registry;
 pub mod svid;
 // Beside the flow.

@@ -57,6 +57,16 @@ enum Command {
     Approve(cli::delegation::DecideArgs),
     /// Reject a pending delegation request; the agent gets access_denied.
     Reject(cli::delegation::DecideArgs),
+    /// Write published documents as files for static hosting.
+    Export {
+        #[command(subcommand)]
+        what: ExportWhat,
+        /// The admin socket (default: from --config, $TESSERA_ADMIN_SOCKET, /run/tessera/admin.sock).
+        #[arg(long, global = true)]
+        admin_socket: Option<PathBuf>,
+        #[arg(long, short, global = true)]
+        config: Option<PathBuf>,
+    },
     /// Audit trail tools.
     Audit {
         #[command(subcommand)]
@@ -155,6 +165,14 @@ enum FetchWhat {
     },
     /// X.509 and JWT bundles.
     Bundles,
+    /// WIT-SVIDs and the WIT bundle.
+    Wit {
+        #[arg(long = "spiffe-id", alias = "spiffeID")]
+        spiffe_id: Option<String>,
+        /// Write wit.N.jwt, wit.N.key.jwk (0600) and wit_bundle.N.jwks into this directory.
+        #[arg(long)]
+        write: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -168,6 +186,12 @@ enum ValidateWhat {
         #[arg(long)]
         svid: Option<String>,
     },
+}
+
+#[derive(Subcommand)]
+enum ExportWhat {
+    /// OIDC discovery document and JWKS into DIR (.well-known/openid-configuration, keys).
+    Oidc { dir: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -250,7 +274,8 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Check { config } => {
             let cfg = load(&config)?;
-            let weak = cli::check::weak_only_entries(&cfg);
+            let mut weak = cli::check::weak_only_entries(&cfg);
+            weak.extend(cli::check::publication_warnings(&cfg));
             for w in &weak {
                 println!("warning: {w}");
             }
@@ -292,6 +317,9 @@ fn run(cli: Cli) -> Result<()> {
                                 cli::api::fetch_jwt(&mut client, audience, spiffe_id).await
                             }
                             FetchWhat::Bundles => cli::api::fetch_bundles(&mut client).await,
+                            FetchWhat::Wit { spiffe_id, write } => {
+                                cli::api::fetch_wit(&mut client, spiffe_id, write.as_deref()).await
+                            }
                         }
                     }
                     ApiCommand::Validate { what: ValidateWhat::Jwt { audience, token, svid } } => {
@@ -309,6 +337,12 @@ fn run(cli: Cli) -> Result<()> {
         Command::Approvals(args) => tokio::runtime::Runtime::new()?.block_on(cli::delegation::list(args)),
         Command::Approve(args) => tokio::runtime::Runtime::new()?.block_on(cli::delegation::decide(args, true)),
         Command::Reject(args) => tokio::runtime::Runtime::new()?.block_on(cli::delegation::decide(args, false)),
+        Command::Export { what: ExportWhat::Oidc { dir }, admin_socket, config } => {
+            let sock = tessera::admin::socket_for_cli(admin_socket.as_deref(), config.as_deref())?;
+            let said = tokio::runtime::Runtime::new()?.block_on(cli::export::oidc(&sock, &dir))?;
+            println!("{said}");
+            Ok(())
+        }
         Command::Audit { command: AuditCommand::Verify { files, anchor } } => {
             cli::audit::verify(&files, anchor.as_deref())
         }

@@ -108,7 +108,13 @@ async fn jwt_svid_verifies_with_the_crates_own_verifier() {
     let claims = dec(parts[1]);
     assert_eq!(claims["iss"], "https://issuer.test");
     assert_eq!(claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap(), 300);
-    assert_eq!(claims["aud"], serde_json::json!(["billing-api"]));
+    // One audience: a plain string (the OAuth SPIFFE client-auth draft); the crate above parsed it.
+    assert_eq!(claims["aud"], serde_json::json!("billing-api"));
+    // A random jti per token (RFC 7523 replay protection, MCP workload identity).
+    let again = client.fetch_jwt_token(["billing-api"], None).await.unwrap();
+    let jti_again = dec(again.split('.').nth(1).unwrap())["jti"].clone();
+    assert_eq!(claims["jti"].as_str().map(str::len), Some(32));
+    assert_ne!(claims["jti"], jti_again);
 }
 
 #[tokio::test]
@@ -218,7 +224,9 @@ async fn bundles_and_wit_rpcs() {
     let mut raw = raw_client(&d.socket).await;
     let mut req = tonic::Request::new(tessera::pb::WitsvidRequest { spiffe_id: String::new() });
     req.metadata_mut().insert("workload.spiffe.io", "true".parse().unwrap());
-    assert_eq!(raw.fetch_witsvid(req).await.unwrap_err().code(), tonic::Code::Unimplemented);
+    // WIT-SVIDs are served now (tests/wit.rs checks them in depth).
+    let first = raw.fetch_witsvid(req).await.unwrap().into_inner().message().await.unwrap().unwrap();
+    assert_eq!(first.svids.len(), 1);
 }
 
 // Multi-threaded: `stop` blocks this thread while the client's connections must still answer.

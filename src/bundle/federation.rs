@@ -74,6 +74,29 @@ fn parse_spiffe_bundle(bytes: &[u8]) -> Result<FederatedBundle, String> {
     })
 }
 
+/// A document from a partner's bundle endpoint: the bundle, its `spiffe_refresh_hint` and
+/// `spiffe_sequence`. Stricter than a file: every X.509 authority must be a CA certificate, and
+/// the document must hold at least one key.
+pub fn parse_endpoint_document(
+    bytes: &[u8],
+) -> Result<(FederatedBundle, Option<std::time::Duration>, Option<u64>), String> {
+    let bundle = parse_spiffe_bundle(bytes)?;
+    if bundle.x509.is_empty() && bundle.jwt.is_empty() {
+        return Err("holds no usable key or certificate".into());
+    }
+    for der in bundle.x509.certs() {
+        let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| format!("x5c certificate: {e}"))?;
+        let is_ca = cert.basic_constraints().ok().flatten().is_some_and(|bc| bc.value.ca);
+        if !is_ca {
+            return Err(format!("x509-svid authority {:?} is not a CA certificate", cert.subject().to_string()));
+        }
+    }
+    let doc: Value = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    let hint = doc.get("spiffe_refresh_hint").and_then(Value::as_u64).map(std::time::Duration::from_secs);
+    let sequence = doc.get("spiffe_sequence").and_then(Value::as_u64);
+    Ok((bundle, hint, sequence))
+}
+
 /// Our own trust domain's bundle in the SPIFFE bundle format, for partners to federate with us.
 pub fn spiffe_bundle_json(auth: &crate::ca::Authorities, sequence: u64) -> Value {
     let mut keys: Vec<Value> = auth

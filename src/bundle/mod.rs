@@ -5,7 +5,9 @@
 //! [`jwks`] encodes and decodes JWKs; [`federation`] reads federated bundles from files.
 
 pub mod federation;
+pub mod fetch;
 pub mod jwks;
+pub mod sync;
 
 use crate::ca::Authorities;
 use serde_json::{Value, json};

@@ -76,6 +76,8 @@ pub struct Authorities {
     /// ES256 keys that sign delegated access tokens (`at+jwt`). A kind of their own, never in the
     /// JWT-SVID bundle: a SPIFFE validator must not mistake a user's token for a workload's SVID.
     pub delegation: Vec<Arc<JwtKey>>,
+    /// WIT-SVID signing keys (ES256), rotated like the others; never in the JWT bundle.
+    pub wit: Vec<Arc<JwtKey>>,
     /// The X.509 trust bundle (DER certificates): our self-signed roots, or the upstream roots.
     pub roots: Vec<Vec<u8>>,
 }
@@ -93,6 +95,12 @@ impl Authorities {
     }
     pub(super) fn delegation_lives(&self) -> Vec<KeyLife> {
         self.delegation.iter().map(|k| k.life()).collect()
+    }
+    pub fn wit_signer(&self, now: SystemTime) -> Option<&Arc<JwtKey>> {
+        signer_at(&self.wit_lives(), now).and_then(|i| self.wit.get(i))
+    }
+    pub(super) fn wit_lives(&self) -> Vec<KeyLife> {
+        self.wit.iter().map(|k| k.life()).collect()
     }
     pub(super) fn x509_lives(&self) -> Vec<KeyLife> {
         self.x509.iter().map(|a| a.life()).collect()

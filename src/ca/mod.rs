@@ -152,6 +152,11 @@ impl Ca {
         &self.trust_domain
     }
 
+    /// The life of each signing key.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
     /// The current snapshot (cheap: an `Arc` clone).
     pub fn authorities(&self) -> Arc<Authorities> {
         self.state.read().map(|s| s.clone()).unwrap_or_else(|p| p.into_inner().clone())
@@ -170,9 +175,11 @@ impl Ca {
         let x509_plan = rotation::plan(&auth.x509_lives(), now, self.ttl, force_x509);
         let jwt_plan = rotation::plan(&auth.jwt_lives(), now, self.ttl, false);
         let delegation_plan = rotation::plan(&auth.delegation_lives(), now, self.ttl, false);
+        let wit_plan = rotation::plan(&auth.wit_lives(), now, self.ttl, false);
         if !x509_plan.changes_anything()
             && !jwt_plan.changes_anything()
             && !delegation_plan.changes_anything()
+            && !wit_plan.changes_anything()
             && !stored.retired_roots.iter().any(|r| time(r.until) <= now)
         {
             return Ok(false);
@@ -191,10 +198,17 @@ impl Ca {
             change.retire_until = auth.x509.iter().map(|a| secs(a.not_after)).max().unwrap_or(0);
             change.new_roots = roots;
         }
-        change.new_jwt = jwt_plan.successor_from.map(|from| self.new_es256_key(now, from)).transpose()?;
-        change.new_delegation = delegation_plan.successor_from.map(|from| self.new_es256_key(now, from)).transpose()?;
+        // A kid is unique across JWT, WIT and delegation keys (WIT-SVID.md §6): a verifier holding
+        // several kinds must never pick the wrong one.
+        let mut taken: Vec<String> =
+            auth.jwt.iter().chain(auth.wit.iter()).chain(auth.delegation.iter()).map(|k| k.kid.clone()).collect();
+        let mut new_key = |from: SystemTime| self.new_es256_key(now, from, &mut taken);
+        change.new_jwt = jwt_plan.successor_from.map(&mut new_key).transpose()?;
+        change.new_wit = wit_plan.successor_from.map(&mut new_key).transpose()?;
+        change.new_delegation = delegation_plan.successor_from.map(&mut new_key).transpose()?;
         change.keep_x509 = x509_plan.keep;
         change.keep_jwt = jwt_plan.keep;
+        change.keep_wit = wit_plan.keep;
         change.keep_delegation = delegation_plan.keep;
         let retired = store::newly_retired(&stored, &change);
         // Memory changes only after the disk has the new state.
@@ -210,11 +224,21 @@ impl Ca {
         Ok(true)
     }
 
-    /// A new ES256 key (JWT-SVID or delegation kind) with its own random kid.
-    fn new_es256_key(&self, now: SystemTime, active_from: SystemTime) -> Result<StoredJwt, CaError> {
+    /// A new ES256 key (JWT-SVID, WIT-SVID or delegation kind) with a random kid not in `taken`.
+    fn new_es256_key(
+        &self,
+        now: SystemTime,
+        active_from: SystemTime,
+        taken: &mut Vec<String>,
+    ) -> Result<StoredJwt, CaError> {
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+        let mut kid = serial::random_kid();
+        while taken.contains(&kid) {
+            kid = serial::random_kid();
+        }
+        taken.push(kid.clone());
         Ok(StoredJwt {
-            kid: serial::random_kid(),
+            kid,
             key_pem: PrivateKey::new(key.serialize_pem().into_bytes()),
             active_from: secs(active_from),
             not_after: secs(crate::clock::add(now, self.ttl)),
@@ -294,8 +318,9 @@ fn build(stored: &StateView<'_>, path: &Path) -> Result<Authorities, CaError> {
     };
     let jwt = es256(&stored.jwt, "JWT")?;
     let delegation = es256(&stored.delegation, "delegation")?;
+    let wit = es256(&stored.wit, "WIT")?;
     if jwt.iter().any(|j| delegation.iter().any(|d| d.kid == j.kid)) {
         return Err(corrupt("a delegation key shares its kid with a JWT-SVID key".into()));
     }
-    Ok(Authorities { x509, jwt, delegation, roots })
+    Ok(Authorities { x509, jwt, wit, delegation, roots })
 }

@@ -21,6 +21,9 @@ pub(super) struct StoredState {
     /// Keys that sign delegated access tokens (absent from files written before delegation).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(super) delegation: Vec<StoredJwt>,
+    /// WIT-SVID signing keys (a separate kind: their kids never collide with JWT ones).
+    #[serde(default)]
+    pub(super) wit: Vec<StoredJwt>,
     /// Roots of the operator's PKI that our intermediates chain to (PEM), if any.
     #[serde(default)]
     pub(super) upstream_roots: Vec<String>,
@@ -61,6 +64,8 @@ pub(super) struct Change {
     pub(super) keep_x509: Vec<bool>,
     pub(super) keep_jwt: Vec<bool>,
     pub(super) keep_delegation: Vec<bool>,
+    pub(super) keep_wit: Vec<bool>,
+    pub(super) new_wit: Option<StoredJwt>,
     pub(super) new_x509: Option<StoredX509>,
     pub(super) new_jwt: Option<StoredJwt>,
     pub(super) new_delegation: Option<StoredJwt>,
@@ -80,6 +85,7 @@ pub(super) struct StateView<'a> {
     pub(super) jwt: Vec<&'a StoredJwt>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub(super) delegation: Vec<&'a StoredJwt>,
+    pub(super) wit: Vec<&'a StoredJwt>,
     pub(super) upstream_roots: Vec<&'a String>,
     pub(super) retired_roots: Vec<&'a RetiredRoot>,
 }
@@ -103,6 +109,7 @@ impl StoredState {
             x509: vec![],
             jwt: vec![],
             delegation: vec![],
+            wit: vec![],
             upstream_roots: vec![],
             retired_roots: vec![],
         }
@@ -121,6 +128,7 @@ impl StoredState {
             s.jwt
                 .iter()
                 .chain(s.delegation.iter())
+                .chain(s.wit.iter())
                 .flat_map(|k| [("jwt.active_from", k.active_from), ("jwt.not_after", k.not_after)])
                 .chain(s.retired_roots.iter().map(|r| ("retired_roots.until", r.until))),
         );
@@ -143,6 +151,7 @@ impl StoredState {
             x509: self.x509.iter().collect(),
             jwt: self.jwt.iter().collect(),
             delegation: self.delegation.iter().collect(),
+            wit: self.wit.iter().collect(),
             upstream_roots: self.upstream_roots.iter().collect(),
             retired_roots: self.retired_roots.iter().collect(),
         }
@@ -164,6 +173,9 @@ impl StoredState {
                 .filter(|(i, _)| kept(&change.keep_delegation, *i))
                 .map(|(_, k)| k)
                 .chain(change.new_delegation.as_ref())
+                .collect(),
+            wit: (self.wit.iter().enumerate().filter(|(i, _)| kept(&change.keep_wit, *i)).map(|(_, k)| k))
+                .chain(change.new_wit.as_ref())
                 .collect(),
             upstream_roots: change.new_roots.as_ref().unwrap_or(&self.upstream_roots).iter().collect(),
             retired_roots: self.retired_roots.iter().chain(retired).filter(|r| r.until > change.now).collect(),
@@ -187,6 +199,11 @@ impl StoredState {
             i += 1;
             change.keep_delegation.get(i - 1).copied().unwrap_or(true)
         });
+        self.wit.retain(|_| {
+            i += 1;
+            change.keep_wit.get(i - 1).copied().unwrap_or(true)
+        });
+        self.wit.extend(change.new_wit);
         self.x509.extend(change.new_x509);
         self.jwt.extend(change.new_jwt);
         self.delegation.extend(change.new_delegation);

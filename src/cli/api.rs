@@ -119,6 +119,38 @@ pub async fn fetch_jwt(client: &mut Client, audience: Vec<String>, spiffe_id: Op
     Ok(())
 }
 
+/// WIT-SVIDs: the tokens and the WIT bundle are printed; the private JWKs only go to files in
+/// `write` (wit.N.jwt, wit.N.key.jwk mode 0600, wit_bundle.N.jwks).
+pub async fn fetch_wit(client: &mut Client, spiffe_id: Option<String>, write: Option<&Path>) -> Result<()> {
+    let mut stream =
+        client.fetch_witsvid(pb::WitsvidRequest { spiffe_id: spiffe_id.unwrap_or_default() }).await?.into_inner();
+    let resp = stream.message().await?.context("the stream ended without a WIT-SVID")?;
+    let mut bundles = client.fetch_wit_bundles(pb::WitBundlesRequest {}).await?.into_inner();
+    let b = bundles.message().await?.context("no WIT bundles")?;
+    for (i, svid) in resp.svids.iter().enumerate() {
+        println!("wit({}):\n\t{}\n", svid.spiffe_id, svid.wit_svid);
+        if let Some(dir) = write {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::write(dir.join(format!("wit.{i}.jwt")), &svid.wit_svid)?;
+            let key_path = dir.join(format!("wit.{i}.key.jwk"));
+            let mut f =
+                std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&key_path)?;
+            f.write_all(svid.wit_svid_key.as_bytes())?;
+            println!("wrote {} and {}", dir.join(format!("wit.{i}.jwt")).display(), key_path.display());
+        }
+    }
+    let mut tds: Vec<_> = b.bundles.keys().cloned().collect();
+    tds.sort();
+    for (i, td) in tds.iter().enumerate() {
+        println!("wit bundle({td}):\n\t{}\n", b.bundles[td]);
+        if let Some(dir) = write {
+            std::fs::write(dir.join(format!("wit_bundle.{i}.jwks")), &b.bundles[td])?;
+        }
+    }
+    Ok(())
+}
+
 pub async fn fetch_bundles(client: &mut Client) -> Result<()> {
     let mut x = client.fetch_x509_bundles(pb::X509BundlesRequest {}).await?.into_inner();
     let xb = x.message().await?.context("no X.509 bundles")?;

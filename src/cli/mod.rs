@@ -4,5 +4,6 @@ pub mod attest;
 pub mod audit;
 pub mod check;
 pub mod delegation;
+pub mod export;
 pub mod inventory;
 pub mod revoke;

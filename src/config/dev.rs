@@ -128,6 +128,8 @@ pub fn config() -> Result<Config, DevModeError> {
         upstream: None,
         reattest_interval: Duration::from_secs(30),
         federation: vec![],
+        oidc: None,
+        bundle_endpoint: None,
         attest: Default::default(),
         registry: Registry::new(vec![entry]),
         deny: Vec::new(),

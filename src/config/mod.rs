@@ -4,6 +4,7 @@
 mod agents;
 pub mod delegation;
 pub mod dev;
+pub mod publish;
 pub mod telemetry;
 
 use crate::duration;
@@ -87,6 +88,10 @@ struct RawConfig {
     #[serde(default)]
     federation: Vec<Spanned<RawFederation>>,
     #[serde(default)]
+    oidc: publish::RawOidc,
+    #[serde(default)]
+    bundle_endpoint: publish::RawBundleEndpoint,
+    #[serde(default)]
     attestors: RawAttestors,
     #[serde(default)]
     entries: Vec<Spanned<RawEntry>>,
@@ -112,7 +117,10 @@ struct RawCa {
 #[serde(deny_unknown_fields)]
 struct RawFederation {
     trust_domain: Spanned<String>,
-    bundle_path: Spanned<PathBuf>,
+    bundle_path: Option<Spanned<PathBuf>>,
+    bundle_endpoint_url: Option<Spanned<String>>,
+    profile: Option<Spanned<String>>,
+    endpoint_spiffe_id: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -155,11 +163,14 @@ pub struct Upstream {
     pub bundle: Option<PathBuf>,
 }
 
-/// A foreign trust domain whose bundle is read from a file (SPIFFE bundle JSON or PEM).
+/// A foreign trust domain whose bundle is read from a file (SPIFFE bundle JSON or PEM) and/or
+/// fetched from its bundle endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Federation {
     pub trust_domain: TrustDomain,
-    pub bundle_path: PathBuf,
+    /// With an endpoint: the initial bundle, used until the first fetch succeeds.
+    pub bundle_path: Option<PathBuf>,
+    pub endpoint: Option<publish::FederationEndpoint>,
 }
 
 /// The validated configuration the daemon runs with.
@@ -187,6 +198,10 @@ pub struct Config {
     /// Streams are re-attested at least this often (drift detection).
     pub reattest_interval: Duration,
     pub federation: Vec<Federation>,
+    /// OIDC discovery and JWKS (`[oidc]`).
+    pub oidc: Option<publish::Oidc>,
+    /// The SPIFFE bundle endpoint (`[bundle_endpoint]`).
+    pub bundle_endpoint: Option<publish::BundleEndpoint>,
     pub attest: AttestConfig,
     pub registry: Registry,
     /// `[[deny]]` rules (runtime revocations are added by the daemon).
@@ -447,7 +462,15 @@ impl Validator<'_> {
                             "keep one [[federation]] block per trust domain",
                         );
                     }
-                    federation.push(Federation { trust_domain: td, bundle_path: fr.bundle_path.get_ref().clone() })
+                    let raw_endpoint = publish::RawFederationEndpoint {
+                        bundle_endpoint_url: fr.bundle_endpoint_url.clone(),
+                        profile: fr.profile.clone(),
+                        endpoint_spiffe_id: fr.endpoint_spiffe_id.clone(),
+                    };
+                    let endpoint =
+                        self.federation_endpoint(i, &raw_endpoint, fr.bundle_path.is_some(), &fr.trust_domain);
+                    let bundle_path = fr.bundle_path.as_ref().map(|p| p.get_ref().clone());
+                    federation.push(Federation { trust_domain: td, bundle_path, endpoint })
                 }
                 Err(e) => self.issue(
                     &fr.trust_domain,
@@ -512,6 +535,8 @@ impl Validator<'_> {
             &raw.entries,
             &socket_path,
         );
+        let oidc = self.oidc(&raw.oidc);
+        let bundle_endpoint = self.bundle_endpoint(&raw.bundle_endpoint, trust_domain.as_ref());
         Some(Config {
             source: Some(path.to_owned()),
             trust_domain: trust_domain?,
@@ -528,6 +553,8 @@ impl Validator<'_> {
             upstream,
             reattest_interval,
             federation,
+            oidc,
+            bundle_endpoint,
             attest: AttestConfig {
                 // A default bound: argv names the script to hash, so without one any local user
                 // could make the daemon read a huge (or sparse) file on every cache miss.

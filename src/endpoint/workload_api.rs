@@ -105,6 +105,56 @@ fn x509_bundles(ctx: &Context, state: &Entitlement) -> stream::Rendered<pb::X509
     Ok((pb::X509BundlesResponse { crl: vec![], bundles }, None))
 }
 
+/// A fresh WIT-SVID (and key) for every entry, or only `wanted`; renewed at half-life and on
+/// every change of the entitlement, withdrawn with it.
+fn wit_response(
+    ctx: &Context,
+    state: &Entitlement,
+    rpc: &str,
+    wanted: Option<&SpiffeId>,
+) -> stream::Rendered<pb::WitsvidResponse> {
+    let caller = Caller {
+        attestation: state.caller.attestation.clone(),
+        uid: state.caller.uid,
+        entries: state.caller.entries.iter().filter(|e| wanted.is_none_or(|id| e.spiffe_id == *id)).cloned().collect(),
+        policy: state.caller.policy.clone(),
+    };
+    if let Some(id) = wanted
+        && caller.entries.is_empty()
+    {
+        // The entry for the requested ID is gone (drift, reload): withdrawn.
+        return Err(crate::caller::CallerError::NotEntitled(id.clone()).into());
+    }
+    let (minted, refresh) = ctx.issuer.wit_svids(&caller, SystemTime::now())?;
+    let mut hints = BTreeSet::new();
+    let mut svids = Vec::with_capacity(minted.len());
+    let mut issued = Vec::with_capacity(minted.len());
+    for (entry, w) in caller.entries.iter().zip(&minted) {
+        issued.push(IssuedSvid::Wit {
+            spiffe_id: w.spiffe_id.to_string(),
+            kid: w.kid.clone(),
+            expires_at: crate::clock::unix_secs(w.expires_at),
+        });
+        let hint = entry.hint.clone().filter(|h| hints.insert(h.clone())).unwrap_or_default();
+        svids.push(pb::Witsvid {
+            spiffe_id: w.spiffe_id.to_string(),
+            wit_svid: w.token.clone(),
+            wit_svid_key: w.private_jwk().to_owned(),
+            hint,
+        });
+    }
+    ctx.pipeline.events.emit(issued_event(&caller, rpc, SvidKind::Wit, issued, None));
+    Ok((pb::WitsvidResponse { svids }, Some(refresh)))
+}
+
+/// The local WIT keys (`use: wit-svid`). Federated bundles carry no WIT keys yet: partners'
+/// bundle endpoints leave them out (spire-server 1.13 refuses bundles holding them).
+fn wit_bundles(ctx: &Context, state: &Entitlement) -> stream::Rendered<pb::WitBundlesResponse> {
+    let jwks = String::from_utf8(state.bundles.wit.to_jwks()).unwrap_or_default();
+    let bundles = HashMap::from([(ctx.issuer.trust_domain().id_string(), jwks)]);
+    Ok((pb::WitBundlesResponse { bundles }, None))
+}
+
 fn jwt_bundles(ctx: &Context, state: &Entitlement) -> stream::Rendered<pb::JwtBundlesResponse> {
     let bundles =
         bundle_map(ctx.issuer.trust_domain(), state.bundles.jwt.to_jwks(), &state.federated, |b| b.jwt.to_jwks());
@@ -267,16 +317,31 @@ impl SpiffeWorkloadApi for WorkloadService {
 
     async fn fetch_witsvid(
         &self,
-        _req: Request<pb::WitsvidRequest>,
+        req: Request<pb::WitsvidRequest>,
     ) -> Result<Response<Self::FetchWITSVIDStream>, Status> {
-        Err(ApiError::Unsupported("WIT-SVIDs are not supported").into())
+        let rpc = "FetchWITSVID";
+        let peer = Self::peer(&req);
+        let wanted = match req.into_inner().spiffe_id.as_str() {
+            "" => None,
+            id => Some(
+                id.parse::<SpiffeId>()
+                    .map_err(|e| ApiError::BadRequest(format!("invalid requested SPIFFE ID: {e}")))?,
+            ),
+        };
+        if let (Some(id), Ok(p)) = (&wanted, &peer) {
+            // Refused at once when the caller is not entitled to the ID it asks for.
+            let mut caller = self.ctx.pipeline.caller(p, rpc).await.map_err(ApiError::from)?;
+            caller.narrow_to(id, rpc, &self.ctx.pipeline.events).map_err(ApiError::from)?;
+        }
+        let render = move |ctx: &Context, s: &Entitlement| wit_response(ctx, s, rpc, wanted.as_ref());
+        Ok(Response::new(self.open_stream(peer, rpc, render).await?))
     }
 
     async fn fetch_wit_bundles(
         &self,
-        _req: Request<pb::WitBundlesRequest>,
+        req: Request<pb::WitBundlesRequest>,
     ) -> Result<Response<Self::FetchWITBundlesStream>, Status> {
-        Err(ApiError::Unsupported("WIT-SVIDs are not supported").into())
+        Ok(Response::new(self.open_stream(Self::peer(&req), "FetchWITBundles", wit_bundles).await?))
     }
 }
 

@@ -78,7 +78,7 @@ pub fn audit_line(event: &Event) -> Option<(&'static str, Value)> {
                         "not_after": not_after,
                         "reused_for_process": reused_for_process,
                     }),
-                    IssuedSvid::Jwt { spiffe_id, kid, expires_at } => {
+                    IssuedSvid::Jwt { spiffe_id, kid, expires_at } | IssuedSvid::Wit { spiffe_id, kid, expires_at } => {
                         json!({ "spiffe_id": spiffe_id, "kid": kid, "expires_at": expires_at })
                     }
                 })
@@ -116,6 +116,14 @@ pub fn audit_line(event: &Event) -> Option<(&'static str, Value)> {
         Event::Reloaded { why, entries } => ("reloaded", json!({ "why": why, "entries": entries })),
         Event::ReloadRefused { reason } => ("reload_refused", json!({ "reason": reason })),
         Event::Delegation(r) => (r.outcome.audit_name(), r.audit_fields()),
+        Event::FederatedBundleUpdated { trust_domain, sequence, x509_authorities, jwt_keys } => (
+            "federated_bundle_updated",
+            json!({ "trust_domain": trust_domain, "sequence": sequence,
+                    "x509_authorities": x509_authorities, "jwt_keys": jwt_keys }),
+        ),
+        Event::FederatedBundleRefused { trust_domain, url, reason } => {
+            ("federated_bundle_refused", json!({ "trust_domain": trust_domain, "url": url, "reason": reason }))
+        }
         // Not in the audit log (it never was); the CA logs it, and later metrics count it.
         Event::CaRotated { .. } => return None,
         // Telemetry only (metrics count them); the audited facts are in the events above.

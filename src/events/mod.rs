@@ -101,6 +101,19 @@ pub enum Event {
         method: String,
         path: String,
     },
+    /// A partner's bundle endpoint served a new, valid bundle; it is in force now.
+    FederatedBundleUpdated {
+        trust_domain: String,
+        sequence: Option<u64>,
+        x509_authorities: usize,
+        jwt_keys: usize,
+    },
+    /// A fetch from a partner's bundle endpoint gave no usable bundle; the previous one stays.
+    FederatedBundleRefused {
+        trust_domain: String,
+        url: String,
+        reason: String,
+    },
     /// The CA's key ring changed (a successor published, or an expired key dropped).
     CaRotated {
         x509_authorities: usize,
@@ -180,6 +193,7 @@ impl MatchedNow {
 pub enum SvidKind {
     X509,
     Jwt,
+    Wit,
 }
 
 impl SvidKind {
@@ -187,6 +201,7 @@ impl SvidKind {
         match self {
             SvidKind::X509 => "x509_svid",
             SvidKind::Jwt => "jwt_svid",
+            SvidKind::Wit => "wit_svid",
         }
     }
 }
@@ -196,6 +211,7 @@ impl SvidKind {
 pub enum IssuedSvid {
     X509 { spiffe_id: String, serial: String, not_after: u64, reused_for_process: bool },
     Jwt { spiffe_id: String, kid: String, expires_at: u64 },
+    Wit { spiffe_id: String, kid: String, expires_at: u64 },
 }
 
 /// The executable's path and digest, as the attestors found them (no selector text parsed here).

@@ -176,6 +176,16 @@ impl Inventory {
                     status: "active",
                     withdrawn_reason: None,
                 },
+                IssuedSvid::Wit { spiffe_id, kid, expires_at } => Held {
+                    spiffe_id: spiffe_id.clone(),
+                    kind: "wit",
+                    serial: None,
+                    kid: Some(kid.clone()),
+                    expires_at: *expires_at,
+                    owner: owners.get(spiffe_id).cloned(),
+                    status: "active",
+                    withdrawn_reason: None,
+                },
             };
             w.held.insert((held.kind, held.spiffe_id.clone()), held);
         }

@@ -8,6 +8,7 @@ use crate::ca::{Authorities, Ca, X509Authority};
 use crate::caller::Caller;
 use crate::registry::Entry;
 use crate::spiffe_id::{SpiffeId, TrustDomain};
+use crate::svid::wit::WitSvid;
 use crate::svid::{jwt, x509};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -49,7 +50,11 @@ impl LocalIssuer {
         {
             return b.clone();
         }
-        let b = Arc::new(Bundles { x509: X509Bundle::local(auth), jwt: Arc::new(JwtBundle::local(auth)) });
+        let b = Arc::new(Bundles {
+            x509: X509Bundle::local(auth),
+            jwt: Arc::new(JwtBundle::local(auth)),
+            wit: Arc::new(JwtBundle::new(auth.wit.iter().map(|k| crate::svid::wit::bundle_jwk(k)).collect())),
+        });
         *cached = Some((auth.clone(), b.clone()));
         b
     }
@@ -120,6 +125,21 @@ impl Issuer for LocalIssuer {
                 Ok(IssuedJwt { svid, kid: key.kid.clone() })
             })
             .collect()
+    }
+
+    fn wit_svids(&self, caller: &Caller, now: SystemTime) -> Result<(Vec<WitSvid>, SystemTime), IssueError> {
+        let auth = self.ca.authorities();
+        let key = auth.wit_signer(now).ok_or(IssueError::NoWitKey)?;
+        let mut refresh = SystemTime::UNIX_EPOCH + Duration::from_secs(u64::MAX / 4);
+        let mut out = Vec::with_capacity(caller.entries.len());
+        for entry in &caller.entries {
+            // The WIT lives as the entry's X.509-SVID does: both are key-bound, renewed on the stream.
+            let svid = crate::svid::wit::mint(&entry.spiffe_id, entry.x509_svid_ttl, key, now)
+                .map_err(|e| IssueError::WitMint(e.to_string()))?;
+            refresh = refresh.min(refresh_time(now, svid.expires_at));
+            out.push(svid);
+        }
+        Ok((out, refresh))
     }
 
     fn bundles(&self) -> Arc<Bundles> {

@@ -24,6 +24,10 @@ pub enum IssueError {
     X509Mint(String),
     #[error("could not mint JWT-SVID: {0}")]
     JwtMint(String),
+    #[error("no active WIT signing key")]
+    NoWitKey,
+    #[error("could not mint WIT-SVID: {0}")]
+    WitMint(String),
 }
 
 /// The local trust domain's bundles at one moment; a new value (a new `Arc`) after each change.
@@ -31,6 +35,8 @@ pub enum IssueError {
 pub struct Bundles {
     pub x509: X509Bundle,
     pub jwt: Arc<JwtBundle>,
+    /// WIT signing keys (`use: wit-svid`), for FetchWITBundles only.
+    pub wit: Arc<JwtBundle>,
 }
 
 /// One X.509-SVID handed out, and whether this process had it already.
@@ -59,6 +65,12 @@ pub trait Issuer: Send + Sync {
     fn x509_svids(&self, caller: &Caller, now: SystemTime) -> Result<X509Svids, IssueError>;
     /// A JWT-SVID for each of the caller's entries, for `audience`.
     fn jwt_svids(&self, caller: &Caller, audience: &[String], now: SystemTime) -> Result<Vec<IssuedJwt>, IssueError>;
+    /// A fresh WIT-SVID (and key pair) for each of the caller's entries, and when to renew.
+    fn wit_svids(
+        &self,
+        caller: &Caller,
+        now: SystemTime,
+    ) -> Result<(Vec<crate::svid::wit::WitSvid>, SystemTime), IssueError>;
     /// The local trust domain's bundles now.
     fn bundles(&self) -> Arc<Bundles>;
     /// Changes whenever the bundles change (rotation).

@@ -1,5 +1,5 @@
-//! JWT-SVIDs: ES256, header exactly `alg`, `kid`, `typ: JWT`; claims sub, aud, exp, iat and
-//! (when configured) iss. Validation follows `standards/JWT-SVID.md`.
+//! JWT-SVIDs: ES256, header exactly `alg`, `kid`, `typ: JWT`; claims sub, aud, exp, iat, a random
+//! jti and (when configured) iss. Validation follows `standards/JWT-SVID.md`.
 
 use crate::bundle::JwtBundle;
 use crate::ca::JwtKey;
@@ -12,9 +12,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 #[derive(Debug, Clone, Serialize)]
 pub struct JwtClaims {
     pub sub: SpiffeId,
+    /// One audience is written as a plain string (the OAuth SPIFFE client-authentication draft
+    /// wants the authorization server's issuer alone), several as an array.
+    #[serde(serialize_with = "audience")]
     pub aud: Vec<String>,
     pub exp: u64,
     pub iat: u64,
+    /// Random per token, so a verifier can refuse a replay (RFC 7523, MCP workload identity).
+    pub jti: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub iss: Option<String>,
     #[serde(flatten)]
@@ -35,6 +40,7 @@ impl JwtClaims {
             aud: audience.to_vec(),
             exp: unix_secs(expires_at),
             iat: unix_secs(now),
+            jti: crate::ca::serial::random_kid(),
             iss: issuer.map(str::to_owned),
             extra: serde_json::Map::new(),
         }
@@ -94,6 +100,13 @@ pub fn sign(claims: &JwtClaims, key: &JwtKey, expires_at: SystemTime) -> Result<
     header.typ = Some("JWT".into());
     let token = key.sign(&header, claims)?;
     Ok(JwtSvid { spiffe_id: claims.sub.clone(), token, expires_at })
+}
+
+fn audience<S: serde::Serializer>(aud: &[String], s: S) -> Result<S::Ok, S::Error> {
+    match aud {
+        [one] => s.serialize_str(one),
+        many => many.serialize(s),
+    }
 }
 
 fn unix_secs(t: SystemTime) -> u64 {
@@ -184,7 +197,7 @@ mod tests {
     fn key() -> (Arc<JwtKey>, Arc<crate::bundle::JwtBundle>) {
         let now = SystemTime::now();
         let key = Arc::new(JwtKey::for_test("k1", now - Duration::from_secs(60), now + Duration::from_secs(3600)));
-        let auth = Authorities { x509: vec![], jwt: vec![key.clone()], delegation: vec![], roots: vec![] };
+        let auth = Authorities { x509: vec![], jwt: vec![key.clone()], wit: vec![], delegation: vec![], roots: vec![] };
         (key, Arc::new(crate::bundle::JwtBundle::local(&auth)))
     }
 
@@ -213,6 +226,19 @@ mod tests {
         let id: SpiffeId = "spiffe://example.org/w".parse().unwrap();
         let t = mint(&id, &["a".into()], Duration::from_secs(60), None, &key, SystemTime::now()).unwrap();
         assert!(validate(&t.token, "a", jwks_for).is_ok());
+        let claims = jsonwebtoken::dangerous::insecure_decode_claims::<serde_json::Value>(&t.token).unwrap();
+        // One audience: a plain string; a random jti and an iat.
+        assert_eq!(claims["aud"], serde_json::json!("a"));
+        assert_eq!(claims["jti"].as_str().map(str::len), Some(32));
+        assert!(claims["iat"].as_u64().is_some());
+        let t2 =
+            mint(&id, &["a".into(), "b".into()], Duration::from_secs(60), Some("https://i"), &key, SystemTime::now())
+                .unwrap();
+        let claims2 = jsonwebtoken::dangerous::insecure_decode_claims::<serde_json::Value>(&t2.token).unwrap();
+        assert_eq!(claims2["aud"], serde_json::json!(["a", "b"]));
+        assert_eq!(claims2["iss"], serde_json::json!("https://i"));
+        assert_ne!(claims["jti"], claims2["jti"]);
+        assert!(validate(&t2.token, "b", jwks_for).is_ok());
         // A TTL past the end of time is capped by the key's life, not a panic.
         let t = mint(&id, &["a".into()], Duration::MAX, None, &key, SystemTime::now()).unwrap();
         assert_eq!(t.expires_at, key.not_after);

@@ -1,3 +1,4 @@
-//! SVIDs: minting X.509-SVIDs and JWT-SVIDs from the CA, and validating JWT-SVIDs.
+//! SVIDs: minting X.509-SVIDs, JWT-SVIDs and WIT-SVIDs from the CA, and validating JWT-SVIDs.
 pub mod jwt;
+pub mod wit;
 pub mod x509;

@@ -201,6 +201,7 @@ impl Subscriber for Metrics {
                 let kind = match kind {
                     SvidKind::X509 => "x509",
                     SvidKind::Jwt => "jwt",
+                    SvidKind::Wit => "wit",
                 };
                 self.svids_issued.get_or_create(&[("kind", kind)]).inc_by(issued.len() as u64);
             }

@@ -1,0 +1,229 @@
+//! Fetching a partner's SPIFFE bundle endpoint (SPIFFE_Trust_Domain_and_Bundle.md §5): one GET
+//! over TLS, authenticated as the profile says, with a deadline and a body cap, and the document
+//! checked before anyone sees it.
+
+use super::FederatedBundle;
+use crate::config::publish::PartnerProfile;
+use crate::spiffe_id::SpiffeId;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper_util::rt::TokioIo;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Largest bundle document accepted. SPIRE's are a few KiB; a partner sending more is broken or hostile.
+pub const MAX_BODY: usize = 1024 * 1024;
+/// Connect, handshake, request and body together.
+pub const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A fetched, checked bundle with what the partner says about it.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    pub bundle: FederatedBundle,
+    pub refresh_hint: Option<Duration>,
+    pub sequence: Option<u64>,
+    /// The document as served (kept on disk as the last good bundle).
+    pub raw: Vec<u8>,
+}
+
+/// Why a fetch gave no bundle; the current one stays.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FetchError {
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    #[error("cannot connect to {0}: {1}")]
+    Connect(String, std::io::Error),
+    #[error("TLS: {0}")]
+    Tls(std::io::Error),
+    #[error("HTTP: {0}")]
+    Http(String),
+    #[error("answered {0}")]
+    Status(http::StatusCode),
+    #[error("body larger than {MAX_BODY} bytes")]
+    TooLarge,
+    #[error("not a valid SPIFFE bundle: {0}")]
+    Malformed(String),
+    #[error("no trusted X.509 authority of the partner to authenticate its endpoint")]
+    NoAnchor,
+}
+
+/// GET `url`, authenticated by `tls`, and check the document.
+pub async fn fetch(url: &http::Uri, tls: Arc<rustls::ClientConfig>) -> Result<Fetched, FetchError> {
+    tokio::time::timeout(TIMEOUT, fetch_inner(url, tls)).await.map_err(|_| FetchError::Timeout(TIMEOUT))?
+}
+
+async fn fetch_inner(url: &http::Uri, tls: Arc<rustls::ClientConfig>) -> Result<Fetched, FetchError> {
+    let host = url.host().unwrap_or_default().trim_start_matches('[').trim_end_matches(']').to_owned();
+    let port = url.port_u16().unwrap_or(443);
+    let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
+        .await
+        .map_err(|e| FetchError::Connect(format!("{host}:{port}"), e))?;
+    let name = ServerName::try_from(host.clone()).map_err(|e| FetchError::Http(format!("host {host:?}: {e}")))?;
+    let stream = tokio_rustls::TlsConnector::from(tls).connect(name, tcp).await.map_err(FetchError::Tls)?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| FetchError::Http(e.to_string()))?;
+    let driver = tokio::spawn(conn);
+    let path = url.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let authority = url.authority().map(|a| a.as_str()).unwrap_or(&host).to_owned();
+    let request = http::Request::get(path)
+        .header(http::header::HOST, authority)
+        .header(http::header::ACCEPT, "application/json")
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| FetchError::Http(e.to_string()))?;
+    let result = async {
+        let response = sender.send_request(request).await.map_err(|e| FetchError::Http(e.to_string()))?;
+        if response.status() != http::StatusCode::OK {
+            return Err(FetchError::Status(response.status()));
+        }
+        let body = Limited::new(response.into_body(), MAX_BODY).collect().await.map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                FetchError::TooLarge
+            } else {
+                FetchError::Http(e.to_string())
+            }
+        })?;
+        Ok(body.to_bytes())
+    }
+    .await;
+    driver.abort();
+    let raw = result?.to_vec();
+    let (bundle, refresh_hint, sequence) =
+        super::federation::parse_endpoint_document(&raw).map_err(FetchError::Malformed)?;
+    Ok(Fetched { bundle, refresh_hint, sequence, raw })
+}
+
+/// The TLS client config for one fetch: the partner's current X.509 authorities and endpoint ID
+/// (`https_spiffe`), or the system's Web PKI roots (`https_web`).
+pub fn client_config(
+    profile: &PartnerProfile,
+    current: Option<&FederatedBundle>,
+) -> Result<Arc<rustls::ClientConfig>, FetchError> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| FetchError::Http(e.to_string()))?;
+    let mut config = match profile {
+        PartnerProfile::HttpsSpiffe { endpoint_spiffe_id } => {
+            let roots: Vec<CertificateDer<'static>> = current
+                .map(|b| b.x509.certs().iter().map(|c| CertificateDer::from(c.clone())).collect())
+                .unwrap_or_default();
+            if roots.is_empty() {
+                return Err(FetchError::NoAnchor);
+            }
+            let verifier = SpiffeServerVerifier { roots, id: endpoint_spiffe_id.clone(), provider };
+            builder.dangerous().with_custom_certificate_verifier(Arc::new(verifier)).with_no_client_auth()
+        }
+        PartnerProfile::HttpsWeb => builder.with_root_certificates(web_roots()).with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// The system's CA certificates: `SSL_CERT_FILE`, else the Debian/Fedora bundle paths.
+fn web_roots() -> rustls::RootCertStore {
+    use rustls::pki_types::pem::PemObject;
+    let mut store = rustls::RootCertStore::empty();
+    let candidates = std::env::var_os("SSL_CERT_FILE")
+        .map(std::path::PathBuf::from)
+        .into_iter()
+        .chain(["/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt"].map(Into::into));
+    for path in candidates {
+        if let Ok(iter) = CertificateDer::pem_file_iter(&path) {
+            for cert in iter.flatten() {
+                let _ = store.add(cert);
+            }
+            if !store.is_empty() {
+                break;
+            }
+        }
+    }
+    store
+}
+
+/// `https_spiffe`: the server's certificate must chain to the partner's bundle and carry exactly
+/// the endpoint's SPIFFE ID; the host name plays no part (SVIDs need not have DNS names).
+#[derive(Debug)]
+struct SpiffeServerVerifier {
+    roots: Vec<CertificateDer<'static>>,
+    id: SpiffeId,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl ServerCertVerifier for SpiffeServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let anchors: Vec<_> = self.roots.iter().filter_map(|c| webpki::anchor_from_trusted_cert(c).ok()).collect();
+        let ee = webpki::EndEntityCert::try_from(end_entity)
+            .map_err(|e| rustls::Error::General(format!("server certificate: {e}")))?;
+        ee.verify_for_usage(
+            webpki::ALL_VERIFICATION_ALGS,
+            &anchors,
+            intermediates,
+            now,
+            webpki::KeyUsage::server_auth(),
+            None,
+            None,
+        )
+        .map_err(|e| {
+            rustls::Error::General(format!("server certificate does not chain to the partner's bundle: {e}"))
+        })?;
+        let uris = uri_sans(end_entity).map_err(rustls::Error::General)?;
+        match uris.as_slice() {
+            [one] if *one == self.id.to_string() => Ok(ServerCertVerified::assertion()),
+            other => Err(rustls::Error::General(format!(
+                "bundle endpoint presented {other:?}, expected SPIFFE ID {}",
+                self.id
+            ))),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+fn uri_sans(der: &[u8]) -> Result<Vec<String>, String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| format!("server certificate: {e}"))?;
+    let san = cert.subject_alternative_name().map_err(|e| format!("server certificate SAN: {e}"))?;
+    Ok(san
+        .map(|s| {
+            s.value
+                .general_names
+                .iter()
+                .filter_map(|n| match n {
+                    x509_parser::extensions::GeneralName::URI(u) => Some((*u).to_owned()),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default())
+}

@@ -1,0 +1,60 @@
+//! `tessera export oidc DIR`: the discovery document and JWKS as files, for static hosting
+//! (object storage, any web server), fetched from the running daemon's admin socket.
+
+use anyhow::{Context, Result, bail};
+use std::path::Path;
+use std::time::Duration;
+
+/// Write `DIR/.well-known/openid-configuration` and `DIR/keys`; returns what to tell the operator.
+pub async fn oidc(admin_socket: &Path, dir: &Path) -> Result<String> {
+    let (status, body) =
+        crate::http::client::request(admin_socket, http::Method::GET, "/oidc", None, Duration::from_secs(10))
+            .await
+            .with_context(|| format!("asking the daemon at {}", admin_socket.display()))?;
+    if !status.is_success() {
+        bail!("the daemon answered {status}: {}", String::from_utf8_lossy(&body));
+    }
+    let answer: serde_json::Value = serde_json::from_slice(&body).context("the daemon's answer is not JSON")?;
+    let Some(discovery) = answer.get("discovery").filter(|d| !d.is_null()) else {
+        bail!("jwt_issuer is not set in the daemon's config: set it to the HTTPS URL the documents will be served at");
+    };
+    let well_known = dir.join(".well-known");
+    std::fs::create_dir_all(&well_known).with_context(|| format!("creating {}", well_known.display()))?;
+    let write = |path: &Path, v: &serde_json::Value| -> Result<()> {
+        let bytes = serde_json::to_vec_pretty(v)?;
+        crate::storage::write_atomic(path, &bytes).with_context(|| format!("writing {}", path.display()))?;
+        // Public documents: readable by the web server.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))?;
+        Ok(())
+    };
+    write(&well_known.join("openid-configuration"), discovery)?;
+    write(&dir.join("keys"), &answer["jwks"])?;
+    let next = answer.get("next_publication").and_then(serde_json::Value::as_u64);
+    Ok(match next {
+        Some(t) => format!(
+            "wrote {}/.well-known/openid-configuration and {}/keys; the next key is published at {} (unix {t}): \
+             re-run then, before it starts signing a tenth of the CA TTL later",
+            dir.display(),
+            dir.display(),
+            humantime_utc(t)
+        ),
+        None => format!("wrote {}/.well-known/openid-configuration and {}/keys", dir.display(), dir.display()),
+    })
+}
+
+fn humantime_utc(unix: u64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(i64::try_from(unix).unwrap_or(i64::MAX))
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_else(|| format!("unix {unix}"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn dates() {
+        assert_eq!(super::humantime_utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(super::humantime_utc(1_796_000_000), "2026-11-30T00:53:20Z");
+    }
+}

@@ -1,0 +1,92 @@
+//! What tessera publishes over the network: OIDC discovery with the JWKS ([`oidc`]) and the SPIFFE
+//! bundle endpoint ([`bundle_endpoint`]), each on its own TCP listener through `crate::http`.
+//! [`spawn`] is the one call the daemon makes.
+
+pub mod bundle_endpoint;
+pub mod oidc;
+pub mod tls;
+
+use crate::ca::Ca;
+use crate::config::Config;
+use crate::http::{self, Method, Request, StatusCode};
+use oidc::ExtraKeys;
+use std::sync::Arc;
+use tokio::sync::watch;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PublishError {
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Listen { addr: std::net::SocketAddr, what: &'static str, source: std::io::Error },
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+}
+
+/// Start the `[oidc]` and `[bundle_endpoint]` listeners the config asks for, and register the
+/// admin route `GET /oidc` (the documents, for `tessera export oidc`). `extra_keys` adds the
+/// delegated-token keys to the JWKS.
+pub async fn spawn(
+    config: &Config,
+    ca: Arc<Ca>,
+    ca_generation: watch::Receiver<u64>,
+    extra_keys: ExtraKeys,
+    admin_routes: &mut crate::admin::Routes,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), PublishError> {
+    let issuer = config.jwt_issuer.clone();
+    {
+        let (ca, extra, issuer) = (ca.clone(), extra_keys.clone(), issuer.clone());
+        admin_routes.add(Method::GET, "/oidc", move |_req: Request| {
+            let auth = ca.authorities();
+            let body = serde_json::json!({
+                "discovery": issuer.as_deref().map(oidc::discovery),
+                "jwks": oidc::jwks(&auth, &extra),
+                "next_publication": oidc::next_publication(&auth).map(crate::clock::unix_secs),
+            });
+            async move { http::json(StatusCode::OK, &body) }
+        });
+    }
+    if let Some(o) = &config.oidc {
+        let listener = tokio::net::TcpListener::bind(o.listen).await.map_err(|source| PublishError::Listen {
+            addr: o.listen,
+            what: "oidc",
+            source,
+        })?;
+        let acceptor = match &o.tls {
+            Some(files) => Some(tls::acceptor_from_files(files)?),
+            None => None,
+        };
+        let ca = ca.clone();
+        let handler = move |req: Request| {
+            let response = match (req.method == Method::GET, req.path()) {
+                (false, _) => http::method_not_allowed(),
+                (true, oidc::DISCOVERY_PATH) => match &issuer {
+                    Some(i) => cacheable(http::json(StatusCode::OK, &oidc::discovery(i))),
+                    None => http::not_found(),
+                },
+                (true, oidc::JWKS_PATH) => {
+                    cacheable(http::json(StatusCode::OK, &oidc::jwks(&ca.authorities(), &extra_keys)))
+                }
+                _ => http::not_found(),
+            };
+            async move { response }
+        };
+        tracing::info!(listen = %o.listen, tls = o.tls.is_some(), "serving OIDC discovery and the JWKS");
+        tokio::spawn(http::serve_tcp(listener, acceptor, Arc::new(handler), public_limits(), shutdown.clone()));
+    }
+    if let Some(b) = &config.bundle_endpoint {
+        bundle_endpoint::spawn(b, config.trust_domain.clone(), ca, ca_generation, shutdown).await?;
+    }
+    Ok(())
+}
+
+/// Anyone on the network may call these: small requests only, a short deadline.
+fn public_limits() -> http::Limits {
+    http::Limits { max_body: 1024, ..http::Limits::default() }
+}
+
+/// Verifiers cache keys; a short max-age lets a new key reach them well before it signs.
+fn cacheable(mut r: http::Response) -> http::Response {
+    r.headers_mut().insert(::http::header::CACHE_CONTROL, ::http::HeaderValue::from_static("public, max-age=60"));
+    r
+}

@@ -73,7 +73,7 @@ mod tests {
         let now = SystemTime::now();
         let old = Arc::new(JwtKey::for_test("old", now - Duration::from_secs(600), now + Duration::from_secs(60)));
         let new = Arc::new(JwtKey::for_test("new", now + Duration::from_secs(30), now + Duration::from_secs(1000)));
-        let auth = Authorities { x509: vec![], jwt: vec![old, new], wit: vec![], roots: vec![] };
+        let auth = Authorities { x509: vec![], jwt: vec![old, new], wit: vec![], delegation: vec![], roots: vec![] };
         let extra: ExtraKeys = Arc::new(|| vec![json!({"kty": "EC", "kid": "deleg", "use": "jwt-svid"}), json!(3)]);
         let doc = jwks(&auth, &extra);
         let kids: Vec<_> = doc["keys"].as_array().unwrap().iter().map(|k| k["kid"].as_str().unwrap()).collect();

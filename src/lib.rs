@@ -30,6 +30,7 @@ pub mod fuzzing;
 pub mod limits;
 pub mod secret;
 pub mod spiffe_id;
+pub mod spire;
 pub mod storage;
 pub mod watch;
 

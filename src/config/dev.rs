@@ -124,6 +124,7 @@ pub fn config() -> Result<Config, DevModeError> {
         attest: Default::default(),
         registry: Registry::new(vec![entry]),
         dev_mode: true,
+        spire: None,
     })
 }
 

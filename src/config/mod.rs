@@ -2,6 +2,7 @@
 //! the key and what to write instead. `tessera check` and `tessera run` share [`Config::load`].
 
 pub mod dev;
+pub mod spire;
 
 use crate::duration;
 use crate::registry::{Entry, Registry};
@@ -82,6 +83,7 @@ struct RawConfig {
     attestors: RawAttestors,
     #[serde(default)]
     entries: Vec<Spanned<RawEntry>>,
+    spire: Option<Spanned<spire::RawSpire>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -166,6 +168,8 @@ pub struct Config {
     pub registry: Registry,
     /// The built-in default for newcomers: loud warnings, per-user paths.
     pub dev_mode: bool,
+    /// SPIRE mode: entries, SVIDs and bundles from a SPIRE Server (None: standalone).
+    pub spire: Option<spire::SpireConfig>,
 }
 
 impl Config {
@@ -420,6 +424,7 @@ impl Validator<'_> {
                 }
             }
         }
+        let spire = self.spire(raw.spire.as_ref(), &raw.entries);
         let data_dir = raw.data_dir.unwrap_or_else(|| DEFAULT_DATA_DIR.into());
         // Config files named by entries are hashed by the config attestor; nothing else is.
         let config_paths: BTreeSet<PathBuf> =
@@ -462,6 +467,7 @@ impl Validator<'_> {
             },
             registry: Registry::new(entries),
             dev_mode: false,
+            spire,
         })
     }
 

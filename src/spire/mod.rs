@@ -1,0 +1,5 @@
+//! SPIRE mode: tessera as the node agent of an unmodified SPIRE Server. The server holds the
+//! entries and signs every SVID; tessera attests the node, syncs entries and bundles, prefetches
+//! SVIDs and serves them on the Workload API with its own attestors producing the selectors.
+
+pub mod pb;

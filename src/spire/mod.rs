@@ -3,3 +3,7 @@
 //! SVIDs and serves them on the Workload API with its own attestors producing the selectors.
 
 pub mod pb;
+pub mod convert;
+pub mod persist;
+pub mod status;
+pub mod tls;

@@ -38,6 +38,8 @@ pub enum DaemonError {
     Signal(std::io::Error),
     #[error("gRPC reflection: {0}")]
     Reflection(String),
+    #[error(transparent)]
+    Spire(#[from] crate::spire::error::SpireError),
     #[error("gRPC server failed: {0}")]
     Serve(#[from] tonic::transport::Error),
 }
@@ -86,8 +88,6 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?;
     // Where CA rotation reads the time (decisions themselves are pure functions of it).
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let ca =
-        Arc::new(Ca::open(&config.data_dir, &config.trust_domain, config.ca_ttl, upstream_of(&config), clock.now())?);
     let audit = Audit::open_with(&config.audit_log, config.audit.clone())
         .map_err(|source| DaemonError::Audit { path: config.audit_log.clone(), source })?;
     // A full disk would make the CA's atomic writes fail at rotation: warn well before.
@@ -96,10 +96,30 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     let mut events = Events::new();
     events.subscribe(Arc::new(audit.clone()));
     let (policy_tx, policy_rx) = watch::channel(Arc::new(policy_of(&config, None)?));
-    let (ca_gen_tx, ca_gen_rx) = watch::channel(0u64);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let files = FileWatcher::new();
 
+    // Who signs: the node-local CA, or (SPIRE mode) the SPIRE Server, whose entries then replace
+    // the config's and are not reloaded from it.
+    let issuer: Arc<dyn crate::issuer::Issuer> = match &config.spire {
+        None => {
+            let ca = Arc::new(Ca::open(
+                &config.data_dir,
+                &config.trust_domain,
+                config.ca_ttl,
+                upstream_of(&config),
+                clock.now(),
+            )?);
+            let (ca_gen_tx, ca_gen_rx) = watch::channel(0u64);
+            spawn_ca_rotation(ca.clone(), config.ca_ttl, ca_gen_tx, events.clone(), clock, shutdown_rx.clone());
+            spawn_reloader(&config, files.clone(), policy_tx, events.clone(), shutdown_rx.clone())?;
+            Arc::new(LocalIssuer::new(ca, ca_gen_rx))
+        }
+        Some(spire) => {
+            tracing::info!(server = %spire.server_address, "SPIRE mode: entries and SVIDs come from the SPIRE Server");
+            crate::spire::agent::start(&config, spire, policy_tx, events.clone(), shutdown_rx.clone())?
+        }
+    };
     let connection_limits = ConnectionLimits::default().fitted_to_fd_limit();
     let listener = endpoint::bind(&config.socket_path, config.socket_mode)?;
     let ctx = Arc::new(Context {
@@ -108,14 +128,12 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
             FairSlots::new(ATTEST_CONCURRENCY, ATTEST_CONCURRENCY_PER_UID),
             events.clone(),
         )),
-        issuer: Arc::new(LocalIssuer::new(ca.clone(), ca_gen_rx)),
+        issuer,
         files: files.clone(),
         reattest_interval: config.reattest_interval,
         shutdown: shutdown_rx.clone(),
     });
 
-    spawn_ca_rotation(ca.clone(), config.ca_ttl, ca_gen_tx, events.clone(), clock, shutdown_rx.clone());
-    spawn_reloader(&config, files, policy_tx, events.clone(), shutdown_rx.clone())?;
 
     tokio::spawn(async move {
         tokio::select! {

@@ -156,3 +156,79 @@ impl Validator<'_> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+    use std::path::Path;
+
+    fn parse(text: &str) -> Result<Config, crate::config::ConfigError> {
+        Config::parse(text, Path::new("t.toml"))
+    }
+
+    fn base(bundle: &Path) -> String {
+        format!(
+            "trust_domain = \"example.test\"\n[spire]\nserver_address = \"127.0.0.1:8081\"\ntrust_bundle_path = \"{}\"\n",
+            bundle.display()
+        )
+    }
+
+    #[test]
+    fn join_token_defaults() {
+        let bundle = tempfile::NamedTempFile::new().unwrap();
+        let c = parse(&format!("{}join_token = \"abc\"\n", base(bundle.path()))).unwrap();
+        let s = c.spire.unwrap();
+        assert_eq!(s.sync_interval, super::DEFAULT_SYNC_INTERVAL);
+        assert!(!s.persist_svids);
+        assert_eq!(s.attestation, super::NodeAttestation::JoinToken("abc".into()));
+        // The token never shows in debug output.
+        assert!(!format!("{:?}", s.attestation).contains("abc"));
+    }
+
+    #[test]
+    fn refuses_local_entries_with_spire() {
+        let bundle = tempfile::NamedTempFile::new().unwrap();
+        let text = format!(
+            "[[entries]]\nspiffe_id = \"spiffe://example.test/a\"\nselectors = [\"unix:uid:0\"]\n\n{}join_token = \"abc\"\n",
+            base(bundle.path())
+        );
+        // [[entries]] before [spire] in the file: a table array then a table.
+        let text = text.replacen("trust_domain = \"example.test\"\n", "", 1);
+        let text = format!("trust_domain = \"example.test\"\n{text}");
+        let err = parse(&text).unwrap_err();
+        let issue = err.issues.iter().find(|i| i.key == "entries[0]").expect("entries issue");
+        assert_eq!(issue.line, 2);
+        assert!(issue.message.contains("together with [spire]"), "{}", issue.message);
+        assert!(issue.fix.contains("spire-server entry create"), "{}", issue.fix);
+        assert!(err.to_string().contains("t.toml:2: entries[0]"), "{err}");
+    }
+
+    #[test]
+    fn one_attestation_method() {
+        let bundle = tempfile::NamedTempFile::new().unwrap();
+        let both = format!(
+            "{}join_token = \"abc\"\n[spire.x509pop]\ncert_path = \"{p}\"\nkey_path = \"{p}\"\n",
+            base(bundle.path()),
+            p = bundle.path().display()
+        );
+        assert!(parse(&both).unwrap_err().issues.iter().any(|i| i.key == "spire.join_token"));
+        let none = parse(&base(bundle.path())).unwrap_err();
+        assert!(none.issues.iter().any(|i| i.key == "spire" && i.fix.contains("join_token")));
+        let x = format!(
+            "{}[spire.x509pop]\ncert_path = \"{p}\"\nkey_path = \"{p}\"\n",
+            base(bundle.path()),
+            p = bundle.path().display()
+        );
+        assert!(matches!(parse(&x).unwrap().spire.unwrap().attestation, super::NodeAttestation::X509Pop { .. }));
+    }
+
+    #[test]
+    fn bad_address_and_missing_bundle() {
+        let err = parse(
+            "trust_domain = \"example.test\"\n[spire]\nserver_address = \"nohost\"\ntrust_bundle_path = \"/nonexistent\"\njoin_token = \"t\"\n",
+        )
+        .unwrap_err();
+        assert!(err.issues.iter().any(|i| i.key == "spire.server_address" && i.line == 3));
+        assert!(err.issues.iter().any(|i| i.key == "spire.trust_bundle_path" && i.line == 4));
+    }
+}

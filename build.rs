@@ -24,7 +24,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .codec_path("crate::pb::codec::WorkloadCodec")
         .compile_fds(fds)?;
     let spire = protox::compile(SPIRE_PROTOS, ["proto"])?;
-    tonic_prost_build::configure().build_client(true).build_server(true).compile_fds(spire)?;
+    // Servers (for the in-process test server) answer Unimplemented for what they do not override.
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .generate_default_stubs(true)
+        .compile_fds(spire)?;
     println!("cargo:rerun-if-changed=proto");
     Ok(())
 }

@@ -176,9 +176,11 @@ start_tessera
 check "tessera restarted while spire-server is down still serves the persisted SVID" poll 20 right
 perms=$(stat -c %a "$TMP/node/data/spire/svids.pb" "$TMP/node/data/spire/agent.pb" | sort -u | tr '\n' ' ')
 check "persisted agent and workload keys are mode 0600 ($perms)" test "$perms" = "600 "
+MARK=$(wc -l <"$TMP/node/log")
 start_server
 check "after the server is back: synced again without a new join token" \
-  poll 40 bash -c "grep -c 'SPIRE entries and SVIDs in force' '$TMP/node/log' | grep -qv '^[01]$' && ! grep -q 'attestation refused' '$TMP/node/log'"
+  poll 40 bash -c "tail -n +$((MARK + 1)) '$TMP/node/log' | grep -q 'synced with the SPIRE Server' && ! grep -q 'attestation refused' '$TMP/node/log'"
+tail -n +$((MARK + 1)) "$TMP/node/log" | grep -m1 -o 'synced with the SPIRE Server.*' | sed 's/^/    /'
 
 # 7. a reused join token is refused with a clear message
 write_config "$TMP/node/second.toml" "$TMP/node/data2" "$TMP/node/api2.sock"

@@ -134,7 +134,6 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         shutdown: shutdown_rx.clone(),
     });
 
-
     tokio::spawn(async move {
         tokio::select! {
             _ = sigterm.recv() => tracing::info!("SIGTERM: shutting down"),

@@ -207,11 +207,7 @@ fn run(cli: Cli) -> Result<()> {
             let loaded = config.as_ref().map(load).transpose()?;
             let td = loaded.as_ref().map(|c| c.trust_domain.to_string());
             let attest = loaded.map(|c| c.attest).unwrap_or_default();
-            if spire {
-                cli::attest::run_spire(pid, attest, td.as_deref())
-            } else {
-                cli::attest::run(pid, attest, json)
-            }
+            if spire { cli::attest::run_spire(pid, attest, td.as_deref()) } else { cli::attest::run(pid, attest, json) }
         }
         Command::Api { command, socket, timeout } => {
             let timeout = tessera::duration::parse(&timeout).map_err(anyhow::Error::msg).context("--timeout")?;

@@ -84,7 +84,9 @@ pub fn spire_command(selectors: &[&tessera_attestors::Selector], td: &str) -> St
     out.push('\n');
     let rest: Vec<_> = selectors.iter().filter(|s| !chosen.contains(s)).collect();
     if !rest.is_empty() {
-        out.push_str("# Other selectors of this process (add any with -selector; weak ones only beside kernel-backed):\n");
+        out.push_str(
+            "# Other selectors of this process (add any with -selector; weak ones only beside kernel-backed):\n",
+        );
         for s in rest {
             let strength = match s.strength() {
                 Strength::Kernel => "kernel-backed",
@@ -112,11 +114,15 @@ mod tests {
     #[test]
     fn spire_command_prefers_script_digest_and_quotes() {
         let (a, b) = ("a".repeat(64), "b".repeat(64));
-        let sels: Vec<tessera_attestors::Selector> =
-            ["unix:uid:1000".to_owned(), format!("unix:sha256:{a}"), format!("script:sha256:{b}"), "env:NAME:a b".into()]
-                .iter()
-                .map(|s| s.parse().unwrap())
-                .collect();
+        let sels: Vec<tessera_attestors::Selector> = [
+            "unix:uid:1000".to_owned(),
+            format!("unix:sha256:{a}"),
+            format!("script:sha256:{b}"),
+            "env:NAME:a b".into(),
+        ]
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
         let refs: Vec<_> = sels.iter().collect();
         let out = spire_command(&refs, "example.test");
         assert!(out.contains(&format!("-selector unix:uid:1000 \\\n    -selector script:sha256:{b}\n")), "{out}");

@@ -37,7 +37,11 @@ struct RawX509Pop {
 pub enum NodeAttestation {
     /// Single use: after the first attestation the persisted agent SVID is renewed instead.
     JoinToken(String),
-    X509Pop { cert_path: PathBuf, key_path: PathBuf, intermediates_path: Option<PathBuf> },
+    X509Pop {
+        cert_path: PathBuf,
+        key_path: PathBuf,
+        intermediates_path: Option<PathBuf>,
+    },
 }
 
 impl std::fmt::Debug for NodeAttestation {
@@ -65,7 +69,11 @@ pub struct SpireConfig {
 }
 
 impl Validator<'_> {
-    pub(super) fn spire(&mut self, raw: Option<&Spanned<RawSpire>>, entries: &[Spanned<RawEntry>]) -> Option<SpireConfig> {
+    pub(super) fn spire(
+        &mut self,
+        raw: Option<&Spanned<RawSpire>>,
+        entries: &[Spanned<RawEntry>],
+    ) -> Option<SpireConfig> {
         let raw_span = raw?;
         let raw = raw_span.get_ref();
         if let Some(first) = entries.first() {
@@ -100,7 +108,12 @@ impl Validator<'_> {
         }
         let attestation = match (&raw.join_token, &raw.x509pop) {
             (Some(t), None) if t.get_ref().trim().is_empty() => {
-                self.issue(t, "spire.join_token", "empty join token".into(), "paste the output of `spire-server token generate`");
+                self.issue(
+                    t,
+                    "spire.join_token",
+                    "empty join token".into(),
+                    "paste the output of `spire-server token generate`",
+                );
                 None
             }
             (Some(t), None) => Some(NodeAttestation::JoinToken(t.get_ref().trim().to_owned())),

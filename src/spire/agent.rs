@@ -23,7 +23,7 @@ use crate::secret::PrivateKey;
 use crate::spiffe_id::TrustDomain;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 use tessera_attestors::{AttestConfig, Attestor};
 use tokio::sync::watch;
 use tonic::transport::Channel;
@@ -55,6 +55,7 @@ pub fn start(
         federated: Vec::new(),
         held: HashMap::new(),
         last_good: None,
+        failing: true,
     };
     agent.load();
     tokio::spawn(agent.run(shutdown));
@@ -93,7 +94,9 @@ struct Agent {
     federated: Vec<types::Bundle>,
     /// SVIDs by entry ID.
     held: HashMap<String, Held>,
-    last_good: Option<Instant>,
+    /// When the last good sync ended (from the snapshot's mtime after a restart).
+    last_good: Option<SystemTime>,
+    failing: bool,
 }
 
 enum Outcome {
@@ -112,6 +115,7 @@ impl Agent {
 
     fn load(&mut self) {
         self.agent = self.store.agent();
+        self.last_good = self.store.snapshot_time();
         if let Some(s) = self.store.snapshot() {
             self.entries = s.entries.into_iter().map(|e| (e.id.clone(), e)).collect();
             self.bundle = s.bundle;
@@ -159,7 +163,15 @@ impl Agent {
             }
             match self.tick().await {
                 Ok(()) => {
-                    self.last_good = Some(Instant::now());
+                    if self.failing {
+                        tracing::info!(
+                            entries = self.held.len(),
+                            seconds_since_good_sync = ?self.since_good(),
+                            "synced with the SPIRE Server"
+                        );
+                        self.failing = false;
+                    }
+                    self.last_good = Some(SystemTime::now());
                     delay = interval;
                     self.events.emit(Event::SpireSync {
                         ok: true,
@@ -172,7 +184,8 @@ impl Agent {
                     if let Outcome::Stop = self.on_error(&e) {
                         return;
                     }
-                    let since = self.last_good.map(|t| t.elapsed().as_secs());
+                    self.failing = true;
+                    let since = self.since_good();
                     delay = if delay.is_zero() { interval } else { (delay * 2).min(ceiling) };
                     tracing::warn!(
                         error = %e,
@@ -191,6 +204,10 @@ impl Agent {
         }
     }
 
+    fn since_good(&self) -> Option<u64> {
+        self.last_good.map(|t| t.elapsed().unwrap_or_default().as_secs())
+    }
+
     fn on_error(&mut self, e: &SpireError) -> Outcome {
         let reattestable = self.agent.as_ref().is_some_and(|a| a.reattestable);
         match e.denied() {
@@ -199,7 +216,10 @@ impl Agent {
                 Outcome::Stop
             }
             Some(r @ (Reason::AgentNotAttested | Reason::AgentExpired)) if !reattestable => {
-                self.stop(&format!("the SPIRE Server no longer accepts this agent ({}): evicted or expired", r.as_str_name()));
+                self.stop(&format!(
+                    "the SPIRE Server no longer accepts this agent ({}): evicted or expired",
+                    r.as_str_name()
+                ));
                 Outcome::Stop
             }
             Some(Reason::AgentNotAttested | Reason::AgentExpired | Reason::AgentMustReattest) => {
@@ -213,12 +233,21 @@ impl Agent {
                 Outcome::Continue
             }
             _ => {
-                if let (SpireError::Rpc { what: "attestation refused", .. }, NodeAttestation::JoinToken(_)) =
+                let text = e.to_string();
+                if let (SpireError::Rpc { what: "attestation refused", status }, NodeAttestation::JoinToken(_)) =
                     (e, &self.cfg.attestation)
+                    && status.code() == tonic::Code::InvalidArgument
                 {
                     tracing::error!(
                         "join-token attestation refused: a join token is single-use. Generate a new one with \
                          `spire-server token generate -spiffeID <node alias>`, put it in [spire] join_token, restart"
+                    );
+                }
+                if text.contains("invalid peer certificate") {
+                    tracing::error!(
+                        bundle = %self.cfg.trust_bundle_path.display(),
+                        "TLS to the SPIRE Server failed: its certificate does not verify against the trust bundle \
+                         (give the output of `spire-server bundle show` as trust_bundle_path): {text}"
                     );
                 }
                 Outcome::Continue
@@ -325,7 +354,9 @@ impl Agent {
                 Ok(entry) => {
                     let due = match self.held.get(&e.id) {
                         Some(h) => {
-                            h.revision != e.revision_number || now >= h.rotate_at() || h.svid.spiffe_id != entry.spiffe_id
+                            h.revision != e.revision_number
+                                || now >= h.rotate_at()
+                                || h.svid.spiffe_id != entry.spiffe_id
                         }
                         None => true,
                     };
@@ -369,7 +400,8 @@ impl Agent {
             }
         }
         // An SVID for an earlier revision of a changed entry may name other selectors: never served.
-        self.held.retain(|id, h| next.get(id).is_some_and(|e| e.revision_number == h.revision) && h.svid.not_after > now);
+        self.held
+            .retain(|id, h| next.get(id).is_some_and(|e| e.revision_number == h.revision) && h.svid.not_after > now);
         self.entries = next;
         if changed {
             self.publish();
@@ -447,8 +479,11 @@ impl Agent {
         let entries: Vec<Entry> = served_entries.into_iter().map(|(_, e)| e).collect();
         let attest = attest_config(&self.base_attest, &entries);
         let previous = self.policy.borrow().clone();
-        let attestor =
-            if *previous.attestor.config() == attest { previous.attestor.clone() } else { Arc::new(Attestor::new(attest)) };
+        let attestor = if *previous.attestor.config() == attest {
+            previous.attestor.clone()
+        } else {
+            Arc::new(Attestor::new(attest))
+        };
         let n = entries.len();
         // SVIDs first, then the entries that reference them.
         self.issuer.publish(served);
@@ -466,8 +501,7 @@ impl Agent {
 fn attest_config(base: &AttestConfig, entries: &[Entry]) -> AttestConfig {
     let mut c = base.clone();
     let sels = || entries.iter().flat_map(|e| e.selectors.iter());
-    let wants =
-        |kind: tessera_attestors::Kind| sels().any(|s| s.kind() == kind && s.value().starts_with("sha256:"));
+    let wants = |kind: tessera_attestors::Kind| sels().any(|s| s.kind() == kind && s.value().starts_with("sha256:"));
     c.want_exe_digest = wants(tessera_attestors::Kind::Unix);
     c.want_script_digest = wants(tessera_attestors::Kind::Script);
     let mut paths: Vec<_> = sels().filter_map(tessera_attestors::config_path_of).collect();

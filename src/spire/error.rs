@@ -37,7 +37,11 @@ pub fn describe(status: &tonic::Status) -> String {
     let mut msg = format!("{:?}: {}", status.code(), status.message());
     let mut source = std::error::Error::source(status);
     while let Some(s) = source {
-        msg.push_str(&format!(": {s}"));
+        // tonic repeats a cause inside its wrapper's text: keep each once.
+        let text = s.to_string();
+        if !msg.contains(&text) {
+            msg.push_str(&format!(": {text}"));
+        }
         source = s.source();
     }
     msg

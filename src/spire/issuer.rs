@@ -180,7 +180,10 @@ impl Issuer for SpireIssuer {
                     (token, kid, expires)
                 }
             };
-            out.push(IssuedJwt { svid: JwtSvid { spiffe_id: entry.spiffe_id.clone(), token, expires_at: expires }, kid });
+            out.push(IssuedJwt {
+                svid: JwtSvid { spiffe_id: entry.spiffe_id.clone(), token, expires_at: expires },
+                kid,
+            });
         }
         Ok(out)
     }

@@ -2,16 +2,16 @@
 //! entries and signs every SVID; tessera attests the node, syncs entries and bundles, prefetches
 //! SVIDs and serves them on the Workload API with its own attestors producing the selectors.
 
-pub mod pb;
+pub mod agent;
 pub mod convert;
-pub mod persist;
-pub mod status;
-pub mod tls;
 pub mod error;
+pub mod issuer;
 pub mod keys;
 pub mod node_attestation;
-pub mod x509pop;
-pub mod issuer;
+pub mod pb;
+pub mod persist;
+pub mod status;
 pub mod svids;
 pub mod sync;
-pub mod agent;
+pub mod tls;
+pub mod x509pop;

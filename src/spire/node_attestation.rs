@@ -19,10 +19,7 @@ use tonic::transport::Channel;
 
 /// Attest over `channel` (server-authenticated TLS only). Returns the agent state and the
 /// server's bundle, fetched on the same connection.
-pub async fn attest(
-    channel: Channel,
-    how: &NodeAttestation,
-) -> Result<(AgentState, types::Bundle), SpireError> {
+pub async fn attest(channel: Channel, how: &NodeAttestation) -> Result<(AgentState, types::Bundle), SpireError> {
     let kc = new_key_and_csr()?;
     let data = match how {
         NodeAttestation::JoinToken(token) => {

@@ -105,6 +105,10 @@ impl Store {
     pub fn snapshot(&self) -> Option<Snapshot> {
         self.load("cache.pb")
     }
+    /// When the last snapshot was written (= the last good sync of an earlier run).
+    pub fn snapshot_time(&self) -> Option<std::time::SystemTime> {
+        std::fs::metadata(self.dir.join("cache.pb")).and_then(|m| m.modified()).ok()
+    }
     pub fn save_snapshot(&self, s: &Snapshot) -> std::io::Result<()> {
         self.save("cache.pb", s)
     }

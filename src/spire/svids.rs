@@ -70,7 +70,8 @@ pub fn verify_chain(chain: &[Vec<u8>], roots: &[Vec<u8>], id: &SpiffeId) -> Resu
         store.add(CertificateDer::from(r.clone())).map_err(|e| e.to_string())?;
     }
     let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(store)).build().map_err(|e| e.to_string())?;
-    let intermediates: Vec<CertificateDer<'_>> = chain[1..].iter().map(|c| CertificateDer::from(c.as_slice())).collect();
+    let intermediates: Vec<CertificateDer<'_>> =
+        chain[1..].iter().map(|c| CertificateDer::from(c.as_slice())).collect();
     verifier
         .verify_client_cert(&CertificateDer::from(leaf.as_slice()), &intermediates, UnixTime::now())
         .map_err(|e| format!("chain does not verify against the trust bundle: {e}"))?;
@@ -78,7 +79,11 @@ pub fn verify_chain(chain: &[Vec<u8>], roots: &[Vec<u8>], id: &SpiffeId) -> Resu
 }
 
 /// Sign `wants` in batches; one result per want, in order.
-pub async fn sign(channel: Channel, wants: Vec<Want>, roots: &[Vec<u8>]) -> Result<Vec<Result<Held, String>>, SpireError> {
+pub async fn sign(
+    channel: Channel,
+    wants: Vec<Want>,
+    roots: &[Vec<u8>],
+) -> Result<Vec<Result<Held, String>>, SpireError> {
     let mut client = SvidClient::new(channel);
     let mut out = Vec::with_capacity(wants.len());
     let mut wants = wants.into_iter().peekable();
@@ -115,7 +120,15 @@ pub async fn sign(channel: Channel, wants: Vec<Want>, roots: &[Vec<u8>]) -> Resu
                 continue;
             };
             let held = verify_chain(&svid.cert_chain, roots, &want.spiffe_id).and_then(|()| {
-                Held::build(want.entry_id.clone(), want.revision, want.spiffe_id, want.hint, svid.cert_chain, key.key, issued_at)
+                Held::build(
+                    want.entry_id.clone(),
+                    want.revision,
+                    want.spiffe_id,
+                    want.hint,
+                    svid.cert_chain,
+                    key.key,
+                    issued_at,
+                )
             });
             out.push(held.map_err(|e| format!("entry {}: {e}", want.entry_id)));
         }

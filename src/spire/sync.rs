@@ -64,7 +64,9 @@ pub async fn entries(channel: Channel, cache: &HashMap<String, types::Entry>) ->
     let mut stale = BTreeSet::new();
     for rev in &revisions {
         match cache.get(&rev.id) {
-            Some(e) if e.revision_number == rev.revision_number && e.created_at == rev.created_at => out.push(e.clone()),
+            Some(e) if e.revision_number == rev.revision_number && e.created_at == rev.created_at => {
+                out.push(e.clone())
+            }
             _ => {
                 stale.insert(rev.id.clone());
             }
@@ -108,9 +110,14 @@ pub async fn bundles(
     let wanted: BTreeSet<&String> = entries.iter().flat_map(|e| e.federates_with.iter()).collect();
     let mut federated = Vec::new();
     for td in wanted {
-        match client.get_federated_bundle(GetFederatedBundleRequest { trust_domain: td.clone(), output_mask: None }).await {
+        match client
+            .get_federated_bundle(GetFederatedBundleRequest { trust_domain: td.clone(), output_mask: None })
+            .await
+        {
             Ok(b) => federated.push(b.into_inner()),
-            Err(s) if s.code() == tonic::Code::NotFound => tracing::warn!(trust_domain = %td, "no federated bundle on the server"),
+            Err(s) if s.code() == tonic::Code::NotFound => {
+                tracing::warn!(trust_domain = %td, "no federated bundle on the server")
+            }
             Err(s) => return Err(SpireError::rpc("GetFederatedBundle")(s)),
         }
     }

@@ -157,10 +157,12 @@ async fn agent_svid_renewal_activates_the_new_serial() {
     })
     .await
     .unwrap();
-    let st = s.state.lock().unwrap();
-    assert_eq!(st.not_active_denials, 0, "{}", d.log());
-    assert_eq!(st.attest_calls, 1);
-    drop(st);
+    let (denials, attests) = {
+        let st = s.state.lock().unwrap();
+        (st.not_active_denials, st.attest_calls)
+    };
+    assert_eq!(denials, 0, "{}", d.log());
+    assert_eq!(attests, 1);
     // Past several agent lifetimes, still syncing and serving.
     d.client().await.fetch_x509_svid().await.unwrap();
     assert!(!d.log().contains("SPIRE sync failed"), "{}", d.log());

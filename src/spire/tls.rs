@@ -46,7 +46,7 @@ impl ServerCertVerifier for SpireServerVerifier {
             )) => {}
             Err(e) => return Err(e),
         }
-        if uri_sans(end_entity).iter().any(|u| *u == self.server_id) {
+        if uri_sans(end_entity).contains(&self.server_id) {
             Ok(ServerCertVerified::assertion())
         } else {
             Err(Error::InvalidCertificate(CertificateError::ApplicationVerificationFailure))

@@ -10,7 +10,7 @@
 # bundle; a server-minted JWT-SVID verifying with the server's JWT bundle; a script:sha256 entry
 # identifying the right Python script and not an impostor; entry delete withdrawing from an open
 # stream; restart with persist_svids while spire-server is stopped; a reused join token refused
-# with a clear message; agent ban stopping identities. Prints PASS/FAIL per check and
+# with a clear message; agent ban stopping identities; x509pop attestation of a second node. Prints PASS/FAIL per check and
 # "N passed, M failed"; SKIP (exit 0) when neither the binaries nor Go are there.
 #
 # Environment: SPIRE_CACHE (default ~/.cache/tessera-bench), TESSERA_BIN, KEEP_TMP=1,
@@ -84,8 +84,16 @@ plugins {
     DataStore "sql" { plugin_data { database_type = "sqlite3"  connection_string = "$TMP/server/data/datastore.sqlite3" } }
     KeyManager "disk" { plugin_data { keys_path = "$TMP/server/data/keys.json" } }
     NodeAttestor "join_token" { plugin_data {} }
+    NodeAttestor "x509pop" { plugin_data { ca_bundle_path = "$TMP/node-ca.pem" } }
 }
 CONF
+# x509pop: a node CA the server trusts, and this node's certificate (digitalSignature) and key.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$TMP/node-ca.key" -out "$TMP/node-ca.pem" \
+  -days 2 -subj /CN=node-ca -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign 2>/dev/null
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$TMP/node.key" -out "$TMP/node.csr" -subj /CN=host1 2>/dev/null
+printf 'keyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n' >"$TMP/node.ext"
+openssl x509 -req -in "$TMP/node.csr" -CA "$TMP/node-ca.pem" -CAkey "$TMP/node-ca.key" -CAcreateserial \
+  -out "$TMP/node.pem" -days 1 -extfile "$TMP/node.ext" 2>/dev/null
 SERVER_PID=
 start_server() {
   "$SS" run -config "$TMP/server/server.conf" >>"$TMP/server/log" 2>&1 &
@@ -199,6 +207,28 @@ check "agent ban: tessera stops serving identities (logged loudly)" \
 "$PY" "$TMP/right.py" "$API" >"$TMP/right.out" 2>&1
 check "agent ban: the right script now gets no identity" grep -q NOIDENTITY "$TMP/right.out"
 check "agent ban: audited (spire_agent_stopped in the audit log)" grep -q spire_agent_stopped "$TMP/node/data/audit.log"
+
+# 9. x509pop node attestation (a second node): node alias by x509pop:subject:cn, entry under it
+srv entry create -node -spiffeID "spiffe://$TD/nodes/ai" -selector x509pop:subject:cn:host1 >/dev/null
+srv entry create -parentID "spiffe://$TD/nodes/ai" -spiffeID "spiffe://$TD/w/x509pop-node" \
+  -selector "unix:uid:$(id -u)" -selector "unix:path:$SA_PATH" >/dev/null
+cat >"$TMP/node/x509pop.toml" <<CONF
+trust_domain = "$TD"
+socket_path = "$TMP/node/api3.sock"
+data_dir = "$TMP/node/data3"
+[spire]
+server_address = "127.0.0.1:$PORT"
+trust_bundle_path = "$TMP/node/bundle.pem"
+sync_interval = "1s"
+[spire.x509pop]
+cert_path = "$TMP/node.pem"
+key_path = "$TMP/node.key"
+CONF
+"$BIN" run -c "$TMP/node/x509pop.toml" >"$TMP/node/x509pop.log" 2>&1 &
+PIDS+=("$!")
+fetch3() { "$SA" api fetch x509 -socketPath "$TMP/node/api3.sock" >"$TMP/fetch3.log" 2>&1 && grep -q "spiffe://$TD/w/x509pop-node" "$TMP/fetch3.log"; }
+check "x509pop attestation: the node's alias entry reaches a workload" poll 40 fetch3
+grep -m1 -o 'agent_id=[^ ]*' "$TMP/node/x509pop.log" | sed 's/^/    /'
 
 echo "$PASS passed, $FAIL failed"
 [[ $FAIL -eq 0 ]]

@@ -82,6 +82,9 @@ async fn server_entries_reach_workloads_and_removal_withdraws() {
         vec![
             entry("e-me", "/w/me", &[&uid_sel()]),
             entry("e-refused", "/w/refused", &[&uid_sel()]),
+            entry("e-lying", "/w/lying", &[&uid_sel()]),
+            // Malformed: a SPIFFE ID of another trust domain.
+            fake_server::types_entry_foreign("e-foreign", &uid_sel()),
             // A node alias: not for tessera's attestors, never served, not an error.
             entry("e-alias", "/node/ci", &["spiffe_id:spiffe://test.example/spire/agent/join_token/x"]),
         ],
@@ -89,6 +92,7 @@ async fn server_entries_reach_workloads_and_removal_withdraws() {
     )
     .await;
     s.state.lock().unwrap().refuse.insert("e-refused".into());
+    s.state.lock().unwrap().lie.insert("e-lying".into());
     let d = Daemon::start(&s.toml("tok-serve", ""));
     let svid = until_served(&d, Duration::from_secs(20)).await;
     assert_eq!(svid.spiffe_id().to_string(), "spiffe://test.example/w/me");
@@ -102,6 +106,9 @@ async fn server_entries_reach_workloads_and_removal_withdraws() {
     assert_eq!(ids, ["spiffe://test.example/w/me"]);
     let audit = std::fs::read_to_string(d.audit_log()).unwrap();
     assert!(audit.contains("spire_refused") && audit.contains("e-refused"), "{audit}");
+    // A chain naming another ID than the entry's, and an entry outside the trust domain: refused, audited.
+    assert!(audit.contains("e-lying") && audit.contains("someone-else"), "{audit}");
+    assert!(audit.contains("e-foreign") && audit.contains("outside"), "{audit}");
 
     // The entry removed on the server → the open stream loses the identity within a sync.
     let client = d.client().await;

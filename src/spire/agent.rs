@@ -258,7 +258,6 @@ impl Agent {
     /// Banned or evicted: drop every identity, forget the agent's credentials, say so loudly.
     fn stop(&mut self, reason: &str) {
         let agent_id = self.agent.as_ref().map(|a| a.spiffe_id.clone()).unwrap_or_default();
-        tracing::error!(agent_id, "{reason}: NO IDENTITIES ARE SERVED ANY MORE; re-provision the node to recover");
         self.store.forget_agent();
         self.agent = None;
         self.channel = None;
@@ -268,6 +267,8 @@ impl Agent {
         self.issuer.clear_jwts();
         let _ = self.store.save_snapshot(&Snapshot::default());
         self.publish();
+        // Said once nothing is served any more.
+        tracing::error!(agent_id, "{reason}: NO IDENTITIES ARE SERVED ANY MORE; re-provision the node to recover");
         self.events.emit(Event::SpireAgentStopped { agent_id, reason: reason.to_owned() });
     }
 

@@ -37,6 +37,8 @@ pub struct State {
     pub entries: Vec<types::Entry>,
     /// BatchNewX509SVID answers a per-item error for these entry IDs.
     pub refuse: HashSet<String>,
+    /// BatchNewX509SVID signs these entry IDs for another SPIFFE ID (a lying or broken server).
+    pub lie: HashSet<String>,
     pub attest_calls: usize,
     pub renew_calls: usize,
     pub not_active_denials: usize,
@@ -251,10 +253,11 @@ impl svid::svid_server::Svid for Svc {
         }
         let mut results = Vec::new();
         for p in params {
-            let (entry, refused) = {
+            let (entry, refused, lie) = {
                 let mut st = self.state.lock().unwrap();
                 st.batch_params += 1;
-                (st.entries.iter().find(|e| e.id == p.entry_id).cloned(), st.refuse.contains(&p.entry_id))
+                let e = st.entries.iter().find(|e| e.id == p.entry_id).cloned();
+                (e, st.refuse.contains(&p.entry_id), st.lie.contains(&p.entry_id))
             };
             let status = |code: i32, message: &str| Some(types::Status { code, message: message.into() });
             let result = match entry {
@@ -268,7 +271,10 @@ impl svid::svid_server::Svid for Svc {
                 },
                 Some(e) => {
                     let idp = e.spiffe_id.unwrap();
-                    let id = format!("spiffe://{}{}", idp.trust_domain, idp.path);
+                    let mut id = format!("spiffe://{}{}", idp.trust_domain, idp.path);
+                    if lie {
+                        id = td_id("/w/someone-else");
+                    }
                     let der = self.ca.sign(&p.csr, &id, self.ca.svid_ttl, false)?;
                     svid::batch_new_x509svid_response::Result {
                         status: status(0, "OK"),
@@ -421,4 +427,11 @@ pub fn entry(id: &str, path: &str, selectors: &[&str]) -> types::Entry {
         created_at: 1,
         ..Default::default()
     }
+}
+
+/// An entry whose SPIFFE ID is in another trust domain (malformed for this node).
+pub fn types_entry_foreign(id: &str, selector: &str) -> types::Entry {
+    let mut e = entry(id, "/w/foreign", &[selector]);
+    e.spiffe_id = Some(types::Spiffeid { trust_domain: "elsewhere.example".into(), path: "/w/foreign".into() });
+    e
 }

@@ -406,8 +406,11 @@ impl Agent {
         self.entries = next;
         if changed {
             self.publish();
+            self.persist();
+        } else {
+            // Nothing new: no rewrite (and fsync) every few seconds, only the good-sync time.
+            self.store.touch_snapshot();
         }
-        self.persist();
         Ok(())
     }
 

@@ -42,6 +42,8 @@ pub enum DaemonError {
     Signal(std::io::Error),
     #[error("gRPC reflection: {0}")]
     Reflection(String),
+    #[error(transparent)]
+    Spire(#[from] crate::spire::error::SpireError),
     #[error("gRPC server failed: {0}")]
     Serve(#[from] tonic::transport::Error),
     #[error(transparent)]
@@ -111,8 +113,6 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?;
     // Where CA rotation reads the time (decisions themselves are pure functions of it).
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let ca =
-        Arc::new(Ca::open(&config.data_dir, &config.trust_domain, config.ca_ttl, upstream_of(&config), clock.now())?);
     let audit = Audit::open_with(&config.audit_log, config.audit.clone())
         .map_err(|source| DaemonError::Audit { path: config.audit_log.clone(), source })?;
     // A full disk would make the CA's atomic writes fail at rotation: warn well before.
@@ -126,11 +126,35 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     let revocations = Arc::new(crate::admin::revoke::Revocations::open(&config.data_dir)?);
     let (policy_tx, policy_rx) = watch::channel(Arc::new(policy_of(&config, None, &revocations.rules(), &fetched)?));
     let policy_tx = Arc::new(policy_tx);
-    let (ca_gen_tx, ca_gen_rx) = watch::channel(0u64);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let files = FileWatcher::new();
+    // Who signs: the node-local CA, or (SPIRE mode) the SPIRE Server, whose entries then replace
+    // the config's and are not reloaded from it.
+    let ca = match &config.spire {
+        None => Some(Arc::new(Ca::open(
+            &config.data_dir,
+            &config.trust_domain,
+            config.ca_ttl,
+            upstream_of(&config),
+            clock.now(),
+        )?)),
+        Some(_) => None,
+    };
+    // Telemetry subscribes before any copy of the event spine is handed out.
     let telemetry = crate::telemetry::Telemetry::start(ca.clone(), policy_rx.clone(), &mut events, shutdown_rx.clone());
-
+    let (issuer, local_ca): (Arc<dyn crate::issuer::Issuer>, _) = match (ca, &config.spire) {
+        (Some(ca), _) => {
+            let (ca_gen_tx, ca_gen_rx) = watch::channel(0u64);
+            (Arc::new(LocalIssuer::new(ca.clone(), ca_gen_rx)), Some((ca, ca_gen_tx)))
+        }
+        (None, Some(spire)) => {
+            tracing::info!(server = %spire.server_address, "SPIRE mode: entries and SVIDs come from the SPIRE Server");
+            let issuer =
+                crate::spire::agent::start(&config, spire, (*policy_tx).clone(), events.clone(), shutdown_rx.clone())?;
+            (issuer, None)
+        }
+        (None, None) => unreachable!("the local CA is opened whenever [spire] is absent"),
+    };
     let connection_limits = ConnectionLimits::default().fitted_to_fd_limit();
     let ctx = Arc::new(Context {
         pipeline: Arc::new(Pipeline::new(
@@ -138,7 +162,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
             FairSlots::new(ATTEST_CONCURRENCY, ATTEST_CONCURRENCY_PER_UID),
             events.clone(),
         )),
-        issuer: Arc::new(LocalIssuer::new(ca.clone(), ca_gen_rx)),
+        issuer,
         files: files.clone(),
         reattest_interval: config.reattest_interval,
         shutdown: shutdown_rx.clone(),
@@ -149,25 +173,29 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     telemetry.serve(&config, &mut admin_routes, shutdown_rx.clone()).await?;
     crate::inventory::routes(&mut admin_routes, inventory.clone(), policy_rx.clone());
     crate::admin::revoke::routes(&mut admin_routes, revocations.clone(), policy_tx.clone(), inventory, events.clone());
-    crate::delegation::start(&config, &ctx.pipeline, &ca, &events, &mut admin_routes, shutdown_rx.clone())?;
-    // The OIDC JWKS also carries the delegated-token keys when delegation is on.
-    let extra_keys: crate::publish::oidc::ExtraKeys = if config.delegation.is_some() {
-        let ca = ca.clone();
-        Arc::new(move || {
-            ca.authorities().delegation.iter().map(|k| crate::delegation::trust::delegation_jwk(k)).collect()
-        })
-    } else {
-        crate::publish::oidc::no_extra_keys()
-    };
-    crate::publish::spawn(
-        &config,
-        ca.clone(),
-        ca_gen_tx.subscribe(),
-        extra_keys,
-        &mut admin_routes,
-        shutdown_rx.clone(),
-    )
-    .await?;
+    if let Some((ca, ca_gen_tx)) = &local_ca {
+        crate::delegation::start(&config, &ctx.pipeline, ca, &events, &mut admin_routes, shutdown_rx.clone())?;
+        // The OIDC JWKS also carries the delegated-token keys when delegation is on.
+        let extra_keys: crate::publish::oidc::ExtraKeys = if config.delegation.is_some() {
+            let ca = ca.clone();
+            Arc::new(move || {
+                ca.authorities().delegation.iter().map(|k| crate::delegation::trust::delegation_jwk(k)).collect()
+            })
+        } else {
+            crate::publish::oidc::no_extra_keys()
+        };
+        crate::publish::spawn(
+            &config,
+            ca.clone(),
+            ca_gen_tx.subscribe(),
+            extra_keys,
+            &mut admin_routes,
+            shutdown_rx.clone(),
+        )
+        .await?;
+    } else if config.delegation.is_some() || config.oidc.is_some() || config.bundle_endpoint.is_some() {
+        tracing::warn!("SPIRE mode: delegation, [oidc] and [bundle_endpoint] need the local CA and are not served");
+    }
     let admin_listener = crate::admin::bind(&config.admin_socket_path, config.admin_socket_group)?;
     let admin = crate::admin::AdminHandler {
         authorized: crate::admin::Authorized {
@@ -183,10 +211,11 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         crate::http::Limits::default(),
         shutdown_rx.clone(),
     ));
-
-    spawn_ca_rotation(ca.clone(), config.ca_ttl, ca_gen_tx, events.clone(), clock, shutdown_rx.clone());
-    crate::bundle::sync::spawn(&config, fetched.clone(), (*policy_tx).clone(), events.clone(), shutdown_rx.clone());
-    spawn_reloader(&config, files, policy_tx, revocations, fetched, events.clone(), shutdown_rx.clone())?;
+    if let Some((ca, ca_gen_tx)) = local_ca {
+        spawn_ca_rotation(ca, config.ca_ttl, ca_gen_tx, events.clone(), clock, shutdown_rx.clone());
+        crate::bundle::sync::spawn(&config, fetched.clone(), (*policy_tx).clone(), events.clone(), shutdown_rx.clone());
+        spawn_reloader(&config, files, policy_tx, revocations, fetched, events.clone(), shutdown_rx.clone())?;
+    }
 
     tokio::spawn(async move {
         tokio::select! {

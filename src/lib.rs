@@ -35,6 +35,7 @@ pub mod http;
 pub mod limits;
 pub mod secret;
 pub mod spiffe_id;
+pub mod spire;
 pub mod storage;
 pub mod telemetry;
 pub mod watch;

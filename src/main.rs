@@ -37,6 +37,9 @@ enum Command {
         config: Option<PathBuf>,
         #[arg(long)]
         json: bool,
+        /// Print a ready-to-paste `spire-server entry create` command with these selectors.
+        #[arg(long, conflicts_with = "json")]
+        spire: bool,
     },
     /// Talk to a Workload API (tessera's or any SPIFFE one).
     Api {
@@ -290,12 +293,11 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
-        Command::Attest { pid, config, json } => {
-            let attest = match config {
-                Some(p) => load(&p)?.attest,
-                None => Default::default(),
-            };
-            cli::attest::run(pid, attest, json)
+        Command::Attest { pid, config, json, spire } => {
+            let loaded = config.as_ref().map(load).transpose()?;
+            let td = loaded.as_ref().map(|c| c.trust_domain.to_string());
+            let attest = loaded.map(|c| c.attest).unwrap_or_default();
+            if spire { cli::attest::run_spire(pid, attest, td.as_deref()) } else { cli::attest::run(pid, attest, json) }
         }
         Command::Api { command, socket, timeout } => {
             let timeout = tessera::duration::parse(&timeout).map_err(anyhow::Error::msg).context("--timeout")?;

@@ -136,6 +136,7 @@ pub fn config() -> Result<Config, DevModeError> {
         warnings: Vec::new(),
         dev_mode: true,
         telemetry: Default::default(),
+        spire: None,
     })
 }
 

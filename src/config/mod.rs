@@ -5,6 +5,7 @@ mod agents;
 pub mod delegation;
 pub mod dev;
 pub mod publish;
+pub mod spire;
 pub mod telemetry;
 
 use crate::duration;
@@ -102,6 +103,7 @@ struct RawConfig {
     require_owner: bool,
     #[serde(default)]
     deny: Vec<Spanned<agents::RawDeny>>,
+    spire: Option<Spanned<spire::RawSpire>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -212,6 +214,8 @@ pub struct Config {
     pub dev_mode: bool,
     /// Metrics and health over TCP (`[telemetry]`).
     pub telemetry: telemetry::Telemetry,
+    /// SPIRE mode: entries, SVIDs and bundles from a SPIRE Server (None: standalone).
+    pub spire: Option<spire::SpireConfig>,
 }
 
 impl Config {
@@ -515,6 +519,7 @@ impl Validator<'_> {
             }
         }
         let deny = self.deny_rules(&raw.deny);
+        let spire = self.spire(raw.spire.as_ref(), &raw.entries);
         let data_dir = raw.data_dir.unwrap_or_else(|| DEFAULT_DATA_DIR.into());
         // Config files named by entries are hashed by the config attestor; nothing else is.
         let config_paths: BTreeSet<PathBuf> =
@@ -576,6 +581,7 @@ impl Validator<'_> {
             warnings: Vec::new(),
             dev_mode: false,
             telemetry,
+            spire,
         })
     }
 

@@ -131,6 +131,16 @@ pub fn audit_line(event: &Event) -> Option<(&'static str, Value)> {
         | Event::StreamOpened { .. }
         | Event::StreamClosed { .. }
         | Event::JwtValidated { .. } => return None,
+        // A good sync every few seconds is not worth a line; a failed one is.
+        Event::SpireSync { ok: true, .. } => return None,
+        Event::SpireSync { ok: false, entries, since_good_sync, error } => (
+            "spire_sync_failed",
+            json!({ "entries_served": entries, "seconds_since_good_sync": since_good_sync, "error": error }),
+        ),
+        Event::SpireRefused { what, reason } => ("spire_refused", json!({ "what": what, "reason": reason })),
+        Event::SpireAgentStopped { agent_id, reason } => {
+            ("spire_agent_stopped", json!({ "agent_id": agent_id, "reason": reason }))
+        }
     })
 }
 

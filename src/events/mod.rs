@@ -140,6 +140,25 @@ pub enum Event {
     },
     /// A token exchange (granted, refused, pending) or an approval decision.
     Delegation(Box<crate::delegation::record::Record>),
+    /// SPIRE mode: a sync with the server ended (ok or not). `since_good_sync` is the age, in
+    /// seconds, of the last good sync (the metrics gauge); `None` before the first one.
+    SpireSync {
+        ok: bool,
+        entries: usize,
+        since_good_sync: Option<u64>,
+        error: Option<String>,
+    },
+    /// SPIRE mode: something the server sent was refused (malformed entry, bad chain); the
+    /// previous state for it is kept.
+    SpireRefused {
+        what: String,
+        reason: String,
+    },
+    /// SPIRE mode: the server banned or evicted this node; no identity is served any more.
+    SpireAgentStopped {
+        agent_id: String,
+        reason: String,
+    },
 }
 
 /// Why a caller got no identity.

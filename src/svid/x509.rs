@@ -41,6 +41,18 @@ impl X509Svid {
     pub fn key_pkcs8(&self) -> &[u8] {
         self.key.expose()
     }
+
+    /// An SVID signed elsewhere (a SPIRE Server) for a key generated here.
+    pub fn from_parts(
+        spiffe_id: SpiffeId,
+        chain_der: Vec<u8>,
+        key: PrivateKey,
+        serial_hex: String,
+        validity: (SystemTime, SystemTime),
+        hint: Option<String>,
+    ) -> Self {
+        Self { spiffe_id, chain_der, key, serial_hex, not_before: validity.0, not_after: validity.1, hint }
+    }
 }
 
 /// Mint an SVID for `entry`, signed by `authority`, with `intermediates` appended to the chain.

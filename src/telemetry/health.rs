@@ -9,7 +9,7 @@ use std::time::SystemTime;
 use tokio::sync::watch;
 
 pub struct Health {
-    ca: Arc<Ca>,
+    ca: Option<Arc<Ca>>,
     serving: AtomicBool,
     shutdown: watch::Receiver<bool>,
 }
@@ -25,15 +25,18 @@ pub struct Readiness {
 }
 
 impl Health {
-    pub fn new(ca: Arc<Ca>, shutdown: watch::Receiver<bool>) -> Self {
+    pub fn new(ca: Option<Arc<Ca>>, shutdown: watch::Receiver<bool>) -> Self {
         Self { ca, serving: AtomicBool::new(false), shutdown }
     }
 
     pub fn readiness(&self) -> Readiness {
         let now = SystemTime::now();
-        let auth = self.ca.authorities();
-        let ca_loaded = auth.x509_signer(now).is_some_and(|a| a.not_after > now)
-            && auth.jwt_signer(now).is_some_and(|k| k.not_after > now);
+        // SPIRE mode has no local CA: the server signs, and serving is what counts.
+        let ca_loaded = self.ca.as_ref().is_none_or(|ca| {
+            let auth = ca.authorities();
+            auth.x509_signer(now).is_some_and(|a| a.not_after > now)
+                && auth.jwt_signer(now).is_some_and(|k| k.not_after > now)
+        });
         let serving = self.serving.load(Ordering::Acquire) && !*self.shutdown.borrow();
         Readiness { ready: ca_loaded && serving, ca_loaded, serving }
     }
@@ -59,7 +62,7 @@ mod tests {
             Ca::open(dir.path(), &"t.example".parse().unwrap(), Duration::from_secs(3600), None, SystemTime::now())
                 .unwrap();
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let health = Health::new(Arc::new(ca), shutdown_rx);
+        let health = Health::new(Some(Arc::new(ca)), shutdown_rx);
         let r = health.readiness();
         assert!(r.ca_loaded && !r.serving && !r.ready, "{r:?}");
         health.on_event(&Event::Started { trust_domain: "t.example".into(), socket: "/s".into() });

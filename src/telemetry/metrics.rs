@@ -47,11 +47,11 @@ pub struct Metrics {
     jwt_validations: Counters,
     /// The newest X.509 authority (by activation time) and JWT kid seen, to tell which kind rotated.
     newest_keys: Mutex<(Option<SystemTime>, Option<String>)>,
-    ca: Arc<Ca>,
+    ca: Option<Arc<Ca>>,
 }
 
 impl Metrics {
-    pub fn new(ca: Arc<Ca>, policy: watch::Receiver<Arc<Policy>>) -> Self {
+    pub fn new(ca: Option<Arc<Ca>>, policy: watch::Receiver<Arc<Policy>>) -> Self {
         let mut registry = Registry::default();
         let family = |registry: &mut Registry, name: &str, help: &str, label: &'static str, values: &[&'static str]| {
             let f = Counters::default();
@@ -132,7 +132,7 @@ impl Metrics {
             &["valid", "invalid"],
         );
         registry.register_collector(Box::new(AtScrape { ca: ca.clone(), policy }));
-        let newest_keys = Mutex::new(newest_keys(&ca));
+        let newest_keys = Mutex::new(newest_keys(ca.as_ref()));
         Self {
             registry,
             attestations,
@@ -170,7 +170,7 @@ impl Metrics {
     }
 
     fn ca_rotated(&self) {
-        let (x509, jwt) = newest_keys(&self.ca);
+        let (x509, jwt) = newest_keys(self.ca.as_ref());
         let mut seen = self.newest_keys.lock().unwrap_or_else(|p| p.into_inner());
         if x509.is_some() && x509 != seen.0 {
             Self::inc(&self.key_rotations, "kind", "x509");
@@ -183,7 +183,8 @@ impl Metrics {
 }
 
 /// Activation time of the newest X.509 authority and kid of the newest JWT key.
-fn newest_keys(ca: &Ca) -> (Option<SystemTime>, Option<String>) {
+fn newest_keys(ca: Option<&Arc<Ca>>) -> (Option<SystemTime>, Option<String>) {
+    let Some(ca) = ca else { return (None, None) };
     let auth = ca.authorities();
     (auth.x509.iter().map(|a| a.not_before).max(), auth.jwt.iter().max_by_key(|k| k.not_before).map(|k| k.kid.clone()))
 }
@@ -234,7 +235,8 @@ impl Subscriber for Metrics {
 
 /// Values read at scrape time.
 struct AtScrape {
-    ca: Arc<Ca>,
+    /// None in SPIRE mode (the server signs; no local CA to watch).
+    ca: Option<Arc<Ca>>,
     policy: watch::Receiver<Arc<Policy>>,
 }
 
@@ -255,10 +257,13 @@ fn seconds_until(t: SystemTime, now: SystemTime) -> f64 {
 impl Collector for AtScrape {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let now = SystemTime::now();
-        let auth = self.ca.authorities();
-        // No signer (cannot happen while the CA rotates on time) reads as expired.
-        let x509 = auth.x509_signer(now).map_or(0.0, |a| seconds_until(a.not_after, now));
-        let jwt = auth.jwt_signer(now).map_or(0.0, |k| seconds_until(k.not_after, now));
+        let expiry = self.ca.as_ref().map(|ca| {
+            let auth = ca.authorities();
+            // No signer (cannot happen while the CA rotates on time) reads as expired.
+            let x509 = auth.x509_signer(now).map_or(0.0, |a| seconds_until(a.not_after, now));
+            let jwt = auth.jwt_signer(now).map_or(0.0, |k| seconds_until(k.not_after, now));
+            (x509, jwt)
+        });
         // The attestor of the policy in force (a reload that changes attestor settings starts a
         // new cache, and these counters restart from 0 with it).
         let stats = self.policy.borrow().attestor.digest_stats();
@@ -270,8 +275,15 @@ impl Collector for AtScrape {
             let c = ConstCounter::new(v);
             c.encode(encoder.encode_descriptor(name, help, None, c.metric_type())?)
         };
-        gauge(&mut encoder, "tessera_ca_expiry_seconds", "Seconds until the active X.509 CA expires", x509)?;
-        gauge(&mut encoder, "tessera_jwt_key_expiry_seconds", "Seconds until the active JWT signing key expires", jwt)?;
+        if let Some((x509, jwt)) = expiry {
+            gauge(&mut encoder, "tessera_ca_expiry_seconds", "Seconds until the active X.509 CA expires", x509)?;
+            gauge(
+                &mut encoder,
+                "tessera_jwt_key_expiry_seconds",
+                "Seconds until the active JWT signing key expires",
+                jwt,
+            )?;
+        }
         counter(
             &mut encoder,
             "tessera_digest_cache_hits",
@@ -310,7 +322,7 @@ mod tests {
             delegation_issuers: Default::default(),
         };
         let (_tx, rx) = watch::channel(Arc::new(policy));
-        (Metrics::new(ca, rx), dir)
+        (Metrics::new(Some(ca), rx), dir)
     }
 
     fn line<'a>(text: &'a str, prefix: &str) -> &'a str {

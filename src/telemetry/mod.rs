@@ -38,7 +38,7 @@ impl Telemetry {
     /// Subscribe metrics, readiness and the systemd notifier to the spine (before it is shared),
     /// and start the systemd watchdog when systemd asked for one.
     pub fn start(
-        ca: Arc<Ca>,
+        ca: Option<Arc<Ca>>,
         policy: watch::Receiver<Arc<Policy>>,
         events: &mut Events,
         shutdown: watch::Receiver<bool>,

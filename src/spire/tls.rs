@@ -1,0 +1,148 @@
+//! The channel to the SPIRE Server: TLS that trusts only the trust domain's X.509 authorities
+//! and only the certificate named `spiffe://<td>/spire/server` (the server's SVID has no DNS
+//! name, so WebPKI hostname checking cannot be used), ALPN h2, and the agent SVID as the client
+//! certificate once attested. A new agent SVID means a new channel (renewal activation).
+
+use crate::spiffe_id::TrustDomain;
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+use rustls::{CertificateError, DigitallySignedStruct, Error, RootCertStore, SignatureScheme};
+use std::sync::Arc;
+use std::time::Duration;
+use tonic::transport::{Channel, Endpoint};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("the trust bundle has no usable X.509 authority: {0}")]
+    Roots(String),
+    #[error("agent SVID unusable as a client certificate: {0}")]
+    ClientCert(String),
+    #[error("bad server address {0:?}")]
+    Address(String),
+}
+
+/// Verifies the server: chain to one of `roots`, leaf URI SAN = the server's SPIFFE ID.
+#[derive(Debug)]
+struct SpireServerVerifier {
+    inner: Arc<WebPkiServerVerifier>,
+    server_id: String,
+}
+
+impl ServerCertVerifier for SpireServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, Error> {
+        // webpki checks the chain before the name: a name error means the chain verified.
+        match self.inner.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
+            Ok(_)
+            | Err(Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => {}
+            Err(e) => return Err(e),
+        }
+        if uri_sans(end_entity).contains(&self.server_id) {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(Error::InvalidCertificate(CertificateError::ApplicationVerificationFailure))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// The URI SANs of a DER certificate (none if it does not parse).
+pub fn uri_sans(der: &[u8]) -> Vec<String> {
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else { return vec![] };
+    let Ok(Some(san)) = cert.subject_alternative_name() else { return vec![] };
+    san.value
+        .general_names
+        .iter()
+        .filter_map(|n| match n {
+            x509_parser::extensions::GeneralName::URI(u) => Some((*u).to_owned()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The agent's credential for mTLS.
+pub struct ClientIdentity<'a> {
+    pub chain: &'a [Vec<u8>],
+    pub key_pkcs8: &'a [u8],
+}
+
+/// A rustls config for the server of `td`, trusting `roots` (DER), presenting `client` if given.
+pub fn client_config(
+    td: &TrustDomain,
+    roots: &[Vec<u8>],
+    client: Option<ClientIdentity<'_>>,
+) -> Result<rustls::ClientConfig, TlsError> {
+    let mut store = RootCertStore::empty();
+    for r in roots {
+        store.add(CertificateDer::from(r.clone())).map_err(|e| TlsError::Roots(e.to_string()))?;
+    }
+    if store.is_empty() {
+        return Err(TlsError::Roots("empty".into()));
+    }
+    let inner = WebPkiServerVerifier::builder(Arc::new(store)).build().map_err(|e| TlsError::Roots(e.to_string()))?;
+    let verifier = Arc::new(SpireServerVerifier { inner, server_id: format!("{}/spire/server", td.id_string()) });
+    let builder = rustls::ClientConfig::builder().dangerous().with_custom_certificate_verifier(verifier);
+    let mut config = match client {
+        None => builder.with_no_client_auth(),
+        Some(c) => {
+            let chain = c.chain.iter().map(|d| CertificateDer::from(d.clone())).collect();
+            let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(c.key_pkcs8.to_vec()));
+            builder.with_client_auth_cert(chain, key).map_err(|e| TlsError::ClientCert(e.to_string()))?
+        }
+    };
+    // gRPC servers (grpc-go ≥ 1.67) refuse TLS without ALPN h2.
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(config)
+}
+
+/// A lazily connecting channel to `addr` (host:port) over `config`.
+pub fn channel(addr: &str, config: rustls::ClientConfig) -> Result<Channel, TlsError> {
+    let (host, port) = addr.rsplit_once(':').ok_or_else(|| TlsError::Address(addr.to_owned()))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+    let port: u16 = port.parse().map_err(|_| TlsError::Address(addr.to_owned()))?;
+    let server_name = ServerName::try_from(host.clone()).map_err(|_| TlsError::Address(addr.to_owned()))?;
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|_| TlsError::Address(addr.to_owned()))?
+        .connect_timeout(Duration::from_secs(10))
+        .timeout(Duration::from_secs(30));
+    let make = tower::service_fn(move |_: http::Uri| {
+        let (connector, host, server_name) = (connector.clone(), host.clone(), server_name.clone());
+        async move {
+            let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+            let tls = connector.connect(server_name, tcp).await?;
+            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
+        }
+    });
+    Ok(endpoint.connect_with_connector_lazy(make))
+}

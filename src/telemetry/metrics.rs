@@ -371,7 +371,7 @@ mod tests {
         assert!(text.contains("tessera_key_rotations_total{kind=\"x509\"} 0"), "nothing new yet: {text}");
         // TTL 4 s: successors for both kinds at half-life.
         let later = SystemTime::now() + Duration::from_secs(3);
-        assert!(m.ca.rotate_if_due(later).unwrap());
+        assert!(m.ca.as_ref().unwrap().rotate_if_due(later).unwrap());
         m.on_event(&Event::CaRotated { x509_authorities: 2, jwt_keys: 2 });
         let text = m.openmetrics().unwrap();
         assert!(text.contains("tessera_key_rotations_total{kind=\"x509\"} 1"), "{text}");

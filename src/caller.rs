@@ -7,7 +7,7 @@ use crate::limits::FairSlots;
 use crate::peer::PeerInfo;
 use crate::registry::{Entry, NotEntitled, Policy};
 use crate::spiffe_id::SpiffeId;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use tessera_attestors::{Attestation, ProcessHandle, Selector};
 use tokio::sync::watch;
@@ -37,7 +37,8 @@ pub enum CallerError {
 /// The caller as attested, plus the entries it matched.
 #[derive(Debug)]
 pub struct Caller {
-    pub attestation: Attestation,
+    /// Shared by every open stream of the same process that attested the same (see [`Shared`]).
+    pub attestation: Arc<Attestation>,
     pub uid: u32,
     /// Shared with the registry: a stream holds pointers, not copies.
     pub entries: Vec<Arc<Entry>>,
@@ -73,11 +74,13 @@ pub struct Pipeline {
     /// Attestations running at once (each may hash files on a blocking thread).
     pub attest_slots: FairSlots,
     pub events: Events,
+    /// Attestations held by callers, one copy per process and result.
+    shared: Shared,
 }
 
 impl Pipeline {
     pub fn new(policy: watch::Receiver<Arc<Policy>>, attest_slots: FairSlots, events: Events) -> Self {
-        Self { policy, attest_slots, events }
+        Self { policy, attest_slots, events, shared: Shared::default() }
     }
 
     /// The policy in force.
@@ -163,7 +166,7 @@ impl Pipeline {
         // Streams keep this for drift comparison; the per-attestor detail was reported already.
         let mut attestation = attestation;
         attestation.reports = Vec::new();
-        Ok(Caller { attestation, uid, entries, policy })
+        Ok(Caller { attestation: self.shared.get(attestation), uid, entries, policy })
     }
 
     /// Attest a caller at the start of an RPC (emitted with its evidence) and find its entries,
@@ -186,6 +189,54 @@ impl Pipeline {
         });
         self.entitle(attestation, peer, rpc, policy)
     }
+}
+
+/// One `Arc` per distinct attestation of a live process: an SDK opens several streams per
+/// process (and the flood tests thousands), each of which holds its caller's attestation for drift
+/// comparison; equal ones share one copy (their selectors are most of a stream's own memory).
+#[derive(Default)]
+struct Shared {
+    held: std::sync::Mutex<SharedMap>,
+}
+
+#[derive(Default)]
+struct SharedMap {
+    by_process: HashMap<(i32, u64), std::sync::Weak<Attestation>>,
+    /// Map size at which dead entries are swept next (amortised: twice the live count).
+    sweep_at: usize,
+}
+
+impl Shared {
+    /// `a`, or the equal attestation some caller already holds.
+    fn get(&self, a: Attestation) -> Arc<Attestation> {
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (a.pid, a.starttime);
+        if let Some(existing) = held.by_process.get(&key).and_then(std::sync::Weak::upgrade)
+            && same(&existing, &a)
+        {
+            return existing;
+        }
+        let a = Arc::new(a);
+        held.by_process.insert(key, Arc::downgrade(&a));
+        if held.by_process.len() >= held.sweep_at {
+            held.by_process.retain(|_, w| w.strong_count() > 0);
+            held.sweep_at = (held.by_process.len() * 2).max(64);
+        }
+        a
+    }
+}
+
+/// Equal in every field (the per-attestor reports are dropped before sharing). Destructured so
+/// that a new field cannot be forgotten here.
+fn same(a: &Attestation, b: &Attestation) -> bool {
+    let Attestation { pid, starttime, selectors, reports, exe, watched_files } = a;
+    *pid == b.pid
+        && *starttime == b.starttime
+        && *selectors == b.selectors
+        && reports.is_empty()
+        && b.reports.is_empty()
+        && *exe == b.exe
+        && *watched_files == b.watched_files
 }
 
 pub fn selector_strings(s: &BTreeSet<Selector>) -> Vec<String> {

@@ -10,6 +10,13 @@ use tessera::config::dev as devmode;
 
 mod proxy_cli;
 
+/// jemalloc, configured in `.cargo/config.toml` (`JEMALLOC_SYS_WITH_MALLOC_CONF`) to give freed
+/// memory back within about a second from a background thread. With glibc's malloc, a flood of
+/// streams or connections left the daemon at its peak size for good (free pages in the middle
+/// of the heap are never returned; `malloc_trim` would need unsafe FFI).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(name = "tessera", version, about = "Node-local SPIFFE Workload API daemon with process attestation")]
 struct Cli {

@@ -194,6 +194,9 @@ impl<S> AuthorityFix<S> {
             }
         }
         self.raw.drain(..pos);
+        if self.raw.is_empty() {
+            self.raw = Vec::new();
+        }
         Ok(())
     }
 
@@ -329,10 +332,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for AuthorityFix<S> {
                 buf.put_slice(&this.out[this.out_pos..this.out_pos + n]);
                 this.out_pos += n;
                 if this.out_pos == this.out.len() {
-                    this.out.clear();
+                    // Idle connections (thousands of open streams) hold no buffer: a read
+                    // allocates what it needs and gives it back once h2 has taken it.
+                    this.out = Vec::new();
                     this.out_pos = 0;
-                    // A burst must not pin its peak allocation for the connection's life.
-                    this.out.shrink_to(OUT_HIGH_WATER);
                 }
                 return Poll::Ready(Ok(()));
             }

@@ -14,10 +14,12 @@ use crate::peer::PeerInfo;
 use crate::spiffe_id::TrustDomain;
 use crate::watch::Owner;
 use std::collections::BTreeMap;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::SystemTime;
 use tessera_attestors::Attestation;
-use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_stream::Stream;
 use tonic::Status;
 
 /// What a caller is entitled to on a stream; equal states need no new message.
@@ -46,86 +48,163 @@ impl Entitlement {
 /// A message for the stream and, for SVIDs, when to renew.
 pub type Rendered<T> = Result<(T, Option<SystemTime>), ApiError>;
 
+/// The stream a client reads: the loop below, polled by the HTTP/2 stream's own task.
+pub type EntitlementStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
 /// Drive a stream from `initial`; `render` turns an entitlement into a message (it may sign).
-pub fn spawn<T, R>(
+///
+/// No task or channel of its own: the HTTP/2 layer already runs one task per stream, and polls
+/// this one in it (a spawned task plus a channel cost about half of an idle stream's memory).
+/// The client going away drops the stream, and with it its file subscription.
+pub fn open<T, R>(
     ctx: Arc<Context>,
     peer: PeerInfo,
     rpc: &'static str,
     initial: Entitlement,
     render: R,
-) -> mpsc::Receiver<Result<T, Status>>
+) -> EntitlementStream<T>
 where
     T: Send + 'static,
     R: Fn(&Context, &Entitlement) -> Rendered<T> + Send + Sync + 'static,
 {
-    let (tx, rx) = mpsc::channel(2);
-    tokio::spawn(async move {
-        // Counted open until this task ends, whichever way it ends.
-        let _open = OpenStream::new(&ctx, rpc);
-        let mut policy = ctx.pipeline.policy.clone();
-        let mut ca_gen = ctx.issuer.changes();
-        let mut shutdown = ctx.shutdown.clone();
-        policy.mark_unchanged();
-        ca_gen.mark_unchanged();
-        let files_changed = Arc::new(tokio::sync::Notify::new());
-        let mut state = initial;
-        // Held for the stream's life: dropping it removes watches nobody else needs.
-        let mut _files_sub =
-            ctx.files.subscribe(Owner::Uid(peer.uid), &state.caller.attestation.watched_files, &files_changed);
-        let mut must_send = true;
-        let mut refresh_at: Option<SystemTime> = None;
-        // An exec must end the stream within a second, not at the next re-attestation: a cheap
-        // check of the executable identity taken at accept (two stats through the pinned pid).
-        let mut exe_check = tokio::time::interval_at(tokio::time::Instant::now() + EXE_CHECK_EVERY, EXE_CHECK_EVERY);
-        exe_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let ctx_reattest = ctx.reattest_interval;
+    let mut policy = ctx.pipeline.policy.clone();
+    let mut ca_gen = ctx.issuer.changes();
+    let shutdown = ctx.shutdown.clone();
+    policy.mark_unchanged();
+    ca_gen.mark_unchanged();
+    let files_changed = Arc::new(tokio::sync::Notify::new());
+    // Held for the stream's life: dropping it removes watches nobody else needs.
+    let files_sub =
+        ctx.files.subscribe(Owner::Uid(peer.uid), &initial.caller.attestation.watched_files, &files_changed);
+    let now = Instant::now();
+    let exe_check_at = after(now, EXE_CHECK_EVERY);
+    let driver = Driver {
+        // Counted open until the stream is dropped, whichever way it ends.
+        _open: OpenStream::new(&ctx, rpc),
+        ctx,
+        peer,
+        rpc,
+        render,
+        state: initial,
+        policy,
+        ca_gen,
+        shutdown,
+        files_changed,
+        _files_sub: files_sub,
+        must_send: true,
+        ended: false,
+        refresh_at: None,
+        reattest_at: after(now, ctx_reattest),
+        exe_check_at,
+        timer: Box::pin(tokio::time::sleep_until(exe_check_at)),
+    };
+    Box::pin(futures_util::stream::unfold(driver, |mut d| async move {
+        let item = d.next().await?;
+        Some((item, d))
+    }))
+}
+
+/// One open stream's state between messages.
+struct Driver<R> {
+    _open: OpenStream,
+    ctx: Arc<Context>,
+    peer: PeerInfo,
+    rpc: &'static str,
+    render: R,
+    state: Entitlement,
+    policy: tokio::sync::watch::Receiver<Arc<crate::registry::Policy>>,
+    ca_gen: tokio::sync::watch::Receiver<u64>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+    files_changed: Arc<tokio::sync::Notify>,
+    _files_sub: Option<crate::watch::Subscription>,
+    must_send: bool,
+    /// An error was the last message: the stream ends.
+    ended: bool,
+    refresh_at: Option<SystemTime>,
+    /// The next re-attestation at the latest (drift detection).
+    reattest_at: Instant,
+    /// An exec must end the stream within a second, not at the next re-attestation: a cheap
+    /// check of the executable identity taken at accept (two stats through the pinned pid).
+    exe_check_at: Instant,
+    /// One timer for both deadlines (each idle stream holds it).
+    timer: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl<R> Driver<R> {
+    /// The next message: at once for the first, then when the entitlement changed or a refresh
+    /// came due; an error ends the stream; `None` when it is over.
+    async fn next<T>(&mut self) -> Option<Result<T, Status>>
+    where
+        R: Fn(&Context, &Entitlement) -> Rendered<T>,
+    {
+        if self.ended {
+            return None;
+        }
+        let ctx = self.ctx.clone();
+        let rpc = self.rpc;
         loop {
-            if must_send {
-                match render(&ctx, &state) {
+            if self.must_send {
+                self.must_send = false;
+                return match (self.render)(&ctx, &self.state) {
                     Ok((msg, refresh)) => {
-                        refresh_at = refresh;
-                        if tx.send(Ok(msg)).await.is_err() {
-                            return;
-                        }
+                        self.refresh_at = refresh;
+                        Some(Ok(msg))
                     }
                     Err(e) => {
-                        let _ = tx.send(Err(Status::from(&e))).await;
-                        return;
+                        self.ended = true;
+                        Some(Err(Status::from(&e)))
+                    }
+                };
+            }
+            // Re-attest at the interval, or sooner when the SVID is due for renewal.
+            let now = Instant::now();
+            let refresh_in = self.refresh_at.map(|t| t.duration_since(SystemTime::now()).unwrap_or_default());
+            let reattest_at = refresh_in.map_or(self.reattest_at, |d| self.reattest_at.min(after(now, d)));
+            self.timer.as_mut().reset(reattest_at.min(self.exe_check_at));
+            tokio::select! {
+                () = self.timer.as_mut() => {
+                    let now = Instant::now();
+                    if now < reattest_at {
+                        // Only the exec check was due.
+                        self.exe_check_at = after(now, EXE_CHECK_EVERY);
+                        if same_executable(&self.peer) {
+                            continue;
+                        }
                     }
                 }
+                r = self.policy.changed() => if r.is_err() { return None },
+                r = self.ca_gen.changed() => if r.is_err() { return None },
+                () = self.files_changed.notified() => {}
+                _ = self.shutdown.changed() => return None,
             }
-            let sleep_for = refresh_at
-                .map(|t| t.duration_since(SystemTime::now()).unwrap_or_default())
-                .unwrap_or(ctx.reattest_interval)
-                .min(ctx.reattest_interval);
-            tokio::select! {
-                _ = tokio::time::sleep(sleep_for) => {}
-                r = policy.changed() => if r.is_err() { return },
-                r = ca_gen.changed() => if r.is_err() { return },
-                _ = files_changed.notified() => {}
-                _ = exe_check.tick() => if same_executable(&peer) {
-                    must_send = false;
-                    continue;
-                },
-                _ = tx.closed() => return,
-                _ = shutdown.changed() => return,
-            }
+            let now = Instant::now();
+            self.reattest_at = after(now, ctx.reattest_interval);
+            self.exe_check_at = after(now, EXE_CHECK_EVERY);
             let snapshot = ctx.pipeline.policy();
-            let next = match ctx.pipeline.attest(&peer, rpc, &snapshot).await {
+            // Boxed: the attestation future is large and runs rarely; inline, every idle stream
+            // would carry its size.
+            let next = match Box::pin(ctx.pipeline.attest(&self.peer, rpc, &snapshot)).await {
                 Ok(attestation) => {
-                    drift(&ctx, rpc, &state, &attestation);
-                    if attestation.watched_files != state.caller.attestation.watched_files {
-                        _files_sub =
-                            ctx.files.subscribe(Owner::Uid(peer.uid), &attestation.watched_files, &files_changed);
+                    drift(&ctx, rpc, &self.state, &attestation);
+                    if attestation.watched_files != self.state.caller.attestation.watched_files {
+                        self._files_sub = ctx.files.subscribe(
+                            Owner::Uid(self.peer.uid),
+                            &attestation.watched_files,
+                            &self.files_changed,
+                        );
                     }
-                    ctx.pipeline.entitle(attestation, &peer, rpc, snapshot).map(|caller| Entitlement::of(&ctx, caller))
+                    ctx.pipeline
+                        .entitle(attestation, &self.peer, rpc, snapshot)
+                        .map(|caller| Entitlement::of(&ctx, caller))
                 }
                 Err(e) => Err(e),
             };
             match next {
                 Ok(next) => {
-                    let due = refresh_at.is_some_and(|t| t <= SystemTime::now());
-                    must_send = due || next != state;
-                    state = next;
+                    let due = self.refresh_at.is_some_and(|t| t <= SystemTime::now());
+                    self.must_send = due || next != self.state;
+                    self.state = next;
                 }
                 Err(e) => {
                     let e = ApiError::from(e);
@@ -143,21 +222,20 @@ where
                     if withdrawn {
                         ctx.pipeline.events.emit(Event::Withdrawn {
                             rpc: rpc.to_owned(),
-                            pid: state.caller.attestation.pid,
-                            uid: state.caller.uid,
-                            had: state.caller.entries.iter().map(|e| e.spiffe_id.to_string()).collect(),
+                            pid: self.state.caller.attestation.pid,
+                            uid: self.state.caller.uid,
+                            had: self.state.caller.entries.iter().map(|e| e.spiffe_id.to_string()).collect(),
                             reason: status.message().to_owned(),
-                            owners: crate::events::owners_of(&state.caller.entries),
+                            owners: crate::events::owners_of(&self.state.caller.entries),
                         });
                     }
-                    tracing::info!(rpc, pid = ?peer.pid, code = ?status.code(), "stream ended: {}", status.message());
-                    let _ = tx.send(Err(status)).await;
-                    return;
+                    tracing::info!(rpc, pid = ?self.peer.pid, code = ?status.code(), "stream ended: {}", status.message());
+                    self.ended = true;
+                    return Some(Err(status));
                 }
             }
         }
-    });
-    rx
+    }
 }
 
 /// An open stream, as events: `StreamOpened` now, `StreamClosed` when dropped.
@@ -181,6 +259,11 @@ impl Drop for OpenStream {
 
 /// How often an open stream checks that its process still runs the executable it connected with.
 const EXE_CHECK_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// `now + d`, saturating far in the future.
+fn after(now: Instant, d: std::time::Duration) -> Instant {
+    now.checked_add(d).unwrap_or_else(|| now + std::time::Duration::from_secs(365 * 86_400))
+}
 
 /// The peer still runs the executable it had at accept (true when that cannot be checked
 /// cheaply; the full re-attestation then decides).

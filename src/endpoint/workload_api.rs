@@ -20,7 +20,6 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 use tokio_stream::Stream;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 /// What the services on the socket share.
@@ -64,8 +63,7 @@ impl WorkloadService {
     ) -> Result<BoxStream<T>, Status> {
         let peer = req_peer?;
         let initial = self.entitlement(&peer, rpc).await?;
-        let rx = stream::spawn(self.ctx.clone(), peer, rpc, initial, render);
-        Ok(Box::pin(ReceiverStream::new(rx)))
+        Ok(stream::open(self.ctx.clone(), peer, rpc, initial, render))
     }
 }
 

@@ -47,6 +47,14 @@ fn get_tcp(port: u16, path: &str, accept: Option<&str>) -> Answer {
     get(std::net::TcpStream::connect(("127.0.0.1", port)).unwrap(), path, accept)
 }
 
+/// Wait until the telemetry listener is bound (it is bound just after the Workload API socket)
+/// and `/ready` answers 200.
+fn wait_ready_tcp(port: u16) {
+    eventually("/ready 200 on the telemetry listener", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok_and(|s| get(s, "/ready", None).status == 200)
+    });
+}
+
 fn get_admin(d: &Daemon, path: &str, accept: Option<&str>) -> Answer {
     get(UnixStream::connect(d.dir.path().join("admin.sock")).unwrap(), path, accept)
 }
@@ -112,7 +120,7 @@ async fn metrics_move_with_fetches_refusals_and_streams() {
     let d = Daemon::start(&format!("[telemetry]\nlisten = \"127.0.0.1:{port}\"\n{}", entry_for_uid(uid())));
 
     // Ready once the CA is loaded and the socket serves; live all along.
-    eventually("/ready 200", Duration::from_secs(10), || get_tcp(port, "/ready", None).status == 200);
+    wait_ready_tcp(port);
     let ready = get_tcp(port, "/ready", None);
     let body: serde_json::Value = serde_json::from_str(&ready.body).unwrap();
     assert_eq!((body["ca_loaded"].as_bool(), body["serving"].as_bool()), (Some(true), Some(true)), "{body}");
@@ -202,6 +210,7 @@ async fn a_process_with_no_entry_is_counted_as_refused() {
     let port = free_port();
     let d = Daemon::start(&format!("[telemetry]\nlisten = \"127.0.0.1:{port}\"\n{}", entry_for_uid(0)));
     std::fs::set_permissions(d.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    wait_ready_tcp(port);
     let before = value(&scrape(port), "tessera_refusals_total{reason=no_entry}");
     // A real process of another uid asks (the tessera CLI as a plain Workload API client).
     let out = Command::new(SETPRIV)
@@ -222,7 +231,9 @@ fn admin_socket_serves_metrics_to_root_and_refuses_others() {
     // The socket accepts connections a moment before the server is up: /ready flips to 200 then.
     let mut seen = Vec::new();
     eventually("admin /ready 200", Duration::from_secs(10), || {
-        let a = get_admin(&d, "/ready", None);
+        // The admin socket is bound just after the Workload API socket.
+        let Ok(stream) = UnixStream::connect(d.dir.path().join("admin.sock")) else { return false };
+        let a = get(stream, "/ready", None);
         if seen.last() != Some(&a.status) {
             seen.push(a.status);
         }
@@ -262,8 +273,11 @@ fn admin_socket_serves_metrics_to_root_and_refuses_others() {
     assert!(!answer.contains("tessera_"), "metrics leaked to uid {NOBODY}");
     let parsed = parse_prometheus_text(&get_admin(&d, "/metrics", Some("text/plain")).body);
     assert_eq!(value(&parsed, "tessera_refusals_total{reason=admin_denied}"), 1.0);
-    let audit = std::fs::read_to_string(d.audit_log()).unwrap();
-    assert!(audit.contains("\"admin_refused\"") && audit.contains("\"uid\":65534"), "{audit}");
+    // The audit line is written by the audit thread shortly after.
+    eventually("admin_refused audit line for uid 65534", Duration::from_secs(5), || {
+        let audit = std::fs::read_to_string(d.audit_log()).unwrap_or_default();
+        audit.lines().any(|l| l.contains("\"admin_refused\"") && l.contains("\"uid\":65534"))
+    });
 }
 
 /// Messages on a test NOTIFY_SOCKET, WATCHDOG=1 pings counted apart.
@@ -358,11 +372,12 @@ fn sd_notify_ready_reloading_ready_stopping_and_watchdog() {
     let reloading = n.next_state(Duration::from_secs(10));
     assert!(reloading.starts_with("RELOADING=1\nMONOTONIC_USEC="), "{reloading}");
     assert_eq!(n.next_state(Duration::from_secs(10)), "READY=1");
+    // SIGTERM may land while a second reload (from the same write) is under way: then STOPPING=1
+    // follows RELOADING=1, and no READY=1 comes after STOPPING=1.
     signal(&d, nix::sys::signal::Signal::SIGTERM);
     loop {
         match n.next_state(Duration::from_secs(10)).as_str() {
             "STOPPING=1" => break,
-            // A reload still in flight when SIGTERM arrives ends with STOPPING=1, not READY=1.
             r if r.starts_with("RELOADING=1\n") => match n.next_state(Duration::from_secs(10)).as_str() {
                 "READY=1" => {}
                 "STOPPING=1" => break,
@@ -372,6 +387,11 @@ fn sd_notify_ready_reloading_ready_stopping_and_watchdog() {
         }
     }
     assert!(d.child.take().unwrap().wait().unwrap().success());
+    n.socket.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 512];
+    while let Ok(len) = n.socket.recv(&mut buf) {
+        assert_eq!(&buf[..len], b"WATCHDOG=1", "after STOPPING=1 only watchdog pings may be left");
+    }
 }
 
 #[test]

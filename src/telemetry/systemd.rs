@@ -6,6 +6,7 @@
 use crate::events::{Event, Subscriber};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -40,8 +41,12 @@ fn monotonic_usec() -> u64 {
     (t.tv_sec as u64).saturating_mul(1_000_000).saturating_add(t.tv_nsec as u64 / 1_000)
 }
 
+/// Set once STOPPING=1 is sent: after it, a reload that was under way does not say READY=1.
+static STOPPING: AtomicBool = AtomicBool::new(false);
+
 /// STOPPING=1: shutdown has begun.
 pub fn stopping() {
+    STOPPING.store(true, Ordering::SeqCst);
     notify("STOPPING=1");
 }
 
@@ -58,7 +63,9 @@ impl Reloading {
 
 impl Drop for Reloading {
     fn drop(&mut self) {
-        notify("READY=1");
+        if !STOPPING.load(Ordering::SeqCst) {
+            notify("READY=1");
+        }
     }
 }
 

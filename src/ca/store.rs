@@ -21,8 +21,9 @@ pub(super) struct StoredState {
     /// Keys that sign delegated access tokens (absent from files written before delegation).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(super) delegation: Vec<StoredJwt>,
-    /// WIT-SVID signing keys (a separate kind: their kids never collide with JWT ones).
-    #[serde(default)]
+    /// WIT-SVID signing keys (a separate kind: their kids never collide with JWT ones; absent
+    /// from files written before WIT-SVIDs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(super) wit: Vec<StoredJwt>,
     /// Roots of the operator's PKI that our intermediates chain to (PEM), if any.
     #[serde(default)]
@@ -85,6 +86,7 @@ pub(super) struct StateView<'a> {
     pub(super) jwt: Vec<&'a StoredJwt>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub(super) delegation: Vec<&'a StoredJwt>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub(super) wit: Vec<&'a StoredJwt>,
     pub(super) upstream_roots: Vec<&'a String>,
     pub(super) retired_roots: Vec<&'a RetiredRoot>,

@@ -85,8 +85,16 @@ def main():
                 if is_closed(s):
                     break
         conns.append(s)
-    time.sleep(0.5)
-    alive = sum(1 for s in conns if not is_closed(s))
+    # The daemon closes what it refuses as it works through its accept backlog: report once the
+    # count of live connections has held still for a second (at most 15 s), not after a fixed wait.
+    alive, still_since, give_up = None, time.time(), time.time() + 15
+    while time.time() < give_up:
+        now_alive = sum(1 for s in conns if not is_closed(s))
+        if now_alive != alive:
+            alive, still_since = now_alive, time.time()
+        elif time.time() - still_since >= 1.0:
+            break
+        time.sleep(0.1)
     print(f"ready {alive}", flush=True)
     deadline = time.time() + 60
     step = 0

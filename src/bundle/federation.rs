@@ -121,12 +121,9 @@ pub fn spiffe_bundle_json(auth: &crate::ca::Authorities, sequence: u64) -> Value
         })
         .collect();
     keys.extend(auth.jwt.iter().map(|k| super::jwks::jwk(k)));
-    // Delegation keys under their own `use`: partners' tessera nodes verify our delegated tokens
-    // with them; SPIFFE validators skip the unknown `use`, so they never verify a JWT-SVID.
-    keys.extend(auth.delegation.iter().map(|k| {
-        let mut jwk = super::jwks::jwk(k);
-        jwk["use"] = crate::delegation::trust::BUNDLE_KEY_USE.into();
-        jwk
-    }));
+    // Only the two uses every SPIFFE implementation knows: spire-server 1.13.3 refuses a whole
+    // federated bundle with any other `use` ("unrecognized use"), so neither WIT keys nor our
+    // delegation keys (`tessera-delegation`, still accepted when a partner's bundle holds them)
+    // are published here; partners verify delegated tokens through the OIDC JWKS.
     json!({ "keys": keys, "spiffe_sequence": sequence, "spiffe_refresh_hint": 300 })
 }

@@ -113,6 +113,7 @@ write_config() { # FILE DATA_DIR SOCKET
   cat >"$1" <<CONF
 trust_domain = "$TD"
 socket_path = "$3"
+admin_socket_path = "$2.admin.sock"
 data_dir = "$2"
 [spire]
 server_address = "127.0.0.1:$PORT"
@@ -215,6 +216,7 @@ srv entry create -parentID "spiffe://$TD/nodes/ai" -spiffeID "spiffe://$TD/w/x50
 cat >"$TMP/node/x509pop.toml" <<CONF
 trust_domain = "$TD"
 socket_path = "$TMP/node/api3.sock"
+admin_socket_path = "$TMP/node/admin3.sock"
 data_dir = "$TMP/node/data3"
 [spire]
 server_address = "127.0.0.1:$PORT"

@@ -46,7 +46,7 @@ if ! { [[ -x $SS && -x $SA ]] && "$SS" --version 2>&1 | grep -q '^1\.13\.3'; }; 
 fi
 if [[ -n ${TESSERA_BIN:-} ]]; then BIN=$TESSERA_BIN; else
   (cd "$ROOT" && cargo build --quiet --bin tessera) || { echo "FAIL cargo build"; echo "0 passed, 1 failed"; exit 1; }
-  BIN=$ROOT/target/debug/tessera
+  BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/tessera"
 fi
 PY=$PYCACHE/venv/bin/python
 if ! "$PY" -c 'import spiffe, jwt' 2>/dev/null; then

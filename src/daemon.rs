@@ -140,20 +140,34 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         )?)),
         Some(_) => None,
     };
+    // SPIRE mode: the sync loop records its good syncs here, telemetry reports their age.
+    let last_sync = config.spire.as_ref().map(|_| Arc::new(crate::spire::last_sync::LastSync::new(clock.now())));
     // Telemetry subscribes before any copy of the event spine is handed out.
-    let telemetry = crate::telemetry::Telemetry::start(ca.clone(), policy_rx.clone(), &mut events, shutdown_rx.clone());
-    let (issuer, local_ca): (Arc<dyn crate::issuer::Issuer>, _) = match (ca, &config.spire) {
-        (Some(ca), _) => {
+    let telemetry = crate::telemetry::Telemetry::start(
+        ca.clone(),
+        last_sync.clone(),
+        policy_rx.clone(),
+        &mut events,
+        shutdown_rx.clone(),
+    );
+    let (issuer, local_ca): (Arc<dyn crate::issuer::Issuer>, _) = match (ca, &config.spire, last_sync) {
+        (Some(ca), _, _) => {
             let (ca_gen_tx, ca_gen_rx) = watch::channel(0u64);
             (Arc::new(LocalIssuer::new(ca.clone(), ca_gen_rx)), Some((ca, ca_gen_tx)))
         }
-        (None, Some(spire)) => {
+        (None, Some(spire), Some(last_sync)) => {
             tracing::info!(server = %spire.server_address, "SPIRE mode: entries and SVIDs come from the SPIRE Server");
-            let issuer =
-                crate::spire::agent::start(&config, spire, (*policy_tx).clone(), events.clone(), shutdown_rx.clone())?;
+            let issuer = crate::spire::agent::start(
+                &config,
+                spire,
+                (*policy_tx).clone(),
+                events.clone(),
+                last_sync,
+                shutdown_rx.clone(),
+            )?;
             (issuer, None)
         }
-        (None, None) => unreachable!("the local CA is opened whenever [spire] is absent"),
+        (None, _, _) => unreachable!("the local CA is opened whenever [spire] is absent"),
     };
     let connection_limits = ConnectionLimits::default().fitted_to_fd_limit();
     let ctx = Arc::new(Context {

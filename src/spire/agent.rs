@@ -8,6 +8,7 @@ use super::convert::{self, EntryRefusal};
 use super::error::SpireError;
 use super::issuer::{Served, SpireIssuer, key_of};
 use super::keys::{from_unix, unix};
+use super::last_sync::LastSync;
 use super::node_attestation;
 use super::pb::types::{self, permission_denied_details::Reason};
 use super::persist::{AgentState, Snapshot, Store, StoredSvid, StoredSvids};
@@ -29,11 +30,13 @@ use tokio::sync::watch;
 use tonic::transport::Channel;
 
 /// Start SPIRE mode: load what was persisted and serve it at once, then sync in the background.
+/// `last_sync` is kept up to date with the end of every good sync (telemetry reads it).
 pub fn start(
     config: &Config,
     spire: &SpireConfig,
     policy: watch::Sender<Arc<Policy>>,
     events: Events,
+    last_sync: Arc<LastSync>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<Arc<SpireIssuer>, SpireError> {
     let bootstrap = read_bundle_pem(&spire.trust_bundle_path)?;
@@ -54,7 +57,7 @@ pub fn start(
         bundle: None,
         federated: Vec::new(),
         held: HashMap::new(),
-        last_good: None,
+        last_good: last_sync,
         failing: true,
     };
     agent.load();
@@ -95,7 +98,7 @@ struct Agent {
     /// SVIDs by entry ID.
     held: HashMap<String, Held>,
     /// When the last good sync ended (from the snapshot's mtime after a restart).
-    last_good: Option<SystemTime>,
+    last_good: Arc<LastSync>,
     failing: bool,
 }
 
@@ -115,8 +118,13 @@ impl Agent {
 
     fn load(&mut self) {
         self.agent = self.store.agent();
-        self.last_good = self.store.snapshot_time();
         if let Some(s) = self.store.snapshot() {
+            // An empty snapshot (written when the agent was banned) vouches for nothing.
+            if s != Snapshot::default()
+                && let Some(t) = self.store.snapshot_time()
+            {
+                self.last_good.set(t);
+            }
             self.entries = s.entries.into_iter().map(|e| (e.id.clone(), e)).collect();
             self.bundle = s.bundle;
             self.federated = s.federated;
@@ -171,7 +179,7 @@ impl Agent {
                         );
                         self.failing = false;
                     }
-                    self.last_good = Some(SystemTime::now());
+                    self.last_good.set(SystemTime::now());
                     delay = interval;
                     self.events.emit(Event::SpireSync {
                         ok: true,
@@ -205,7 +213,7 @@ impl Agent {
     }
 
     fn since_good(&self) -> Option<u64> {
-        self.last_good.map(|t| t.elapsed().unwrap_or_default().as_secs())
+        self.last_good.get().map(|t| t.elapsed().unwrap_or_default().as_secs())
     }
 
     fn on_error(&mut self, e: &SpireError) -> Outcome {
@@ -266,6 +274,7 @@ impl Agent {
         self.issuer.set_channel(None);
         self.issuer.clear_jwts();
         let _ = self.store.save_snapshot(&Snapshot::default());
+        self.last_good.clear();
         self.publish();
         // Said once nothing is served any more.
         tracing::error!(agent_id, "{reason}: NO IDENTITIES ARE SERVED ANY MORE; re-provision the node to recover");

@@ -7,6 +7,7 @@ pub mod convert;
 pub mod error;
 pub mod issuer;
 pub mod keys;
+pub mod last_sync;
 pub mod node_attestation;
 pub mod pb;
 pub mod persist;

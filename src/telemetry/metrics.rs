@@ -5,6 +5,7 @@
 use crate::ca::Ca;
 use crate::events::{Event, Refusal, Subscriber, SvidKind};
 use crate::registry::Policy;
+use crate::spire::last_sync::LastSync;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
@@ -51,7 +52,8 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new(ca: Option<Arc<Ca>>, policy: watch::Receiver<Arc<Policy>>) -> Self {
+    /// `spire`: SPIRE mode's last good sync (a gauge of its age); None in standalone mode.
+    pub fn new(ca: Option<Arc<Ca>>, spire: Option<Arc<LastSync>>, policy: watch::Receiver<Arc<Policy>>) -> Self {
         let mut registry = Registry::default();
         let family = |registry: &mut Registry, name: &str, help: &str, label: &'static str, values: &[&'static str]| {
             let f = Counters::default();
@@ -131,7 +133,7 @@ impl Metrics {
             "result",
             &["valid", "invalid"],
         );
-        registry.register_collector(Box::new(AtScrape { ca: ca.clone(), policy }));
+        registry.register_collector(Box::new(AtScrape { ca: ca.clone(), spire, policy }));
         let newest_keys = Mutex::new(newest_keys(ca.as_ref()));
         Self {
             registry,
@@ -237,6 +239,8 @@ impl Subscriber for Metrics {
 struct AtScrape {
     /// None in SPIRE mode (the server signs; no local CA to watch).
     ca: Option<Arc<Ca>>,
+    /// Some in SPIRE mode only.
+    spire: Option<Arc<LastSync>>,
     policy: watch::Receiver<Arc<Policy>>,
 }
 
@@ -284,6 +288,15 @@ impl Collector for AtScrape {
                 jwt,
             )?;
         }
+        if let Some(spire) = &self.spire {
+            gauge(
+                &mut encoder,
+                "tessera_spire_seconds_since_last_sync",
+                "Seconds since the last good sync with the SPIRE Server (since the daemon started if there never \
+                 was one)",
+                spire.seconds_since_or_start(now),
+            )?;
+        }
         counter(
             &mut encoder,
             "tessera_digest_cache_hits",
@@ -322,7 +335,7 @@ mod tests {
             delegation_issuers: Default::default(),
         };
         let (_tx, rx) = watch::channel(Arc::new(policy));
-        (Metrics::new(Some(ca), rx), dir)
+        (Metrics::new(Some(ca), None, rx), dir)
     }
 
     fn line<'a>(text: &'a str, prefix: &str) -> &'a str {
@@ -364,6 +377,38 @@ mod tests {
         let labels: String = text.lines().filter_map(|l| l.split_once('{').map(|(_, rest)| rest)).collect();
         assert!(!labels.contains("secret") && !labels.contains("abab") && !labels.contains("42"), "{text}");
         assert!(!text.contains("secret") && !text.contains("abab"), "{text}");
+    }
+
+    #[test]
+    fn spire_sync_age_is_read_at_scrape_time() {
+        let (m, _dir) = metrics();
+        assert!(!m.openmetrics().unwrap().contains("tessera_spire"), "standalone: no SPIRE gauge");
+        let policy = m_policy();
+        let last = Arc::new(LastSync::new(SystemTime::now()));
+        let m = Metrics::new(None, Some(last.clone()), policy);
+        last.set(SystemTime::now() - Duration::from_secs(30));
+        let age = |m: &Metrics| -> f64 {
+            let text = m.openmetrics().unwrap();
+            line(&text, "tessera_spire_seconds_since_last_sync ").rsplit(' ').next().unwrap().parse().unwrap()
+        };
+        let first = age(&m);
+        assert!((30.0..31.0).contains(&first), "{first}");
+        // No event in between: the age still grows (not frozen at the last sync event).
+        last.set(SystemTime::now() - Duration::from_secs(90));
+        assert!(age(&m) >= 90.0);
+    }
+
+    fn m_policy() -> watch::Receiver<Arc<Policy>> {
+        let policy = Policy {
+            registry: Entries::new(vec![]),
+            attestor: Arc::new(tessera_attestors::Attestor::new(Default::default())),
+            jwt_issuer: None,
+            federated: BTreeMap::new(),
+            deny: Default::default(),
+            attest_base: Default::default(),
+            delegation_issuers: Default::default(),
+        };
+        watch::channel(Arc::new(policy)).1
     }
 
     #[test]

@@ -11,6 +11,7 @@ use crate::config::Config;
 use crate::events::Events;
 use crate::http::{self, Method, Request, Response, StatusCode};
 use crate::registry::Policy;
+use crate::spire::last_sync::LastSync;
 use std::sync::Arc;
 use tokio::sync::watch;
 
@@ -37,14 +38,16 @@ pub const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; versio
 impl Telemetry {
     /// Subscribe metrics, readiness and the systemd notifier to the spine (before it is shared),
     /// and start the systemd watchdog when systemd asked for one.
+    /// `spire`: SPIRE mode's record of the last good sync (its age is a gauge and a `/ready` field).
     pub fn start(
         ca: Option<Arc<Ca>>,
+        spire: Option<Arc<LastSync>>,
         policy: watch::Receiver<Arc<Policy>>,
         events: &mut Events,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
-        let metrics = Arc::new(metrics::Metrics::new(ca.clone(), policy));
-        let health = Arc::new(health::Health::new(ca, shutdown.clone()));
+        let metrics = Arc::new(metrics::Metrics::new(ca.clone(), spire.clone(), policy));
+        let health = Arc::new(health::Health::new(ca, spire, shutdown.clone()));
         events.subscribe(metrics.clone());
         events.subscribe(health.clone());
         events.subscribe(Arc::new(systemd::Notifier));

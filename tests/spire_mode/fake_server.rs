@@ -39,11 +39,26 @@ pub struct State {
     pub refuse: HashSet<String>,
     /// BatchNewX509SVID signs these entry IDs for another SPIFFE ID (a lying or broken server).
     pub lie: HashSet<String>,
+    /// BatchNewX509SVID signs these entry IDs with a CA outside the bundle (a chain that does not verify).
+    pub foreign_ca: HashSet<String>,
+    /// SyncAuthorizedEntries answers Unimplemented (an older server): GetAuthorizedEntries must be used.
+    pub sync_unimplemented: bool,
+    /// Entries per SyncAuthorizedEntries page (0: the server's 500).
+    pub page_size: usize,
     pub attest_calls: usize,
     pub renew_calls: usize,
     pub not_active_denials: usize,
     pub activations: usize,
     pub batch_params: usize,
+    pub batch_calls: usize,
+    /// The largest BatchNewX509SVID call seen.
+    pub largest_batch: usize,
+    pub sync_calls: usize,
+    /// Entry IDs the client asked for by ID (stale or unknown to it) in SyncAuthorizedEntries.
+    pub ids_requested: usize,
+    pub get_authorized_calls: usize,
+    /// Every NewJWTSVID call: (entry ID, audiences).
+    pub jwt_calls: Vec<(String, Vec<String>)>,
 }
 
 pub struct FakeServer {
@@ -63,12 +78,40 @@ impl Drop for FakeServer {
 
 struct Ca {
     issuer: Issuer<'static, KeyPair>,
+    /// A CA that is in no bundle (for chains that must not verify).
+    stranger: Issuer<'static, KeyPair>,
     agent_ttl: Duration,
     svid_ttl: Duration,
+    /// The JWT signing key (ES256) and its kid; its public key is in the bundle.
+    jwt_key: KeyPair,
+}
+
+const JWT_KID: &str = "fake-jwt-key-1";
+const JWT_TTL: Duration = Duration::from_secs(60);
+
+fn stranger_ca() -> Issuer<'static, KeyPair> {
+    let key = KeyPair::generate().unwrap();
+    let mut p = CertificateParams::default();
+    p.distinguished_name.push(DnType::CommonName, "a CA nobody trusts");
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let cert = p.self_signed(&key).unwrap();
+    Issuer::from_ca_cert_der(cert.der(), key).unwrap()
 }
 
 impl Ca {
     fn sign(&self, csr: &[u8], id: &str, ttl: Duration, server: bool) -> Result<Vec<u8>, Status> {
+        self.sign_with(&self.issuer, csr, id, ttl, server)
+    }
+
+    fn sign_with(
+        &self,
+        issuer: &Issuer<'static, KeyPair>,
+        csr: &[u8],
+        id: &str,
+        ttl: Duration,
+        server: bool,
+    ) -> Result<Vec<u8>, Status> {
         let mut req = CertificateSigningRequestParams::from_der(&csr.to_vec().into())
             .map_err(|e| Status::invalid_argument(format!("bad CSR: {e}")))?;
         let mut p = CertificateParams::default();
@@ -88,7 +131,7 @@ impl Ca {
         serial[0] &= 0x7f;
         p.serial_number = Some(serial.to_vec().into());
         req.params = p;
-        Ok(req.signed_by(&self.issuer).map_err(|e| Status::internal(e.to_string()))?.der().to_vec())
+        Ok(req.signed_by(issuer).map_err(|e| Status::internal(e.to_string()))?.der().to_vec())
     }
 }
 
@@ -152,7 +195,12 @@ impl Svc {
         types::Bundle {
             trust_domain: TD.into(),
             x509_authorities: vec![types::X509Certificate { asn1: self.ca_der.to_vec(), tainted: false }],
-            jwt_authorities: vec![],
+            jwt_authorities: vec![types::JwtKey {
+                public_key: rcgen::PublicKeyData::subject_public_key_info(&self.ca.jwt_key),
+                key_id: JWT_KID.into(),
+                expires_at: 0,
+                tainted: false,
+            }],
             refresh_hint: 0,
             sequence_number: 1,
         }
@@ -229,14 +277,73 @@ impl entry::entry_server::Entry for Svc {
         req: Request<tonic::Streaming<entry::SyncAuthorizedEntriesRequest>>,
     ) -> Result<Response<Stream<entry::SyncAuthorizedEntriesResponse>>, Status> {
         self.agent(&req)?;
+        let (entries, page) = {
+            let mut st = self.state.lock().unwrap();
+            if st.sync_unimplemented {
+                return Err(Status::unimplemented("unknown method SyncAuthorizedEntries"));
+            }
+            st.sync_calls += 1;
+            (st.entries.clone(), if st.page_size == 0 { 500 } else { st.page_size })
+        };
         let mut stream = req.into_inner();
         let first = stream.message().await?.ok_or_else(|| Status::invalid_argument("no request"))?;
         if !first.ids.is_empty() {
             return Err(Status::invalid_argument("ids on the first request"));
         }
-        let entries = self.state.lock().unwrap().entries.clone();
-        let resp = entry::SyncAuthorizedEntriesResponse { entry_revisions: vec![], entries, more: false };
-        Ok(Response::new(Box::pin(tokio_stream::iter([Ok(resp)]))))
+        // As the server does: up to a page, the entries whole; else pages of revisions, then
+        // the entries the client asks for by ID, in pages, until it closes its side.
+        if entries.len() <= page {
+            let resp = entry::SyncAuthorizedEntriesResponse { entry_revisions: vec![], entries, more: false };
+            return Ok(Response::new(Box::pin(tokio_stream::iter([Ok(resp)]))));
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let state = self.state.clone();
+        tokio::spawn(async move {
+            let chunks: Vec<_> = entries.chunks(page).map(<[types::Entry]>::to_vec).collect();
+            for (i, chunk) in chunks.iter().enumerate() {
+                let revisions = chunk
+                    .iter()
+                    .map(|e| entry::EntryRevision {
+                        id: e.id.clone(),
+                        revision_number: e.revision_number,
+                        created_at: e.created_at,
+                    })
+                    .collect();
+                let resp = entry::SyncAuthorizedEntriesResponse {
+                    entry_revisions: revisions,
+                    entries: vec![],
+                    more: i + 1 < chunks.len(),
+                };
+                if tx.send(Ok(resp)).await.is_err() {
+                    return;
+                }
+            }
+            while let Ok(Some(req)) = stream.message().await {
+                if req.ids.len() > page {
+                    let _ = tx.send(Err(Status::invalid_argument("more IDs than a page"))).await;
+                    return;
+                }
+                state.lock().unwrap().ids_requested += req.ids.len();
+                let found: Vec<types::Entry> =
+                    req.ids.iter().filter_map(|id| entries.iter().find(|e| &e.id == id).cloned()).collect();
+                let resp =
+                    entry::SyncAuthorizedEntriesResponse { entry_revisions: vec![], entries: found, more: false };
+                if tx.send(Ok(resp)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+
+    async fn get_authorized_entries(
+        &self,
+        req: Request<entry::GetAuthorizedEntriesRequest>,
+    ) -> Result<Response<entry::GetAuthorizedEntriesResponse>, Status> {
+        self.agent(&req)?;
+        let mut st = self.state.lock().unwrap();
+        st.get_authorized_calls += 1;
+        Ok(Response::new(entry::GetAuthorizedEntriesResponse { entries: st.entries.clone() }))
     }
 }
 
@@ -251,13 +358,18 @@ impl svid::svid_server::Svid for Svc {
         if params.len() > 500 {
             return Err(Status::invalid_argument("more than 500 params"));
         }
+        {
+            let mut st = self.state.lock().unwrap();
+            st.batch_calls += 1;
+            st.largest_batch = st.largest_batch.max(params.len());
+        }
         let mut results = Vec::new();
         for p in params {
-            let (entry, refused, lie) = {
+            let (entry, refused, lie, stranger) = {
                 let mut st = self.state.lock().unwrap();
                 st.batch_params += 1;
                 let e = st.entries.iter().find(|e| e.id == p.entry_id).cloned();
-                (e, st.refuse.contains(&p.entry_id), st.lie.contains(&p.entry_id))
+                (e, st.refuse.contains(&p.entry_id), st.lie.contains(&p.entry_id), st.foreign_ca.contains(&p.entry_id))
             };
             let status = |code: i32, message: &str| Some(types::Status { code, message: message.into() });
             let result = match entry {
@@ -275,7 +387,8 @@ impl svid::svid_server::Svid for Svc {
                     if lie {
                         id = td_id("/w/someone-else");
                     }
-                    let der = self.ca.sign(&p.csr, &id, self.ca.svid_ttl, false)?;
+                    let issuer = if stranger { &self.ca.stranger } else { &self.ca.issuer };
+                    let der = self.ca.sign_with(issuer, &p.csr, &id, self.ca.svid_ttl, false)?;
                     svid::batch_new_x509svid_response::Result {
                         status: status(0, "OK"),
                         svid: Some(x509svid(der, &id, self.ca.svid_ttl)),
@@ -285,6 +398,42 @@ impl svid::svid_server::Svid for Svc {
             results.push(result);
         }
         Ok(Response::new(svid::BatchNewX509svidResponse { results }))
+    }
+
+    async fn new_jwtsvid(
+        &self,
+        req: Request<svid::NewJwtsvidRequest>,
+    ) -> Result<Response<svid::NewJwtsvidResponse>, Status> {
+        self.agent(&req)?;
+        let req = req.into_inner();
+        if req.audience.is_empty() {
+            return Err(Status::invalid_argument("at least one audience is required"));
+        }
+        let entry = {
+            let mut st = self.state.lock().unwrap();
+            st.jwt_calls.push((req.entry_id.clone(), req.audience.clone()));
+            st.entries.iter().find(|e| e.id == req.entry_id).cloned()
+        };
+        let entry = entry.ok_or_else(|| Status::not_found("entry not found or not authorized"))?;
+        let idp = entry.spiffe_id.unwrap_or_default();
+        let sub = format!("spiffe://{}{}", idp.trust_domain, idp.path);
+        let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs();
+        let exp = now + JWT_TTL.as_secs();
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        header.kid = Some(JWT_KID.into());
+        header.typ = Some("JWT".into());
+        let claims = serde_json::json!({"sub": sub, "aud": req.audience, "exp": exp, "iat": now});
+        let key = jsonwebtoken::EncodingKey::from_ec_der(&self.ca.jwt_key.serialize_der());
+        let token = jsonwebtoken::encode(&header, &claims, &key).map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(svid::NewJwtsvidResponse {
+            svid: Some(types::Jwtsvid {
+                token,
+                id: Some(idp),
+                expires_at: exp as i64,
+                issued_at: now as i64,
+                hint: String::new(),
+            }),
+        }))
     }
 }
 
@@ -322,6 +471,7 @@ impl AsyncWrite for Conn {
 pub struct TestCa {
     key_pem: String,
     params_der: Vec<u8>,
+    jwt_key_pem: String,
 }
 
 impl TestCa {
@@ -333,7 +483,8 @@ impl TestCa {
         p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         p.subject_alt_names = vec![SanType::URI(td_id("").as_str().try_into().unwrap())];
         let cert = p.self_signed(&key).unwrap();
-        Self { key_pem: key.serialize_pem(), params_der: cert.der().to_vec() }
+        let jwt_key = KeyPair::generate().unwrap();
+        Self { key_pem: key.serialize_pem(), params_der: cert.der().to_vec(), jwt_key_pem: jwt_key.serialize_pem() }
     }
 
     pub fn der(&self) -> &[u8] {
@@ -357,7 +508,13 @@ impl FakeServer {
         tessera::install_crypto_provider();
         let key = KeyPair::from_pem(&ca.key_pem).unwrap();
         let issuer = Issuer::from_ca_cert_der(&CertificateDer::from(ca.params_der.clone()), key).unwrap();
-        let ca_signer = Arc::new(Ca { issuer, agent_ttl, svid_ttl });
+        let ca_signer = Arc::new(Ca {
+            issuer,
+            stranger: stranger_ca(),
+            agent_ttl,
+            svid_ttl,
+            jwt_key: KeyPair::from_pem(&ca.jwt_key_pem).unwrap(),
+        });
         // The server's own SVID.
         let server_key = KeyPair::generate().unwrap();
         let csr = CertificateParams::default().serialize_request(&server_key).unwrap().der().to_vec();

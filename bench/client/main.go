@@ -7,6 +7,7 @@
 //	bench-client once -socket PATH      fetch the first X509SVIDResponse, print "ok N", exit (P1 child)
 //	bench-client wait -socket PATH      retry a fetch until it succeeds (entries synced)
 //	bench-client run  -plan PLAN.json   run P1..P5 against both daemons, alternating, print the table
+//	                                    (P1 and P2 also against a third: tessera under spire-server)
 //	bench-client hold -socket PATH -n N open N FetchX509SVID streams (16 per connection), print
 //	                                    "open N", hold them until stdin closes (for heap profiling)
 package main
@@ -201,19 +202,22 @@ type DaemonSpec struct {
 }
 
 type Plan struct {
-	Daemons        []DaemonSpec `json:"daemons"` // exactly two: [0] = tessera, [1] = SPIRE
-	PaddedBinary   string       `json:"padded_binary"`
-	P1Starts       int          `json:"p1_starts"`
-	P2Fetches      int          `json:"p2_fetches"`
-	P3Seconds      float64      `json:"p3_seconds"`
-	P3Rounds       int          `json:"p3_rounds"`
-	P4Streams      []int        `json:"p4_streams"`
-	StreamsPerConn int          `json:"streams_per_conn"`
-	P4OpenLimit    float64      `json:"p4_open_limit_seconds"`
-	P5Starts       int          `json:"p5_starts"`
-	SettleSeconds  float64      `json:"settle_seconds"`
-	Machine        string       `json:"machine"`
-	Out            string       `json:"out"`
+	Daemons []DaemonSpec `json:"daemons"` // exactly two: [0] = tessera, [1] = SPIRE
+	// tessera as the node agent of the same spire-server (entries for the same binaries, parented
+	// to its join-token agent ID): measured in P1 and P2 only, in a column of its own.
+	UnderServer    *DaemonSpec `json:"under_server,omitempty"`
+	PaddedBinary   string      `json:"padded_binary"`
+	P1Starts       int         `json:"p1_starts"`
+	P2Fetches      int         `json:"p2_fetches"`
+	P3Seconds      float64     `json:"p3_seconds"`
+	P3Rounds       int         `json:"p3_rounds"`
+	P4Streams      []int       `json:"p4_streams"`
+	StreamsPerConn int         `json:"streams_per_conn"`
+	P4OpenLimit    float64     `json:"p4_open_limit_seconds"`
+	P5Starts       int         `json:"p5_starts"`
+	SettleSeconds  float64     `json:"settle_seconds"`
+	Machine        string      `json:"machine"`
+	Out            string      `json:"out"`
 }
 
 type daemon struct {
@@ -331,8 +335,9 @@ func logf(format string, a ...any) {
 // ---------------------------------------------------------------- results
 
 type row struct {
-	name         string
-	a, b         float64
+	name string
+	// a: tessera (standalone), b: SPIRE, c: tessera under spire-server (NaN: not measured).
+	a, b, c      float64
 	unit         string
 	higherBetter bool
 	note         string
@@ -346,8 +351,13 @@ type results struct {
 }
 
 func (r *results) add(name string, a, b float64, unit string, higherBetter bool, note string) {
-	r.rows = append(r.rows, row{name, a, b, unit, higherBetter, note})
-	logf("RESULT %-48s tessera=%s SPIRE=%s %s", name, fmtNum(a), fmtNum(b), unit)
+	r.add3(name, a, b, math.NaN(), unit, higherBetter, note)
+}
+
+// add3: a row with a figure for tessera under spire-server too.
+func (r *results) add3(name string, a, b, c float64, unit string, higherBetter bool, note string) {
+	r.rows = append(r.rows, row{name, a, b, c, unit, higherBetter, note})
+	logf("RESULT %-48s tessera=%s SPIRE=%s tessera-under-server=%s %s", name, fmtNum(a), fmtNum(b), fmtNum(c), unit)
 }
 
 func fmtNum(x float64) string {
@@ -365,24 +375,47 @@ func fmtNum(x float64) string {
 	}
 }
 
-func (r *results) table(names [2]string) string {
+// table: one column per daemon; with a third (tessera under spire-server), the advantage compares
+// it with SPIRE on the rows where it was measured (the same server behind both), and standalone
+// tessera with SPIRE on the others.
+func (r *results) table(names [2]string, third string) string {
 	var sb strings.Builder
-	fmt.Fprintf(&sb, "| Row | Unit | %s | %s | tessera advantage (×) |\n", names[0], names[1])
-	sb.WriteString("|---|---|---:|---:|---:|\n")
+	if third == "" {
+		fmt.Fprintf(&sb, "| Row | Unit | %s | %s | tessera advantage (×) |\n", names[0], names[1])
+		sb.WriteString("|---|---|---:|---:|---:|\n")
+	} else {
+		fmt.Fprintf(&sb, "| Row | Unit | %s | %s | %s | tessera advantage (×) |\n", names[0], third, names[1])
+		sb.WriteString("|---|---|---:|---:|---:|---:|\n")
+	}
 	for _, x := range r.rows {
+		mine := x.a
+		if !math.IsNaN(x.c) {
+			mine = x.c
+		}
 		adv := math.NaN()
-		if x.a > 0 && x.b > 0 {
+		if mine > 0 && x.b > 0 {
 			if x.higherBetter {
-				adv = x.a / x.b
+				adv = mine / x.b
 			} else {
-				adv = x.b / x.a
+				adv = x.b / mine
 			}
 		}
 		name := x.name
 		if x.note != "" {
 			name += " (" + x.note + ")"
 		}
-		fmt.Fprintf(&sb, "| %s | %s | %s | %s | %s |\n", name, x.unit, fmtNum(x.a), fmtNum(x.b), fmtNum(adv))
+		advText := fmtNum(adv)
+		if third != "" && !math.IsNaN(x.c) && !math.IsNaN(adv) {
+			advText += " ᵃ"
+		}
+		if third == "" {
+			fmt.Fprintf(&sb, "| %s | %s | %s | %s | %s |\n", name, x.unit, fmtNum(x.a), fmtNum(x.b), advText)
+		} else {
+			fmt.Fprintf(&sb, "| %s | %s | %s | %s | %s | %s |\n", name, x.unit, fmtNum(x.a), fmtNum(x.c), fmtNum(x.b), advText)
+		}
+	}
+	if third != "" {
+		fmt.Fprintf(&sb, "\nᵃ %s vs %s (the same spire-server behind both); other rows: %s vs %s.\n", third, names[1], names[0], names[1])
 	}
 	return sb.String()
 }
@@ -412,6 +445,12 @@ func cmdRun(args []string) {
 	}
 	ds := [2]*daemon{{spec: plan.Daemons[0]}, {spec: plan.Daemons[1]}}
 	names := [2]string{ds[0].spec.Name, ds[1].spec.Name}
+	var third *daemon
+	thirdName := ""
+	if plan.UnderServer != nil {
+		third = &daemon{spec: *plan.UnderServer}
+		thirdName = third.spec.Name
+	}
 
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
@@ -429,8 +468,16 @@ func cmdRun(args []string) {
 	// P5 first: it (re)starts the daemons, and leaves both running for the rest.
 	p5(ds, plan, res)
 	idleRSS(ds, plan, res)
-	p1(ds, plan, res)
-	p2(ds, plan, res)
+	if third != nil {
+		// Up for P1 and P2 only; restart() waits until it serves (first sync and SVID prefetch).
+		logf("starting %s for P1 and P2", third.spec.Name)
+		restart(third)
+	}
+	p1(ds, third, plan, res)
+	p2(ds, third, plan, res)
+	if third != nil {
+		third.stop()
+	}
 	p3(ds, plan, res)
 	p4(ds, plan, res)
 
@@ -444,7 +491,7 @@ func cmdRun(args []string) {
 				float64(len(b))/(1<<20), ms(time.Since(t0))/5))
 		}
 	}
-	out := "## Result\n\n" + res.table(names) + "\n"
+	out := "## Result\n\n" + res.table(names, thirdName) + "\n"
 	for _, n := range res.notes {
 		out += "- " + n + "\n"
 	}
@@ -467,6 +514,15 @@ func order(i int) [2]int {
 		return [2]int{0, 1}
 	}
 	return [2]int{1, 0}
+}
+
+// order3 rotates n (2 or 3) daemons so each goes first, second and last in turn.
+func order3(i, n int) []int {
+	out := make([]int, n)
+	for j := range out {
+		out[j] = (i + j) % n
+	}
+	return out
 }
 
 // P5: process start → socket accepting and serving a fetch (an X.509-SVID in hand).
@@ -564,7 +620,7 @@ func startOnce(bin, socket string, extra ...string) (time.Duration, int, error) 
 	return el, n, nil
 }
 
-func p1(ds [2]*daemon, plan Plan, res *results) {
+func p1(ds [2]*daemon, third *daemon, plan Plan, res *results) {
 	st, err := os.Stat(plan.PaddedBinary)
 	if err != nil {
 		fatal("padded binary: %v", err)
@@ -595,14 +651,19 @@ func p1(ds [2]*daemon, plan Plan, res *results) {
 			}
 		}
 	}
-	var t [2][]float64
-	var retries [2]int
+	// [2]: tessera under spire-server (when there is one), interleaved with the other two.
+	all := []*daemon{ds[0], ds[1]}
+	if third != nil {
+		all = append(all, third)
+	}
+	var t [3][]float64
+	var retries [3]int
 	deadline := time.Now().Add(5 * time.Minute)
 	for i := 0; i < plan.P1Starts && time.Now().Before(deadline); i++ {
-		for _, k := range order(i) {
-			el, n, err := startOnce(plan.PaddedBinary, ds[k].spec.Socket)
+		for _, k := range order3(i, len(all)) {
+			el, n, err := startOnce(plan.PaddedBinary, all[k].spec.Socket)
 			if err != nil {
-				fatal("P1 %s: %v", ds[k].spec.Name, err)
+				fatal("P1 %s: %v", all[k].spec.Name, err)
 			}
 			retries[k] += n - 1
 			t[k] = append(t[k], ms(el))
@@ -619,8 +680,9 @@ func p1(ds [2]*daemon, plan Plan, res *results) {
 	res.notes = append(res.notes, fmt.Sprintf("P1 floor: fork/exec of the same 100 MiB binary printing its line without any Workload API call: median %.2f ms, p99 %.2f ms (n=%d); it is part of both P1 columns.",
 		pct(floor, 50), pct(floor, 99), len(floor)))
 	n := fmt.Sprintf("n=%d", len(t[0]))
-	res.add("P1 first X.509-SVID, 100 MiB binary, median", pct(t[0], 50), pct(t[1], 50), "ms", false, n)
-	res.add("P1 first X.509-SVID, 100 MiB binary, p99", pct(t[0], 99), pct(t[1], 99), "ms", false, n)
+	// pct of nothing is NaN: no third column without a third daemon.
+	res.add3("P1 first X.509-SVID, 100 MiB binary, median", pct(t[0], 50), pct(t[1], 50), pct(t[2], 50), "ms", false, n)
+	res.add3("P1 first X.509-SVID, 100 MiB binary, p99", pct(t[0], 99), pct(t[1], 99), pct(t[2], 99), "ms", false, n)
 	res.add("P1 very first start after daemon start", first[0], first[1], "ms", false, "n=1, cold digest cache, binary in page cache")
 	res.add("P1 very first start after daemon start, binary not in page cache", firstCold[0], firstCold[1], "ms", false, "n=1, cold digest cache, both read it from disk")
 	for k := 0; k < 2; k++ {
@@ -629,6 +691,9 @@ func p1(ds [2]*daemon, plan Plan, res *results) {
 	if retries[0]+retries[1] > 0 {
 		res.notes = append(res.notes, fmt.Sprintf("P1 retried fetches (included in the times): %s %d, %s %d",
 			ds[0].spec.Name, retries[0], ds[1].spec.Name, retries[1]))
+	}
+	if third != nil && retries[2] > 0 {
+		res.notes = append(res.notes, fmt.Sprintf("P1 retried fetches (included in the times): %s %d", third.spec.Name, retries[2]))
 	}
 }
 
@@ -654,26 +719,31 @@ func fetchOn(c workload.SpiffeWorkloadAPIClient, timeout time.Duration) error {
 // P2: warm fetches. P2 reuses one connection per daemon (as every SDK's X509Source does: one
 // channel for the process's life), so it measures the daemon's per-call cost; P2c opens a new
 // connection for every call (connect + HTTP/2 handshake + fetch), the figure P2 used to report.
-func p2(ds [2]*daemon, plan Plan, res *results) {
+func p2(ds [2]*daemon, third *daemon, plan Plan, res *results) {
 	logf("P2: %d warm fetches each on one reused connection, then %d each on a new connection per call", plan.P2Fetches, plan.P2Fetches)
-	var clients [2]workload.SpiffeWorkloadAPIClient
-	for k := range ds {
-		conn, c, err := dial(ds[k].spec.Socket)
+	// [2]: tessera under spire-server (when there is one), interleaved with the other two.
+	all := []*daemon{ds[0], ds[1]}
+	if third != nil {
+		all = append(all, third)
+	}
+	clients := make([]workload.SpiffeWorkloadAPIClient, len(all))
+	for k := range all {
+		conn, c, err := dial(all[k].spec.Socket)
 		if err != nil {
-			fatal("P2 dial %s: %v", ds[k].spec.Name, err)
+			fatal("P2 dial %s: %v", all[k].spec.Name, err)
 		}
 		defer conn.Close()
 		// Untimed: establishes the connection (and the daemon's per-connection state).
 		if err := fetchOn(c, 10*time.Second); err != nil {
-			fatal("P2 first fetch on %s: %v", ds[k].spec.Name, err)
+			fatal("P2 first fetch on %s: %v", all[k].spec.Name, err)
 		}
 		clients[k] = c
 	}
-	var t, tc [2][]float64
-	var errs, errsc [2]int
+	var t, tc [3][]float64
+	var errs, errsc [3]int
 	deadline := time.Now().Add(4 * time.Minute)
 	for i := 0; i < plan.P2Fetches && time.Now().Before(deadline); i++ {
-		for _, k := range order(i) {
+		for _, k := range order3(i, len(all)) {
 			t0 := time.Now()
 			if err := fetchOn(clients[k], 5*time.Second); err != nil {
 				errs[k]++
@@ -684,9 +754,9 @@ func p2(ds [2]*daemon, plan Plan, res *results) {
 	}
 	deadline = time.Now().Add(4 * time.Minute)
 	for i := 0; i < plan.P2Fetches && time.Now().Before(deadline); i++ {
-		for _, k := range order(i) {
+		for _, k := range order3(i, len(all)) {
 			t0 := time.Now()
-			if err := fetchOnce(ds[k].spec.Socket, 5*time.Second); err != nil {
+			if err := fetchOnce(all[k].spec.Socket, 5*time.Second); err != nil {
 				errsc[k]++
 				continue
 			}
@@ -694,14 +764,24 @@ func p2(ds [2]*daemon, plan Plan, res *results) {
 		}
 	}
 	n := fmt.Sprintf("n=%d/%d", len(t[0]), len(t[1]))
-	res.add("P2 warm fetch, connection reused, p50", pct(t[0], 50), pct(t[1], 50), "ms", false, n)
-	res.add("P2 warm fetch, connection reused, p99", pct(t[0], 99), pct(t[1], 99), "ms", false, n)
+	if third != nil {
+		n = fmt.Sprintf("n=%d/%d/%d", len(t[0]), len(t[2]), len(t[1]))
+	}
+	res.add3("P2 warm fetch, connection reused, p50", pct(t[0], 50), pct(t[1], 50), pct(t[2], 50), "ms", false, n)
+	res.add3("P2 warm fetch, connection reused, p99", pct(t[0], 99), pct(t[1], 99), pct(t[2], 99), "ms", false, n)
 	nc := fmt.Sprintf("n=%d/%d", len(tc[0]), len(tc[1]))
-	res.add("P2c warm fetch, new connection per call, p50", pct(tc[0], 50), pct(tc[1], 50), "ms", false, nc)
-	res.add("P2c warm fetch, new connection per call, p99", pct(tc[0], 99), pct(tc[1], 99), "ms", false, nc)
-	if errs[0]+errs[1]+errsc[0]+errsc[1] > 0 {
-		res.notes = append(res.notes, fmt.Sprintf("P2 failed fetches (excluded): reused connection %s %d, %s %d; new connection %s %d, %s %d",
-			ds[0].spec.Name, errs[0], ds[1].spec.Name, errs[1], ds[0].spec.Name, errsc[0], ds[1].spec.Name, errsc[1]))
+	if third != nil {
+		nc = fmt.Sprintf("n=%d/%d/%d", len(tc[0]), len(tc[2]), len(tc[1]))
+	}
+	res.add3("P2c warm fetch, new connection per call, p50", pct(tc[0], 50), pct(tc[1], 50), pct(tc[2], 50), "ms", false, nc)
+	res.add3("P2c warm fetch, new connection per call, p99", pct(tc[0], 99), pct(tc[1], 99), pct(tc[2], 99), "ms", false, nc)
+	if errs[0]+errs[1]+errs[2]+errsc[0]+errsc[1]+errsc[2] > 0 {
+		note := fmt.Sprintf("P2 failed fetches (excluded): reused connection %s %d, %s %d; new connection %s %d, %s %d",
+			ds[0].spec.Name, errs[0], ds[1].spec.Name, errs[1], ds[0].spec.Name, errsc[0], ds[1].spec.Name, errsc[1])
+		if third != nil {
+			note += fmt.Sprintf("; %s: reused %d, new %d", third.spec.Name, errs[2], errsc[2])
+		}
+		res.notes = append(res.notes, note)
 	}
 }
 

@@ -183,6 +183,22 @@ kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null
 kill "$TESSERA_PID"; wait "$TESSERA_PID" 2>/dev/null
 start_tessera
 check "tessera restarted while spire-server is down still serves the persisted SVID" poll 20 right
+admin_get() { # PATH: the body of a GET on the admin socket
+  "$PY" - "$TMP/node/data.admin.sock" "$1" <<'PY'
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+s.sendall(b"GET " + sys.argv[2].encode() + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+data = b""
+while chunk := s.recv(65536):
+    data += chunk
+print(data.split(b"\r\n\r\n", 1)[1].decode())
+PY
+}
+AGE=$(admin_get /ready | "$PY" -c 'import json, sys; print(json.load(sys.stdin)["spire"]["seconds_since_last_sync"])' 2>&1)
+GAUGE=$(admin_get /metrics | awk '/^tessera_spire_seconds_since_last_sync /{print $2}')
+check "the sync age while the server is down: /ready ${AGE} s, gauge ${GAUGE:-none} s" \
+  bash -c "[ '$AGE' -ge 0 ] && awk 'BEGIN { exit !(\"$GAUGE\" + 0 >= $AGE) }'"
 perms=$(stat -c %a "$TMP/node/data/spire/svids.pb" "$TMP/node/data/spire/agent.pb" | sort -u | tr '\n' ' ')
 check "persisted agent and workload keys are mode 0600 ($perms)" test "$perms" = "600 "
 MARK=$(wc -l <"$TMP/node/log")

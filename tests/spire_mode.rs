@@ -494,6 +494,9 @@ async fn first_start_with_the_server_unreachable_retries_then_serves() {
     .unwrap_or_else(|()| panic!("{}", d.log()));
     let log = d.log();
     assert!(log.contains("Connection refused") || log.contains("connection refused"), "{log}");
+    // Named as what it is: not a refusal by the server, no server at that address.
+    assert!(log.contains(&format!("cannot reach the SPIRE Server at 127.0.0.1:{port}")), "{log}");
+    assert!(log.contains("nothing is served until a sync succeeds"), "{log}");
     // Backoff: the retry delay grows (1 s, then 2 s with a 1 s interval).
     assert!(log.contains("retry_in=1s") && log.contains("retry_in=2s"), "{log}");
     // The server appears on that address: the node attests and serves without a restart.

@@ -195,12 +195,30 @@ impl Agent {
                     self.failing = true;
                     let since = self.since_good();
                     delay = if delay.is_zero() { interval } else { (delay * 2).min(ceiling) };
-                    tracing::warn!(
-                        error = %e,
-                        seconds_since_good_sync = ?since,
-                        retry_in = ?delay,
-                        "SPIRE sync failed; the last good state stays in force"
-                    );
+                    let served = if self.held.is_empty() {
+                        "nothing is served until a sync succeeds"
+                    } else {
+                        "the last good state stays in force"
+                    };
+                    if e.unreachable() {
+                        // Not a refusal: nothing answered (server down, wrong server_address, firewall).
+                        tracing::warn!(
+                            server = %self.cfg.server_address,
+                            error = %e,
+                            seconds_since_good_sync = ?since,
+                            retry_in = ?delay,
+                            "SPIRE sync failed: cannot reach the SPIRE Server at {} (is it running, and is \
+                             [spire] server_address right?); {served}",
+                            self.cfg.server_address
+                        );
+                    } else {
+                        tracing::warn!(
+                            error = %e,
+                            seconds_since_good_sync = ?since,
+                            retry_in = ?delay,
+                            "SPIRE sync failed; {served}"
+                        );
+                    }
                     self.events.emit(Event::SpireSync {
                         ok: false,
                         entries: self.held.len(),

@@ -23,6 +23,17 @@ impl SpireError {
         move |status| Self::Rpc { what, status }
     }
 
+    /// The server could not be reached at all (no connection: refused, no route, DNS, TLS
+    /// handshake never completed). A status the server itself sent has no transport cause.
+    pub fn unreachable(&self) -> bool {
+        match self {
+            Self::Rpc { status, .. } => {
+                status.code() == tonic::Code::Unavailable && std::error::Error::source(status).is_some()
+            }
+            _ => false,
+        }
+    }
+
     /// The PermissionDenied reason, when the server refused this agent.
     pub fn denied(&self) -> Option<Reason> {
         match self {

@@ -1,6 +1,7 @@
 //! SPIRE mode against an in-process SPIRE Server that enforces the server's rules (single-use
 //! join tokens, serial activation after renewal, bans, per-item batch errors, PermissionDenied
 //! details). The real tessera binary serves; the `spiffe` crate is the workload.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code: a failure there is the test's failure")]
 
 mod common;
 #[path = "spire_mode/fake_server.rs"]

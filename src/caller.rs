@@ -90,6 +90,17 @@ impl Pipeline {
 
     /// Attest the peer with the attestor settings of `policy`. Failure → refused (emitted).
     pub async fn attest(&self, peer: &PeerInfo, rpc: &str, policy: &Policy) -> Result<Attestation, CallerError> {
+        self.attest_pinned(peer, rpc, policy).await.map(|(attestation, _)| attestation)
+    }
+
+    /// [`Self::attest`], also returning the pinned process (for cheap re-checks between full
+    /// attestations: alive, same credentials, same executable).
+    pub async fn attest_pinned(
+        &self,
+        peer: &PeerInfo,
+        rpc: &str,
+        policy: &Policy,
+    ) -> Result<(Attestation, ProcessHandle), CallerError> {
         // Bounded concurrency: one user opening hundreds of connections to slow binaries must not
         // take every blocking thread, and so every other workload's attestation, with it.
         let _slot = self.attest_slots.acquire(peer.uid).await.map_err(|_| CallerError::ShuttingDown)?;
@@ -98,7 +109,7 @@ impl Pipeline {
         let started = std::time::Instant::now();
         let result = tokio::task::spawn_blocking(move || {
             let handle = ProcessHandle::from_peer(creds)?;
-            attestor.attest(&handle)
+            attestor.attest(&handle).map(|attestation| (attestation, handle))
         })
         .await
         .map_err(|e| CallerError::AttestTask(e.to_string()))?;
@@ -172,8 +183,13 @@ impl Pipeline {
     /// Attest a caller at the start of an RPC (emitted with its evidence) and find its entries,
     /// all against one policy snapshot.
     pub async fn caller(&self, peer: &PeerInfo, rpc: &str) -> Result<Caller, CallerError> {
+        self.caller_pinned(peer, rpc).await.map(|(caller, _)| caller)
+    }
+
+    /// [`Self::caller`], also returning the pinned process (see [`Self::attest_pinned`]).
+    pub async fn caller_pinned(&self, peer: &PeerInfo, rpc: &str) -> Result<(Caller, ProcessHandle), CallerError> {
         let policy = self.policy();
-        let attestation = self.attest(peer, rpc, &policy).await?;
+        let (attestation, handle) = self.attest_pinned(peer, rpc, &policy).await?;
         self.events.emit(Event::Attested {
             rpc: rpc.to_owned(),
             pid: attestation.pid,
@@ -187,7 +203,7 @@ impl Pipeline {
                 .filter_map(|r| r.error.as_ref().map(|e| (r.attestor.to_string(), e.to_string())))
                 .collect(),
         });
-        self.entitle(attestation, peer, rpc, policy)
+        self.entitle(attestation, peer, rpc, policy).map(|caller| (caller, handle))
     }
 }
 

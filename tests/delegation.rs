@@ -52,6 +52,49 @@ print(r.read().decode())
     p
 }
 
+/// A python3 agent that keeps one connection: two exchanges on it, then it forks; the parent
+/// (the process that connected) execs the same interpreter on `idle.py` (a script with no entry;
+/// it waits for the child), and the child, once the parent's command line shows the exec, sends a
+/// third exchange on the inherited connection. Prints the three (status, body) as JSON.
+fn keeper_script(dir: &Path) -> PathBuf {
+    std::fs::write(dir.join("idle.py"), "import os\nos.wait()\n").unwrap();
+    let p = dir.join("keeper.py");
+    std::fs::write(
+        &p,
+        r#"import http.client, json, os, socket, sys, time
+class Unix(http.client.HTTPConnection):
+    def __init__(self, path):
+        super().__init__("localhost", timeout=20)
+        self.unix_path = path
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.connect(self.unix_path)
+c = Unix(sys.argv[1])
+form = sys.stdin.buffer.read()
+def ask():
+    c.request("POST", "/token", body=form, headers={"Content-Type": "application/x-www-form-urlencoded"})
+    r = c.getresponse()
+    return [r.status, json.loads(r.read().decode())]
+out = [ask(), ask()]
+idle = os.path.join(os.path.dirname(os.path.abspath(sys.argv[0])), "idle.py")
+if os.fork() == 0:
+    parent = os.getppid()
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        with open("/proc/%d/cmdline" % parent, "rb") as f:
+            if b"idle.py" in f.read():
+                break
+        time.sleep(0.002)
+    out.append(ask())
+    print(json.dumps(out), flush=True)
+    os._exit(0)
+os.execv(sys.executable, [sys.executable, idle])
+"#,
+    )
+    .unwrap();
+    p
+}
+
 /// The test identity provider: an ES256 key, its JWKS on disk.
 struct Idp {
     key: rcgen::KeyPair,
@@ -106,6 +149,7 @@ struct Setup {
     booker: PathBuf,
     plain: PathBuf,
     stranger: PathBuf,
+    keeper: PathBuf,
     token_sock: PathBuf,
     admin_sock: PathBuf,
 }
@@ -121,6 +165,7 @@ fn setup() -> Option<Setup> {
     let booker = agent_script(&scripts, "booker");
     let plain = agent_script(&scripts, "plain");
     let stranger = agent_script(&scripts, "stranger");
+    let keeper = keeper_script(&scripts);
     let digest = |p: &Path| sha256_hex(&std::fs::read(p).unwrap());
     let curl_digest = digest(&std::fs::canonicalize(CURL).unwrap());
     let u = uid();
@@ -162,6 +207,14 @@ scopes = ["flight:search"]
 audiences = ["{FLIGHTS}"]
 
 [[entries]]
+spiffe_id = "spiffe://{TD}/agents/keeper"
+selectors = ["unix:uid:{u}", "script:sha256:{k}"]
+[entries.delegation]
+from = ["{IDP}"]
+scopes = ["flight:search"]
+audiences = ["{FLIGHTS}"]
+
+[[entries]]
 spiffe_id = "spiffe://{TD}/agents/plain"
 selectors = ["unix:uid:{u}", "script:sha256:{p}"]
 
@@ -175,6 +228,7 @@ selectors = ["unix:uid:{u}", "unix:path:{me}"]
         c = digest(&concierge),
         b = digest(&booker),
         p = digest(&plain),
+        k = digest(&keeper),
     );
     let d = Daemon::start(&toml);
     let token_sock = d.dir.path().join("token.sock");
@@ -182,7 +236,7 @@ selectors = ["unix:uid:{u}", "unix:path:{me}"]
     eventually("token socket", Duration::from_secs(10), || {
         std::os::unix::net::UnixStream::connect(&token_sock).is_ok()
     });
-    Some(Setup { d, idp, concierge, booker, plain, stranger, token_sock, admin_sock })
+    Some(Setup { d, idp, concierge, booker, plain, stranger, keeper, token_sock, admin_sock })
 }
 
 fn form(pairs: &[(&str, &str)]) -> String {
@@ -583,4 +637,46 @@ fn the_idp_jwks_file_is_reloaded_when_it_changes() {
     });
     let (status, old) = curl_exchange(&s, &exchange_form(&s.idp.alice("flight:search"), FLIGHTS, "flight:search"));
     assert_eq!((status, old["error"].as_str()), (400, Some("invalid_grant")), "the retired key: {old}");
+}
+
+/// An agent's connection reuses its attestation (one full attestation for two exchanges), but not
+/// across an exec: the connecting process re-exec'ing the same interpreter on another script
+/// (same executable file, same credentials) leaves the connection with no identity.
+#[test]
+fn a_connection_reuses_its_attestation_but_not_across_an_exec() {
+    let Some(s) = setup() else { return };
+    let alice = s.idp.alice("flight:search");
+    let mut child = Command::new(PYTHON)
+        .env_remove("LD_LIBRARY_PATH")
+        .arg(&s.keeper)
+        .arg(&s.token_sock)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    child.stdin.take().unwrap().write_all(exchange_form(&alice, FLIGHTS, "flight:search").as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let answers: Vec<(u16, Value)> = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {:?} {:?}", out.stdout, String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(answers[0].0, 200, "{}", answers[0].1);
+    assert_eq!(answers[1].0, 200, "{}", answers[1].1);
+    let claims = verify(&s, answers[1].1["access_token"].as_str().unwrap(), FLIGHTS);
+    assert_eq!(claims["client_id"], format!("spiffe://{TD}/agents/keeper"));
+    assert_eq!(answers[2].0, 400, "after the exec: {}", answers[2].1);
+    assert_eq!(answers[2].1["error"], "unauthorized_client");
+    assert!(answers[2].1.get("access_token").is_none());
+
+    let granted = wait_audit(&s, "delegation_granted", 2);
+    assert_eq!(granted.iter().filter(|r| r["agent"]["pid"] == pid).count(), 2, "{granted:?}");
+    let refused = wait_audit(&s, "delegation_refused", 1);
+    assert_eq!(refused.iter().filter(|r| r["agent"]["pid"] == pid).count(), 1, "{refused:?}");
+    let after_exec = refused.iter().find(|r| r["agent"]["pid"] == pid).unwrap();
+    assert!(after_exec["reason"].as_str().unwrap().contains("exec'd since"), "{after_exec}");
+    // One full attestation for the two grants (the second reused it); the request after the
+    // exec was attested in full again and failed.
+    let attested: Vec<Value> =
+        audit_lines(&s, "attested").into_iter().filter(|a| a["pid"] == pid && a["rpc"] == "TokenExchange").collect();
+    assert_eq!(attested.len(), 1, "{attested:?}");
 }

@@ -215,6 +215,12 @@ impl ProcessHandle {
         String::from_utf8(raw).map_err(|_| "cgroup file is not UTF-8".to_owned())
     }
 
+    /// The raw `/proc/PID/cmdline` (which script an interpreter runs): with [`Self::verify_alive`]
+    /// after it, a cheap "still the same program" check between full attestations.
+    pub fn cmdline_raw(&self) -> Result<Vec<u8>, AttestError> {
+        self.read_raw("cmdline").map_err(|_| AttestError::ProcessGone { pid: self.pid })
+    }
+
     fn read_raw(&self, name: &str) -> Result<Vec<u8>, String> {
         let mut f = self.proc_dir.open_relative(name).map_err(|e| e.to_string())?;
         let mut buf = Vec::new();

@@ -2,6 +2,7 @@
 //! memory regression, not a benchmark (bench/p4 measures the release figure): the real daemon,
 //! real streams held 16 per HTTP/2 connection as in the benchmark, and the growth of the
 //! daemon's VmRSS per stream between a warm-up set and a much larger set.
+#![allow(clippy::unwrap_used, reason = "test helpers: a failed unwrap fails the test, as it should")]
 
 mod common;
 

@@ -314,12 +314,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Api { command, socket, timeout } => {
             let timeout = tessera::duration::parse(&timeout).map_err(anyhow::Error::msg).context("--timeout")?;
             let sock = cli::api::resolve_socket(socket, devmode::socket_path())?;
-            // Blocking threads (attestation reads and hashing) exit 2 s after their last job
-            // instead of tokio's 10 s: an idle daemon keeps only its workers' stacks.
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .thread_keep_alive(Duration::from_secs(2))
-                .build()?;
+            let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(async move {
                 let mut client =
                     tokio::time::timeout(timeout.max(Duration::from_millis(100)), cli::api::connect(&sock, timeout))

@@ -105,7 +105,10 @@ fn upstream_of(config: &Config) -> Option<crate::ca::Upstream> {
     })
 }
 
-pub async fn run(config: Config) -> Result<(), DaemonError> {
+pub async fn run(mut config: Config) -> Result<(), DaemonError> {
+    // `tessera check` reports them; the daemon would only carry them (one per entry without an
+    // owner: ~150 KB for 1,000 entries) for its whole life.
+    config.warnings = Vec::new();
     crate::install_crypto_provider();
     // Signal handlers before the socket exists: a SIGTERM as soon as clients can connect must
     // shut down cleanly (remove the socket, flush the audit), not kill with the default action.
@@ -405,7 +408,7 @@ fn spawn_reloader(
             let entries = next.registry.entries().len();
             tracing::info!(why, entries, "configuration reloaded");
             events.emit(Event::Reloaded { why: why.to_owned(), entries });
-            current = next;
+            current = Config { warnings: Vec::new(), ..next };
         }
     });
     Ok(())

@@ -278,7 +278,12 @@ fn run(cli: Cli) -> Result<()> {
                     cfg
                 }
             };
-            let rt = tokio::runtime::Runtime::new()?;
+            // Blocking threads (attestation reads and hashing) exit 2 s after their last job
+            // instead of tokio's 10 s: an idle daemon keeps only its workers' stacks.
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .thread_keep_alive(Duration::from_secs(2))
+                .build()?;
             rt.block_on(tessera::daemon::run(cfg))?;
             Ok(())
         }

@@ -234,6 +234,110 @@ async fn an_exec_ends_the_stream_within_a_second() {
     let _ = child.wait();
 }
 
+/// Child mode for the periodic re-attestation test: open a stream, then change an allowlisted
+/// variable of its own environment in place (what `/proc/PID/environ` shows; no exec, no file
+/// written, nothing a file watch or the exec check sees) and report how the stream ends.
+#[test]
+fn env_child() {
+    let Ok(socket) = std::env::var("TESSERA_TEST_ENV_SOCKET") else { return };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async move {
+        let mut client = raw_client(std::path::Path::new(&socket)).await;
+        let mut req = tonic::Request::new(tessera::pb::X509svidRequest {});
+        req.metadata_mut().insert("workload.spiffe.io", "true".parse().unwrap());
+        let mut stream = client.fetch_x509svid(req).await.unwrap().into_inner();
+        stream.message().await.unwrap().unwrap();
+        overwrite_own_env_value("TESSERA_TEST_ROLE", "agent", "rogue");
+        println!("changed");
+        loop {
+            match stream.message().await {
+                Ok(Some(_)) => println!("message"),
+                Ok(None) => {
+                    println!("ended ok");
+                    return;
+                }
+                Err(status) => {
+                    println!("ended {:?}", status.code());
+                    return;
+                }
+            }
+        }
+    });
+}
+
+/// Rewrite `NAME=old` as `NAME=new` (same length) in this process's initial environment block,
+/// through /proc/self/mem: `/proc/self/environ` then shows the new value.
+fn overwrite_own_env_value(name: &str, old: &str, new: &str) {
+    use std::io::{Seek, SeekFrom, Write};
+    assert_eq!(old.len(), new.len());
+    let environ = std::fs::read("/proc/self/environ").unwrap();
+    let needle = format!("{name}={old}\0");
+    let at = (0..environ.len())
+        .find(|&i| environ[i..].starts_with(needle.as_bytes()) && (i == 0 || environ[i - 1] == 0))
+        .expect("variable in the environment block");
+    // env_start is field 50 of /proc/PID/stat; fields after the command name start at field 3.
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split_whitespace().collect();
+    let env_start: u64 = fields[50 - 3].parse().unwrap();
+    let mut mem = std::fs::OpenOptions::new().write(true).open("/proc/self/mem").unwrap();
+    mem.seek(SeekFrom::Start(env_start + (at + name.len() + 1) as u64)).unwrap();
+    mem.write_all(new.as_bytes()).unwrap();
+    let now = std::fs::read("/proc/self/environ").unwrap();
+    let changed = format!("{name}={new}\0");
+    assert!(now.windows(changed.len()).any(|w| w == changed.as_bytes()), "environ not rewritten");
+}
+
+/// The re-attestation interval alone (no file change, no exec, no reload, no renewal due) re-checks
+/// an open stream: a selector that changed is seen within the interval and the identity withdrawn.
+/// (Before db029f4, every 500 ms exec check restarted the interval's sleep, so it never fired:
+/// this test then waits in vain.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reattestation_interval_alone_catches_a_changed_selector() {
+    let me = std::env::current_exe().unwrap();
+    let d = Daemon::start(&format!(
+        "reattest_interval = \"1s\"\n[attestors]\nenv_allowlist = [\"TESSERA_TEST_ROLE\"]\n{}",
+        entry("role-agent", &[uid_sel(), "env:TESSERA_TEST_ROLE:agent".into()], "x509_svid_ttl = \"1h\"")
+    ));
+    let mut child = Command::new(&me)
+        .args(["--exact", "env_child", "--nocapture", "--test-threads=1"])
+        .env("TESSERA_TEST_ENV_SOCKET", &d.socket)
+        .env("TESSERA_TEST_ROLE", "agent")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = BufReader::new(child.stdout.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in out.lines().map_while(Result::ok) {
+            if tx.send((line, Instant::now())).is_err() {
+                return;
+            }
+        }
+    });
+    let next_line = |what: &str| loop {
+        let (line, at) = rx.recv_timeout(Duration::from_secs(15)).unwrap_or_else(|_| panic!("no {what} within 15 s"));
+        // The test harness prints its own lines, and the child's first one follows its
+        // "test env_child ... " on the same line.
+        if let Some(i) = line.find("changed").or_else(|| line.find("ended")).or_else(|| line.find("message")) {
+            break (line[i..].to_owned(), at);
+        }
+    };
+    let (line, changed_at) = next_line("change");
+    assert_eq!(line, "changed");
+    let (line, ended_at) = next_line("end of the stream (the interval never re-attested?)");
+    assert_eq!(line, "ended PermissionDenied");
+    let delay = ended_at - changed_at;
+    eprintln!("environment change → stream withdrawn in {delay:?} (reattest_interval 1 s)");
+    assert!(delay < Duration::from_secs(6), "withdrawn after {delay:?}");
+    eventually("drift audited", Duration::from_secs(5), || audit_has(&d, "env:TESSERA_TEST_ROLE:rogue"));
+    let audit = std::fs::read_to_string(d.audit_log()).unwrap();
+    let drift = audit.lines().find(|l| l.contains("\"event\":\"drift\"")).unwrap();
+    assert!(drift.contains("env:TESSERA_TEST_ROLE:agent") && drift.contains("env:TESSERA_TEST_ROLE:rogue"), "{drift}");
+    assert!(audit.contains("\"event\":\"withdrawn\""), "{audit}");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_binary_replaced_on_disk_keeps_the_running_process_identity() {
     let dir = tempfile::tempdir().unwrap();

@@ -10,6 +10,8 @@
 //	                                    (P1 and P2 also against a third: tessera under spire-server)
 //	bench-client hold -socket PATH -n N open N FetchX509SVID streams (16 per connection), print
 //	                                    "open N", hold them until stdin closes (for heap profiling)
+//	bench-client p4   -socket PATH -pid PID [-streams 1000,10000]
+//	                                    P4 only, against one running daemon (bench/p4)
 package main
 
 import (
@@ -54,6 +56,8 @@ func main() {
 		cmdRun(os.Args[2:])
 	case "hold":
 		cmdHold(os.Args[2:])
+	case "p4":
+		cmdP4(os.Args[2:])
 	default:
 		usage()
 	}
@@ -188,6 +192,121 @@ func cmdHold(args []string) {
 	}
 	fmt.Printf("open %d\n", open)
 	io.Copy(io.Discard, os.Stdin)
+}
+
+// openStreams opens FetchX509SVID streams on socket, perConn per new HTTP/2 connection, until
+// `target` are open (each counted once its first X509SVIDResponse arrived) or `limit` passes.
+// It returns the new open count; the connections and cancel functions are appended for closing.
+func openStreams(name, socket string, open, target, perConn int, limit time.Time, conns *[]*grpc.ClientConn, cancels *[]context.CancelFunc) int {
+	for open < target && time.Now().Before(limit) {
+		batch := min(perConn, target-open)
+		conn, c, err := dial(socket)
+		if err != nil {
+			fatal("dial: %v", err)
+		}
+		*conns = append(*conns, conn)
+		var wg sync.WaitGroup
+		var got atomic.Int64
+		sem := make(chan struct{}, 2*runtime.NumCPU())
+		for j := 0; j < batch; j++ {
+			ctx, cancel := context.WithCancel(withHeader(context.Background()))
+			*cancels = append(*cancels, cancel)
+			wg.Add(1)
+			sem <- struct{}{}
+			go func() {
+				defer wg.Done()
+				defer func() { <-sem }()
+				octx, ocancel := context.WithTimeout(context.Background(), 30*time.Second)
+				defer ocancel()
+				// Opening may wait for the server's stream quota (SETTINGS_MAX_CONCURRENT_STREAMS)
+				// as well as for the first response: both are bounded, and a stream that did not
+				// open in time is cancelled.
+				rc := make(chan error, 1)
+				go func() {
+					s, err := c.FetchX509SVID(ctx, &workload.X509SVIDRequest{})
+					if err == nil {
+						_, err = s.Recv()
+					}
+					rc <- err
+				}()
+				select {
+				case err := <-rc:
+					if err == nil {
+						got.Add(1)
+					}
+				case <-octx.Done():
+					cancel()
+				}
+			}()
+		}
+		wg.Wait()
+		open += int(got.Load())
+		if int(got.Load()) < batch {
+			logf("P4 %s: only %d of %d streams opened on a connection", name, got.Load(), batch)
+		}
+	}
+	return open
+}
+
+// cmdP4 runs only P4 against one running daemon (bench/p4): idle RSS, RSS with each stream
+// count open, RSS after they closed, and memory per stream, the same way `run` measures P4.
+func cmdP4(args []string) {
+	fs := flag.NewFlagSet("p4", flag.ExitOnError)
+	socket := fs.String("socket", "", "Workload API socket path")
+	pid := fs.Int("pid", 0, "daemon pid (VmRSS is read from /proc/PID/status)")
+	counts := fs.String("streams", "1000,10000", "stream counts, ascending")
+	per := fs.Int("per", 16, "streams per HTTP/2 connection")
+	settle := fs.Float64("settle", 10, "settle seconds (idle; half of it before each later sample)")
+	fs.Parse(args)
+	var targets []int
+	for _, f := range strings.Split(*counts, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n <= 0 {
+			fatal("bad -streams %q", *counts)
+		}
+		targets = append(targets, n)
+	}
+	logf("P4 idle: settling %.0fs", *settle)
+	time.Sleep(time.Duration(*settle * float64(time.Second)))
+	idle := rssSample(*pid, 5)
+	fmt.Printf("idle_mib %.2f (%s)\n", idle, statusBrief(*pid))
+	var conns []*grpc.ClientConn
+	var cancels []context.CancelFunc
+	open := 0
+	limit := time.Now().Add(300 * time.Second)
+	var last float64
+	for _, target := range targets {
+		open = openStreams("daemon", *socket, open, target, *per, limit, &conns, &cancels)
+		logf("P4: %d streams open, settling", open)
+		time.Sleep(time.Duration(*settle / 2 * float64(time.Second)))
+		last = rssSample(*pid, 3)
+		fmt.Printf("streams %d rss_mib %.2f per_stream_kib %.2f (%s)\n", open, last, (last-idle)*1024/float64(open), statusBrief(*pid))
+	}
+	for _, c := range cancels {
+		c()
+	}
+	for _, c := range conns {
+		c.Close()
+	}
+	time.Sleep(time.Duration(*settle / 2 * float64(time.Second)))
+	fmt.Printf("after_close_mib %.2f (%s)\n", rssSample(*pid, 3), statusBrief(*pid))
+}
+
+// statusBrief: the RSS split and thread count from /proc/PID/status, for reading P4's figures.
+func statusBrief(pid int) string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return "?"
+	}
+	var out []string
+	for _, line := range strings.Split(string(b), "\n") {
+		for _, k := range []string{"RssAnon:", "RssFile:", "Threads:"} {
+			if strings.HasPrefix(line, k) {
+				out = append(out, strings.Join(strings.Fields(line), " "))
+			}
+		}
+	}
+	return strings.Join(out, ", ")
 }
 
 // ---------------------------------------------------------------- the plan
@@ -886,53 +1005,7 @@ func p4(ds [2]*daemon, plan Plan, res *results) {
 		open := 0
 		limit := time.Now().Add(time.Duration(plan.P4OpenLimit * float64(time.Second)))
 		for _, target := range plan.P4Streams {
-			for open < target && time.Now().Before(limit) {
-				batch := min(plan.StreamsPerConn, target-open)
-				conn, c, err := dial(d.spec.Socket)
-				if err != nil {
-					fatal("dial: %v", err)
-				}
-				conns = append(conns, conn)
-				var wg sync.WaitGroup
-				var got atomic.Int64
-				sem := make(chan struct{}, 2*runtime.NumCPU())
-				for j := 0; j < batch; j++ {
-					ctx, cancel := context.WithCancel(withHeader(context.Background()))
-					cancels = append(cancels, cancel)
-					wg.Add(1)
-					sem <- struct{}{}
-					go func() {
-						defer wg.Done()
-						defer func() { <-sem }()
-						octx, ocancel := context.WithTimeout(context.Background(), 30*time.Second)
-						defer ocancel()
-						// Opening may wait for the server's stream quota (SETTINGS_MAX_CONCURRENT_STREAMS)
-						// as well as for the first response: both are bounded, and a stream that did not
-						// open in time is cancelled.
-						rc := make(chan error, 1)
-						go func() {
-							s, err := c.FetchX509SVID(ctx, &workload.X509SVIDRequest{})
-							if err == nil {
-								_, err = s.Recv()
-							}
-							rc <- err
-						}()
-						select {
-						case err := <-rc:
-							if err == nil {
-								got.Add(1)
-							}
-						case <-octx.Done():
-							cancel()
-						}
-					}()
-				}
-				wg.Wait()
-				open += int(got.Load())
-				if int(got.Load()) < batch {
-					logf("P4 %s: only %d of %d streams opened on a connection", d.spec.Name, got.Load(), batch)
-				}
-			}
+			open = openStreams(d.spec.Name, d.spec.Socket, open, target, plan.StreamsPerConn, limit, &conns, &cancels)
 			logf("P4 %s: %d streams open, settling", d.spec.Name, open)
 			time.Sleep(time.Duration(plan.SettleSeconds / 2 * float64(time.Second)))
 			rss[k] = append(rss[k], rssSample(d.pid(), 3))

@@ -4,7 +4,8 @@
 //! streaming response (the `BytesMut` the messages are split from stays alive with the stream).
 //! An open `FetchX509SVID` stream idles almost all of its life, so that buffer was the largest
 //! part of its memory. Here the buffer starts empty and grows exactly to the encoded message
-//! (`reserve(encoded_len)` before encoding), so an idle stream keeps at most one message's bytes.
+//! (`reserve(encoded_len)` before encoding); the patched tonic (vendor/tonic/PATCHED.md) then
+//! hands that allocation to HTTP/2 whole, so an idle stream keeps no message bytes at all.
 
 use prost::Message;
 use std::marker::PhantomData;

@@ -64,13 +64,16 @@ impl Entry {
 }
 
 /// All entries, in config order (the first match is the workload's default identity).
+///
+/// Cheap to clone (the daemon holds it in its config and in every policy snapshot): both parts
+/// are shared, not copied; a registry is never changed, a reload builds a new one.
 #[derive(Debug, Clone, Default)]
 pub struct Registry {
-    entries: Vec<Arc<Entry>>,
+    entries: Arc<[Arc<Entry>]>,
     /// Each entry listed once, under its least common selector: a workload can only match an
     /// entry whose rarest selector it has, so a lookup per workload selector finds every
     /// candidate without scanning thousands of entries.
-    index: HashMap<Selector, Vec<usize>>,
+    index: Arc<HashMap<Selector, Vec<usize>>>,
 }
 
 impl Registry {
@@ -85,7 +88,10 @@ impl Registry {
                 index.entry(rarest.clone()).or_default().push(i);
             }
         }
-        Self { entries: entries.into_iter().map(Arc::new).collect(), index }
+        // Into an `Arc<[_]>` of exactly the entries: a `Vec` collected in place would keep the
+        // whole `Vec<Entry>` allocation (~250 bytes per entry) for 8-byte pointers.
+        index.shrink_to_fit();
+        Self { entries: entries.into_iter().map(Arc::new).collect(), index: Arc::new(index) }
     }
 
     pub fn entries(&self) -> &[Arc<Entry>] {

@@ -9,6 +9,9 @@
 //	bench-client run  -plan PLAN.json   run P1..P5 against both daemons, alternating, print the table
 //	bench-client hold -socket PATH -n N open N FetchX509SVID streams (16 per connection), print
 //	                                    "open N", hold them until stdin closes (for heap profiling)
+//	bench-client warm -socket PATH -n N P2 against one daemon only: N timed fetches on one reused
+//	                                    connection (-new: a new connection per call, P2c); prints
+//	                                    p50/p90/p99/max in ms (for profiling one daemon)
 package main
 
 import (
@@ -53,6 +56,8 @@ func main() {
 		cmdRun(os.Args[2:])
 	case "hold":
 		cmdHold(os.Args[2:])
+	case "warm":
+		cmdWarm(os.Args[2:])
 	default:
 		usage()
 	}
@@ -187,6 +192,41 @@ func cmdHold(args []string) {
 	}
 	fmt.Printf("open %d\n", open)
 	io.Copy(io.Discard, os.Stdin)
+}
+
+// cmdWarm: the P2 (or, with -new, P2c) loop against a single daemon, for profiling it alone.
+func cmdWarm(args []string) {
+	fs := flag.NewFlagSet("warm", flag.ExitOnError)
+	socket := fs.String("socket", "", "Workload API socket path")
+	n := fs.Int("n", 1000, "timed fetches")
+	fresh := fs.Bool("new", false, "a new connection per call (P2c) instead of one reused connection (P2)")
+	fs.Parse(args)
+	conn, c, err := dial(*socket)
+	if err != nil {
+		fatal("dial: %v", err)
+	}
+	defer conn.Close()
+	// Untimed: establishes the connection (and the daemon's per-connection state).
+	if err := fetchOn(c, 10*time.Second); err != nil {
+		fatal("first fetch: %v", err)
+	}
+	var t []float64
+	errs := 0
+	deadline := time.Now().Add(4 * time.Minute)
+	for i := 0; i < *n && time.Now().Before(deadline); i++ {
+		t0 := time.Now()
+		if *fresh {
+			err = fetchOnce(*socket, 5*time.Second)
+		} else {
+			err = fetchOn(c, 5*time.Second)
+		}
+		if err != nil {
+			errs++
+			continue
+		}
+		t = append(t, ms(time.Since(t0)))
+	}
+	fmt.Printf("n=%d errors=%d p50=%.3f p90=%.3f p99=%.3f max=%.3f ms\n", len(t), errs, pct(t, 50), pct(t, 90), pct(t, 99), pct(t, 100))
 }
 
 // ---------------------------------------------------------------- the plan

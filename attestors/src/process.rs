@@ -70,6 +70,9 @@ pub struct ProcessHandle {
     peer_ids: Option<(u32, u32)>,
     /// The executable image it must still run; `None` for `tessera attest PID`.
     exe: Option<ExeIdentity>,
+    /// Whether it shares the daemon's mount namespace, read once per attestation (several
+    /// attestors ask).
+    same_mnt: std::sync::OnceLock<bool>,
 }
 
 impl fmt::Debug for ProcessHandle {
@@ -96,7 +99,8 @@ impl ProcessHandle {
             // Fail closed: a peer whose executable cannot be identified gets no identity.
             None => Some(ExeIdentity::read(&handle.proc_path()).ok_or(AttestError::ProcessGone { pid })?),
         };
-        // The exe (and credentials) must already match.
+        // Alive, and the exe and credentials already match (fail early rather than attest a
+        // zombie or an exec'd process).
         handle.verify_alive()?;
         Ok(handle)
     }
@@ -104,7 +108,10 @@ impl ProcessHandle {
     /// Pin a process by pid (for `tessera attest PID`).
     pub fn open(pid: i32) -> Result<Self, AttestError> {
         let pidfd = open_pidfd(pid)?;
-        Self::pin(pid, pidfd, false, None)
+        let handle = Self::pin(pid, pidfd, false, None)?;
+        // Fail early for a process that is already gone, rather than attesting a zombie.
+        handle.verify_alive()?;
+        Ok(handle)
     }
 
     fn pin(pid: i32, pidfd: OwnedFd, pidfd_from_peer: bool, peer_ids: Option<(u32, u32)>) -> Result<Self, AttestError> {
@@ -117,10 +124,9 @@ impl ProcessHandle {
         }
         let proc_dir = Process::new(pid).map_err(|e| proc_error(pid, e))?;
         let starttime = proc_dir.stat().map_err(|e| proc_error(pid, e))?.starttime;
-        let handle = Self { pid, pidfd, pidfd_from_peer, proc_dir, starttime, peer_ids, exe: None };
-        // Fail early for a process that is already gone, rather than attesting a zombie.
-        handle.verify_alive()?;
-        Ok(handle)
+        // Not verified alive here: both callers do it once the handle is complete (a peer's
+        // with its executable identity), which is one full check fewer per RPC.
+        Ok(Self { pid, pidfd, pidfd_from_peer, proc_dir, starttime, peer_ids, exe: None, same_mnt: Default::default() })
     }
 
     /// Pid as seen from the daemon's pid namespace.
@@ -273,7 +279,7 @@ impl ProcessHandle {
     }
 
     fn same_mount_ns(&self) -> bool {
-        self.same_ns("mnt")
+        *self.same_mnt.get_or_init(|| self.same_ns("mnt"))
     }
 
     fn same_ns(&self, kind: &str) -> bool {

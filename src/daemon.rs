@@ -127,7 +127,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     let (policy_tx, policy_rx) = watch::channel(Arc::new(policy_of(&config, None, &revocations.rules(), &fetched)?));
     let policy_tx = Arc::new(policy_tx);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let files = FileWatcher::new();
+    let files = FileWatcher::with_linger(crate::watch::MAX_DIRS_PER_UID, crate::watch::MAX_DIRS, crate::watch::LINGER);
     // Who signs: the node-local CA, or (SPIRE mode) the SPIRE Server, whose entries then replace
     // the config's and are not reloaded from it.
     let ca = match &config.spire {

@@ -301,6 +301,11 @@ impl DigestCache {
             // reader: an early error here must not leave the reader blocked on them.
             let (full_rx, free_tx) = (full_rx, free_tx);
             let read = move || {
+                // All of it will be read: have the kernel fetch it from disk at full queue depth
+                // rather than one readahead window at a time (about 2× faster for a file not in
+                // the page cache). Up to the limit only; an advice, reading works without it.
+                let len = limit.and_then(|l| std::num::NonZeroU64::new(l.saturating_add(1)));
+                let _ = rustix::fs::fadvise(&*file, 0, len, rustix::fs::Advice::WillNeed);
                 let mut total: u64 = 0;
                 while let Ok(mut buf) = free_rx.recv() {
                     let sent = match read_chunk(file, &mut buf) {

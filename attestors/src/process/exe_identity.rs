@@ -40,7 +40,7 @@ impl ExeIdentity {
     /// Reads the identity under a `/proc/PID` directory path.
     pub(super) fn read(proc_pid: &Path) -> Option<Self> {
         let meta = std::fs::metadata(proc_pid.join("exe")).ok()?;
-        let stat = std::fs::read(proc_pid.join("stat")).ok()?;
+        let stat = super::read_proc(&proc_pid.join("stat")).ok()?;
         let (code_start, stack_start) = layout_of_stat(&stat)?;
         Some(Self { dev: meta.dev(), ino: meta.ino(), code_start, stack_start })
     }

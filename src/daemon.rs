@@ -240,6 +240,12 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     let listener = endpoint::bind(&config.socket_path, config.socket_mode)?;
     let incoming =
         ReceiverStream::new(crate::endpoint::accept::spawn(listener, connection_limits, shutdown_rx.clone()));
+    // One-time costs paid now, off the runtime, not by the first workload that connects.
+    let attestor = ctx.pipeline.policy().attestor.clone();
+    tokio::task::spawn_blocking(move || {
+        attestor.prewarm();
+        crate::svid::x509::prewarm();
+    });
     let service = SpiffeWorkloadApiServer::with_interceptor(WorkloadService::new(ctx), require_security_header);
     tracing::info!(
         socket = %config.socket_path.display(),

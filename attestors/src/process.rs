@@ -182,9 +182,12 @@ impl ProcessHandle {
                 return Err(AttestError::Proc { pid: self.pid, source: e.into() });
             }
         }
-        // Through the held dirfd: fails for a dead process even if the pid was reused.
-        let stat = self.proc_dir.stat().map_err(|_| gone)?;
-        if stat.starttime != self.starttime {
+        // Through the held dirfd: fails for a dead process even if the pid was reused. One
+        // read gives the start time and the layout half of the executable identity.
+        let stat = self.read_raw("stat").map_err(|_| AttestError::ProcessGone { pid: self.pid })?;
+        let (starttime, code_start, stack_start) =
+            exe_identity::stat_fields(&stat).ok_or(AttestError::ProcessGone { pid: self.pid })?;
+        if starttime != self.starttime {
             return Err(AttestError::ProcessGone { pid: self.pid });
         }
         if let Some((peer_uid, peer_gid)) = self.peer_ids {
@@ -194,9 +197,15 @@ impl ProcessHandle {
                 return Err(AttestError::CredentialsChanged { pid: self.pid, peer_uid, peer_gid, now_uids, now_gids });
             }
         }
-        // After the starttime check: the pid still names the pinned process, so the path-based
-        // read below describes it; the pidfd check inside repeats that after the read.
-        self.verify_exe()
+        // The mapped file, also through the dirfd (so no later owner of the pid can answer).
+        let Some(expected) = self.exe else { return Ok(()) };
+        let exe = self.open_exe().and_then(|f| f.metadata().map_err(|e| e.to_string()));
+        let exe = exe.map_err(|_| AttestError::ProcessGone { pid: self.pid })?;
+        let now = ExeIdentity { dev: exe.dev(), ino: exe.ino(), code_start, stack_start };
+        if now != expected {
+            return Err(AttestError::ExecutableChanged { pid: self.pid, accepted: expected, now });
+        }
+        Ok(())
     }
 
     // === reads for the attestors, all through the /proc/PID dirfd ===

@@ -15,6 +15,8 @@ fn stat_layout_skips_odd_command_names() {
     let fields: Vec<String> = (4..=52).map(|n: u32| n.to_string()).collect();
     let line = format!("42 (a) b (c) R {}\n", fields.join(" "));
     assert_eq!(super::exe_identity::layout_of_stat(line.as_bytes()), Some((26, 28)));
+    assert_eq!(super::exe_identity::stat_fields(line.as_bytes()), Some((22, 26, 28)));
+    assert_eq!(super::exe_identity::stat_fields(b"42 (a) R 4 5"), None, "short line: nothing");
 }
 
 #[test]

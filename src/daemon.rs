@@ -130,7 +130,7 @@ pub async fn run(mut config: Config) -> Result<(), DaemonError> {
     let (policy_tx, policy_rx) = watch::channel(Arc::new(policy_of(&config, None, &revocations.rules(), &fetched)?));
     let policy_tx = Arc::new(policy_tx);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let files = FileWatcher::new();
+    let files = FileWatcher::with_linger(crate::watch::MAX_DIRS_PER_UID, crate::watch::MAX_DIRS, crate::watch::LINGER);
     // Who signs: the node-local CA, or (SPIRE mode) the SPIRE Server, whose entries then replace
     // the config's and are not reloaded from it.
     let ca = match &config.spire {
@@ -257,6 +257,12 @@ pub async fn run(mut config: Config) -> Result<(), DaemonError> {
     let listener = endpoint::bind(&config.socket_path, config.socket_mode)?;
     let incoming =
         ReceiverStream::new(crate::endpoint::accept::spawn(listener, connection_limits, shutdown_rx.clone()));
+    // One-time costs paid now, off the runtime, not by the first workload that connects.
+    let attestor = ctx.pipeline.policy().attestor.clone();
+    tokio::task::spawn_blocking(move || {
+        attestor.prewarm();
+        crate::svid::x509::prewarm();
+    });
     let service = SpiffeWorkloadApiServer::with_interceptor(WorkloadService::new(ctx), require_security_header);
     tracing::info!(
         socket = %config.socket_path.display(),

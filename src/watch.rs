@@ -6,17 +6,25 @@
 //! choose the directories: each directory watch is reference-counted and removed with its last
 //! subscriber, and the directories one uid (and all together) may hold are capped. Past a cap,
 //! `subscribe` returns nothing and the caller relies on its interval re-checks.
+//!
+//! Adding or removing a watch is a round trip to the watcher's thread, on the request path: a
+//! directory's watch therefore outlives its last subscriber by a short linger (a client that
+//! fetches, closes the stream and fetches again would otherwise pay both every time). Lingering
+//! watches belong to no uid, count against the global cap, and make room for new ones first.
 
 use notify::{RecursiveMode, Watcher};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 /// Directories one uid's workloads may have watched at once.
 pub const MAX_DIRS_PER_UID: usize = 256;
 /// Directories watched at once in all (inotify's per-user limit is shared with the whole host).
 pub const MAX_DIRS: usize = 2048;
+/// How long the daemon keeps a directory watch after its last subscriber left.
+pub const LINGER: Duration = Duration::from_secs(2);
 
 type Subscribers = Arc<Mutex<HashMap<PathBuf, Vec<Weak<Notify>>>>>;
 
@@ -43,6 +51,8 @@ struct Dirs {
     /// Uids told (in the log) that they reached their cap, until they fall back under it.
     warned: HashSet<u32>,
     warned_global: bool,
+    /// Watched directories nobody holds any more, and since when (see [`LINGER`]).
+    idle: HashMap<PathBuf, Instant>,
 }
 
 pub struct FileWatcher {
@@ -51,6 +61,7 @@ pub struct FileWatcher {
     subs: Subscribers,
     max_per_uid: usize,
     max_total: usize,
+    linger: Duration,
 }
 
 /// A live subscription; dropping it unsubscribes and releases its directory watches.
@@ -70,6 +81,31 @@ impl FileWatcher {
     }
 
     pub fn with_limits(max_per_uid: usize, max_total: usize) -> Arc<Self> {
+        Self::build(max_per_uid, max_total, Duration::ZERO)
+    }
+
+    /// A watcher whose directory watches linger `linger` after their last subscriber (removed
+    /// by a task on the current tokio runtime; without one, they do not linger).
+    pub fn with_linger(max_per_uid: usize, max_total: usize, linger: Duration) -> Arc<Self> {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return Self::with_limits(max_per_uid, max_total);
+        };
+        let w = Self::build(max_per_uid, max_total, linger);
+        let weak = Arc::downgrade(&w);
+        let every = (linger / 2).max(Duration::from_millis(20));
+        runtime.spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                match weak.upgrade() {
+                    Some(w) => w.reap(),
+                    None => return,
+                }
+            }
+        });
+        w
+    }
+
+    fn build(max_per_uid: usize, max_total: usize, linger: Duration) -> Arc<Self> {
         let subs: Subscribers = Arc::default();
         let cb_subs = subs.clone();
         let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
@@ -86,7 +122,7 @@ impl FileWatcher {
         })
         .map_err(|e| tracing::warn!(error = %e, "inotify unavailable: file changes are noticed on re-attestation only"))
         .ok();
-        Arc::new(Self { watcher: Mutex::new(watcher), dirs: Mutex::default(), subs, max_per_uid, max_total })
+        Arc::new(Self { watcher: Mutex::new(watcher), dirs: Mutex::default(), subs, max_per_uid, max_total, linger })
     }
 
     /// Wake `notify` whenever one of `paths` is created, written, renamed or removed, for as long
@@ -106,11 +142,18 @@ impl FileWatcher {
             let w = watcher.as_mut()?;
             let mut held = Vec::with_capacity(wanted.len());
             for dir in wanted {
-                if !state.refs.contains_key(&dir)
-                    && let Err(e) = w.watch(&dir, RecursiveMode::NonRecursive)
-                {
-                    tracing::debug!(dir = %dir.display(), error = %e, "cannot watch directory");
-                    continue;
+                if !state.refs.contains_key(&dir) && state.idle.remove(&dir).is_none() {
+                    // A new kernel watch: lingering ones make room first.
+                    if state.refs.len() + state.idle.len() >= self.max_total
+                        && let Some(oldest) = state.idle.iter().min_by_key(|(_, t)| **t).map(|(d, _)| d.clone())
+                    {
+                        state.idle.remove(&oldest);
+                        unwatch(w, &oldest);
+                    }
+                    if let Err(e) = w.watch(&dir, RecursiveMode::NonRecursive) {
+                        tracing::debug!(dir = %dir.display(), error = %e, "cannot watch directory");
+                        continue;
+                    }
                 }
                 let refs = state.refs.entry(dir.clone()).or_default();
                 refs.total += 1;
@@ -167,9 +210,32 @@ impl FileWatcher {
         true
     }
 
-    /// Directories watched now (each is one kernel inotify watch).
+    /// Directories watched now, lingering ones included (each is one kernel inotify watch).
     pub fn watched_dirs(&self) -> usize {
-        self.dirs.lock().unwrap_or_else(|p| p.into_inner()).refs.len()
+        let state = self.dirs.lock().unwrap_or_else(|p| p.into_inner());
+        state.refs.len() + state.idle.len()
+    }
+
+    /// Removes the watches that lingered long enough.
+    fn reap(&self) {
+        let mut state = self.dirs.lock().unwrap_or_else(|p| p.into_inner());
+        if state.idle.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let mut expired = Vec::new();
+        state.idle.retain(|dir, since| {
+            let keep = now.duration_since(*since) < self.linger;
+            if !keep {
+                expired.push(dir.clone());
+            }
+            keep
+        });
+        if let Some(w) = self.watcher.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+            for dir in &expired {
+                unwatch(w, dir);
+            }
+        }
     }
 
     fn release(&self, owner: Owner, dirs: &[PathBuf], paths: &[PathBuf], notify: &Weak<Notify>) {
@@ -188,7 +254,7 @@ impl FileWatcher {
             }
         }
         let mut state = self.dirs.lock().unwrap_or_else(|p| p.into_inner());
-        let mut unwatch = Vec::new();
+        let mut gone = Vec::new();
         for dir in dirs {
             let Some(refs) = state.refs.get_mut(dir) else { continue };
             refs.total = refs.total.saturating_sub(1);
@@ -204,7 +270,11 @@ impl FileWatcher {
             }
             if refs.total == 0 {
                 state.refs.remove(dir);
-                unwatch.push(dir);
+                if self.linger.is_zero() {
+                    gone.push(dir);
+                } else {
+                    state.idle.insert(dir.clone(), Instant::now());
+                }
             }
             if let Some(uid) = uid_left_dir
                 && let Some(held) = state.per_uid.get_mut(&uid)
@@ -221,15 +291,19 @@ impl FileWatcher {
         if state.refs.len() < self.max_total {
             state.warned_global = false;
         }
-        if !unwatch.is_empty()
+        if !gone.is_empty()
             && let Some(w) = self.watcher.lock().unwrap_or_else(|p| p.into_inner()).as_mut()
         {
-            for dir in unwatch {
-                if let Err(e) = w.unwatch(dir) {
-                    tracing::debug!(dir = %dir.display(), error = %e, "cannot remove directory watch");
-                }
+            for dir in gone {
+                unwatch(w, dir);
             }
         }
+    }
+}
+
+fn unwatch(w: &mut notify::RecommendedWatcher, dir: &Path) {
+    if let Err(e) = w.unwatch(dir) {
+        tracing::debug!(dir = %dir.display(), error = %e, "cannot remove directory watch");
     }
 }
 
@@ -243,6 +317,10 @@ impl Drop for Subscription {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    /// Tests that add or remove kernel watches take turns: one counts the process's watches
+    /// before and after, and another's changes in between would be miscounted.
+    static KERNEL_WATCH_TESTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
     /// Kernel watches held by this process's inotify instances (`inotify wd:` lines in fdinfo).
     fn kernel_watches() -> usize {
@@ -259,6 +337,7 @@ mod tests {
 
     #[tokio::test]
     async fn watches_are_reference_counted_removed_with_the_last_subscriber_and_capped() {
+        let _turn = KERNEL_WATCH_TESTS.lock().await;
         let tmp = tempfile::tempdir().unwrap();
         let dir = |i: usize| {
             let d = tmp.path().join(format!("d{i}"));
@@ -300,6 +379,7 @@ mod tests {
 
     #[test]
     fn kernel_watches_follow_the_count() {
+        let _turn = KERNEL_WATCH_TESTS.blocking_lock();
         let tmp = tempfile::tempdir().unwrap();
         let w = FileWatcher::new();
         let n = Arc::new(Notify::new());
@@ -317,5 +397,50 @@ mod tests {
         drop(subs);
         assert_eq!(w.watched_dirs(), 0);
         assert!(kernel_watches() < before + 50, "the kernel watches are gone too");
+    }
+
+    #[tokio::test]
+    async fn watches_linger_after_the_last_subscriber_then_go() {
+        let _turn = KERNEL_WATCH_TESTS.lock().await;
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("script.py");
+        let w = FileWatcher::with_linger(8, 16, Duration::from_millis(300));
+        let n = Arc::new(Notify::new());
+        drop(w.subscribe(Owner::Uid(1000), std::slice::from_ref(&file), &n).unwrap());
+        assert_eq!(w.watched_dirs(), 1, "the watch outlives its last subscriber for a while");
+        // Taken up again without a new kernel watch, and it still reports changes.
+        let again = w.subscribe(Owner::Uid(1000), std::slice::from_ref(&file), &n).unwrap();
+        assert_eq!(w.watched_dirs(), 1);
+        std::fs::write(&file, "x").unwrap();
+        tokio::time::timeout(Duration::from_secs(5), n.notified()).await.expect("woken by the change");
+        drop(again);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while w.watched_dirs() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(w.watched_dirs(), 0, "removed once the linger is over");
+    }
+
+    #[tokio::test]
+    async fn lingering_watches_make_room_under_the_global_cap() {
+        let _turn = KERNEL_WATCH_TESTS.lock().await;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = |i: usize| {
+            let d = tmp.path().join(format!("d{i}"));
+            std::fs::create_dir_all(&d).unwrap();
+            d.join("f")
+        };
+        let w = FileWatcher::with_linger(8, 2, Duration::from_secs(3600));
+        let n = Arc::new(Notify::new());
+        drop(w.subscribe(Owner::Uid(1), &[dir(0)], &n).unwrap());
+        drop(w.subscribe(Owner::Uid(1), &[dir(1)], &n).unwrap());
+        assert_eq!(w.watched_dirs(), 2, "both linger");
+        // A lingering watch belongs to nobody: another uid gets its directory, the oldest goes.
+        let held = w.subscribe(Owner::Uid(2), &[dir(2)], &n).expect("room is made");
+        assert_eq!(w.watched_dirs(), 2);
+        let kept = w.subscribe(Owner::Uid(2), &[dir(1)], &n).expect("d1 still lingered");
+        assert_eq!(w.watched_dirs(), 2);
+        assert!(w.subscribe(Owner::Uid(3), &[dir(3)], &n).is_none(), "held watches are still capped");
+        drop((held, kept));
     }
 }

@@ -153,6 +153,15 @@ impl Attestor {
         self.cache.stats()
     }
 
+    /// Pays one-time costs now rather than in the first caller's attestation: the NSS modules
+    /// behind user and group names (loaded by the first lookup; root's names are cached) and
+    /// the SHA-256 implementation's CPU feature detection. Blocking; reads no caller's files.
+    pub fn prewarm(&self) {
+        let _ = self.names.user(0);
+        let _ = self.names.group(0);
+        let _ = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, b"");
+    }
+
     /// Attest a pinned process. Blocking (reads /proc, hashes files): call it off the async runtime.
     /// Fails if the process is gone or was replaced while we read; individual attestor failures
     /// only empty their own report.
@@ -263,6 +272,13 @@ mod tests {
         attestor.set_config(AttestConfig { env_allowlist: vec!["ROLE".into()], ..AttestConfig::default() });
         assert!(old.env_allowlist.is_empty());
         assert_eq!(attestor.config().env_allowlist, vec!["ROLE".to_owned()]);
+    }
+
+    #[test]
+    fn prewarm_caches_root_names() {
+        let attestor = Attestor::new(AttestConfig::default());
+        attestor.prewarm();
+        assert!(attestor.names.has_user(0), "root's name is looked up at start, not by the first caller");
     }
 
     #[test]

@@ -11,19 +11,20 @@ const KIND: Kind = Kind::Unix;
 pub(crate) fn attest(ctx: &Ctx<'_>) -> Found {
     let mut found = Found::new(KIND.as_str());
     let p = ctx.process;
-    match p.status() {
-        Ok(status) => {
-            found.push(Selector::keyed(KIND, "uid", status.euid));
+    match p.ids() {
+        Ok(ids) => {
+            let (euid, egid) = (ids.uids[1], ids.gids[1]);
+            found.push(Selector::keyed(KIND, "uid", euid));
             // Names come from the daemon's databases; a missing name is skipped silently, as
             // SPIRE does (containers often run uids the host has no name for).
-            if let Some(name) = ctx.names.user(status.euid) {
+            if let Some(name) = ctx.names.user(euid) {
                 found.push(Selector::keyed(KIND, "user", name));
             }
-            found.push(Selector::keyed(KIND, "gid", status.egid));
-            if let Some(name) = ctx.names.group(status.egid) {
+            found.push(Selector::keyed(KIND, "gid", egid));
+            if let Some(name) = ctx.names.group(egid) {
                 found.push(Selector::keyed(KIND, "group", name));
             }
-            for gid in status.groups {
+            for gid in ids.groups {
                 found.push(Selector::keyed(KIND, "supplementary_gid", gid));
                 if let Some(name) = ctx.names.group(gid) {
                     found.push(Selector::keyed(KIND, "supplementary_group", name));
@@ -76,11 +77,16 @@ pub(crate) struct NameCache {
 }
 
 impl NameCache {
-    fn user(&self, uid: u32) -> Option<String> {
+    pub(crate) fn user(&self, uid: u32) -> Option<String> {
         Self::cached(&self.users, uid, || User::from_uid(Uid::from_raw(uid)).ok().flatten().map(|u| u.name))
     }
 
-    fn group(&self, gid: u32) -> Option<String> {
+    #[cfg(test)]
+    pub(crate) fn has_user(&self, uid: u32) -> bool {
+        self.users.lock().is_ok_and(|m| m.contains_key(&uid))
+    }
+
+    pub(crate) fn group(&self, gid: u32) -> Option<String> {
         Self::cached(&self.groups, gid, || Group::from_gid(Gid::from_raw(gid)).ok().flatten().map(|g| g.name))
     }
 

@@ -12,6 +12,9 @@
 //	                                    "open N", hold them until stdin closes (for heap profiling)
 //	bench-client p4   -socket PATH -pid PID [-streams 1000,10000]
 //	                                    P4 only, against one running daemon (bench/p4)
+//	bench-client warm -socket PATH -n N P2 against one daemon only: N timed fetches on one reused
+//	                                    connection (-new: a new connection per call, P2c); prints
+//	                                    p50/p90/p99/max in ms (for profiling one daemon)
 package main
 
 import (
@@ -58,6 +61,8 @@ func main() {
 		cmdHold(os.Args[2:])
 	case "p4":
 		cmdP4(os.Args[2:])
+	case "warm":
+		cmdWarm(os.Args[2:])
 	default:
 		usage()
 	}
@@ -307,6 +312,41 @@ func statusBrief(pid int) string {
 		}
 	}
 	return strings.Join(out, ", ")
+}
+
+// cmdWarm: the P2 (or, with -new, P2c) loop against a single daemon, for profiling it alone.
+func cmdWarm(args []string) {
+	fs := flag.NewFlagSet("warm", flag.ExitOnError)
+	socket := fs.String("socket", "", "Workload API socket path")
+	n := fs.Int("n", 1000, "timed fetches")
+	fresh := fs.Bool("new", false, "a new connection per call (P2c) instead of one reused connection (P2)")
+	fs.Parse(args)
+	conn, c, err := dial(*socket)
+	if err != nil {
+		fatal("dial: %v", err)
+	}
+	defer conn.Close()
+	// Untimed: establishes the connection (and the daemon's per-connection state).
+	if err := fetchOn(c, 10*time.Second); err != nil {
+		fatal("first fetch: %v", err)
+	}
+	var t []float64
+	errs := 0
+	deadline := time.Now().Add(4 * time.Minute)
+	for i := 0; i < *n && time.Now().Before(deadline); i++ {
+		t0 := time.Now()
+		if *fresh {
+			err = fetchOnce(*socket, 5*time.Second)
+		} else {
+			err = fetchOn(c, 5*time.Second)
+		}
+		if err != nil {
+			errs++
+			continue
+		}
+		t = append(t, ms(time.Since(t0)))
+	}
+	fmt.Printf("n=%d errors=%d p50=%.3f p90=%.3f p99=%.3f max=%.3f ms\n", len(t), errs, pct(t, 50), pct(t, 90), pct(t, 99), pct(t, 100))
 }
 
 // ---------------------------------------------------------------- the plan

@@ -55,6 +55,12 @@ impl X509Svid {
     }
 }
 
+/// Generates (and drops) one key, so that the first SVID after start does not pay the key
+/// generator's one-time setup.
+pub fn prewarm() {
+    let _ = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256);
+}
+
 /// Mint an SVID for `entry`, signed by `authority`, with `intermediates` appended to the chain.
 pub fn mint(entry: &Entry, authority: &X509Authority, now: SystemTime) -> Result<X509Svid, rcgen::Error> {
     let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;

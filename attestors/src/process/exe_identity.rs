@@ -40,7 +40,7 @@ impl ExeIdentity {
     /// Reads the identity under a `/proc/PID` directory path.
     pub(super) fn read(proc_pid: &Path) -> Option<Self> {
         let meta = std::fs::metadata(proc_pid.join("exe")).ok()?;
-        let stat = std::fs::read(proc_pid.join("stat")).ok()?;
+        let stat = super::read_proc(&proc_pid.join("stat")).ok()?;
         let (code_start, stack_start) = layout_of_stat(&stat)?;
         Some(Self { dev: meta.dev(), ino: meta.ino(), code_start, stack_start })
     }
@@ -49,12 +49,17 @@ impl ExeIdentity {
 /// Fields 26 (startcode) and 28 (startstack) of a `/proc/PID/stat` line. The command name
 /// (field 2) may hold spaces and parentheses, so fields are counted after its last `)`.
 pub(super) fn layout_of_stat(stat: &[u8]) -> Option<(u64, u64)> {
+    stat_fields(stat).map(|(_, code, stack)| (code, stack))
+}
+
+/// Fields 22 (starttime), 26 (startcode) and 28 (startstack) of a `/proc/PID/stat` line.
+pub(super) fn stat_fields(stat: &[u8]) -> Option<(u64, u64, u64)> {
     let close = stat.iter().rposition(|b| *b == b')')?;
     let rest = std::str::from_utf8(stat.get(close + 1..)?).ok()?;
     let fields: Vec<&str> = rest.split_ascii_whitespace().collect();
     // rest starts at field 3.
     let field = |n: usize| fields.get(n - 3).and_then(|v| v.parse::<u64>().ok());
-    Some((field(26)?, field(28)?))
+    Some((field(22)?, field(26)?, field(28)?))
 }
 
 /// Whether the process a pidfd refers to has not exited.

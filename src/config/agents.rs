@@ -38,7 +38,7 @@ pub(super) struct AgentKeys {
 impl Validator<'_> {
     fn warn<T>(&mut self, at: &Spanned<T>, key: &str, message: String, fix: &str) {
         self.warnings.push(ConfigIssue {
-            line: super::line_of(self.text, at.span().start),
+            line: self.line(at.span().start),
             key: key.to_owned(),
             message,
             fix: fix.to_owned(),

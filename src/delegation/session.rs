@@ -29,8 +29,8 @@ struct Session {
     /// The connection's pidfd: while this upgrades to the same allocation, it is the same
     /// connection (holding the `Weak` keeps the allocation, and so the key, from being reused).
     conn: Weak<OwnedFd>,
-    process: ProcessHandle,
-    cmdline: Vec<u8>,
+    process: Arc<ProcessHandle>,
+    cmdline: Arc<[u8]>,
     caller: Arc<Caller>,
     at: Instant,
 }
@@ -49,20 +49,27 @@ impl Sessions {
     /// still holds against the policy in force.
     pub fn reuse(&self, peer: &PeerInfo, policy: &Arc<Policy>) -> Option<Arc<Caller>> {
         let (k, fd) = key(peer)?;
-        let mut map = self.by_conn.lock().unwrap_or_else(|p| p.into_inner());
-        let s = map.get(&k)?;
-        let fresh = std::ptr::eq(s.conn.as_ptr(), Arc::as_ptr(fd))
-            && s.at.elapsed() < MAX_REUSE
-            && Arc::ptr_eq(&s.caller.policy, policy)
-            && s.caller.uid == peer.uid;
-        // A few small /proc reads through the held dirfd, on this thread: cheaper than a hop to
-        // the blocking pool, and they never wait on a disk. The command line is read before
-        // `verify_alive`, so it describes the pinned process.
-        let same = fresh && s.process.cmdline_raw().is_ok_and(|c| c == s.cmdline) && s.process.verify_alive().is_ok();
+        let (process, cmdline, caller) = {
+            let mut map = self.by_conn.lock().unwrap_or_else(|p| p.into_inner());
+            let s = map.get(&k)?;
+            let fresh = std::ptr::eq(s.conn.as_ptr(), Arc::as_ptr(fd))
+                && s.at.elapsed() < MAX_REUSE
+                && Arc::ptr_eq(&s.caller.policy, policy)
+                && s.caller.uid == peer.uid;
+            if !fresh {
+                map.remove(&k);
+                return None;
+            }
+            (s.process.clone(), s.cmdline.clone(), s.caller.clone())
+        };
+        // A few small /proc reads through the held dirfd, on this thread (cheaper than a hop to
+        // the blocking pool; they never wait on a disk) and outside the lock. The command line is
+        // read before `verify_alive`, so it describes the pinned process.
+        let same = process.cmdline_raw().is_ok_and(|c| *c == *cmdline) && process.verify_alive().is_ok();
         if same {
-            Some(s.caller.clone())
+            Some(caller)
         } else {
-            map.remove(&k);
+            self.by_conn.lock().unwrap_or_else(|p| p.into_inner()).remove(&k);
             None
         }
     }
@@ -82,6 +89,13 @@ impl Sessions {
                 return;
             }
         }
-        map.insert(k, Session { conn: Arc::downgrade(fd), process, cmdline, caller, at: Instant::now() });
+        let session = Session {
+            conn: Arc::downgrade(fd),
+            process: Arc::new(process),
+            cmdline: cmdline.into(),
+            caller,
+            at: Instant::now(),
+        };
+        map.insert(k, session);
     }
 }

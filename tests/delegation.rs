@@ -24,6 +24,16 @@ const FLIGHTS: &str = "https://api.flights.example";
 const GRANT: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 const JWT_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
 
+/// Python's HTTP client over a Unix socket (stdlib only), shared by the agent scripts.
+const PY_UNIX_HTTP: &str = r#"import http.client, json, os, socket, sys, time
+class Unix(http.client.HTTPConnection):
+    def __init__(self, path):
+        super().__init__("localhost", timeout=20)
+        self.unix_path = path
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.connect(self.unix_path)"#;
+
 /// A python3 agent: POSTs the form on stdin to /token over the Unix socket (stdlib only) and
 /// prints the status, then the body. `tag` makes each agent's script (and digest) its own.
 fn agent_script(dir: &Path, name: &str) -> PathBuf {
@@ -32,14 +42,7 @@ fn agent_script(dir: &Path, name: &str) -> PathBuf {
         &p,
         format!(
             r#"# agent: {name}
-import http.client, socket, sys
-class Unix(http.client.HTTPConnection):
-    def __init__(self, path):
-        super().__init__("localhost", timeout=20)
-        self.unix_path = path
-    def connect(self):
-        self.sock = socket.socket(socket.AF_UNIX)
-        self.sock.connect(self.unix_path)
+{PY_UNIX_HTTP}
 c = Unix(sys.argv[1])
 c.request("POST", "/token", body=sys.stdin.buffer.read(), headers={{"Content-Type": "application/x-www-form-urlencoded"}})
 r = c.getresponse()
@@ -61,18 +64,12 @@ fn keeper_script(dir: &Path) -> PathBuf {
     let p = dir.join("keeper.py");
     std::fs::write(
         &p,
-        r#"import http.client, json, os, socket, sys, time
-class Unix(http.client.HTTPConnection):
-    def __init__(self, path):
-        super().__init__("localhost", timeout=20)
-        self.unix_path = path
-    def connect(self):
-        self.sock = socket.socket(socket.AF_UNIX)
-        self.sock.connect(self.unix_path)
+        format!(
+            r#"{PY_UNIX_HTTP}
 c = Unix(sys.argv[1])
 form = sys.stdin.buffer.read()
 def ask():
-    c.request("POST", "/token", body=form, headers={"Content-Type": "application/x-www-form-urlencoded"})
+    c.request("POST", "/token", body=form, headers={{"Content-Type": "application/x-www-form-urlencoded"}})
     r = c.getresponse()
     return [r.status, json.loads(r.read().decode())]
 out = [ask(), ask()]
@@ -89,7 +86,8 @@ if os.fork() == 0:
     print(json.dumps(out), flush=True)
     os._exit(0)
 os.execv(sys.executable, [sys.executable, idle])
-"#,
+"#
+        ),
     )
     .unwrap();
     p

@@ -256,8 +256,8 @@ fn exchange_form(subject: &str, audience: &str, scope: &str) -> String {
     ])
 }
 
-/// Run a python agent with `body` on stdin: (status, JSON answer).
-fn py_exchange(s: &Setup, agent: &Path, body: &str) -> (u16, Value) {
+/// Start a python agent script on the token socket with `body` on its stdin.
+fn spawn_agent(s: &Setup, agent: &Path, body: &str) -> std::process::Child {
     // cargo sets LD_LIBRARY_PATH, which rightly costs a script its script selectors.
     let mut child = Command::new(PYTHON)
         .env_remove("LD_LIBRARY_PATH")
@@ -269,6 +269,12 @@ fn py_exchange(s: &Setup, agent: &Path, body: &str) -> (u16, Value) {
         .spawn()
         .unwrap();
     child.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
+    child
+}
+
+/// Run a python agent with `body` on stdin: (status, JSON answer).
+fn py_exchange(s: &Setup, agent: &Path, body: &str) -> (u16, Value) {
+    let child = spawn_agent(s, agent, body);
     let out = child.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let (status, body) = text.split_once('\n').unwrap_or_else(|| panic!("agent output {text:?} {:?}", out.stderr));
@@ -644,17 +650,8 @@ fn the_idp_jwks_file_is_reloaded_when_it_changes() {
 fn a_connection_reuses_its_attestation_but_not_across_an_exec() {
     let Some(s) = setup() else { return };
     let alice = s.idp.alice("flight:search");
-    let mut child = Command::new(PYTHON)
-        .env_remove("LD_LIBRARY_PATH")
-        .arg(&s.keeper)
-        .arg(&s.token_sock)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_agent(&s, &s.keeper, &exchange_form(&alice, FLIGHTS, "flight:search"));
     let pid = child.id();
-    child.stdin.take().unwrap().write_all(exchange_form(&alice, FLIGHTS, "flight:search").as_bytes()).unwrap();
     let out = child.wait_with_output().unwrap();
     let answers: Vec<(u16, Value)> = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("{e}: {:?} {:?}", out.stdout, String::from_utf8_lossy(&out.stderr)));

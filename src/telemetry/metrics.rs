@@ -325,17 +325,7 @@ mod tests {
         let now = SystemTime::now();
         let ca =
             Arc::new(Ca::open(dir.path(), &"t.example".parse().unwrap(), Duration::from_secs(4), None, now).unwrap());
-        let policy = Policy {
-            registry: Entries::new(vec![]),
-            attestor: Arc::new(tessera_attestors::Attestor::new(Default::default())),
-            jwt_issuer: None,
-            federated: BTreeMap::new(),
-            deny: Default::default(),
-            attest_base: Default::default(),
-            delegation_issuers: Default::default(),
-        };
-        let (_tx, rx) = watch::channel(Arc::new(policy));
-        (Metrics::new(Some(ca), None, rx), dir)
+        (Metrics::new(Some(ca), None, m_policy()), dir)
     }
 
     fn line<'a>(text: &'a str, prefix: &str) -> &'a str {

@@ -16,11 +16,10 @@ use crate::peer::PeerInfo;
 use crate::registry::Policy;
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
-use tessera_attestors::ProcessHandle;
+use tessera_attestors::{FileKey, ProcessHandle};
 
 /// Longest time a full attestation is reused on its connection.
 pub const MAX_REUSE: Duration = Duration::from_secs(1);
@@ -29,30 +28,8 @@ pub const MAX_REUSE: Duration = Duration::from_secs(1);
 /// covers them (`ConnectionLimits::fitted_to_fd_limit`). Connections beyond it are attested in full.
 pub const MAX_SESSIONS: usize = 128;
 
-/// What `stat` says of a file the attestation read; any write changes ctime.
-#[derive(PartialEq, Eq)]
-struct Stamp {
-    dev: u64,
-    ino: u64,
-    size: u64,
-    mtime: (i64, i64),
-    ctime: (i64, i64),
-}
-
-fn stamps(paths: &[PathBuf]) -> Option<Vec<Stamp>> {
-    paths
-        .iter()
-        .map(|p| {
-            let m = std::fs::metadata(p).ok()?;
-            Some(Stamp {
-                dev: m.dev(),
-                ino: m.ino(),
-                size: m.size(),
-                mtime: (m.mtime(), m.mtime_nsec()),
-                ctime: (m.ctime(), m.ctime_nsec()),
-            })
-        })
-        .collect()
+fn stamps(paths: &[PathBuf]) -> Option<Vec<FileKey>> {
+    paths.iter().map(|p| std::fs::metadata(p).ok().map(|m| FileKey::of(&m))).collect()
 }
 
 /// One connection's last full attestation.
@@ -62,7 +39,7 @@ struct Session {
     conn: Weak<OwnedFd>,
     process: Arc<ProcessHandle>,
     cmdline: Arc<[u8]>,
-    files: Arc<[Stamp]>,
+    files: Arc<[FileKey]>,
     caller: Arc<Caller>,
     at: Instant,
 }

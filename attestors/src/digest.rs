@@ -107,7 +107,8 @@ impl FileKey {
         }
     }
 
-    fn ctime(&self) -> Option<SystemTime> {
+    /// When the file last changed, if representable.
+    pub fn ctime(&self) -> Option<SystemTime> {
         let secs = u64::try_from(self.ctime.0).ok()?;
         let nanos = u32::try_from(self.ctime.1).ok()?;
         UNIX_EPOCH.checked_add(Duration::new(secs, nanos))

@@ -16,6 +16,7 @@ mod digest;
 mod env;
 mod error;
 mod in_root;
+pub mod local_fs;
 mod process;
 mod script;
 mod script_argv;

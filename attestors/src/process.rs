@@ -294,6 +294,18 @@ impl ProcessHandle {
         if self.same_mount_ns() { link.to_path_buf() } else { self.host_path(link) }
     }
 
+    /// Whether the executable the process runs lives on a local file system (see
+    /// [`crate::local_fs`]).
+    pub fn exe_on_local_fs(&self) -> bool {
+        self.open_exe().ok().and_then(|f| rustix::fs::fstatfs(&f).ok()).is_some_and(|s| crate::local_fs::is_local(&s))
+    }
+
+    /// Whether the daemon resolves the process's paths as the process does: the same mount
+    /// namespace and the same root directory (not chrooted).
+    pub fn shares_daemon_view(&self) -> bool {
+        self.same_mount_ns() && self.proc_dir.root().is_ok_and(|r| r == Path::new("/"))
+    }
+
     fn same_mount_ns(&self) -> bool {
         *self.same_mnt.get_or_init(|| self.same_ns("mnt"))
     }

@@ -47,6 +47,9 @@ pub struct Caller {
     pub entries: Vec<Arc<Entry>>,
     /// The policy snapshot the entries came from.
     pub policy: Arc<Policy>,
+    /// When the full attestation behind this caller completed (a connection's later calls may
+    /// reuse it briefly; issuance audit lines carry it).
+    pub attested_at: std::time::SystemTime,
 }
 
 impl Caller {
@@ -182,7 +185,13 @@ impl Pipeline {
         // Streams keep this for drift comparison; the per-attestor detail was reported already.
         let mut attestation = attestation;
         attestation.reports = Vec::new();
-        Ok(Caller { attestation: self.shared.get(attestation), uid, entries, policy })
+        Ok(Caller {
+            attestation: self.shared.get(attestation),
+            uid,
+            entries,
+            policy,
+            attested_at: std::time::SystemTime::now(),
+        })
     }
 
     /// Attest a caller at the start of an RPC (emitted with its evidence) and find its entries,
@@ -224,9 +233,12 @@ impl Pipeline {
         if let Some(caller) = self.reused(peer, &self.policy()) {
             return Ok(caller);
         }
+        let started = (std::time::Instant::now(), std::time::SystemTime::now());
         let (caller, process) = self.caller_pinned(peer, rpc).await?;
         let caller = Arc::new(caller);
-        self.sessions.keep(peer, process, caller.clone());
+        let (sessions, peer, kept) = (self.sessions.clone(), peer.clone(), caller.clone());
+        // Keeping stats files: off the async threads, like the attestation itself.
+        let _ = tokio::task::spawn_blocking(move || sessions.keep(&peer, process, kept, started)).await;
         Ok(caller)
     }
 }

@@ -9,7 +9,14 @@
 //! (device, inode, size, mtime, ctime). A new policy (reload, revocation, federation update)
 //! forces a full attestation. Only successes are kept: a refused caller is attested in full each
 //! time. What the checks do not see within the window (an environment rewritten in place, a
-//! cgroup move) is the staleness an open stream already has between its re-attestations.
+//! cgroup move) is the staleness an open stream already has between its re-attestations; the
+//! window counts from the start of the full attestation.
+//!
+//! Nothing is kept when a check could not be cheap and exact: the per-call checks run on the
+//! async threads, so every file they stat (and the executable) must be on a local file system
+//! (never NFS, SMB or FUSE, whose server could stall them); the process must see files as the
+//! daemon does (same mount namespace and root); a file changed within the digest cache's racy
+//! window is not trusted to show its next change in `stat`; the command line is small.
 
 use super::Caller;
 use crate::peer::PeerInfo;
@@ -18,8 +25,8 @@ use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, Instant};
-use tessera_attestors::{FileKey, ProcessHandle};
+use std::time::{Duration, Instant, SystemTime};
+use tessera_attestors::{DIGEST_CACHE_RACY_WINDOW, FileKey, ProcessHandle, local_fs};
 
 /// Longest time a full attestation is reused on its connection.
 pub const MAX_REUSE: Duration = Duration::from_secs(1);
@@ -27,6 +34,10 @@ pub const MAX_REUSE: Duration = Duration::from_secs(1);
 /// is swept, at most about 2 × [`MAX_REUSE`] after its attestation; the accept loop's fd reserve
 /// covers them (`ConnectionLimits::fitted_to_fd_limit`). Connections beyond it are attested in full.
 pub const MAX_SESSIONS: usize = 128;
+/// Of which one uid may hold (the rest fall back to full attestation, as before).
+const MAX_SESSIONS_PER_UID: usize = 16;
+/// Command lines kept for the comparison: larger ones (up to MiBs) get no session.
+const MAX_CMDLINE: usize = 4096;
 
 fn stamps(paths: &[PathBuf]) -> Option<Vec<FileKey>> {
     paths.iter().map(|p| std::fs::metadata(p).ok().map(|m| FileKey::of(&m))).collect()
@@ -41,6 +52,7 @@ struct Session {
     cmdline: Arc<[u8]>,
     files: Arc<[FileKey]>,
     caller: Arc<Caller>,
+    /// When the full attestation started.
     at: Instant,
 }
 
@@ -50,7 +62,7 @@ impl Session {
     }
 }
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct Sessions {
     by_conn: Arc<Mutex<Map>>,
 }
@@ -108,9 +120,9 @@ impl Sessions {
             }
             (s.process.clone(), s.cmdline.clone(), s.files.clone(), s.caller.clone())
         };
-        // A few small /proc reads through the held dirfd and a stat per file read, on this
-        // thread (cheaper than a hop to the blocking pool; they never wait on a disk) and outside
-        // the lock. The command line is read before `verify_alive`, so it describes the pinned
+        // A few small /proc reads through the held dirfd and a stat per file read (all on local
+        // file systems, see `keep`), on this thread (cheaper than a hop to the blocking pool) and
+        // outside the lock. The command line is read before `verify_alive`, so it describes the pinned
         // process.
         let same = process.cmdline_raw().is_ok_and(|c| *c == *cmdline)
             && process.verify_alive().is_ok()
@@ -123,21 +135,36 @@ impl Sessions {
         }
     }
 
-    /// Remember a fully attested caller of this connection.
-    pub fn keep(&self, peer: &PeerInfo, process: ProcessHandle, caller: Arc<Caller>) {
+    /// Remember a fully attested caller of this connection; `started` is when its attestation
+    /// started. Blocking (it stats files): call it off the async threads.
+    pub fn keep(&self, peer: &PeerInfo, process: ProcessHandle, caller: Arc<Caller>, started: (Instant, SystemTime)) {
         let Some((k, fd)) = key(peer) else { return };
+        if !process.shares_daemon_view() || !process.exe_on_local_fs() {
+            return;
+        }
+        let files = &caller.attestation.watched_files;
+        if !files.iter().all(|p| local_fs::path_is_local(p)) {
+            return;
+        }
         let Ok(cmdline) = process.cmdline_raw() else { return };
         // The command line must belong to the process that was attested.
-        if process.verify_alive().is_err() {
+        if cmdline.len() > MAX_CMDLINE || process.verify_alive().is_err() {
             return;
         }
         // Stamped after the attestation read the files: a write in between is the same race as
         // a write just after a full attestation, which open streams catch by their file watch.
-        let Some(files) = stamps(&caller.attestation.watched_files) else { return };
+        // A file changed so recently that a next write could leave the same stamp is not kept.
+        let Some(stamps) = stamps(files) else { return };
+        if stamps.iter().any(|s| s.ctime().is_none_or(|c| c + DIGEST_CACHE_RACY_WINDOW >= started.1)) {
+            return;
+        }
         let mut map = self.by_conn.lock().unwrap_or_else(|p| p.into_inner());
-        if map.sessions.len() >= MAX_SESSIONS {
+        if map.sessions.len() >= MAX_SESSIONS
+            || map.sessions.values().filter(|s| s.caller.uid == peer.uid).count() >= MAX_SESSIONS_PER_UID
+        {
             map.sweep();
-            if map.sessions.len() >= MAX_SESSIONS {
+            let of_uid = map.sessions.values().filter(|s| s.caller.uid == peer.uid).count();
+            if map.sessions.len() >= MAX_SESSIONS || of_uid >= MAX_SESSIONS_PER_UID {
                 return;
             }
         }
@@ -152,9 +179,9 @@ impl Sessions {
             conn: Arc::downgrade(fd),
             process: Arc::new(process),
             cmdline: cmdline.into(),
-            files: files.into(),
+            files: stamps.into(),
             caller,
-            at: Instant::now(),
+            at: started.0,
         };
         map.sessions.insert(k, session);
     }

@@ -111,12 +111,8 @@ fn wit_response(
     rpc: &str,
     wanted: Option<&SpiffeId>,
 ) -> stream::Rendered<pb::WitsvidResponse> {
-    let caller = Caller {
-        attestation: state.caller.attestation.clone(),
-        uid: state.caller.uid,
-        entries: state.caller.entries.iter().filter(|e| wanted.is_none_or(|id| e.spiffe_id == *id)).cloned().collect(),
-        policy: state.caller.policy.clone(),
-    };
+    let mut caller = state.caller.clone();
+    caller.entries.retain(|e| wanted.is_none_or(|id| e.spiffe_id == *id));
     if let Some(id) = wanted
         && caller.entries.is_empty()
     {
@@ -189,6 +185,7 @@ fn issued_event(
         kind,
         pid: caller.attestation.pid,
         uid: caller.uid,
+        attested_at: caller.attested_at,
         exe: caller.attestation.exe.clone(),
         selectors_matched: selectors_matched.into_iter().collect(),
         entries: caller.entries.iter().map(|e| e.spiffe_id.to_string()).collect(),

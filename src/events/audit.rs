@@ -359,7 +359,12 @@ impl Writer {
 }
 
 fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+    rfc3339(std::time::SystemTime::now())
+}
+
+/// A time as audit lines write it (UTC, RFC 3339, nanoseconds).
+pub fn rfc3339(t: std::time::SystemTime) -> String {
+    time::OffsetDateTime::from(t).format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
 }
 
 /// Sequence number and hash of the last line of an existing file (reads only its tail).

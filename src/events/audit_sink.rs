@@ -68,7 +68,20 @@ pub fn audit_line(event: &Event) -> Option<(&'static str, Value)> {
                 }),
             },
         ),
-        Event::Issued { rpc, kind, pid, uid, exe: e, selectors_matched, entries, issued, audience, owners, .. } => {
+        Event::Issued {
+            rpc,
+            kind,
+            pid,
+            uid,
+            attested_at,
+            exe: e,
+            selectors_matched,
+            entries,
+            issued,
+            audience,
+            owners,
+            ..
+        } => {
             let issued: Vec<Value> = issued
                 .iter()
                 .map(|i| match i {
@@ -88,6 +101,7 @@ pub fn audit_line(event: &Event) -> Option<(&'static str, Value)> {
                 "kind": kind.as_str(),
                 "pid": pid,
                 "uid": uid,
+                "attested_at": super::audit::rfc3339(*attested_at),
                 "exe": exe(e),
                 "selectors_matched": selectors_matched,
                 "entries": entries,
@@ -202,6 +216,7 @@ mod tests {
                     kind: SvidKind::X509,
                     pid: 1,
                     uid: 0,
+                    attested_at: std::time::SystemTime::UNIX_EPOCH,
                     exe: exe.clone(),
                     selectors_matched: vec![],
                     entries: vec![],
@@ -219,6 +234,7 @@ mod tests {
                     kind: SvidKind::Jwt,
                     pid: 1,
                     uid: 0,
+                    attested_at: std::time::SystemTime::UNIX_EPOCH,
                     exe: exe.clone(),
                     selectors_matched: vec![],
                     entries: vec![],
@@ -244,8 +260,10 @@ mod tests {
         ];
         for (event, name, mut want) in cases {
             // Issue 11 added the entries' owners to lines about a workload's identities.
+            // Issue 9's attestation reuse added when the attestation behind an issuance completed.
             if name == "issued" {
                 want.insert("owners".into());
+                want.insert("attested_at".into());
             }
             assert_eq!(fields(&event), (name, want), "{event:?}");
         }
@@ -255,6 +273,7 @@ mod tests {
             kind: SvidKind::X509,
             pid: 1,
             uid: 0,
+            attested_at: std::time::SystemTime::UNIX_EPOCH,
             exe,
             selectors_matched: vec![],
             entries: vec![],

@@ -42,6 +42,9 @@ pub enum Event {
         kind: SvidKind,
         pid: i32,
         uid: u32,
+        /// When the attestation this issuance rests on completed (calls on one connection reuse
+        /// one for up to a second).
+        attested_at: std::time::SystemTime,
         exe: ExeEvidence,
         selectors_matched: Vec<String>,
         entries: Vec<String>,

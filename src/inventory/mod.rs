@@ -256,6 +256,7 @@ mod tests {
             kind: SvidKind::X509,
             pid,
             uid: 0,
+            attested_at: std::time::SystemTime::UNIX_EPOCH,
             exe: ExeEvidence { path: Some("/bin/x".into()), sha256: None },
             selectors_matched: vec![],
             entries: vec![id.into()],

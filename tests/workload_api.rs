@@ -398,7 +398,9 @@ async fn streaming_rpcs_on_the_wire() {
     assert_eq!(first.svids[0].spiffe_id, format!("spiffe://{TD}/agents/wire"));
     let (_, msgs, _) =
         raw_grpc(&d.socket, "/SpiffeWorkloadAPI/FetchJWTBundles", &[header], empty_message.clone(), 1).await;
-    assert!(tessera::pb::JwtBundlesResponse::decode(&msgs[0][..]).unwrap().bundles.contains_key(&format!("spiffe://{TD}")));
+    assert!(
+        tessera::pb::JwtBundlesResponse::decode(&msgs[0][..]).unwrap().bundles.contains_key(&format!("spiffe://{TD}"))
+    );
 
     // Refusals before the first message are trailers-only responses, as tonic's: the status in
     // the response headers and an empty body.

@@ -256,22 +256,23 @@ pub fn wakeups(
     rx
 }
 
-/// An open stream, as events: `StreamOpened` now, `StreamClosed` when dropped.
+/// An open stream, as events: `StreamOpened` now, `StreamClosed` when dropped. Holds the
+/// pipeline (a pointer), not a copy of its subscriber list (an allocation per stream).
 struct OpenStream {
-    events: crate::events::Events,
+    pipeline: Arc<crate::caller::Pipeline>,
     rpc: &'static str,
 }
 
 impl OpenStream {
     fn new(ctx: &Context, rpc: &'static str) -> Self {
         ctx.pipeline.events.emit(Event::StreamOpened { rpc: rpc.to_owned() });
-        Self { events: ctx.pipeline.events.clone(), rpc }
+        Self { pipeline: ctx.pipeline.clone(), rpc }
     }
 }
 
 impl Drop for OpenStream {
     fn drop(&mut self) {
-        self.events.emit(Event::StreamClosed { rpc: self.rpc.to_owned() });
+        self.pipeline.events.emit(Event::StreamClosed { rpc: self.rpc.to_owned() });
     }
 }
 

@@ -78,31 +78,21 @@ where
         let api = self.api.clone();
         let check = self.interceptor.clone();
         match req.uri().path() {
-            FETCH_X509_SVID => {
-                Box::pin(serve(req, check, move |peer, m: pb::X509svidRequest| async move {
-                    api.x509_svid_stream(peer, m).await
-                }))
-            }
-            FETCH_X509_BUNDLES => {
-                Box::pin(serve(req, check, move |peer, m: pb::X509BundlesRequest| async move {
-                    api.x509_bundles_stream(peer, m).await
-                }))
-            }
-            FETCH_JWT_BUNDLES => {
-                Box::pin(serve(req, check, move |peer, m: pb::JwtBundlesRequest| async move {
-                    api.jwt_bundles_stream(peer, m).await
-                }))
-            }
-            FETCH_WIT_SVID => {
-                Box::pin(serve(req, check, move |peer, m: pb::WitsvidRequest| async move {
-                    api.wit_svid_stream(peer, m).await
-                }))
-            }
-            FETCH_WIT_BUNDLES => {
-                Box::pin(serve(req, check, move |peer, m: pb::WitBundlesRequest| async move {
-                    api.wit_bundles_stream(peer, m).await
-                }))
-            }
+            FETCH_X509_SVID => Box::pin(serve(req, check, move |peer, m: pb::X509svidRequest| async move {
+                api.x509_svid_stream(peer, m).await
+            })),
+            FETCH_X509_BUNDLES => Box::pin(serve(req, check, move |peer, m: pb::X509BundlesRequest| async move {
+                api.x509_bundles_stream(peer, m).await
+            })),
+            FETCH_JWT_BUNDLES => Box::pin(serve(req, check, move |peer, m: pb::JwtBundlesRequest| async move {
+                api.jwt_bundles_stream(peer, m).await
+            })),
+            FETCH_WIT_SVID => Box::pin(serve(req, check, move |peer, m: pb::WitsvidRequest| async move {
+                api.wit_svid_stream(peer, m).await
+            })),
+            FETCH_WIT_BUNDLES => Box::pin(serve(req, check, move |peer, m: pb::WitBundlesRequest| async move {
+                api.wit_bundles_stream(peer, m).await
+            })),
             _ => {
                 let response = self.generated.call(req);
                 Box::pin(async move { response.await.map(|r| r.map(Body::new)) })

@@ -378,6 +378,22 @@ async fn raw_grpc(
     (parts, got, trailers)
 }
 
+/// `grpc-message` is percent-encoded on the wire.
+fn percent_decode(v: &[u8]) -> String {
+    let mut out = Vec::with_capacity(v.len());
+    let mut i = 0;
+    while i < v.len() {
+        if v[i] == b'%' && i + 2 < v.len() {
+            out.push(u8::from_str_radix(std::str::from_utf8(&v[i + 1..i + 3]).unwrap(), 16).unwrap());
+            i += 3;
+        } else {
+            out.push(v[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).unwrap()
+}
+
 /// The streaming RPCs are served with the daemon's own response body (issue 9's memory per
 /// stream): on the wire they must look as tonic's did, refusals included.
 #[tokio::test]
@@ -408,7 +424,7 @@ async fn streaming_rpcs_on_the_wire() {
         assert_eq!(head.status, 200);
         assert_eq!(head.headers["content-type"], "application/grpc");
         assert_eq!(head.headers["grpc-status"], (code as i32).to_string(), "{head:?}");
-        let got = head.headers.get("grpc-message").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+        let got = head.headers.get("grpc-message").map(|v| percent_decode(v.as_bytes())).unwrap_or_default();
         assert!(got.contains(message), "{got:?} should contain {message:?}");
     };
     for path in ["FetchX509SVID", "FetchX509Bundles", "FetchJWTBundles", "FetchWITSVID", "FetchWITBundles"] {

@@ -335,6 +335,7 @@ async fn server_reflection_lists_the_workload_api() {
 
 /// One raw gRPC call over HTTP/2: the response head, the body's data bytes (read until
 /// `messages` whole messages came, or to the end) and the trailers if the body ended.
+#[allow(clippy::unwrap_used, reason = "test helper: a failed unwrap fails the test")]
 async fn raw_grpc(
     socket: &std::path::Path,
     path: &str,
@@ -379,6 +380,7 @@ async fn raw_grpc(
 }
 
 /// `grpc-message` is percent-encoded on the wire.
+#[allow(clippy::unwrap_used, reason = "test helper: a failed unwrap fails the test")]
 fn percent_decode(v: &[u8]) -> String {
     let mut out = Vec::with_capacity(v.len());
     let mut i = 0;

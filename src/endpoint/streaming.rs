@@ -143,7 +143,7 @@ where
     if let Some(encoding) = checked.metadata().get("grpc-encoding")
         && encoding.as_bytes() != b"identity"
     {
-        // No compression is enabled on the server: tonic's refusal, word for word.
+        // No compression is enabled on the server: tonic's refusal (the same code and text).
         let name = String::from_utf8_lossy(encoding.as_bytes()).into_owned();
         let mut status = Status::unimplemented(format!("Content is compressed with `{name}` which isn't supported"));
         status.metadata_mut().insert("grpc-accept-encoding", tonic::metadata::MetadataValue::from_static("identity"));

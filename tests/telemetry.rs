@@ -160,12 +160,13 @@ async fn metrics_move_with_fetches_refusals_and_streams() {
     assert!(client.validate_jwt_token("metrics-test", "e30.e30.e30").await.is_err());
     let after = scrape(port);
     let moved = |key: &str| value(&after, key) - value(&before, key);
-    assert!(moved("tessera_attestations_total{result=success}") >= 4.0, "4 RPCs attested");
+    // Four RPCs on one connection: the first is attested in full, the others may reuse it (≤ 1 s).
+    assert!(moved("tessera_attestations_total{result=success}") >= 1.0, "the first RPC attested");
     assert_eq!(moved("tessera_svids_issued_total{kind=x509}"), 1.0);
     assert_eq!(moved("tessera_svids_issued_total{kind=jwt}"), 1.0);
     assert_eq!(moved("tessera_jwt_validations_total{result=valid}"), 1.0);
     assert_eq!(moved("tessera_jwt_validations_total{result=invalid}"), 1.0);
-    assert!(moved("tessera_attestation_duration_seconds_count") >= 4.0);
+    assert!(moved("tessera_attestation_duration_seconds_count") >= 1.0);
     assert!(value(&after, "tessera_attestation_duration_seconds_sum") > 0.0);
     assert_eq!(moved("tessera_refusals_total{reason=no_entry}"), 0.0);
 

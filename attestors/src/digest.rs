@@ -84,8 +84,11 @@ pub(crate) enum DigestError {
     Io(#[from] io::Error),
 }
 
+/// What `fstat` says of a file's identity and content version: any write changes ctime, which
+/// user space cannot set back. The digest cache's key, and the "unchanged since" check of a
+/// reused attestation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-struct FileKey {
+pub struct FileKey {
     dev: u64,
     ino: u64,
     size: u64,
@@ -94,7 +97,7 @@ struct FileKey {
 }
 
 impl FileKey {
-    fn of(m: &Metadata) -> Self {
+    pub fn of(m: &Metadata) -> Self {
         Self {
             dev: m.dev(),
             ino: m.ino(),

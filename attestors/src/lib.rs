@@ -23,7 +23,7 @@ pub mod selector;
 mod unix;
 
 pub use cgroup::{CgroupFacts, UNIT_DIRS, fragment_path, parse as parse_cgroup};
-pub use digest::{DIGEST_CACHE_CAPACITY, DIGEST_CACHE_RACY_WINDOW, DigestStats, HashBudget};
+pub use digest::{DIGEST_CACHE_CAPACITY, DIGEST_CACHE_RACY_WINDOW, DigestStats, FileKey, HashBudget};
 pub use error::AttestError;
 pub use process::{ExeIdentity, PeerCredentials, ProcessHandle, verify_exe_identity};
 #[doc(hidden)]

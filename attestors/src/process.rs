@@ -241,11 +241,7 @@ impl ProcessHandle {
 
     fn read_raw(&self, name: &str) -> Result<Vec<u8>, String> {
         let mut f = self.proc_dir.open_relative(name).map_err(|e| e.to_string())?;
-        // /proc files report size 0: without room up front, reading starts with small probes
-        // (several syscalls per file on every attestation).
-        let mut buf = Vec::with_capacity(PROC_READ);
-        f.read_to_end(&mut buf).map_err(|e| format!("reading /proc/{}/{name}: {e}", self.pid))?;
-        Ok(buf)
+        read_all(&mut f).map_err(|e| format!("reading /proc/{}/{name}: {e}", self.pid))
     }
 
     /// The executable the kernel mapped, opened through the `/proc/PID/exe` magic link (the
@@ -391,8 +387,27 @@ const PROC_READ: usize = 4096;
 
 /// A small /proc file, read in one go rather than by probing (they report size 0).
 fn read_proc(path: &Path) -> io::Result<Vec<u8>> {
-    let mut buf = Vec::with_capacity(PROC_READ);
-    File::open(path)?.read_to_end(&mut buf)?;
+    read_all(&mut File::open(path)?)
+}
+
+/// A whole /proc file in few syscalls. /proc files report size 0, and `read_to_end` asks for
+/// the size (statx, lseek) before it reads, then starts with small probes: reads into room for
+/// a page instead, until a read returns nothing.
+fn read_all(f: &mut impl Read) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; PROC_READ];
+    let mut len = 0;
+    loop {
+        if len == buf.len() {
+            buf.resize(len * 2, 0);
+        }
+        match f.read(&mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    buf.truncate(len);
     Ok(buf)
 }
 

@@ -6,7 +6,6 @@
 use super::approvals::{Approvals, NewApproval, Redeemed};
 use super::record::{AgentEvidence, Outcome, Record};
 use super::request::{self, OAuthError, Requested, TOKEN_TYPE_ACCESS};
-use super::session::Sessions;
 use super::token::{self, Grant};
 use super::trust::{self, TesseraKeys};
 use crate::bundle::JwtBundle;
@@ -27,8 +26,6 @@ pub struct Exchange {
     pub ca: Arc<Ca>,
     pub approvals: Arc<Approvals>,
     pub events: Events,
-    /// Each connection's last full attestation, reused briefly (see [`super::session`]).
-    pub sessions: Sessions,
 }
 
 /// A successful exchange's answer (RFC 8693 §2.2.1).
@@ -86,17 +83,10 @@ impl Exchange {
         rec.audience = seen.audience.take();
         rec.scopes_requested = std::mem::take(&mut seen.scopes);
 
-        let caller = match self.sessions.reuse(peer, &self.pipeline.policy()) {
-            Some(caller) => caller,
-            None => {
-                let (caller, process) = self.pipeline.caller_pinned(peer, RPC).await.map_err(|e| {
-                    OAuthError::new("unauthorized_client", format!("the calling process has no identity: {e}"))
-                })?;
-                let caller = Arc::new(caller);
-                self.sessions.keep(peer, process, caller.clone());
-                caller
-            }
-        };
+        let caller =
+            self.pipeline.caller_reused(peer, RPC).await.map_err(|e| {
+                OAuthError::new("unauthorized_client", format!("the calling process has no identity: {e}"))
+            })?;
         rec.agent.pid = Some(caller.attestation.pid);
         rec.agent.exe = Some(caller.attestation.exe.clone());
         rec.agent.selectors = selector_strings(&caller.attestation.selectors);

@@ -8,7 +8,7 @@
 //! `at+jwt` signed by a key of its own kind ([`crate::ca::Authorities::delegation`]).
 //!
 //! [`policy`] (config types) → [`request`] (the form, OAuth errors) → [`trust`] (subject token)
-//! → [`exchange`] (the decision; [`session`] reuses a connection's attestation briefly) →
+//! → [`exchange`] (the decision; the caller pipeline reuses a connection's attestation briefly) →
 //! [`token`] (minting); [`approvals`] holds requests awaiting a
 //! human; [`record`] is the audit record; [`endpoint`] the HTTP handlers.
 
@@ -18,7 +18,6 @@ pub mod exchange;
 pub mod policy;
 pub mod record;
 pub mod request;
-pub mod session;
 pub mod token;
 pub mod trust;
 
@@ -62,7 +61,6 @@ pub fn start(
         ca: ca.clone(),
         approvals: approvals.clone(),
         events: events.clone(),
-        sessions: Default::default(),
     });
     // 0777 like the Workload API socket: attestation decides who gets what.
     let listener = crate::endpoint::listener::bind(&d.token_socket_path, 0o777)?;

@@ -25,9 +25,10 @@ impl Default for ConnectionLimits {
 
 impl ConnectionLimits {
     /// Each connection holds two fds (socket, pidfd): keep the global cap under what the fd
-    /// limit allows, with room for the CA, audit, inotify and attestation reads.
+    /// limit allows, with room for the CA, audit, inotify, attestation reads and the
+    /// connections' remembered attestations (two fds each, see `caller::session`).
     pub fn fitted_to_fd_limit(mut self) -> Self {
-        const RESERVED_FDS: u64 = 512;
+        const RESERVED_FDS: u64 = 512 + 2 * crate::caller::session::MAX_SESSIONS as u64;
         let soft = raise_fd_limit();
         let fit = usize::try_from(soft.saturating_sub(RESERVED_FDS) / 2).unwrap_or(usize::MAX).max(16);
         if fit < self.max_connections {

@@ -52,7 +52,7 @@ impl WorkloadService {
     }
 
     async fn entitlement(&self, peer: &PeerInfo, rpc: &str) -> Result<Entitlement, ApiError> {
-        Ok(Entitlement::of(&self.ctx, self.ctx.pipeline.caller(peer, rpc).await?))
+        Ok(Entitlement::of(&self.ctx, Caller::clone(&*self.ctx.pipeline.caller_reused(peer, rpc).await?)))
     }
 
     /// Open an entitlement stream: the first attestation happens before it opens, so a refused
@@ -111,7 +111,7 @@ impl WorkloadService {
         };
         if let (Some(id), Ok(p)) = (&wanted, &peer) {
             // Refused at once when the caller is not entitled to the ID it asks for.
-            let mut caller = self.ctx.pipeline.caller(p, rpc).await.map_err(ApiError::from)?;
+            let mut caller = Caller::clone(&*self.ctx.pipeline.caller_reused(p, rpc).await.map_err(ApiError::from)?);
             caller.narrow_to(id, rpc, &self.ctx.pipeline.events).map_err(ApiError::from)?;
         }
         let render = move |ctx: &Context, s: &Entitlement| wit_response(ctx, s, rpc, wanted.as_ref());
@@ -307,7 +307,7 @@ impl SpiffeWorkloadApi for WorkloadService {
                     .map_err(|e| ApiError::BadRequest(format!("invalid requested SPIFFE ID: {e}")))?,
             )
         };
-        let mut caller = self.ctx.pipeline.caller(&peer, rpc).await.map_err(ApiError::from)?;
+        let mut caller = Caller::clone(&*self.ctx.pipeline.caller_reused(&peer, rpc).await.map_err(ApiError::from)?);
         if let Some(id) = &wanted {
             caller.narrow_to(id, rpc, &self.ctx.pipeline.events).map_err(ApiError::from)?;
         }
@@ -351,7 +351,12 @@ impl SpiffeWorkloadApi for WorkloadService {
         // Validation needs no identity, but the caller must be attestable, and foreign tokens are
         // checked only against the bundles its own entries federate with (as FetchJWTBundles gives).
         let policy = self.ctx.pipeline.policy();
-        let attestation = self.ctx.pipeline.attest(&peer, "ValidateJWTSVID", &policy).await.map_err(ApiError::from)?;
+        let attestation = match self.ctx.pipeline.reused(&peer, &policy) {
+            Some(caller) => caller.attestation.clone(),
+            None => {
+                Arc::new(self.ctx.pipeline.attest(&peer, "ValidateJWTSVID", &policy).await.map_err(ApiError::from)?)
+            }
+        };
         let entries: Vec<_> = policy.registry.matching(&attestation.selectors).into_iter().cloned().collect();
         let federated = policy.federated_for(&entries);
         let local_td = self.ctx.issuer.trust_domain().clone();

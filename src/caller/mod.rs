@@ -1,6 +1,9 @@
 //! The caller pipeline every service on the socket uses: peer → attestation (bounded, off the
 //! async runtime) → matching registration entries = a [`Caller`]. Each step emits its event
-//! (attested, refused). Services add only what their RPC needs on top.
+//! (attested, refused). Services add only what their RPC needs on top. A connection's calls
+//! reuse its last full attestation briefly ([`session`]).
+
+pub mod session;
 
 use crate::events::{Event, Events, Refusal};
 use crate::limits::FairSlots;
@@ -34,8 +37,8 @@ pub enum CallerError {
     Revoked(String),
 }
 
-/// The caller as attested, plus the entries it matched.
-#[derive(Debug)]
+/// The caller as attested, plus the entries it matched (cheap to clone: shared parts).
+#[derive(Debug, Clone)]
 pub struct Caller {
     /// Shared by every open stream of the same process that attested the same (see [`Shared`]).
     pub attestation: Arc<Attestation>,
@@ -76,11 +79,13 @@ pub struct Pipeline {
     pub events: Events,
     /// Attestations held by callers, one copy per process and result.
     shared: Shared,
+    /// Each connection's last full attestation, reused briefly.
+    sessions: session::Sessions,
 }
 
 impl Pipeline {
     pub fn new(policy: watch::Receiver<Arc<Policy>>, attest_slots: FairSlots, events: Events) -> Self {
-        Self { policy, attest_slots, events, shared: Shared::default() }
+        Self { policy, attest_slots, events, shared: Shared::default(), sessions: Default::default() }
     }
 
     /// The policy in force.
@@ -204,6 +209,25 @@ impl Pipeline {
                 .collect(),
         });
         self.entitle(attestation, peer, rpc, policy).map(|caller| (caller, handle))
+    }
+
+    /// The caller this connection's last full attestation found under `policy`, if it may be
+    /// reused now (see [`session`]).
+    pub fn reused(&self, peer: &PeerInfo, policy: &Arc<Policy>) -> Option<Arc<Caller>> {
+        self.sessions.reuse(peer, policy)
+    }
+
+    /// [`Self::caller`] for a call on a connection that may have been attested in full within
+    /// [`session::MAX_REUSE`]: that caller after the per-call checks, else a full attestation
+    /// (kept for the connection's next calls when it succeeds). Open streams re-attest in full.
+    pub async fn caller_reused(&self, peer: &PeerInfo, rpc: &str) -> Result<Arc<Caller>, CallerError> {
+        if let Some(caller) = self.reused(peer, &self.policy()) {
+            return Ok(caller);
+        }
+        let (caller, process) = self.caller_pinned(peer, rpc).await?;
+        let caller = Arc::new(caller);
+        self.sessions.keep(peer, process, caller.clone());
+        Ok(caller)
     }
 }
 

@@ -1,0 +1,161 @@
+//! Attestation reuse on one connection. SDKs and agents keep their connection open and call back
+//! to back (a Workload API fetch, a token exchange); attesting in full for every call (~100
+//! syscalls, a hop to a blocking thread) was most of a warm call's cost. The first call on a
+//! connection is attested in full; later calls on the same connection reuse that result for at
+//! most [`MAX_REUSE`], and only after per-call checks on the pidfd-pinned process: alive, the
+//! connect-time credentials (real, effective, saved, fs uid and gid), the same executable
+//! (device, inode), the same command line (an interpreter exec'ing another script keeps its
+//! executable), and every file the attestation read (script, config files) unchanged since
+//! (device, inode, size, mtime, ctime). A new policy (reload, revocation, federation update)
+//! forces a full attestation. Only successes are kept: a refused caller is attested in full each
+//! time. What the checks do not see within the window (an environment rewritten in place, a
+//! cgroup move) is the staleness an open stream already has between its re-attestations.
+
+use super::Caller;
+use crate::peer::PeerInfo;
+use crate::registry::Policy;
+use std::collections::HashMap;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+use tessera_attestors::{FileKey, ProcessHandle};
+
+/// Longest time a full attestation is reused on its connection.
+pub const MAX_REUSE: Duration = Duration::from_secs(1);
+/// Connections remembered at once. Each holds two fds (a /proc directory and a pidfd) until it
+/// is swept, at most about 2 × [`MAX_REUSE`] after its attestation; the accept loop's fd reserve
+/// covers them (`ConnectionLimits::fitted_to_fd_limit`). Connections beyond it are attested in full.
+pub const MAX_SESSIONS: usize = 128;
+
+fn stamps(paths: &[PathBuf]) -> Option<Vec<FileKey>> {
+    paths.iter().map(|p| std::fs::metadata(p).ok().map(|m| FileKey::of(&m))).collect()
+}
+
+/// One connection's last full attestation.
+struct Session {
+    /// The connection's pidfd: while this upgrades to the same allocation, it is the same
+    /// connection (holding the `Weak` keeps the allocation, and so the key, from being reused).
+    conn: Weak<OwnedFd>,
+    process: Arc<ProcessHandle>,
+    cmdline: Arc<[u8]>,
+    files: Arc<[FileKey]>,
+    caller: Arc<Caller>,
+    at: Instant,
+}
+
+impl Session {
+    fn live(&self) -> bool {
+        self.conn.strong_count() > 0 && self.at.elapsed() < MAX_REUSE
+    }
+}
+
+#[derive(Default)]
+pub struct Sessions {
+    by_conn: Arc<Mutex<Map>>,
+}
+
+#[derive(Default)]
+struct Map {
+    sessions: HashMap<usize, Session>,
+    /// A sweeper task is running: it drops expired sessions (and their fds) every
+    /// [`MAX_REUSE`] while any are left, so an idle daemon holds none.
+    sweeping: bool,
+}
+
+impl Map {
+    fn sweep(&mut self) {
+        self.sessions.retain(|_, s| s.live());
+    }
+}
+
+fn spawn_sweeper(map: Weak<Mutex<Map>>) -> bool {
+    let Ok(rt) = tokio::runtime::Handle::try_current() else { return false };
+    rt.spawn(async move {
+        loop {
+            tokio::time::sleep(MAX_REUSE).await;
+            let Some(map) = map.upgrade() else { return };
+            let mut m = map.lock().unwrap_or_else(|p| p.into_inner());
+            m.sweep();
+            if m.sessions.is_empty() {
+                m.sweeping = false;
+                return;
+            }
+        }
+    });
+    true
+}
+
+fn key(peer: &PeerInfo) -> Option<(usize, &Arc<OwnedFd>)> {
+    peer.pidfd.as_ref().map(|fd| (Arc::as_ptr(fd) as usize, fd))
+}
+
+impl Sessions {
+    /// The caller attested on this connection within [`MAX_REUSE`], if every per-call check
+    /// still holds against the policy in force.
+    pub fn reuse(&self, peer: &PeerInfo, policy: &Arc<Policy>) -> Option<Arc<Caller>> {
+        let (k, fd) = key(peer)?;
+        let (process, cmdline, files, caller) = {
+            let mut map = self.by_conn.lock().unwrap_or_else(|p| p.into_inner());
+            let s = map.sessions.get(&k)?;
+            let fresh = std::ptr::eq(s.conn.as_ptr(), Arc::as_ptr(fd))
+                && s.at.elapsed() < MAX_REUSE
+                && Arc::ptr_eq(&s.caller.policy, policy)
+                && s.caller.uid == peer.uid;
+            if !fresh {
+                map.sessions.remove(&k);
+                return None;
+            }
+            (s.process.clone(), s.cmdline.clone(), s.files.clone(), s.caller.clone())
+        };
+        // A few small /proc reads through the held dirfd and a stat per file read, on this
+        // thread (cheaper than a hop to the blocking pool; they never wait on a disk) and outside
+        // the lock. The command line is read before `verify_alive`, so it describes the pinned
+        // process.
+        let same = process.cmdline_raw().is_ok_and(|c| *c == *cmdline)
+            && process.verify_alive().is_ok()
+            && stamps(&caller.attestation.watched_files).is_some_and(|now| *now == *files);
+        if same {
+            Some(caller)
+        } else {
+            self.by_conn.lock().unwrap_or_else(|p| p.into_inner()).sessions.remove(&k);
+            None
+        }
+    }
+
+    /// Remember a fully attested caller of this connection.
+    pub fn keep(&self, peer: &PeerInfo, process: ProcessHandle, caller: Arc<Caller>) {
+        let Some((k, fd)) = key(peer) else { return };
+        let Ok(cmdline) = process.cmdline_raw() else { return };
+        // The command line must belong to the process that was attested.
+        if process.verify_alive().is_err() {
+            return;
+        }
+        // Stamped after the attestation read the files: a write in between is the same race as
+        // a write just after a full attestation, which open streams catch by their file watch.
+        let Some(files) = stamps(&caller.attestation.watched_files) else { return };
+        let mut map = self.by_conn.lock().unwrap_or_else(|p| p.into_inner());
+        if map.sessions.len() >= MAX_SESSIONS {
+            map.sweep();
+            if map.sessions.len() >= MAX_SESSIONS {
+                return;
+            }
+        }
+        if !map.sweeping {
+            // Without a sweeper nothing would close the session's fds: keep nothing then.
+            if !spawn_sweeper(Arc::downgrade(&self.by_conn)) {
+                return;
+            }
+            map.sweeping = true;
+        }
+        let session = Session {
+            conn: Arc::downgrade(fd),
+            process: Arc::new(process),
+            cmdline: cmdline.into(),
+            files: files.into(),
+            caller,
+            at: Instant::now(),
+        };
+        map.sessions.insert(k, session);
+    }
+}

@@ -173,6 +173,7 @@ pub async fn run(mut config: Config) -> Result<(), DaemonError> {
         (None, _, _) => unreachable!("the local CA is opened whenever [spire] is absent"),
     };
     let connection_limits = ConnectionLimits::default().fitted_to_fd_limit();
+    let stream_wake = crate::endpoint::stream::wakeups(policy_rx.clone(), issuer.changes(), shutdown_rx.clone());
     let ctx = Arc::new(Context {
         pipeline: Arc::new(Pipeline::new(
             policy_rx.clone(),
@@ -183,6 +184,7 @@ pub async fn run(mut config: Config) -> Result<(), DaemonError> {
         files: files.clone(),
         reattest_interval: config.reattest_interval,
         shutdown: shutdown_rx.clone(),
+        stream_wake,
     });
 
     // The admin socket: commands register their routes here.
@@ -263,7 +265,14 @@ pub async fn run(mut config: Config) -> Result<(), DaemonError> {
         attestor.prewarm();
         crate::svid::x509::prewarm();
     });
-    let service = SpiffeWorkloadApiServer::with_interceptor(WorkloadService::new(ctx), require_security_header);
+    let api = WorkloadService::new(ctx);
+    // The streaming RPCs with our own response body (see `endpoint::streaming`), the others
+    // through the generated server; the same interceptor in front of both.
+    let service = crate::endpoint::streaming::WorkloadRoutes::new(
+        api.clone(),
+        require_security_header,
+        SpiffeWorkloadApiServer::with_interceptor(api, require_security_header),
+    );
     tracing::info!(
         socket = %config.socket_path.display(),
         trust_domain = %config.trust_domain,

@@ -69,8 +69,10 @@ pub struct FileWatcher {
 pub struct Subscription {
     watcher: Arc<FileWatcher>,
     owner: Owner,
-    dirs: Vec<PathBuf>,
-    paths: Vec<PathBuf>,
+    /// The directories held, when not simply every parent of `paths` (one could not be
+    /// watched): each open stream holds a subscription, and most hold all their parents.
+    dirs: Option<Box<[PathBuf]>>,
+    paths: Box<[PathBuf]>,
     notify: Weak<Notify>,
 }
 
@@ -129,10 +131,7 @@ impl FileWatcher {
     /// as the returned subscription lives. None when inotify is unavailable or `owner` is at its
     /// cap (logged once): the caller then notices changes only when it re-checks on its own.
     pub fn subscribe(self: &Arc<Self>, owner: Owner, paths: &[PathBuf], notify: &Arc<Notify>) -> Option<Subscription> {
-        let wanted: Vec<PathBuf> = {
-            let mut seen = HashSet::new();
-            paths.iter().filter_map(|p| p.parent()).filter(|d| seen.insert(d.to_owned())).map(Path::to_owned).collect()
-        };
+        let wanted = parents(paths);
         let dirs = {
             let mut state = self.dirs.lock().unwrap_or_else(|p| p.into_inner());
             if !self.within_caps(&mut state, owner, &wanted) {
@@ -173,7 +172,8 @@ impl FileWatcher {
                 map.entry(path.clone()).or_default().push(Arc::downgrade(notify));
             }
         }
-        Some(Subscription { watcher: self.clone(), owner, dirs, paths: paths.to_vec(), notify: Arc::downgrade(notify) })
+        let dirs = if dirs.len() == parents(paths).len() { None } else { Some(dirs.into_boxed_slice()) };
+        Some(Subscription { watcher: self.clone(), owner, dirs, paths: paths.into(), notify: Arc::downgrade(notify) })
     }
 
     /// Whether `owner` may hold `wanted` in addition to what it holds; logs the first refusal.
@@ -301,6 +301,12 @@ impl FileWatcher {
     }
 }
 
+/// The distinct parent directories of `paths`, in order.
+fn parents(paths: &[PathBuf]) -> Vec<PathBuf> {
+    let mut seen = HashSet::new();
+    paths.iter().filter_map(|p| p.parent()).filter(|d| seen.insert(d.to_owned())).map(Path::to_owned).collect()
+}
+
 fn unwatch(w: &mut notify::RecommendedWatcher, dir: &Path) {
     if let Err(e) = w.unwatch(dir) {
         tracing::debug!(dir = %dir.display(), error = %e, "cannot remove directory watch");
@@ -309,7 +315,15 @@ fn unwatch(w: &mut notify::RecommendedWatcher, dir: &Path) {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        self.watcher.release(self.owner, &self.dirs, &self.paths, &self.notify);
+        let all;
+        let dirs = match &self.dirs {
+            Some(dirs) => dirs,
+            None => {
+                all = parents(&self.paths);
+                &all[..]
+            }
+        };
+        self.watcher.release(self.owner, dirs, &self.paths, &self.notify);
     }
 }
 

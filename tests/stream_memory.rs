@@ -63,10 +63,11 @@ async fn open_streams(socket: &std::path::Path, n: usize, held: &mut Held) {
 }
 
 /// Measured on the 2-core test machine (2026-11-30): release builds (bench/p4, 10,000 streams)
-/// 6.1 KiB per stream; this test's debug daemon 7.2–7.6 KiB (6.2 with a tonic patched to free each
-/// stream's last encoded message, not adopted). Before issue 9's stream work a stream cost 11–16
-/// KiB. The bound keeps a margin over today's debug figure and fails on a return to the old one.
-const MAX_KIB_PER_STREAM: f64 = 9.0;
+/// 3.67 KiB per stream, 5.68 before the streaming RPCs got their own response body (tonic's kept
+/// each stream's last encoded message); this test's debug daemon 4.8–4.9 KiB, 7.0–7.6 before.
+/// Before issue 9's stream work a stream cost 11–16 KiB. The bound keeps a margin of about
+/// 1 KiB over today's debug figure and fails if a stream again holds its last message.
+const MAX_KIB_PER_STREAM: f64 = 6.0;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rss_per_open_stream_stays_bounded() {

@@ -332,3 +332,131 @@ async fn server_reflection_lists_the_workload_api() {
     let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
     assert!(names.contains(&"SpiffeWorkloadAPI".to_owned()), "{names:?}");
 }
+
+/// One raw gRPC call over HTTP/2: the response head, the body's data bytes (read until
+/// `messages` whole messages came, or to the end) and the trailers if the body ended.
+#[allow(clippy::unwrap_used, reason = "test helper: a failed unwrap fails the test")]
+async fn raw_grpc(
+    socket: &std::path::Path,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+    messages: usize,
+) -> (http::response::Parts, Vec<Vec<u8>>, Option<http::HeaderMap>) {
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    let mut req = http::Request::builder()
+        .method("POST")
+        .uri(format!("http://localhost{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(tonic::body::Body::new(http_body_util::Full::new(bytes::Bytes::from(body)))).unwrap();
+    let response = uds_channel(socket).await.oneshot(req).await.unwrap();
+    let (parts, mut body) = response.into_parts();
+    let (mut data, mut got, mut trailers) = (Vec::new(), Vec::new(), None);
+    while got.len() < messages {
+        let Some(frame) = body.frame().await else { break };
+        let frame = frame.unwrap();
+        if let Some(t) = frame.trailers_ref() {
+            trailers = Some(t.clone());
+        } else if let Ok(d) = frame.into_data() {
+            data.extend_from_slice(&d);
+        }
+        // Whole length-prefixed messages, uncompressed.
+        while data.len() >= 5 {
+            assert_eq!(data[0], 0, "compressed flag");
+            let len = u32::from_be_bytes([data[1], data[2], data[3], data[4]]) as usize;
+            if data.len() < 5 + len {
+                break;
+            }
+            got.push(data[5..5 + len].to_vec());
+            data.drain(..5 + len);
+        }
+    }
+    (parts, got, trailers)
+}
+
+/// `grpc-message` is percent-encoded on the wire.
+#[allow(clippy::unwrap_used, reason = "test helper: a failed unwrap fails the test")]
+fn percent_decode(v: &[u8]) -> String {
+    let mut out = Vec::with_capacity(v.len());
+    let mut i = 0;
+    while i < v.len() {
+        if v[i] == b'%' && i + 2 < v.len() {
+            out.push(u8::from_str_radix(std::str::from_utf8(&v[i + 1..i + 3]).unwrap(), 16).unwrap());
+            i += 3;
+        } else {
+            out.push(v[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).unwrap()
+}
+
+/// The streaming RPCs are served with the daemon's own response body (issue 9's memory per
+/// stream): on the wire they must look as tonic's did, refusals included.
+#[tokio::test]
+async fn streaming_rpcs_on_the_wire() {
+    use prost::Message;
+    let d = Daemon::start(&uid_entry("agents/wire", ""));
+    let header = ("workload.spiffe.io", "true");
+    let empty_message = vec![0u8; 5];
+
+    // A stream: application/grpc, messages length-prefixed, the first one at once.
+    let (head, msgs, trailers) =
+        raw_grpc(&d.socket, "/SpiffeWorkloadAPI/FetchX509SVID", &[header], empty_message.clone(), 1).await;
+    assert_eq!(head.status, 200);
+    assert_eq!(head.headers["content-type"], "application/grpc");
+    assert!(head.headers.get("grpc-status").is_none(), "not trailers-only: {head:?}");
+    assert!(trailers.is_none(), "the stream stays open");
+    let first = tessera::pb::X509svidResponse::decode(&msgs[0][..]).unwrap();
+    assert_eq!(first.svids[0].spiffe_id, format!("spiffe://{TD}/agents/wire"));
+    let (_, msgs, _) =
+        raw_grpc(&d.socket, "/SpiffeWorkloadAPI/FetchJWTBundles", &[header], empty_message.clone(), 1).await;
+    assert!(
+        tessera::pb::JwtBundlesResponse::decode(&msgs[0][..]).unwrap().bundles.contains_key(&format!("spiffe://{TD}"))
+    );
+
+    // Refusals before the first message are trailers-only responses, as tonic's: the status in
+    // the response headers and an empty body.
+    let refused = |head: &http::response::Parts, code: tonic::Code, message: &str| {
+        assert_eq!(head.status, 200);
+        assert_eq!(head.headers["content-type"], "application/grpc");
+        assert_eq!(head.headers["grpc-status"], (code as i32).to_string(), "{head:?}");
+        let got = head.headers.get("grpc-message").map(|v| percent_decode(v.as_bytes())).unwrap_or_default();
+        assert!(got.contains(message), "{got:?} should contain {message:?}");
+    };
+    for path in ["FetchX509SVID", "FetchX509Bundles", "FetchJWTBundles", "FetchWITSVID", "FetchWITBundles"] {
+        let path = format!("/SpiffeWorkloadAPI/{path}");
+        // No security header: InvalidArgument (the same interceptor as the unary RPCs).
+        let (head, msgs, _) = raw_grpc(&d.socket, &path, &[], empty_message.clone(), 1).await;
+        refused(&head, tonic::Code::InvalidArgument, "");
+        assert!(msgs.is_empty());
+        // A compressed request: no compression is enabled.
+        let (head, _, _) =
+            raw_grpc(&d.socket, &path, &[header, ("grpc-encoding", "gzip")], empty_message.clone(), 1).await;
+        refused(&head, tonic::Code::Unimplemented, "Content is compressed with `gzip` which isn");
+        assert_eq!(head.headers["grpc-accept-encoding"], "identity");
+        // No request message at all.
+        let (head, _, _) = raw_grpc(&d.socket, &path, &[header], Vec::new(), 1).await;
+        refused(&head, tonic::Code::Internal, "Missing request message.");
+        // A message flagged compressed without an encoding.
+        let (head, _, _) = raw_grpc(&d.socket, &path, &[header], vec![1, 0, 0, 0, 0], 1).await;
+        assert_ne!(head.headers["grpc-status"], "0", "{head:?}");
+    }
+    // A malformed request message (a WIT request whose field 1 is cut short).
+    let (head, _, _) =
+        raw_grpc(&d.socket, "/SpiffeWorkloadAPI/FetchWITSVID", &[header], vec![0, 0, 0, 0, 2, 0x0a, 5], 1).await;
+    refused(&head, tonic::Code::Internal, "");
+    // An invalid requested ID: the shared handler's own refusal.
+    let mut bad_id = vec![0, 0, 0, 0, 6, 0x0a, 4];
+    bad_id.extend_from_slice(b"nope");
+    let (head, _, _) = raw_grpc(&d.socket, "/SpiffeWorkloadAPI/FetchWITSVID", &[header], bad_id, 1).await;
+    refused(&head, tonic::Code::InvalidArgument, "invalid requested SPIFFE ID");
+    // The unary RPCs still go through the generated server.
+    let (head, _, _) = raw_grpc(&d.socket, "/SpiffeWorkloadAPI/FetchJWTSVID", &[], empty_message.clone(), 1).await;
+    refused(&head, tonic::Code::InvalidArgument, "");
+}

@@ -68,11 +68,8 @@ where
     R: Fn(&Context, &Entitlement) -> Rendered<T> + Send + Sync + 'static,
 {
     let ctx_reattest = ctx.reattest_interval;
-    let mut policy = ctx.pipeline.policy.clone();
-    let mut ca_gen = ctx.issuer.changes();
-    let shutdown = ctx.shutdown.clone();
-    policy.mark_unchanged();
-    ca_gen.mark_unchanged();
+    let mut wake = ctx.stream_wake.clone();
+    wake.mark_unchanged();
     let files_changed = Arc::new(tokio::sync::Notify::new());
     // Held for the stream's life: dropping it removes watches nobody else needs.
     let files_sub =
@@ -87,9 +84,7 @@ where
         rpc,
         render,
         state: initial,
-        policy,
-        ca_gen,
-        shutdown,
+        wake,
         files_changed,
         _files_sub: files_sub,
         must_send: true,
@@ -113,9 +108,8 @@ struct Driver<R> {
     rpc: &'static str,
     render: R,
     state: Entitlement,
-    policy: tokio::sync::watch::Receiver<Arc<crate::registry::Policy>>,
-    ca_gen: tokio::sync::watch::Receiver<u64>,
-    shutdown: tokio::sync::watch::Receiver<bool>,
+    /// Policy reloads, CA rotations and shutdown, as one signal (see [`wakeups`]).
+    wake: tokio::sync::watch::Receiver<u64>,
     files_changed: Arc<tokio::sync::Notify>,
     _files_sub: Option<crate::watch::Subscription>,
     must_send: bool,
@@ -173,10 +167,8 @@ impl<R> Driver<R> {
                         }
                     }
                 }
-                r = self.policy.changed() => if r.is_err() { return None },
-                r = self.ca_gen.changed() => if r.is_err() { return None },
+                r = self.wake.changed() => if r.is_err() || *ctx.shutdown.borrow() { return None },
                 () = self.files_changed.notified() => {}
-                _ = self.shutdown.changed() => return None,
             }
             let now = Instant::now();
             self.reattest_at = after(now, ctx.reattest_interval);
@@ -238,22 +230,49 @@ impl<R> Driver<R> {
     }
 }
 
-/// An open stream, as events: `StreamOpened` now, `StreamClosed` when dropped.
+/// What every open stream re-evaluates on, as one signal: a policy reload, a CA rotation (the
+/// generation), shutdown (the stream then ends). One receiver and one pending future per idle
+/// stream instead of three; closed (streams end) when any source is gone.
+pub fn wakeups(
+    mut policy: tokio::sync::watch::Receiver<Arc<crate::registry::Policy>>,
+    mut ca_gen: tokio::sync::watch::Receiver<u64>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> tokio::sync::watch::Receiver<u64> {
+    let (tx, rx) = tokio::sync::watch::channel(0u64);
+    tokio::spawn(async move {
+        loop {
+            let open = tokio::select! {
+                r = policy.changed() => r.is_ok(),
+                r = ca_gen.changed() => r.is_ok(),
+                r = shutdown.changed() => r.is_ok() && !*shutdown.borrow(),
+            };
+            if !open {
+                // Dropping `tx` ends every stream waiting on it.
+                return;
+            }
+            tx.send_modify(|g| *g = g.wrapping_add(1));
+        }
+    });
+    rx
+}
+
+/// An open stream, as events: `StreamOpened` now, `StreamClosed` when dropped. Holds the
+/// pipeline (a pointer), not a copy of its subscriber list (an allocation per stream).
 struct OpenStream {
-    events: crate::events::Events,
+    pipeline: Arc<crate::caller::Pipeline>,
     rpc: &'static str,
 }
 
 impl OpenStream {
     fn new(ctx: &Context, rpc: &'static str) -> Self {
         ctx.pipeline.events.emit(Event::StreamOpened { rpc: rpc.to_owned() });
-        Self { events: ctx.pipeline.events.clone(), rpc }
+        Self { pipeline: ctx.pipeline.clone(), rpc }
     }
 }
 
 impl Drop for OpenStream {
     fn drop(&mut self) {
-        self.events.emit(Event::StreamClosed { rpc: self.rpc.to_owned() });
+        self.pipeline.events.emit(Event::StreamClosed { rpc: self.rpc.to_owned() });
     }
 }
 

@@ -31,6 +31,8 @@ pub struct Context {
     /// Streams are re-attested at least this often (drift detection).
     pub reattest_interval: Duration,
     pub shutdown: watch::Receiver<bool>,
+    /// What open streams wake on besides their files and timers ([`stream::wakeups`]).
+    pub stream_wake: watch::Receiver<u64>,
 }
 
 #[derive(Clone)]
@@ -64,6 +66,64 @@ impl WorkloadService {
         let peer = req_peer?;
         let initial = self.entitlement(&peer, rpc).await?;
         Ok(stream::open(self.ctx.clone(), peer, rpc, initial, render))
+    }
+
+    // The streaming RPCs, from the caller and its request message: shared by the tonic service
+    // below and by `super::streaming`, which serves these routes with its own response body.
+
+    pub async fn x509_svid_stream(
+        &self,
+        peer: Result<PeerInfo, ApiError>,
+        _req: pb::X509svidRequest,
+    ) -> Result<BoxStream<pb::X509svidResponse>, Status> {
+        let rpc = "FetchX509SVID";
+        self.open_stream(peer, rpc, move |ctx, s| x509_response(ctx, s, rpc)).await
+    }
+
+    pub async fn x509_bundles_stream(
+        &self,
+        peer: Result<PeerInfo, ApiError>,
+        _req: pb::X509BundlesRequest,
+    ) -> Result<BoxStream<pb::X509BundlesResponse>, Status> {
+        self.open_stream(peer, "FetchX509Bundles", x509_bundles).await
+    }
+
+    pub async fn jwt_bundles_stream(
+        &self,
+        peer: Result<PeerInfo, ApiError>,
+        _req: pb::JwtBundlesRequest,
+    ) -> Result<BoxStream<pb::JwtBundlesResponse>, Status> {
+        self.open_stream(peer, "FetchJWTBundles", jwt_bundles).await
+    }
+
+    pub async fn wit_svid_stream(
+        &self,
+        peer: Result<PeerInfo, ApiError>,
+        req: pb::WitsvidRequest,
+    ) -> Result<BoxStream<pb::WitsvidResponse>, Status> {
+        let rpc = "FetchWITSVID";
+        let wanted = match req.spiffe_id.as_str() {
+            "" => None,
+            id => Some(
+                id.parse::<SpiffeId>()
+                    .map_err(|e| ApiError::BadRequest(format!("invalid requested SPIFFE ID: {e}")))?,
+            ),
+        };
+        if let (Some(id), Ok(p)) = (&wanted, &peer) {
+            // Refused at once when the caller is not entitled to the ID it asks for.
+            let mut caller = Caller::clone(&*self.ctx.pipeline.caller_reused(p, rpc).await.map_err(ApiError::from)?);
+            caller.narrow_to(id, rpc, &self.ctx.pipeline.events).map_err(ApiError::from)?;
+        }
+        let render = move |ctx: &Context, s: &Entitlement| wit_response(ctx, s, rpc, wanted.as_ref());
+        self.open_stream(peer, rpc, render).await
+    }
+
+    pub async fn wit_bundles_stream(
+        &self,
+        peer: Result<PeerInfo, ApiError>,
+        _req: pb::WitBundlesRequest,
+    ) -> Result<BoxStream<pb::WitBundlesResponse>, Status> {
+        self.open_stream(peer, "FetchWITBundles", wit_bundles).await
     }
 }
 
@@ -217,15 +277,14 @@ impl SpiffeWorkloadApi for WorkloadService {
         &self,
         req: Request<pb::X509svidRequest>,
     ) -> Result<Response<Self::FetchX509SVIDStream>, Status> {
-        let rpc = "FetchX509SVID";
-        Ok(Response::new(self.open_stream(Self::peer(&req), rpc, move |ctx, s| x509_response(ctx, s, rpc)).await?))
+        Ok(Response::new(self.x509_svid_stream(Self::peer(&req), req.into_inner()).await?))
     }
 
     async fn fetch_x509_bundles(
         &self,
         req: Request<pb::X509BundlesRequest>,
     ) -> Result<Response<Self::FetchX509BundlesStream>, Status> {
-        Ok(Response::new(self.open_stream(Self::peer(&req), "FetchX509Bundles", x509_bundles).await?))
+        Ok(Response::new(self.x509_bundles_stream(Self::peer(&req), req.into_inner()).await?))
     }
 
     async fn fetch_jwtsvid(&self, req: Request<pb::JwtsvidRequest>) -> Result<Response<pb::JwtsvidResponse>, Status> {
@@ -270,7 +329,7 @@ impl SpiffeWorkloadApi for WorkloadService {
         &self,
         req: Request<pb::JwtBundlesRequest>,
     ) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
-        Ok(Response::new(self.open_stream(Self::peer(&req), "FetchJWTBundles", jwt_bundles).await?))
+        Ok(Response::new(self.jwt_bundles_stream(Self::peer(&req), req.into_inner()).await?))
     }
 
     async fn validate_jwtsvid(
@@ -319,29 +378,14 @@ impl SpiffeWorkloadApi for WorkloadService {
         &self,
         req: Request<pb::WitsvidRequest>,
     ) -> Result<Response<Self::FetchWITSVIDStream>, Status> {
-        let rpc = "FetchWITSVID";
-        let peer = Self::peer(&req);
-        let wanted = match req.into_inner().spiffe_id.as_str() {
-            "" => None,
-            id => Some(
-                id.parse::<SpiffeId>()
-                    .map_err(|e| ApiError::BadRequest(format!("invalid requested SPIFFE ID: {e}")))?,
-            ),
-        };
-        if let (Some(id), Ok(p)) = (&wanted, &peer) {
-            // Refused at once when the caller is not entitled to the ID it asks for.
-            let mut caller = Caller::clone(&*self.ctx.pipeline.caller_reused(p, rpc).await.map_err(ApiError::from)?);
-            caller.narrow_to(id, rpc, &self.ctx.pipeline.events).map_err(ApiError::from)?;
-        }
-        let render = move |ctx: &Context, s: &Entitlement| wit_response(ctx, s, rpc, wanted.as_ref());
-        Ok(Response::new(self.open_stream(peer, rpc, render).await?))
+        Ok(Response::new(self.wit_svid_stream(Self::peer(&req), req.into_inner()).await?))
     }
 
     async fn fetch_wit_bundles(
         &self,
         req: Request<pb::WitBundlesRequest>,
     ) -> Result<Response<Self::FetchWITBundlesStream>, Status> {
-        Ok(Response::new(self.open_stream(Self::peer(&req), "FetchWITBundles", wit_bundles).await?))
+        Ok(Response::new(self.wit_bundles_stream(Self::peer(&req), req.into_inner()).await?))
     }
 }
 

@@ -12,6 +12,7 @@
 //	                                    "open N", hold them until stdin closes (for heap profiling)
 //	bench-client p4   -socket PATH -pid PID [-streams 1000,10000]
 //	                                    P4 only, against one running daemon (bench/p4)
+//	bench-client p3   -socket PATH [-seconds S]  P3's cells against one daemon only
 //	bench-client warm -socket PATH -n N P2 against one daemon only: N timed fetches on one reused
 //	                                    connection (-new: a new connection per call, P2c); prints
 //	                                    p50/p90/p99/max in ms (for profiling one daemon)
@@ -63,6 +64,8 @@ func main() {
 		cmdP4(os.Args[2:])
 	case "warm":
 		cmdWarm(os.Args[2:])
+	case "p3":
+		cmdP3(os.Args[2:])
 	default:
 		usage()
 	}
@@ -987,6 +990,26 @@ func p3Cell(socket string, conc int, dur time.Duration, validate bool, token str
 	}
 	wg.Wait()
 	return float64(ok.Load()) / time.Since(t0).Seconds(), bad.Load()
+}
+
+// cmdP3: the P3 cells against a single daemon, for profiling it alone.
+func cmdP3(args []string) {
+	fs := flag.NewFlagSet("p3", flag.ExitOnError)
+	socket := fs.String("socket", "", "Workload API socket path")
+	secs := fs.Float64("seconds", 3, "seconds per cell")
+	fs.Parse(args)
+	dur := time.Duration(*secs * float64(time.Second))
+	token := jwtToken(*socket)
+	for _, validate := range []bool{false, true} {
+		for _, conc := range []int{1, 2} {
+			rate, bad := p3Cell(*socket, conc, dur, validate, token)
+			what := "minted"
+			if validate {
+				what = "validations"
+			}
+			fmt.Printf("%s/s concurrency %d: %.0f (errors %d)\n", what, conc, rate, bad)
+		}
+	}
 }
 
 func jwtToken(socket string) string {

@@ -730,6 +730,8 @@ async fn a_connection_reuses_its_attestation_until_a_file_it_read_changes() {
     let prompt = files.path().join("prompt.md");
     std::fs::write(&prompt, "You are a support agent.\n").unwrap();
     let digest = sha256_hex(b"You are a support agent.\n");
+    // A file changed within the racy window is never trusted for reuse: start outside it.
+    wait_until_not_racy(&prompt);
     let d = Daemon::start(&entry("support", &[uid_sel(), format!("config:sha256:{}:{digest}", prompt.display())], ""));
     let count = |event: &str| {
         let needle = format!("\"event\":\"{event}\"");

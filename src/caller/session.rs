@@ -159,12 +159,13 @@ impl Sessions {
             return;
         }
         let mut map = self.by_conn.lock().unwrap_or_else(|p| p.into_inner());
-        if map.sessions.len() >= MAX_SESSIONS
-            || map.sessions.values().filter(|s| s.caller.uid == peer.uid).count() >= MAX_SESSIONS_PER_UID
-        {
+        let full = |m: &Map| {
+            m.sessions.len() >= MAX_SESSIONS
+                || m.sessions.values().filter(|s| s.caller.uid == peer.uid).count() >= MAX_SESSIONS_PER_UID
+        };
+        if full(&map) {
             map.sweep();
-            let of_uid = map.sessions.values().filter(|s| s.caller.uid == peer.uid).count();
-            if map.sessions.len() >= MAX_SESSIONS || of_uid >= MAX_SESSIONS_PER_UID {
+            if full(&map) {
                 return;
             }
         }

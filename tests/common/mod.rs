@@ -226,3 +226,14 @@ pub fn sha256_hex(data: &[u8]) -> String {
 pub fn split_der(der: &[u8]) -> Vec<Vec<u8>> {
     tessera::cli::api::split_certs(der).unwrap()
 }
+
+/// Wait until `path` was last changed longer ago than the daemon's racy window (a file changed
+/// more recently is re-read on every call rather than trusted to show its next change in `stat`).
+pub fn wait_until_not_racy(path: &Path) {
+    let m = std::fs::metadata(path).unwrap();
+    let ctime = tessera_attestors::FileKey::of(&m).ctime().unwrap();
+    let ready_at = ctime + tessera_attestors::DIGEST_CACHE_RACY_WINDOW + Duration::from_millis(1);
+    if let Ok(left) = ready_at.duration_since(std::time::SystemTime::now()) {
+        std::thread::sleep(left);
+    }
+}

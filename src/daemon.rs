@@ -105,7 +105,13 @@ fn upstream_of(config: &Config) -> Option<crate::ca::Upstream> {
     })
 }
 
-pub async fn run(mut config: Config) -> Result<(), DaemonError> {
+pub async fn run(config: Config) -> Result<(), DaemonError> {
+    run_then(config, || {}).await
+}
+
+/// [`run`], calling `once_serving` on a blocking thread once the Workload API serves and the
+/// one-time warm-up is done (the binary drops its start-up code from memory there).
+pub async fn run_then(mut config: Config, once_serving: impl FnOnce() + Send + 'static) -> Result<(), DaemonError> {
     // `tessera check` reports them; the daemon would only carry them (one per entry without an
     // owner: ~150 KB for 1,000 entries) for its whole life.
     config.warnings = Vec::new();
@@ -264,6 +270,7 @@ pub async fn run(mut config: Config) -> Result<(), DaemonError> {
     tokio::task::spawn_blocking(move || {
         attestor.prewarm();
         crate::svid::x509::prewarm();
+        once_serving();
     });
     let api = WorkloadService::new(ctx);
     // The streaming RPCs with our own response body (see `endpoint::streaming`), the others

@@ -9,6 +9,8 @@ use tessera::config::Config;
 use tessera::config::dev as devmode;
 
 mod proxy_cli;
+#[allow(unsafe_code)] // madvise: see the module's doc
+mod residency;
 
 /// jemalloc, configured in `.cargo/config.toml` (`JEMALLOC_SYS_WITH_MALLOC_CONF`) to give freed
 /// memory back within about a second from a background thread. With glibc's malloc, a flood of
@@ -284,7 +286,10 @@ fn run(cli: Cli) -> Result<()> {
                 .enable_all()
                 .thread_keep_alive(Duration::from_secs(2))
                 .build()?;
-            rt.block_on(tessera::daemon::run(cfg))?;
+            rt.block_on(tessera::daemon::run_then(cfg, || {
+                let bytes = residency::trim_code();
+                tracing::debug!(bytes, "start-up code dropped from memory (see src/residency.rs)");
+            }))?;
             Ok(())
         }
         Command::Check { config } => {

@@ -95,3 +95,55 @@ async fn rss_per_open_stream_stays_bounded() {
     assert!(per <= MAX_KIB_PER_STREAM, "{per:.2} KiB per open stream (bound {MAX_KIB_PER_STREAM} KiB)");
     drop(held);
 }
+
+/// The mappings of `/proc/PID/smaps`: (header line, VmFlags, Anonymous kB).
+fn mappings(pid: u32) -> Vec<(String, String, u64)> {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap();
+    let mut out: Vec<(String, String, u64)> = Vec::new();
+    for line in smaps.lines() {
+        if line.split_ascii_whitespace().next().is_some_and(|f| f.contains('-') && !f.ends_with(':')) {
+            out.push((line.to_owned(), String::new(), 0));
+        } else if let (Some(last), Some(flags)) = (out.last_mut(), line.strip_prefix("VmFlags:")) {
+            last.1 = flags.trim().to_owned();
+        } else if let (Some(last), Some(kb)) = (out.last_mut(), line.strip_prefix("Anonymous:")) {
+            last.2 = kb.trim().trim_end_matches("kB").trim().parse().unwrap();
+        }
+    }
+    out
+}
+
+/// Idle RSS (issue 9): once serving, the daemon drops its start-up code from memory and maps
+/// code page by page (src/residency.rs): its executable's read-only mappings are marked for
+/// random access (VmFlags `rr`), the relocated RELRO segment (anonymous pages) is left alone, and
+/// the daemon goes on serving (every page it runs comes back from the page cache).
+#[tokio::test]
+async fn start_up_code_is_dropped_once_serving_and_the_daemon_still_serves() {
+    let d = Daemon::start(&format!(
+        "[[entries]]\nspiffe_id = \"spiffe://{TD}/memory\"\nselectors = [\"unix:uid:{}\"]\n",
+        uid()
+    ));
+    let pid = d.child.as_ref().unwrap().id();
+    let exe = std::fs::canonicalize(bin()).unwrap().display().to_string();
+    let of_exe = || mappings(pid).into_iter().filter(|(h, _, _)| h.ends_with(&exe)).collect::<Vec<_>>();
+    let read_only_clean = |(h, _, anon): &(String, String, u64)| {
+        let perms = h.split_ascii_whitespace().nth(1).unwrap();
+        !perms.contains('w') && *anon == 0
+    };
+    eventually("the executable's code mapped page by page", Duration::from_secs(10), || {
+        let maps = of_exe();
+        maps.iter().any(|m| m.0.split_ascii_whitespace().nth(1) == Some("r-xp"))
+            && maps.iter().filter(|m| read_only_clean(m)).all(|(_, flags, _)| flags.split(' ').any(|f| f == "rr"))
+    });
+    for (header, flags, anon) in of_exe() {
+        if !read_only_clean(&(header.clone(), flags.clone(), anon)) {
+            assert!(!flags.split(' ').any(|f| f == "rr"), "a writable or relocated mapping was advised: {header} {flags}");
+        }
+    }
+    // Everything still runs: an X.509-SVID, a JWT-SVID and its validation.
+    let client = d.client().await;
+    let svid = client.fetch_x509_svid().await.unwrap();
+    assert_eq!(svid.spiffe_id().to_string(), format!("spiffe://{TD}/memory"));
+    let jwt = client.fetch_jwt_svid(["https://api.example"], None).await.unwrap();
+    let validated = client.validate_jwt_token("https://api.example", jwt.token()).await.unwrap();
+    assert_eq!(validated.spiffe_id().to_string(), format!("spiffe://{TD}/memory"));
+}

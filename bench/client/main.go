@@ -33,6 +33,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -43,8 +44,10 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 )
 
 func main() {
@@ -323,6 +326,8 @@ func cmdWarm(args []string) {
 	socket := fs.String("socket", "", "Workload API socket path")
 	n := fs.Int("n", 1000, "timed fetches")
 	fresh := fs.Bool("new", false, "a new connection per call (P2c) instead of one reused connection (P2)")
+	gap := fs.Duration("gap", 0, "pause between fetches (bench/compare interleaves daemons, so each sees a call every ~15-20 ms)")
+	floor := fs.Bool("floor", false, "call FetchX509SVID without the security header: the daemon answers InvalidArgument at once (the transport's floor)")
 	fs.Parse(args)
 	conn, c, err := dial(*socket)
 	if err != nil {
@@ -337,8 +342,13 @@ func cmdWarm(args []string) {
 	errs := 0
 	deadline := time.Now().Add(4 * time.Minute)
 	for i := 0; i < *n && time.Now().Before(deadline); i++ {
+		if *gap > 0 {
+			time.Sleep(*gap)
+		}
 		t0 := time.Now()
-		if *fresh {
+		if *floor {
+			err = floorCall(c)
+		} else if *fresh {
 			err = fetchOnce(*socket, 5*time.Second)
 		} else {
 			err = fetchOn(c, 5*time.Second)
@@ -627,21 +637,42 @@ func cmdRun(args []string) {
 	res := &results{}
 	began := time.Now()
 
+	// TESSERA_BENCH_ONLY=P2,P4 (say) runs only those phases, for a quick look at one row; the
+	// daemons are then simply started, and results are not comparable with a full run's order.
+	only := os.Getenv("TESSERA_BENCH_ONLY")
+	want := func(p string) bool {
+		return only == "" || slices.Contains(strings.Split(only, ","), p)
+	}
 	// P5 first: it (re)starts the daemons, and leaves both running for the rest.
-	p5(ds, plan, res)
-	idleRSS(ds, plan, res)
-	if third != nil {
+	if want("P5") {
+		p5(ds, plan, res)
+	} else {
+		restart(ds[0])
+		restart(ds[1])
+	}
+	if want("P4") {
+		idleRSS(ds, plan, res)
+	}
+	if third != nil && (want("P1") || want("P2")) {
 		// Up for P1 and P2 only; restart() waits until it serves (first sync and SVID prefetch).
 		logf("starting %s for P1 and P2", third.spec.Name)
 		restart(third)
 	}
-	p1(ds, third, plan, res)
-	p2(ds, third, plan, res)
+	if want("P1") {
+		p1(ds, third, plan, res)
+	}
+	if want("P2") {
+		p2(ds, third, plan, res)
+	}
 	if third != nil {
 		third.stop()
 	}
-	p3(ds, plan, res)
-	p4(ds, plan, res)
+	if want("P3") {
+		p3(ds, plan, res)
+	}
+	if want("P4") {
+		p4(ds, plan, res)
+	}
 
 	if exe, err := os.Executable(); err == nil {
 		if b, err := os.ReadFile(exe); err == nil {
@@ -878,12 +909,33 @@ func fetchOn(c workload.SpiffeWorkloadAPIClient, timeout time.Duration) error {
 	return nil
 }
 
+// floorCall: FetchX509SVID without the security header, which a Workload API server refuses
+// (InvalidArgument) before any other work: one round trip on the transport alone.
+func floorCall(c workload.SpiffeWorkloadAPIClient) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	s, err := c.FetchX509SVID(ctx, &workload.X509SVIDRequest{})
+	if err == nil {
+		_, err = s.Recv()
+	}
+	if status.Code(err) == codes.InvalidArgument {
+		return nil
+	}
+	return fmt.Errorf("expected InvalidArgument, got %v", err)
+}
+
 // P2: warm fetches. P2 reuses one connection per daemon (as every SDK's X509Source does: one
 // channel for the process's life), so it measures the daemon's per-call cost; P2c opens a new
-// connection for every call (connect + HTTP/2 handshake + fetch), the figure P2 used to report.
+// connection for every call (connect + HTTP/2 handshake + fetch). Both run in blocks: each
+// daemon gets a quarter of its calls back to back, the daemons' blocks in alternating order
+// (ABC CBA ABC CBA), so no daemon's call lands in the aftermath of another's (spire-agent hashes
+// the 10 MiB caller on every call) and neither always runs first. P2i keeps the previous
+// interleaved order (one call per daemon in turn), with its floor: the same rotation of calls
+// that every daemon refuses before any work (no security header), i.e. what a call costs on this
+// machine when the daemon's threads have been idle ~15 ms in between.
 func p2(ds [2]*daemon, third *daemon, plan Plan, res *results) {
-	logf("P2: %d warm fetches each on one reused connection, then %d each on a new connection per call", plan.P2Fetches, plan.P2Fetches)
-	// [2]: tessera under spire-server (when there is one), interleaved with the other two.
+	logf("P2: %d warm fetches each on one reused connection (blocks, then interleaved), then %d each on a new connection per call", plan.P2Fetches, plan.P2Fetches)
+	// [2]: tessera under spire-server (when there is one).
 	all := []*daemon{ds[0], ds[1]}
 	if third != nil {
 		all = append(all, third)
@@ -901,42 +953,88 @@ func p2(ds [2]*daemon, third *daemon, plan Plan, res *results) {
 		}
 		clients[k] = c
 	}
-	var t, tc [3][]float64
-	var errs, errsc [3]int
-	deadline := time.Now().Add(4 * time.Minute)
-	for i := 0; i < plan.P2Fetches && time.Now().Before(deadline); i++ {
-		for _, k := range order3(i, len(all)) {
+	// measure runs n calls per daemon, in blocks or interleaved, and times each. It records
+	// each daemon's idle time before each call (since its previous call ended); with replay,
+	// it first waits out the idle time recorded for the same call (the interleaved floor: the
+	// same idle time P2i gave each call, so the same wake-up cost).
+	var last [3]time.Time
+	var idle [3][]time.Duration
+	measure := func(blocks bool, replay *[3][]time.Duration, call func(k int) error) (t [3][]float64, errs [3]int) {
+		var seen [3]int
+		last = [3]time.Time{}
+		idle = [3][]time.Duration{}
+		timed := func(k int) {
+			if replay != nil && seen[k] < len(replay[k]) {
+				time.Sleep(replay[k][seen[k]])
+			}
+			seen[k]++
 			t0 := time.Now()
-			if err := fetchOn(clients[k], 5*time.Second); err != nil {
+			if !last[k].IsZero() {
+				idle[k] = append(idle[k], t0.Sub(last[k]))
+			} else {
+				idle[k] = append(idle[k], 0)
+			}
+			defer func() { last[k] = time.Now() }()
+			if err := call(k); err != nil {
 				errs[k]++
-				continue
+				return
 			}
 			t[k] = append(t[k], ms(time.Since(t0)))
 		}
-	}
-	deadline = time.Now().Add(4 * time.Minute)
-	for i := 0; i < plan.P2Fetches && time.Now().Before(deadline); i++ {
-		for _, k := range order3(i, len(all)) {
-			t0 := time.Now()
-			if err := fetchOnce(all[k].spec.Socket, 5*time.Second); err != nil {
-				errsc[k]++
-				continue
+		deadline := time.Now().Add(4 * time.Minute)
+		if !blocks {
+			for i := 0; i < plan.P2Fetches && time.Now().Before(deadline); i++ {
+				for _, k := range order3(i, len(all)) {
+					timed(k)
+				}
 			}
-			tc[k] = append(tc[k], ms(time.Since(t0)))
+			return
 		}
+		const rounds = 4
+		for r := 0; r < rounds; r++ {
+			ks := order3(0, len(all))
+			if r%2 == 1 {
+				slices.Reverse(ks)
+			}
+			for _, k := range ks {
+				for i := 0; i < plan.P2Fetches/rounds && time.Now().Before(deadline); i++ {
+					timed(k)
+				}
+			}
+		}
+		return
 	}
-	n := fmt.Sprintf("n=%d/%d", len(t[0]), len(t[1]))
-	if third != nil {
-		n = fmt.Sprintf("n=%d/%d/%d", len(t[0]), len(t[2]), len(t[1]))
+	floor := func(k int) error { return floorCall(clients[k]) }
+	t, errs := measure(true, nil, func(k int) error { return fetchOn(clients[k], 5*time.Second) })
+	tfb, _ := measure(true, nil, floor)
+	ti, errsi := measure(false, nil, func(k int) error { return fetchOn(clients[k], 5*time.Second) })
+	gaps := idle
+	var all0 []float64
+	for _, g := range gaps[0] {
+		all0 = append(all0, ms(g))
 	}
+	tf, _ := measure(false, &gaps, floor)
+	tc, errsc := measure(true, nil, func(k int) error { return fetchOnce(all[k].spec.Socket, 5*time.Second) })
+	count := func(t [3][]float64) string {
+		if third != nil {
+			return fmt.Sprintf("n=%d/%d/%d", len(t[0]), len(t[2]), len(t[1]))
+		}
+		return fmt.Sprintf("n=%d/%d", len(t[0]), len(t[1]))
+	}
+	n, nfb, ni, nf, nc := count(t), count(tfb), count(ti), count(tf), count(tc)
 	res.add3("P2 warm fetch, connection reused, p50", pct(t[0], 50), pct(t[1], 50), pct(t[2], 50), "ms", false, n)
 	res.add3("P2 warm fetch, connection reused, p99", pct(t[0], 99), pct(t[1], 99), pct(t[2], 99), "ms", false, n)
-	nc := fmt.Sprintf("n=%d/%d", len(tc[0]), len(tc[1]))
-	if third != nil {
-		nc = fmt.Sprintf("n=%d/%d/%d", len(tc[0]), len(tc[2]), len(tc[1]))
-	}
+	res.add3("P2 floor: a call refused before any work (no security header), p50", pct(tfb[0], 50), pct(tfb[1], 50), pct(tfb[2], 50), "ms", false, nfb)
+	res.add3("P2 floor, p99", pct(tfb[0], 99), pct(tfb[1], 99), pct(tfb[2], 99), "ms", false, nfb)
+	res.add3("P2i warm fetch interleaved (one call per daemon in turn), p50", pct(ti[0], 50), pct(ti[1], 50), pct(ti[2], 50), "ms", false, ni)
+	res.add3("P2i warm fetch interleaved, p99", pct(ti[0], 99), pct(ti[1], 99), pct(ti[2], 99), "ms", false, ni)
+	res.add3(fmt.Sprintf("P2i floor: the refused call after the same idle time (%s median %.1f ms), p50", ds[0].spec.Name, pct(all0, 50)), pct(tf[0], 50), pct(tf[1], 50), pct(tf[2], 50), "ms", false, nf)
+	res.add3("P2i floor, p99", pct(tf[0], 99), pct(tf[1], 99), pct(tf[2], 99), "ms", false, nf)
 	res.add3("P2c warm fetch, new connection per call, p50", pct(tc[0], 50), pct(tc[1], 50), pct(tc[2], 50), "ms", false, nc)
 	res.add3("P2c warm fetch, new connection per call, p99", pct(tc[0], 99), pct(tc[1], 99), pct(tc[2], 99), "ms", false, nc)
+	for k := range errs {
+		errs[k] += errsi[k]
+	}
 	if errs[0]+errs[1]+errs[2]+errsc[0]+errsc[1]+errsc[2] > 0 {
 		note := fmt.Sprintf("P2 failed fetches (excluded): reused connection %s %d, %s %d; new connection %s %d, %s %d",
 			ds[0].spec.Name, errs[0], ds[1].spec.Name, errs[1], ds[0].spec.Name, errsc[0], ds[1].spec.Name, errsc[1])

@@ -221,18 +221,36 @@ impl Pipeline {
     }
 
     /// The caller this connection's last full attestation found under `policy`, if it may be
-    /// reused now (see [`session`]).
-    pub fn reused(&self, peer: &PeerInfo, policy: &Arc<Policy>) -> Option<Arc<Caller>> {
-        self.sessions.reuse(peer, policy)
+    /// reused now (see [`session`]). A session past [`session::RENEW_AFTER`] is renewed by a
+    /// full attestation in the background meanwhile (dropped if that one fails), so calls on a
+    /// steadily used connection do not wait for one.
+    /// The renewal's audit lines name `rpc`, the call that started it.
+    pub fn reused(self: &Arc<Self>, peer: &PeerInfo, policy: &Arc<Policy>, rpc: &str) -> Option<Arc<Caller>> {
+        let (caller, renew) = self.sessions.reuse(peer, policy)?;
+        if renew {
+            let (pipeline, peer, rpc) = (self.clone(), peer.clone(), rpc.to_owned());
+            tokio::spawn(async move {
+                if pipeline.attest_and_keep(&peer, &rpc).await.is_err() {
+                    pipeline.sessions.forget(&peer);
+                }
+            });
+        }
+        Some(caller)
     }
 
     /// [`Self::caller`] for a call on a connection that may have been attested in full within
-    /// [`session::MAX_REUSE`]: that caller after the per-call checks, else a full attestation
-    /// (kept for the connection's next calls when it succeeds). Open streams re-attest in full.
-    pub async fn caller_reused(&self, peer: &PeerInfo, rpc: &str) -> Result<Arc<Caller>, CallerError> {
-        if let Some(caller) = self.reused(peer, &self.policy()) {
-            return Ok(caller);
+    /// [`session::MAX_REUSE`]: that caller after the per-call checks ([`Self::reused`]), else a
+    /// full attestation (kept for the connection's next calls when it succeeds). Open streams
+    /// re-attest in full.
+    pub async fn caller_reused(self: &Arc<Self>, peer: &PeerInfo, rpc: &str) -> Result<Arc<Caller>, CallerError> {
+        match self.reused(peer, &self.policy(), rpc) {
+            Some(caller) => Ok(caller),
+            None => self.attest_and_keep(peer, rpc).await,
         }
+    }
+
+    /// A full attestation, kept as the connection's session when it succeeds.
+    async fn attest_and_keep(&self, peer: &PeerInfo, rpc: &str) -> Result<Arc<Caller>, CallerError> {
         let started = (std::time::Instant::now(), std::time::SystemTime::now());
         let (caller, process) = self.caller_pinned(peer, rpc).await?;
         let caller = Arc::new(caller);

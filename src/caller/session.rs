@@ -30,6 +30,10 @@ use tessera_attestors::{DIGEST_CACHE_RACY_WINDOW, FileKey, ProcessHandle, local_
 
 /// Longest time a full attestation is reused on its connection.
 pub const MAX_REUSE: Duration = Duration::from_secs(1);
+/// Age from which a reused attestation is renewed in the background, so that a connection
+/// calling steadily never waits for a full attestation (it would otherwise pay one per
+/// [`MAX_REUSE`], the slowest of its calls by far).
+pub const RENEW_AFTER: Duration = Duration::from_millis(500);
 /// Connections remembered at once. Each holds two fds (a /proc directory and a pidfd) until it
 /// is swept, at most about 2 × [`MAX_REUSE`] after its attestation; the accept loop's fd reserve
 /// covers them (`ConnectionLimits::fitted_to_fd_limit`). Connections beyond it are attested in full.
@@ -54,6 +58,8 @@ struct Session {
     caller: Arc<Caller>,
     /// When the full attestation started.
     at: Instant,
+    /// A background renewal of this session is running.
+    renewing: bool,
 }
 
 impl Session {
@@ -104,21 +110,26 @@ fn key(peer: &PeerInfo) -> Option<(usize, &Arc<OwnedFd>)> {
 
 impl Sessions {
     /// The caller attested on this connection within [`MAX_REUSE`], if every per-call check
-    /// still holds against the policy in force.
-    pub fn reuse(&self, peer: &PeerInfo, policy: &Arc<Policy>) -> Option<Arc<Caller>> {
+    /// still holds against the policy in force; and whether the caller of `reuse` should now
+    /// renew the session in the background (it is older than [`RENEW_AFTER`] and no renewal
+    /// runs): a full attestation, then [`Self::keep`] on success or [`Self::forget`].
+    pub fn reuse(&self, peer: &PeerInfo, policy: &Arc<Policy>) -> Option<(Arc<Caller>, bool)> {
         let (k, fd) = key(peer)?;
-        let (process, cmdline, files, caller) = {
+        let (process, cmdline, files, caller, renew) = {
             let mut map = self.by_conn.lock().unwrap_or_else(|p| p.into_inner());
-            let s = map.sessions.get(&k)?;
+            let s = map.sessions.get_mut(&k)?;
+            let age = s.at.elapsed();
             let fresh = std::ptr::eq(s.conn.as_ptr(), Arc::as_ptr(fd))
-                && s.at.elapsed() < MAX_REUSE
+                && age < MAX_REUSE
                 && Arc::ptr_eq(&s.caller.policy, policy)
                 && s.caller.uid == peer.uid;
             if !fresh {
                 map.sessions.remove(&k);
                 return None;
             }
-            (s.process.clone(), s.cmdline.clone(), s.files.clone(), s.caller.clone())
+            let renew = age >= RENEW_AFTER && !s.renewing;
+            s.renewing |= renew;
+            (s.process.clone(), s.cmdline.clone(), s.files.clone(), s.caller.clone(), renew)
         };
         // A few small /proc reads through the held dirfd and a stat per file read (all on local
         // file systems, see `keep`), on this thread (cheaper than a hop to the blocking pool) and
@@ -128,10 +139,18 @@ impl Sessions {
             && process.verify_alive().is_ok()
             && stamps(&caller.attestation.watched_files).is_some_and(|now| *now == *files);
         if same {
-            Some(caller)
+            Some((caller, renew))
         } else {
             self.by_conn.lock().unwrap_or_else(|p| p.into_inner()).sessions.remove(&k);
             None
+        }
+    }
+
+    /// Drop this connection's session (its renewal found the caller changed or refused): its
+    /// next call is attested in full.
+    pub fn forget(&self, peer: &PeerInfo) {
+        if let Some((k, _)) = key(peer) {
+            self.by_conn.lock().unwrap_or_else(|p| p.into_inner()).sessions.remove(&k);
         }
     }
 
@@ -183,6 +202,7 @@ impl Sessions {
             files: stamps.into(),
             caller,
             at: started.0,
+            renewing: false,
         };
         map.sessions.insert(k, session);
     }

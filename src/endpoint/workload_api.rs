@@ -348,7 +348,7 @@ impl SpiffeWorkloadApi for WorkloadService {
         // Validation needs no identity, but the caller must be attestable, and foreign tokens are
         // checked only against the bundles its own entries federate with (as FetchJWTBundles gives).
         let policy = self.ctx.pipeline.policy();
-        let attestation = match self.ctx.pipeline.reused(&peer, &policy) {
+        let attestation = match self.ctx.pipeline.reused(&peer, &policy, "ValidateJWTSVID") {
             Some(caller) => caller.attestation.clone(),
             None => {
                 Arc::new(self.ctx.pipeline.attest(&peer, "ValidateJWTSVID", &policy).await.map_err(ApiError::from)?)

@@ -13,6 +13,8 @@
 //! - [`accept`]: mTLS in, local plain TCP out (`tessera proxy accept`), telling the agent who
 //!   the peer is as described in [`peer_id`].
 
+#![forbid(unsafe_code)]
+
 pub mod accept;
 pub mod authorize;
 pub mod connect;

@@ -227,11 +227,13 @@ impl Pipeline {
     /// The renewal's audit lines name `rpc`, the call that started it.
     pub fn reused(self: &Arc<Self>, peer: &PeerInfo, policy: &Arc<Policy>, rpc: &str) -> Option<Arc<Caller>> {
         let (caller, renew) = self.sessions.reuse(peer, policy)?;
-        if renew {
-            let (pipeline, peer, rpc) = (self.clone(), peer.clone(), rpc.to_owned());
+        if let Some(generation) = renew {
+            // Its audit lines say it is a renewal, not the call that started it (which was
+            // served from the session).
+            let (pipeline, peer, rpc) = (self.clone(), peer.clone(), format!("{rpc} (renewal)"));
             tokio::spawn(async move {
-                if pipeline.attest_and_keep(&peer, &rpc).await.is_err() {
-                    pipeline.sessions.forget(&peer);
+                if !matches!(pipeline.attest_and_keep(&peer, &rpc, Some(generation)).await, Ok((_, true))) {
+                    pipeline.sessions.forget(&peer, generation);
                 }
             });
         }
@@ -245,19 +247,28 @@ impl Pipeline {
     pub async fn caller_reused(self: &Arc<Self>, peer: &PeerInfo, rpc: &str) -> Result<Arc<Caller>, CallerError> {
         match self.reused(peer, &self.policy(), rpc) {
             Some(caller) => Ok(caller),
-            None => self.attest_and_keep(peer, rpc).await,
+            None => self.attest_and_keep(peer, rpc, None).await.map(|(caller, _)| caller),
         }
     }
 
-    /// A full attestation, kept as the connection's session when it succeeds.
-    async fn attest_and_keep(&self, peer: &PeerInfo, rpc: &str) -> Result<Arc<Caller>, CallerError> {
+    /// A full attestation, kept as the connection's session when it succeeds (replacing the
+    /// session of generation `renewing` only if that is still the connection's); and whether
+    /// it was kept.
+    async fn attest_and_keep(
+        &self,
+        peer: &PeerInfo,
+        rpc: &str,
+        renewing: Option<u64>,
+    ) -> Result<(Arc<Caller>, bool), CallerError> {
         let started = (std::time::Instant::now(), std::time::SystemTime::now());
         let (caller, process) = self.caller_pinned(peer, rpc).await?;
         let caller = Arc::new(caller);
         let (sessions, peer, kept) = (self.sessions.clone(), peer.clone(), caller.clone());
         // Keeping stats files: off the async threads, like the attestation itself.
-        let _ = tokio::task::spawn_blocking(move || sessions.keep(&peer, process, kept, started)).await;
-        Ok(caller)
+        let kept = tokio::task::spawn_blocking(move || sessions.keep(&peer, process, kept, started, renewing))
+            .await
+            .unwrap_or(false);
+        Ok((caller, kept))
     }
 }
 

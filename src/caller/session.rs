@@ -60,6 +60,9 @@ struct Session {
     at: Instant,
     /// A background renewal of this session is running.
     renewing: bool,
+    /// Which keep this is: a renewal replaces only the session it renews (not a newer one, and
+    /// not one removed meanwhile), and its failure removes only that one.
+    generation: u64,
 }
 
 impl Session {
@@ -79,6 +82,7 @@ struct Map {
     /// A sweeper task is running: it drops expired sessions (and their fds) every
     /// [`MAX_REUSE`] while any are left, so an idle daemon holds none.
     sweeping: bool,
+    generations: u64,
 }
 
 impl Map {
@@ -110,10 +114,11 @@ fn key(peer: &PeerInfo) -> Option<(usize, &Arc<OwnedFd>)> {
 
 impl Sessions {
     /// The caller attested on this connection within [`MAX_REUSE`], if every per-call check
-    /// still holds against the policy in force; and whether the caller of `reuse` should now
-    /// renew the session in the background (it is older than [`RENEW_AFTER`] and no renewal
-    /// runs): a full attestation, then [`Self::keep`] on success or [`Self::forget`].
-    pub fn reuse(&self, peer: &PeerInfo, policy: &Arc<Policy>) -> Option<(Arc<Caller>, bool)> {
+    /// still holds against the policy in force; and, when the caller of `reuse` should now renew
+    /// the session in the background (it is older than [`RENEW_AFTER`] and no renewal runs), the
+    /// session's generation: renew with a full attestation, then [`Self::keep`] with it, and
+    /// [`Self::forget`] it if either fails.
+    pub fn reuse(&self, peer: &PeerInfo, policy: &Arc<Policy>) -> Option<(Arc<Caller>, Option<u64>)> {
         let (k, fd) = key(peer)?;
         let (process, cmdline, files, caller, renew) = {
             let mut map = self.by_conn.lock().unwrap_or_else(|p| p.into_inner());
@@ -127,8 +132,8 @@ impl Sessions {
                 map.sessions.remove(&k);
                 return None;
             }
-            let renew = age >= RENEW_AFTER && !s.renewing;
-            s.renewing |= renew;
+            let renew = (age >= RENEW_AFTER && !s.renewing).then_some(s.generation);
+            s.renewing |= renew.is_some();
             (s.process.clone(), s.cmdline.clone(), s.files.clone(), s.caller.clone(), renew)
         };
         // A few small /proc reads through the held dirfd and a stat per file read (all on local
@@ -146,55 +151,77 @@ impl Sessions {
         }
     }
 
-    /// Drop this connection's session (its renewal found the caller changed or refused): its
-    /// next call is attested in full.
-    pub fn forget(&self, peer: &PeerInfo) {
+    /// Drop this connection's session of `generation` (its renewal found the caller changed or
+    /// refused, or could not be kept): its next call is attested in full.
+    pub fn forget(&self, peer: &PeerInfo, generation: u64) {
         if let Some((k, _)) = key(peer) {
-            self.by_conn.lock().unwrap_or_else(|p| p.into_inner()).sessions.remove(&k);
+            let mut map = self.by_conn.lock().unwrap_or_else(|p| p.into_inner());
+            if map.sessions.get(&k).is_some_and(|s| s.generation == generation) {
+                map.sessions.remove(&k);
+            }
         }
     }
 
     /// Remember a fully attested caller of this connection; `started` is when its attestation
-    /// started. Blocking (it stats files): call it off the async threads.
-    pub fn keep(&self, peer: &PeerInfo, process: ProcessHandle, caller: Arc<Caller>, started: (Instant, SystemTime)) {
-        let Some((k, fd)) = key(peer) else { return };
+    /// started; `renewing`: the generation of the session this attestation renews, which it
+    /// replaces only if that one is still the connection's session. Whether it was kept.
+    /// Blocking (it stats files): call it off the async threads.
+    pub fn keep(
+        &self,
+        peer: &PeerInfo,
+        process: ProcessHandle,
+        caller: Arc<Caller>,
+        started: (Instant, SystemTime),
+        renewing: Option<u64>,
+    ) -> bool {
+        let Some((k, fd)) = key(peer) else { return false };
         if !process.shares_daemon_view() || !process.exe_on_local_fs() {
-            return;
+            return false;
         }
         let files = &caller.attestation.watched_files;
         if !files.iter().all(|p| local_fs::path_is_local(p)) {
-            return;
+            return false;
         }
-        let Ok(cmdline) = process.cmdline_raw() else { return };
+        let Ok(cmdline) = process.cmdline_raw() else { return false };
         // The command line must belong to the process that was attested.
         if cmdline.len() > MAX_CMDLINE || process.verify_alive().is_err() {
-            return;
+            return false;
         }
         // Stamped after the attestation read the files: a write in between is the same race as
         // a write just after a full attestation, which open streams catch by their file watch.
         // A file changed so recently that a next write could leave the same stamp is not kept.
-        let Some(stamps) = stamps(files) else { return };
+        let Some(stamps) = stamps(files) else { return false };
         if stamps.iter().any(|s| s.ctime().is_none_or(|c| c + DIGEST_CACHE_RACY_WINDOW >= started.1)) {
-            return;
+            return false;
         }
         let mut map = self.by_conn.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(g) = renewing
+            && map.sessions.get(&k).is_none_or(|s| s.generation != g)
+        {
+            // The renewed session was replaced or removed meanwhile: this result is stale.
+            return false;
+        }
+        // This connection's own session (if any) is replaced, not added.
         let full = |m: &Map| {
-            m.sessions.len() >= MAX_SESSIONS
-                || m.sessions.values().filter(|s| s.caller.uid == peer.uid).count() >= MAX_SESSIONS_PER_UID
+            let others = m.sessions.iter().filter(|(key, _)| **key != k);
+            m.sessions.len() - usize::from(m.sessions.contains_key(&k)) >= MAX_SESSIONS
+                || others.filter(|(_, s)| s.caller.uid == peer.uid).count() >= MAX_SESSIONS_PER_UID
         };
         if full(&map) {
             map.sweep();
             if full(&map) {
-                return;
+                return false;
             }
         }
         if !map.sweeping {
             // Without a sweeper nothing would close the session's fds: keep nothing then.
             if !spawn_sweeper(Arc::downgrade(&self.by_conn)) {
-                return;
+                return false;
             }
             map.sweeping = true;
         }
+        map.generations += 1;
+        let generation = map.generations;
         let session = Session {
             conn: Arc::downgrade(fd),
             process: Arc::new(process),
@@ -203,7 +230,9 @@ impl Sessions {
             caller,
             at: started.0,
             renewing: false,
+            generation,
         };
         map.sessions.insert(k, session);
+        true
     }
 }

@@ -4,7 +4,7 @@ child, then exec another program in the process that connected.
 usage: exec_after_connect.py DAEMON_SOCKET BRIDGE_SOCKET PROGRAM [ARGS...]  (argv[0] is PROGRAM)
        PROGRAM "--stay": no exec (a control: the relay itself works)
 
-The parent connects to DAEMON_SOCKET, forks, and execs PROGRAM (for example a setuid copy of
+The parent connects to DAEMON_SOCKET, waits until the daemon has accepted, forks, and execs PROGRAM (for example a setuid copy of
 `sleep`). The child waits until that exec has happened (the close-on-exec end of a pipe closes),
 then listens on BRIDGE_SOCKET, prints "ready PARENT_PID" and relays one client connection to the
 inherited daemon connection, so an ordinary Workload API client can speak over the connection
@@ -35,6 +35,13 @@ def main():
     daemon_sock, bridge_path, program, args = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[3:]
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     conn.connect(daemon_sock)
+    # The daemon records the executable when it accepts (an exec before that is invisible: the
+    # kernel keeps no record), and sends its HTTP/2 SETTINGS right after. Wait for those bytes
+    # without consuming them (the relayed client reads them later), so the exec below always
+    # comes after the accept, however loaded the machine.
+    conn.settimeout(10)
+    conn.recv(1, socket.MSG_PEEK)
+    conn.settimeout(None)
     r, w = os.pipe()  # both ends are close-on-exec (PEP 446)
     parent = os.getpid()
     if os.fork() == 0:

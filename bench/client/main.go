@@ -33,6 +33,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"slices"
 	"sort"
 	"strconv"
@@ -934,6 +935,14 @@ func floorCall(c workload.SpiffeWorkloadAPIClient) error {
 // that every daemon refuses before any work (no security header), i.e. what a call costs on this
 // machine when the daemon's threads have been idle ~15 ms in between.
 func p2(ds [2]*daemon, third *daemon, plan Plan, res *results) {
+	// P1 ends with spire-agent having hashed the 100 MiB binary dozens of times (and its
+	// garbage collector catching up): let the machine settle first, as before P4's samples.
+	logf("P2: settling %.0fs", plan.SettleSeconds/2)
+	time.Sleep(time.Duration(plan.SettleSeconds / 2 * float64(time.Second)))
+	// The driver's own garbage collector off while it times calls (its mark workers would take
+	// one of the 2 cores in the middle of a call, whichever daemon it is); collected between
+	// the loops instead.
+	defer debug.SetGCPercent(debug.SetGCPercent(-1))
 	logf("P2: %d warm fetches each on one reused connection (blocks, then interleaved), then %d each on a new connection per call", plan.P2Fetches, plan.P2Fetches)
 	// [2]: tessera under spire-server (when there is one).
 	all := []*daemon{ds[0], ds[1]}
@@ -959,10 +968,15 @@ func p2(ds [2]*daemon, third *daemon, plan Plan, res *results) {
 	// same idle time P2i gave each call, so the same wake-up cost).
 	var last [3]time.Time
 	var idle [3][]time.Duration
+	// Each timed call's position in its block (blocks only), for the log of where the slowest are.
+	var pos [3][]int
+	cur := 0
 	measure := func(blocks bool, replay *[3][]time.Duration, call func(k int) error) (t [3][]float64, errs [3]int) {
+		runtime.GC()
 		var seen [3]int
 		last = [3]time.Time{}
 		idle = [3][]time.Duration{}
+		pos = [3][]int{}
 		timed := func(k int) {
 			if replay != nil && seen[k] < len(replay[k]) {
 				time.Sleep(replay[k][seen[k]])
@@ -980,6 +994,7 @@ func p2(ds [2]*daemon, third *daemon, plan Plan, res *results) {
 				return
 			}
 			t[k] = append(t[k], ms(time.Since(t0)))
+			pos[k] = append(pos[k], cur)
 		}
 		deadline := time.Now().Add(4 * time.Minute)
 		if !blocks {
@@ -998,6 +1013,7 @@ func p2(ds [2]*daemon, third *daemon, plan Plan, res *results) {
 			}
 			for _, k := range ks {
 				for i := 0; i < plan.P2Fetches/rounds && time.Now().Before(deadline); i++ {
+					cur = i
 					timed(k)
 				}
 			}
@@ -1006,6 +1022,20 @@ func p2(ds [2]*daemon, third *daemon, plan Plan, res *results) {
 	}
 	floor := func(k int) error { return floorCall(clients[k]) }
 	t, errs := measure(true, nil, func(k int) error { return fetchOn(clients[k], 5*time.Second) })
+	for k := range all {
+		// Where in their blocks the slowest 1% were (0: a block's first call, after the other
+		// daemons' blocks: the connection's attestation has expired and is redone in full).
+		idx := make([]int, len(t[k]))
+		for i := range idx {
+			idx[i] = i
+		}
+		sort.Slice(idx, func(a, b int) bool { return t[k][idx[a]] > t[k][idx[b]] })
+		var slow []string
+		for _, i := range idx[:min(len(idx), max(1, len(idx)/100))] {
+			slow = append(slow, fmt.Sprintf("%.2fms@%d", t[k][i], pos[k][i]))
+		}
+		logf("P2 %s: slowest 1%% (ms@position in block): %s", all[k].spec.Name, strings.Join(slow, " "))
+	}
 	tfb, _ := measure(true, nil, floor)
 	ti, errsi := measure(false, nil, func(k int) error { return fetchOn(clients[k], 5*time.Second) })
 	gaps := idle

@@ -252,8 +252,8 @@ impl Pipeline {
     }
 
     /// A full attestation, kept as the connection's session when it succeeds (replacing the
-    /// session of generation `renewing` only if that is still the connection's); and whether
-    /// it was kept.
+    /// session of generation `renewing` only if that is still the connection's); and, for a
+    /// renewal, whether it was kept (false otherwise: the keeping is not waited for).
     async fn attest_and_keep(
         &self,
         peer: &PeerInfo,
@@ -264,10 +264,14 @@ impl Pipeline {
         let (caller, process) = self.caller_pinned(peer, rpc).await?;
         let caller = Arc::new(caller);
         let (sessions, peer, kept) = (self.sessions.clone(), peer.clone(), caller.clone());
-        // Keeping stats files: off the async threads, like the attestation itself.
-        let kept = tokio::task::spawn_blocking(move || sessions.keep(&peer, process, kept, started, renewing))
-            .await
-            .unwrap_or(false);
+        // Keeping stats files: off the async threads, like the attestation itself. A call does not
+        // wait for it (its answer does not depend on it; a next call that comes first is attested
+        // in full again); a renewal does, to know whether to drop the session it renews.
+        let keep = tokio::task::spawn_blocking(move || sessions.keep(&peer, process, kept, started, renewing));
+        let kept = match renewing {
+            Some(_) => keep.await.unwrap_or(false),
+            None => false,
+        };
         Ok((caller, kept))
     }
 }

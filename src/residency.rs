@@ -149,7 +149,10 @@ Swap:                  0 kB
         let got = droppable(SMAPS, EXE);
         assert_eq!(
             got,
-            vec![Droppable { start: 0x55d0c0000000, len: 0x100000 }, Droppable { start: 0x55d0c0100000, len: 0x800000 }],
+            vec![
+                Droppable { start: 0x55d0c0000000, len: 0x100000 },
+                Droppable { start: 0x55d0c0100000, len: 0x800000 }
+            ],
             "the executable's text and read-only data; never its relocated RELRO (in memory or \
              swapped out), its writable data, the heap, a library or the vdso"
         );
@@ -161,7 +164,10 @@ Swap:                  0 kB
         assert!(droppable("zz-yy r-xp 0 fe:00 123 /x\nAnonymous: 0 kB\nSwap: 0 kB\n", EXE).is_empty());
         assert!(droppable("1000-2000 r-xp 0 fe:00 123 /x\nAnonymous: x kB\nSwap: 0 kB\n", EXE).is_empty());
         assert!(droppable("1000-2000 r-xp 0 fe:00 123 /x\nAnonymous: 0 kB\n", EXE).is_empty(), "no Swap line");
-        assert!(droppable("1000-2000 r-xp 0 fe:00 124 /x\nAnonymous: 0 kB\nSwap: 0 kB\n", EXE).is_empty(), "another file");
+        assert!(
+            droppable("1000-2000 r-xp 0 fe:00 124 /x\nAnonymous: 0 kB\nSwap: 0 kB\n", EXE).is_empty(),
+            "another file"
+        );
         assert_eq!(droppable("1000-2000 r-xp 0 fe:00 123 /x\nAnonymous: 0 kB\nSwap: 0 kB\n", EXE).len(), 1);
     }
 

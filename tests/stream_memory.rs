@@ -136,7 +136,10 @@ async fn start_up_code_is_dropped_once_serving_and_the_daemon_still_serves() {
     });
     for (header, flags, anon) in of_exe() {
         if !read_only_clean(&(header.clone(), flags.clone(), anon)) {
-            assert!(!flags.split(' ').any(|f| f == "rr"), "a writable or relocated mapping was advised: {header} {flags}");
+            assert!(
+                !flags.split(' ').any(|f| f == "rr"),
+                "a writable or relocated mapping was advised: {header} {flags}"
+            );
         }
     }
     // Everything still runs: an X.509-SVID, a JWT-SVID and its validation.

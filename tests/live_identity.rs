@@ -722,17 +722,24 @@ async fn two_nodes_in_two_network_namespaces_complete_mtls() {
     let _ = server.wait();
 }
 
+/// A daemon whose one entry selects this uid and a system prompt file in `dir` (its path is
+/// returned), written before the daemon starts and outside the racy window (a file changed
+/// within it is never trusted for reuse).
+fn support_agent_with_prompt(dir: &std::path::Path) -> (Daemon, std::path::PathBuf) {
+    let prompt = dir.join("prompt.md");
+    std::fs::write(&prompt, "You are a support agent.\n").unwrap();
+    let digest = sha256_hex(b"You are a support agent.\n");
+    wait_until_not_racy(&prompt);
+    let d = Daemon::start(&entry("support", &[uid_sel(), format!("config:sha256:{}:{digest}", prompt.display())], ""));
+    (d, prompt)
+}
+
 /// Calls on one connection reuse its attestation (up to a second), but not once a file the
 /// attestation read has changed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_reuses_its_attestation_until_a_file_it_read_changes() {
     let files = tempfile::tempdir().unwrap();
-    let prompt = files.path().join("prompt.md");
-    std::fs::write(&prompt, "You are a support agent.\n").unwrap();
-    let digest = sha256_hex(b"You are a support agent.\n");
-    // A file changed within the racy window is never trusted for reuse: start outside it.
-    wait_until_not_racy(&prompt);
-    let d = Daemon::start(&entry("support", &[uid_sel(), format!("config:sha256:{}:{digest}", prompt.display())], ""));
+    let (d, prompt) = support_agent_with_prompt(files.path());
     let count = |event: &str| {
         let needle = format!("\"event\":\"{event}\"");
         std::fs::read_to_string(d.audit_log()).unwrap_or_default().lines().filter(|l| l.contains(&needle)).count()
@@ -769,11 +776,7 @@ async fn a_connection_reuses_its_attestation_until_a_file_it_read_changes() {
 #[tokio::test]
 async fn a_steadily_used_connection_has_its_attestation_renewed_in_the_background() {
     let files = tempfile::tempdir().unwrap();
-    let prompt = files.path().join("prompt.md");
-    std::fs::write(&prompt, "You are a support agent.\n").unwrap();
-    let digest = sha256_hex(b"You are a support agent.\n");
-    wait_until_not_racy(&prompt);
-    let d = Daemon::start(&entry("support", &[uid_sel(), format!("config:sha256:{}:{digest}", prompt.display())], ""));
+    let (d, _prompt) = support_agent_with_prompt(files.path());
     let client = d.client().await;
     let calls = 36;
     for _ in 0..calls {

@@ -14,8 +14,9 @@
 //	                                    P4 only, against one running daemon (bench/p4)
 //	bench-client p3   -socket PATH [-seconds S]  P3's cells against one daemon only
 //	bench-client warm -socket PATH -n N P2 against one daemon only: N timed fetches on one reused
-//	                                    connection (-new: a new connection per call, P2c); prints
-//	                                    p50/p90/p99/max in ms (for profiling one daemon)
+//	                                    connection (-new: a new connection per call, P2c; -gap D:
+//	                                    a pause before each call; -floor: the refused call of P2's
+//	                                    floor row); prints p50/p90/p99/max in ms (for profiling)
 package main
 
 import (
@@ -1039,9 +1040,9 @@ func p2(ds [2]*daemon, third *daemon, plan Plan, res *results) {
 	tfb, _ := measure(true, nil, floor)
 	ti, errsi := measure(false, nil, func(k int) error { return fetchOn(clients[k], 5*time.Second) })
 	gaps := idle
-	var all0 []float64
+	var idle0 []float64 // the first daemon's, in ms, for the row's label
 	for _, g := range gaps[0] {
-		all0 = append(all0, ms(g))
+		idle0 = append(idle0, ms(g))
 	}
 	tf, _ := measure(false, &gaps, floor)
 	tc, errsc := measure(true, nil, func(k int) error { return fetchOnce(all[k].spec.Socket, 5*time.Second) })
@@ -1058,7 +1059,7 @@ func p2(ds [2]*daemon, third *daemon, plan Plan, res *results) {
 	res.add3("P2 floor, p99", pct(tfb[0], 99), pct(tfb[1], 99), pct(tfb[2], 99), "ms", false, nfb)
 	res.add3("P2i warm fetch interleaved (one call per daemon in turn), p50", pct(ti[0], 50), pct(ti[1], 50), pct(ti[2], 50), "ms", false, ni)
 	res.add3("P2i warm fetch interleaved, p99", pct(ti[0], 99), pct(ti[1], 99), pct(ti[2], 99), "ms", false, ni)
-	res.add3(fmt.Sprintf("P2i floor: the refused call after the same idle time (%s median %.1f ms), p50", ds[0].spec.Name, pct(all0, 50)), pct(tf[0], 50), pct(tf[1], 50), pct(tf[2], 50), "ms", false, nf)
+	res.add3(fmt.Sprintf("P2i floor: the refused call after the same idle time (%s median %.1f ms), p50", ds[0].spec.Name, pct(idle0, 50)), pct(tf[0], 50), pct(tf[1], 50), pct(tf[2], 50), "ms", false, nf)
 	res.add3("P2i floor, p99", pct(tf[0], 99), pct(tf[1], 99), pct(tf[2], 99), "ms", false, nf)
 	res.add3("P2c warm fetch, new connection per call, p50", pct(tc[0], 50), pct(tc[1], 50), pct(tc[2], 50), "ms", false, nc)
 	res.add3("P2c warm fetch, new connection per call, p99", pct(tc[0], 99), pct(tc[1], 99), pct(tc[2], 99), "ms", false, nc)

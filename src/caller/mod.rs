@@ -223,8 +223,7 @@ impl Pipeline {
     /// The caller this connection's last full attestation found under `policy`, if it may be
     /// reused now (see [`session`]). A session past [`session::RENEW_AFTER`] is renewed by a
     /// full attestation in the background meanwhile (dropped if that one fails), so calls on a
-    /// steadily used connection do not wait for one.
-    /// The renewal's audit lines name `rpc`, the call that started it.
+    /// steadily used connection do not wait for one; its audit lines read "`rpc` (renewal)".
     pub fn reused(self: &Arc<Self>, peer: &PeerInfo, policy: &Arc<Policy>, rpc: &str) -> Option<Arc<Caller>> {
         let (caller, renew) = self.sessions.reuse(peer, policy)?;
         if let Some(generation) = renew {

@@ -73,6 +73,9 @@ pub struct ProcessHandle {
     /// Whether it shares the daemon's mount namespace, read once per attestation (several
     /// attestors ask).
     same_mnt: std::sync::OnceLock<bool>,
+    /// `readlink /proc/PID/exe`, read once per attestation (two attestors ask). An exec after
+    /// it is caught by the final [`Self::verify_alive`].
+    exe_link: std::sync::OnceLock<Result<PathBuf, String>>,
 }
 
 impl fmt::Debug for ProcessHandle {
@@ -99,9 +102,14 @@ impl ProcessHandle {
             // Fail closed: a peer whose executable cannot be identified gets no identity.
             None => Some(ExeIdentity::read(&handle.proc_path()).ok_or(AttestError::ProcessGone { pid })?),
         };
-        // Alive, and the exe and credentials already match (fail early rather than attest a
-        // zombie or an exec'd process).
-        handle.verify_alive()?;
+        // A pidfd opened by number is checked at once (a recycled pid fails the credentials
+        // soonest). One from the kernel is not: every use of a peer's handle ends in
+        // `verify_alive` (attestation after all its reads, a session before it is kept), and a
+        // check now as well cost a tenth of a full attestation. A process that exited or
+        // exec'd in between is read in vain, then refused.
+        if !from_peer {
+            handle.verify_alive()?;
+        }
         Ok(handle)
     }
 
@@ -115,18 +123,32 @@ impl ProcessHandle {
     }
 
     fn pin(pid: i32, pidfd: OwnedFd, pidfd_from_peer: bool, peer_ids: Option<(u32, u32)>) -> Result<Self, AttestError> {
-        match pidfd_pid(&pidfd) {
-            Some(-1) => return Err(AttestError::ProcessGone { pid }),
-            Some(p) if p != pid => {
-                return Err(AttestError::PidfdMismatch { pid, pidfd_pid: p });
+        // SO_PEERPIDFD and SO_PEERCRED's pid name the same kernel pid (the socket's peer), so
+        // only a pidfd opened later by number is checked against it.
+        if !pidfd_from_peer {
+            match pidfd_pid(&pidfd) {
+                Some(-1) => return Err(AttestError::ProcessGone { pid }),
+                Some(p) if p != pid => {
+                    return Err(AttestError::PidfdMismatch { pid, pidfd_pid: p });
+                }
+                _ => {}
             }
-            _ => {}
         }
         let proc_dir = Process::new(pid).map_err(|e| proc_error(pid, e))?;
-        let starttime = proc_dir.stat().map_err(|e| proc_error(pid, e))?.starttime;
-        // Not verified alive here: both callers do it once the handle is complete (a peer's
-        // with its executable identity), which is one full check fewer per RPC.
-        Ok(Self { pid, pidfd, pidfd_from_peer, proc_dir, starttime, peer_ids, exe: None, same_mnt: Default::default() })
+        let mut handle = Self {
+            pid,
+            pidfd,
+            pidfd_from_peer,
+            proc_dir,
+            starttime: 0,
+            peer_ids,
+            exe: None,
+            same_mnt: Default::default(),
+            exe_link: Default::default(),
+        };
+        let stat = handle.read_raw("stat").map_err(|_| AttestError::ProcessGone { pid })?;
+        handle.starttime = exe_identity::stat_fields(&stat).ok_or(AttestError::ProcessGone { pid })?.0;
+        Ok(handle)
     }
 
     /// Pid as seen from the daemon's pid namespace.
@@ -252,7 +274,7 @@ impl ProcessHandle {
 
     /// `readlink /proc/PID/exe`, as the daemon sees the path.
     pub(crate) fn exe_link(&self) -> Result<PathBuf, String> {
-        self.proc_dir.exe().map_err(|e| e.to_string())
+        self.exe_link.get_or_init(|| self.proc_dir.exe().map_err(|e| e.to_string())).clone()
     }
 
     /// An `O_PATH` dirfd of the process's root directory (`/proc/PID/root`).
@@ -307,15 +329,16 @@ impl ProcessHandle {
     }
 
     fn same_mount_ns(&self) -> bool {
-        *self.same_mnt.get_or_init(|| self.same_ns("mnt"))
+        *self.same_mnt.get_or_init(|| self.same_ns(Namespace::Mount))
     }
 
-    fn same_ns(&self, kind: &str) -> bool {
-        let theirs =
-            self.proc_dir.open_relative(format!("ns/{kind}")).and_then(|f| f.metadata().map_err(ProcError::from));
-        let ours = std::fs::metadata(format!("/proc/self/ns/{kind}"));
-        match (theirs, ours) {
-            (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+    fn same_ns(&self, kind: Namespace) -> bool {
+        let theirs = self
+            .proc_dir
+            .open_relative(format!("ns/{}", kind.name()))
+            .and_then(|f| f.metadata().map_err(ProcError::from));
+        match (theirs, kind.ours()) {
+            (Ok(a), Some(b)) => (a.dev(), a.ino()) == b,
             _ => false,
         }
     }
@@ -330,7 +353,7 @@ impl ProcessHandle {
     /// systemd sandboxing, root-run containers; those paths stay evidence.) Unreadable
     /// namespace links count as foreign: fail closed.
     pub(crate) fn untrusted_root(&self) -> Option<String> {
-        if self.same_mount_ns() || self.same_ns("user") {
+        if self.same_mount_ns() || self.same_ns(Namespace::User) {
             return None;
         }
         Some(format!(
@@ -339,6 +362,35 @@ impl ProcessHandle {
              through its root are not evidence",
             self.pid
         ))
+    }
+}
+
+/// A namespace kind compared with the daemon's own.
+#[derive(Clone, Copy)]
+enum Namespace {
+    Mount,
+    User,
+}
+
+impl Namespace {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Mount => "mnt",
+            Self::User => "user",
+        }
+    }
+
+    /// The daemon's own (device, inode) of this namespace, kept once read: the daemon never
+    /// changes its namespaces. `None` while unreadable (e.g. out of fds; then no process counts
+    /// as sharing it: fail closed), and read again next time.
+    fn ours(self) -> Option<(u64, u64)> {
+        static OURS: [std::sync::OnceLock<(u64, u64)>; 2] = [std::sync::OnceLock::new(), std::sync::OnceLock::new()];
+        let cell = &OURS[self as usize];
+        if let Some(ours) = cell.get() {
+            return Some(*ours);
+        }
+        let m = std::fs::metadata(format!("/proc/self/ns/{}", self.name())).ok()?;
+        Some(*cell.get_or_init(|| (m.dev(), m.ino())))
     }
 }
 

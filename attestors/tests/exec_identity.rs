@@ -72,9 +72,9 @@ fn an_exec_after_accept_gets_no_identity() {
 }
 
 #[test]
-fn an_exec_after_the_identity_was_taken_is_refused_at_pinning_and_by_the_poll() {
-    // The identity recorded at accept is python's; the process has exec'd sh since: refused
-    // right away at pinning.
+fn an_exec_after_the_identity_was_taken_is_refused_by_attestation_and_by_the_poll() {
+    // The identity recorded at accept is python's; the process has exec'd sh since: pinning
+    // reads it, and the attestation that follows refuses it.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("api.sock");
     let listener = UnixListener::bind(&path).unwrap();
@@ -98,7 +98,9 @@ fn an_exec_after_the_identity_was_taken_is_refused_at_pinning_and_by_the_poll() 
     wait_for_exe(cred.pid(), "dash");
     assert!(matches!(verify_exe_identity(cred.pid(), &live_pidfd, exe), Err(AttestError::ExecutableChanged { .. })));
     let peer = PeerCredentials { pid: Some(cred.pid()), uid: cred.uid(), gid: cred.gid(), pidfd, exe: Some(exe) };
-    assert!(matches!(ProcessHandle::from_peer(peer), Err(AttestError::ExecutableChanged { .. })));
+    let handle = ProcessHandle::from_peer(peer).unwrap();
+    assert!(matches!(attestor().attest(&handle), Err(AttestError::ExecutableChanged { .. })));
+    assert!(matches!(handle.verify_alive(), Err(AttestError::ExecutableChanged { .. })));
 }
 
 #[test]

@@ -104,7 +104,9 @@ fn socket_peer_pidfd_path_also_compares_credentials() {
     let (_child, mut peer) = connect_python_peer(dir.path());
     assert!(peer.pidfd.is_some(), "kernel ≥ 6.5 gives SO_PEERPIDFD");
     peer.gid = 4242;
-    assert!(matches!(ProcessHandle::from_peer(peer), Err(AttestError::CredentialsChanged { .. })));
+    let handle = ProcessHandle::from_peer(peer).unwrap();
+    assert!(matches!(attestor().attest(&handle), Err(AttestError::CredentialsChanged { .. })));
+    assert!(matches!(handle.verify_alive(), Err(AttestError::CredentialsChanged { .. })));
 }
 
 #[test]

@@ -761,6 +761,42 @@ func idleRSS(ds [2]*daemon, plan Plan, res *results) {
 	}
 }
 
+// cpuNs is the CPU time all threads of the processes have used so far (schedstat, ns).
+func cpuNs(pids []int) int64 {
+	var total int64
+	for _, pid := range pids {
+		tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", pid))
+		for _, t := range tasks {
+			b, err := os.ReadFile(t)
+			if err != nil {
+				continue
+			}
+			if f := strings.Fields(string(b)); len(f) > 0 {
+				v, _ := strconv.ParseInt(f[0], 10, 64)
+				total += v
+			}
+		}
+	}
+	return total
+}
+
+// quiet waits until the processes together use under 2% of a core over 50 ms (at most 3 s),
+// returning how long it waited and the CPU they used meanwhile.
+func quiet(pids []int) (time.Duration, time.Duration) {
+	const window, limit = 50 * time.Millisecond, time.Millisecond
+	start, first := time.Now(), cpuNs(pids)
+	prev := first
+	for time.Since(start) < 3*time.Second {
+		time.Sleep(window)
+		now := cpuNs(pids)
+		if time.Duration(now-prev) < limit {
+			return time.Since(start), time.Duration(now - first)
+		}
+		prev = now
+	}
+	return time.Since(start), time.Duration(prev - first)
+}
+
 // restart stops the daemon and starts it again, returning once it serves the driver (a small
 // binary, so the padded binary's digest stays uncached).
 func restart(d *daemon) {
@@ -969,6 +1005,15 @@ func p2(ds [2]*daemon, third *daemon, plan Plan, res *results) {
 	// same idle time P2i gave each call, so the same wake-up cost).
 	var last [3]time.Time
 	var idle [3][]time.Duration
+	// Every process of every daemon (spire-agent's spire-server too), for quiet().
+	var watched []int
+	for _, d := range all {
+		watched = append(watched, d.pid())
+		for _, pid := range d.spec.ExtraPids {
+			watched = append(watched, pid)
+		}
+	}
+	var quietLog []string
 	// Each timed call's position in its block (blocks only), for the log of where the slowest are.
 	var pos [3][]int
 	cur := 0
@@ -1013,6 +1058,12 @@ func p2(ds [2]*daemon, third *daemon, plan Plan, res *results) {
 				slices.Reverse(ks)
 			}
 			for _, k := range ks {
+				// Each block starts on a quiet machine: the previous block's daemon finishes
+				// its aftermath first (spire-agent's garbage collector after 250 calls that
+				// each hashed 10 MiB took one of the 2 cores for the next block's first ~30
+				// calls, whichever daemon's).
+				waited, spent := quiet(watched)
+				quietLog = append(quietLog, fmt.Sprintf("%s %.0fms/%.1fms", all[k].spec.Name, ms(waited), ms(spent)))
 				for i := 0; i < plan.P2Fetches/rounds && time.Now().Before(deadline); i++ {
 					cur = i
 					timed(k)
@@ -1023,6 +1074,7 @@ func p2(ds [2]*daemon, third *daemon, plan Plan, res *results) {
 	}
 	floor := func(k int) error { return floorCall(clients[k]) }
 	t, errs := measure(true, nil, func(k int) error { return fetchOn(clients[k], 5*time.Second) })
+	logf("P2: before each block, waited for the daemons to go quiet (waited/their CPU meanwhile): %s", strings.Join(quietLog, ", "))
 	for k := range all {
 		// Where in their blocks the slowest 1% were (0: a block's first call, after the other
 		// daemons' blocks: the connection's attestation has expired and is redone in full).

@@ -98,17 +98,20 @@ impl Pipeline {
 
     /// Attest the peer with the attestor settings of `policy`. Failure → refused (emitted).
     pub async fn attest(&self, peer: &PeerInfo, rpc: &str, policy: &Policy) -> Result<Attestation, CallerError> {
-        self.attest_pinned(peer, rpc, policy).await.map(|(attestation, _)| attestation)
+        self.attest_pinned(peer, rpc, policy, None).await.map(|(attestation, ..)| attestation)
     }
 
     /// [`Self::attest`], also returning the pinned process (for cheap re-checks between full
-    /// attestations: alive, same credentials, same executable).
-    pub async fn attest_pinned(
+    /// attestations: alive, same credentials, same executable); with `session` (when the
+    /// attestation started), also the baseline for keeping it as the connection's session, if
+    /// one may be kept.
+    async fn attest_pinned(
         &self,
         peer: &PeerInfo,
         rpc: &str,
         policy: &Policy,
-    ) -> Result<(Attestation, ProcessHandle), CallerError> {
+        session: Option<std::time::SystemTime>,
+    ) -> Result<(Attestation, ProcessHandle, Option<session::Baseline>), CallerError> {
         // Bounded concurrency: one user opening hundreds of connections to slow binaries must not
         // take every blocking thread, and so every other workload's attestation, with it.
         let _slot = self.attest_slots.acquire(peer.uid).await.map_err(|_| CallerError::ShuttingDown)?;
@@ -117,7 +120,13 @@ impl Pipeline {
         let started = std::time::Instant::now();
         let result = off_async(move || {
             let handle = ProcessHandle::from_peer(creds)?;
-            attestor.attest(&handle).map(|attestation| (attestation, handle))
+            // Read before the attestation's final check that the process is still the pinned one.
+            let cmdline = session.and_then(|_| handle.cmdline_raw().ok());
+            let attestation = attestor.attest(&handle)?;
+            let baseline = cmdline.zip(session).and_then(|(cmdline, started)| {
+                session::Baseline::gather(&handle, cmdline, &attestation.watched_files, started)
+            });
+            Ok::<_, tessera_attestors::AttestError>((attestation, handle, baseline))
         })
         .await?;
         self.events.emit(Event::AttestationFinished {
@@ -196,13 +205,19 @@ impl Pipeline {
     /// Attest a caller at the start of an RPC (emitted with its evidence) and find its entries,
     /// all against one policy snapshot.
     pub async fn caller(&self, peer: &PeerInfo, rpc: &str) -> Result<Caller, CallerError> {
-        self.caller_pinned(peer, rpc).await.map(|(caller, _)| caller)
+        self.caller_pinned(peer, rpc, None).await.map(|(caller, ..)| caller)
     }
 
-    /// [`Self::caller`], also returning the pinned process (see [`Self::attest_pinned`]).
-    pub async fn caller_pinned(&self, peer: &PeerInfo, rpc: &str) -> Result<(Caller, ProcessHandle), CallerError> {
+    /// [`Self::caller`], also returning the pinned process and a session baseline (see
+    /// [`Self::attest_pinned`]).
+    async fn caller_pinned(
+        &self,
+        peer: &PeerInfo,
+        rpc: &str,
+        session: Option<std::time::SystemTime>,
+    ) -> Result<(Caller, ProcessHandle, Option<session::Baseline>), CallerError> {
         let policy = self.policy();
-        let (attestation, handle) = self.attest_pinned(peer, rpc, &policy).await?;
+        let (attestation, handle, baseline) = self.attest_pinned(peer, rpc, &policy, session).await?;
         self.events.emit(Event::Attested {
             rpc: rpc.to_owned(),
             pid: attestation.pid,
@@ -216,7 +231,7 @@ impl Pipeline {
                 .filter_map(|r| r.error.as_ref().map(|e| (r.attestor.to_string(), e.to_string())))
                 .collect(),
         });
-        self.entitle(attestation, peer, rpc, policy).map(|caller| (caller, handle))
+        self.entitle(attestation, peer, rpc, policy).map(|caller| (caller, handle, baseline))
     }
 
     /// The caller this connection's last full attestation found under `policy`, if it may be
@@ -249,9 +264,9 @@ impl Pipeline {
         }
     }
 
-    /// A full attestation, kept as the connection's session when it succeeds (replacing the
-    /// session of generation `renewing` only if that is still the connection's); and, for a
-    /// renewal, whether it was kept (false otherwise: the keeping is not waited for).
+    /// A full attestation, kept as the connection's session when it succeeds and may be kept
+    /// (replacing the session of generation `renewing` only if that is still the
+    /// connection's); and whether it was kept.
     async fn attest_and_keep(
         &self,
         peer: &PeerInfo,
@@ -259,17 +274,10 @@ impl Pipeline {
         renewing: Option<u64>,
     ) -> Result<(Arc<Caller>, bool), CallerError> {
         let started = (std::time::Instant::now(), std::time::SystemTime::now());
-        let (caller, process) = self.caller_pinned(peer, rpc).await?;
+        let (caller, process, baseline) = self.caller_pinned(peer, rpc, Some(started.1)).await?;
         let caller = Arc::new(caller);
-        let (sessions, peer, kept) = (self.sessions.clone(), peer.clone(), caller.clone());
-        // Keeping stats files: off the async threads, like the attestation itself. A call does not
-        // wait for it (its answer does not depend on it; a next call that comes first is attested
-        // in full again); a renewal does, to know whether to drop the session it renews.
-        let keep = tokio::task::spawn_blocking(move || sessions.keep(&peer, process, kept, started, renewing));
-        let kept = match renewing {
-            Some(_) => keep.await.unwrap_or(false),
-            None => false,
-        };
+        // Kept before the answer goes out, so the connection's next call finds it.
+        let kept = baseline.is_some_and(|b| self.sessions.keep(peer, process, b, caller.clone(), started.0, renewing));
         Ok((caller, kept))
     }
 }

@@ -47,6 +47,38 @@ fn stamps(paths: &[PathBuf]) -> Option<Vec<FileKey>> {
     paths.iter().map(|p| std::fs::metadata(p).ok().map(|m| FileKey::of(&m))).collect()
 }
 
+/// What the per-call checks compare against, gathered by the full attestation on its own
+/// (blocking) thread, so that keeping a session costs the call nothing more.
+#[derive(Debug)]
+pub struct Baseline {
+    cmdline: Vec<u8>,
+    files: Vec<FileKey>,
+}
+
+impl Baseline {
+    /// The baseline for a session of this attested process, or `None` if no session may be
+    /// kept for it (see the module docs). `cmdline` must have been read before the
+    /// attestation's final `verify_alive`, so that it belongs to the attested process;
+    /// `files` are the attestation's watched files, `started` when it started. Blocking
+    /// (statfs and stat of the files).
+    pub fn gather(process: &ProcessHandle, cmdline: Vec<u8>, files: &[PathBuf], started: SystemTime) -> Option<Self> {
+        if cmdline.len() > MAX_CMDLINE || !process.shares_daemon_view() || !process.exe_on_local_fs() {
+            return None;
+        }
+        if !files.iter().all(|p| local_fs::path_is_local(p)) {
+            return None;
+        }
+        // Stamped after the attestation read the files: a write in between is the same race as
+        // a write just after a full attestation, which open streams catch by their file watch.
+        // A file changed so recently that a next write could leave the same stamp is not kept.
+        let files = stamps(files)?;
+        if files.iter().any(|s| s.ctime().is_none_or(|c| c + DIGEST_CACHE_RACY_WINDOW >= started)) {
+            return None;
+        }
+        Some(Self { cmdline, files })
+    }
+}
+
 /// One connection's last full attestation.
 struct Session {
     /// The connection's pidfd: while this upgrades to the same allocation, it is the same
@@ -137,7 +169,7 @@ impl Sessions {
             (s.process.clone(), s.cmdline.clone(), s.files.clone(), s.caller.clone(), renew)
         };
         // A few small /proc reads through the held dirfd and a stat per file read (all on local
-        // file systems, see `keep`), on this thread (cheaper than a hop to the blocking pool) and
+        // file systems, see `Baseline::gather`), on this thread (cheaper than a hop to the blocking pool) and
         // outside the lock. The command line is read before `verify_alive`, so it describes the pinned
         // process.
         let same = process.cmdline_raw().is_ok_and(|c| *c == *cmdline)
@@ -162,38 +194,20 @@ impl Sessions {
         }
     }
 
-    /// Remember a fully attested caller of this connection; `started` is when its attestation
-    /// started; `renewing`: the generation of the session this attestation renews, which it
-    /// replaces only if that one is still the connection's session. Whether it was kept.
-    /// Blocking (it stats files): call it off the async threads.
+    /// Remember a fully attested caller of this connection with the [`Baseline`] its
+    /// attestation gathered; `started` is when that attestation started; `renewing`: the
+    /// generation of the session this attestation renews, which it replaces only if that one is
+    /// still the connection's session. Whether it was kept. Does not block.
     pub fn keep(
         &self,
         peer: &PeerInfo,
         process: ProcessHandle,
+        baseline: Baseline,
         caller: Arc<Caller>,
-        started: (Instant, SystemTime),
+        started: Instant,
         renewing: Option<u64>,
     ) -> bool {
         let Some((k, fd)) = key(peer) else { return false };
-        if !process.shares_daemon_view() || !process.exe_on_local_fs() {
-            return false;
-        }
-        let files = &caller.attestation.watched_files;
-        if !files.iter().all(|p| local_fs::path_is_local(p)) {
-            return false;
-        }
-        let Ok(cmdline) = process.cmdline_raw() else { return false };
-        // The command line must belong to the process that was attested.
-        if cmdline.len() > MAX_CMDLINE || process.verify_alive().is_err() {
-            return false;
-        }
-        // Stamped after the attestation read the files: a write in between is the same race as
-        // a write just after a full attestation, which open streams catch by their file watch.
-        // A file changed so recently that a next write could leave the same stamp is not kept.
-        let Some(stamps) = stamps(files) else { return false };
-        if stamps.iter().any(|s| s.ctime().is_none_or(|c| c + DIGEST_CACHE_RACY_WINDOW >= started.1)) {
-            return false;
-        }
         let mut map = self.by_conn.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(g) = renewing
             && map.sessions.get(&k).is_none_or(|s| s.generation != g)
@@ -225,10 +239,10 @@ impl Sessions {
         let session = Session {
             conn: Arc::downgrade(fd),
             process: Arc::new(process),
-            cmdline: cmdline.into(),
-            files: stamps.into(),
+            cmdline: baseline.cmdline.into(),
+            files: baseline.files.into(),
             caller,
-            at: started.0,
+            at: started,
             renewing: false,
             generation,
         };

@@ -27,6 +27,7 @@ impl PeerInfo {
             uid: self.uid,
             gid: self.gid,
             pidfd: self.pidfd.as_ref().and_then(|fd| fd.try_clone().ok()),
+            pidfd_from_kernel: self.pidfd_from_kernel,
             exe: self.exe,
         }
     }

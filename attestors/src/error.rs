@@ -57,6 +57,14 @@ pub enum AttestError {
         /// The executable identity now.
         now: crate::ExeIdentity,
     },
+    /// The process left the daemon's mount namespace during attestation (e.g. `unshare -Urm`):
+    /// files read through its root may have been its own mounts, though they were taken for the
+    /// daemon's view.
+    #[error("process {pid} left the daemon's mount namespace during attestation")]
+    MountNamespaceChanged {
+        /// The pid.
+        pid: i32,
+    },
     /// /proc could not be read for the process.
     #[error("cannot read /proc/{pid}: {source}")]
     Proc {

@@ -51,8 +51,12 @@ pub struct PeerCredentials {
     pub uid: u32,
     /// Effective gid at `connect()`.
     pub gid: u32,
-    /// SO_PEERPIDFD (Linux ≥ 6.5): a pidfd for exactly the process that connected.
+    /// A pidfd for the peer: from SO_PEERPIDFD (Linux ≥ 6.5), exactly the process that
+    /// connected; else possibly from `pidfd_open` by number at accept.
     pub pidfd: Option<OwnedFd>,
+    /// `pidfd` came from SO_PEERPIDFD. A pidfd opened by number is checked against `pid` and
+    /// the credentials at once, as one opened at pinning is.
+    pub pidfd_from_kernel: bool,
     /// The executable the peer ran when the daemon accepted the connection
     /// ([`ExeIdentity::of_peer`]). `None`: taken when the handle is pinned instead (later, so
     /// an exec in between goes unseen).
@@ -92,22 +96,31 @@ impl ProcessHandle {
     /// Pin a socket peer: keeps its pidfd (or opens one at once) and records its start time.
     pub fn from_peer(peer: PeerCredentials) -> Result<Self, AttestError> {
         let pid = peer.pid.ok_or(AttestError::NoPid)?;
-        let (pidfd, from_peer) = match peer.pidfd {
-            Some(fd) => (fd, true),
+        let (pidfd, from_kernel) = match peer.pidfd {
+            Some(fd) => (fd, peer.pidfd_from_kernel),
             None => (open_pidfd(pid)?, false),
         };
-        let mut handle = Self::pin(pid, pidfd, from_peer, Some((peer.uid, peer.gid)))?;
+        // Without the executable identity from accept, /proc/PID is read now to take it: only
+        // once the pidfd is known to name that pid (a /proc of another pid namespace than the
+        // daemon's would show another process under the number).
+        let exact = from_kernel && peer.exe.is_some();
+        let mut handle = Self::pin(pid, pidfd, from_kernel, !exact, Some((peer.uid, peer.gid)))?;
         handle.exe = match peer.exe {
             Some(exe) => Some(exe),
             // Fail closed: a peer whose executable cannot be identified gets no identity.
             None => Some(ExeIdentity::read(&handle.proc_path()).ok_or(AttestError::ProcessGone { pid })?),
         };
-        // A pidfd opened by number is checked at once (a recycled pid fails the credentials
-        // soonest). One from the kernel is not: every use of a peer's handle ends in
-        // `verify_alive` (attestation after all its reads, a session before it is kept), and a
-        // check now as well cost a tenth of a full attestation. A process that exited or
-        // exec'd in between is read in vain, then refused.
-        if !from_peer {
+        if exact {
+            // Not verified in full here: every use of a peer's handle ends in `verify_alive`
+            // (attestation after all its reads, a session before it is kept), and a full check
+            // now as well cost a tenth of a full attestation. Only whether it still lives, so a
+            // dead peer's recycled pid is not read at all.
+            if !exe_identity::pidfd_alive(&handle.pidfd) {
+                return Err(AttestError::ProcessGone { pid });
+            }
+        } else {
+            // A pidfd opened by number, or an identity taken only now: checked at once (a
+            // recycled pid fails the credentials soonest).
             handle.verify_alive()?;
         }
         Ok(handle)
@@ -116,16 +129,23 @@ impl ProcessHandle {
     /// Pin a process by pid (for `tessera attest PID`).
     pub fn open(pid: i32) -> Result<Self, AttestError> {
         let pidfd = open_pidfd(pid)?;
-        let handle = Self::pin(pid, pidfd, false, None)?;
+        let handle = Self::pin(pid, pidfd, false, true, None)?;
         // Fail early for a process that is already gone, rather than attesting a zombie.
         handle.verify_alive()?;
         Ok(handle)
     }
 
-    fn pin(pid: i32, pidfd: OwnedFd, pidfd_from_peer: bool, peer_ids: Option<(u32, u32)>) -> Result<Self, AttestError> {
-        // SO_PEERPIDFD and SO_PEERCRED's pid name the same kernel pid (the socket's peer), so
-        // only a pidfd opened later by number is checked against it.
-        if !pidfd_from_peer {
+    /// `check_pid`: confirm that the pidfd names `pid` as /proc shows it. SO_PEERPIDFD and
+    /// SO_PEERCRED's pid name the same kernel pid (the socket's peer), and the executable
+    /// identity taken at accept already confirmed /proc's view of it.
+    fn pin(
+        pid: i32,
+        pidfd: OwnedFd,
+        pidfd_from_peer: bool,
+        check_pid: bool,
+        peer_ids: Option<(u32, u32)>,
+    ) -> Result<Self, AttestError> {
+        if check_pid {
             match pidfd_pid(&pidfd) {
                 Some(-1) => return Err(AttestError::ProcessGone { pid }),
                 Some(p) if p != pid => {
@@ -218,6 +238,11 @@ impl ProcessHandle {
             if now_uids.iter().any(|&u| u != peer_uid) || now_gids.iter().any(|&g| g != peer_gid) {
                 return Err(AttestError::CredentialsChanged { pid: self.pid, peer_uid, peer_gid, now_uids, now_gids });
             }
+        }
+        // Paths read through its root were taken for the daemon's view: it must not have left
+        // the daemon's mount namespace meanwhile (it cannot come back without privilege).
+        if self.same_mnt.get() == Some(&true) && !self.same_ns(Namespace::Mount) {
+            return Err(AttestError::MountNamespaceChanged { pid: self.pid });
         }
         // The mapped file, also through the dirfd (so no later owner of the pid can answer).
         let Some(expected) = self.exe else { return Ok(()) };

@@ -32,7 +32,8 @@ fn peer_running(dir: &Path, script: &str) -> (Ready, PeerCredentials) {
     let cred = getsockopt(&stream, sockopt::PeerCredentials).unwrap();
     let pidfd = getsockopt(&stream, sockopt::PeerPidfd).ok();
     let exe = ExeIdentity::of_peer(cred.pid(), pidfd.as_ref());
-    (child, PeerCredentials { pid: Some(cred.pid()), uid: cred.uid(), gid: cred.gid(), pidfd, exe })
+    let pidfd_from_kernel = pidfd.is_some();
+    (child, PeerCredentials { pid: Some(cred.pid()), uid: cred.uid(), gid: cred.gid(), pidfd, pidfd_from_kernel, exe })
 }
 
 fn wait_for_exe(pid: i32, suffix: &str) {
@@ -97,7 +98,14 @@ fn an_exec_after_the_identity_was_taken_is_refused_by_attestation_and_by_the_pol
     child.child.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
     wait_for_exe(cred.pid(), "dash");
     assert!(matches!(verify_exe_identity(cred.pid(), &live_pidfd, exe), Err(AttestError::ExecutableChanged { .. })));
-    let peer = PeerCredentials { pid: Some(cred.pid()), uid: cred.uid(), gid: cred.gid(), pidfd, exe: Some(exe) };
+    let peer = PeerCredentials {
+        pid: Some(cred.pid()),
+        uid: cred.uid(),
+        gid: cred.gid(),
+        pidfd,
+        pidfd_from_kernel: true,
+        exe: Some(exe),
+    };
     let handle = ProcessHandle::from_peer(peer).unwrap();
     assert!(matches!(attestor().attest(&handle), Err(AttestError::ExecutableChanged { .. })));
     assert!(matches!(handle.verify_alive(), Err(AttestError::ExecutableChanged { .. })));

@@ -7,7 +7,7 @@ use nix::sys::socket::{getsockopt, sockopt};
 use std::os::unix::net::UnixListener;
 use std::path::Path;
 use std::process::Command;
-use tessera_attestors::{AttestError, PeerCredentials, ProcessHandle};
+use tessera_attestors::{AttestError, ExeIdentity, PeerCredentials, ProcessHandle};
 
 /// Spawns shells until one gets `pid`, steering the kernel with `ns_last_pid` (needs root).
 fn respawn_with_pid(pid: i32) -> Ready {
@@ -76,7 +76,15 @@ fn connect_python_peer(dir: &Path) -> (Ready, PeerCredentials) {
     let (stream, _) = listener.accept().unwrap();
     let cred = getsockopt(&stream, sockopt::PeerCredentials).unwrap();
     let pidfd = getsockopt(&stream, sockopt::PeerPidfd).ok();
-    let peer = PeerCredentials { pid: Some(cred.pid()), uid: cred.uid(), gid: cred.gid(), pidfd, exe: None };
+    let pidfd_from_kernel = pidfd.is_some();
+    let peer = PeerCredentials {
+        pid: Some(cred.pid()),
+        uid: cred.uid(),
+        gid: cred.gid(),
+        pidfd,
+        pidfd_from_kernel,
+        exe: None,
+    };
     (child, peer)
 }
 
@@ -104,6 +112,12 @@ fn socket_peer_pidfd_path_also_compares_credentials() {
     let (_child, mut peer) = connect_python_peer(dir.path());
     assert!(peer.pidfd.is_some(), "kernel ≥ 6.5 gives SO_PEERPIDFD");
     peer.gid = 4242;
+    // As the daemon pins it (the executable identity taken at accept): refused by the
+    // attestation's final check; without that identity, already at pinning.
+    let again = PeerCredentials { pidfd: peer.pidfd.as_ref().map(|fd| fd.try_clone().unwrap()), ..peer };
+    assert!(matches!(ProcessHandle::from_peer(again), Err(AttestError::CredentialsChanged { .. })));
+    peer.exe = ExeIdentity::of_peer(peer.pid.unwrap(), peer.pidfd.as_ref());
+    assert!(peer.exe.is_some());
     let handle = ProcessHandle::from_peer(peer).unwrap();
     assert!(matches!(attestor().attest(&handle), Err(AttestError::CredentialsChanged { .. })));
     assert!(matches!(handle.verify_alive(), Err(AttestError::CredentialsChanged { .. })));
@@ -121,8 +135,22 @@ fn socket_peer_fallback_without_pidfd_checks_uid() {
 
     // Credentials that do not match the process now at that pid (a recycled pid, or a process
     // that changed ids after connecting): no identity.
-    let wrong = PeerCredentials { pid, uid: 4242, gid: 4242, pidfd: None, exe: None };
+    let wrong = PeerCredentials { pid, uid: 4242, gid: 4242, pidfd: None, pidfd_from_kernel: false, exe: None };
     assert!(matches!(ProcessHandle::from_peer(wrong), Err(AttestError::CredentialsChanged { .. })));
-    let no_pid = PeerCredentials { pid: None, uid: 0, gid: 0, pidfd: None, exe: None };
+    let no_pid = PeerCredentials { pid: None, uid: 0, gid: 0, pidfd: None, pidfd_from_kernel: false, exe: None };
     assert!(matches!(ProcessHandle::from_peer(no_pid), Err(AttestError::NoPid)));
+}
+
+/// A pidfd that names another process than the pid (as under a /proc of another pid namespace
+/// than the daemon's, where the number shows someone else): refused before anything is read
+/// under that number, since the executable identity must then be taken from /proc now.
+#[test]
+fn a_pidfd_naming_another_process_than_the_pid_is_refused() {
+    let dir_a = tempfile::tempdir().unwrap();
+    let dir_b = tempfile::tempdir().unwrap();
+    let (_a, peer_a) = connect_python_peer(dir_a.path());
+    let (b, _peer_b) = connect_python_peer(dir_b.path());
+    assert!(peer_a.pidfd_from_kernel, "kernel ≥ 6.5 gives SO_PEERPIDFD");
+    let mixed = PeerCredentials { pid: Some(b.pid()), ..peer_a };
+    assert!(matches!(ProcessHandle::from_peer(mixed), Err(AttestError::PidfdMismatch { .. })));
 }

@@ -119,7 +119,7 @@ fn a_peer_uid_over_its_hashing_budget_gets_no_digest() {
     let budget = HashBudget { bytes: 1000, window: std::time::Duration::from_secs(60) };
     let attestor = Attestor::new(AttestConfig { hash_budget_per_uid: Some(budget), ..AttestConfig::default() });
     let p = spawn_ready(&mut shell_waiting(Path::new("/bin/dash")));
-    let peer = PeerCredentials { pid: Some(p.pid()), uid: 0, gid: 0, pidfd: None, exe: None };
+    let peer = PeerCredentials { pid: Some(p.pid()), uid: 0, gid: 0, pidfd: None, pidfd_from_kernel: false, exe: None };
     let x = attestor.attest(&ProcessHandle::from_peer(peer).unwrap()).unwrap();
     assert_eq!(value_of(&x, "unix", "sha256:"), None);
     let reason = x.reports[0].error.as_deref().unwrap();

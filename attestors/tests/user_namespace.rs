@@ -7,7 +7,7 @@ use common::*;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
-use tessera_attestors::{AttestConfig, Attestor};
+use tessera_attestors::{AttestConfig, AttestError, Attestor, ProcessHandle};
 
 const SETPRIV: &str = "/usr/bin/setpriv";
 const UNSHARE: &str = "/usr/bin/unshare";
@@ -93,4 +93,33 @@ fn a_privileged_mount_namespace_keeps_its_paths() {
     let x = attest(&attestor, p.pid());
     assert!(value_of(&x, "unix", "path:").is_some(), "{:?}", x.reports);
     assert!(value_of(&x, "config", &format!("sha256:{}:", prompt.display())).is_some(), "{:?}", x.reports);
+}
+
+/// A process that leaves the daemon's mount namespace while it is being attested (`unshare`
+/// without an exec: the attestation's first reads took its paths for the daemon's view) gets
+/// no identity from that attestation; a new one sees the namespace for what it is.
+#[test]
+fn leaving_the_mount_namespace_during_attestation_is_refused() {
+    if !possible() {
+        return;
+    }
+    let mut cmd = Command::new("/usr/bin/python3");
+    cmd.args([
+        "-c",
+        "import ctypes, sys; print('ready', flush=True); sys.stdin.readline(); \
+         libc = ctypes.CDLL(None, use_errno=True); \
+         assert libc.unshare(0x10000000 | 0x00020000) == 0, ctypes.get_errno(); \
+         print('unshared', flush=True); sys.stdin.readline()",
+    ]);
+    let mut child = spawn_ready(&mut cmd);
+    let handle = ProcessHandle::open(child.pid()).unwrap();
+    let attestor = Attestor::new(AttestConfig::default());
+    let before = attestor.attest(&handle).unwrap();
+    assert!(before.selectors.iter().any(|s| s.to_string().starts_with("unix:path:")), "{:?}", before.selectors);
+
+    child.step("unshared");
+    let err = attestor.attest(&handle).unwrap_err();
+    assert!(matches!(err, AttestError::MountNamespaceChanged { .. }), "{err}");
+    let fresh = attestor.attest(&ProcessHandle::open(child.pid()).unwrap()).unwrap();
+    assert!(!fresh.selectors.iter().any(|s| s.to_string().starts_with("unix:path:")), "{:?}", fresh.selectors);
 }

@@ -289,7 +289,11 @@ impl Pipeline {
 /// latency). Elsewhere (a current-thread runtime, e.g. in tests) on the blocking pool.
 async fn off_async<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, CallerError> {
     match tokio::runtime::Handle::current().runtime_flavor() {
-        tokio::runtime::RuntimeFlavor::MultiThread => Ok(tokio::task::block_in_place(f)),
+        // A panic stays this call's error (refused and audited), as it was on the blocking pool.
+        tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(|| std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)))
+                .map_err(|_| CallerError::AttestTask("attestation panicked".to_owned()))
+        }
         _ => tokio::task::spawn_blocking(f).await.map_err(|e| CallerError::AttestTask(e.to_string())),
     }
 }

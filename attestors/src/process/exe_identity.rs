@@ -63,7 +63,7 @@ pub(super) fn stat_fields(stat: &[u8]) -> Option<(u64, u64, u64)> {
 }
 
 /// Whether the process a pidfd refers to has not exited.
-fn pidfd_alive(fd: &OwnedFd) -> bool {
+pub(super) fn pidfd_alive(fd: &OwnedFd) -> bool {
     let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
     matches!(poll(&mut fds, PollTimeout::ZERO), Ok(0))
 }

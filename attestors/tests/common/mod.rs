@@ -18,6 +18,15 @@ impl Ready {
         i32::try_from(self.child.id()).unwrap()
     }
 
+    /// Writes a line to its stdin and waits for its next line on stdout, which must be `expect`.
+    pub fn step(&mut self, expect: &str) {
+        use std::io::Write;
+        self.child.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
+        let mut line = String::new();
+        self._stdout.read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), expect);
+    }
+
     /// Kill and reap, so that the pid becomes free for reuse.
     pub fn kill_and_reap(mut self) {
         self.child.kill().unwrap();

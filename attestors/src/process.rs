@@ -112,8 +112,8 @@ impl ProcessHandle {
         };
         if exact {
             // Not verified in full here: every use of a peer's handle ends in `verify_alive`
-            // (attestation after all its reads, a session before it is kept), and a full check
-            // now as well cost a tenth of a full attestation. Only whether it still lives, so a
+            // (an attestation after all its reads, a session's per-call checks), and a full
+            // check now as well cost a tenth of a full attestation. Only whether it still lives, so a
             // dead peer's recycled pid is not read at all.
             if !exe_identity::pidfd_alive(&handle.pidfd) {
                 return Err(AttestError::ProcessGone { pid });

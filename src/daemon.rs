@@ -105,6 +105,20 @@ fn upstream_of(config: &Config) -> Option<crate::ca::Upstream> {
     })
 }
 
+/// Refuse to start beside a running daemon before anything is written (a CA, an audit line, a
+/// socket): another daemon answers on one of our sockets, or holds our data directory.
+pub fn ensure_not_running(config: &Config) -> Result<(), DaemonError> {
+    let token_socket = config.delegation.as_ref().map(|d| d.token_socket_path.as_path());
+    for path in [Some(config.socket_path.as_path()), Some(config.admin_socket_path.as_path()), token_socket]
+        .into_iter()
+        .flatten()
+    {
+        endpoint::ensure_free(path)?;
+    }
+    Ca::ensure_unlocked(&config.data_dir)?;
+    Ok(())
+}
+
 pub async fn run(config: Config) -> Result<(), DaemonError> {
     run_then(config, || {}).await
 }
@@ -115,6 +129,7 @@ pub async fn run_then(mut config: Config, once_serving: impl FnOnce() + Send + '
     // `tessera check` reports them; the daemon would only carry them (one per entry without an
     // owner: ~150 KB for 1,000 entries) for its whole life.
     config.warnings = Vec::new();
+    ensure_not_running(&config)?;
     crate::install_crypto_provider();
     // Signal handlers before the socket exists: a SIGTERM as soon as clients can connect must
     // shut down cleanly (remove the socket, flush the audit), not kill with the default action.
@@ -200,20 +215,19 @@ pub async fn run_then(mut config: Config, once_serving: impl FnOnce() + Send + '
     crate::admin::revoke::routes(&mut admin_routes, revocations.clone(), policy_tx.clone(), inventory, events.clone());
     if let Some((ca, ca_gen_tx)) = &local_ca {
         crate::delegation::start(&config, &ctx.pipeline, ca, &events, &mut admin_routes, shutdown_rx.clone())?;
-        // The OIDC JWKS also carries the delegated-token keys when delegation is on.
-        let extra_keys: crate::publish::oidc::ExtraKeys = if config.delegation.is_some() {
+        // The delegated-token issuer publishes its own keys when delegation is on.
+        let delegation_keys = config.delegation.is_some().then(|| {
             let ca = ca.clone();
-            Arc::new(move || {
+            let keys: crate::publish::oidc::DelegationKeys = Arc::new(move || {
                 ca.authorities().delegation.iter().map(|k| crate::delegation::trust::delegation_jwk(k)).collect()
-            })
-        } else {
-            crate::publish::oidc::no_extra_keys()
-        };
+            });
+            keys
+        });
         crate::publish::spawn(
             &config,
             ca.clone(),
             ca_gen_tx.subscribe(),
-            extra_keys,
+            delegation_keys,
             &mut admin_routes,
             shutdown_rx.clone(),
         )

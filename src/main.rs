@@ -263,6 +263,9 @@ fn run(cli: Cli) -> Result<()> {
                 Some(path) => load(&path)?,
                 None => {
                     let cfg = devmode::config()?;
+                    // Before the banner: a second `tessera run` beside a running one says so and
+                    // nothing else.
+                    tessera::daemon::ensure_not_running(&cfg)?;
                     let sock = cfg.socket_path.display().to_string();
                     tracing::warn!(
                         "DEV MODE: no --config given; using a built-in development setup. Do not use it in production."
@@ -296,6 +299,7 @@ fn run(cli: Cli) -> Result<()> {
             let cfg = load(&config)?;
             let mut weak = cli::check::weak_only_entries(&cfg);
             weak.extend(cli::check::publication_warnings(&cfg));
+            weak.extend(cli::check::self_approval_warnings(&cfg, nix::unistd::geteuid().as_raw()));
             for w in &weak {
                 println!("warning: {w}");
             }

@@ -26,7 +26,7 @@ mod unix;
 pub use cgroup::{CgroupFacts, UNIT_DIRS, fragment_path, parse as parse_cgroup};
 pub use digest::{DIGEST_CACHE_CAPACITY, DIGEST_CACHE_RACY_WINDOW, DigestStats, FileKey, HashBudget};
 pub use error::AttestError;
-pub use process::{ExeIdentity, PeerCredentials, ProcessHandle, verify_exe_identity};
+pub use process::{ExeIdentity, PeerCredentials, ProcessHandle, current_exe_path, verify_exe_identity};
 #[doc(hidden)]
 pub use script_argv::{ScriptEntry, script_of_argv};
 pub use selector::{Kind, Selector, SelectorError, Strength, config_path_of, known_selector_types};

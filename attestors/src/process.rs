@@ -40,7 +40,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 mod exe_identity;
-pub use exe_identity::{ExeIdentity, verify_exe_identity};
+pub use exe_identity::{ExeIdentity, current_exe_path, verify_exe_identity};
 
 /// Credentials the kernel reported for a socket peer (SO_PEERCRED / SO_PEERPIDFD).
 #[derive(Debug)]
@@ -253,6 +253,15 @@ impl ProcessHandle {
             return Err(AttestError::ExecutableChanged { pid: self.pid, accepted: expected, now });
         }
         Ok(())
+    }
+
+    /// The process's supplementary groups (`Groups:` of `/proc/PID/status`), read through the
+    /// pinned process's dirfd and confirmed by [`Self::verify_alive`] after the read: never the
+    /// groups of a later owner of its pid.
+    pub fn groups(&self) -> Result<Vec<u32>, AttestError> {
+        let ids = self.ids().map_err(|_| AttestError::ProcessGone { pid: self.pid })?;
+        self.verify_alive()?;
+        Ok(ids.groups)
     }
 
     // === reads for the attestors, all through the /proc/PID dirfd ===

@@ -19,7 +19,8 @@ pub struct Authorized {
 
 impl Authorized {
     /// Allowed: uid 0, the daemon's uid, or the configured group as primary or supplementary
-    /// group of the calling process. Unknown groups (process gone) fail closed.
+    /// group of the calling process (read through its pidfd). Unknown groups (process gone,
+    /// exec'd or changed credentials since it connected) fail closed.
     pub fn allows(&self, caller: &Caller) -> bool {
         let Caller::Unix(peer) = caller else { return false };
         if peer.uid == 0 || peer.uid == self.daemon_uid {
@@ -29,15 +30,12 @@ impl Authorized {
         if peer.gid == group {
             return true;
         }
-        peer.pid.and_then(supplementary_groups).is_some_and(|groups| groups.contains(&group))
+        // Through the connection's pidfd, with a liveness check after the read: once the caller
+        // is gone, a later owner of its pid must not answer for it.
+        tessera_attestors::ProcessHandle::from_peer(peer.credentials())
+            .and_then(|process| process.groups())
+            .is_ok_and(|groups| groups.contains(&group))
     }
-}
-
-/// The `Groups:` line of /proc/PID/status.
-fn supplementary_groups(pid: i32) -> Option<Vec<u32>> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find_map(|l| l.strip_prefix("Groups:"))?;
-    line.split_whitespace().map(|g| g.parse().ok()).collect()
 }
 
 /// A command's handler.

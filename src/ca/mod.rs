@@ -83,6 +83,15 @@ pub struct Ca {
 }
 
 impl Ca {
+    /// `Locked` when another daemon holds `data_dir` (its lock file is taken); nothing is created.
+    pub fn ensure_unlocked(data_dir: &Path) -> Result<(), CaError> {
+        let Ok(file) = std::fs::File::open(data_dir.join(LOCK_FILE)) else { return Ok(()) };
+        // Released again when the guard drops at the end of this statement.
+        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+            .map(drop)
+            .map_err(|_| CaError::Locked { path: data_dir.to_owned() })
+    }
+
     /// Load the CA state from `data_dir`, or create a new CA there on first start.
     pub fn open(
         data_dir: &Path,

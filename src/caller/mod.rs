@@ -154,8 +154,21 @@ impl Pipeline {
         rpc: &str,
         policy: Arc<Policy>,
     ) -> Result<Caller, CallerError> {
+        let entitled = entitlement(&attestation, &policy);
+        self.conclude(attestation, peer, rpc, policy, entitled)
+    }
+
+    /// A [`Caller`] from an entitlement, or its refusal, emitted and logged.
+    fn conclude(
+        &self,
+        attestation: Attestation,
+        peer: &PeerInfo,
+        rpc: &str,
+        policy: Arc<Policy>,
+        entitled: Result<Vec<Arc<Entry>>, NotEntitled>,
+    ) -> Result<Caller, CallerError> {
         let uid = peer.uid;
-        let entries: Vec<Arc<Entry>> = match policy.entitled(&attestation.selectors) {
+        let entries = match entitled {
             Ok(entries) => entries,
             Err(NotEntitled::Denied(rule)) => {
                 let owners = crate::events::owners_of(
@@ -175,21 +188,20 @@ impl Pipeline {
                 tracing::info!(rpc, pid = attestation.pid, uid, rule = %rule.id, "no identity issued: revoked");
                 return Err(CallerError::Revoked(rule.id.clone()));
             }
-            Err(NotEntitled::NoEntry) => Vec::new(),
+            Err(NotEntitled::NoEntry) => {
+                self.events.emit(Event::Refused {
+                    rpc: rpc.to_owned(),
+                    pid: Some(attestation.pid),
+                    uid,
+                    why: Refusal::NoEntry {
+                        exe: attestation.exe.clone(),
+                        selectors: selector_strings(&attestation.selectors),
+                    },
+                });
+                tracing::info!(rpc, pid = attestation.pid, uid, "no identity issued: no entry matches");
+                return Err(CallerError::NoIdentity);
+            }
         };
-        if entries.is_empty() {
-            self.events.emit(Event::Refused {
-                rpc: rpc.to_owned(),
-                pid: Some(attestation.pid),
-                uid,
-                why: Refusal::NoEntry {
-                    exe: attestation.exe.clone(),
-                    selectors: selector_strings(&attestation.selectors),
-                },
-            });
-            tracing::info!(rpc, pid = attestation.pid, uid, "no identity issued: no entry matches");
-            return Err(CallerError::NoIdentity);
-        }
         // Streams keep this for drift comparison; the per-attestor detail was reported already.
         let mut attestation = attestation;
         attestation.reports = Vec::new();
@@ -205,19 +217,24 @@ impl Pipeline {
     /// Attest a caller at the start of an RPC (emitted with its evidence) and find its entries,
     /// all against one policy snapshot.
     pub async fn caller(&self, peer: &PeerInfo, rpc: &str) -> Result<Caller, CallerError> {
-        self.caller_pinned(peer, rpc, None).await.map(|(caller, ..)| caller)
+        self.caller_pinned(peer, rpc, any_entry, None).await.map(|(caller, ..)| caller)
     }
 
     /// [`Self::caller`], also returning the pinned process and a session baseline (see
     /// [`Self::attest_pinned`]).
+    /// `serves`: whether an entry serves this call (the `attested` line of a caller none of whose
+    /// entries does counts as a refusal in the audit log).
     async fn caller_pinned(
         &self,
         peer: &PeerInfo,
         rpc: &str,
+        serves: Serves,
         session: Option<std::time::SystemTime>,
     ) -> Result<(Caller, ProcessHandle, Option<session::Baseline>), CallerError> {
         let policy = self.policy();
         let (attestation, handle, baseline) = self.attest_pinned(peer, rpc, &policy, session).await?;
+        let entitled = entitlement(&attestation, &policy);
+        let refused = !entitled.as_ref().is_ok_and(|entries| entries.iter().any(|e| serves(e)));
         self.events.emit(Event::Attested {
             rpc: rpc.to_owned(),
             pid: attestation.pid,
@@ -230,8 +247,9 @@ impl Pipeline {
                 .iter()
                 .filter_map(|r| r.error.as_ref().map(|e| (r.attestor.to_string(), e.to_string())))
                 .collect(),
+            refused,
         });
-        self.entitle(attestation, peer, rpc, policy).map(|caller| (caller, handle, baseline))
+        self.conclude(attestation, peer, rpc, policy, entitled).map(|caller| (caller, handle, baseline))
     }
 
     /// The caller this connection's last full attestation found under `policy`, if it may be
@@ -245,7 +263,8 @@ impl Pipeline {
             // served from the session).
             let (pipeline, peer, rpc) = (self.clone(), peer.clone(), format!("{rpc} (renewal)"));
             tokio::spawn(async move {
-                if !matches!(pipeline.attest_and_keep(&peer, &rpc, Some(generation)).await, Ok((_, true))) {
+                let renewed = pipeline.attest_and_keep(&peer, &rpc, any_entry, Some(generation)).await;
+                if !matches!(renewed, Ok((_, true))) {
                     pipeline.sessions.forget(&peer, generation);
                 }
             });
@@ -258,9 +277,20 @@ impl Pipeline {
     /// full attestation (kept for the connection's next calls when it succeeds). Open streams
     /// re-attest in full.
     pub async fn caller_reused(self: &Arc<Self>, peer: &PeerInfo, rpc: &str) -> Result<Arc<Caller>, CallerError> {
+        self.caller_reused_for(peer, rpc, any_entry).await
+    }
+
+    /// [`Self::caller_reused`] for a service that only some entries serve (see
+    /// [`Self::caller_pinned`]).
+    pub async fn caller_reused_for(
+        self: &Arc<Self>,
+        peer: &PeerInfo,
+        rpc: &str,
+        serves: Serves,
+    ) -> Result<Arc<Caller>, CallerError> {
         match self.reused(peer, &self.policy(), rpc) {
             Some(caller) => Ok(caller),
-            None => self.attest_and_keep(peer, rpc, None).await.map(|(caller, _)| caller),
+            None => self.attest_and_keep(peer, rpc, serves, None).await.map(|(caller, _)| caller),
         }
     }
 
@@ -271,10 +301,11 @@ impl Pipeline {
         &self,
         peer: &PeerInfo,
         rpc: &str,
+        serves: Serves,
         renewing: Option<u64>,
     ) -> Result<(Arc<Caller>, bool), CallerError> {
         let started = (std::time::Instant::now(), std::time::SystemTime::now());
-        let (caller, process, baseline) = self.caller_pinned(peer, rpc, Some(started.1)).await?;
+        let (caller, process, baseline) = self.caller_pinned(peer, rpc, serves, Some(started.1)).await?;
         let caller = Arc::new(caller);
         // Kept before the answer goes out, so the connection's next call finds it.
         let kept = baseline.is_some_and(|b| self.sessions.keep(peer, process, b, caller.clone(), started.0, renewing));
@@ -344,6 +375,22 @@ fn same(a: &Attestation, b: &Attestation) -> bool {
         && b.reports.is_empty()
         && *exe == b.exe
         && *watched_files == b.watched_files
+}
+
+/// Whether an entry serves a call (see [`Pipeline::caller_reused_for`]).
+pub type Serves = fn(&Entry) -> bool;
+
+/// Every entry serves the Workload API.
+pub fn any_entry(_: &Entry) -> bool {
+    true
+}
+
+/// The entries a workload with this attestation gets under `policy`.
+fn entitlement(attestation: &Attestation, policy: &Policy) -> Result<Vec<Arc<Entry>>, NotEntitled> {
+    match policy.entitled(&attestation.selectors) {
+        Ok(entries) if entries.is_empty() => Err(NotEntitled::NoEntry),
+        other => other,
+    }
 }
 
 pub fn selector_strings(s: &BTreeSet<Selector>) -> Vec<String> {

@@ -20,6 +20,39 @@ pub fn weak_only_entries(cfg: &Config) -> Vec<String> {
         .collect()
 }
 
+/// Entries with `approval` scopes whose agents the admin socket would serve: root, the daemon's
+/// uid (`daemon_uid`: `tessera check` runs as the daemon's user, as in the unit's
+/// `ExecStartPre`), or `admin_socket_group`. Such an agent can reach the approval commands; the
+/// daemon refuses a decision by the requesting uid or by a process matching the agent's entry,
+/// but a second process of the same uid that the entry does not match could still decide, so
+/// approvals then separate no duties.
+pub fn self_approval_warnings(cfg: &Config, daemon_uid: u32) -> Vec<String> {
+    let admin_uids: Vec<String> = [0, daemon_uid].iter().map(u32::to_string).collect();
+    let group = cfg.admin_socket_group.map(|g| g.to_string());
+    cfg.registry
+        .entries()
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e.delegation.as_ref().is_some_and(|d| !d.approval.is_empty()))
+        .filter_map(|(i, e)| {
+            let hit = e.selectors.iter().find(|s| {
+                s.kind() == tessera_attestors::Kind::Unix
+                    && match s.value().split_once(':') {
+                        Some(("uid", v)) => admin_uids.iter().any(|u| u == v),
+                        Some(("gid" | "supplementary_gid", v)) => group.as_deref() == Some(v),
+                        _ => false,
+                    }
+            })?;
+            Some(format!(
+                "entries[{i}] ({}) has delegation.approval scopes but selects {hit}, whom the admin socket serves: \
+                 its agent can reach the approval commands itself. Run the agent as its own user, outside \
+                 admin_socket_group, so that a human approves",
+                e.spiffe_id
+            ))
+        })
+        .collect()
+}
+
 /// Published JWT keys without `jwt_issuer`: OIDC verifiers need `iss` and a discovery document.
 pub fn publication_warnings(cfg: &Config) -> Vec<String> {
     let publishes = cfg.oidc.is_some() || cfg.bundle_endpoint.is_some();
@@ -40,6 +73,24 @@ pub fn publication_warnings(cfg: &Config) -> Vec<String> {
 mod tests {
     use super::*;
     use std::path::Path;
+
+    #[test]
+    fn warns_when_an_agent_with_approvals_could_reach_the_admin_socket() {
+        let cfg = |selector: &str, group: &str| {
+            let text = format!(
+                "trust_domain = \"example.org\"\njwt_issuer = \"https://i.example\"\n{group}\n\
+                 [[entries]]\nspiffe_id = \"spiffe://example.org/a\"\nselectors = [\"{selector}\"]\n\
+                 [entries.delegation]\nfrom = [\"spiffe://example.org/b\"]\nscopes = [\"s\"]\n\
+                 audiences = [\"https://api\"]\napproval = [\"s\"]\n"
+            );
+            Config::parse(&text, Path::new("t.toml")).unwrap()
+        };
+        assert_eq!(self_approval_warnings(&cfg("unix:uid:0", ""), 999).len(), 1);
+        assert!(self_approval_warnings(&cfg("unix:uid:999", ""), 999)[0].contains("selects unix:uid:999"));
+        assert!(self_approval_warnings(&cfg("unix:uid:1000", ""), 999).is_empty());
+        assert_eq!(self_approval_warnings(&cfg("unix:gid:50", "admin_socket_group = 50"), 999).len(), 1);
+        assert!(self_approval_warnings(&cfg("unix:gid:50", ""), 999).is_empty());
+    }
 
     #[test]
     fn warns_when_keys_are_published_without_an_issuer() {

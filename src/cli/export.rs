@@ -1,11 +1,14 @@
 //! `tessera export oidc DIR`: the discovery document and JWKS as files, for static hosting
-//! (object storage, any web server), fetched from the running daemon's admin socket.
+//! (object storage, any web server), fetched from the running daemon's admin socket; with
+//! delegation on, the delegated-token issuer's two documents too, under `DIR/delegation/`.
 
 use anyhow::{Context, Result, bail};
 use std::path::Path;
 use std::time::Duration;
 
-/// Write `DIR/.well-known/openid-configuration` and `DIR/keys`; returns what to tell the operator.
+/// Write `DIR/.well-known/openid-configuration` and `DIR/keys` (and, with delegation on,
+/// `DIR/delegation/.well-known/openid-configuration` and `DIR/delegation/keys`); returns what to
+/// tell the operator.
 pub async fn oidc(admin_socket: &Path, dir: &Path) -> Result<String> {
     let (status, body) =
         crate::http::client::request(admin_socket, http::Method::GET, "/oidc", None, Duration::from_secs(10))
@@ -18,9 +21,10 @@ pub async fn oidc(admin_socket: &Path, dir: &Path) -> Result<String> {
     let Some(discovery) = answer.get("discovery").filter(|d| !d.is_null()) else {
         bail!("jwt_issuer is not set in the daemon's config: set it to the HTTPS URL the documents will be served at");
     };
-    let well_known = dir.join(".well-known");
-    std::fs::create_dir_all(&well_known).with_context(|| format!("creating {}", well_known.display()))?;
     let write = |path: &Path, v: &serde_json::Value| -> Result<()> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        }
         let bytes = serde_json::to_vec_pretty(v)?;
         crate::storage::write_atomic(path, &bytes).with_context(|| format!("writing {}", path.display()))?;
         // Public documents: readable by the web server.
@@ -28,18 +32,26 @@ pub async fn oidc(admin_socket: &Path, dir: &Path) -> Result<String> {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))?;
         Ok(())
     };
-    write(&well_known.join("openid-configuration"), discovery)?;
-    write(&dir.join("keys"), &answer["jwks"])?;
+    let mut wrote = Vec::new();
+    let mut write_pair = |base: &Path, discovery: &serde_json::Value, jwks: &serde_json::Value| -> Result<()> {
+        write(&base.join(".well-known/openid-configuration"), discovery)?;
+        write(&base.join("keys"), jwks)?;
+        wrote.push(format!("{0}/.well-known/openid-configuration and {0}/keys", base.display()));
+        Ok(())
+    };
+    write_pair(dir, discovery, &answer["jwks"])?;
+    if let Some(d) = answer.get("delegation").filter(|d| !d.is_null()) {
+        write_pair(&dir.join("delegation"), &d["discovery"], &d["jwks"])?;
+    }
+    let wrote = wrote.join(", ");
     let next = answer.get("next_publication").and_then(serde_json::Value::as_u64);
     Ok(match next {
         Some(t) => format!(
-            "wrote {}/.well-known/openid-configuration and {}/keys; the next key is published at {} (unix {t}): \
+            "wrote {wrote}; the next key is published at {} (unix {t}): \
              re-run then, before it starts signing a tenth of the CA TTL later",
-            dir.display(),
-            dir.display(),
             humantime_utc(t)
         ),
-        None => format!("wrote {}/.well-known/openid-configuration and {}/keys", dir.display(), dir.display()),
+        None => format!("wrote {wrote}"),
     })
 }
 

@@ -123,6 +123,11 @@ impl Approvals {
         Ok(a)
     }
 
+    /// The approval `id`, if it is still open.
+    pub fn get(&self, id: &str) -> Option<Approval> {
+        self.lock().get(id).cloned()
+    }
+
     /// An owner's decision (once).
     pub fn decide(&self, id: &str, approve: bool, by: u32) -> Result<Approval, ApprovalError> {
         let mut map = self.lock();

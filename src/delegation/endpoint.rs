@@ -1,10 +1,11 @@
 //! HTTP on the token socket (`POST /token`, `GET /jwks`) and the approval commands on the admin
 //! socket (`GET /approvals`, `POST /approvals/ID/approve`, `POST /approvals/ID/reject`).
 
-use super::approvals::{ApprovalError, Approvals, State};
+use super::approvals::{Approval, ApprovalError, Approvals, State};
 use super::exchange::Exchange;
 use super::record::{AgentEvidence, Outcome, Record};
 use crate::ca::Ca;
+use crate::caller::Pipeline;
 use crate::events::{Event, Events};
 use crate::http::{self, Caller, Method, Request, Response, StatusCode};
 use std::sync::Arc;
@@ -42,8 +43,11 @@ pub async fn list(approvals: Arc<Approvals>) -> Response {
     http::json(StatusCode::OK, &serde_json::json!({ "approvals": approvals.list() }))
 }
 
-/// `POST /approvals/ID/approve|reject` on the admin socket (already authorized by it).
-pub async fn decide(approvals: Arc<Approvals>, events: Events, req: Request) -> Response {
+/// `POST /approvals/ID/approve|reject` on the admin socket (already authorized by it). The decider
+/// must not be the agent that asked: not its uid (uid 0 aside), and not a process its entry
+/// matches. The admin socket serves the daemon's uid and a group too, so an agent running as one
+/// of those could otherwise approve its own request.
+pub async fn decide(approvals: Arc<Approvals>, pipeline: Arc<Pipeline>, events: Events, req: Request) -> Response {
     let rest = req.path().strip_prefix("/approvals/").unwrap_or_default();
     let (id, approve) = match rest.rsplit_once('/') {
         Some((id, "approve")) => (id, true),
@@ -56,6 +60,28 @@ pub async fn decide(approvals: Arc<Approvals>, events: Events, req: Request) -> 
         }
     };
     let by = req.caller.uid().unwrap_or(u32::MAX);
+    if let Some(a) = approvals.get(id)
+        && let Err(why) = not_the_agent(&a, &req.caller, &pipeline).await
+    {
+        let mut rec = Record::new(
+            Outcome::Refused,
+            AgentEvidence {
+                pid: a.agent_pid,
+                uid: Some(a.agent_uid),
+                spiffe_id: Some(a.agent.clone()),
+                ..AgentEvidence::default()
+            },
+        );
+        rec.user = Some(a.user.clone());
+        rec.scopes_requested = a.scope.clone();
+        rec.audience = Some(a.audience.clone());
+        rec.approval_id = Some(a.approval_id.clone());
+        rec.approver_uid = Some(by);
+        rec.error = Some(("access_denied", why.clone()));
+        events.emit(Event::Delegation(Box::new(rec)));
+        tracing::warn!(approval = %a.approval_id, by, "approval decision refused: {why}");
+        return http::json(StatusCode::FORBIDDEN, &serde_json::json!({ "error": "permission_denied", "message": why }));
+    }
     match approvals.decide(id, approve, by) {
         Ok(a) => {
             let mut rec = Record::new(
@@ -84,3 +110,29 @@ pub async fn decide(approvals: Arc<Approvals>, events: Events, req: Request) -> 
         }
     }
 }
+
+/// Err (why) when the deciding caller is the agent whose request it is: the same uid (root
+/// aside: root is every agent's operator), or a process that the agent's entry matches. A
+/// decider that cannot be attested is refused too (fail closed).
+async fn not_the_agent(a: &Approval, caller: &Caller, pipeline: &Pipeline) -> Result<(), String> {
+    let Caller::Unix(peer) = caller else { return Err("the decider is not a local process".into()) };
+    if peer.uid != 0 && peer.uid == a.agent_uid {
+        return Err(format!(
+            "uid {} asked for this approval; the same uid may not decide it (separation of duties)",
+            a.agent_uid
+        ));
+    }
+    let policy = pipeline.policy();
+    let attestation = pipeline
+        .attest(peer, RPC_DECIDE, &policy)
+        .await
+        .map_err(|e| format!("the deciding process could not be attested: {e}"))?;
+    let is_agent = policy.registry.matching(&attestation.selectors).iter().any(|e| e.spiffe_id.to_string() == a.agent);
+    if is_agent {
+        return Err(format!("the deciding process matches the entry of {}, the agent that asked", a.agent));
+    }
+    Ok(())
+}
+
+/// The audit `rpc` of an approval decider's attestation.
+const RPC_DECIDE: &str = "ApprovalDecision";

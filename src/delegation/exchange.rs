@@ -1,7 +1,8 @@
 //! One token exchange, in order: attest the caller (the same pipeline as the Workload API) →
 //! its entry with `[entries.delegation]` → the request form → the subject token → `from`,
 //! depth, audience, scope → approval (if an `approval` scope is asked for) → mint. Each step
-//! that fails answers its OAuth error; every outcome is one audit record.
+//! that fails answers its OAuth error; every outcome is one audit record. A subject token any of
+//! whose actors (or its `client_id`) is revoked or denied is refused, as its JWT-SVIDs are.
 
 use super::approvals::{Approvals, NewApproval, Redeemed};
 use super::record::{AgentEvidence, Outcome, Record};
@@ -83,8 +84,10 @@ impl Exchange {
         rec.audience = seen.audience.take();
         rec.scopes_requested = std::mem::take(&mut seen.scopes);
 
+        // A caller none of whose entries allows delegation is a refused caller: its `attested`
+        // line counts against its uid's refusal budget in the audit log.
         let caller =
-            self.pipeline.caller_reused(peer, RPC).await.map_err(|e| {
+            self.pipeline.caller_reused_for(peer, RPC, |e| e.delegation.is_some()).await.map_err(|e| {
                 OAuthError::new("unauthorized_client", format!("the calling process has no identity: {e}"))
             })?;
         rec.agent.pid = Some(caller.attestation.pid);
@@ -106,15 +109,18 @@ impl Exchange {
         rec.audience = Some(req.audience.clone());
         rec.scopes_requested = req.scopes.clone();
 
-        let Some(issuer) = caller.policy.jwt_issuer.clone().filter(|i| !i.is_empty()) else {
+        let Some(jwt_issuer) = caller.policy.jwt_issuer.clone().filter(|i| !i.is_empty()) else {
             return Err(OAuthError::invalid_request("delegation needs jwt_issuer in the daemon's config"));
         };
+        // Delegated tokens have an issuer of their own (RFC 8725 §3.12), never the JWT-SVIDs'.
+        let issuer = crate::publish::oidc::delegation_issuer(&jwt_issuer);
         let now_t = SystemTime::now();
         let now = crate::clock::unix_secs(now_t);
         let auth = self.ca.authorities();
         let keys = TesseraKeys {
             trust_domain: self.ca.trust_domain(),
             issuer: &issuer,
+            audience: &jwt_issuer,
             own: JwtBundle::new(
                 auth.delegation.iter().filter_map(|k| trust::signing_jwk(&trust::delegation_jwk(k))).collect(),
             ),
@@ -126,6 +132,14 @@ impl Exchange {
         rec.subject_issuer = Some(subject.issuer.clone());
         rec.subject_jti = subject.jti.clone();
         rec.chain = std::iter::once(agent.clone()).chain(subject.actors.iter().cloned()).collect();
+        // A revoked agent's earlier hand-offs die with it: no actor of the chain, nor the token's
+        // client, may be revoked or denied now.
+        for id in subject.actors.iter().chain(subject.client_id.iter()) {
+            let Ok(id) = id.parse::<crate::spiffe_id::SpiffeId>() else { continue };
+            if let Some(why) = caller.policy.refuses_tokens_of(&id) {
+                return Err(OAuthError::invalid_grant(format!("the subject token's chain names {id}: {why}")));
+            }
+        }
 
         if !policy.from.contains(&subject.delegator) {
             return Err(OAuthError::invalid_grant(format!(

@@ -66,8 +66,8 @@ pub fn start(
     let listener = crate::endpoint::listener::bind(&d.token_socket_path, 0o777)?;
     let a = approvals.clone();
     admin.add(Method::GET, "/approvals", move |_req| endpoint::list(a.clone()));
-    let (a, ev) = (approvals, events.clone());
-    admin.add(Method::POST, "/approvals/", move |req| endpoint::decide(a.clone(), ev.clone(), req));
+    let (a, p, ev) = (approvals, pipeline.clone(), events.clone());
+    admin.add(Method::POST, "/approvals/", move |req| endpoint::decide(a.clone(), p.clone(), ev.clone(), req));
     let handler = move |req| endpoint::token_socket(exchange.clone(), req);
     tokio::spawn(crate::http::serve_unix(listener, Arc::new(handler), limits(), shutdown));
     tracing::info!(socket = %d.token_socket_path.display(), issuers = d.issuers.len(), "serving RFC 8693 token exchange");

@@ -1,6 +1,7 @@
 //! Whose subject tokens tessera accepts, and their verification:
 //! - a configured identity provider (`[[delegation.issuers]]`, its JWKS read from a file): first hop;
-//! - tessera itself (`iss` = our `jwt_issuer`, signed by our delegation key): a later hop;
+//! - tessera itself (`iss` = our delegation issuer, `jwt_issuer` + `/delegation`, signed by our
+//!   delegation key; `aud` = our `jwt_issuer`): a later hop;
 //! - a federated tessera node (its delegation keys in its federated bundle, found by the trust
 //!   domain of the outermost `act.sub`): a later hop across trust domains.
 //!
@@ -85,9 +86,11 @@ pub fn delegation_jwk(key: &crate::ca::JwtKey) -> Value {
 /// Where the verification keys of a later-hop token come from.
 pub struct TesseraKeys<'a> {
     pub trust_domain: &'a TrustDomain,
-    /// Our `jwt_issuer` (required with delegation): the `iss` of our tokens and the `aud` a
-    /// subject token from a tessera node must name.
+    /// Our delegation issuer (`jwt_issuer` + `/delegation`): the `iss` of our tokens.
     pub issuer: &'a str,
+    /// Our `jwt_issuer` (required with delegation): the `aud` a subject token from a tessera node
+    /// must name (the hand-off audience).
+    pub audience: &'a str,
     /// Our delegation keys.
     pub own: JwtBundle,
     /// Delegation keys of federated trust domains.
@@ -118,6 +121,8 @@ pub struct Subject {
     pub actors: Vec<String>,
     /// The immediate delegator: the issuer (first hop) or the outermost `act.sub`.
     pub delegator: String,
+    /// The token's `client_id`, if any (a tessera token's is its outermost actor).
+    pub client_id: Option<String>,
     pub jti: Option<String>,
 }
 
@@ -210,7 +215,7 @@ pub fn verify(token: &str, idps: &Issuers, tessera: &TesseraKeys<'_>, now: u64) 
     let (keys, audience, origin) = if let Some((i, keys)) = idps.find(&iss) {
         (keys.clone(), i.audience.clone(), Origin::IdentityProvider)
     } else if delegated && iss == tessera.issuer {
-        (tessera.own.clone(), tessera.issuer.to_owned(), Origin::Tessera(tessera.trust_domain.clone()))
+        (tessera.own.clone(), tessera.audience.to_owned(), Origin::Tessera(tessera.trust_domain.clone()))
     } else if delegated {
         let first = actors(unverified.get("act"))?.into_iter().next().ok_or("a delegated token without \"act\"")?;
         let id: SpiffeId = first.parse().map_err(|_| format!("unknown issuer {:?}", cut(&iss)))?;
@@ -218,7 +223,7 @@ pub fn verify(token: &str, idps: &Issuers, tessera: &TesseraKeys<'_>, now: u64) 
             tessera.federated.get(id.trust_domain()).filter(|k| !k.is_empty()).ok_or_else(|| {
                 format!("unknown issuer {:?} (no delegation keys for {})", cut(&iss), id.trust_domain())
             })?;
-        (keys.clone(), tessera.issuer.to_owned(), Origin::Tessera(id.trust_domain().clone()))
+        (keys.clone(), tessera.audience.to_owned(), Origin::Tessera(id.trust_domain().clone()))
     } else {
         return Err(format!("unknown issuer {:?}", cut(&iss)));
     };
@@ -254,6 +259,11 @@ pub fn verify(token: &str, idps: &Issuers, tessera: &TesseraKeys<'_>, now: u64) 
     if user.is_empty() || user.len() > 1024 || user.chars().any(char::is_control) {
         return Err("the subject token's \"sub\" is empty, longer than 1024 bytes or has control characters".into());
     }
+    // A user is never a workload: a delegated token whose `sub` looked like a SPIFFE ID could be
+    // taken for that workload's JWT-SVID by a relying party that checks no `typ`.
+    if user.parse::<SpiffeId>().is_ok() || user.get(..7).is_some_and(|p| p.eq_ignore_ascii_case("spiffe:")) {
+        return Err(format!("the subject token's \"sub\" {:?} is a SPIFFE ID, not a user", cut(&user)));
+    }
     let scopes: Vec<String> = match (claims.get("scope"), claims.get("scp")) {
         (Some(Value::String(s)), _) => s.split(' ').filter(|s| !s.is_empty()).map(str::to_owned).collect(),
         (None, Some(Value::Array(a))) => a.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
@@ -277,7 +287,8 @@ pub fn verify(token: &str, idps: &Issuers, tessera: &TesseraKeys<'_>, now: u64) 
         }
     };
     let jti = claims.get("jti").and_then(Value::as_str).map(cut);
-    Ok(Subject { user, issuer: iss, origin, scopes, exp, act, actors, delegator, jti })
+    let client_id = claims.get("client_id").and_then(Value::as_str).map(str::to_owned);
+    Ok(Subject { user, issuer: iss, origin, scopes, exp, act, actors, delegator, client_id, jti })
 }
 
 fn describe(e: &jsonwebtoken::errors::Error) -> String {
@@ -301,6 +312,7 @@ mod tests {
     use std::time::{Duration, SystemTime};
 
     const ISS: &str = "https://tessera.example.org";
+    const DELEGATION_ISS: &str = "https://tessera.example.org/delegation";
 
     fn key(kid: &str) -> JwtKey {
         let now = SystemTime::now();
@@ -318,6 +330,7 @@ mod tests {
         k.sign(&h, claims).unwrap()
     }
 
+    /// A hand-off token: `aud` is the receiving node's `jwt_issuer`.
     fn hop(iss: &str, agent: &str, now: u64) -> Value {
         json!({ "iss": iss, "sub": "alice", "aud": ISS, "client_id": agent, "act": { "sub": agent },
                 "scope": "a b", "iat": now, "exp": now + 300, "jti": "j1" })
@@ -331,17 +344,27 @@ mod tests {
         let theirs = key("theirs");
         let td: TrustDomain = "example.org".parse().unwrap();
         let partner: TrustDomain = "partner.org".parse().unwrap();
-        let mut keys = TesseraKeys { trust_domain: &td, issuer: ISS, own: bundle(&ours), federated: BTreeMap::new() };
+        let mut keys = TesseraKeys {
+            trust_domain: &td,
+            issuer: DELEGATION_ISS,
+            audience: ISS,
+            own: bundle(&ours),
+            federated: BTreeMap::new(),
+        };
         let idps = Issuers::default();
 
-        let own = at_jwt(&ours, &hop(ISS, "spiffe://example.org/agents/concierge", now));
+        // A token with the JWT-SVID issuer as `iss` is not one of our delegated tokens.
+        let old = at_jwt(&ours, &hop(ISS, "spiffe://example.org/agents/concierge", now));
+        assert!(verify(&old, &idps, &keys, now).unwrap_err().contains("unknown issuer"));
+        let own = at_jwt(&ours, &hop(DELEGATION_ISS, "spiffe://example.org/agents/concierge", now));
         let s = verify(&own, &idps, &keys, now).unwrap();
         assert_eq!((s.user.as_str(), s.delegator.as_str()), ("alice", "spiffe://example.org/agents/concierge"));
         assert_eq!(s.origin, Origin::Tessera(td.clone()));
         assert_eq!(s.scopes, ["a", "b"]);
 
         // A partner node's token: refused until its delegation keys are in its federated bundle.
-        let foreign = at_jwt(&theirs, &hop("https://tessera.partner.org", "spiffe://partner.org/agents/planner", now));
+        let foreign =
+            at_jwt(&theirs, &hop("https://tessera.partner.org/delegation", "spiffe://partner.org/agents/planner", now));
         assert!(verify(&foreign, &idps, &keys, now).unwrap_err().contains("unknown issuer"));
         keys.federated.insert(partner.clone(), bundle(&theirs));
         let s = verify(&foreign, &idps, &keys, now).unwrap();
@@ -354,17 +377,24 @@ mod tests {
         let third = at_jwt(&theirs, &hop("https://x", "spiffe://third.org/agents/x", now));
         assert!(verify(&third, &idps, &keys, now).is_err());
         // Our issuer with a partner's key: no such kid among ours.
-        let mixed = at_jwt(&theirs, &hop(ISS, "spiffe://example.org/agents/concierge", now));
+        let mixed = at_jwt(&theirs, &hop(DELEGATION_ISS, "spiffe://example.org/agents/concierge", now));
         assert!(verify(&mixed, &idps, &keys, now).unwrap_err().contains("no key with kid"));
         // client_id must be the outermost actor.
-        let mut c = hop(ISS, "spiffe://example.org/agents/concierge", now);
+        let mut c = hop(DELEGATION_ISS, "spiffe://example.org/agents/concierge", now);
         c["client_id"] = "spiffe://example.org/agents/other".into();
         assert!(verify(&at_jwt(&ours, &c), &idps, &keys, now).unwrap_err().contains("client_id"));
         // A JWT-SVID-shaped token (typ JWT) with our issuer is not exchangeable.
         let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
         h.kid = Some(ours.kid.clone());
-        let svid = ours.sign(&h, &hop(ISS, "spiffe://example.org/agents/concierge", now)).unwrap();
+        let svid = ours.sign(&h, &hop(DELEGATION_ISS, "spiffe://example.org/agents/concierge", now)).unwrap();
         assert!(verify(&svid, &idps, &keys, now).unwrap_err().contains("unknown issuer"));
+        // A user is never a SPIFFE ID, in any spelling.
+        for sub in ["spiffe://example.org/payments", "SPIFFE://example.org/payments", "spiffe:x"] {
+            let mut c = hop(DELEGATION_ISS, "spiffe://example.org/agents/concierge", now);
+            c["sub"] = sub.into();
+            let e = verify(&at_jwt(&ours, &c), &idps, &keys, now).unwrap_err();
+            assert!(e.contains("is a SPIFFE ID"), "{sub}: {e}");
+        }
     }
 
     #[test]

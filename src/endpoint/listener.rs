@@ -17,6 +17,16 @@ pub enum EndpointError {
     Io { path: PathBuf, source: io::Error },
 }
 
+/// `InUse` when a server answers on `path` (nothing is created or removed here).
+pub fn ensure_free(path: &Path) -> Result<(), EndpointError> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() && std::os::unix::net::UnixStream::connect(path).is_ok() => {
+            Err(EndpointError::InUse(path.to_owned()))
+        }
+        _ => Ok(()),
+    }
+}
+
 pub fn bind(path: &Path, mode: u32) -> Result<UnixListener, EndpointError> {
     let io_err = |source| EndpointError::Io { path: path.to_owned(), source };
     match std::fs::symlink_metadata(path) {

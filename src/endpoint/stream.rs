@@ -211,6 +211,12 @@ impl<R> Driver<R> {
                                 tessera_attestors::AttestError::ExecutableChanged { .. }
                             ))
                     );
+                    if let ApiError::Caller(CallerError::Attestation(
+                        tessera_attestors::AttestError::ExecutableChanged { .. },
+                    )) = &e
+                    {
+                        exec_drift(&ctx, rpc, &self.state, &self.peer);
+                    }
                     if withdrawn {
                         ctx.pipeline.events.emit(Event::Withdrawn {
                             rpc: rpc.to_owned(),
@@ -295,6 +301,39 @@ fn same_executable(peer: &PeerInfo) -> bool {
     }
 }
 
+/// Report an exec on an open stream as drift: the executable's selectors go, and the new
+/// executable's path (as `/proc/PID/exe` shows it now) comes; its digest is not computed for this.
+fn exec_drift(ctx: &Context, rpc: &str, old: &Entitlement, peer: &PeerInfo) {
+    let before = old.caller.attestation.exe.clone();
+    let after_path = match (peer.pid, peer.pidfd.as_deref()) {
+        (Some(pid), Some(pidfd)) => tessera_attestors::current_exe_path(pid, pidfd),
+        _ => None,
+    };
+    let after = crate::events::ExeEvidence { path: after_path.map(|p| p.display().to_string()), sha256: None };
+    let removed: Vec<String> = old
+        .caller
+        .attestation
+        .selectors
+        .iter()
+        .filter(|s| {
+            s.kind() == tessera_attestors::Kind::Unix && ["path:", "sha256:"].iter().any(|p| s.value().starts_with(p))
+        })
+        .map(|s| s.to_string())
+        .collect();
+    let added: Vec<String> = after.path.iter().map(|p| format!("unix:path:{p}")).collect();
+    tracing::info!(rpc, pid = ?peer.pid, before = ?before.path, after = ?after.path, "workload exec'd on an open stream");
+    ctx.pipeline.events.emit(Event::Drift {
+        rpc: rpc.to_owned(),
+        pid: old.caller.attestation.pid,
+        uid: old.caller.uid,
+        removed,
+        added,
+        entries_before: old.caller.entries.iter().map(|e| e.spiffe_id.to_string()).collect(),
+        owners: crate::events::owners_of(&old.caller.entries),
+        exec: Some(Box::new((before, after))),
+    });
+}
+
 /// Report a change in what a streaming workload looks like (new binary, edited script or
 /// prompt, changed cgroup), with the old and new selectors that differ.
 fn drift(ctx: &Context, rpc: &str, old: &Entitlement, new: &Attestation) {
@@ -313,5 +352,6 @@ fn drift(ctx: &Context, rpc: &str, old: &Entitlement, new: &Attestation) {
         added,
         entries_before: old.caller.entries.iter().map(|e| e.spiffe_id.to_string()).collect(),
         owners: crate::events::owners_of(&old.caller.entries),
+        exec: None,
     });
 }

@@ -3,9 +3,13 @@
 //! is found by `tessera audit verify`. Never holds a private key or a token.
 //!
 //! Bounded against a caller who wants to fill the disk: long strings and arrays are cut (marked
-//! `…(+N more)`), a line never exceeds 16 KiB, refusals are recorded at most N per uid per window
-//! and then counted in one `refused_suppressed` line, and the file rotates by size (`audit.log.1`,
-//! …) with the chain running on across files. The chain head (sequence number and hash) is logged
+//! `…(+N more)`), a line never exceeds 16 KiB (a refusal line 4 KiB), and the file rotates by size
+//! (`audit.log.1`, …) with the chain running on across files. Refusals of every kind (a refused
+//! call and the `attested` line before it, a refused token exchange or approval decision, an admin
+//! caller turned away, a partner's refused bundle) are recorded at most N per uid (or per source)
+//! per window and at most M in all, and then counted in one `refused_suppressed` line per uid or
+//! source: a caller who is refused over and over cannot rotate the evidence of what came before
+//! out of the log. The chain head (sequence number and hash) is logged
 //! to the journal at open, at each rotation and at shutdown: `tessera audit verify --anchor
 //! SEQ:HASH` then catches lines cut from the end, which the chain alone cannot.
 //!
@@ -30,6 +34,9 @@ use bound::{MAX_ITEMS, MAX_STRING, bound, bound_to};
 pub(super) const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 /// Longest audit line (bytes); a longer one keeps only its top-level scalars.
 pub const MAX_LINE: usize = 16 * 1024;
+/// Longest refusal line (bytes): what a refused caller sends (a scope list, a user name, a path)
+/// costs the log at most this much per line.
+pub const MAX_REFUSAL_LINE: usize = 4 * 1024;
 /// The first line of a file started by rotation.
 pub(super) const ROTATED: &str = "audit_rotated";
 
@@ -40,19 +47,38 @@ pub struct AuditOptions {
     pub max_size: u64,
     /// Rotated files kept (`audit.log.1` newest … `audit.log.N`); older ones are deleted.
     pub max_files: u32,
-    /// "refused" lines recorded per uid per window; the rest are counted.
+    /// Refusal lines recorded per uid (or source) per window; the rest are counted.
     pub refusals_per_window: u32,
+    /// Refusal lines recorded per window for all uids and sources together (many uids, or a
+    /// uid per setuid program, must not add up to a flood either).
+    pub refusals_per_window_total: u32,
     pub refusal_window: Duration,
 }
 
 impl Default for AuditOptions {
     fn default() -> Self {
-        Self { max_size: 64 << 20, max_files: 8, refusals_per_window: 20, refusal_window: Duration::from_secs(60) }
+        Self {
+            max_size: 64 << 20,
+            max_files: 8,
+            refusals_per_window: 20,
+            refusals_per_window_total: 400,
+            refusal_window: Duration::from_secs(60),
+        }
     }
 }
 
+/// Whose refusals a refusal line counts against.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum RefusalKey {
+    /// A local caller (None: the kernel gave no uid).
+    Uid(Option<u32>),
+    /// Something that is not a local user: a federation partner, the SPIRE Server.
+    Source(String),
+}
+
 enum Msg {
-    Event(Map<String, Value>),
+    /// A line; with a key, a refusal counted against that key's window.
+    Event(Map<String, Value>, Option<RefusalKey>),
     /// Flush counts, log the chain head, then answer.
     Close(mpsc::Sender<()>),
 }
@@ -107,6 +133,7 @@ impl Audit {
             prev,
             options,
             refusals: HashMap::new(),
+            total: Total { start: Instant::now(), recorded: 0 },
             failed: 0,
             failure_logged: None,
         };
@@ -115,8 +142,21 @@ impl Audit {
     }
 
     /// Record one event. `fields` must be a JSON object; it must never contain keys or tokens.
-    /// Long values are cut here, before they are queued.
+    /// Long values are cut here, before they are queued. A `refused` line counts against its
+    /// `uid`'s refusal window (other refusals say whose they are: [`Self::record_refusal`]).
     pub fn record(&self, event: &str, fields: Value) {
+        let key = (event == "refused")
+            .then(|| RefusalKey::Uid(fields.get("uid").and_then(Value::as_u64).and_then(|u| u32::try_from(u).ok())));
+        self.queue(event, fields, key);
+    }
+
+    /// Record a refusal: written while `key` (and everyone together) is within its window's
+    /// budget, counted in a `refused_suppressed` line after that.
+    pub fn record_refusal(&self, event: &str, key: RefusalKey, fields: Value) {
+        self.queue(event, fields, Some(key));
+    }
+
+    fn queue(&self, event: &str, fields: Value, key: Option<RefusalKey>) {
         let mut map = match fields {
             Value::Object(m) => m,
             other => {
@@ -129,7 +169,7 @@ impl Audit {
             bound(v, 1);
         }
         map.insert("event".into(), event.into());
-        let _ = self.tx.send(Msg::Event(map));
+        let _ = self.tx.send(Msg::Event(map, key));
     }
 
     /// Write what is pending (counts of suppressed refusals included), log the chain head, and
@@ -153,11 +193,24 @@ fn rotated(path: &Path, n: u32) -> PathBuf {
     PathBuf::from(s)
 }
 
-/// Refusals of one uid in the current window.
+/// Refusals of one uid or source in the current window.
 struct Window {
     start: Instant,
     recorded: u32,
-    suppressed: u64,
+    /// Lines not written, by event name.
+    suppressed: std::collections::BTreeMap<String, u64>,
+}
+
+impl Window {
+    fn new(start: Instant) -> Self {
+        Self { start, recorded: 0, suppressed: Default::default() }
+    }
+}
+
+/// All refusals in the current window.
+struct Total {
+    start: Instant,
+    recorded: u32,
 }
 
 struct Writer {
@@ -167,7 +220,8 @@ struct Writer {
     seq: u64,
     prev: String,
     options: AuditOptions,
-    refusals: HashMap<Option<u64>, Window>,
+    refusals: HashMap<RefusalKey, Window>,
+    total: Total,
     /// Lines that could not be written since the last report of it.
     failed: u64,
     failure_logged: Option<Instant>,
@@ -177,7 +231,7 @@ impl Writer {
     fn run(mut self, rx: mpsc::Receiver<Msg>) {
         loop {
             match rx.recv_timeout(Duration::from_secs(1)) {
-                Ok(Msg::Event(e)) => self.event(e),
+                Ok(Msg::Event(e, key)) => self.event(e, key),
                 Ok(Msg::Close(ack)) => {
                     self.flush_refusals(true);
                     self.log_head("audit log closed");
@@ -193,73 +247,96 @@ impl Writer {
         }
     }
 
-    fn event(&mut self, event: Map<String, Value>) {
-        if event.get("event").and_then(Value::as_str) == Some("refused") {
-            let uid = event.get("uid").and_then(Value::as_u64);
-            let now = Instant::now();
-            let window = self.options.refusal_window;
-            let w = self.refusals.entry(uid).or_insert(Window { start: now, recorded: 0, suppressed: 0 });
-            if now.duration_since(w.start) >= window {
-                let suppressed = std::mem::take(&mut w.suppressed);
-                let started = w.start;
-                *w = Window { start: now, recorded: 0, suppressed: 0 };
-                self.write_suppressed(uid, suppressed, now.duration_since(started));
-            }
-            let Some(w) = self.refusals.get_mut(&uid) else { return };
-            if w.recorded >= self.options.refusals_per_window {
-                w.suppressed += 1;
-                return;
-            }
-            w.recorded += 1;
+    fn event(&mut self, event: Map<String, Value>, key: Option<RefusalKey>) {
+        let Some(key) = key else {
+            self.write(event, MAX_LINE);
+            return;
+        };
+        let now = Instant::now();
+        let window = self.options.refusal_window;
+        if now.duration_since(self.total.start) >= window {
+            self.total = Total { start: now, recorded: 0 };
         }
-        self.write(event);
+        let w = self.refusals.entry(key.clone()).or_insert_with(|| Window::new(now));
+        if now.duration_since(w.start) >= window {
+            let ended = std::mem::replace(w, Window::new(now));
+            self.write_suppressed(&key, &ended, now);
+        }
+        let Some(w) = self.refusals.get_mut(&key) else { return };
+        if w.recorded >= self.options.refusals_per_window
+            || self.total.recorded >= self.options.refusals_per_window_total
+        {
+            let name = event.get("event").and_then(Value::as_str).unwrap_or("refused");
+            *w.suppressed.entry(name.to_owned()).or_insert(0) += 1;
+            return;
+        }
+        w.recorded += 1;
+        self.total.recorded += 1;
+        self.write(event, MAX_REFUSAL_LINE);
     }
 
     /// End the windows that are over (all of them when `all`), writing their counts.
     fn flush_refusals(&mut self, all: bool) {
         let now = Instant::now();
         let window = self.options.refusal_window;
-        let ended: Vec<(Option<u64>, u64, Duration)> = self
+        let ended: Vec<RefusalKey> = self
             .refusals
             .iter()
             .filter(|(_, w)| all || now.duration_since(w.start) >= window)
-            .map(|(uid, w)| (*uid, w.suppressed, now.duration_since(w.start)))
+            .map(|(key, _)| key.clone())
             .collect();
-        for (uid, suppressed, span) in ended {
-            self.refusals.remove(&uid);
-            self.write_suppressed(uid, suppressed, span);
+        for key in ended {
+            if let Some(w) = self.refusals.remove(&key) {
+                self.write_suppressed(&key, &w, now);
+            }
         }
     }
 
-    fn write_suppressed(&mut self, uid: Option<u64>, count: u64, span: Duration) {
+    fn write_suppressed(&mut self, key: &RefusalKey, w: &Window, now: Instant) {
+        let count: u64 = w.suppressed.values().sum();
         if count == 0 {
             return;
         }
         let mut m = Map::new();
         m.insert("event".into(), "refused_suppressed".into());
-        m.insert("uid".into(), uid.map(Value::from).unwrap_or(Value::Null));
+        match key {
+            RefusalKey::Uid(uid) => {
+                m.insert("uid".into(), uid.map(Value::from).unwrap_or(Value::Null));
+            }
+            RefusalKey::Source(source) => {
+                m.insert("source".into(), source.clone().into());
+            }
+        }
         m.insert("count".into(), count.into());
-        m.insert("window_secs".into(), span.as_secs().into());
+        m.insert("events".into(), w.suppressed.iter().map(|(k, v)| (k.clone(), Value::from(*v))).collect());
+        m.insert("window_secs".into(), now.duration_since(w.start).as_secs().into());
         m.insert(
             "reason".into(),
-            format!("more than {} refusals for this uid in the window", self.options.refusals_per_window).into(),
+            format!(
+                "more than {} refusals for this {} (or {} in all) in the window",
+                self.options.refusals_per_window,
+                if matches!(key, RefusalKey::Uid(_)) { "uid" } else { "source" },
+                self.options.refusals_per_window_total
+            )
+            .into(),
         );
-        self.write(m);
+        self.write(m, MAX_LINE);
     }
 
-    fn write(&mut self, mut event: Map<String, Value>) {
-        let mut text = self.render(&mut event);
+    /// Write one line of at most `max_line` bytes.
+    fn write(&mut self, mut event: Map<String, Value>, max_line: usize) {
+        let mut text = self.render(&mut event, max_line);
         if self.options.max_size > 0 && self.len > 0 && self.len + text.len() as u64 + 1 > self.options.max_size {
             match self.rotate() {
-                Ok(()) => text = self.render(&mut event),
+                Ok(()) => text = self.render(&mut event, max_line),
                 Err(e) => tracing::error!(path = %self.path.display(), error = %e, "cannot rotate the audit log"),
             }
         }
         self.append(text);
     }
 
-    /// The next line for `event`: seq, time, the fields, the link; cut to MAX_LINE.
-    fn render(&self, event: &mut Map<String, Value>) -> String {
+    /// The next line for `event`: seq, time, the fields, the link; cut to `max_line`.
+    fn render(&self, event: &mut Map<String, Value>, max_line: usize) -> String {
         let full = |event: &Map<String, Value>| {
             let mut line = Map::new();
             line.insert("seq".into(), (self.seq + 1).into());
@@ -269,7 +346,7 @@ impl Writer {
             Value::Object(line).to_string()
         };
         let text = full(event);
-        if text.len() <= MAX_LINE {
+        if text.len() <= max_line {
             return text;
         }
         // Too long even so: cut every value much shorter…
@@ -277,7 +354,7 @@ impl Writer {
             bound_to(v, 1, MAX_STRING / 8, MAX_ITEMS / 4);
         }
         let shorter = full(event);
-        if shorter.len() <= MAX_LINE {
+        if shorter.len() <= max_line {
             return shorter;
         }
         // …else keep the scalars (event, rpc, pid, uid, reason…) and say so.
@@ -344,7 +421,7 @@ impl Writer {
         let mut m = Map::new();
         m.insert("event".into(), ROTATED.into());
         m.insert("previous_file".into(), rotated(&self.path, 1).display().to_string().into());
-        let text = self.render(&mut m);
+        let text = self.render(&mut m, MAX_LINE);
         self.append(text);
         Ok(())
     }

@@ -1,15 +1,35 @@
 //! The audit log as an event subscriber: each event becomes one hash-chained line, with the event
 //! names and fields the log has always had (`tessera audit verify` reads old and new logs alike).
 
-use super::audit::Audit;
+use super::audit::{Audit, RefusalKey};
 use super::{Event, ExeEvidence, IssuedSvid, Refusal, Subscriber};
 use serde_json::{Value, json};
 
 impl Subscriber for Audit {
     fn on_event(&self, event: &Event) {
         if let Some((name, fields)) = audit_line(event) {
-            self.record(name, fields);
+            match refusal_key(event) {
+                Some(key) => self.record_refusal(name, key, fields),
+                None => self.record(name, fields),
+            }
         }
+    }
+}
+
+/// Whose refusal budget an event's line counts against, for every event that turns a caller (or
+/// a partner) away, including the `attested` line of a caller that ends refused; `None` for the
+/// rest, which are always written.
+pub fn refusal_key(event: &Event) -> Option<RefusalKey> {
+    use crate::delegation::record::Outcome;
+    match event {
+        Event::Refused { uid, .. } | Event::Attested { uid, refused: true, .. } => Some(RefusalKey::Uid(Some(*uid))),
+        Event::AdminRefused { uid, .. } => Some(RefusalKey::Uid(*uid)),
+        Event::Delegation(r) if r.outcome == Outcome::Refused => Some(RefusalKey::Uid(r.agent.uid)),
+        Event::FederatedBundleRefused { trust_domain, .. } => {
+            Some(RefusalKey::Source(format!("federation {trust_domain}")))
+        }
+        Event::SpireRefused { .. } => Some(RefusalKey::Source("spire server".into())),
+        _ => None,
     }
 }
 
@@ -28,7 +48,7 @@ pub fn audit_line(event: &Event) -> Option<(&'static str, Value)> {
         Event::Started { trust_domain, socket } => {
             ("started", json!({ "trust_domain": trust_domain, "socket": socket }))
         }
-        Event::Attested { rpc, pid, uid, pinned_by_kernel, exe: e, selectors, failed_attestors } => (
+        Event::Attested { rpc, pid, uid, pinned_by_kernel, exe: e, selectors, failed_attestors, .. } => (
             "attested",
             json!({
                 "rpc": rpc,
@@ -116,11 +136,16 @@ pub fn audit_line(event: &Event) -> Option<(&'static str, Value)> {
         Event::Withdrawn { rpc, pid, uid, had, reason, owners } => {
             ("withdrawn", json!({ "rpc": rpc, "pid": pid, "uid": uid, "had": had, "reason": reason, "owners": owners }))
         }
-        Event::Drift { rpc, pid, uid, removed, added, entries_before, owners } => (
-            "drift",
-            json!({ "rpc": rpc, "pid": pid, "uid": uid, "old": removed, "new": added,
-                    "entries_before": entries_before, "owners": owners }),
-        ),
+        Event::Drift { rpc, pid, uid, removed, added, entries_before, owners, exec } => {
+            let mut fields = json!({ "rpc": rpc, "pid": pid, "uid": uid, "old": removed, "new": added,
+                                     "entries_before": entries_before, "owners": owners });
+            if let Some(exec) = exec {
+                fields["reason"] = json!("exec");
+                fields["exe_before"] = exe(&exec.0);
+                fields["exe_after"] = exe(&exec.1);
+            }
+            ("drift", fields)
+        }
         Event::Revoked { rule, by_uid, by_pid, matched_now } => {
             ("revoked", json!({ "rule": &**rule, "by": { "uid": by_uid, "pid": by_pid }, "matched_now": matched_now }))
         }
@@ -206,6 +231,7 @@ mod tests {
                     exe: exe.clone(),
                     selectors: vec![],
                     failed_attestors: vec![],
+                    refused: false,
                 },
                 "attested",
                 fixture_fields("attested", |_| true),

@@ -28,6 +28,9 @@ pub enum Event {
         selectors: Vec<String>,
         /// (attestor, reason) for each attestor that failed.
         failed_attestors: Vec<(String, String)>,
+        /// The caller ends refused (no entry serves this call, or a deny rule): the line counts
+        /// against the uid's refusal budget in the audit log.
+        refused: bool,
     },
     /// A caller got no identity.
     Refused {
@@ -74,6 +77,9 @@ pub enum Event {
         added: Vec<String>,
         entries_before: Vec<String>,
         owners: Owners,
+        /// The executable before and after, when the drift is an exec (the digest after is
+        /// not computed for this: `None` unless already known).
+        exec: Option<Box<(ExeEvidence, ExeEvidence)>>,
     },
     /// An admin added a runtime revocation.
     Revoked {

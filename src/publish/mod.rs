@@ -9,7 +9,7 @@ pub mod tls;
 use crate::ca::Ca;
 use crate::config::Config;
 use crate::http::{self, Method, Request, StatusCode};
-use oidc::ExtraKeys;
+use oidc::DelegationKeys;
 use std::sync::Arc;
 use tokio::sync::watch;
 
@@ -23,24 +23,32 @@ pub enum PublishError {
 }
 
 /// Start the `[oidc]` and `[bundle_endpoint]` listeners the config asks for, and register the
-/// admin route `GET /oidc` (the documents, for `tessera export oidc`). `extra_keys` adds the
-/// delegated-token keys to the JWKS.
+/// admin route `GET /oidc` (the documents, for `tessera export oidc`). With `delegation_keys`
+/// (delegation is on), the delegated-token issuer's documents are published too, apart from the
+/// JWT-SVID ones.
 pub async fn spawn(
     config: &Config,
     ca: Arc<Ca>,
     ca_generation: watch::Receiver<u64>,
-    extra_keys: ExtraKeys,
+    delegation_keys: Option<DelegationKeys>,
     admin_routes: &mut crate::admin::Routes,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), PublishError> {
     let issuer = config.jwt_issuer.clone();
+    // The delegation issuer's discovery document, when there are delegated tokens and an issuer.
+    let delegation =
+        issuer.as_deref().zip(delegation_keys).map(|(i, keys)| (oidc::discovery(&oidc::delegation_issuer(i)), keys));
     {
-        let (ca, extra, issuer) = (ca.clone(), extra_keys.clone(), issuer.clone());
+        let (ca, issuer, delegation) = (ca.clone(), issuer.clone(), delegation.clone());
         admin_routes.add(Method::GET, "/oidc", move |_req: Request| {
             let auth = ca.authorities();
             let body = serde_json::json!({
                 "discovery": issuer.as_deref().map(oidc::discovery),
-                "jwks": oidc::jwks(&auth, &extra),
+                "jwks": oidc::jwks(&auth),
+                "delegation": delegation.as_ref().map(|(doc, keys)| serde_json::json!({
+                    "discovery": doc,
+                    "jwks": oidc::delegation_jwks(keys),
+                })),
                 "next_publication": oidc::next_publication(&auth).map(crate::clock::unix_secs),
             });
             async move { http::json(StatusCode::OK, &body) }
@@ -64,9 +72,15 @@ pub async fn spawn(
                     Some(i) => cacheable(http::json(StatusCode::OK, &oidc::discovery(i))),
                     None => http::not_found(),
                 },
-                (true, oidc::JWKS_PATH) => {
-                    cacheable(http::json(StatusCode::OK, &oidc::jwks(&ca.authorities(), &extra_keys)))
-                }
+                (true, oidc::JWKS_PATH) => cacheable(http::json(StatusCode::OK, &oidc::jwks(&ca.authorities()))),
+                (true, oidc::DELEGATION_DISCOVERY_PATH) => match &delegation {
+                    Some((doc, _)) => cacheable(http::json(StatusCode::OK, doc)),
+                    None => http::not_found(),
+                },
+                (true, oidc::DELEGATION_JWKS_PATH) => match &delegation {
+                    Some((_, keys)) => cacheable(http::json(StatusCode::OK, &oidc::delegation_jwks(keys))),
+                    None => http::not_found(),
+                },
                 _ => http::not_found(),
             };
             async move { response }

@@ -1,5 +1,11 @@
 //! OIDC discovery (`/.well-known/openid-configuration`) and the JWKS it names, for verifiers that
 //! know only OIDC (cloud workload-identity federation, OAuth servers, go-oidc, PyJWT).
+//!
+//! Delegated tokens have an issuer of their own (`jwt_issuer` + `/delegation`, its discovery
+//! document and JWKS under `/delegation/`), and their keys are never in the JWT-SVID JWKS: a
+//! relying party configured for JWT-SVIDs (issuer, key by `kid`, `aud`, `exp`, no `typ` check)
+//! then cannot take a delegated token for a JWT-SVID (RFC 8725 §3.11–3.12: explicit typing and
+//! mutually exclusive validation rules).
 
 use crate::ca::{Authorities, JwtKey};
 use serde_json::{Value, json};
@@ -8,17 +14,22 @@ use std::time::SystemTime;
 
 pub const DISCOVERY_PATH: &str = "/.well-known/openid-configuration";
 pub const JWKS_PATH: &str = "/keys";
+/// Where the delegated-token issuer's documents live, below the JWT-SVID issuer.
+pub const DELEGATION_PREFIX: &str = "/delegation";
+pub const DELEGATION_DISCOVERY_PATH: &str = "/delegation/.well-known/openid-configuration";
+pub const DELEGATION_JWKS_PATH: &str = "/delegation/keys";
 
-/// More keys to publish beside the JWT-SVID keys (the delegated-token keys): called on every
-/// JWKS request, returns JWKs (each with `kid`; `use: sig` is set here).
-pub type ExtraKeys = Arc<dyn Fn() -> Vec<Value> + Send + Sync>;
+/// The delegated-token keys to publish (when delegation is on): called on every request,
+/// returns JWKs (each with `kid`; `use: sig` is set here).
+pub type DelegationKeys = Arc<dyn Fn() -> Vec<Value> + Send + Sync>;
 
-/// No extra keys.
-pub fn no_extra_keys() -> ExtraKeys {
-    Arc::new(Vec::new)
+/// The `iss` of delegated tokens: `jwt_issuer` + `/delegation`.
+pub fn delegation_issuer(jwt_issuer: &str) -> String {
+    format!("{}{DELEGATION_PREFIX}", jwt_issuer.trim_end_matches('/'))
 }
 
-/// The discovery document. `issuer` is `jwt_issuer`; the JWKS is served beside it.
+/// The discovery document of `issuer` (`jwt_issuer`, or the delegation issuer); the JWKS is
+/// served beside it.
 pub fn discovery(issuer: &str) -> Value {
     let base = issuer.trim_end_matches('/');
     json!({
@@ -42,15 +53,22 @@ fn sig_jwk(key: &JwtKey) -> Value {
 }
 
 /// The JWK Set: every JWT-SVID key in the ring (successors from the moment they are made, before
-/// they sign; predecessors until they expire, which no token they signed outlives), then `extra`.
-pub fn jwks(auth: &Authorities, extra: &ExtraKeys) -> Value {
-    let mut keys: Vec<Value> = auth.jwt.iter().map(|k| sig_jwk(k)).collect();
-    for mut k in extra() {
-        if k.is_object() {
+/// they sign; predecessors until they expire, which no token they signed outlives). Only those.
+pub fn jwks(auth: &Authorities) -> Value {
+    let keys: Vec<Value> = auth.jwt.iter().map(|k| sig_jwk(k)).collect();
+    json!({ "keys": keys })
+}
+
+/// The delegation issuer's JWK Set: only the delegated-token keys.
+pub fn delegation_jwks(keys: &DelegationKeys) -> Value {
+    let keys: Vec<Value> = keys()
+        .into_iter()
+        .filter(Value::is_object)
+        .map(|mut k| {
             k["use"] = json!("sig");
-            keys.push(k);
-        }
-    }
+            k
+        })
+        .collect();
     json!({ "keys": keys })
 }
 
@@ -69,20 +87,29 @@ mod tests {
     use std::time::Duration;
 
     #[test]
-    fn jwks_holds_every_key_with_use_sig_and_extras() {
+    fn jwks_holds_every_jwt_svid_key_and_the_delegation_keys_stand_apart() {
         let now = SystemTime::now();
         let old = Arc::new(JwtKey::for_test("old", now - Duration::from_secs(600), now + Duration::from_secs(60)));
         let new = Arc::new(JwtKey::for_test("new", now + Duration::from_secs(30), now + Duration::from_secs(1000)));
-        let auth = Authorities { x509: vec![], jwt: vec![old, new], wit: vec![], delegation: vec![], roots: vec![] };
-        let extra: ExtraKeys = Arc::new(|| vec![json!({"kty": "EC", "kid": "deleg", "use": "jwt-svid"}), json!(3)]);
-        let doc = jwks(&auth, &extra);
+        let deleg = Arc::new(JwtKey::for_test("deleg", now, now + Duration::from_secs(1000)));
+        let auth =
+            Authorities { x509: vec![], jwt: vec![old, new], wit: vec![], delegation: vec![deleg], roots: vec![] };
+        let doc = jwks(&auth);
         let kids: Vec<_> = doc["keys"].as_array().unwrap().iter().map(|k| k["kid"].as_str().unwrap()).collect();
-        assert_eq!(kids, ["old", "new", "deleg"]);
+        assert_eq!(kids, ["old", "new"], "the delegation key is not a JWT-SVID key");
         assert!(doc["keys"].as_array().unwrap().iter().all(|k| k["use"] == "sig"));
         assert_eq!(doc["keys"][0]["alg"], "ES256");
         let d = discovery("https://issuer.example/");
         assert_eq!(d["jwks_uri"], "https://issuer.example/keys");
         assert_eq!(d["issuer"], "https://issuer.example/");
+
+        let keys: DelegationKeys = Arc::new(|| vec![json!({"kty": "EC", "kid": "deleg", "use": "x"}), json!(3)]);
+        let doc = delegation_jwks(&keys);
+        assert_eq!(doc["keys"].as_array().unwrap().len(), 1);
+        assert_eq!(doc["keys"][0]["use"], "sig");
+        let issuer = delegation_issuer("https://issuer.example/");
+        assert_eq!(issuer, "https://issuer.example/delegation");
+        assert_eq!(discovery(&issuer)["jwks_uri"], "https://issuer.example/delegation/keys");
         assert_eq!(next_publication(&auth), Some(now + Duration::from_secs(30) + Duration::from_secs(485)));
     }
 }

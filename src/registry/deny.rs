@@ -66,7 +66,10 @@ impl DenyList {
     /// The first rule denying a workload with these selectors outright. Fail closed: while a
     /// rule names an executable (or script) digest, a workload whose digest could not be computed
     /// (too large, hashing budget spent) is denied too, or exhausting one's budget would be a
-    /// way around the rule.
+    /// way around the rule. For scripts that means every interpreter process without a script
+    /// digest, whatever the reason: the script attestor withholds its selectors when the
+    /// environment or command line could make the interpreter run other code (`PYTHONPATH`,
+    /// `-c`, an unknown option), and the revoked script may be what then runs.
     pub fn denies_workload(&self, selectors: &BTreeSet<Selector>) -> Option<Arc<DenyRule>> {
         if let Some(r) = self.rules().find(|r| matches!(&r.target, DenyTarget::Selector(s) if selectors.contains(s))) {
             return Some(r.clone());
@@ -81,7 +84,7 @@ impl DenyList {
         let missing = match digest_rule(Kind::Unix) {
             Some(r) if !has(Kind::Unix, "sha256:") => Some((r, "executable")),
             _ => match digest_rule(Kind::Script) {
-                Some(r) if has(Kind::Script, "path:") && !has(Kind::Script, "sha256:") => Some((r, "script")),
+                Some(r) if has(Kind::Script, "interpreter:") && !has(Kind::Script, "sha256:") => Some((r, "script")),
                 _ => None,
             },
         };
@@ -156,6 +159,26 @@ mod tests {
         assert!(c.want_exe_digest && !c.want_script_digest);
         assert_eq!(list.denies_id(&id).map(|r| r.id.as_str()), Some("r-1"));
         assert!(list.denies_id(&"spiffe://t/b".parse().unwrap()).is_none());
+    }
+
+    #[test]
+    fn a_script_digest_rule_denies_every_interpreter_without_a_script_digest() {
+        let evil: Selector = format!("script:sha256:{}", "e".repeat(64)).parse().unwrap();
+        let list = DenyList { config: vec![], runtime: vec![rule("r-2", DenyTarget::Selector(evil.clone()))] };
+        let sels = |extra: &[&str]| -> BTreeSet<Selector> {
+            ["unix:uid:1", "unix:path:/usr/bin/python3.13"].iter().chain(extra).map(|s| s.parse().unwrap()).collect()
+        };
+        // The script attestor withheld path and digest (PYTHONPATH set, `-c`, an unknown option).
+        let withheld = list.denies_workload(&sels(&["script:interpreter:python3"])).unwrap();
+        assert_eq!(withheld.id, "r-2-digest-unavailable");
+        // Path without digest (the digest could not be computed): denied as before.
+        assert!(list.denies_workload(&sels(&["script:interpreter:python3", "script:path:/srv/a.py"])).is_some());
+        // Another script's digest: not denied; the revoked one's: denied by the rule itself.
+        let other = format!("script:sha256:{}", "a".repeat(64));
+        assert!(list.denies_workload(&sels(&["script:interpreter:python3", &other])).is_none());
+        assert_eq!(list.denies_workload(&sels(&[&evil.to_string()])).unwrap().id, "r-2");
+        // Not an interpreter: nothing to withhold, nothing denied.
+        assert!(list.denies_workload(&sels(&[])).is_none());
     }
 
     #[test]

@@ -68,6 +68,14 @@ pub(super) fn pidfd_alive(fd: &OwnedFd) -> bool {
     matches!(poll(&mut fds, PollTimeout::ZERO), Ok(0))
 }
 
+/// The path of the executable the process behind `pidfd` runs now (`readlink /proc/PID/exe`),
+/// for evidence after an exec; `None` when it is gone (alive after the read: the path is this
+/// process's, not a successor's of its pid).
+pub fn current_exe_path(pid: i32, pidfd: &OwnedFd) -> Option<std::path::PathBuf> {
+    let link = std::fs::read_link(format!("/proc/{pid}/exe")).ok()?;
+    (pidfd_alive(pidfd) && pidfd_pid(pidfd) == Some(pid)).then_some(link)
+}
+
 /// Cheap re-check for a pinned peer (the stream engine polls it every second): `Ok` while the
 /// process behind `pidfd` is alive, still `pid`, and runs the executable `expected`.
 pub fn verify_exe_identity(pid: i32, pidfd: &OwnedFd, expected: ExeIdentity) -> Result<(), AttestError> {

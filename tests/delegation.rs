@@ -20,6 +20,8 @@ const PYTHON: &str = "/usr/bin/python3";
 const CURL: &str = "/usr/bin/curl";
 const IDP: &str = "https://idp.test";
 const ISSUER: &str = "https://tessera.test";
+/// The `iss` of delegated tokens: an issuer of their own beside the JWT-SVIDs' `jwt_issuer`.
+const DELEGATION_ISSUER: &str = "https://tessera.test/delegation";
 const FLIGHTS: &str = "https://api.flights.example";
 const GRANT: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 const JWT_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
@@ -93,6 +95,34 @@ os.execv(sys.executable, [sys.executable, idle])
     p
 }
 
+/// The supplementary group of the admin socket in these tests (`admin_socket_group`).
+const SELFISH_GROUP: u32 = 4242;
+
+/// A python3 agent that asks for a token needing approval (form on stdin, token socket argv[1])
+/// and then, unless argv[3] is `ask-only`, tries to approve its own request on the admin socket
+/// (argv[2]). Prints JSON: [[status, answer] of the exchange, [status, answer] of the decision].
+fn selfish_script(dir: &Path) -> PathBuf {
+    let p = dir.join("selfish.py");
+    std::fs::write(
+        &p,
+        format!(
+            r#"{PY_UNIX_HTTP}
+def call(path, url, body, ctype):
+    c = Unix(path)
+    c.request("POST", url, body=body, headers={{"Content-Type": ctype}})
+    r = c.getresponse()
+    return [r.status, json.loads(r.read().decode() or "null")]
+out = [call(sys.argv[1], "/token", sys.stdin.buffer.read(), "application/x-www-form-urlencoded")]
+if sys.argv[3] != "ask-only":
+    out.append(call(sys.argv[2], "/approvals/%s/approve" % out[0][1]["approval_id"], b"", "application/json"))
+print(json.dumps(out), flush=True)
+"#
+        ),
+    )
+    .unwrap();
+    p
+}
+
 /// The test identity provider: an ES256 key, its JWKS on disk.
 struct Idp {
     key: rcgen::KeyPair,
@@ -143,6 +173,9 @@ impl Idp {
 struct Setup {
     d: Daemon,
     idp: Idp,
+    /// The `[oidc]` listener's port.
+    oidc: u16,
+    selfish: PathBuf,
     concierge: PathBuf,
     booker: PathBuf,
     plain: PathBuf,
@@ -158,17 +191,27 @@ fn setup() -> Option<Setup> {
         return None;
     }
     let scripts = tempfile::tempdir().unwrap().keep();
+    // Agents of other uids run these scripts too (nothing secret in them).
+    std::fs::set_permissions(&scripts, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let idp = Idp::new(&scripts);
     let concierge = agent_script(&scripts, "concierge");
     let booker = agent_script(&scripts, "booker");
     let plain = agent_script(&scripts, "plain");
     let stranger = agent_script(&scripts, "stranger");
     let keeper = keeper_script(&scripts);
+    let selfish = selfish_script(&scripts);
+    let oidc = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let digest = |p: &Path| sha256_hex(&std::fs::read(p).unwrap());
     let curl_digest = digest(&std::fs::canonicalize(CURL).unwrap());
     let u = uid();
     let toml = format!(
         r#"jwt_issuer = "{ISSUER}"
+# The tests below count every refusal line (this is not the default budget of 20 a minute).
+audit_refusals_per_minute = 1000
+admin_socket_group = {SELFISH_GROUP}
+
+[oidc]
+listen = "127.0.0.1:{oidc}"
 
 [[delegation.issuers]]
 issuer = "{IDP}"
@@ -212,6 +255,16 @@ from = ["{IDP}"]
 scopes = ["flight:search"]
 audiences = ["{FLIGHTS}"]
 
+# An agent that asks for an approval and tries to give it itself (any uid: only its script).
+[[entries]]
+spiffe_id = "spiffe://{TD}/agents/selfish"
+selectors = ["script:sha256:{sf}"]
+[entries.delegation]
+from = ["{IDP}"]
+scopes = ["flight:search", "booking:create"]
+audiences = ["{FLIGHTS}"]
+approval = ["booking:create"]
+
 [[entries]]
 spiffe_id = "spiffe://{TD}/agents/plain"
 selectors = ["unix:uid:{u}", "script:sha256:{p}"]
@@ -227,6 +280,7 @@ selectors = ["unix:uid:{u}", "unix:path:{me}"]
         b = digest(&booker),
         p = digest(&plain),
         k = digest(&keeper),
+        sf = digest(&selfish),
     );
     let d = Daemon::start(&toml);
     let token_sock = d.dir.path().join("token.sock");
@@ -234,7 +288,7 @@ selectors = ["unix:uid:{u}", "unix:path:{me}"]
     eventually("token socket", Duration::from_secs(10), || {
         std::os::unix::net::UnixStream::connect(&token_sock).is_ok()
     });
-    Some(Setup { d, idp, concierge, booker, plain, stranger, keeper, token_sock, admin_sock })
+    Some(Setup { d, idp, oidc, selfish, concierge, booker, plain, stranger, keeper, token_sock, admin_sock })
 }
 
 fn form(pairs: &[(&str, &str)]) -> String {
@@ -320,7 +374,7 @@ fn verify(s: &Setup, token: &str, audience: &str) -> Value {
     let key = jsonwebtoken::DecodingKey::from_jwk(jwk).unwrap();
     let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
     v.set_audience(&[audience]);
-    v.set_issuer(&[ISSUER]);
+    v.set_issuer(&[DELEGATION_ISSUER]);
     v.set_required_spec_claims(&["exp", "sub", "aud", "iss"]);
     jsonwebtoken::decode::<Value>(token, &key, &v).unwrap().claims
 }
@@ -674,4 +728,213 @@ fn a_connection_reuses_its_attestation_but_not_across_an_exec() {
     let attested: Vec<Value> =
         audit_lines(&s, "attested").into_iter().filter(|a| a["pid"] == pid && a["rpc"] == "TokenExchange").collect();
     assert_eq!(attested.len(), 1, "{attested:?}");
+}
+
+/// The delegated-token issuer's document and JWKS on the `[oidc]` listener (path, JSON).
+fn oidc_get(s: &Setup, path: &str) -> (u16, Value) {
+    let out = Command::new(CURL)
+        .args(["-s", "-w", "\n%{http_code}"])
+        .arg(format!("http://127.0.0.1:{}{path}", s.oidc))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, status) = text.rsplit_once('\n').unwrap();
+    (status.trim().parse().unwrap(), serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+/// A relying party set up for tessera's JWT-SVIDs the way cloud workload-identity federation and
+/// Vault's `jwt` auth are: issuer, key by `kid` from the discovery document's `jwks_uri`, `aud`,
+/// `exp`, and no `typ` check. Ok(claims) if it accepts `token`.
+fn jwt_svid_relying_party(
+    s: &Setup,
+    discovery_path: &str,
+    issuer: &str,
+    token: &str,
+    aud: &str,
+) -> Result<Value, String> {
+    let (_, discovery) = oidc_get(s, discovery_path);
+    assert_eq!(discovery["issuer"], issuer);
+    let jwks_path = discovery["jwks_uri"].as_str().unwrap().strip_prefix(ISSUER).unwrap().to_owned();
+    let (_, jwks) = oidc_get(s, &jwks_path);
+    let set: jsonwebtoken::jwk::JwkSet = serde_json::from_value(jwks).unwrap();
+    let kid = jsonwebtoken::decode_header(token).map_err(|e| e.to_string())?.kid.ok_or("no kid")?;
+    let jwk = set.find(&kid).ok_or_else(|| format!("kid {kid} not in {jwks_path}"))?;
+    let key = jsonwebtoken::DecodingKey::from_jwk(jwk).unwrap();
+    let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
+    v.set_audience(&[aud]);
+    v.set_issuer(&[issuer]);
+    jsonwebtoken::decode::<Value>(token, &key, &v).map(|t| t.claims).map_err(|e| e.to_string())
+}
+
+/// RFC 8725 §3.11–3.12: a delegated token has an issuer and keys of its own, so a relying party
+/// configured for JWT-SVIDs never accepts one, even one whose `sub` would look like a workload;
+/// and a user `sub` that is a SPIFFE ID is refused at the exchange.
+#[test]
+fn delegated_tokens_have_an_issuer_and_keys_of_their_own() {
+    let Some(s) = setup() else { return };
+    let (status, body) =
+        py_exchange(&s, &s.concierge, &exchange_form(&s.idp.alice("flight:search"), FLIGHTS, "flight:search"));
+    assert_eq!(status, 200, "{body}");
+    let token = body["access_token"].as_str().unwrap();
+    let claims = verify(&s, token, FLIGHTS);
+    assert_eq!(claims["iss"], DELEGATION_ISSUER);
+
+    // The JWT-SVID relying party refuses it: its key is not in the JWT-SVID JWKS.
+    let err = jwt_svid_relying_party(&s, "/.well-known/openid-configuration", ISSUER, token, FLIGHTS).unwrap_err();
+    assert!(err.contains("not in /keys"), "{err}");
+    // The delegation issuer's own discovery document lists only delegation keys; it verifies.
+    let ok =
+        jwt_svid_relying_party(&s, "/delegation/.well-known/openid-configuration", DELEGATION_ISSUER, token, FLIGHTS)
+            .unwrap();
+    assert_eq!(ok["sub"], "alice");
+    let (_, svid_keys) = oidc_get(&s, "/keys");
+    let (_, deleg_keys) = oidc_get(&s, "/delegation/keys");
+    let kids = |v: &Value| {
+        v["keys"].as_array().unwrap().iter().map(|k| k["kid"].as_str().unwrap().to_owned()).collect::<Vec<_>>()
+    };
+    let (svid_kids, deleg_kids) = (kids(&svid_keys), kids(&deleg_keys));
+    assert!(!svid_kids.is_empty() && !deleg_kids.is_empty());
+    assert!(svid_kids.iter().all(|k| !deleg_kids.contains(k)), "{svid_kids:?} {deleg_kids:?}");
+    // The token socket's JWKS stays, with the same keys.
+    let socket_kids: Vec<String> = jwks(&s).keys.iter().map(|k| k.common.key_id.clone().unwrap()).collect();
+    assert_eq!(socket_kids, deleg_kids);
+
+    // A user `sub` that is a SPIFFE ID never becomes a delegated token's subject.
+    let now = now_unix();
+    for sub in [format!("spiffe://{TD}/payments"), format!("SPIFFE://{TD}/payments")] {
+        let idp_token = s.idp.sign(&json!({ "iss": IDP, "sub": sub, "aud": "tessera", "iat": now, "exp": now + 600,
+                                              "scope": "flight:search" }));
+        let (status, body) = py_exchange(&s, &s.concierge, &exchange_form(&idp_token, FLIGHTS, "flight:search"));
+        assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")), "{sub}: {body}");
+        assert!(body["error_description"].as_str().unwrap().contains("is a SPIFFE ID"), "{body}");
+    }
+
+    // `tessera export oidc` writes both issuers' documents.
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = Command::new(bin())
+        .args(["export", "oidc"])
+        .arg(out_dir.path())
+        .arg("--admin-socket")
+        .arg(&s.admin_sock)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let read = |p: &str| serde_json::from_slice::<Value>(&std::fs::read(out_dir.path().join(p)).unwrap()).unwrap();
+    assert_eq!(read("delegation/.well-known/openid-configuration")["issuer"], DELEGATION_ISSUER);
+    assert_eq!(read(".well-known/openid-configuration")["issuer"], ISSUER);
+    assert_eq!(kids(&read("delegation/keys")), deleg_kids);
+    assert_eq!(kids(&read("keys")), svid_kids);
+}
+
+/// `tessera revoke --spiffe-id` of an agent also kills the hand-offs it made: a later hop that
+/// presents one is refused (`invalid_grant`), as ValidateJWTSVID refuses the agent's JWT-SVIDs.
+#[test]
+fn a_revoked_agents_hand_offs_are_not_redeemable() {
+    let Some(s) = setup() else { return };
+    let alice = s.idp.alice("flight:search flight:reserve");
+    let (status, body) = py_exchange(&s, &s.concierge, &exchange_form(&alice, ISSUER, "flight:search"));
+    assert_eq!(status, 200, "{body}");
+    let handed = body["access_token"].as_str().unwrap().to_owned();
+    // Redeemable while the concierge is in good standing.
+    let (status, body) = py_exchange(&s, &s.booker, &exchange_form(&handed, FLIGHTS, "flight:search"));
+    assert_eq!(status, 200, "{body}");
+
+    let concierge = format!("spiffe://{TD}/agents/concierge");
+    let out = Command::new(bin())
+        .args(["revoke", "--spiffe-id", &concierge, "--reason", "prompt injection seen"])
+        .arg("--admin-socket")
+        .arg(&s.admin_sock)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    eventually("the hand-off is refused", Duration::from_secs(5), || {
+        py_exchange(&s, &s.booker, &exchange_form(&handed, FLIGHTS, "flight:search")).0 == 400
+    });
+    let (status, body) = py_exchange(&s, &s.booker, &exchange_form(&handed, FLIGHTS, "flight:search"));
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")), "{body}");
+    let why = body["error_description"].as_str().unwrap();
+    assert!(why.contains(&concierge) && why.contains("revoked"), "{why}");
+    let refused = wait_audit(&s, "delegation_refused", 1);
+    assert!(refused.iter().any(|r| r["reason"].as_str().is_some_and(|w| w.contains("revoked"))), "{refused:?}");
+}
+
+/// Separation of duties: an approval is never decided by the agent that asked, neither by a
+/// process its entry matches (whatever the uid) nor by its uid (root aside), though the admin
+/// socket serves that uid (here through `admin_socket_group`). An operator (root) still can.
+#[test]
+fn an_agent_cannot_decide_its_own_approval() {
+    let Some(s) = setup() else { return };
+    if uid() != 0 || !Path::new("/usr/bin/setpriv").exists() {
+        eprintln!("SKIP: needs root and setpriv");
+        return;
+    }
+    let body = exchange_form(&s.idp.alice("flight:search booking:create"), FLIGHTS, "flight:search booking:create");
+    let run = |as_nobody: bool, mode: &str| -> Vec<(u16, Value)> {
+        let mut cmd = if as_nobody {
+            let mut c = Command::new("/usr/bin/setpriv");
+            c.args(["--reuid", "65534", "--regid", "65534", "--groups", &SELFISH_GROUP.to_string(), PYTHON]);
+            c
+        } else {
+            Command::new(PYTHON)
+        };
+        let mut child = cmd
+            .env_remove("LD_LIBRARY_PATH")
+            .arg(&s.selfish)
+            .arg(&s.token_sock)
+            .arg(&s.admin_sock)
+            .arg(mode)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {:?} {}", out.stdout, String::from_utf8_lossy(&out.stderr)))
+    };
+    // The daemon's directory is private; the agent of uid 65534 must reach the sockets in it.
+    std::fs::set_permissions(s.d.dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+
+    // 1. The agent itself (root here: the uid rule does not apply) approves: refused, the
+    //    process matches the agent's entry.
+    let answers = run(false, "approve");
+    assert_eq!(answers[0].1["error"], "authorization_pending", "{answers:?}");
+    assert_eq!(answers[1].0, 403, "{answers:?}");
+    assert!(answers[1].1["message"].as_str().unwrap().contains("matches the entry of"), "{answers:?}");
+    let first = answers[0].1["approval_id"].as_str().unwrap().to_owned();
+
+    // 2. The agent runs as uid 65534 in admin_socket_group; another process of that uid (the
+    //    tessera CLI, which the agent's entry does not match) approves: refused by uid.
+    let answers = run(true, "ask-only");
+    assert_eq!(answers[0].1["error"], "authorization_pending", "{answers:?}");
+    let second = answers[0].1["approval_id"].as_str().unwrap().to_owned();
+    let decide = |as_nobody: bool, id: &str| {
+        let mut cmd = if as_nobody {
+            let mut c = Command::new("/usr/bin/setpriv");
+            c.args(["--reuid", "65534", "--regid", "65534", "--groups", &SELFISH_GROUP.to_string(), bin()]);
+            c
+        } else {
+            Command::new(bin())
+        };
+        let out = cmd.args(["approve", id]).arg("--admin-socket").arg(&s.admin_sock).output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (ok, out) = decide(true, &second);
+    assert!(!ok && out.contains("the same uid may not decide it"), "{out}");
+
+    // 3. Still pending, both: an operator decides them.
+    for id in [&first, &second] {
+        let (ok, out) = decide(false, id);
+        assert!(ok, "{out}");
+    }
+    let refused = wait_audit(&s, "delegation_refused", 2);
+    for id in [&first, &second] {
+        let line = refused.iter().find(|r| r["approval_id"] == id.as_str()).unwrap_or_else(|| panic!("{refused:?}"));
+        assert_eq!(line["error"], "access_denied");
+    }
+    assert_eq!(wait_audit(&s, "delegation_approved", 2).len(), 2);
 }

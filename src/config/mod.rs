@@ -80,6 +80,8 @@ struct RawConfig {
     audit_log: Option<PathBuf>,
     audit_max_size: Option<Spanned<u64>>,
     audit_max_files: Option<Spanned<u32>>,
+    audit_refusals_per_minute: Option<Spanned<u32>>,
+    audit_refusals_per_minute_total: Option<Spanned<u32>>,
     jwt_issuer: Option<String>,
     default_x509_svid_ttl: Option<Spanned<String>>,
     default_jwt_svid_ttl: Option<Spanned<String>>,
@@ -408,6 +410,27 @@ impl Validator<'_> {
                 );
             } else {
                 audit.max_files = *files.get_ref();
+            }
+        }
+        for (value, key, slot) in [
+            (&raw.audit_refusals_per_minute, "audit_refusals_per_minute", &mut audit.refusals_per_window),
+            (
+                &raw.audit_refusals_per_minute_total,
+                "audit_refusals_per_minute_total",
+                &mut audit.refusals_per_window_total,
+            ),
+        ] {
+            match value {
+                Some(n) if !(1..=1_000_000).contains(n.get_ref()) => self.issue(
+                    n,
+                    key,
+                    format!("{} is outside 1..=1000000", n.get_ref()),
+                    &format!(
+                        "give the refusal lines to record per minute before they are only counted, e.g. {key} = 100"
+                    ),
+                ),
+                Some(n) => *slot = *n.get_ref(),
+                None => {}
             }
         }
         let upstream = match (&raw.ca.upstream_cert, &raw.ca.upstream_key) {
@@ -851,7 +874,11 @@ jwt_svid_ttl = "366d"
 
     #[test]
     fn audit_rotation_keys() {
-        let cfg = parse("trust_domain = \"example.org\"\naudit_max_size = 1048576\naudit_max_files = 3\n").unwrap();
+        let cfg = parse(
+            "trust_domain = \"example.org\"\naudit_max_size = 1048576\naudit_max_files = 3\naudit_refusals_per_minute = 5\n",
+        )
+        .unwrap();
+        assert_eq!((cfg.audit.refusals_per_window, cfg.audit.refusals_per_window_total), (5, 400));
         assert_eq!((cfg.audit.max_size, cfg.audit.max_files), (1 << 20, 3));
         let err = parse("trust_domain = \"example.org\"\naudit_max_size = 100\naudit_max_files = 0\n").unwrap_err();
         let found: Vec<(usize, &str)> = err.issues.iter().map(|i| (i.line, i.key.as_str())).collect();

@@ -301,8 +301,8 @@ fn same_executable(peer: &PeerInfo) -> bool {
     }
 }
 
-/// Report an exec on an open stream as drift: the executable's selectors go, and the new
-/// executable's path (as `/proc/PID/exe` shows it now) comes; its digest is not computed for this.
+/// Report an exec on an open stream as drift: the executable's selectors go; the new
+/// executable's path (as `/proc/PID/exe` shows it now) is named, its digest not computed.
 fn exec_drift(ctx: &Context, rpc: &str, old: &Entitlement, peer: &PeerInfo) {
     let before = old.caller.attestation.exe.clone();
     let after_path = match (peer.pid, peer.pidfd.as_deref()) {
@@ -320,7 +320,9 @@ fn exec_drift(ctx: &Context, rpc: &str, old: &Entitlement, peer: &PeerInfo) {
         })
         .map(|s| s.to_string())
         .collect();
-    let added: Vec<String> = after.path.iter().map(|p| format!("unix:path:{p}")).collect();
+    // Nothing of the new executable is attested (the connection is refused outright), so no
+    // selectors are added; its path is evidence only.
+    let added = Vec::new();
     tracing::info!(rpc, pid = ?peer.pid, before = ?before.path, after = ?after.path, "workload exec'd on an open stream");
     ctx.pipeline.events.emit(Event::Drift {
         rpc: rpc.to_owned(),

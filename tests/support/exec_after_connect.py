@@ -3,6 +3,8 @@ child, then exec another program in the process that connected.
 
 usage: exec_after_connect.py DAEMON_SOCKET BRIDGE_SOCKET PROGRAM [ARGS...]  (argv[0] is PROGRAM)
        PROGRAM "--stay": no exec (a control: the relay itself works)
+       PROGRAM "--later" PROGRAM [ARGS...]: the bridge is ready at once, and the exec comes when a
+       line arrives on stdin (an exec while a stream is open on the connection)
 
 The parent connects to DAEMON_SOCKET, waits until the daemon has accepted, forks, and execs PROGRAM (for example a setuid copy of
 `sleep`). The child waits until that exec has happened (the close-on-exec end of a pipe closes),
@@ -44,10 +46,11 @@ def main():
     conn.settimeout(None)
     r, w = os.pipe()  # both ends are close-on-exec (PEP 446)
     parent = os.getpid()
+    later = program == "--later"
     if os.fork() == 0:
         os.close(w)
         # EOF once the parent's exec closed its write end (or it died).
-        while os.read(r, 1):
+        while not later and os.read(r, 1):
             pass
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         listener.bind(bridge_path)
@@ -64,6 +67,9 @@ def main():
         os.close(w)
         time.sleep(30)
         os._exit(0)
+    if later:
+        sys.stdin.readline()
+        program, args = args[1], args[1:]
     os.execv(program, args)
 
 

@@ -3,8 +3,8 @@
 //! most once per interval with a count, so a flood costs neither a core nor the disk.
 
 use super::peer::{PeerStream, Refused};
-use crate::limits::UidCounter;
-use std::time::{Duration, Instant};
+use crate::limits::{Throttled, UidCounter};
+use std::time::Duration;
 use tokio::net::UnixListener;
 use tokio::sync::{mpsc, watch};
 
@@ -54,30 +54,6 @@ fn raise_fd_limit() -> u64 {
         },
         Ok((soft, _)) => soft,
         Err(_) => 1024,
-    }
-}
-
-/// At most one log line per `every`, carrying how many events it stands for.
-struct Throttled {
-    every: Duration,
-    last: Option<Instant>,
-    suppressed: u64,
-}
-
-impl Throttled {
-    fn new(every: Duration) -> Self {
-        Self { every, last: None, suppressed: 0 }
-    }
-
-    /// `Some(n)`: log now, standing for `n` events; `None`: counted, stay quiet.
-    fn tick(&mut self) -> Option<u64> {
-        let now = Instant::now();
-        if self.last.is_some_and(|t| now.duration_since(t) < self.every) {
-            self.suppressed += 1;
-            return None;
-        }
-        self.last = Some(now);
-        Some(std::mem::take(&mut self.suppressed) + 1)
     }
 }
 
@@ -139,19 +115,4 @@ pub fn spawn(
         }
     });
     rx
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn throttled_logs_once_per_interval_with_the_count() {
-        let mut t = Throttled::new(Duration::from_secs(3600));
-        assert_eq!(t.tick(), Some(1));
-        assert_eq!(t.tick(), None);
-        assert_eq!(t.tick(), None);
-        t.last = Some(Instant::now() - Duration::from_secs(7200));
-        assert_eq!(t.tick(), Some(3));
-    }
 }

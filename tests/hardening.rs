@@ -233,6 +233,42 @@ async fn floods_from_other_uids_leave_the_api_serving_and_memory_bounded() {
     assert!(refusals <= 10, "{refusals} refusal lines logged");
 }
 
+/// Hardening item 6: under a hard fd limit of 1,024 the Workload API fits 128 connections, and
+/// one uid may hold a quarter of them (32): uid 65534 holding all it can leaves root's fetch
+/// served. (Before, the per-uid cap stayed at the fitted 128, and root's fetch was refused.)
+#[tokio::test(flavor = "multi_thread")]
+async fn at_a_low_fd_limit_one_uid_holds_a_quarter_of_the_connections_and_root_still_fetches() {
+    const PRLIMIT: &str = "/usr/bin/prlimit";
+    if !unprivileged_attacks_possible() {
+        return;
+    }
+    if !Path::new(PRLIMIT).exists() {
+        eprintln!("SKIP: needs {PRLIMIT}");
+        return;
+    }
+    let mut d =
+        Daemon::configure(&format!("[[entries]]\nspiffe_id = \"spiffe://{TD}/root\"\nselectors = [\"unix:uid:0\"]\n"));
+    d.spawn_wrapped(&[PRLIMIT, "--nofile=1024:1024", "--"]);
+    open_to_others(d.dir.path());
+    // Idle connections are closed after 5 s: the fetch below runs while the flood holds its share.
+    let (idle, kept) = flood(&d, NOBODY, "idle", 400);
+    let fetch = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+        let client = spiffe::WorkloadApiClient::connect_to(d.endpoint()).await.map_err(|e| format!("connect: {e}"))?;
+        client.fetch_x509_svid().await.map(|svid| svid.spiffe_id().to_string()).map_err(|e| format!("fetch: {e}"))
+    })
+    .await;
+    end_flood(idle);
+    eprintln!("fd limit 1024: uid {NOBODY} kept {kept} of 400 idle connections; root's fetch: {fetch:?}");
+    assert_eq!(kept, 32, "connections uid {NOBODY} holds");
+    let id = fetch.expect("root's fetch finished in time").expect("root's fetch succeeded");
+    assert_eq!(id, format!("spiffe://{TD}/root"));
+    let log = d.log();
+    assert!(
+        log.contains("fd_limit=1024 max_connections=128 max_connections_per_uid=32"),
+        "fitted limits not logged: {log}"
+    );
+}
+
 /// Medium 8: audiences are bounded (count and length) with InvalidArgument, so no caller can turn
 /// a FetchJWTSVID into a multi-megabyte audit line; the audit stays small.
 #[tokio::test]

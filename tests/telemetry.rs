@@ -28,19 +28,38 @@ struct Answer {
 }
 
 /// One GET with `Connection: close`, written by hand so the daemon's own client is not what is tested.
-fn get(mut stream: impl Read + Write, path: &str, accept: Option<&str>) -> Answer {
+fn get(stream: impl Read + Write, path: &str, accept: Option<&str>) -> Answer {
+    let raw = try_get(stream, path, accept);
+    parse_answer(&raw).unwrap_or_else(|| panic!("no HTTP answer: {raw:?}"))
+}
+
+/// The GET of `get`; returns what came back before the server closed (or reset) the connection.
+fn try_get(mut stream: impl Read + Write, path: &str, accept: Option<&str>) -> String {
     let accept = accept.map(|a| format!("Accept: {a}\r\n")).unwrap_or_default();
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\n{accept}Connection: close\r\n\r\n").unwrap();
-    let mut raw = String::new();
-    stream.read_to_string(&mut raw).unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no header end: {raw:?}"));
+    // A server that refuses the connection may have closed it before the request is written.
+    let _ = write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\n{accept}Connection: close\r\n\r\n");
+    read_until_closed(stream)
+}
+
+/// Everything the server sends until it closes or resets the connection.
+fn read_until_closed(mut stream: impl Read) -> String {
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    while let Ok(n @ 1..) = stream.read(&mut buf) {
+        raw.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&raw).into_owned()
+}
+
+fn parse_answer(raw: &str) -> Option<Answer> {
+    let (head, body) = raw.split_once("\r\n\r\n")?;
     let mut lines = head.lines();
-    let status = lines.next().unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+    let status = lines.next()?.split_whitespace().nth(1)?.parse().ok()?;
     let headers = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
         .collect();
-    Answer { status, headers, body: body.to_owned() }
+    Some(Answer { status, headers, body: body.to_owned() })
 }
 
 fn get_tcp(port: u16, path: &str, accept: Option<&str>) -> Answer {
@@ -457,4 +476,89 @@ fn a_telemetry_address_in_use_stops_the_start_with_the_fix() {
         stderr.contains(&format!("cannot listen on 127.0.0.1:{port}")) && stderr.contains("[telemetry] listen"),
         "{stderr}"
     );
+}
+
+/// A non-loopback IPv4 address of this machine on an interface that is up (`ip -4 addr`), to be
+/// a second source: traffic to it stays on this machine.
+fn second_local_source() -> Option<std::net::IpAddr> {
+    let out = Command::new("ip").args(["-o", "-4", "addr", "show", "scope", "global", "up"]).output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let addr = text.split_whitespace().skip_while(|w| *w != "inet").nth(1)?;
+    addr.split('/').next()?.parse().ok()
+}
+
+/// A connection to `to` from `from` (port chosen by the kernel).
+async fn connect_from(from: std::net::IpAddr, to: std::net::SocketAddr) -> std::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind((from, 0).into()).unwrap();
+    let stream = socket.connect(to).await.unwrap().into_std().unwrap();
+    stream.set_nonblocking(false).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream
+}
+
+/// Hardening item 5: the telemetry listener's 64 connections are capped per source (16; all of
+/// 127/8 is one source, with 8 kept for sources holding none). A flood of idle connections from
+/// loopback holds 16; the rest, and a further request from another 127/8 address, are answered
+/// 503 at once; another source's probe is served meanwhile; the held connections are closed
+/// when they have sent nothing for 2 s (not the 5 s head deadline); then loopback is served again.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_flood_from_one_source_is_capped_answered_503_and_dropped_after_the_first_byte_deadline() {
+    const FLOOD: usize = 100;
+    let port = free_port();
+    let other = second_local_source();
+    if other.is_none() {
+        eprintln!("SKIP (second-source part): no non-loopback IPv4 address on this machine");
+    }
+    let bind = if other.is_some() { "0.0.0.0" } else { "127.0.0.1" };
+    let d = Daemon::start(&format!("[telemetry]\nlisten = \"{bind}:{port}\"\n"));
+    wait_ready_tcp(port);
+    let lo: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+
+    let flood_start = Instant::now();
+    let mut flood = Vec::new();
+    for _ in 0..FLOOD {
+        flood.push(connect_from([127, 0, 0, 1].into(), lo).await);
+    }
+    // The listener accepts in order: these are judged after the whole flood.
+    let busy = try_get(connect_from([127, 0, 0, 2].into(), lo).await, "/live", None);
+    let elsewhere = match other {
+        Some(ip) => Some(try_get(connect_from(ip, (ip, port).into()).await, "/live", None)),
+        None => None,
+    };
+
+    let busy = parse_answer(&busy).unwrap_or_else(|| panic!("127.0.0.2 over the limit: no answer: {busy:?}"));
+    assert_eq!(busy.status, 503, "127.0.0.2 over the limit: {}", busy.body);
+    assert_eq!((busy.headers["retry-after"].as_str(), busy.headers["connection"].as_str()), ("1", "close"));
+    if let Some(raw) = elsewhere {
+        let a = parse_answer(&raw).unwrap_or_else(|| panic!("another source during the flood: no answer: {raw:?}"));
+        assert_eq!(a.status, 200, "another source during the flood");
+    }
+    // Each flood connection either got the 503 at once or was held until the first-byte deadline.
+    let (mut refused, mut held, mut held_until) = (0, 0, Duration::ZERO);
+    for s in flood {
+        let raw = read_until_closed(s);
+        if raw.is_empty() {
+            held += 1;
+            held_until = held_until.max(flood_start.elapsed());
+        } else {
+            assert!(raw.starts_with("HTTP/1.1 503 "), "{raw:?}");
+            refused += 1;
+        }
+    }
+    eprintln!("idle flood of {FLOOD} from loopback: {held} held until {held_until:?}, {refused} answered 503");
+    // (16 per source; one slot may still be finishing wait_ready_tcp's request.)
+    assert!((15..=16).contains(&held), "{held} idle connections held from one source");
+    assert_eq!(held + refused, FLOOD);
+    assert!(
+        held_until >= Duration::from_millis(1500) && held_until < Duration::from_secs(4),
+        "idle connections closed after {held_until:?}, not at the 2 s first-byte deadline"
+    );
+    // The source's slots are free again: a probe from loopback is served.
+    assert_eq!(get_tcp(port, "/live", None).status, 200);
+    // One log line for the burst of refusals, with its count.
+    let log = d.log();
+    let lines: Vec<_> = log.lines().filter(|l| l.contains("connection refused")).collect();
+    assert!(!lines.is_empty() && lines.len() <= 2, "refusal lines: {lines:?}");
+    assert!(lines.iter().all(|l| l.contains("refused_since_last_report=")), "{lines:?}");
 }

@@ -42,6 +42,7 @@ fn limits() -> Limits {
         max_body: (1 << 20) + (64 << 10),
         header_timeout: Duration::from_secs(5),
         request_timeout: Duration::from_secs(30),
+        ..Limits::default()
     }
 }
 

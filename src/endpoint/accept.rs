@@ -3,8 +3,8 @@
 //! most once per interval with a count, so a flood costs neither a core nor the disk.
 
 use super::peer::{PeerStream, Refused};
-use crate::limits::UidCounter;
-use std::time::{Duration, Instant};
+use crate::limits::{Throttled, UidCounter};
+use std::time::Duration;
 use tokio::net::UnixListener;
 use tokio::sync::{mpsc, watch};
 
@@ -24,22 +24,38 @@ impl Default for ConnectionLimits {
 }
 
 impl ConnectionLimits {
-    /// Each connection holds two fds (socket, pidfd): keep the global cap under what the fd
-    /// limit allows, with room for the CA, audit, inotify, attestation reads and the
-    /// connections' remembered attestations (two fds each, see `caller::session`).
-    pub fn fitted_to_fd_limit(mut self) -> Self {
-        const RESERVED_FDS: u64 = 512 + 2 * crate::caller::session::MAX_SESSIONS as u64;
-        let soft = raise_fd_limit();
-        let fit = usize::try_from(soft.saturating_sub(RESERVED_FDS) / 2).unwrap_or(usize::MAX).max(16);
-        if fit < self.max_connections {
+    /// Raise the soft fd limit to the hard one and fit the caps to it ([`Self::fitted`]); logs the
+    /// caps in force.
+    pub fn fitted_to_fd_limit(self) -> Self {
+        let fd_limit = raise_fd_limit();
+        let fitted = self.fitted(fd_limit);
+        if fitted.max_connections < self.max_connections {
             tracing::warn!(
-                fd_limit = soft,
-                "the fd limit allows {fit} Workload API connections, fewer than max_connections = {}",
+                fd_limit,
+                "the fd limit allows {} Workload API connections, fewer than max_connections = {}",
+                fitted.max_connections,
                 self.max_connections
             );
-            self.max_connections = fit;
         }
-        self.max_connections_per_uid = self.max_connections_per_uid.min(self.max_connections);
+        tracing::info!(
+            fd_limit,
+            max_connections = fitted.max_connections,
+            max_connections_per_uid = fitted.max_connections_per_uid,
+            "Workload API connection limits"
+        );
+        fitted
+    }
+
+    /// The caps under `fd_limit`. Each connection holds two fds (socket, pidfd): the global cap
+    /// stays under what the fd limit allows, with room for the CA, audit, inotify, attestation
+    /// reads and the connections' remembered attestations (two fds each, see `caller::session`).
+    /// One uid gets at most a quarter of the global cap: a low fd limit shrinks the global cap
+    /// below the configured per-uid one, and one uid must not then take every slot.
+    pub fn fitted(mut self, fd_limit: u64) -> Self {
+        const RESERVED_FDS: u64 = 512 + 2 * crate::caller::session::MAX_SESSIONS as u64;
+        let fit = usize::try_from(fd_limit.saturating_sub(RESERVED_FDS) / 2).unwrap_or(usize::MAX).max(16);
+        self.max_connections = self.max_connections.min(fit);
+        self.max_connections_per_uid = self.max_connections_per_uid.min((self.max_connections / 4).max(1));
         self
     }
 }
@@ -54,30 +70,6 @@ fn raise_fd_limit() -> u64 {
         },
         Ok((soft, _)) => soft,
         Err(_) => 1024,
-    }
-}
-
-/// At most one log line per `every`, carrying how many events it stands for.
-struct Throttled {
-    every: Duration,
-    last: Option<Instant>,
-    suppressed: u64,
-}
-
-impl Throttled {
-    fn new(every: Duration) -> Self {
-        Self { every, last: None, suppressed: 0 }
-    }
-
-    /// `Some(n)`: log now, standing for `n` events; `None`: counted, stay quiet.
-    fn tick(&mut self) -> Option<u64> {
-        let now = Instant::now();
-        if self.last.is_some_and(|t| now.duration_since(t) < self.every) {
-            self.suppressed += 1;
-            return None;
-        }
-        self.last = Some(now);
-        Some(std::mem::take(&mut self.suppressed) + 1)
     }
 }
 
@@ -146,12 +138,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn throttled_logs_once_per_interval_with_the_count() {
-        let mut t = Throttled::new(Duration::from_secs(3600));
-        assert_eq!(t.tick(), Some(1));
-        assert_eq!(t.tick(), None);
-        assert_eq!(t.tick(), None);
-        t.last = Some(Instant::now() - Duration::from_secs(7200));
-        assert_eq!(t.tick(), Some(3));
+    fn a_low_fd_limit_shrinks_the_per_uid_cap_with_the_global_one() {
+        let defaults = ConnectionLimits::default();
+        // A high limit keeps the configured caps.
+        let f = defaults.fitted(1 << 20);
+        assert_eq!((f.max_connections, f.max_connections_per_uid), (8192, 1024));
+        // A hard limit of 1024: 128 connections fit, and one uid may hold a quarter of them.
+        let f = defaults.fitted(1024);
+        assert_eq!((f.max_connections, f.max_connections_per_uid), (128, 32));
+        // 4096: 1664 fit; a quarter (416) is below the configured 1024.
+        let f = defaults.fitted(4096);
+        assert_eq!((f.max_connections, f.max_connections_per_uid), (1664, 416));
+        // Absurdly low: the floor of 16 connections, 4 per uid; never 0.
+        let f = defaults.fitted(0);
+        assert_eq!((f.max_connections, f.max_connections_per_uid), (16, 4));
+        let tiny = ConnectionLimits { max_connections: 2, ..defaults }.fitted(1 << 20);
+        assert_eq!((tiny.max_connections, tiny.max_connections_per_uid), (2, 1));
+        // A configured per-uid cap below the quarter stays.
+        let small = ConnectionLimits { max_connections_per_uid: 8, ..defaults }.fitted(1024);
+        assert_eq!(small.max_connections_per_uid, 8);
     }
 }

@@ -1,10 +1,11 @@
 //! Small HTTP/1.1 servers beside the Workload API (admin socket, token socket, telemetry, OIDC
 //! discovery, bundle endpoint). One accept loop with the limits every one of them needs: per-uid
-//! and global connection caps, a deadline for the request head, a body cap, a request timeout.
+//! (Unix) or per-source (TCP) and global connection caps, a deadline for the request head, a body
+//! cap, a request timeout.
 
 pub mod client;
 
-use crate::limits::UidCounter;
+use crate::limits::{Source, SourceCounter, Throttled, UidCounter};
 use crate::peer::PeerInfo;
 use ::http::{HeaderValue, header};
 use bytes::Bytes;
@@ -17,7 +18,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, UnixListener};
+use tokio::net::{TcpListener, TcpStream, UnixListener};
 use tokio::sync::watch;
 
 pub use ::http::{Method, StatusCode};
@@ -79,7 +80,18 @@ where
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub max_connections: usize,
+    /// Unix sockets: connections one uid may hold.
     pub max_connections_per_uid: usize,
+    /// TCP: connections one source ([`Source`]: an IPv4 address, all of loopback, an IPv6 /64)
+    /// may hold.
+    pub max_connections_per_source: usize,
+    /// TCP: the top of `max_connections` that only a source holding none may take, so a few
+    /// busy sources never lock out a new one.
+    pub reserved_for_new_sources: usize,
+    /// TCP: a connection that sends nothing at all by then is closed, before any HTTP or TLS
+    /// work. Shorter than `header_timeout`: holding a slot with an idle connection must cost
+    /// an attacker a new connection every few seconds.
+    pub first_byte_timeout: Duration,
     /// Largest request body; more is answered 413.
     pub max_body: usize,
     /// Time to send the request head; a slow client is dropped.
@@ -93,6 +105,9 @@ impl Default for Limits {
         Self {
             max_connections: 1024,
             max_connections_per_uid: 64,
+            max_connections_per_source: 256,
+            reserved_for_new_sources: 128,
+            first_byte_timeout: Duration::from_secs(2),
             max_body: 64 * 1024,
             header_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(30),
@@ -135,6 +150,13 @@ pub async fn serve_unix(
 }
 
 /// Serve HTTP/1.1 (or HTTPS with `tls`) on TCP until `shutdown` turns true.
+///
+/// TCP callers have no uid: connections are counted per source ([`Source`]) under
+/// `max_connections_per_source`, with `reserved_for_new_sources` of the global cap kept for
+/// sources holding none, so one host cannot take every slot. A plain-HTTP peer over a limit is
+/// answered 503 (one non-blocking write, then closed: the accept loop never waits on a refused
+/// peer and spawns nothing for it); a TLS peer over a limit is closed without a handshake, which
+/// would cost more than the answer is worth. Refusals are logged at most once per 5 s.
 pub async fn serve_tcp(
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
@@ -142,8 +164,12 @@ pub async fn serve_tcp(
     limits: Limits,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    // One bucket for every remote address: TCP callers have no uid.
-    let counter = UidCounter::new(limits.max_connections, limits.max_connections);
+    let counter = SourceCounter::with_reserve(
+        limits.max_connections,
+        limits.max_connections_per_source,
+        limits.reserved_for_new_sources,
+    );
+    let mut refusals = Throttled::new(Duration::from_secs(5));
     loop {
         let accepted = tokio::select! {
             r = listener.accept() => r,
@@ -157,11 +183,30 @@ pub async fn serve_tcp(
                 continue;
             }
         };
-        let Ok(held) = counter.try_acquire(u32::MAX) else { continue };
+        let held = match counter.try_acquire(Source::of(addr.ip())) {
+            Ok(held) => held,
+            Err(why) => {
+                if tls.is_none() {
+                    answer_busy(stream);
+                }
+                if let Some(n) = refusals.tick() {
+                    tracing::warn!(peer = %addr, refused_since_last_report = n, "connection refused: {why}");
+                }
+                continue;
+            }
+        };
         let handler = handler.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
             let _held = held;
+            // A first byte (or the peer's close) within its own short deadline; hyper's
+            // `header_timeout` then bounds the rest of the head, the TLS handshake's its own.
+            // `peek`, not `readable`: readiness may be reported with nothing to read.
+            let first_byte = tokio::time::timeout(limits.first_byte_timeout, stream.peek(&mut [0u8; 1])).await;
+            if !matches!(first_byte, Ok(Ok(_))) {
+                tracing::debug!(peer = %addr, "connection sent nothing in time; closed");
+                return;
+            }
             match tls {
                 None => serve_connection(stream, Caller::Tcp(addr), handler, limits).await,
                 Some(acceptor) => match tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)).await {
@@ -172,6 +217,33 @@ pub async fn serve_tcp(
             }
         });
     }
+}
+
+/// What a plain-HTTP peer over its limit is told.
+const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
+    Content-Type: text/plain; charset=utf-8\r\n\
+    Content-Length: 30\r\n\
+    Retry-After: 1\r\n\
+    Connection: close\r\n\r\n\
+    too many connections from you\n";
+
+/// Answer 503 on a fresh connection and close it, without ever waiting: best effort, a peer
+/// that is not reading loses the answer, never the accept loop's time.
+fn answer_busy(stream: TcpStream) {
+    use std::io::{Read, Write};
+    // Out of the reactor: tokio's try_write acts only on readiness the reactor has reported,
+    // which a fresh registration may not have yet. The socket stays non-blocking.
+    let Ok(mut stream) = stream.into_std() else { return };
+    // Read what has arrived already (the request, usually): closing with unread data sends a
+    // reset, and a reset can make the peer drop the answer.
+    let mut sink = [0u8; 4096];
+    for _ in 0..4 {
+        if !matches!(stream.read(&mut sink), Ok(n) if n > 0) {
+            break;
+        }
+    }
+    // A fresh socket's send buffer is empty: the whole answer fits.
+    let _ = stream.write(BUSY);
 }
 
 async fn serve_connection<S>(stream: S, caller: Caller, handler: Arc<dyn Handler>, limits: Limits)

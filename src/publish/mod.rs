@@ -94,7 +94,9 @@ pub async fn spawn(
     Ok(())
 }
 
-/// Anyone on the network may call these: small requests only, a short deadline.
+/// Anyone on the network may call these: small requests only, a short deadline, and the
+/// default per-source caps (a quarter of the 1,024 connections per source, an eighth kept for
+/// sources holding none; verifiers behind one NAT share a source).
 fn public_limits() -> http::Limits {
     http::Limits { max_body: 1024, ..http::Limits::default() }
 }

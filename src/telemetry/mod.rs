@@ -118,9 +118,17 @@ impl Telemetry {
     }
 }
 
-/// Scrapers are few: a small connection budget, short timeouts.
+/// Scrapers are few: a small connection budget, short timeouts. One source (a host; all of
+/// loopback is one) holds at most a quarter of the budget, and an eighth is kept for sources
+/// holding none, so a flood from one host leaves the others' scrapes and probes served.
 fn telemetry_limits() -> http::Limits {
-    http::Limits { max_connections: 64, max_body: 4096, ..http::Limits::default() }
+    http::Limits {
+        max_connections: 64,
+        max_connections_per_source: 16,
+        reserved_for_new_sources: 8,
+        max_body: 4096,
+        ..http::Limits::default()
+    }
 }
 
 /// True when `Accept` prefers the classic text format (`text/plain`) over OpenMetrics. OpenMetrics

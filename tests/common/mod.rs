@@ -30,6 +30,13 @@ pub struct Daemon {
 impl Daemon {
     /// Write `entries_toml` (plus the standard header) and start the daemon on it.
     pub fn start(extra_toml: &str) -> Self {
+        let mut d = Self::configure(extra_toml);
+        d.spawn();
+        d
+    }
+
+    /// Write the config as `start` does, without starting the daemon.
+    pub fn configure(extra_toml: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("api.sock");
         let config = dir.path().join("tessera.toml");
@@ -39,9 +46,7 @@ impl Daemon {
             dir.path().join("data").display()
         );
         std::fs::write(&config, text).unwrap();
-        let mut d = Self { dir, socket, config, child: None };
-        d.spawn();
-        d
+        Self { dir, socket, config, child: None }
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -58,7 +63,21 @@ impl Daemon {
 
     /// Start the binary and wait until the socket accepts connections.
     pub fn spawn(&mut self) {
-        let child = Command::new(bin())
+        self.spawn_wrapped(&[]);
+    }
+
+    /// `spawn`, through `wrapper` (a command that execs the rest of its arguments in its own
+    /// process, e.g. `prlimit --nofile=1024:1024 --`), so the child is still the daemon.
+    pub fn spawn_wrapped(&mut self, wrapper: &[&str]) {
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(bin());
+                c
+            }
+            None => Command::new(bin()),
+        };
+        let child = command
             .args(["run", "--config"])
             .arg(&self.config)
             .env("TESSERA_LOG", "info")

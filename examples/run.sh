@@ -244,7 +244,7 @@ done
 
 # --- 5. delegation: Alice's concierge searches, hands a narrower token to the booker, and books
 # after a human approves (examples/delegation/README.md).
-start_server flights-api "$DPY" "$DLG/flights_api.py" --token-socket "$TMP/token.sock" --issuer "$ISSUER"
+start_server flights-api "$DPY" "$DLG/flights_api.py" --token-socket "$TMP/token.sock" --issuer "$ISSUER/delegation"
 "$DPY" "$DLG/idp.py" token "$TMP" alice "flight:search flight:reserve booking:create" >"$TMP/alice.jwt" \
   || die "idp.py token failed"
 "$DPY" "$DLG/concierge.py" --token-socket "$TMP/token.sock" --issuer "$ISSUER" --api "${ADDR[flights-api]}" \

@@ -176,7 +176,9 @@ async fn a_script_digest_revocation_holds_when_the_script_attestor_withholds() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
-    let cases: [(&str, &Path, &[(&str, &str)], Option<&str>); 4] = [
+    // (case, script, environment, the refusing rule's id as the audit log names it)
+    type Case<'a> = (&'a str, &'a Path, &'a [(&'a str, &'a str)], Option<&'a str>);
+    let cases: [Case<'_>; 4] = [
         ("good.py", &good, &[], None),
         ("evil.py", &evil, &[], Some("revoked by rule r-")),
         ("PYTHONPATH=/x evil.py", &evil, &[("PYTHONPATH", "/x")], Some("-digest-unavailable")),

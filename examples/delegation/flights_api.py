@@ -5,6 +5,8 @@ It verifies each Bearer token with PyJWT against the JWKS tessera publishes on i
 It prints `ready HOST:PORT`, then one line per request: who acted for whom, or why refused.
 
     flights_api.py --token-socket PATH --issuer URL [--audience URL]
+
+`--issuer` is the delegated tokens' issuer: tessera's `jwt_issuer` + `/delegation`.
 """
 import argparse
 import json

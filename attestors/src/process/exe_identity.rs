@@ -1,6 +1,7 @@
 //! Which executable image a process runs ([`ExeIdentity`]), taken at accept and compared while it is served.
 
-use super::pidfd_pid;
+use super::pin::pidfd_pid;
+use super::proc_read::read_proc;
 use crate::AttestError;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use std::os::fd::{AsFd, OwnedFd};
@@ -40,7 +41,7 @@ impl ExeIdentity {
     /// Reads the identity under a `/proc/PID` directory path.
     pub(super) fn read(proc_pid: &Path) -> Option<Self> {
         let meta = std::fs::metadata(proc_pid.join("exe")).ok()?;
-        let stat = super::read_proc(&proc_pid.join("stat")).ok()?;
+        let stat = read_proc(&proc_pid.join("stat")).ok()?;
         let (code_start, stack_start) = layout_of_stat(&stat)?;
         Some(Self { dev: meta.dev(), ino: meta.ino(), code_start, stack_start })
     }

@@ -137,6 +137,19 @@ pub async fn run_then(mut config: Config, once_serving: impl FnOnce() + Send + '
     let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?;
     // Where CA rotation reads the time (decisions themselves are pure functions of it).
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    // Who signs: the node-local CA, or (SPIRE mode) the SPIRE Server, whose entries then replace
+    // the config's and are not reloaded from it. The CA is opened first: it locks `data_dir`, so
+    // that a second daemon started at the same moment never appends to the same audit chain.
+    let ca = match &config.spire {
+        None => Some(Arc::new(Ca::open(
+            &config.data_dir,
+            &config.trust_domain,
+            config.ca_ttl,
+            upstream_of(&config),
+            clock.now(),
+        )?)),
+        Some(_) => None,
+    };
     let audit = Audit::open_with(&config.audit_log, config.audit.clone())
         .map_err(|source| DaemonError::Audit { path: config.audit_log.clone(), source })?;
     // A full disk would make the CA's atomic writes fail at rotation: warn well before.
@@ -152,18 +165,6 @@ pub async fn run_then(mut config: Config, once_serving: impl FnOnce() + Send + '
     let policy_tx = Arc::new(policy_tx);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let files = FileWatcher::with_linger(crate::watch::MAX_DIRS_PER_UID, crate::watch::MAX_DIRS, crate::watch::LINGER);
-    // Who signs: the node-local CA, or (SPIRE mode) the SPIRE Server, whose entries then replace
-    // the config's and are not reloaded from it.
-    let ca = match &config.spire {
-        None => Some(Arc::new(Ca::open(
-            &config.data_dir,
-            &config.trust_domain,
-            config.ca_ttl,
-            upstream_of(&config),
-            clock.now(),
-        )?)),
-        Some(_) => None,
-    };
     // SPIRE mode: the sync loop records its good syncs here, telemetry reports their age.
     let last_sync = config.spire.as_ref().map(|_| Arc::new(crate::spire::last_sync::LastSync::new(clock.now())));
     // Telemetry subscribes before any copy of the event spine is handed out.

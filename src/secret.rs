@@ -1,5 +1,6 @@
-//! Private key material: one type for every key the daemon holds (SVID keys, CA keys on their way
-//! to a signer). Wiped on drop, never printed, never copied by accident (no `Clone`).
+//! Secrets the daemon holds: private key material (SVID keys, CA keys on their way to a signer)
+//! and bearer tokens (a user's subject token, a token it mints). Wiped on drop, never printed by
+//! `Debug`, never copied by accident (no `Clone`).
 
 use zeroize::Zeroizing;
 
@@ -46,9 +47,39 @@ impl std::fmt::Debug for PrivateKey {
     }
 }
 
+/// A bearer token (a JWS in compact form): whoever holds it acts as its subject, so it is never
+/// printed (`Debug` shows its length) and is wiped on drop.
+pub struct BearerToken(Zeroizing<String>);
+
+impl BearerToken {
+    pub fn new(token: String) -> Self {
+        Self(Zeroizing::new(token))
+    }
+
+    /// The token, for the places it must be read: verification, a fingerprint, a response.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for BearerToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "BearerToken({} bytes, redacted)", self.0.len())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bearer_token_is_never_printed() {
+        let t = BearerToken::new("eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2ln".into());
+        let shown = format!("{t:?} {t:#?}");
+        assert_eq!(format!("{t:?}"), "BearerToken(46 bytes, redacted)");
+        assert!(!shown.contains("eyJ") && !shown.contains("c2ln"), "{shown}");
+        assert_eq!(t.expose().len(), 46);
+    }
 
     #[test]
     fn debug_shows_length_not_bytes() {

@@ -86,7 +86,9 @@ impl Handler for AdminHandler {
                 Caller::Unix(p) => (Some(p.uid), p.pid),
                 Caller::Tcp(_) => (None, None),
             };
-            tracing::warn!(?uid, ?pid, path = request.path(), "admin socket: caller refused");
+            // Debug only (any local user may call it at will): the audit line, under the uid's
+            // refusal budget, is the record.
+            tracing::debug!(?uid, ?pid, path = request.path(), "admin socket: caller refused");
             self.events.emit(Event::AdminRefused {
                 uid,
                 pid,

@@ -141,7 +141,10 @@ impl Pipeline {
                 uid: peer.uid,
                 why: Refusal::AttestationFailed(e.to_string()),
             });
-            tracing::info!(rpc, pid = ?peer.pid, uid = peer.uid, error = %e, "workload attestation failed");
+            // Debug only: any local user can make these at will; the audit log records them
+            // under the uid's refusal budget, and the journal's rate limit must not drop the
+            // lines that matter (the audit anchors) for them.
+            tracing::debug!(rpc, pid = ?peer.pid, uid = peer.uid, error = %e, "workload attestation failed");
             CallerError::Attestation(e)
         })
     }
@@ -185,7 +188,7 @@ impl Pipeline {
                         owners,
                     },
                 });
-                tracing::info!(rpc, pid = attestation.pid, uid, rule = %rule.id, "no identity issued: revoked");
+                tracing::debug!(rpc, pid = attestation.pid, uid, rule = %rule.id, "no identity issued: revoked");
                 return Err(CallerError::Revoked(rule.id.clone()));
             }
             Err(NotEntitled::NoEntry) => {
@@ -198,7 +201,7 @@ impl Pipeline {
                         selectors: selector_strings(&attestation.selectors),
                     },
                 });
-                tracing::info!(rpc, pid = attestation.pid, uid, "no identity issued: no entry matches");
+                tracing::debug!(rpc, pid = attestation.pid, uid, "no identity issued: no entry matches");
                 return Err(CallerError::NoIdentity);
             }
         };
@@ -308,7 +311,11 @@ impl Pipeline {
         let (caller, process, baseline) = self.caller_pinned(peer, rpc, serves, Some(started.1)).await?;
         let caller = Arc::new(caller);
         // Kept before the answer goes out, so the connection's next call finds it.
-        let kept = baseline.is_some_and(|b| self.sessions.keep(peer, process, b, caller.clone(), started.0, renewing));
+        // A caller none of whose entries serves this call keeps no session: its renewals would
+        // write `attested` lines outside the refusal budget.
+        let serving = caller.entries.iter().any(|e| serves(e));
+        let kept = serving
+            && baseline.is_some_and(|b| self.sessions.keep(peer, process, b, caller.clone(), started.0, renewing));
         Ok((caller, kept))
     }
 }

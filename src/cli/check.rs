@@ -28,7 +28,16 @@ pub fn weak_only_entries(cfg: &Config) -> Vec<String> {
 /// approvals then separate no duties.
 pub fn self_approval_warnings(cfg: &Config, daemon_uid: u32) -> Vec<String> {
     let admin_uids: Vec<String> = [0, daemon_uid].iter().map(u32::to_string).collect();
+    let admin_users: Vec<String> = [0, daemon_uid]
+        .iter()
+        .filter_map(|u| nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(*u)).ok().flatten())
+        .map(|u| u.name)
+        .collect();
     let group = cfg.admin_socket_group.map(|g| g.to_string());
+    let group_name = cfg
+        .admin_socket_group
+        .and_then(|g| nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(g)).ok().flatten())
+        .map(|g| g.name);
     cfg.registry
         .entries()
         .iter()
@@ -39,7 +48,9 @@ pub fn self_approval_warnings(cfg: &Config, daemon_uid: u32) -> Vec<String> {
                 s.kind() == tessera_attestors::Kind::Unix
                     && match s.value().split_once(':') {
                         Some(("uid", v)) => admin_uids.iter().any(|u| u == v),
+                        Some(("user", v)) => admin_users.iter().any(|u| u == v),
                         Some(("gid" | "supplementary_gid", v)) => group.as_deref() == Some(v),
+                        Some(("group" | "supplementary_group", v)) => group_name.as_deref() == Some(v),
                         _ => false,
                     }
             })?;
@@ -86,6 +97,7 @@ mod tests {
             Config::parse(&text, Path::new("t.toml")).unwrap()
         };
         assert_eq!(self_approval_warnings(&cfg("unix:uid:0", ""), 999).len(), 1);
+        assert_eq!(self_approval_warnings(&cfg("unix:user:root", ""), 999).len(), 1, "root by name");
         assert!(self_approval_warnings(&cfg("unix:uid:999", ""), 999)[0].contains("selects unix:uid:999"));
         assert!(self_approval_warnings(&cfg("unix:uid:1000", ""), 999).is_empty());
         assert_eq!(self_approval_warnings(&cfg("unix:gid:50", "admin_socket_group = 50"), 999).len(), 1);

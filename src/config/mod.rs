@@ -433,6 +433,18 @@ impl Validator<'_> {
                 None => {}
             }
         }
+        // One uid's budget is never more than everyone's: the total follows a larger per-uid
+        // budget unless given, and a given total below it is an error.
+        match &raw.audit_refusals_per_minute_total {
+            None => audit.refusals_per_window_total = audit.refusals_per_window_total.max(audit.refusals_per_window),
+            Some(total) if *total.get_ref() < audit.refusals_per_window => self.issue(
+                total,
+                "audit_refusals_per_minute_total",
+                format!("{} is below audit_refusals_per_minute ({})", total.get_ref(), audit.refusals_per_window),
+                "make the total at least the per-uid budget, or remove it (it then follows the per-uid budget)",
+            ),
+            Some(_) => {}
+        }
         let upstream = match (&raw.ca.upstream_cert, &raw.ca.upstream_key) {
             (None, None) => {
                 if let Some(b) = &raw.ca.upstream_bundle {
@@ -879,6 +891,13 @@ jwt_svid_ttl = "366d"
         )
         .unwrap();
         assert_eq!((cfg.audit.refusals_per_window, cfg.audit.refusals_per_window_total), (5, 400));
+        let large = parse("trust_domain = \"example.org\"\naudit_refusals_per_minute = 1000\n").unwrap();
+        assert_eq!(large.audit.refusals_per_window_total, 1000, "the total follows a larger per-uid budget");
+        let below = parse(
+            "trust_domain = \"example.org\"\naudit_refusals_per_minute = 50\naudit_refusals_per_minute_total = 10\n",
+        )
+        .unwrap_err();
+        assert_eq!(below.issues[0].key, "audit_refusals_per_minute_total");
         assert_eq!((cfg.audit.max_size, cfg.audit.max_files), (1 << 20, 3));
         let err = parse("trust_domain = \"example.org\"\naudit_max_size = 100\naudit_max_files = 0\n").unwrap_err();
         let found: Vec<(usize, &str)> = err.issues.iter().map(|i| (i.line, i.key.as_str())).collect();

@@ -9,6 +9,10 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 pub const APPROVAL_TTL: Duration = Duration::from_secs(600);
+/// How soon an agent may poll a pending approval again: it is told `interval: 2` (RFC 8628
+/// §3.5); a poll sooner than this (the interval less some scheduling slack) is answered
+/// `slow_down`.
+pub const MIN_POLL_GAP: Duration = Duration::from_millis(1500);
 /// Pending approvals one agent uid may have open, and all of them together.
 pub const MAX_PER_UID: usize = 32;
 pub const MAX_TOTAL: usize = 1024;
@@ -34,6 +38,9 @@ pub struct Approval {
     fingerprint: [u8; 32],
     #[serde(skip)]
     created: Option<Instant>,
+    /// The last poll while pending.
+    #[serde(skip)]
+    polled: Option<Instant>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -53,6 +60,8 @@ pub enum Redeemed {
     Rejected(Approval),
     /// Not decided yet.
     Pending,
+    /// Not decided yet, and polled again sooner than [`MIN_POLL_GAP`].
+    TooSoon,
     /// Unknown, expired, already used, or made for another request.
     Unknown,
 }
@@ -118,6 +127,7 @@ impl Approvals {
             decided_by: None,
             fingerprint: new.fingerprint,
             created: Some(Instant::now()),
+            polled: None,
         };
         map.insert(id, a.clone());
         Ok(a)
@@ -144,9 +154,16 @@ impl Approvals {
     /// request (agent, user, token, scope or audience differ) is left alone and answers Unknown.
     pub fn redeem(&self, id: &str, fingerprint: &[u8; 32]) -> Redeemed {
         let mut map = self.lock();
-        match map.get(id) {
+        match map.get_mut(id) {
             Some(a) if &a.fingerprint == fingerprint => match a.state {
-                State::Pending => Redeemed::Pending,
+                State::Pending => {
+                    let now = Instant::now();
+                    if a.polled.is_some_and(|t| now.duration_since(t) < MIN_POLL_GAP) {
+                        return Redeemed::TooSoon;
+                    }
+                    a.polled = Some(now);
+                    Redeemed::Pending
+                }
                 State::Approved => map.remove(id).map(Redeemed::Approved).unwrap_or(Redeemed::Unknown),
                 State::Rejected => map.remove(id).map(Redeemed::Rejected).unwrap_or(Redeemed::Unknown),
             },
@@ -183,6 +200,8 @@ mod tests {
         let s = Approvals::default();
         let a = s.open(new(1, 7)).unwrap();
         assert!(matches!(s.redeem(&a.approval_id, &[7; 32]), Redeemed::Pending));
+        // Polled again at once: slow down.
+        assert!(matches!(s.redeem(&a.approval_id, &[7; 32]), Redeemed::TooSoon));
         // Another request cannot use it, nor consume it.
         s.decide(&a.approval_id, true, 0).unwrap();
         assert!(matches!(s.redeem(&a.approval_id, &[8; 32]), Redeemed::Unknown));

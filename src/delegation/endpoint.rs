@@ -78,6 +78,7 @@ pub async fn decide(approvals: Arc<Approvals>, pipeline: Arc<Pipeline>, events: 
         rec.approval_id = Some(a.approval_id.clone());
         rec.approver_uid = Some(by);
         rec.error = Some(("access_denied", why.clone()));
+        rec.caller_uid = Some(by);
         events.emit(Event::Delegation(Box::new(rec)));
         tracing::warn!(approval = %a.approval_id, by, "approval decision refused: {why}");
         return http::json(StatusCode::FORBIDDEN, &serde_json::json!({ "error": "permission_denied", "message": why }));

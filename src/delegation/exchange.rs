@@ -6,7 +6,7 @@
 
 use super::approvals::{Approvals, NewApproval, Redeemed};
 use super::record::{AgentEvidence, Outcome, Record};
-use super::request::{self, OAuthError, Requested, TOKEN_TYPE_ACCESS};
+use super::request::{self, OAuthCode, OAuthError, Requested, TOKEN_TYPE_ACCESS};
 use super::token::{self, Grant};
 use super::trust::{self, TesseraKeys};
 use crate::bundle::JwtBundle;
@@ -31,7 +31,7 @@ pub struct Exchange {
 
 /// A successful exchange's answer (RFC 8693 §2.2.1).
 pub struct Issued {
-    pub access_token: String,
+    pub access_token: crate::secret::BearerToken,
     pub expires_in: u64,
     pub scope: String,
 }
@@ -39,7 +39,7 @@ pub struct Issued {
 impl Issued {
     pub fn body(&self) -> Value {
         json!({
-            "access_token": self.access_token,
+            "access_token": self.access_token.expose(),
             "issued_token_type": TOKEN_TYPE_ACCESS,
             "token_type": "Bearer",
             "expires_in": self.expires_in,
@@ -59,12 +59,12 @@ impl Exchange {
         match &result {
             Ok(_) => rec.outcome = Outcome::Granted,
             Err(e) => {
-                if e.code == "authorization_pending" {
+                if e.code == OAuthCode::AuthorizationPending {
                     rec.outcome = Outcome::Pending;
                     rec.approval_id = e.approval_id.clone();
                 }
-                rec.error = Some((e.code, e.description.clone()));
-                tracing::info!(pid = ?peer.pid, uid = peer.uid, error = e.code, reason = %e.description, "token exchange not granted");
+                rec.error = Some((e.code.as_str(), e.description.clone()));
+                tracing::debug!(pid = ?peer.pid, uid = peer.uid, error = e.code.as_str(), reason = %e.description, "token exchange not granted");
             }
         }
         self.events.emit(Event::Delegation(Box::new(rec)));
@@ -82,14 +82,14 @@ impl Exchange {
         let mut seen = Requested::default();
         let parsed = request::parse(content_type, body, &mut seen);
         rec.audience = seen.audience.take();
+        rec.poll = seen.approval_id;
         rec.scopes_requested = std::mem::take(&mut seen.scopes);
 
         // A caller none of whose entries allows delegation is a refused caller: its `attested`
         // line counts against its uid's refusal budget in the audit log.
-        let caller =
-            self.pipeline.caller_reused_for(peer, RPC, |e| e.delegation.is_some()).await.map_err(|e| {
-                OAuthError::new("unauthorized_client", format!("the calling process has no identity: {e}"))
-            })?;
+        let caller = self.pipeline.caller_reused_for(peer, RPC, |e| e.delegation.is_some()).await.map_err(|e| {
+            OAuthError::new(OAuthCode::UnauthorizedClient, format!("the calling process has no identity: {e}"))
+        })?;
         rec.agent.pid = Some(caller.attestation.pid);
         rec.agent.exe = Some(caller.attestation.exe.clone());
         rec.agent.selectors = selector_strings(&caller.attestation.selectors);
@@ -99,7 +99,7 @@ impl Exchange {
             let ids: Vec<String> = caller.entries.iter().map(|e| e.spiffe_id.to_string()).collect();
             rec.agent.spiffe_id = ids.first().cloned();
             return Err(OAuthError::new(
-                "unauthorized_client",
+                OAuthCode::UnauthorizedClient,
                 format!("no entry of this process ({}) allows delegation", ids.join(", ")),
             ));
         };
@@ -126,7 +126,7 @@ impl Exchange {
             ),
             federated: caller.policy.federated.iter().map(|(td, b)| (td.clone(), b.delegation.clone())).collect(),
         };
-        let subject = trust::verify(&req.subject_token, &caller.policy.delegation_issuers, &keys, now)
+        let subject = trust::verify(req.subject_token.expose(), &caller.policy.delegation_issuers, &keys, now)
             .map_err(OAuthError::invalid_grant)?;
         rec.user = Some(subject.user.clone());
         rec.subject_issuer = Some(subject.issuer.clone());
@@ -156,17 +156,17 @@ impl Exchange {
         }
         if !policy.audiences.contains(&req.audience) {
             return Err(OAuthError::new(
-                "invalid_target",
+                OAuthCode::InvalidTarget,
                 format!("{agent} may not ask for tokens for audience {:?}", req.audience),
             ));
         }
         for s in &req.scopes {
             if !subject.scopes.contains(s) {
-                return Err(OAuthError::new("invalid_scope", format!("the user's token does not grant {s:?}")));
+                return Err(OAuthError::new(OAuthCode::InvalidScope, format!("the user's token does not grant {s:?}")));
             }
             if !policy.scopes.contains(s) {
                 return Err(OAuthError::new(
-                    "invalid_scope",
+                    OAuthCode::InvalidScope,
                     format!("{agent} may not hold {s:?} (delegation.scopes)"),
                 ));
             }
@@ -174,14 +174,15 @@ impl Exchange {
         let key = auth
             .delegation_signer(now_t)
             .cloned()
-            .ok_or_else(|| OAuthError::new("temporarily_unavailable", "no delegation signing key is active"))?;
+            .ok_or_else(|| OAuthError::new(OAuthCode::TemporarilyUnavailable, "no delegation signing key is active"))?;
         let exp = (now + policy.max_ttl.as_secs()).min(subject.exp).min(crate::clock::unix_secs(key.not_after));
         if exp <= now {
             return Err(OAuthError::invalid_grant("the subject token expires now"));
         }
 
         if req.scopes.iter().any(|s| policy.approval.contains(s)) {
-            let fingerprint = fingerprint(&agent, &subject.user, &req.subject_token, &req.scopes, &req.audience);
+            let fingerprint =
+                fingerprint(&agent, &subject.user, req.subject_token.expose(), &req.scopes, &req.audience);
             match &req.approval_id {
                 None => {
                     let a = self
@@ -195,9 +196,9 @@ impl Exchange {
                             audience: req.audience.clone(),
                             fingerprint,
                         })
-                        .map_err(|e| OAuthError::new("slow_down", e.to_string()))?;
+                        .map_err(|e| OAuthError::new(OAuthCode::SlowDown, e.to_string()))?;
                     let mut e = OAuthError::new(
-                        "authorization_pending",
+                        OAuthCode::AuthorizationPending,
                         "a human must approve this request: `tessera approve APPROVAL_ID`; then repeat it with approval_id",
                     );
                     e.approval_id = Some(a.approval_id);
@@ -209,19 +210,27 @@ impl Exchange {
                         rec.approver_uid = a.decided_by;
                     }
                     Redeemed::Pending => {
-                        let mut e = OAuthError::new("authorization_pending", "not decided yet; poll again");
+                        let mut e = OAuthError::new(OAuthCode::AuthorizationPending, "not decided yet; poll again");
+                        e.approval_id = Some(id.clone());
+                        return Err(e);
+                    }
+                    Redeemed::TooSoon => {
+                        let mut e = OAuthError::new(
+                            OAuthCode::SlowDown,
+                            "polled sooner than the interval (2 s); wait 5 s longer between polls",
+                        );
                         e.approval_id = Some(id.clone());
                         return Err(e);
                     }
                     Redeemed::Rejected(a) => {
                         rec.approval_id = Some(a.approval_id);
                         rec.approver_uid = a.decided_by;
-                        return Err(OAuthError::new("access_denied", "the request was rejected"));
+                        return Err(OAuthError::new(OAuthCode::AccessDenied, "the request was rejected"));
                     }
                     Redeemed::Unknown => {
                         rec.approval_id = Some(id.chars().take(64).collect());
                         return Err(OAuthError::new(
-                            "access_denied",
+                            OAuthCode::AccessDenied,
                             "no approval with this id for this request (unknown, expired, or already used)",
                         ));
                     }
@@ -245,11 +254,15 @@ impl Exchange {
             },
             &key,
         )
-        .map_err(|e| OAuthError::new("temporarily_unavailable", format!("signing failed: {e}")))?;
+        .map_err(|e| OAuthError::new(OAuthCode::TemporarilyUnavailable, format!("signing failed: {e}")))?;
         rec.scopes_granted = req.scopes.clone();
         rec.jti = Some(jti);
         rec.expires_at = Some(exp);
-        Ok(Issued { access_token, expires_in: exp - now, scope: req.scopes.join(" ") })
+        Ok(Issued {
+            access_token: crate::secret::BearerToken::new(access_token),
+            expires_in: exp - now,
+            scope: req.scopes.join(" "),
+        })
     }
 }
 

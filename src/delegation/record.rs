@@ -65,6 +65,12 @@ pub struct Record {
     pub approver_uid: Option<u32>,
     /// The OAuth error and its description, for refusals.
     pub error: Option<(&'static str, String)>,
+    /// The request polled an approval (its repeated `delegation_pending` lines count against the
+    /// agent's refusal budget in the audit log).
+    pub poll: bool,
+    /// The uid that made this request when it is not the agent's (an approval's decider): a
+    /// refusal counts against that uid's budget.
+    pub caller_uid: Option<u32>,
 }
 
 impl Record {
@@ -84,6 +90,8 @@ impl Record {
             approval_id: None,
             approver_uid: None,
             error: None,
+            poll: false,
+            caller_uid: None,
         }
     }
 

@@ -10,27 +10,61 @@ pub const TOKEN_TYPE_ACCESS: &str = "urn:ietf:params:oauth:token-type:access_tok
 /// Scopes one request may name.
 pub const MAX_SCOPES: usize = 64;
 
+/// The OAuth error codes the token endpoint answers with (RFC 6749 §5.2, RFC 8693 §2.2.2,
+/// RFC 8628 §3.5 for the approval wait).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OAuthCode {
+    InvalidRequest,
+    InvalidGrant,
+    InvalidScope,
+    InvalidTarget,
+    UnauthorizedClient,
+    UnsupportedGrantType,
+    AuthorizationPending,
+    SlowDown,
+    AccessDenied,
+    TemporarilyUnavailable,
+}
+
+impl OAuthCode {
+    /// The code on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OAuthCode::InvalidRequest => "invalid_request",
+            OAuthCode::InvalidGrant => "invalid_grant",
+            OAuthCode::InvalidScope => "invalid_scope",
+            OAuthCode::InvalidTarget => "invalid_target",
+            OAuthCode::UnauthorizedClient => "unauthorized_client",
+            OAuthCode::UnsupportedGrantType => "unsupported_grant_type",
+            OAuthCode::AuthorizationPending => "authorization_pending",
+            OAuthCode::SlowDown => "slow_down",
+            OAuthCode::AccessDenied => "access_denied",
+            OAuthCode::TemporarilyUnavailable => "temporarily_unavailable",
+        }
+    }
+}
+
 /// An OAuth error response (always 400, RFC 6749 §5.2).
 #[derive(Debug, Clone)]
 pub struct OAuthError {
-    pub code: &'static str,
+    pub code: OAuthCode,
     pub description: String,
     /// For `authorization_pending`: the approval to poll with.
     pub approval_id: Option<String>,
 }
 
 impl OAuthError {
-    pub fn new(code: &'static str, description: impl Into<String>) -> Self {
+    pub fn new(code: OAuthCode, description: impl Into<String>) -> Self {
         Self { code, description: description.into(), approval_id: None }
     }
     pub fn invalid_request(d: impl Into<String>) -> Self {
-        Self::new("invalid_request", d)
+        Self::new(OAuthCode::InvalidRequest, d)
     }
     pub fn invalid_grant(d: impl Into<String>) -> Self {
-        Self::new("invalid_grant", d)
+        Self::new(OAuthCode::InvalidGrant, d)
     }
     pub fn body(&self) -> Value {
-        let mut v = json!({ "error": self.code, "error_description": self.description });
+        let mut v = json!({ "error": self.code.as_str(), "error_description": self.description });
         if let Some(id) = &self.approval_id {
             v["approval_id"] = id.clone().into();
             v["interval"] = 2.into();
@@ -42,7 +76,8 @@ impl OAuthError {
 /// A well-formed token exchange request.
 #[derive(Debug)]
 pub struct TokenRequest {
-    pub subject_token: String,
+    /// The user's (or an earlier hop's) token: a secret, never printed.
+    pub subject_token: crate::secret::BearerToken,
     pub audience: String,
     /// As requested, in order, without repeats.
     pub scopes: Vec<String>,
@@ -54,6 +89,8 @@ pub struct TokenRequest {
 pub struct Requested {
     pub audience: Option<String>,
     pub scopes: Vec<String>,
+    /// An `approval_id` was given: the request polls an approval.
+    pub approval_id: bool,
 }
 
 /// Parse and check the form. Unknown parameters are ignored (RFC 6749 §3.2), repeated ones
@@ -79,6 +116,7 @@ pub fn parse(content_type: Option<&str>, body: &[u8], seen: &mut Requested) -> R
     if let [one] = audiences.as_slice() {
         seen.audience = Some(cut(one));
     }
+    seen.approval_id = single.contains_key("approval_id");
     if let Some(s) = single.get("scope") {
         seen.scopes = s.split(' ').filter(|s| !s.is_empty()).take(MAX_SCOPES).map(cut).collect();
     }
@@ -86,7 +124,7 @@ pub fn parse(content_type: Option<&str>, body: &[u8], seen: &mut Requested) -> R
         Some(GRANT_TYPE) => {}
         Some(other) => {
             return Err(OAuthError::new(
-                "unsupported_grant_type",
+                OAuthCode::UnsupportedGrantType,
                 format!("grant_type {:?} is not supported", cut(other)),
             ));
         }
@@ -118,7 +156,10 @@ pub fn parse(content_type: Option<&str>, body: &[u8], seen: &mut Requested) -> R
         ));
     }
     if single.contains_key("resource") {
-        return Err(OAuthError::new("invalid_target", "name the target with exactly one audience, not resource"));
+        return Err(OAuthError::new(
+            OAuthCode::InvalidTarget,
+            "name the target with exactly one audience, not resource",
+        ));
     }
     let audience = match audiences.len() {
         1 => audiences.swap_remove(0),
@@ -134,7 +175,7 @@ pub fn parse(content_type: Option<&str>, body: &[u8], seen: &mut Requested) -> R
     let mut scopes: Vec<String> = Vec::new();
     for s in scope.split(' ').filter(|s| !s.is_empty()) {
         if !valid_scope_token(s) {
-            return Err(OAuthError::new("invalid_scope", format!("{:?} is not a scope token", cut(s))));
+            return Err(OAuthError::new(OAuthCode::InvalidScope, format!("{:?} is not a scope token", cut(s))));
         }
         if !scopes.iter().any(|x| x == s) {
             scopes.push(s.to_owned());
@@ -144,13 +185,13 @@ pub fn parse(content_type: Option<&str>, body: &[u8], seen: &mut Requested) -> R
         return Err(OAuthError::invalid_request("scope is empty"));
     }
     if scopes.len() > MAX_SCOPES {
-        return Err(OAuthError::new("invalid_scope", format!("more than {MAX_SCOPES} scopes")));
+        return Err(OAuthError::new(OAuthCode::InvalidScope, format!("more than {MAX_SCOPES} scopes")));
     }
     let approval_id = single.remove("approval_id");
     if approval_id.as_ref().is_some_and(|a| a.is_empty() || a.len() > 64) {
         return Err(OAuthError::invalid_request("approval_id is malformed"));
     }
-    Ok(TokenRequest { subject_token, audience, scopes, approval_id })
+    Ok(TokenRequest { subject_token: crate::secret::BearerToken::new(subject_token), audience, scopes, approval_id })
 }
 
 fn cut(s: &str) -> String {
@@ -176,11 +217,14 @@ mod tests {
         let r = parse(FORM, &form("&audience=https%3A%2F%2Fapi&scope=a+b+a"), &mut Requested::default()).unwrap();
         assert_eq!(r.audience, "https://api");
         assert_eq!(r.scopes, ["a", "b"]);
+        // The parsed request can be logged: the token is not in it.
+        let shown = format!("{r:?}");
+        assert!(!shown.contains("a.b.c") && shown.contains("redacted"), "{shown}");
     }
 
     #[test]
     fn refusals() {
-        let code = |ct, body: &[u8]| parse(ct, body, &mut Requested::default()).unwrap_err().code;
+        let code = |ct, body: &[u8]| parse(ct, body, &mut Requested::default()).unwrap_err().code.as_str();
         assert_eq!(code(FORM, &form("&scope=a")), "invalid_request", "no audience");
         assert_eq!(code(FORM, &form("&audience=x&audience=y&scope=a")), "invalid_request");
         assert_eq!(code(FORM, &form("&audience=x")), "invalid_request", "no scope");

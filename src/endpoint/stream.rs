@@ -203,20 +203,32 @@ impl<R> Driver<R> {
                     let status = Status::from(&e);
                     // No entry matches any more, or the process is no longer what connected
                     // (an exec): either way the identity it held is taken back.
-                    let withdrawn = matches!(
-                        e,
-                        ApiError::Caller(CallerError::NoIdentity)
-                            | ApiError::Caller(CallerError::Revoked(_))
-                            | ApiError::Caller(CallerError::Attestation(
-                                tessera_attestors::AttestError::ExecutableChanged { .. }
-                            ))
-                    );
-                    if let ApiError::Caller(CallerError::Attestation(
-                        tessera_attestors::AttestError::ExecutableChanged { .. },
-                    )) = &e
-                    {
+                    use tessera_attestors::AttestError as A;
+                    let changed = match &e {
+                        ApiError::Caller(CallerError::Attestation(a)) => Some(a),
+                        _ => None,
+                    };
+                    // A setuid exec fails the credentials check before the executable's: an exec
+                    // all the same.
+                    let exec = match changed {
+                        Some(A::ExecutableChanged { .. }) => true,
+                        Some(A::CredentialsChanged { .. }) => !same_executable(&self.peer),
+                        _ => false,
+                    };
+                    if exec {
                         exec_drift(&ctx, rpc, &self.state, &self.peer);
                     }
+                    let withdrawn = matches!(
+                        e,
+                        ApiError::Caller(CallerError::NoIdentity) | ApiError::Caller(CallerError::Revoked(_))
+                    ) || matches!(
+                        changed,
+                        Some(
+                            A::ExecutableChanged { .. }
+                                | A::CredentialsChanged { .. }
+                                | A::MountNamespaceChanged { .. }
+                        )
+                    );
                     if withdrawn {
                         ctx.pipeline.events.emit(Event::Withdrawn {
                             rpc: rpc.to_owned(),

@@ -134,6 +134,7 @@ impl Audit {
             options,
             refusals: HashMap::new(),
             total: Total { start: Instant::now(), recorded: 0 },
+            flushed: Instant::now(),
             failed: 0,
             failure_logged: None,
         };
@@ -222,6 +223,8 @@ struct Writer {
     options: AuditOptions,
     refusals: HashMap<RefusalKey, Window>,
     total: Total,
+    /// When windows were last checked for their end (on a busy log, not only when idle).
+    flushed: Instant,
     /// Lines that could not be written since the last report of it.
     failed: u64,
     failure_logged: Option<Instant>,
@@ -248,6 +251,11 @@ impl Writer {
     }
 
     fn event(&mut self, event: Map<String, Value>, key: Option<RefusalKey>) {
+        // A key that went quiet gets its count written when its window ends, however busy the
+        // log is with other lines (else it waited for an idle second, or for shutdown).
+        if self.flushed.elapsed() >= Duration::from_secs(1) {
+            self.flush_refusals(false);
+        }
         let Some(key) = key else {
             self.write(event, MAX_LINE);
             return;
@@ -278,6 +286,7 @@ impl Writer {
     /// End the windows that are over (all of them when `all`), writing their counts.
     fn flush_refusals(&mut self, all: bool) {
         let now = Instant::now();
+        self.flushed = now;
         let window = self.options.refusal_window;
         let ended: Vec<RefusalKey> = self
             .refusals

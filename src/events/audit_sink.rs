@@ -24,7 +24,10 @@ pub fn refusal_key(event: &Event) -> Option<RefusalKey> {
     match event {
         Event::Refused { uid, .. } | Event::Attested { uid, refused: true, .. } => Some(RefusalKey::Uid(Some(*uid))),
         Event::AdminRefused { uid, .. } => Some(RefusalKey::Uid(*uid)),
-        Event::Delegation(r) if r.outcome == Outcome::Refused => Some(RefusalKey::Uid(r.agent.uid)),
+        // A refusal, or a repeated poll of an approval: the budget of whoever made the request.
+        Event::Delegation(r) if r.outcome == Outcome::Refused || (r.outcome == Outcome::Pending && r.poll) => {
+            Some(RefusalKey::Uid(r.caller_uid.or(r.agent.uid)))
+        }
         Event::FederatedBundleRefused { trust_domain, .. } => {
             Some(RefusalKey::Source(format!("federation {trust_domain}")))
         }

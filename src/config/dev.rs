@@ -1,17 +1,18 @@
 //! The built-in default for newcomers: `tessera run` with no config. A dev trust domain, a socket
 //! and data dir in per-user locations, and one entry giving the invoking user's processes an identity.
+//! It is config text validated like a file, so it has the same defaults and bounds.
 
-use crate::config::Config;
-use crate::registry::{Entry, Registry};
+use super::schema::RawConfig;
+use super::{Config, ConfigError};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DevModeError {
+    /// The built-in config failed validation (a user name the filter let through, say).
     #[error(transparent)]
-    Id(#[from] crate::spiffe_id::SpiffeIdError),
+    Config(#[from] ConfigError),
     #[error(
         "dev-mode socket directory {dir} {problem}: another user could replace the socket and receive \
          what clients send to it. Remove the directory (it is created 0700), set XDG_RUNTIME_DIR, or run \
@@ -86,64 +87,153 @@ pub fn data_dir() -> PathBuf {
 
 /// The dev-mode config for the invoking user; its socket directory is prepared and checked.
 pub fn config() -> Result<Config, DevModeError> {
-    let uid = uid();
+    let socket_path = socket_path();
+    if let Some(dir) = socket_path.parent() {
+        prepare_socket_dir(dir)?;
+    }
+    config_at(socket_path, data_dir())
+}
+
+/// The dev-mode config with the given socket and data dir (not prepared or checked): the
+/// [`dev_toml`] text with the two paths, through the same validator as a config file, so it
+/// carries the same defaults and bounds.
+fn config_at(socket_path: PathBuf, data_dir: PathBuf) -> Result<Config, DevModeError> {
+    let text = dev_toml(uid());
+    let source = Path::new(DEV_SOURCE);
+    let mut raw =
+        RawConfig::from_toml(&text).map_err(|issue| ConfigError { file: source.into(), issues: vec![issue] })?;
+    // Set here rather than written into the text: a path need not be UTF-8.
+    (raw.socket_path, raw.data_dir) = (Some(socket_path), Some(data_dir));
+    let mut cfg = Config::validate(&text, raw, source)?;
+    cfg.source = None;
+    cfg.dev_mode = true;
+    // "entry has no owner" is advice for `tessera check`, which never sees the dev config.
+    cfg.warnings.clear();
+    Ok(cfg)
+}
+
+/// Names the dev config in (never expected) validation errors.
+const DEV_SOURCE: &str = "(built-in dev-mode config)";
+
+/// The dev setup as config text: the dev trust domain, a socket only the user can reach, and
+/// one entry for the user's processes.
+fn dev_toml(uid: u32) -> String {
     let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
         .ok()
         .flatten()
         .map(|u| u.name)
         .filter(|n| n.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_')))
         .unwrap_or_else(|| format!("uid-{uid}"));
-    let spiffe_id = format!("spiffe://{DEV_TRUST_DOMAIN}/user/{user}");
-    let socket_path = socket_path();
-    if let Some(dir) = socket_path.parent() {
-        prepare_socket_dir(dir)?;
-    }
-    let data_dir = data_dir();
-    let entry = Entry {
-        spiffe_id: spiffe_id.parse()?,
-        selectors: [tessera_attestors::Selector::new(tessera_attestors::Kind::Unix, format!("uid:{uid}"))].into(),
-        x509_svid_ttl: Duration::from_secs(600),
-        jwt_svid_ttl: Duration::from_secs(300),
-        dns_names: vec![],
-        hint: Some("dev".into()),
-        federates_with: vec![],
-        owner: None,
-        metadata: Default::default(),
-        retired: false,
-        delegation: None,
-    };
-    Ok(Config {
-        source: None,
-        trust_domain: DEV_TRUST_DOMAIN.parse()?,
-        admin_socket_path: super::beside(&socket_path, "admin.sock"),
-        admin_socket_group: None,
-        socket_path,
-        socket_mode: 0o700,
-        audit_log: data_dir.join("audit.log"),
-        audit: Default::default(),
-        data_dir,
-        jwt_issuer: None,
-        delegation: None,
-        ca_ttl: Duration::from_secs(7 * 86400),
-        upstream: None,
-        reattest_interval: Duration::from_secs(30),
-        federation: vec![],
-        oidc: None,
-        bundle_endpoint: None,
-        attest: Default::default(),
-        registry: Registry::new(vec![entry]),
-        deny: Vec::new(),
-        warnings: Vec::new(),
-        dev_mode: true,
-        telemetry: Default::default(),
-        spire: None,
-    })
+    format!(
+        r#"trust_domain = "{DEV_TRUST_DOMAIN}"
+socket_mode = "0700"
+
+[[entries]]
+spiffe_id = "spiffe://{DEV_TRUST_DOMAIN}/user/{user}"
+selectors = ["unix:uid:{uid}"]
+x509_svid_ttl = "600s"
+jwt_svid_ttl = "300s"
+hint = "dev"
+"#
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::registry::{Entry, Registry};
     use std::os::unix::fs::PermissionsExt;
+    use std::time::Duration;
+
+    /// The config dev mode built by hand before it went through the validator.
+    fn hand_built(socket_path: PathBuf, data_dir: PathBuf) -> Config {
+        let uid = uid();
+        let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+            .ok()
+            .flatten()
+            .map(|u| u.name)
+            .filter(|n| n.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_')))
+            .unwrap_or_else(|| format!("uid-{uid}"));
+        let entry = Entry {
+            spiffe_id: format!("spiffe://{DEV_TRUST_DOMAIN}/user/{user}").parse().unwrap(),
+            selectors: [tessera_attestors::Selector::new(tessera_attestors::Kind::Unix, format!("uid:{uid}"))].into(),
+            x509_svid_ttl: Duration::from_secs(600),
+            jwt_svid_ttl: Duration::from_secs(300),
+            dns_names: vec![],
+            hint: Some("dev".into()),
+            federates_with: vec![],
+            owner: None,
+            metadata: Default::default(),
+            retired: false,
+            delegation: None,
+        };
+        Config {
+            source: None,
+            trust_domain: DEV_TRUST_DOMAIN.parse().unwrap(),
+            admin_socket_path: crate::config::beside(&socket_path, "admin.sock"),
+            admin_socket_group: None,
+            socket_path,
+            socket_mode: 0o700,
+            audit_log: data_dir.join("audit.log"),
+            audit: Default::default(),
+            data_dir,
+            jwt_issuer: None,
+            delegation: None,
+            ca_ttl: Duration::from_secs(7 * 86400),
+            upstream: None,
+            reattest_interval: Duration::from_secs(30),
+            federation: vec![],
+            oidc: None,
+            bundle_endpoint: None,
+            attest: Default::default(),
+            registry: Registry::new(vec![entry]),
+            deny: Vec::new(),
+            warnings: Vec::new(),
+            dev_mode: true,
+            telemetry: Default::default(),
+            spire: None,
+        }
+    }
+
+    #[test]
+    fn dev_config_is_validated_and_carries_the_validators_defaults() {
+        let (sock, data) = (PathBuf::from("/run/user/1000/tessera/api.sock"), PathBuf::from("/home/u/.local/state/t"));
+        let new = config_at(sock.clone(), data.clone()).unwrap();
+        let old = hand_built(sock.clone(), data.clone());
+        // The dev specifics, as before.
+        assert_eq!(new.source, None);
+        assert!(new.dev_mode);
+        assert_eq!(new.trust_domain.to_string(), DEV_TRUST_DOMAIN);
+        assert_eq!((&new.socket_path, new.socket_mode), (&sock, 0o700));
+        assert_eq!(new.admin_socket_path, Path::new("/run/user/1000/tessera/admin.sock"));
+        assert_eq!((&new.data_dir, &new.audit_log), (&data, &data.join("audit.log")));
+        assert_eq!(new.registry.entries(), old.registry.entries());
+        let entry = &new.registry.entries()[0];
+        assert_eq!(entry.hint.as_deref(), Some("dev"));
+        assert_eq!((entry.x509_svid_ttl, entry.jwt_svid_ttl), (Duration::from_secs(600), Duration::from_secs(300)));
+        assert!(new.warnings.is_empty(), "{:?}", new.warnings);
+        // Every other field the same as the hand-built config…
+        assert_eq!(new.admin_socket_group, old.admin_socket_group);
+        assert_eq!(new.audit, old.audit);
+        assert_eq!((new.jwt_issuer.is_none(), new.delegation.is_none(), new.upstream.is_none()), (true, true, true));
+        assert_eq!((new.ca_ttl, new.reattest_interval), (old.ca_ttl, old.reattest_interval));
+        assert!(new.federation.is_empty() && new.deny.is_empty());
+        assert!(new.oidc.is_none() && new.bundle_endpoint.is_none() && new.spire.is_none());
+        assert_eq!(new.telemetry, old.telemetry);
+        // …except the attestors, which now have the validator's bounds and hash only what an entry
+        // asks for (the dev entry matches on the uid, no digest).
+        assert_ne!(new.attest, old.attest);
+        assert_eq!(old.attest.max_hash_size, None);
+        assert_eq!(new.attest.max_hash_size, Some(crate::config::DEFAULT_MAX_HASH));
+        assert_eq!(new.attest.max_script_hash_size, old.attest.max_script_hash_size);
+        assert_eq!(new.attest.hash_budget_per_uid, old.attest.hash_budget_per_uid);
+        assert!(!new.attest.want_exe_digest && !new.attest.want_script_digest);
+        assert!(new.attest.env_allowlist.is_empty() && new.attest.config_paths.is_empty());
+        // And a config file saying the same thing gives the same config.
+        let file = Config::parse(&dev_toml(uid()), Path::new("/etc/tessera/dev.toml")).unwrap();
+        assert_eq!(file.attest, new.attest);
+        assert_eq!(file.registry.entries(), new.registry.entries());
+    }
 
     #[test]
     fn socket_dir_is_created_private_or_refused_when_unsafe() {

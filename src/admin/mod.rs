@@ -6,7 +6,7 @@
 pub mod revoke;
 
 use crate::events::{Event, Events};
-use crate::http::{self, Caller, Handler, Request};
+use crate::http::{self, Answer, Caller, Handler, Request};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -59,16 +59,16 @@ impl Routes {
     }
 
     /// The route, or the status to answer (404: no such path, 405: not with this method).
-    fn find(&self, method: &http::Method, path: &str) -> Result<&Route, http::StatusCode> {
+    fn find(&self, method: &http::Method, path: &str) -> Result<&Route, Answer> {
         let matching: Vec<_> = self
             .routes
             .iter()
             .filter(|(_, p, _)| *p == path || (p.ends_with('/') && path.starts_with(p) && path.len() > p.len()))
             .collect();
         if matching.is_empty() {
-            return Err(http::StatusCode::NOT_FOUND);
+            return Err(Answer::NotFound);
         }
-        matching.iter().find(|(m, _, _)| m == method).map(|(_, _, h)| h).ok_or(http::StatusCode::METHOD_NOT_ALLOWED)
+        matching.iter().find(|(m, _, _)| m == method).map(|(_, _, h)| h).ok_or(Answer::MethodNotAllowed)
     }
 }
 
@@ -97,7 +97,7 @@ impl Handler for AdminHandler {
             });
             return Box::pin(async {
                 http::json(
-                    http::StatusCode::FORBIDDEN,
+                    Answer::Forbidden,
                     &serde_json::json!({
                         "error": "permission_denied",
                         "message": "the admin socket serves only root, the daemon's user and admin_socket_group",
@@ -107,9 +107,9 @@ impl Handler for AdminHandler {
         }
         match self.routes.find(&request.method, request.path()) {
             Ok(route) => route.handle(request),
-            Err(status) => {
-                Box::pin(async move { http::json(status, &serde_json::json!({ "error": status.canonical_reason() })) })
-            }
+            Err(answer) => Box::pin(async move {
+                http::json(answer, &serde_json::json!({ "error": answer.status().canonical_reason() }))
+            }),
         }
     }
 }

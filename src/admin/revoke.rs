@@ -6,7 +6,7 @@
 //! `DELETE /revocations/ID`.
 
 use crate::events::{Event, Events, MatchedNow};
-use crate::http::{self, Caller, Method, Request, StatusCode};
+use crate::http::{self, Answer, Caller, Method, Request};
 use crate::inventory::Inventory;
 use crate::registry::Policy;
 use crate::registry::deny::{DenyRule, DenyTarget, Origin};
@@ -149,7 +149,7 @@ struct RevokeRequest {
 }
 
 fn bad(message: impl Into<String>) -> http::Response {
-    http::json(StatusCode::BAD_REQUEST, &serde_json::json!({ "error": "bad_request", "message": message.into() }))
+    http::json(Answer::BadRequest, &serde_json::json!({ "error": "bad_request", "message": message.into() }))
 }
 
 fn target_of(req: &RevokeRequest) -> Result<DenyTarget, Box<http::Response>> {
@@ -321,17 +321,17 @@ pub fn routes(
                     tracing::warn!(rule = %rule.id, target = %rule.target, reason = %rule.reason, by_uid, ?by_pid, "revoked");
                     events.emit(Event::Revoked { rule: rule.clone(), by_uid, by_pid, matched_now: matched_now.clone() });
                     http::json(
-                        StatusCode::CREATED,
+                        Answer::Created,
                         &serde_json::json!({ "revocation": &*rule, "matched_now": matched_now, "message": message }),
                     )
                 }
                 Ok(Err(AddError::Exists(rule))) => http::json(
-                    StatusCode::CONFLICT,
+                    Answer::Conflict,
                     &serde_json::json!({ "error": "exists", "revocation": &*rule,
                         "message": format!("already revoked by {}", rule.id) }),
                 ),
                 Ok(Err(AddError::Full)) => http::json(
-                    StatusCode::INSUFFICIENT_STORAGE,
+                    Answer::InsufficientStorage,
                     &serde_json::json!({ "error": "full", "message": format!("{MAX_RULES} revocations exist; lift some") }),
                 ),
                 Ok(Err(AddError::Store(e))) => server_error(e.to_string()),
@@ -344,7 +344,7 @@ pub fn routes(
         let policy = p.borrow().clone();
         async move {
             let rules: Vec<DenyRule> = policy.deny.rules().map(|r| (**r).clone()).collect();
-            http::json(StatusCode::OK, &serde_json::json!({ "revocations": rules }))
+            http::json(Answer::Ok, &serde_json::json!({ "revocations": rules }))
         }
     });
     routes.add(Method::DELETE, "/revocations/", move |request: Request| {
@@ -353,7 +353,7 @@ pub fn routes(
             let id = request.path().trim_start_matches("/revocations/").to_owned();
             if id.starts_with("config-") {
                 return http::json(
-                    StatusCode::CONFLICT,
+                    Answer::Conflict,
                     &serde_json::json!({ "error": "in_config",
                         "message": format!("{id} is a [[deny]] block of the config file; remove it there and reload") }),
                 );
@@ -365,12 +365,12 @@ pub fn routes(
                     tracing::warn!(rule = %rule.id, by_uid, ?by_pid, "revocation lifted");
                     events.emit(Event::RevocationLifted { rule: rule.clone(), by_uid, by_pid });
                     http::json(
-                        StatusCode::OK,
+                        Answer::Ok,
                         &serde_json::json!({ "lifted": &*rule, "message": format!("revocation {id} lifted") }),
                     )
                 }
                 Ok(Ok(None)) => http::json(
-                    StatusCode::NOT_FOUND,
+                    Answer::NotFound,
                     &serde_json::json!({ "error": "not_found", "message": format!("no revocation {id}") }),
                 ),
                 Ok(Err(e)) => server_error(e.to_string()),
@@ -381,5 +381,5 @@ pub fn routes(
 }
 
 fn server_error(message: String) -> http::Response {
-    http::json(StatusCode::INTERNAL_SERVER_ERROR, &serde_json::json!({ "error": "internal", "message": message }))
+    http::json(Answer::Internal, &serde_json::json!({ "error": "internal", "message": message }))
 }

@@ -7,7 +7,7 @@ use super::record::{AgentEvidence, Outcome, Record};
 use crate::ca::Ca;
 use crate::caller::Pipeline;
 use crate::events::{Event, Events};
-use crate::http::{self, Caller, Method, Request, Response, StatusCode};
+use crate::http::{self, Answer, Caller, Method, Request, Response};
 use std::sync::Arc;
 
 /// The token socket's handler.
@@ -17,8 +17,8 @@ pub async fn token_socket(exchange: Arc<Exchange>, req: Request) -> Response {
             let Caller::Unix(peer) = &req.caller else { return http::not_found() };
             let content_type = req.headers.get(::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
             let mut response = match exchange.run(peer, content_type, &req.body).await {
-                Ok(issued) => http::json(StatusCode::OK, &issued.body()),
-                Err(e) => http::json(StatusCode::BAD_REQUEST, &e.body()),
+                Ok(issued) => http::json(Answer::Ok, &issued.body()),
+                Err(e) => http::json(Answer::BadRequest, &e.body()),
             };
             // RFC 6749 §5.1: token responses are never cached.
             response.headers_mut().insert(::http::header::PRAGMA, ::http::HeaderValue::from_static("no-cache"));
@@ -33,14 +33,14 @@ pub async fn token_socket(exchange: Arc<Exchange>, req: Request) -> Response {
 /// The delegation keys' public JWKs (published before they sign, kept until they expire).
 pub fn jwks(ca: &Ca) -> Response {
     let keys: Vec<_> = ca.authorities().delegation.iter().map(|k| super::trust::delegation_jwk(k)).collect();
-    let mut r = http::json(StatusCode::OK, &serde_json::json!({ "keys": keys }));
+    let mut r = http::json(Answer::Ok, &serde_json::json!({ "keys": keys }));
     r.headers_mut().insert(::http::header::CACHE_CONTROL, ::http::HeaderValue::from_static("max-age=60"));
     r
 }
 
 /// `GET /approvals` on the admin socket.
 pub async fn list(approvals: Arc<Approvals>) -> Response {
-    http::json(StatusCode::OK, &serde_json::json!({ "approvals": approvals.list() }))
+    http::json(Answer::Ok, &serde_json::json!({ "approvals": approvals.list() }))
 }
 
 /// `POST /approvals/ID/approve|reject` on the admin socket (already authorized by it). The decider
@@ -54,7 +54,7 @@ pub async fn decide(approvals: Arc<Approvals>, pipeline: Arc<Pipeline>, events: 
         Some((id, "reject")) => (id, false),
         _ => {
             return http::json(
-                StatusCode::NOT_FOUND,
+                Answer::NotFound,
                 &serde_json::json!({ "error": "use POST /approvals/ID/approve or /approvals/ID/reject" }),
             );
         }
@@ -81,7 +81,7 @@ pub async fn decide(approvals: Arc<Approvals>, pipeline: Arc<Pipeline>, events: 
         rec.caller_uid = Some(by);
         events.emit(Event::Delegation(Box::new(rec)));
         tracing::warn!(approval = %a.approval_id, by, "approval decision refused: {why}");
-        return http::json(StatusCode::FORBIDDEN, &serde_json::json!({ "error": "permission_denied", "message": why }));
+        return http::json(Answer::Forbidden, &serde_json::json!({ "error": "permission_denied", "message": why }));
     }
     match approvals.decide(id, approve, by) {
         Ok(a) => {
@@ -101,14 +101,12 @@ pub async fn decide(approvals: Arc<Approvals>, pipeline: Arc<Pipeline>, events: 
             rec.approver_uid = Some(by);
             events.emit(Event::Delegation(Box::new(rec)));
             tracing::info!(approval = %a.approval_id, by, approved = approve, "delegation approval decided");
-            http::json(StatusCode::OK, &a)
+            http::json(Answer::Ok, &a)
         }
         Err(e @ ApprovalError::NotFound(_)) => {
-            http::json(StatusCode::NOT_FOUND, &serde_json::json!({ "error": "not_found", "message": e.to_string() }))
+            http::json(Answer::NotFound, &serde_json::json!({ "error": "not_found", "message": e.to_string() }))
         }
-        Err(e) => {
-            http::json(StatusCode::CONFLICT, &serde_json::json!({ "error": "conflict", "message": e.to_string() }))
-        }
+        Err(e) => http::json(Answer::Conflict, &serde_json::json!({ "error": "conflict", "message": e.to_string() })),
     }
 }
 

@@ -4,6 +4,7 @@
 //! cap, a request timeout.
 
 pub mod client;
+mod status;
 
 use crate::limits::{Source, SourceCounter, Throttled, UidCounter};
 use crate::peer::PeerInfo;
@@ -22,6 +23,7 @@ use tokio::net::{TcpListener, TcpStream, UnixListener};
 use tokio::sync::watch;
 
 pub use ::http::{Method, StatusCode};
+pub use status::Answer;
 
 pub type Body = Full<Bytes>;
 pub type Response = http::Response<Body>;
@@ -259,14 +261,14 @@ where
                 let body = match Limited::new(body, limits.max_body).collect().await {
                     Ok(b) => b.to_bytes(),
                     Err(_) => {
-                        return text(StatusCode::PAYLOAD_TOO_LARGE, "request body too large or broken\n");
+                        return text(Answer::PayloadTooLarge, "request body too large or broken\n");
                     }
                 };
                 let request = Request { method: parts.method, uri: parts.uri, headers: parts.headers, body, caller };
                 handler.handle(request).await
             })
             .await
-            .unwrap_or_else(|_| text(StatusCode::REQUEST_TIMEOUT, "request timed out\n"));
+            .unwrap_or_else(|_| text(Answer::RequestTimeout, "request timed out\n"));
             Ok::<_, std::convert::Infallible>(answer)
         }
     });
@@ -281,9 +283,9 @@ where
 }
 
 /// A response with a body and content type.
-pub fn with_body(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response {
+pub fn with_body(answer: Answer, content_type: &str, body: impl Into<Bytes>) -> Response {
     let mut response = http::Response::new(Full::new(body.into()));
-    *response.status_mut() = status;
+    *response.status_mut() = answer.status();
     if let Ok(v) = HeaderValue::from_str(content_type) {
         response.headers_mut().insert(header::CONTENT_TYPE, v);
     }
@@ -291,22 +293,22 @@ pub fn with_body(status: StatusCode, content_type: &str, body: impl Into<Bytes>)
 }
 
 /// A plain-text response.
-pub fn text(status: StatusCode, body: impl Into<Bytes>) -> Response {
-    with_body(status, "text/plain; charset=utf-8", body)
+pub fn text(answer: Answer, body: impl Into<Bytes>) -> Response {
+    with_body(answer, "text/plain; charset=utf-8", body)
 }
 
 /// A JSON response (`Cache-Control: no-store`: answers carry live state or tokens).
-pub fn json(status: StatusCode, value: &impl serde::Serialize) -> Response {
+pub fn json(answer: Answer, value: &impl serde::Serialize) -> Response {
     let body = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
-    let mut response = with_body(status, "application/json", body);
+    let mut response = with_body(answer, "application/json", body);
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
 
 pub fn not_found() -> Response {
-    text(StatusCode::NOT_FOUND, "not found\n")
+    text(Answer::NotFound, "not found\n")
 }
 
 pub fn method_not_allowed() -> Response {
-    text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
+    text(Answer::MethodNotAllowed, "method not allowed\n")
 }

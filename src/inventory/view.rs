@@ -1,7 +1,7 @@
 //! `GET /inventory`: the stable JSON document (version 1, documented in docs/inventory.md).
 
 use super::{Inventory, RefusalRecord, Workload};
-use crate::http::{self, Method, Request};
+use crate::http::{self, Answer, Method, Request};
 use crate::registry::{DenyRule, DenyTarget, MetaValue, Policy};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -110,11 +110,10 @@ pub fn routes(routes: &mut crate::admin::Routes, inventory: Arc<Inventory>, poli
             let n = refusals_wanted(&request);
             // /proc reads for liveness: off the async threads.
             match tokio::task::spawn_blocking(move || document(&inventory, &policy, n)).await {
-                Ok(doc) => http::json(http::StatusCode::OK, &doc),
-                Err(e) => http::json(
-                    http::StatusCode::INTERNAL_SERVER_ERROR,
-                    &serde_json::json!({ "error": "internal", "message": e.to_string() }),
-                ),
+                Ok(doc) => http::json(Answer::Ok, &doc),
+                Err(e) => {
+                    http::json(Answer::Internal, &serde_json::json!({ "error": "internal", "message": e.to_string() }))
+                }
             }
         }
     });

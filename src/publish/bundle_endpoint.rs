@@ -7,7 +7,7 @@ use super::PublishError;
 use super::tls::{self, SwappableCert};
 use crate::ca::{Authorities, Ca};
 use crate::config::publish::{BundleEndpoint, EndpointProfile};
-use crate::http::{self, Method, Request, StatusCode};
+use crate::http::{self, Answer, Method, Request};
 use crate::registry::Entry;
 use crate::spiffe_id::{SpiffeId, TrustDomain};
 use std::sync::Arc;
@@ -84,7 +84,7 @@ pub(super) async fn spawn(
             http::method_not_allowed()
         } else {
             let doc = document(&ca.authorities(), sequence.load(Ordering::SeqCst), hint);
-            http::json(StatusCode::OK, &doc)
+            http::json(Answer::Ok, &doc)
         };
         async move { response }
     };

@@ -8,7 +8,7 @@ pub mod tls;
 
 use crate::ca::Ca;
 use crate::config::Config;
-use crate::http::{self, Method, Request, StatusCode};
+use crate::http::{self, Answer, Method, Request};
 use oidc::DelegationKeys;
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -51,7 +51,7 @@ pub async fn spawn(
                 })),
                 "next_publication": oidc::next_publication(&auth).map(crate::clock::unix_secs),
             });
-            async move { http::json(StatusCode::OK, &body) }
+            async move { http::json(Answer::Ok, &body) }
         });
     }
     if let Some(o) = &config.oidc {
@@ -69,16 +69,16 @@ pub async fn spawn(
             let response = match (req.method == Method::GET, req.path()) {
                 (false, _) => http::method_not_allowed(),
                 (true, oidc::DISCOVERY_PATH) => match &issuer {
-                    Some(i) => cacheable(http::json(StatusCode::OK, &oidc::discovery(i))),
+                    Some(i) => cacheable(http::json(Answer::Ok, &oidc::discovery(i))),
                     None => http::not_found(),
                 },
-                (true, oidc::JWKS_PATH) => cacheable(http::json(StatusCode::OK, &oidc::jwks(&ca.authorities()))),
+                (true, oidc::JWKS_PATH) => cacheable(http::json(Answer::Ok, &oidc::jwks(&ca.authorities()))),
                 (true, oidc::DELEGATION_DISCOVERY_PATH) => match &delegation {
-                    Some((doc, _)) => cacheable(http::json(StatusCode::OK, doc)),
+                    Some((doc, _)) => cacheable(http::json(Answer::Ok, doc)),
                     None => http::not_found(),
                 },
                 (true, oidc::DELEGATION_JWKS_PATH) => match &delegation {
-                    Some((_, keys)) => cacheable(http::json(StatusCode::OK, &oidc::delegation_jwks(keys))),
+                    Some((_, keys)) => cacheable(http::json(Answer::Ok, &oidc::delegation_jwks(keys))),
                     None => http::not_found(),
                 },
                 _ => http::not_found(),

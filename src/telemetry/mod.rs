@@ -9,7 +9,7 @@ pub mod systemd;
 use crate::ca::Ca;
 use crate::config::Config;
 use crate::events::Events;
-use crate::http::{self, Method, Request, Response, StatusCode};
+use crate::http::{self, Answer, Method, Request, Response};
 use crate::registry::Policy;
 use crate::spire::last_sync::LastSync;
 use std::sync::Arc;
@@ -95,10 +95,10 @@ impl Telemetry {
     fn answer(&self, request: &Request) -> Response {
         match request.path() {
             "/metrics" => self.metrics_response(request),
-            "/live" => http::text(StatusCode::OK, "live\n"),
+            "/live" => http::text(Answer::Ok, "live\n"),
             "/ready" => {
                 let r = self.health.readiness();
-                http::json(if r.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, &r)
+                http::json(if r.ready { Answer::Ok } else { Answer::Unavailable }, &r)
             }
             _ => http::not_found(),
         }
@@ -112,8 +112,8 @@ impl Telemetry {
             (self.metrics.openmetrics(), OPENMETRICS_CONTENT_TYPE)
         };
         match encoded {
-            Ok(body) => http::with_body(StatusCode::OK, content_type, body),
-            Err(_) => http::text(StatusCode::INTERNAL_SERVER_ERROR, "cannot encode metrics\n"),
+            Ok(body) => http::with_body(Answer::Ok, content_type, body),
+            Err(_) => http::text(Answer::Internal, "cannot encode metrics\n"),
         }
     }
 }

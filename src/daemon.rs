@@ -69,12 +69,12 @@ fn policy_of(
     config: &Config,
     previous: Option<&Policy>,
     revoked: &[Arc<crate::registry::DenyRule>],
-    fetched: &crate::bundle::sync::FetchedBundles,
+    fetched: &crate::federation::FetchedBundles,
 ) -> Result<Policy, crate::bundle::federation::BundleError> {
     let mut federated = BTreeMap::new();
     for f in &config.federation {
         // A bundle fetched from the partner's endpoint wins over the (initial) file.
-        if let Some(bundle) = crate::bundle::sync::current(fetched, f)? {
+        if let Some(bundle) = crate::federation::current(fetched, f)? {
             federated.insert(f.trust_domain.clone(), bundle);
         }
     }
@@ -92,7 +92,7 @@ fn policy_of(
         federated,
         deny: Arc::new(deny),
         attest_base: config.attest.clone(),
-        delegation_issuers: Arc::new(crate::delegation::trust::Issuers::load(issuers)?),
+        delegation_issuers: Arc::new(crate::registry::delegation::Issuers::load(issuers)?),
     })
 }
 
@@ -157,7 +157,7 @@ pub async fn run_then(mut config: Config, once_serving: impl FnOnce() + Send + '
     // Subscribers of the event spine: the audit log (add metrics, an inventory, ... here).
     let mut events = Events::new();
     events.subscribe(Arc::new(audit.clone()));
-    let fetched = crate::bundle::sync::initial(&config);
+    let fetched = crate::federation::initial(&config);
     let inventory = crate::inventory::Inventory::new();
     events.subscribe(inventory.clone());
     let revocations = Arc::new(crate::admin::revoke::Revocations::open(&config.data_dir)?);
@@ -210,7 +210,7 @@ pub async fn run_then(mut config: Config, once_serving: impl FnOnce() + Send + '
     });
 
     // The admin socket: commands register their routes here.
-    let mut admin_routes = crate::admin::Routes::new();
+    let mut admin_routes = crate::http::Routes::new();
     telemetry.serve(&config, &mut admin_routes, shutdown_rx.clone()).await?;
     crate::inventory::routes(&mut admin_routes, inventory.clone(), policy_rx.clone());
     crate::admin::revoke::routes(&mut admin_routes, revocations.clone(), policy_tx.clone(), inventory, events.clone());
@@ -253,7 +253,7 @@ pub async fn run_then(mut config: Config, once_serving: impl FnOnce() + Send + '
     ));
     if let Some((ca, ca_gen_tx)) = local_ca {
         spawn_ca_rotation(ca, config.ca_ttl, ca_gen_tx, events.clone(), clock, shutdown_rx.clone());
-        crate::bundle::sync::spawn(&config, fetched.clone(), (*policy_tx).clone(), events.clone(), shutdown_rx.clone());
+        crate::federation::spawn(&config, fetched.clone(), (*policy_tx).clone(), events.clone(), shutdown_rx.clone());
         spawn_reloader(&config, files, policy_tx, revocations, fetched, events.clone(), shutdown_rx.clone())?;
     }
 
@@ -382,7 +382,7 @@ fn spawn_reloader(
     files: Arc<FileWatcher>,
     policy: Arc<watch::Sender<Arc<Policy>>>,
     revocations: Arc<crate::admin::revoke::Revocations>,
-    fetched: crate::bundle::sync::FetchedBundles,
+    fetched: crate::federation::FetchedBundles,
     events: Events,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), DaemonError> {

@@ -25,6 +25,7 @@ pub mod config;
 pub mod daemon;
 pub mod delegation;
 pub mod events;
+pub mod federation;
 pub mod inventory;
 // Values and helpers.
 pub mod clock;

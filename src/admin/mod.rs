@@ -6,9 +6,8 @@
 pub mod revoke;
 
 use crate::events::{Event, Events};
-use crate::http::{self, Answer, Caller, Handler, Request};
+use crate::http::{self, Answer, Caller, Handler, Request, Routes};
 use std::path::Path;
-use std::sync::Arc;
 
 /// Who may use the admin socket.
 #[derive(Debug, Clone, Copy)]
@@ -35,40 +34,6 @@ impl Authorized {
         tessera_attestors::ProcessHandle::from_peer(peer.credentials())
             .and_then(|process| process.groups())
             .is_ok_and(|groups| groups.contains(&group))
-    }
-}
-
-/// A command's handler.
-pub type Route = Arc<dyn Handler>;
-
-/// The admin commands, by method and path. A path ending in `/` matches every path under it
-/// (`/revocations/` serves `/revocations/ID`).
-#[derive(Default, Clone)]
-pub struct Routes {
-    routes: Vec<(http::Method, &'static str, Route)>,
-}
-
-impl Routes {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    pub fn add(&mut self, method: http::Method, path: &'static str, handler: impl Handler) -> &mut Self {
-        self.routes.push((method, path, Arc::new(handler)));
-        self
-    }
-
-    /// The route, or the status to answer (404: no such path, 405: not with this method).
-    fn find(&self, method: &http::Method, path: &str) -> Result<&Route, Answer> {
-        let matching: Vec<_> = self
-            .routes
-            .iter()
-            .filter(|(_, p, _)| *p == path || (p.ends_with('/') && path.starts_with(p) && path.len() > p.len()))
-            .collect();
-        if matching.is_empty() {
-            return Err(Answer::NotFound);
-        }
-        matching.iter().find(|(m, _, _)| m == method).map(|(_, _, h)| h).ok_or(Answer::MethodNotAllowed)
     }
 }
 

@@ -267,7 +267,7 @@ fn caller_ids(caller: &Caller) -> (u32, Option<i32>) {
 
 /// Register the revocation routes on the admin socket.
 pub fn routes(
-    routes: &mut crate::admin::Routes,
+    routes: &mut crate::http::Routes,
     store: Arc<Revocations>,
     policy: Arc<watch::Sender<Arc<Policy>>>,
     inventory: Arc<Inventory>,

@@ -61,8 +61,8 @@ fn parse_spiffe_bundle(bytes: &[u8]) -> Result<FederatedBundle, String> {
                 certs.push(cert);
             }
             Some("jwt-svid") if k.get("kid").and_then(Value::as_str).is_some() => jwt_keys.push(k.clone()),
-            Some(crate::delegation::trust::BUNDLE_KEY_USE) => {
-                delegation_keys.extend(crate::delegation::trust::signing_jwk(k));
+            Some(super::jwks::BUNDLE_KEY_USE) => {
+                delegation_keys.extend(super::jwks::signing_jwk(k));
             }
             _ => {}
         }

@@ -3,7 +3,7 @@
 //! checked before anyone sees it.
 
 use super::FederatedBundle;
-use crate::config::publish::PartnerProfile;
+use super::endpoint::PartnerProfile;
 use crate::spiffe_id::SpiffeId;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Limited};

@@ -60,3 +60,29 @@ pub fn find_key(keys: &[Value], kid: &str) -> Option<VerifyKey> {
         }
     })
 }
+
+/// The `use` of delegation keys in a SPIFFE bundle (unknown to SPIFFE validators, who skip it).
+pub const BUNDLE_KEY_USE: &str = "tessera-delegation";
+
+/// A JWK usable for signature checks (`use` absent or `sig`, a `kid`), normalized for
+/// [`JwtBundle::find`], with its `alg` (if any) kept to pin the algorithm.
+pub fn signing_jwk(k: &Value) -> Option<Value> {
+    let mut k = k.as_object()?.clone();
+    k.get("kid")?.as_str()?;
+    match k.remove("use") {
+        None => {}
+        Some(Value::String(u)) if u == "sig" || u == BUNDLE_KEY_USE => {}
+        Some(_) => return None,
+    }
+    Some(Value::Object(k))
+}
+
+/// The public JWK of one of our keys as a generic JOSE/OIDC verifier wants it (`use: sig`,
+/// `alg: ES256`): the JWT-SVID keys in the OIDC JWKS, the delegation keys at `GET /jwks` and in
+/// the delegation issuer's JWKS.
+pub fn published_jwk(key: &crate::ca::JwtKey) -> Value {
+    let mut jwk = jwk(key);
+    jwk["use"] = "sig".into();
+    jwk["alg"] = "ES256".into();
+    jwk
+}

@@ -4,10 +4,10 @@
 //!
 //! [`jwks`] encodes and decodes JWKs; [`federation`] reads federated bundles from files.
 
+pub mod endpoint;
 pub mod federation;
 pub mod fetch;
 pub mod jwks;
-pub mod sync;
 
 use crate::ca::Authorities;
 use serde_json::{Value, json};

@@ -1,8 +1,8 @@
 //! `token_socket_path`, `[[delegation.issuers]]` and `[entries.delegation]`: parsed here, checked
-//! with located errors, into the types of [`crate::delegation::policy`].
+//! with located errors, into the types of [`crate::registry::delegation`].
 
 use super::{RawEntry, Validator, beside};
-use crate::delegation::policy::{
+use crate::registry::delegation::{
     DEFAULT_MAX_DEPTH, DEFAULT_MAX_TTL, DelegationConfig, EntryDelegation, MAX_DEPTH_LIMIT, MAX_MAX_TTL, TrustedIssuer,
     valid_scope_token,
 };

@@ -80,7 +80,7 @@ pub struct Config {
     pub audit: crate::events::audit::AuditOptions,
     pub jwt_issuer: Option<String>,
     /// The token socket and trusted issuers, when delegation is configured.
-    pub delegation: Option<crate::delegation::policy::DelegationConfig>,
+    pub delegation: Option<crate::registry::delegation::DelegationConfig>,
     pub ca_ttl: Duration,
     /// The node CA as an intermediate under an operator's root (None: self-signed root).
     pub upstream: Option<Upstream>,

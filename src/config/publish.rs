@@ -65,21 +65,7 @@ pub struct BundleEndpoint {
     pub profile: EndpointProfile,
 }
 
-/// How a partner's bundle endpoint is authenticated.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PartnerProfile {
-    /// Its server SVID must chain to the partner's current bundle and carry this ID.
-    HttpsSpiffe { endpoint_spiffe_id: SpiffeId },
-    /// Its certificate must be valid for the URL's host under the system's Web PKI roots.
-    HttpsWeb,
-}
-
-/// A partner's bundle endpoint, fetched at start and then at its refresh hint.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FederationEndpoint {
-    pub url: http::Uri,
-    pub profile: PartnerProfile,
-}
+pub use crate::bundle::endpoint::{FederationEndpoint, PartnerProfile};
 
 const PROFILES: &str = "write profile = \"https_spiffe\" or profile = \"https_web\"";
 

@@ -3,9 +3,9 @@
 
 use super::approvals::{Approval, ApprovalError, Approvals, State};
 use super::exchange::Exchange;
-use super::record::{AgentEvidence, Outcome, Record};
 use crate::ca::Ca;
 use crate::caller::Pipeline;
+use crate::events::delegation::{AgentEvidence, Outcome, Record};
 use crate::events::{Event, Events};
 use crate::http::{self, Answer, Caller, Method, Request, Response};
 use std::sync::Arc;

@@ -5,13 +5,13 @@
 //! whose actors (or its `client_id`) is revoked or denied is refused, as its JWT-SVIDs are.
 
 use super::approvals::{Approvals, NewApproval, Redeemed};
-use super::record::{AgentEvidence, Outcome, Record};
 use super::request::{self, OAuthCode, OAuthError, Requested, TOKEN_TYPE_ACCESS};
 use super::token::{self, Grant};
 use super::trust::{self, TesseraKeys};
 use crate::bundle::JwtBundle;
 use crate::ca::Ca;
 use crate::caller::{Pipeline, selector_strings};
+use crate::events::delegation::{AgentEvidence, Outcome, Record};
 use crate::events::{Event, Events};
 use crate::peer::PeerInfo;
 use serde_json::{Value, json};

@@ -7,16 +7,15 @@
 //! provider, or a token tessera issued to an earlier agent (`act` chain). The issued token is
 //! `at+jwt` signed by a key of its own kind ([`crate::ca::Authorities::delegation`]).
 //!
-//! [`policy`] (config types) → [`request`] (the form, OAuth errors) → [`trust`] (subject token)
-//! → [`exchange`] (the decision; the caller pipeline reuses a connection's attestation briefly) →
-//! [`token`] (minting); [`approvals`] holds requests awaiting a
-//! human; [`record`] is the audit record; [`endpoint`] the HTTP handlers.
+//! The policy types live with the registry ([`crate::registry::delegation`]), the audit record in
+//! the event spine ([`crate::events::delegation`]). Here: [`request`] (the form, OAuth errors) →
+//! [`trust`] (subject token) → [`exchange`] (the decision; the caller pipeline reuses a
+//! connection's attestation briefly) → [`token`] (minting); [`approvals`] holds requests awaiting
+//! a human; [`endpoint`] the HTTP handlers.
 
 pub mod approvals;
 pub mod endpoint;
 pub mod exchange;
-pub mod policy;
-pub mod record;
 pub mod request;
 pub mod token;
 pub mod trust;
@@ -52,7 +51,7 @@ pub fn start(
     pipeline: &Arc<Pipeline>,
     ca: &Arc<Ca>,
     events: &Events,
-    admin: &mut crate::admin::Routes,
+    admin: &mut crate::http::Routes,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), EndpointError> {
     let Some(d) = &config.delegation else { return Ok(()) };

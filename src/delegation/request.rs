@@ -1,7 +1,7 @@
 //! The RFC 8693 token request (`application/x-www-form-urlencoded`) and the OAuth errors of
 //! RFC 6749 §5.2 that answer a bad one.
 
-use super::policy::valid_scope_token;
+use crate::registry::delegation::valid_scope_token;
 use serde_json::{Value, json};
 
 pub const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";

@@ -9,9 +9,9 @@
 //! an allowlist (never `none` or HS*), a `kid`, a known `typ`. The signature is checked by
 //! `jsonwebtoken` with the key's own algorithm; `iss`, `aud`, `exp`, `nbf` and `iat` after it.
 
-use super::policy::TrustedIssuer;
 use crate::bundle::JwtBundle;
-use crate::bundle::federation::BundleError;
+pub use crate::bundle::jwks::{BUNDLE_KEY_USE, published_jwk as delegation_jwk, signing_jwk};
+use crate::registry::delegation::Issuers;
 use crate::spiffe_id::{SpiffeId, TrustDomain};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -24,64 +24,6 @@ pub const MAX_SUBJECT_TOKEN: usize = 16 * 1024;
 pub const MAX_CHAIN: usize = 32;
 /// Clock skew allowed on `exp`, `nbf` and `iat` (seconds).
 pub const LEEWAY: u64 = 30;
-/// The `use` of delegation keys in a SPIFFE bundle (unknown to SPIFFE validators, who skip it).
-pub const BUNDLE_KEY_USE: &str = "tessera-delegation";
-
-/// The configured identity providers with their keys, loaded with each config (reload included).
-#[derive(Debug, Default)]
-pub struct Issuers {
-    issuers: Vec<(TrustedIssuer, JwtBundle)>,
-}
-
-impl Issuers {
-    /// Read every issuer's JWKS file. A file that cannot be read or holds no usable key refuses
-    /// the config (start or reload), as a federated bundle does.
-    pub fn load(issuers: &[TrustedIssuer]) -> Result<Self, BundleError> {
-        let mut out = Vec::new();
-        for i in issuers {
-            let path = i.jwks_path.display().to_string();
-            let bytes =
-                std::fs::read(&i.jwks_path).map_err(|source| BundleError::Read { path: path.clone(), source })?;
-            let doc: Value = serde_json::from_slice(&bytes)
-                .map_err(|e| BundleError::Format { path: path.clone(), reason: e.to_string() })?;
-            let keys = doc
-                .get("keys")
-                .and_then(Value::as_array)
-                .ok_or_else(|| BundleError::Format { path: path.clone(), reason: "no \"keys\" array".into() })?;
-            let usable: Vec<Value> = keys.iter().filter_map(signing_jwk).collect();
-            if usable.is_empty() {
-                return Err(BundleError::Empty { path });
-            }
-            out.push((i.clone(), JwtBundle::new(usable)));
-        }
-        Ok(Self { issuers: out })
-    }
-
-    fn find(&self, iss: &str) -> Option<&(TrustedIssuer, JwtBundle)> {
-        self.issuers.iter().find(|(i, _)| i.issuer == iss)
-    }
-}
-
-/// A JWK usable for signature checks (`use` absent or `sig`, a `kid`), normalized for
-/// [`JwtBundle::find`], with its `alg` (if any) kept to pin the algorithm.
-pub fn signing_jwk(k: &Value) -> Option<Value> {
-    let mut k = k.as_object()?.clone();
-    k.get("kid")?.as_str()?;
-    match k.remove("use") {
-        None => {}
-        Some(Value::String(u)) if u == "sig" || u == BUNDLE_KEY_USE => {}
-        Some(_) => return None,
-    }
-    Some(Value::Object(k))
-}
-
-/// The public JWK of one of our delegation keys, as served at `GET /jwks`.
-pub fn delegation_jwk(key: &crate::ca::JwtKey) -> Value {
-    let mut jwk = crate::bundle::jwks::jwk(key);
-    jwk["use"] = "sig".into();
-    jwk["alg"] = "ES256".into();
-    jwk
-}
 
 /// Where the verification keys of a later-hop token come from.
 pub struct TesseraKeys<'a> {

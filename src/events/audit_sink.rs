@@ -20,7 +20,7 @@ impl Subscriber for Audit {
 /// a partner) away, including the `attested` line of a caller that ends refused; `None` for the
 /// rest, which are always written.
 pub fn refusal_key(event: &Event) -> Option<RefusalKey> {
-    use crate::delegation::record::Outcome;
+    use super::delegation::Outcome;
     match event {
         Event::Refused { uid, .. } | Event::Attested { uid, refused: true, .. } => Some(RefusalKey::Uid(Some(*uid))),
         Event::AdminRefused { uid, .. } => Some(RefusalKey::Uid(*uid)),

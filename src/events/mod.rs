@@ -6,6 +6,7 @@
 pub mod audit;
 pub mod audit_sink;
 mod audit_verify;
+pub mod delegation;
 
 use std::sync::Arc;
 
@@ -148,7 +149,7 @@ pub enum Event {
         valid: bool,
     },
     /// A token exchange (granted, refused, pending) or an approval decision.
-    Delegation(Box<crate::delegation::record::Record>),
+    Delegation(Box<delegation::Record>),
     /// SPIRE mode: a sync with the server ended (ok or not). `since_good_sync` is the age, in
     /// seconds, of the last good sync (the metrics gauge); `None` before the first one.
     SpireSync {

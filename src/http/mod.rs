@@ -4,6 +4,7 @@
 //! cap, a request timeout.
 
 pub mod client;
+mod routes;
 mod status;
 
 use crate::limits::{Source, SourceCounter, Throttled, UidCounter};
@@ -23,6 +24,7 @@ use tokio::net::{TcpListener, TcpStream, UnixListener};
 use tokio::sync::watch;
 
 pub use ::http::{Method, StatusCode};
+pub use routes::{Route, Routes};
 pub use status::Answer;
 
 pub type Body = Full<Bytes>;

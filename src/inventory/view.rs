@@ -102,7 +102,7 @@ fn refusals_wanted(request: &Request) -> usize {
 }
 
 /// Register `GET /inventory` on the admin socket.
-pub fn routes(routes: &mut crate::admin::Routes, inventory: Arc<Inventory>, policy: watch::Receiver<Arc<Policy>>) {
+pub fn routes(routes: &mut crate::http::Routes, inventory: Arc<Inventory>, policy: watch::Receiver<Arc<Policy>>) {
     routes.add(Method::GET, "/inventory", move |request: Request| {
         let inventory = inventory.clone();
         let policy = policy.borrow().clone();

@@ -31,7 +31,7 @@ pub async fn spawn(
     ca: Arc<Ca>,
     ca_generation: watch::Receiver<u64>,
     delegation_keys: Option<DelegationKeys>,
-    admin_routes: &mut crate::admin::Routes,
+    admin_routes: &mut crate::http::Routes,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), PublishError> {
     let issuer = config.jwt_issuer.clone();

@@ -7,7 +7,7 @@
 //! then cannot take a delegated token for a JWT-SVID (RFC 8725 §3.11–3.12: explicit typing and
 //! mutually exclusive validation rules).
 
-use crate::ca::{Authorities, JwtKey};
+use crate::ca::Authorities;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -44,18 +44,10 @@ pub fn discovery(issuer: &str) -> Value {
     })
 }
 
-/// One of our JWT keys as a generic OIDC verifier wants it: `use: sig` and `alg`.
-fn sig_jwk(key: &JwtKey) -> Value {
-    let mut jwk = crate::bundle::jwks::jwk(key);
-    jwk["use"] = json!("sig");
-    jwk["alg"] = json!("ES256");
-    jwk
-}
-
 /// The JWK Set: every JWT-SVID key in the ring (successors from the moment they are made, before
 /// they sign; predecessors until they expire, which no token they signed outlives). Only those.
 pub fn jwks(auth: &Authorities) -> Value {
-    let keys: Vec<Value> = auth.jwt.iter().map(|k| sig_jwk(k)).collect();
+    let keys: Vec<Value> = auth.jwt.iter().map(|k| crate::bundle::jwks::published_jwk(k)).collect();
     json!({ "keys": keys })
 }
 
@@ -84,6 +76,7 @@ pub fn next_publication(auth: &Authorities) -> Option<SystemTime> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ca::JwtKey;
     use std::time::Duration;
 
     #[test]

@@ -23,7 +23,7 @@ pub struct Entry {
     /// A retired entry matches nothing, stays listed, and its JWT-SVIDs no longer validate here.
     pub retired: bool,
     /// `[entries.delegation]`: this agent may act for users (token exchange).
-    pub delegation: Option<Arc<crate::delegation::policy::EntryDelegation>>,
+    pub delegation: Option<Arc<super::delegation::EntryDelegation>>,
 }
 
 /// A metadata value: a string or a list of strings (nothing else reaches a token).

@@ -2,6 +2,7 @@
 //! snapshot every request reads once (entries, attestor settings, federated bundles, JWT
 //! issuer), replaced whole in one step on reload.
 
+pub mod delegation;
 pub mod deny;
 pub mod entry;
 
@@ -31,7 +32,7 @@ pub struct Policy {
     /// The config's attestor settings before deny rules added the digests they need.
     pub attest_base: tessera_attestors::AttestConfig,
     /// Identity providers whose user tokens agents may exchange, their JWKS loaded.
-    pub delegation_issuers: Arc<crate::delegation::trust::Issuers>,
+    pub delegation_issuers: Arc<delegation::Issuers>,
 }
 
 /// Why a workload whose selectors match entries gets none of them.

@@ -59,7 +59,7 @@ impl Telemetry {
     pub async fn serve(
         &self,
         config: &Config,
-        admin_routes: &mut crate::admin::Routes,
+        admin_routes: &mut crate::http::Routes,
         shutdown: watch::Receiver<bool>,
     ) -> Result<(), TelemetryError> {
         for path in ["/metrics", "/live", "/ready"] {

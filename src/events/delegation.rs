@@ -1,9 +1,10 @@
 //! The audit record of one token exchange or approval decision (an [`Event::Delegation`]). It
-//! names who acted for whom with what evidence; it never holds a token, only its `jti`.
+//! names who acted for whom with what evidence; it never holds a token, only its `jti`. It lives
+//! in the event spine (the delegation service fills it in).
 //!
-//! [`Event::Delegation`]: crate::events::Event::Delegation
+//! [`Event::Delegation`]: super::Event::Delegation
 
-use crate::events::ExeEvidence;
+use super::ExeEvidence;
 use serde_json::{Value, json};
 
 /// What happened.

@@ -1,13 +1,13 @@
-//! Keeping partners' bundles fresh from their bundle endpoints: fetch at start, then at the
+//! The federation service: keeping partners' bundles fresh from their bundle endpoints: fetch at start, then at the
 //! partner's refresh hint (clamped to [30 s, 1 h], 5 min without one), retrying with backoff after
 //! a failure. The last good bundle of each partner is kept under `data_dir/federation/` so a
 //! restart while the partner is away still serves it; a malformed or unauthenticated answer never
 //! replaces it (audited as `FederatedBundleRefused`, logged).
 
-use super::FederatedBundle;
-use super::fetch::{self, Fetched};
+use crate::bundle::FederatedBundle;
+use crate::bundle::endpoint::FederationEndpoint;
+use crate::bundle::fetch::{self, Fetched};
 use crate::config::Config;
-use crate::config::publish::FederationEndpoint;
 use crate::events::{Event, Events};
 use crate::registry::Policy;
 use crate::spiffe_id::TrustDomain;
@@ -51,7 +51,7 @@ pub fn initial(config: &Config) -> FetchedBundles {
     for f in config.federation.iter().filter(|f| f.endpoint.is_some()) {
         let path = cache_path(&config.data_dir, &f.trust_domain);
         match std::fs::read(&path) {
-            Ok(bytes) => match super::federation::parse_endpoint_document(&bytes) {
+            Ok(bytes) => match crate::bundle::federation::parse_endpoint_document(&bytes) {
                 Ok((bundle, _, _)) => {
                     tracing::info!(trust_domain = %f.trust_domain, path = %path.display(), "federated bundle: last good copy loaded");
                     fetched.set(&f.trust_domain, Arc::new(bundle));
@@ -71,12 +71,12 @@ pub fn initial(config: &Config) -> FetchedBundles {
 pub fn current(
     fetched: &FetchedBundles,
     f: &crate::config::Federation,
-) -> Result<Option<Arc<FederatedBundle>>, super::federation::BundleError> {
+) -> Result<Option<Arc<FederatedBundle>>, crate::bundle::federation::BundleError> {
     if let Some(b) = fetched.get(&f.trust_domain) {
         return Ok(Some(b));
     }
     match &f.bundle_path {
-        Some(p) => Ok(Some(Arc::new(super::federation::load(p)?))),
+        Some(p) => Ok(Some(Arc::new(crate::bundle::federation::load(p)?))),
         None => Ok(None),
     }
 }
@@ -160,7 +160,7 @@ impl Partner {
         let current = match fetched.get(&self.trust_domain) {
             Some(b) => Some(b),
             None => match &self.initial {
-                Some(p) => super::federation::load(p).ok().map(Arc::new),
+                Some(p) => crate::bundle::federation::load(p).ok().map(Arc::new),
                 None => None,
             },
         };

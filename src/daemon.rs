@@ -23,6 +23,8 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{Notify, watch};
 use tokio_stream::wrappers::ReceiverStream;
 
+mod preflight;
+
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DaemonError {
@@ -105,19 +107,7 @@ fn upstream_of(config: &Config) -> Option<crate::ca::Upstream> {
     })
 }
 
-/// Refuse to start beside a running daemon before anything is written (a CA, an audit line, a
-/// socket): another daemon answers on one of our sockets, or holds our data directory.
-pub fn ensure_not_running(config: &Config) -> Result<(), DaemonError> {
-    let token_socket = config.delegation.as_ref().map(|d| d.token_socket_path.as_path());
-    for path in [Some(config.socket_path.as_path()), Some(config.admin_socket_path.as_path()), token_socket]
-        .into_iter()
-        .flatten()
-    {
-        endpoint::ensure_free(path)?;
-    }
-    Ca::ensure_unlocked(&config.data_dir)?;
-    Ok(())
-}
+pub use preflight::ensure_not_running;
 
 pub async fn run(config: Config) -> Result<(), DaemonError> {
     run_then(config, || {}).await

@@ -1,4 +1,5 @@
 //! Command-line subcommands other than `run`: Workload API client, config check, attest, audit.
+mod admin_client;
 pub mod api;
 pub mod attest;
 pub mod audit;

@@ -1,23 +1,8 @@
 //! `tessera revoke`: add, list and lift runtime revocations over the admin socket.
 
-use super::inventory::{call, s, time};
+use super::admin_client::{call, revocation_line, s};
 use anyhow::{Result, bail};
-use serde_json::Value;
 use std::path::Path;
-
-/// `ID  selector S | spiffe_id ID  reason  (source)`.
-pub(crate) fn revocation_line(r: &Value) -> String {
-    let what = if r["selector"].is_string() {
-        format!("selector {}", s(&r["selector"]))
-    } else {
-        format!("spiffe_id {}", s(&r["spiffe_id"]))
-    };
-    let source = match r["source"].as_str() {
-        Some("runtime") => format!("revoked by uid {} at {}", s(&r["by_uid"]), time(&r["at"])),
-        _ => "config [[deny]]".to_owned(),
-    };
-    format!("{}\t{what}\t{}\t({source})", s(&r["id"]), s(&r["reason"]))
-}
 
 /// What `tessera revoke` was asked to do.
 pub enum Revoke {

@@ -6,6 +6,7 @@
 //! SpiffeWorkloadAPI service, whose streams [`stream`] drives and [`streaming`] serves; [`status`] is the one place errors
 //! become gRPC codes.
 pub mod accept;
+pub mod context;
 pub mod convert;
 pub mod h2_authority;
 mod hpack_check;

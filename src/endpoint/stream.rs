@@ -4,8 +4,8 @@
 //! changed or a refresh came due. A workload that stops matching every entry is withdrawn
 //! (PermissionDenied) and its stream ends; drift (changed selectors) is an event.
 
+use super::context::Context;
 use super::status::ApiError;
-use super::workload_api::Context;
 use crate::bundle::FederatedBundle;
 use crate::caller::{Caller, CallerError};
 use crate::events::Event;

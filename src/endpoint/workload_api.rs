@@ -6,9 +6,8 @@ use super::convert::json_to_struct;
 use super::status::ApiError;
 use super::stream::{self, Entitlement};
 use crate::bundle::FederatedBundle;
-use crate::caller::{Caller, Pipeline};
+use crate::caller::Caller;
 use crate::events::{Event, IssuedSvid, SvidKind};
-use crate::issuer::Issuer;
 use crate::pb;
 use crate::pb::spiffe_workload_api_server::SpiffeWorkloadApi;
 use crate::peer::PeerInfo;
@@ -17,23 +16,11 @@ use crate::svid::jwt;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
-use tokio::sync::watch;
+use std::time::SystemTime;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-/// What the services on the socket share.
-pub struct Context {
-    pub pipeline: Arc<Pipeline>,
-    pub issuer: Arc<dyn Issuer>,
-    /// Wakes streams when a file their attestation read changes.
-    pub files: Arc<crate::watch::FileWatcher>,
-    /// Streams are re-attested at least this often (drift detection).
-    pub reattest_interval: Duration,
-    pub shutdown: watch::Receiver<bool>,
-    /// What open streams wake on besides their files and timers ([`stream::wakeups`]).
-    pub stream_wake: watch::Receiver<u64>,
-}
+pub use super::context::Context;
 
 #[derive(Clone)]
 pub struct WorkloadService {
@@ -69,7 +56,7 @@ impl WorkloadService {
     }
 
     // The streaming RPCs, from the caller and its request message: shared by the tonic service
-    // below and by `super::streaming`, which serves these routes with its own response body.
+    // below and by the streaming module, which serves these routes with its own response body.
 
     pub async fn x509_svid_stream(
         &self,

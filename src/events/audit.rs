@@ -13,7 +13,8 @@
 //! to the journal at open, at each rotation and at shutdown: `tessera audit verify --anchor
 //! SEQ:HASH` then catches lines cut from the end, which the chain alone cannot.
 //!
-//! This module writes the chain; `audit_verify` checks it (its items are re-exported here).
+//! This module writes the chain; [`verify`] checks it (its items are re-exported here);
+//! `refusals` keeps the refusal windows.
 
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -25,7 +26,9 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-pub use super::audit_verify::{Anchor, SetVerdict, Verdict, verify, verify_set};
+mod refusals;
+mod verify;
+pub use verify::{Anchor, SetVerdict, Verdict, verify, verify_set};
 
 mod bound;
 use bound::{MAX_ITEMS, MAX_STRING, bound, bound_to};
@@ -133,7 +136,7 @@ impl Audit {
             prev,
             options,
             refusals: HashMap::new(),
-            total: Total { start: Instant::now(), recorded: 0 },
+            total: refusals::Total::new(Instant::now()),
             flushed: Instant::now(),
             failed: 0,
             failure_logged: None,
@@ -194,26 +197,6 @@ fn rotated(path: &Path, n: u32) -> PathBuf {
     PathBuf::from(s)
 }
 
-/// Refusals of one uid or source in the current window.
-struct Window {
-    start: Instant,
-    recorded: u32,
-    /// Lines not written, by event name.
-    suppressed: std::collections::BTreeMap<String, u64>,
-}
-
-impl Window {
-    fn new(start: Instant) -> Self {
-        Self { start, recorded: 0, suppressed: Default::default() }
-    }
-}
-
-/// All refusals in the current window.
-struct Total {
-    start: Instant,
-    recorded: u32,
-}
-
 struct Writer {
     path: PathBuf,
     file: File,
@@ -221,8 +204,8 @@ struct Writer {
     seq: u64,
     prev: String,
     options: AuditOptions,
-    refusals: HashMap<RefusalKey, Window>,
-    total: Total,
+    refusals: HashMap<RefusalKey, refusals::Window>,
+    total: refusals::Total,
     /// When windows were last checked for their end (on a busy log, not only when idle).
     flushed: Instant,
     /// Lines that could not be written since the last report of it.
@@ -248,88 +231,6 @@ impl Writer {
                 }
             }
         }
-    }
-
-    fn event(&mut self, event: Map<String, Value>, key: Option<RefusalKey>) {
-        // A key that went quiet gets its count written when its window ends, however busy the
-        // log is with other lines (else it waited for an idle second, or for shutdown).
-        if self.flushed.elapsed() >= Duration::from_secs(1) {
-            self.flush_refusals(false);
-        }
-        let Some(key) = key else {
-            self.write(event, MAX_LINE);
-            return;
-        };
-        let now = Instant::now();
-        let window = self.options.refusal_window;
-        if now.duration_since(self.total.start) >= window {
-            self.total = Total { start: now, recorded: 0 };
-        }
-        let w = self.refusals.entry(key.clone()).or_insert_with(|| Window::new(now));
-        if now.duration_since(w.start) >= window {
-            let ended = std::mem::replace(w, Window::new(now));
-            self.write_suppressed(&key, &ended, now);
-        }
-        let Some(w) = self.refusals.get_mut(&key) else { return };
-        if w.recorded >= self.options.refusals_per_window
-            || self.total.recorded >= self.options.refusals_per_window_total
-        {
-            let name = event.get("event").and_then(Value::as_str).unwrap_or("refused");
-            *w.suppressed.entry(name.to_owned()).or_insert(0) += 1;
-            return;
-        }
-        w.recorded += 1;
-        self.total.recorded += 1;
-        self.write(event, MAX_REFUSAL_LINE);
-    }
-
-    /// End the windows that are over (all of them when `all`), writing their counts.
-    fn flush_refusals(&mut self, all: bool) {
-        let now = Instant::now();
-        self.flushed = now;
-        let window = self.options.refusal_window;
-        let ended: Vec<RefusalKey> = self
-            .refusals
-            .iter()
-            .filter(|(_, w)| all || now.duration_since(w.start) >= window)
-            .map(|(key, _)| key.clone())
-            .collect();
-        for key in ended {
-            if let Some(w) = self.refusals.remove(&key) {
-                self.write_suppressed(&key, &w, now);
-            }
-        }
-    }
-
-    fn write_suppressed(&mut self, key: &RefusalKey, w: &Window, now: Instant) {
-        let count: u64 = w.suppressed.values().sum();
-        if count == 0 {
-            return;
-        }
-        let mut m = Map::new();
-        m.insert("event".into(), "refused_suppressed".into());
-        match key {
-            RefusalKey::Uid(uid) => {
-                m.insert("uid".into(), uid.map(Value::from).unwrap_or(Value::Null));
-            }
-            RefusalKey::Source(source) => {
-                m.insert("source".into(), source.clone().into());
-            }
-        }
-        m.insert("count".into(), count.into());
-        m.insert("events".into(), w.suppressed.iter().map(|(k, v)| (k.clone(), Value::from(*v))).collect());
-        m.insert("window_secs".into(), now.duration_since(w.start).as_secs().into());
-        m.insert(
-            "reason".into(),
-            format!(
-                "more than {} refusals for this {} (or {} in all) in the window",
-                self.options.refusals_per_window,
-                if matches!(key, RefusalKey::Uid(_)) { "uid" } else { "source" },
-                self.options.refusals_per_window_total
-            )
-            .into(),
-        );
-        self.write(m, MAX_LINE);
     }
 
     /// Write one line of at most `max_line` bytes.

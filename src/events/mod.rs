@@ -5,7 +5,6 @@
 
 pub mod audit;
 pub mod audit_sink;
-mod audit_verify;
 pub mod delegation;
 
 use std::sync::Arc;

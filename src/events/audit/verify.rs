@@ -1,6 +1,6 @@
 //! Audit chain verification: every hash link, the sequence, and an optional anchor (`tessera audit verify`).
 
-use super::audit::{GENESIS, ROTATED, line_hash};
+use super::{GENESIS, ROTATED, line_hash};
 use serde_json::Value;
 use std::fs::File;
 use std::io::{self, BufRead};

@@ -1,9 +1,7 @@
 //! Issue 9 (second half): a local attacker gets no panic, no log flood, no foreign socket
 //! directory, no permanent kernel watches and no unbounded audit trail — against the real daemon.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

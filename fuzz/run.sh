@@ -7,7 +7,7 @@
 # 2. Fuzzes each target, one at a time with one job, for FUZZ_SECONDS (default 60) from a copy
 #    of the committed corpus, so the tree stays clean unless something crashes.
 # A crashing input is copied into fuzz/regressions/<target>/ (commit it with the fix; the stable
-# test tests/fuzz_regressions.rs replays it from then on) and the script exits non-zero naming it.
+# test tests/it/fuzz_regressions.rs replays it from then on) and the script exits non-zero naming it.
 # Without a nightly toolchain it prints "SKIP: ..." and exits 0.
 #
 # Environment: FUZZ_SECONDS (per target), FUZZ_RSS_MB (default 2048), FUZZ_TIMEOUT (seconds per

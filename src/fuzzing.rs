@@ -1,5 +1,5 @@
 //! Fuzz harnesses: one function per surface that takes untrusted input. The `cargo fuzz` targets
-//! in `fuzz/` call these, and `tests/fuzz_regressions.rs` replays the committed corpus and every
+//! in `fuzz/` call these, and `tests/it/fuzz_regressions.rs` replays the committed corpus and every
 //! crash ever found through the same functions on stable, so one piece of code guards both.
 //!
 //! Each harness returns normally for any input; it panics only when an invariant breaks (which

@@ -1,3 +1,3 @@
 #![no_main]
-// Harness and invariants: tessera::fuzzing::config_parse (shared with tests/fuzz_regressions.rs).
+// Harness and invariants: tessera::fuzzing::config_parse (shared with tests/it/fuzz_regressions.rs).
 libfuzzer_sys::fuzz_target!(|data: &[u8]| tessera::fuzzing::config_parse(data));

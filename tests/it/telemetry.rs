@@ -3,9 +3,7 @@
 //! unit's sandbox score.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "test helpers: a failure there is the test's failure")]
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -14,9 +12,6 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const SETPRIV: &str = "/usr/bin/setpriv";
-const PYTHON: &str = "/usr/bin/python3";
-const NOBODY: u32 = 65534;
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -79,10 +74,6 @@ fn get_admin(d: &Daemon, path: &str, accept: Option<&str>) -> Answer {
 }
 
 /// A port nobody listens on right now (the daemon binds it next).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// The classic text format, parsed by the `prometheus-parse` crate, as name{label=value} → value.
 /// Strict on top: every sample line must have been understood (that crate skips what it cannot
 /// parse), and every counter's samples end in `_total`.
@@ -233,12 +224,7 @@ async fn a_process_with_no_entry_is_counted_as_refused() {
     wait_ready_tcp(port);
     let before = value(&scrape(port), "tessera_refusals_total{reason=no_entry}");
     // A real process of another uid asks (the tessera CLI as a plain Workload API client).
-    let out = Command::new(SETPRIV)
-        .args(["--reuid", &NOBODY.to_string(), "--regid", &NOBODY.to_string(), "--clear-groups", bin()])
-        .args(["api", "fetch", "x509", "--socket"])
-        .arg(&d.socket)
-        .output()
-        .unwrap();
+    let out = as_nobody(bin(), None).args(["api", "fetch", "x509", "--socket"]).arg(&d.socket).output().unwrap();
     assert!(!out.status.success(), "uid {NOBODY} got an identity");
     let after = scrape(port);
     assert_eq!(value(&after, "tessera_refusals_total{reason=no_entry}") - before, 1.0);
@@ -281,13 +267,7 @@ fn admin_socket_serves_metrics_to_root_and_refuses_others() {
                   s.sendall(b'GET /metrics HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n')\n\
                   d=b''\nwhile True:\n  c=s.recv(65536)\n  if not c: break\n  d+=c\n\
                   sys.stdout.write(d.decode())\n";
-    let out = Command::new(SETPRIV)
-        .args(["--reuid", &NOBODY.to_string(), "--regid", &NOBODY.to_string(), "--clear-groups", PYTHON, "-c"])
-        .arg(script)
-        .arg(&admin)
-        .stderr(Stdio::inherit())
-        .output()
-        .unwrap();
+    let out = as_nobody(PYTHON, None).arg("-c").arg(script).arg(&admin).stderr(Stdio::inherit()).output().unwrap();
     let answer = String::from_utf8_lossy(&out.stdout);
     assert!(answer.starts_with("HTTP/1.1 403"), "uid {NOBODY} was not refused: {answer}");
     assert!(!answer.contains("tessera_"), "metrics leaked to uid {NOBODY}");

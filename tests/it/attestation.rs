@@ -1,9 +1,7 @@
 //! Issue 3 through the daemon: real processes with different binaries, scripts and environments
 //! get different identities; the audit trail holds the evidence and never a secret.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::process::Command;
 
 fn fetch_id_with(

@@ -1,9 +1,7 @@
 //! Issue 9 (second half): a local attacker gets no panic, no log flood, no foreign socket
 //! directory, no permanent kernel watches and no unbounded audit trail — against the real daemon.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -115,8 +113,24 @@ fn stale_ca_temp_files_are_removed_at_start() {
 /// the host's /tmp/tessera-<uid> is never touched): `setup` prepares /tmp first, then `tessera
 /// run` starts. Returns (exited, success, stderr, socket dir mode) once it exits or serves.
 fn dev_mode_in_private_tmp(setup: &str) -> (bool, bool, String, String) {
+    // A tessera binary under /tmp (a checkout or target directory there) would be hidden by the
+    // fresh tmpfs: opened before the mount, it is bind-mounted back at its path (from the open
+    // descriptor) inside the namespace, so `{bin}` below runs the same file wherever it lives.
+    let exe = std::fs::canonicalize(bin()).unwrap();
+    let (keep, restore) = if exe.starts_with(std::fs::canonicalize("/tmp").unwrap()) {
+        let (exe, dir) = (exe.display(), exe.parent().unwrap().display());
+        (
+            format!("exec 3<'{exe}' && "),
+            format!(
+                "mkdir -p '{dir}' && touch '{exe}' && mount --no-canonicalize --bind /proc/self/fd/3 '{exe}' && \
+                 exec 3<&- && "
+            ),
+        )
+    } else {
+        (String::new(), String::new())
+    };
     let script = format!(
-        "mount -t tmpfs tmpfs /tmp && D=/tmp/tessera-$(id -u) && {setup} || exit 1; \
+        "{keep}mount -t tmpfs tmpfs /tmp && {restore}D=/tmp/tessera-$(id -u) && {setup} || exit 1; \
          env -u XDG_RUNTIME_DIR -u XDG_STATE_HOME HOME=/tmp/home {bin} run 2>/tmp/log & P=$!; \
          for i in $(seq 1 400); do \
            if ! kill -0 $P 2>/dev/null; then wait $P; echo \"exit=$?\"; cat /tmp/log >&2; exit 0; fi; \

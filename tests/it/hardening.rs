@@ -1,26 +1,11 @@
 //! Issue 9: a local attacker gets no identity. Each test drives the real daemon with real
 //! processes as an unprivileged user where the attack needs one.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-
-const PYTHON: &str = "/usr/bin/python3";
-const SETPRIV: &str = "/usr/bin/setpriv";
-const NOBODY: u32 = 65534;
-
-/// The attacks below need root (to run the daemon as root and the attacker as another uid).
-fn unprivileged_attacks_possible() -> bool {
-    if uid() != 0 || !Path::new(PYTHON).exists() || !Path::new(SETPRIV).exists() {
-        eprintln!("SKIP: needs root, {PYTHON} and {SETPRIV}");
-        return false;
-    }
-    true
-}
 
 /// Lets uid 65534 traverse the test directory and connect to the socket in it; returns a
 /// directory inside it that belongs to 65534.
@@ -37,10 +22,8 @@ fn open_to_others(dir: &Path) -> std::path::PathBuf {
 /// process; the forked child relays the connection on `bridge`. Returns the child and the pid of
 /// the process that connected (now running `program`).
 fn exec_after_connect(daemon: &Daemon, bridge: &Path, program: &Path, args: &[&str]) -> (Child, i32) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/exec_after_connect.py");
-    let mut child = Command::new(SETPRIV)
-        .args(["--reuid", &NOBODY.to_string(), "--regid", &NOBODY.to_string(), "--clear-groups", PYTHON])
-        .arg(&script)
+    let mut child = as_nobody(PYTHON, None)
+        .arg(support("exec_after_connect.py"))
         .arg(&daemon.socket)
         .arg(bridge)
         .arg(program)
@@ -93,7 +76,7 @@ fn kill(child: &mut Child, pid: i32) {
 /// nobody's: the connecting process is no longer what connected).
 #[tokio::test]
 async fn a_setuid_exec_after_connect_gets_no_identity() {
-    if !unprivileged_attacks_possible() {
+    if !attacks_possible() {
         return;
     }
     let d = Daemon::start(&format!(
@@ -133,7 +116,7 @@ async fn a_setuid_exec_after_connect_gets_no_identity() {
 /// A flood process as `uid`: `flood.py SOCKET MODE COUNT`; returns it once its flood is in place
 /// with the number of its connections the daemon kept.
 fn flood(d: &Daemon, uid: u32, mode: &str, count: usize) -> (Child, usize) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/flood.py");
+    let script = support("flood.py");
     let mut child = Command::new(SETPRIV)
         .args(["--reuid", &uid.to_string(), "--regid", &uid.to_string(), "--clear-groups", PYTHON])
         .arg(&script)
@@ -155,12 +138,6 @@ fn end_flood(mut child: Child) -> usize {
     let out = child.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     text.lines().find_map(|l| l.strip_prefix("closed ")).map(|n| n.trim().parse().unwrap()).unwrap_or(0)
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
 fn open_fds(pid: u32) -> usize {
@@ -188,7 +165,7 @@ async fn legit_fetches(d: &Daemon, n: usize) -> std::time::Duration {
 /// thousands of half-open streams, from three other uids, while root keeps getting its SVID.
 #[tokio::test(flavor = "multi_thread")]
 async fn floods_from_other_uids_leave_the_api_serving_and_memory_bounded() {
-    if !unprivileged_attacks_possible() {
+    if !attacks_possible() {
         return;
     }
     let d = Daemon::start(&format!("[[entries]]\nspiffe_id = \"spiffe://{TD}/root\"\nselectors = [\"unix:uid:0\"]\n"));
@@ -239,7 +216,7 @@ async fn floods_from_other_uids_leave_the_api_serving_and_memory_bounded() {
 #[tokio::test(flavor = "multi_thread")]
 async fn at_a_low_fd_limit_one_uid_holds_a_quarter_of_the_connections_and_root_still_fetches() {
     const PRLIMIT: &str = "/usr/bin/prlimit";
-    if !unprivileged_attacks_possible() {
+    if !attacks_possible() {
         return;
     }
     if !Path::new(PRLIMIT).exists() {

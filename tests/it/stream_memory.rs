@@ -4,28 +4,20 @@
 //! daemon's VmRSS per stream between a warm-up set and a much larger set.
 #![allow(clippy::unwrap_used, reason = "test helpers: a failed unwrap fails the test, as it should")]
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::time::{Duration, Instant};
 
 /// Streams per HTTP/2 connection (the daemon's SETTINGS_MAX_CONCURRENT_STREAMS, as bench/p4).
 const PER_CONNECTION: usize = 16;
 
-fn vm_rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
 /// VmRSS once the allocator has returned what the opening burst freed (jemalloc purges dirty
 /// pages after about a second): the median of samples taken after a fixed-count settle loop that
 /// ends early once two samples a second apart agree within 1 %.
 async fn settled_rss_kib(pid: u32) -> u64 {
-    let mut last = vm_rss_kib(pid);
+    let mut last = rss_kib(pid);
     for _ in 0..8 {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let now = vm_rss_kib(pid);
+        let now = rss_kib(pid);
         let stable = now.abs_diff(last) * 100 <= last;
         last = now;
         if stable {
@@ -34,7 +26,7 @@ async fn settled_rss_kib(pid: u32) -> u64 {
     }
     let mut samples = Vec::new();
     for _ in 0..5 {
-        samples.push(vm_rss_kib(pid));
+        samples.push(rss_kib(pid));
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     samples.sort_unstable();

@@ -6,9 +6,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "test helpers: a panic is the test failing")]
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use futures::StreamExt;
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, SanType};
 use std::sync::{Arc, Mutex};

@@ -1,15 +1,18 @@
 //! Test harness: the real `tessera` binary on a temporary socket, and helpers to talk to it.
-#![allow(
-    dead_code,
-    unreachable_pub,
-    reason = "shared by several test binaries, each using a subset; pub for `mod common`"
-)]
+#![allow(unreachable_pub, reason = "pub for the test modules of this binary (`use crate::common::*`)")]
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub const TD: &str = "test.example";
+
+/// The tools the tests that act as another uid run (skipped where absent).
+pub const PYTHON: &str = "/usr/bin/python3";
+pub const SETPRIV: &str = "/usr/bin/setpriv";
+/// The other uid (and gid) those tests act as.
+pub const NOBODY: u32 = 65534;
 
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_tessera")
@@ -55,6 +58,43 @@ impl Daemon {
 
     pub fn audit_log(&self) -> PathBuf {
         self.data_dir().join("audit.log")
+    }
+
+    /// The audit log as written so far ("" before it exists).
+    pub fn audit_text(&self) -> String {
+        std::fs::read_to_string(self.audit_log()).unwrap_or_default()
+    }
+
+    /// Whether the audit log holds `needle` yet.
+    pub fn audit_has(&self, needle: &str) -> bool {
+        self.audit_text().contains(needle)
+    }
+
+    /// Every audit line, parsed (a line that is not JSON fails the test).
+    pub fn audit_json(&self) -> Vec<serde_json::Value> {
+        self.audit_text().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    }
+
+    /// The audit lines of one `event` (lines that do not parse, e.g. one being written, skipped).
+    pub fn audit_events(&self, event: &str) -> Vec<serde_json::Value> {
+        self.audit_text()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["event"] == event)
+            .collect()
+    }
+
+    /// The admin socket (`admin.sock` beside the Workload API socket).
+    pub fn admin_socket(&self) -> PathBuf {
+        self.dir.path().join("admin.sock")
+    }
+
+    /// Replace the config (atomically) by its first three lines (trust domain, socket, data
+    /// directory: the header `configure` writes) and `body`.
+    pub fn rewrite_config(&self, body: &str) {
+        let head: String =
+            std::fs::read_to_string(&self.config).unwrap().lines().take(3).map(|l| format!("{l}\n")).collect();
+        replace_file(&self.config, &format!("{head}{body}"));
     }
 
     pub fn endpoint(&self) -> String {
@@ -128,6 +168,75 @@ pub fn wait_for_socket(socket: &Path, child: &mut Child, log: &Path) {
         assert!(Instant::now() < deadline, "daemon not ready: {}", std::fs::read_to_string(log).unwrap_or_default());
         std::thread::sleep(Duration::from_millis(5));
     }
+}
+
+/// `unix:uid:` of this process's uid.
+pub fn uid_sel() -> String {
+    format!("unix:uid:{}", uid())
+}
+
+/// A loopback TCP port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A script of `tests/support/`.
+pub fn support(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support").join(name)
+}
+
+/// The attacks from another uid need root (the daemon as root, the attacker as [`NOBODY`]),
+/// python3 and setpriv; says SKIP where they are missing.
+pub fn attacks_possible() -> bool {
+    if uid() != 0 || !Path::new(PYTHON).exists() || !Path::new(SETPRIV).exists() {
+        eprintln!("SKIP: needs root, {PYTHON} and {SETPRIV}");
+        return false;
+    }
+    true
+}
+
+/// `setpriv` as uid and gid [`NOBODY`] (no supplementary groups, or `groups`), running `program`.
+pub fn as_nobody(program: &str, groups: Option<u32>) -> Command {
+    let mut c = Command::new(SETPRIV);
+    c.args(["--reuid", &NOBODY.to_string(), "--regid", &NOBODY.to_string()]);
+    match groups {
+        Some(g) => c.args(["--groups", &g.to_string()]),
+        None => c.arg("--clear-groups"),
+    };
+    c.arg(program);
+    c
+}
+
+/// A workload holding a stream open (`PROGRAM api watch --socket SOCKET`), once its first line
+/// (which must start with `first`, e.g. "Received 1 svid") has arrived; with the rest of its stdout.
+pub fn spawn_watch(program: &Path, socket: &Path, stderr: Stdio, first: &str) -> (Child, BufReader<ChildStdout>) {
+    let mut child = Command::new(program)
+        .args(["api", "watch", "--socket"])
+        .arg(socket)
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert!(line.starts_with(first), "{line}");
+    (child, out)
+}
+
+/// [`spawn_watch`] of the tessera binary on `d`, its stdout read on (so it never blocks on a
+/// full pipe).
+pub fn spawn_watch_drained(d: &Daemon, stderr: Stdio, first: &str) -> Child {
+    let (child, out) = spawn_watch(Path::new(bin()), &d.socket, stderr, first);
+    std::thread::spawn(move || for _ in out.lines() {});
+    child
+}
+
+/// VmRSS of a process, in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
 /// Wait (bounded) until `cond` holds, polling.

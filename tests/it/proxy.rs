@@ -1,9 +1,7 @@
 //! `tessera proxy connect|accept` end to end: real daemons, the real binary as the proxies (each
 //! attested under its own identity, by executable path), plain-TCP "agents" in the test.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -264,10 +262,6 @@ async fn exchange(addr: &str) -> Result<String, String> {
 
 // === in-test TLS peers ===
 
-fn install_provider() {
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-}
-
 /// Accepts any server certificate: these in-test peers exist to be judged by the proxy.
 #[derive(Debug)]
 struct AnyServer;
@@ -307,7 +301,7 @@ impl rustls::client::danger::ServerCertVerifier for AnyServer {
 /// Present `chain`/`key` to an accept proxy over mTLS, send a line, and report whether data
 /// came back (it must not when the proxy refuses us).
 async fn present_client_cert(addr: SocketAddr, chain: Vec<Vec<u8>>, key_pkcs8: Vec<u8>) -> Result<String, String> {
-    install_provider();
+    tessera::install_crypto_provider();
     let certs = chain.into_iter().map(rustls::pki_types::CertificateDer::from).collect();
     let key = rustls::pki_types::PrivateKeyDer::Pkcs8(key_pkcs8.into());
     let cfg = rustls::ClientConfig::builder()
@@ -347,7 +341,7 @@ fn self_signed_svid(id: &str) -> (Vec<u8>, Vec<u8>) {
 
 /// A TLS server presenting `chain`/`key` (no client auth), for connect proxies to judge.
 async fn tls_server(chain: Vec<Vec<u8>>, key_pkcs8: Vec<u8>) -> (SocketAddr, Arc<AtomicUsize>) {
-    install_provider();
+    tessera::install_crypto_provider();
     let certs = chain.into_iter().map(rustls::pki_types::CertificateDer::from).collect();
     let key = rustls::pki_types::PrivateKeyDer::Pkcs8(key_pkcs8.into());
     let cfg = rustls::ServerConfig::builder().with_no_client_auth().with_single_cert(certs, key).unwrap();

@@ -4,53 +4,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "test helpers: a panic is the test failing")]
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use futures::StreamExt;
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-
-const PYTHON: &str = "/usr/bin/python3";
-const SETPRIV: &str = "/usr/bin/setpriv";
-const NOBODY: u32 = 65534;
-
-fn support(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support").join(name)
-}
-
-/// These attacks need root (the daemon as root, the attacker as another uid) and python3.
-fn attacks_possible() -> bool {
-    if uid() != 0 || !Path::new(PYTHON).exists() || !Path::new(SETPRIV).exists() {
-        eprintln!("SKIP: needs root, {PYTHON} and {SETPRIV}");
-        return false;
-    }
-    true
-}
-
-/// `setpriv` as uid 65534 (no groups, or `groups`), running `program`.
-fn as_nobody(program: &str, groups: Option<u32>) -> Command {
-    let mut c = Command::new(SETPRIV);
-    c.args(["--reuid", &NOBODY.to_string(), "--regid", &NOBODY.to_string()]);
-    match groups {
-        Some(g) => c.args(["--groups", &g.to_string()]),
-        None => c.arg("--clear-groups"),
-    };
-    c.arg(program);
-    c
-}
-
-fn audit(d: &Daemon) -> Vec<Value> {
-    std::fs::read_to_string(d.audit_log())
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
 
 fn verify_audit(d: &Daemon) {
     let out = Command::new(bin()).args(["audit", "verify"]).arg(d.data_dir()).output().unwrap();
@@ -100,7 +61,7 @@ fn every_refusal_kind_counts_against_the_uids_audit_budget() {
     // The counts are written when the window ends, or at shutdown (as here).
     assert!(d.stop().success());
 
-    let lines = audit(&d);
+    let lines = d.audit_json();
     let mine = |l: &Value| l["uid"] == NOBODY || l["agent"]["uid"] == NOBODY;
     let kinds = ["attested", "refused", "delegation_refused", "admin_refused"];
     let recorded = |kind: &str| lines.iter().filter(|l| l["event"] == kind && mine(l)).count() as u64;
@@ -197,7 +158,7 @@ async fn a_script_digest_revocation_holds_when_the_script_attestor_withholds() {
                 assert_eq!(status_code(&e), Some(tonic::Code::PermissionDenied), "{name}: {e:?}");
                 // The rule that refused it, as the audit log names it.
                 eventually(&format!("{name}: a refusal by {want}"), Duration::from_secs(5), || {
-                    audit(&d).iter().any(|l| {
+                    d.audit_json().iter().any(|l| {
                         l["event"] == "refused"
                             && l["reason"].as_str().is_some_and(|r| r.contains(want))
                             && l["pid"] == pid
@@ -272,7 +233,7 @@ fn admin_groups_are_the_connecting_processs_not_a_later_owner_of_its_pid() {
     };
     assert_eq!(status, "status 403", "the later owner of the pid decided the request");
     eventually("admin_refused audit line", Duration::from_secs(5), || {
-        audit(&d).iter().any(|l| l["event"] == "admin_refused" && l["uid"] == NOBODY)
+        d.audit_json().iter().any(|l| l["event"] == "admin_refused" && l["uid"] == NOBODY)
     });
 }
 
@@ -303,10 +264,10 @@ async fn an_exec_on_an_open_stream_is_a_drift_line_naming_both_executables() {
     let _ = child.kill();
     let _ = child.wait();
     eventually("drift and withdrawn lines", Duration::from_secs(5), || {
-        let lines = audit(&d);
+        let lines = d.audit_json();
         ["drift", "withdrawn"].iter().all(|e| lines.iter().any(|l| l["event"] == *e && l["pid"] == pid))
     });
-    let lines = audit(&d);
+    let lines = d.audit_json();
     let drift = lines.iter().find(|l| l["event"] == "drift" && l["pid"] == pid).unwrap();
     assert_eq!(drift["reason"], "exec", "{drift}");
     let python = std::fs::canonicalize(PYTHON).unwrap();

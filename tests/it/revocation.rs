@@ -4,11 +4,9 @@
 
 #![allow(clippy::unwrap_used, reason = "test helpers outside #[test] fns: a failed unwrap is a failed test")]
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use futures::StreamExt;
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -33,7 +31,7 @@ fn entry(path: &str, extra: &str) -> String {
 }
 
 fn admin(d: &Daemon, args: &[&str]) -> Output {
-    Command::new(bin()).args(args).arg("--admin-socket").arg(d.dir.path().join("admin.sock")).output().unwrap()
+    Command::new(bin()).args(args).arg("--admin-socket").arg(d.admin_socket()).output().unwrap()
 }
 
 fn ok(out: Output) -> String {
@@ -47,21 +45,10 @@ fn tessera_digest() -> String {
     DIGEST.get_or_init(|| sha256_hex(&std::fs::read(bin()).unwrap())).clone()
 }
 
-/// A separate process holding an X.509 stream open, once its first SVID has arrived.
-fn spawn_watch(d: &Daemon) -> Child {
-    let mut child = Command::new(bin())
-        .args(["api", "watch", "--socket"])
-        .arg(&d.socket)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    assert!(line.starts_with("Received "), "{line}");
-    std::thread::spawn(move || for _ in out.lines() {});
-    child
+/// A separate process holding an X.509 stream open, once its first SVID has arrived (its stderr
+/// kept for [`ended_denied`]).
+fn open_stream(d: &Daemon) -> Child {
+    spawn_watch_drained(d, Stdio::piped(), "Received ")
 }
 
 /// Wait for the watcher to end; its stream must have ended with PermissionDenied.
@@ -94,16 +81,12 @@ fn fetch_by_tessera(d: &Daemon) -> Result<(), String> {
     if out.status.success() { Ok(()) } else { Err(String::from_utf8_lossy(&out.stderr).into_owned()) }
 }
 
-fn audit(d: &Daemon) -> String {
-    std::fs::read_to_string(d.audit_log()).unwrap_or_default()
-}
-
 #[test]
 fn revoking_a_binary_digest_ends_its_stream_at_once_survives_restart_and_lift_restores() {
     let mut d = Daemon::start(&format!("{}{}", entry("agents/a", ""), tool_entry()));
     let digest = tessera_digest();
     let selector = format!("unix:sha256:{digest}");
-    let mut watch = spawn_watch(&d);
+    let mut watch = open_stream(&d);
 
     let t0 = Instant::now();
     let said = ok(admin(&d, &["revoke", "--selector", &selector, "--reason", "build leaked in incident 42"]));
@@ -122,7 +105,7 @@ fn revoking_a_binary_digest_ends_its_stream_at_once_survives_restart_and_lift_re
     assert_eq!(json["revocations"][0]["id"], id.as_str());
     assert_eq!(json["revocations"][0]["selector"], selector.as_str());
     // Who revoked what and why.
-    let revoked = audit(&d).lines().find(|l| l.contains("\"event\":\"revoked\"")).unwrap().to_owned();
+    let revoked = d.audit_text().lines().find(|l| l.contains("\"event\":\"revoked\"")).unwrap().to_owned();
     assert!(revoked.contains("\"by\":{\"pid\":") && revoked.contains("\"uid\":0"), "{revoked}");
     assert!(revoked.contains(&selector) && revoked.contains("build leaked in incident 42"), "{revoked}");
     // Persisted privately.
@@ -139,9 +122,9 @@ fn revoking_a_binary_digest_ends_its_stream_at_once_survives_restart_and_lift_re
     let said = ok(admin(&d, &["revoke", "--lift", &id]));
     assert!(said.contains("lifted"), "{said}");
     fetch_by_tessera(&d).unwrap();
-    drop(spawn_watch(&d));
+    drop(open_stream(&d));
     assert!(ok(admin(&d, &["revoke", "--list"])).is_empty());
-    assert!(audit(&d).contains("\"event\":\"revocation_lifted\""));
+    assert!(d.audit_text().contains("\"event\":\"revocation_lifted\""));
     // Lifting twice: not found.
     assert!(!admin(&d, &["revoke", "--lift", &id]).status.success());
 }
@@ -193,11 +176,6 @@ fn a_revocation_that_matches_nothing_is_accepted_and_says_so() {
     fetch_by_tessera(&d).unwrap();
 }
 
-fn rewrite_config(d: &Daemon, body: &str) {
-    let head: String = std::fs::read_to_string(&d.config).unwrap().lines().take(3).map(|l| format!("{l}\n")).collect();
-    replace_file(&d.config, &format!("{head}{body}"));
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn config_deny_rules_and_retired_entries_take_effect_on_reload_and_restart() {
     let mut d = Daemon::start(&format!("{}{}{}", entry("agents/d", ""), entry("agents/old", ""), tool_entry()));
@@ -208,9 +186,9 @@ async fn config_deny_rules_and_retired_entries_take_effect_on_reload_and_restart
     // A [[deny]] rule on the binary's digest, added to the config while its stream is open.
     let deny = format!("[[deny]]\nselector = \"unix:sha256:{}\"\nreason = \"quarantined build\"\n", tessera_digest());
     let config = format!("{}{}{}{deny}", entry("agents/d", ""), entry("agents/old", "retired = true"), tool_entry());
-    let mut watch = spawn_watch(&d);
+    let mut watch = open_stream(&d);
     let t0 = Instant::now();
-    rewrite_config(&d, &config);
+    d.rewrite_config(&config);
     ended_denied(&mut watch, t0, "config [[deny]] selector (reload)");
     assert!(fetch_by_tessera(&d).unwrap_err().contains("revoked by rule config-0"));
     // Retired: this process (not denied) no longer gets it, its token is refused, it is listed as retired.
@@ -228,18 +206,15 @@ async fn config_deny_rules_and_retired_entries_take_effect_on_reload_and_restart
 
     // From the config at start, by SPIFFE ID.
     assert!(d.stop().success());
-    rewrite_config(
-        &d,
-        &format!(
-            "{}[[deny]]\nspiffe_id = \"spiffe://{TD}/agents/d\"\nreason = \"owner left\"\n",
-            entry("agents/d", "")
-        ),
-    );
+    d.rewrite_config(&format!(
+        "{}[[deny]]\nspiffe_id = \"spiffe://{TD}/agents/d\"\nreason = \"owner left\"\n",
+        entry("agents/d", "")
+    ));
     d.spawn();
     let err = d.client().await.fetch_x509_svid().await.unwrap_err();
     assert_eq!(status_code(&err), Some(tonic::Code::PermissionDenied), "{err:?}");
     // The audit writer runs on its own thread: the line follows the answer.
     eventually("the refusal audited", Duration::from_secs(5), || {
-        audit(&d).contains("revoked by rule config-0: owner left")
+        d.audit_text().contains("revoked by rule config-0: owner left")
     });
 }

@@ -5,15 +5,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "test helpers: a panic is the test failing")]
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 /// One GET; (status line, body).
 async fn get<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(mut s: S, path: &str) -> (String, Vec<u8>) {

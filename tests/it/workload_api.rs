@@ -1,9 +1,7 @@
 //! The Workload API against an independent client (the `spiffe` crate): X.509 and JWT SVIDs,
 //! bundles, validation, status codes, entries in config order, restart.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use spiffe::{JwtSvid, TrustDomain};
 use std::time::Duration;
 use x509_parser::extensions::{GeneralName, ParsedExtension};

@@ -5,18 +5,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "test helpers: a failure is the test failing")]
 
-mod common;
-
+use crate::common::*;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use common::*;
 use serde_json::{Value, json};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-const PYTHON: &str = "/usr/bin/python3";
 const CURL: &str = "/usr/bin/curl";
 const IDP: &str = "https://idp.test";
 const ISSUER: &str = "https://tessera.test";
@@ -379,18 +376,9 @@ fn verify(s: &Setup, token: &str, audience: &str) -> Value {
     jsonwebtoken::decode::<Value>(token, &key, &v).unwrap().claims
 }
 
-fn audit_lines(s: &Setup, event: &str) -> Vec<Value> {
-    std::fs::read_to_string(s.d.audit_log())
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|v| v["event"] == event)
-        .collect()
-}
-
 fn wait_audit(s: &Setup, event: &str, count: usize) -> Vec<Value> {
-    eventually(&format!("{count} {event} lines"), Duration::from_secs(10), || audit_lines(s, event).len() >= count);
-    audit_lines(s, event)
+    eventually(&format!("{count} {event} lines"), Duration::from_secs(10), || s.d.audit_events(event).len() >= count);
+    s.d.audit_events(event)
 }
 
 #[test]
@@ -644,7 +632,7 @@ fn bad_input_gets_its_oauth_error_an_audit_line_and_no_token() {
             "access_denied",
         ),
     ];
-    let mut refused = audit_lines(&s, "delegation_refused").len();
+    let mut refused = s.d.audit_events("delegation_refused").len();
     for (name, agent, body, want) in cases {
         let (status, answer) = agent(&body);
         assert_eq!((status, answer["error"].as_str()), (400, Some(want)), "{name}: {answer}");
@@ -726,7 +714,7 @@ fn a_connection_reuses_its_attestation_but_not_across_an_exec() {
     // One full attestation for the two grants (the second reused it); the request after the
     // exec was attested in full again and failed.
     let attested: Vec<Value> =
-        audit_lines(&s, "attested").into_iter().filter(|a| a["pid"] == pid && a["rpc"] == "TokenExchange").collect();
+        s.d.audit_events("attested").into_iter().filter(|a| a["pid"] == pid && a["rpc"] == "TokenExchange").collect();
     assert_eq!(attested.len(), 1, "{attested:?}");
 }
 
@@ -864,19 +852,13 @@ fn a_revoked_agents_hand_offs_are_not_redeemable() {
 #[test]
 fn an_agent_cannot_decide_its_own_approval() {
     let Some(s) = setup() else { return };
-    if uid() != 0 || !Path::new("/usr/bin/setpriv").exists() {
+    if uid() != 0 || !Path::new(SETPRIV).exists() {
         eprintln!("SKIP: needs root and setpriv");
         return;
     }
     let body = exchange_form(&s.idp.alice("flight:search booking:create"), FLIGHTS, "flight:search booking:create");
-    let run = |as_nobody: bool, mode: &str| -> Vec<(u16, Value)> {
-        let mut cmd = if as_nobody {
-            let mut c = Command::new("/usr/bin/setpriv");
-            c.args(["--reuid", "65534", "--regid", "65534", "--groups", &SELFISH_GROUP.to_string(), PYTHON]);
-            c
-        } else {
-            Command::new(PYTHON)
-        };
+    let run = |nobody: bool, mode: &str| -> Vec<(u16, Value)> {
+        let mut cmd = if nobody { as_nobody(PYTHON, Some(SELFISH_GROUP)) } else { Command::new(PYTHON) };
         let mut child = cmd
             .env_remove("LD_LIBRARY_PATH")
             .arg(&s.selfish)
@@ -909,14 +891,8 @@ fn an_agent_cannot_decide_its_own_approval() {
     let answers = run(true, "ask-only");
     assert_eq!(answers[0].1["error"], "authorization_pending", "{answers:?}");
     let second = answers[0].1["approval_id"].as_str().unwrap().to_owned();
-    let decide = |as_nobody: bool, id: &str| {
-        let mut cmd = if as_nobody {
-            let mut c = Command::new("/usr/bin/setpriv");
-            c.args(["--reuid", "65534", "--regid", "65534", "--groups", &SELFISH_GROUP.to_string(), bin()]);
-            c
-        } else {
-            Command::new(bin())
-        };
+    let decide = |nobody: bool, id: &str| {
+        let mut cmd = if nobody { as_nobody(bin(), Some(SELFISH_GROUP)) } else { Command::new(bin()) };
         let out = cmd.args(["approve", id]).arg("--admin-socket").arg(&s.admin_sock).output().unwrap();
         (
             out.status.success(),

@@ -1,8 +1,6 @@
 //! The CLI as an operator meets it: `check`, the dev-mode default, `audit verify`.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::process::{Command, Stdio};
 
 #[test]

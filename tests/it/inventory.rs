@@ -3,19 +3,10 @@
 
 #![allow(clippy::unwrap_used, reason = "test helpers outside #[test] fns: a failed unwrap is a failed test")]
 
-mod common;
-
-use common::*;
-use std::io::{BufRead, BufReader};
+use crate::common::*;
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
-
-const SETPRIV: &str = "setpriv";
-
-fn admin_socket(d: &Daemon) -> std::path::PathBuf {
-    d.dir.path().join("admin.sock")
-}
 
 fn tessera(args: &[&str]) -> Output {
     Command::new(bin()).args(args).output().unwrap()
@@ -23,7 +14,7 @@ fn tessera(args: &[&str]) -> Output {
 
 fn inventory_json(d: &Daemon) -> serde_json::Value {
     let out =
-        Command::new(bin()).args(["inventory", "--json", "--admin-socket"]).arg(admin_socket(d)).output().unwrap();
+        Command::new(bin()).args(["inventory", "--json", "--admin-socket"]).arg(d.admin_socket()).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).unwrap()
 }
@@ -35,24 +26,6 @@ fn owned_entry() -> String {
          metadata = {{ model = \"claude-sonnet-4\", capabilities = [\"email-read\", \"crm-access\"], risk = \"medium\" }}\n",
         uid()
     )
-}
-
-/// A workload holding a stream open (`tessera api watch`), once its first SVID has arrived.
-fn spawn_watch(d: &Daemon) -> std::process::Child {
-    let mut child = Command::new(bin())
-        .args(["api", "watch", "--socket"])
-        .arg(&d.socket)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    assert!(line.starts_with("Received 1 svid"), "{line}");
-    // Keep reading so the child never blocks on a full pipe.
-    std::thread::spawn(move || for _ in out.lines() {});
-    child
 }
 
 fn workload_pids(doc: &serde_json::Value) -> Vec<i64> {
@@ -97,7 +70,7 @@ async fn jwt_svid_carries_the_agent_claim_and_unmodified_clients_still_validate_
 #[test]
 fn inventory_lists_a_spawned_workload_then_drops_it_within_a_second_of_its_exit() {
     let d = Daemon::start(&owned_entry());
-    let mut child = spawn_watch(&d);
+    let mut child = spawn_watch_drained(&d, Stdio::null(), "Received 1 svid");
     let pid = child.id() as i64;
 
     let doc = inventory_json(&d);
@@ -121,7 +94,7 @@ fn inventory_lists_a_spawned_workload_then_drops_it_within_a_second_of_its_exit(
     assert!(w["connected_since"].as_u64().unwrap() >= started);
 
     // The text form names it too.
-    let text = Command::new(bin()).args(["inventory", "--admin-socket"]).arg(admin_socket(&d)).output().unwrap();
+    let text = Command::new(bin()).args(["inventory", "--admin-socket"]).arg(d.admin_socket()).output().unwrap();
     let text = String::from_utf8(text.stdout).unwrap();
     assert!(text.contains(&format!("pid {pid} ")) && text.contains("owner=support-team@example.org"), "{text}");
 
@@ -147,11 +120,7 @@ fn open_dir_to_others(d: &Daemon) {
 fn refusals_are_listed_with_uid_exe_and_reason() {
     let d = Daemon::start(&owned_entry());
     open_dir_to_others(&d);
-    let out = Command::new(SETPRIV)
-        .args(["--reuid", "65534", "--regid", "65534", "--clear-groups", bin(), "api", "fetch", "x509", "--socket"])
-        .arg(&d.socket)
-        .output()
-        .unwrap();
+    let out = as_nobody(bin(), None).args(["api", "fetch", "x509", "--socket"]).arg(&d.socket).output().unwrap();
     assert!(!out.status.success());
     let doc = inventory_json(&d);
     let r = doc["refusals"].as_array().unwrap().iter().find(|r| r["uid"] == 65534).expect("refusal listed");
@@ -164,18 +133,11 @@ fn refusals_are_listed_with_uid_exe_and_reason() {
 fn the_admin_socket_refuses_a_non_root_uid_clearly_and_audits_it() {
     let d = Daemon::start(&owned_entry());
     open_dir_to_others(&d);
-    let admin = admin_socket(&d);
-    let as_nobody = |args: &[&str]| {
-        Command::new(SETPRIV)
-            .args(["--reuid", "65534", "--regid", "65534", "--clear-groups", bin()])
-            .args(args)
-            .arg("--admin-socket")
-            .arg(&admin)
-            .output()
-            .unwrap()
-    };
+    let admin = d.admin_socket();
+    let nobody_admin =
+        |args: &[&str]| as_nobody(bin(), None).args(args).arg("--admin-socket").arg(&admin).output().unwrap();
     // Mode 0600: the kernel refuses the connection; the CLI says what the socket serves.
-    let out = as_nobody(&["inventory"]);
+    let out = nobody_admin(&["inventory"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("permission denied on the admin socket") && err.contains("admin_socket_group"), "{err}");
@@ -183,7 +145,7 @@ fn the_admin_socket_refuses_a_non_root_uid_clearly_and_audits_it() {
     // A mode loosened by mistake: the daemon's peer-credential check still refuses, and audits.
     std::fs::set_permissions(&admin, std::fs::Permissions::from_mode(0o666)).unwrap();
     for args in [&["inventory"][..], &["revoke", "--spiffe-id", "spiffe://test.example/x", "--reason", "r"][..]] {
-        let out = as_nobody(args);
+        let out = nobody_admin(args);
         assert!(!out.status.success());
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("serves only root") && err.contains("403"), "{err}");

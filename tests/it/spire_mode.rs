@@ -3,11 +3,9 @@
 //! details). The real tessera binary serves; the `spiffe` crate is the workload.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code: a failure there is the test's failure")]
 
-mod common;
-#[path = "spire_mode/fake_server.rs"]
 mod fake_server;
 
-use common::{Daemon, uid};
+use crate::common::{self, Daemon, free_port, uid_sel};
 use fake_server::{FakeServer, State, TestCa, entry};
 use futures::StreamExt;
 use std::sync::{Arc, Mutex};
@@ -18,10 +16,6 @@ fn spire_toml(port: u16, bundle: &std::path::Path, token: &str, extra: &str) -> 
         "[spire]\nserver_address = \"127.0.0.1:{port}\"\ntrust_bundle_path = \"{}\"\njoin_token = \"{token}\"\nsync_interval = \"1s\"\n{extra}",
         bundle.display()
     )
-}
-
-fn uid_sel() -> String {
-    format!("unix:uid:{}", uid())
 }
 
 /// Poll (bounded) until the daemon hands this process an X.509-SVID.
@@ -233,10 +227,6 @@ async fn reused_token_and_wrong_bundle_are_named() {
 }
 
 /// A port nobody listens on right now (bound next by the daemon or a server).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// GET `path` on the telemetry listener: (status, body).
 fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     use std::io::{Read, Write};
@@ -451,7 +441,7 @@ async fn malformed_entry_and_unverifiable_chain_keep_the_previous_state() {
         let mut st = s.state.lock().unwrap();
         let e = st.entries.iter_mut().find(|e| e.id == "e-me").unwrap();
         e.revision_number = 3;
-        e.spiffe_id.as_mut().unwrap().trust_domain = fake_server::TD.into();
+        e.spiffe_id.as_mut().unwrap().trust_domain = common::TD.into();
     }
     let deadline = Instant::now() + Duration::from_secs(10);
     let current = loop {

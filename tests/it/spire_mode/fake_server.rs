@@ -2,8 +2,9 @@
 //! server rules tessera must cope with: single-use join tokens, serial activation after
 //! RenewAgent (the old SVID stops working once the new one is used: AGENT_NOT_ACTIVE), bans
 //! (AGENT_BANNED), per-item errors in BatchNewX509SVID, PermissionDenied details.
-#![allow(dead_code, unreachable_pub, reason = "a test helper module: pub for the test that includes it")]
+#![allow(dead_code, unreachable_pub, reason = "a test helper module: pub for the `spire_mode` tests that use it")]
 
+use crate::common::TD;
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose, SanType,
@@ -20,8 +21,6 @@ use tessera::spire::status::denied;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tonic::{Request, Response, Status};
 use types::permission_denied_details::Reason;
-
-pub const TD: &str = "test.example";
 
 #[derive(Default)]
 pub struct AgentRec {

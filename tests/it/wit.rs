@@ -3,9 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "test helpers: a panic is the test failing")]
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::time::Duration;
 use tessera::pb;
 

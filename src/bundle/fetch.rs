@@ -4,13 +4,11 @@
 
 use super::FederatedBundle;
 use super::endpoint::PartnerProfile;
-use crate::spiffe_id::SpiffeId;
+use super::verifier::SpiffeServerVerifier;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::rt::TokioIo;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls::pki_types::{CertificateDer, ServerName};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,6 +47,8 @@ pub enum FetchError {
     Malformed(String),
     #[error("no trusted X.509 authority of the partner to authenticate its endpoint")]
     NoAnchor,
+    #[error("an X.509 authority of the partner's bundle in force is unusable as a trust anchor: {0}")]
+    Anchor(String),
 }
 
 /// GET `url`, authenticated by `tls`, and check the document.
@@ -104,18 +104,17 @@ pub fn client_config(
     current: Option<&FederatedBundle>,
 ) -> Result<Arc<rustls::ClientConfig>, FetchError> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| FetchError::Http(e.to_string()))?;
     let mut config = match profile {
         PartnerProfile::HttpsSpiffe { endpoint_spiffe_id } => {
-            let roots: Vec<CertificateDer<'static>> = current
-                .map(|b| b.x509.certs().iter().map(|c| CertificateDer::from(c.clone())).collect())
-                .unwrap_or_default();
+            let roots = current.map(|b| b.x509.certs()).unwrap_or_default();
             if roots.is_empty() {
                 return Err(FetchError::NoAnchor);
             }
-            let verifier = SpiffeServerVerifier { roots, id: endpoint_spiffe_id.clone(), provider };
+            let verifier = SpiffeServerVerifier::new(roots, endpoint_spiffe_id.clone(), "the partner's bundle")
+                .map_err(FetchError::Anchor)?;
             builder.dangerous().with_custom_certificate_verifier(Arc::new(verifier)).with_no_client_auth()
         }
         PartnerProfile::HttpsWeb => builder.with_root_certificates(web_roots()).with_no_client_auth(),
@@ -143,87 +142,4 @@ fn web_roots() -> rustls::RootCertStore {
         }
     }
     store
-}
-
-/// `https_spiffe`: the server's certificate must chain to the partner's bundle and carry exactly
-/// the endpoint's SPIFFE ID; the host name plays no part (SVIDs need not have DNS names).
-#[derive(Debug)]
-struct SpiffeServerVerifier {
-    roots: Vec<CertificateDer<'static>>,
-    id: SpiffeId,
-    provider: Arc<rustls::crypto::CryptoProvider>,
-}
-
-impl ServerCertVerifier for SpiffeServerVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let anchors: Vec<_> = self.roots.iter().filter_map(|c| webpki::anchor_from_trusted_cert(c).ok()).collect();
-        let ee = webpki::EndEntityCert::try_from(end_entity)
-            .map_err(|e| rustls::Error::General(format!("server certificate: {e}")))?;
-        ee.verify_for_usage(
-            webpki::ALL_VERIFICATION_ALGS,
-            &anchors,
-            intermediates,
-            now,
-            webpki::KeyUsage::server_auth(),
-            None,
-            None,
-        )
-        .map_err(|e| {
-            rustls::Error::General(format!("server certificate does not chain to the partner's bundle: {e}"))
-        })?;
-        let uris = uri_sans(end_entity).map_err(rustls::Error::General)?;
-        match uris.as_slice() {
-            [one] if *one == self.id.to_string() => Ok(ServerCertVerified::assertion()),
-            other => Err(rustls::Error::General(format!(
-                "bundle endpoint presented {other:?}, expected SPIFFE ID {}",
-                self.id
-            ))),
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
-    }
-}
-
-fn uri_sans(der: &[u8]) -> Result<Vec<String>, String> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| format!("server certificate: {e}"))?;
-    let san = cert.subject_alternative_name().map_err(|e| format!("server certificate SAN: {e}"))?;
-    Ok(san
-        .map(|s| {
-            s.value
-                .general_names
-                .iter()
-                .filter_map(|n| match n {
-                    x509_parser::extensions::GeneralName::URI(u) => Some((*u).to_owned()),
-                    _ => None,
-                })
-                .collect()
-        })
-        .unwrap_or_default())
 }

@@ -2,12 +2,14 @@
 //! domain, parsed once when they are made or loaded, and turned into the Workload API's bytes
 //! (concatenated DER, JWK Set JSON) only at the endpoint.
 //!
-//! [`jwks`] encodes and decodes JWKs; [`federation`] reads federated bundles from files.
+//! [`jwks`] encodes and decodes JWKs; [`federation`] reads federated bundles from files;
+//! [`verifier`] authenticates a server by its SVID against a bundle (partner endpoints, SPIRE).
 
 pub mod endpoint;
 pub mod federation;
 pub mod fetch;
 pub mod jwks;
+pub mod verifier;
 
 use crate::ca::Authorities;
 use serde_json::{Value, json};

@@ -2,30 +2,26 @@
 //! the agent SVID when due, sync entries and bundles, sign SVIDs for new, changed and half-spent
 //! entries, and put the result in force (registry policy + served SVIDs) in one step. Errors
 //! back off (to min(8 min, 48 × interval)) and keep the last good state; a ban or eviction stops
-//! every identity.
+//! every identity. What is held and how a sync changes it is [`super::state`]'s; this is the
+//! talking, the timers, the disk and the logs.
 
-use super::convert::{self, EntryRefusal};
 use super::error::SpireError;
-use super::issuer::{Served, SpireIssuer, key_of};
-use super::keys::{from_unix, unix};
+use super::issuer::SpireIssuer;
+use super::keys::from_unix;
 use super::last_sync::LastSync;
 use super::node_attestation;
-use super::pb::types::{self, permission_denied_details::Reason};
-use super::persist::{AgentState, Snapshot, Store, StoredSvid, StoredSvids};
-use super::svids::{self, Held, Want};
+use super::persist::{AgentState, Snapshot, Store};
+use super::state::{self, BundleRefusal, Refusal, State, Verdict};
+use super::svids;
 use super::tls;
-use crate::bundle::FederatedBundle;
 use crate::config::Config;
 use crate::config::spire::{NodeAttestation, SpireConfig};
 use crate::events::{Event, Events};
-use crate::issuer::Bundles;
-use crate::registry::{Entry, Policy, Registry};
-use crate::secret::PrivateKey;
+use crate::registry::Policy;
 use crate::spiffe_id::TrustDomain;
-use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
-use tessera_attestors::{AttestConfig, Attestor};
+use tessera_attestors::AttestConfig;
 use tokio::sync::watch;
 use tonic::transport::Channel;
 
@@ -50,13 +46,9 @@ pub fn start(
         base_attest: config.attest.clone(),
         policy,
         issuer: issuer.clone(),
-        bootstrap,
+        state: State::new(config.trust_domain.clone(), bootstrap),
         agent: None,
         channel: None,
-        entries: HashMap::new(),
-        bundle: None,
-        federated: Vec::new(),
-        held: HashMap::new(),
         last_good: last_sync,
         failing: true,
     };
@@ -87,16 +79,11 @@ struct Agent {
     base_attest: AttestConfig,
     policy: watch::Sender<Arc<Policy>>,
     issuer: Arc<SpireIssuer>,
-    bootstrap: Vec<Vec<u8>>,
+    /// Entries, bundles and workload SVIDs.
+    state: State,
     agent: Option<AgentState>,
     /// mTLS with the current agent SVID; rebuilt after every renewal.
     channel: Option<Channel>,
-    /// Last synced entries, by ID.
-    entries: HashMap<String, types::Entry>,
-    bundle: Option<types::Bundle>,
-    federated: Vec<types::Bundle>,
-    /// SVIDs by entry ID.
-    held: HashMap<String, Held>,
     /// When the last good sync ended (from the snapshot's mtime after a restart).
     last_good: Arc<LastSync>,
     failing: bool,
@@ -108,14 +95,6 @@ enum Outcome {
 }
 
 impl Agent {
-    /// The trust bundle's roots: the server's last bundle, else the bootstrap bundle.
-    fn roots(&self) -> Vec<Vec<u8>> {
-        match &self.bundle {
-            Some(b) if !b.x509_authorities.is_empty() => b.x509_authorities.iter().map(|a| a.asn1.clone()).collect(),
-            _ => self.bootstrap.clone(),
-        }
-    }
-
     fn load(&mut self) {
         self.agent = self.store.agent();
         if let Some(s) = self.store.snapshot() {
@@ -125,35 +104,17 @@ impl Agent {
             {
                 self.last_good.set(t);
             }
-            self.entries = s.entries.into_iter().map(|e| (e.id.clone(), e)).collect();
-            self.bundle = s.bundle;
-            self.federated = s.federated;
+            self.state.restore(s);
         }
         if !self.cfg.persist_svids {
             self.store.remove_svids();
         } else if let Some(stored) = self.store.svids() {
-            let now = SystemTime::now();
-            let roots = self.roots();
-            for s in stored.svids {
-                let Some(e) = self.entries.get(&s.entry_id) else { continue };
-                let Ok(id) = convert::spiffe_id(e.spiffe_id.as_ref()) else { continue };
-                if svids::verify_chain(&s.chain, &roots, &id).is_err() {
-                    continue;
-                }
-                let hint = Some(e.hint.clone()).filter(|h| !h.is_empty());
-                let issued = from_unix(s.issued_at);
-                if let Ok(h) =
-                    Held::build(s.entry_id.clone(), s.revision, id, hint, s.chain, PrivateKey::new(s.key_pkcs8), issued)
-                    && h.svid.not_after > now
-                {
-                    self.held.insert(s.entry_id, h);
-                }
-            }
+            self.state.restore_svids(stored, SystemTime::now());
         }
-        if !self.entries.is_empty() {
+        if !self.state.entries.is_empty() {
             tracing::info!(
-                entries = self.entries.len(),
-                svids = self.held.len(),
+                entries = self.state.entries.len(),
+                svids = self.state.held.len(),
                 "SPIRE mode: serving the persisted state until the first sync"
             );
             self.publish();
@@ -173,7 +134,7 @@ impl Agent {
                 Ok(()) => {
                     if self.failing {
                         tracing::info!(
-                            entries = self.held.len(),
+                            entries = self.state.held.len(),
                             seconds_since_good_sync = ?self.since_good(),
                             "synced with the SPIRE Server"
                         );
@@ -183,7 +144,7 @@ impl Agent {
                     delay = interval;
                     self.events.emit(Event::SpireSync {
                         ok: true,
-                        entries: self.held.len(),
+                        entries: self.state.held.len(),
                         since_good_sync: Some(0),
                         error: None,
                     });
@@ -195,7 +156,7 @@ impl Agent {
                     self.failing = true;
                     let since = self.since_good();
                     delay = if delay.is_zero() { interval } else { (delay * 2).min(ceiling) };
-                    let served = if self.held.is_empty() {
+                    let served = if self.state.held.is_empty() {
                         "nothing is served until a sync succeeds"
                     } else {
                         "the last good state stays in force"
@@ -221,7 +182,7 @@ impl Agent {
                     }
                     self.events.emit(Event::SpireSync {
                         ok: false,
-                        entries: self.held.len(),
+                        entries: self.state.held.len(),
                         since_good_sync: since,
                         error: Some(e.to_string()),
                     });
@@ -236,29 +197,22 @@ impl Agent {
 
     fn on_error(&mut self, e: &SpireError) -> Outcome {
         let reattestable = self.agent.as_ref().is_some_and(|a| a.reattestable);
-        match e.denied() {
-            Some(Reason::AgentBanned) => {
-                self.stop("the SPIRE Server banned this agent (spire-server agent ban)");
+        match state::verdict(e.denied(), reattestable) {
+            Verdict::Stop(reason) => {
+                self.stop(&reason);
                 Outcome::Stop
             }
-            Some(r @ (Reason::AgentNotAttested | Reason::AgentExpired)) if !reattestable => {
-                self.stop(&format!(
-                    "the SPIRE Server no longer accepts this agent ({}): evicted or expired",
-                    r.as_str_name()
-                ));
-                Outcome::Stop
-            }
-            Some(Reason::AgentNotAttested | Reason::AgentExpired | Reason::AgentMustReattest) => {
+            Verdict::Reattest => {
                 tracing::warn!("the SPIRE Server asks this agent to attest again");
                 self.agent = None;
                 self.channel = None;
                 Outcome::Continue
             }
-            Some(Reason::AgentNotActive) => {
+            Verdict::Reconnect => {
                 self.channel = None;
                 Outcome::Continue
             }
-            _ => {
+            Verdict::Retry => {
                 let text = e.to_string();
                 if let (SpireError::Rpc { what: "attestation refused", status }, NodeAttestation::JoinToken(_)) =
                     (e, &self.cfg.attestation)
@@ -287,8 +241,7 @@ impl Agent {
         self.store.forget_agent();
         self.agent = None;
         self.channel = None;
-        self.entries.clear();
-        self.held.clear();
+        self.state.clear();
         self.issuer.set_channel(None);
         self.issuer.clear_jwts();
         let _ = self.store.save_snapshot(&Snapshot::default());
@@ -305,7 +258,7 @@ impl Agent {
         }
         let agent = self.agent.as_ref().ok_or_else(|| SpireError::Attestation("not attested".into()))?;
         let identity = tls::ClientIdentity { chain: &agent.chain, key_pkcs8: &agent.key_pkcs8 };
-        let config = tls::client_config(&self.td, &self.roots(), Some(identity))?;
+        let config = tls::client_config(&self.td, &self.state.roots(), Some(identity))?;
         let channel = tls::channel(&self.cfg.server_address, config)?;
         self.channel = Some(channel.clone());
         self.issuer.set_channel(Some(channel.clone()));
@@ -313,14 +266,14 @@ impl Agent {
     }
 
     async fn attest(&mut self) -> Result<(), SpireError> {
-        let config = tls::client_config(&self.td, &self.roots(), None)?;
+        let config = tls::client_config(&self.td, &self.state.roots(), None)?;
         let channel = tls::channel(&self.cfg.server_address, config)?;
         let (state, bundle) = node_attestation::attest(channel, &self.cfg.attestation).await?;
         // On disk before first use: the server retires the previous SVID when this one is used.
         self.store.save_agent(&state)?;
         tracing::info!(agent_id = %state.spiffe_id, reattestable = state.reattestable, "node attested to the SPIRE Server");
         self.agent = Some(state);
-        self.bundle = Some(bundle);
+        self.state.bundle = Some(bundle);
         self.channel = None;
         Ok(())
     }
@@ -356,82 +309,33 @@ impl Agent {
     async fn tick(&mut self) -> Result<(), SpireError> {
         self.ensure_agent().await?;
         let channel = self.mtls()?;
-        let list = super::sync::entries(channel.clone(), &self.entries).await?;
+        let list = super::sync::entries(channel.clone(), &self.state.entries).await?;
         let (bundle, federated) = super::sync::bundles(channel.clone(), &list).await?;
-        if bundle.trust_domain != self.td.to_string() {
-            return Err(SpireError::Protocol(format!("bundle of {:?}, not {}", bundle.trust_domain, self.td)));
-        }
-        if let Err(reason) = convert::bundle(&bundle) {
-            self.refused("bundle", &reason);
-            return Err(SpireError::Protocol(reason));
-        }
-        let bundle_changed = self.bundle.as_ref() != Some(&bundle) || self.federated != federated;
+        let bundle_changed = match self.state.apply_bundles(bundle, federated) {
+            Ok(changed) => changed,
+            Err(BundleRefusal::ForeignTrustDomain(reason)) => return Err(SpireError::Protocol(reason)),
+            Err(BundleRefusal::Invalid(reason)) => {
+                self.refused(&Refusal { what: "bundle".into(), reason: reason.clone() });
+                return Err(SpireError::Protocol(reason));
+            }
+        };
         if bundle_changed {
             // The server's CA may have rotated: reconnect trusting the new roots.
             self.channel = None;
         }
-        self.bundle = Some(bundle);
-        self.federated = federated;
-        let roots = self.roots();
-
+        let roots = self.state.roots();
         let now = SystemTime::now();
-        let mut next: HashMap<String, types::Entry> = HashMap::with_capacity(list.len());
-        let mut wants = Vec::new();
-        for e in list {
-            match convert::entry(&e, &self.td) {
-                Ok(entry) => {
-                    let due = match self.held.get(&e.id) {
-                        Some(h) => {
-                            h.revision != e.revision_number
-                                || now >= h.rotate_at()
-                                || h.svid.spiffe_id != entry.spiffe_id
-                        }
-                        None => true,
-                    };
-                    if due {
-                        wants.push(Want {
-                            entry_id: e.id.clone(),
-                            revision: e.revision_number,
-                            spiffe_id: entry.spiffe_id,
-                            hint: entry.hint,
-                        });
-                    }
-                    next.insert(e.id.clone(), e);
-                }
-                Err(EntryRefusal::ForeignSelector(t)) => {
-                    tracing::debug!(entry = %e.id, selector_type = %t, "entry not for this node's attestors");
-                }
-                Err(r @ EntryRefusal::Malformed(_)) => {
-                    // Keep the previous version of this entry, if there was one.
-                    self.refused(&format!("entry {}", e.id), &r.to_string());
-                    if let Some(old) = self.entries.get(&e.id) {
-                        next.insert(e.id.clone(), old.clone());
-                    }
-                }
-            }
+        let mut pending = self.state.begin_sync(list, bundle_changed, now);
+        for r in std::mem::take(&mut pending.refusals) {
+            self.refused(&r);
         }
-        let mut changed = bundle_changed || next.len() != self.entries.len();
-        changed |= next.iter().any(|(id, e)| self.entries.get(id) != Some(e));
-        // SVIDs of entries that are gone are dropped (and never served again).
-        self.held.retain(|id, _| next.contains_key(id));
-        if !wants.is_empty() {
-            let channel = self.mtls()?;
-            let results = svids::sign(channel, wants, &roots).await?;
-            for r in results {
-                match r {
-                    Ok(h) => {
-                        self.held.insert(h.entry_id.clone(), h);
-                        changed = true;
-                    }
-                    Err(reason) => self.refused("X.509-SVID", &reason),
-                }
-            }
+        let wants = std::mem::take(&mut pending.wants);
+        let signed = if wants.is_empty() { Vec::new() } else { svids::sign(self.mtls()?, wants, &roots).await? };
+        let outcome = self.state.finish_sync(pending, signed, now);
+        for r in &outcome.refusals {
+            self.refused(r);
         }
-        // An SVID for an earlier revision of a changed entry may name other selectors: never served.
-        self.held
-            .retain(|id, h| next.get(id).is_some_and(|e| e.revision_number == h.revision) && h.svid.not_after > now);
-        self.entries = next;
-        if changed {
+        if outcome.changed {
             self.publish();
             self.persist();
         } else {
@@ -441,112 +345,34 @@ impl Agent {
         Ok(())
     }
 
-    fn refused(&self, what: &str, reason: &str) {
+    fn refused(&self, r: &Refusal) {
+        let (what, reason) = (r.what.as_str(), r.reason.as_str());
         tracing::warn!(what, reason, "refused what the SPIRE Server sent; the previous state is kept");
         self.events.emit(Event::SpireRefused { what: what.to_owned(), reason: reason.to_owned() });
     }
 
     fn persist(&self) {
-        let snapshot = Snapshot {
-            entries: self.entries.values().cloned().collect(),
-            bundle: self.bundle.clone(),
-            federated: self.federated.clone(),
-        };
-        if let Err(e) = self.store.save_snapshot(&snapshot) {
+        if let Err(e) = self.store.save_snapshot(&self.state.snapshot()) {
             tracing::warn!(error = %e, "cannot persist the SPIRE entries and bundles");
         }
-        if self.cfg.persist_svids {
-            let svids = StoredSvids {
-                svids: self
-                    .held
-                    .values()
-                    .map(|h| StoredSvid {
-                        entry_id: h.entry_id.clone(),
-                        revision: h.revision,
-                        chain: h.chain.clone(),
-                        key_pkcs8: h.svid.key_pkcs8().to_vec(),
-                        issued_at: unix(h.issued_at),
-                        expires_at: unix(h.svid.not_after),
-                    })
-                    .collect(),
-            };
-            if let Err(e) = self.store.save_svids(&svids) {
-                tracing::warn!(error = %e, "cannot persist the workload SVIDs");
-            }
+        if self.cfg.persist_svids
+            && let Err(e) = self.store.save_svids(&self.state.stored_svids())
+        {
+            tracing::warn!(error = %e, "cannot persist the workload SVIDs");
         }
     }
 
     /// Put the current entries, SVIDs and bundles in force together.
     fn publish(&self) {
-        let mut served_entries: Vec<(&types::Entry, Entry)> = self
-            .entries
-            .values()
-            .filter(|e| self.held.contains_key(&e.id))
-            .filter_map(|e| convert::entry(e, &self.td).ok().map(|c| (e, c)))
-            .collect();
-        // Oldest first: the first match is a workload's default identity, stably.
-        served_entries.sort_by(|a, b| (a.0.created_at, &a.0.id).cmp(&(b.0.created_at, &b.0.id)));
-        let mut served = Served::empty();
-        if let Some(b) = self.bundle.as_ref().and_then(|b| convert::bundle(b).ok()) {
-            served.bundles = Arc::new(Bundles {
-                x509: b.x509,
-                jwt: Arc::new(b.jwt),
-                wit: Arc::new(crate::bundle::JwtBundle::new(vec![])),
-            });
-        }
-        for (raw, entry) in &served_entries {
-            if let Some(h) = self.held.get(&raw.id) {
-                served.svids.insert(key_of(entry), h.clone());
-                served.entry_ids.insert(key_of(entry), raw.id.clone());
-            }
-        }
-        let mut federated = BTreeMap::new();
-        for b in &self.federated {
-            let name = b.trust_domain.strip_prefix("spiffe://").unwrap_or(&b.trust_domain);
-            match (name.parse::<TrustDomain>(), convert::bundle(b)) {
-                (Ok(td), Ok(fb)) => {
-                    federated.insert(td, Arc::new(fb));
-                }
-                (_, Err(e)) => self.refused(&format!("federated bundle {name}"), &e),
-                (Err(e), _) => self.refused("federated bundle", &e.to_string()),
-            }
-        }
-        let entries: Vec<Entry> = served_entries.into_iter().map(|(_, e)| e).collect();
-        let attest_base = attest_config(&self.base_attest, &entries);
         let previous = self.policy.borrow().clone();
-        // Deny rules (config and `tessera revoke`) stay in force across syncs.
-        let attest = previous.deny.attest_config(&attest_base);
-        let attestor = if *previous.attestor.config() == attest {
-            previous.attestor.clone()
-        } else {
-            Arc::new(Attestor::new(attest))
-        };
-        let n = entries.len();
+        let published = self.state.published(&self.base_attest, &previous);
+        for r in &published.refusals {
+            self.refused(r);
+        }
+        let n = published.policy.registry.entries().len();
         // SVIDs first, then the entries that reference them.
-        self.issuer.publish(served);
-        self.policy.send_replace(Arc::new(Policy {
-            registry: Registry::new(entries),
-            attestor,
-            jwt_issuer: None,
-            federated: federated.into_iter().collect::<BTreeMap<TrustDomain, Arc<FederatedBundle>>>(),
-            deny: previous.deny.clone(),
-            attest_base,
-            delegation_issuers: previous.delegation_issuers.clone(),
-        }));
+        self.issuer.publish(published.served);
+        self.policy.send_replace(Arc::new(published.policy));
         tracing::info!(entries = n, "SPIRE entries and SVIDs in force");
     }
-}
-
-/// The attestor settings for `entries`: digests and config files only where an entry asks.
-fn attest_config(base: &AttestConfig, entries: &[Entry]) -> AttestConfig {
-    let mut c = base.clone();
-    let sels = || entries.iter().flat_map(|e| e.selectors.iter());
-    let wants = |kind: tessera_attestors::Kind| sels().any(|s| s.kind() == kind && s.value().starts_with("sha256:"));
-    c.want_exe_digest = wants(tessera_attestors::Kind::Unix);
-    c.want_script_digest = wants(tessera_attestors::Kind::Script);
-    let mut paths: Vec<_> = sels().filter_map(tessera_attestors::config_path_of).collect();
-    paths.sort();
-    paths.dedup();
-    c.config_paths = paths;
-    c
 }

@@ -11,6 +11,7 @@ pub mod last_sync;
 pub mod node_attestation;
 pub mod pb;
 pub mod persist;
+pub mod state;
 pub mod status;
 pub mod svids;
 pub mod sync;

@@ -61,7 +61,7 @@ pub struct Want {
 /// Check a chain: it verifies up to one of `roots` now, and its leaf names `id`.
 pub fn verify_chain(chain: &[Vec<u8>], roots: &[Vec<u8>], id: &SpiffeId) -> Result<(), String> {
     let leaf = chain.first().ok_or("empty chain")?;
-    let uris = super::tls::uri_sans(leaf);
+    let uris = crate::bundle::verifier::uri_sans(leaf)?;
     if uris != [id.to_string()] {
         return Err(format!("leaf names {uris:?}, not {id}"));
     }

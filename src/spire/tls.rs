@@ -1,13 +1,12 @@
 //! The channel to the SPIRE Server: TLS that trusts only the trust domain's X.509 authorities
-//! and only the certificate named `spiffe://<td>/spire/server` (the server's SVID has no DNS
-//! name, so WebPKI hostname checking cannot be used), ALPN h2, and the agent SVID as the client
-//! certificate once attested. A new agent SVID means a new channel (renewal activation).
+//! and only the certificate whose one URI SAN is `spiffe://<td>/spire/server` (the server's SVID
+//! has no DNS name, so WebPKI hostname checking cannot be used; the rule is
+//! [`SpiffeServerVerifier`]'s), ALPN h2, and the agent SVID as the client certificate once
+//! attested. A new agent SVID means a new channel (renewal activation).
 
-use crate::spiffe_id::TrustDomain;
-use rustls::client::WebPkiServerVerifier;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
-use rustls::{CertificateError, DigitallySignedStruct, Error, RootCertStore, SignatureScheme};
+use crate::bundle::verifier::SpiffeServerVerifier;
+use crate::spiffe_id::{SpiffeId, TrustDomain};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use std::sync::Arc;
 use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
@@ -22,74 +21,6 @@ pub enum TlsError {
     Address(String),
 }
 
-/// Verifies the server: chain to one of `roots`, leaf URI SAN = the server's SPIFFE ID.
-#[derive(Debug)]
-struct SpireServerVerifier {
-    inner: Arc<WebPkiServerVerifier>,
-    server_id: String,
-}
-
-impl ServerCertVerifier for SpireServerVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, Error> {
-        // webpki checks the chain before the name: a name error means the chain verified.
-        match self.inner.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
-            Ok(_)
-            | Err(Error::InvalidCertificate(
-                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-            )) => {}
-            Err(e) => return Err(e),
-        }
-        if uri_sans(end_entity).contains(&self.server_id) {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(Error::InvalidCertificate(CertificateError::ApplicationVerificationFailure))
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
-}
-
-/// The URI SANs of a DER certificate (none if it does not parse).
-pub fn uri_sans(der: &[u8]) -> Vec<String> {
-    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else { return vec![] };
-    let Ok(Some(san)) = cert.subject_alternative_name() else { return vec![] };
-    san.value
-        .general_names
-        .iter()
-        .filter_map(|n| match n {
-            x509_parser::extensions::GeneralName::URI(u) => Some((*u).to_owned()),
-            _ => None,
-        })
-        .collect()
-}
-
 /// The agent's credential for mTLS.
 pub struct ClientIdentity<'a> {
     pub chain: &'a [Vec<u8>],
@@ -102,15 +33,10 @@ pub fn client_config(
     roots: &[Vec<u8>],
     client: Option<ClientIdentity<'_>>,
 ) -> Result<rustls::ClientConfig, TlsError> {
-    let mut store = RootCertStore::empty();
-    for r in roots {
-        store.add(CertificateDer::from(r.clone())).map_err(|e| TlsError::Roots(e.to_string()))?;
-    }
-    if store.is_empty() {
-        return Err(TlsError::Roots("empty".into()));
-    }
-    let inner = WebPkiServerVerifier::builder(Arc::new(store)).build().map_err(|e| TlsError::Roots(e.to_string()))?;
-    let verifier = Arc::new(SpireServerVerifier { inner, server_id: format!("{}/spire/server", td.id_string()) });
+    let server_id = SpiffeId::parse_workload(&format!("{}/spire/server", td.id_string()))
+        .map_err(|e| TlsError::Roots(format!("server ID of {td}: {e}")))?;
+    let verifier = SpiffeServerVerifier::new(roots, server_id, "the SPIRE trust bundle").map_err(TlsError::Roots)?;
+    let verifier = Arc::new(verifier);
     let builder = rustls::ClientConfig::builder().dangerous().with_custom_certificate_verifier(verifier);
     let mut config = match client {
         None => builder.with_no_client_auth(),

@@ -140,7 +140,7 @@ fn td_id(path: &str) -> String {
 
 fn leaf_facts(der: &[u8]) -> (String, String) {
     let (_, c) = x509_parser::parse_x509_certificate(der).unwrap();
-    let id = tessera::spire::tls::uri_sans(der).into_iter().next().unwrap_or_default();
+    let id = tessera::bundle::verifier::uri_sans(der).unwrap().into_iter().next().unwrap_or_default();
     (id, c.raw_serial().iter().map(|b| format!("{b:02x}")).collect())
 }
 

@@ -24,7 +24,7 @@ use crate::secret::PrivateKey;
 use crate::spiffe_id::TrustDomain;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 use tessera_attestors::{AttestConfig, Attestor};
 use tokio::sync::watch;
 use tonic::transport::Channel;
@@ -132,7 +132,7 @@ impl Agent {
         if !self.cfg.persist_svids {
             self.store.remove_svids();
         } else if let Some(stored) = self.store.svids() {
-            let now = SystemTime::now();
+            let now = crate::clock::now();
             let roots = self.roots();
             for s in stored.svids {
                 let Some(e) = self.entries.get(&s.entry_id) else { continue };
@@ -179,7 +179,7 @@ impl Agent {
                         );
                         self.failing = false;
                     }
-                    self.last_good.set(SystemTime::now());
+                    self.last_good.set(crate::clock::now());
                     delay = interval;
                     self.events.emit(Event::SpireSync {
                         ok: true,
@@ -326,7 +326,7 @@ impl Agent {
     }
 
     async fn ensure_agent(&mut self) -> Result<(), SpireError> {
-        let now = SystemTime::now();
+        let now = crate::clock::now();
         match &self.agent {
             Some(a) if from_unix(a.expires_at) > now => {
                 if node_attestation::renewal_due(a, now) {
@@ -374,7 +374,7 @@ impl Agent {
         self.federated = federated;
         let roots = self.roots();
 
-        let now = SystemTime::now();
+        let now = crate::clock::now();
         let mut next: HashMap<String, types::Entry> = HashMap::with_capacity(list.len());
         let mut wants = Vec::new();
         for e in list {

@@ -91,7 +91,7 @@ fn benches(c: &mut Criterion, exe_size: u64) {
     g.bench_function("validate", |b| {
         b.iter(|| {
             black_box(
-                jwt::validate(&token, "bench", |t| (t == &td).then(|| jwks.clone()))
+                jwt::validate(&token, "bench", |t| (t == &td).then(|| jwks.clone()), now)
                     .map(|v| v.spiffe_id)
                     .expect("valid"),
             )

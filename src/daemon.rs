@@ -125,7 +125,8 @@ pub async fn run_then(mut config: Config, once_serving: impl FnOnce() + Send + '
     // shut down cleanly (remove the socket, flush the audit), not kill with the default action.
     let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signal)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?;
-    // Where CA rotation reads the time (decisions themselves are pure functions of it).
+    // Where every decision reads the time (see `crate::clock`): CA rotation, issuance and
+    // validation, streams, sessions, token exchange and approvals, telemetry, the inventory.
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     // Who signs: the node-local CA, or (SPIRE mode) the SPIRE Server, whose entries then replace
     // the config's and are not reloaded from it. The CA is opened first: it locks `data_dir`, so
@@ -148,7 +149,7 @@ pub async fn run_then(mut config: Config, once_serving: impl FnOnce() + Send + '
     let mut events = Events::new();
     events.subscribe(Arc::new(audit.clone()));
     let fetched = crate::federation::initial(&config);
-    let inventory = crate::inventory::Inventory::new();
+    let inventory = crate::inventory::Inventory::new(clock.clone());
     events.subscribe(inventory.clone());
     let revocations = Arc::new(crate::admin::revoke::Revocations::open(&config.data_dir)?);
     let (policy_tx, policy_rx) = watch::channel(Arc::new(policy_of(&config, None, &revocations.rules(), &fetched)?));
@@ -164,6 +165,7 @@ pub async fn run_then(mut config: Config, once_serving: impl FnOnce() + Send + '
         policy_rx.clone(),
         &mut events,
         shutdown_rx.clone(),
+        clock.clone(),
     );
     let (issuer, local_ca): (Arc<dyn crate::issuer::Issuer>, _) = match (ca, &config.spire, last_sync) {
         (Some(ca), _, _) => {
@@ -191,6 +193,7 @@ pub async fn run_then(mut config: Config, once_serving: impl FnOnce() + Send + '
             policy_rx.clone(),
             FairSlots::new(ATTEST_CONCURRENCY, ATTEST_CONCURRENCY_PER_UID),
             events.clone(),
+            clock.clone(),
         )),
         issuer,
         files: files.clone(),
@@ -221,6 +224,7 @@ pub async fn run_then(mut config: Config, once_serving: impl FnOnce() + Send + '
             delegation_keys,
             &mut admin_routes,
             shutdown_rx.clone(),
+            clock.clone(),
         )
         .await?;
     } else if config.delegation.is_some() || config.oidc.is_some() || config.bundle_endpoint.is_some() {

@@ -239,7 +239,7 @@ pub fn jwt_validate(data: &[u8]) {
     let (audience, token) = text.split_once('\n').unwrap_or(("", &text));
     let td: TrustDomain = JWT_TRUST_DOMAIN.parse().expect("constant trust domain");
     let bundle = jwt_bundle();
-    let result = jwt::validate(token, audience, |t| (t == &td).then(|| bundle.clone()));
+    let result = jwt::validate(token, audience, |t| (t == &td).then(|| bundle.clone()), crate::clock::now());
     match result {
         Err(e) => {
             // A token-shaped input (dots, longer than any fixed error text) must never be echoed;

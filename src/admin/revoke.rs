@@ -290,7 +290,8 @@ pub fn routes(
                 return bad(format!("--reason must be 1 to {MAX_REASON_LEN} bytes"));
             }
             let (by_uid, by_pid) = caller_ids(&request.caller);
-            let at = crate::clock::unix_secs(std::time::SystemTime::now());
+            // When it was recorded (shown, decides nothing): the system clock.
+            let at = crate::clock::unix_secs(crate::clock::now());
             let rule =
                 DenyRule { id: new_id(&store.rules()), target, reason, origin: Origin::Runtime { by_uid, by_pid, at } };
             // Blocking: an fsync'd write under the store's lock, then /proc reads.

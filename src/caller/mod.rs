@@ -5,6 +5,7 @@
 
 pub mod session;
 
+use crate::clock::Clock;
 use crate::events::{Event, Events, Refusal};
 use crate::limits::FairSlots;
 use crate::peer::PeerInfo;
@@ -80,6 +81,9 @@ pub struct Pipeline {
     /// Attestations running at once (each may hash files on a blocking thread).
     pub attest_slots: FairSlots,
     pub events: Events,
+    /// Where everything that serves a caller reads the time: issuance, validation, streams,
+    /// token exchange, this connection's session window.
+    pub clock: Arc<dyn Clock>,
     /// Attestations held by callers, one copy per process and result.
     shared: Shared,
     /// Each connection's last full attestation, reused briefly.
@@ -87,8 +91,14 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    pub fn new(policy: watch::Receiver<Arc<Policy>>, attest_slots: FairSlots, events: Events) -> Self {
-        Self { policy, attest_slots, events, shared: Shared::default(), sessions: Default::default() }
+    pub fn new(
+        policy: watch::Receiver<Arc<Policy>>,
+        attest_slots: FairSlots,
+        events: Events,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        let sessions = session::Sessions::new(clock.clone());
+        Self { policy, attest_slots, events, clock, shared: Shared::default(), sessions }
     }
 
     /// The policy in force.
@@ -208,13 +218,7 @@ impl Pipeline {
         // Streams keep this for drift comparison; the per-attestor detail was reported already.
         let mut attestation = attestation;
         attestation.reports = Vec::new();
-        Ok(Caller {
-            attestation: self.shared.get(attestation),
-            uid,
-            entries,
-            policy,
-            attested_at: std::time::SystemTime::now(),
-        })
+        Ok(Caller { attestation: self.shared.get(attestation), uid, entries, policy, attested_at: self.clock.now() })
     }
 
     /// Attest a caller at the start of an RPC (emitted with its evidence) and find its entries,
@@ -307,7 +311,7 @@ impl Pipeline {
         serves: Serves,
         renewing: Option<u64>,
     ) -> Result<(Arc<Caller>, bool), CallerError> {
-        let started = (std::time::Instant::now(), std::time::SystemTime::now());
+        let started = (self.clock.monotonic(), self.clock.now());
         let (caller, process, baseline) = self.caller_pinned(peer, rpc, serves, Some(started.1)).await?;
         let caller = Arc::new(caller);
         // Kept before the answer goes out, so the connection's next call finds it.

@@ -19,6 +19,7 @@
 //! window is not trusted to show its next change in `stat`; the command line is small.
 
 use super::Caller;
+use crate::clock::Clock;
 use crate::peer::PeerInfo;
 use crate::registry::Policy;
 use std::collections::HashMap;
@@ -98,14 +99,16 @@ struct Session {
 }
 
 impl Session {
-    fn live(&self) -> bool {
-        self.conn.strong_count() > 0 && self.at.elapsed() < MAX_REUSE
+    fn live(&self, now: Instant) -> bool {
+        self.conn.strong_count() > 0 && now.saturating_duration_since(self.at) < MAX_REUSE
     }
 }
 
-#[derive(Default, Clone)]
+/// The sessions, their windows measured on the clock's monotonic time.
+#[derive(Clone)]
 pub struct Sessions {
     by_conn: Arc<Mutex<Map>>,
+    clock: Arc<dyn Clock>,
 }
 
 #[derive(Default)]
@@ -118,19 +121,19 @@ struct Map {
 }
 
 impl Map {
-    fn sweep(&mut self) {
-        self.sessions.retain(|_, s| s.live());
+    fn sweep(&mut self, now: Instant) {
+        self.sessions.retain(|_, s| s.live(now));
     }
 }
 
-fn spawn_sweeper(map: Weak<Mutex<Map>>) -> bool {
+fn spawn_sweeper(map: Weak<Mutex<Map>>, clock: Arc<dyn Clock>) -> bool {
     let Ok(rt) = tokio::runtime::Handle::try_current() else { return false };
     rt.spawn(async move {
         loop {
             tokio::time::sleep(MAX_REUSE).await;
             let Some(map) = map.upgrade() else { return };
             let mut m = map.lock().unwrap_or_else(|p| p.into_inner());
-            m.sweep();
+            m.sweep(clock.monotonic());
             if m.sessions.is_empty() {
                 m.sweeping = false;
                 return;
@@ -145,6 +148,10 @@ fn key(peer: &PeerInfo) -> Option<(usize, &Arc<OwnedFd>)> {
 }
 
 impl Sessions {
+    pub fn new(clock: Arc<dyn Clock>) -> Self {
+        Self { by_conn: Arc::default(), clock }
+    }
+
     /// The caller attested on this connection within [`MAX_REUSE`], if every per-call check
     /// still holds against the policy in force; and, when the caller of `reuse` should now renew
     /// the session in the background (it is older than [`RENEW_AFTER`] and no renewal runs), the
@@ -155,7 +162,7 @@ impl Sessions {
         let (process, cmdline, files, caller, renew) = {
             let mut map = self.by_conn.lock().unwrap_or_else(|p| p.into_inner());
             let s = map.sessions.get_mut(&k)?;
-            let age = s.at.elapsed();
+            let age = self.clock.monotonic().saturating_duration_since(s.at);
             let fresh = std::ptr::eq(s.conn.as_ptr(), Arc::as_ptr(fd))
                 && age < MAX_REUSE
                 && Arc::ptr_eq(&s.caller.policy, policy)
@@ -222,14 +229,14 @@ impl Sessions {
                 || others.filter(|(_, s)| s.caller.uid == peer.uid).count() >= MAX_SESSIONS_PER_UID
         };
         if full(&map) {
-            map.sweep();
+            map.sweep(self.clock.monotonic());
             if full(&map) {
                 return false;
             }
         }
         if !map.sweeping {
             // Without a sweeper nothing would close the session's fds: keep nothing then.
-            if !spawn_sweeper(Arc::downgrade(&self.by_conn)) {
+            if !spawn_sweeper(Arc::downgrade(&self.by_conn), self.clock.clone()) {
                 return false;
             }
             map.sweeping = true;

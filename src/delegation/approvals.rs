@@ -2,10 +2,11 @@
 //! yes or no (admin socket). The agent repeats its request with the `approval_id`; an approved
 //! one is redeemed exactly once. Bounded per uid and in total; each expires after 10 minutes.
 
+use crate::clock::{Clock, SystemClock};
 use rand::Rng;
 use serde::Serialize;
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub const APPROVAL_TTL: Duration = Duration::from_secs(600);
@@ -78,9 +79,19 @@ pub enum ApprovalError {
     Decided(String),
 }
 
-#[derive(Default)]
+/// The open approvals. Their life and poll gaps are measured on the clock's monotonic time (a
+/// wall-clock step neither stretches nor cuts them); `created_at` and `expires_at` are its wall
+/// time.
 pub struct Approvals {
     inner: Mutex<HashMap<String, Approval>>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Default for Approvals {
+    /// On the system clock.
+    fn default() -> Self {
+        Self::new(Arc::new(SystemClock))
+    }
 }
 
 /// The fields of a new approval request.
@@ -95,9 +106,14 @@ pub struct NewApproval {
 }
 
 impl Approvals {
+    pub fn new(clock: Arc<dyn Clock>) -> Self {
+        Self { inner: Mutex::default(), clock }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Approval>> {
         let mut map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        map.retain(|_, a| a.created.is_some_and(|c| c.elapsed() < APPROVAL_TTL));
+        let now = self.clock.monotonic();
+        map.retain(|_, a| a.created.is_some_and(|c| now.saturating_duration_since(c) < APPROVAL_TTL));
         map
     }
 
@@ -112,7 +128,7 @@ impl Approvals {
         }
         let bytes: [u8; 16] = rand::rng().random();
         let id = crate::ca::serial::hex(&bytes);
-        let now = crate::clock::unix_secs(std::time::SystemTime::now());
+        let now = crate::clock::unix_secs(self.clock.now());
         let a = Approval {
             approval_id: id.clone(),
             agent: new.agent,
@@ -126,7 +142,7 @@ impl Approvals {
             state: State::Pending,
             decided_by: None,
             fingerprint: new.fingerprint,
-            created: Some(Instant::now()),
+            created: Some(self.clock.monotonic()),
             polled: None,
         };
         map.insert(id, a.clone());
@@ -157,8 +173,8 @@ impl Approvals {
         match map.get_mut(id) {
             Some(a) if &a.fingerprint == fingerprint => match a.state {
                 State::Pending => {
-                    let now = Instant::now();
-                    if a.polled.is_some_and(|t| now.duration_since(t) < MIN_POLL_GAP) {
+                    let now = self.clock.monotonic();
+                    if a.polled.is_some_and(|t| now.saturating_duration_since(t) < MIN_POLL_GAP) {
                         return Redeemed::TooSoon;
                     }
                     a.polled = Some(now);
@@ -207,6 +223,33 @@ mod tests {
         assert!(matches!(s.redeem(&a.approval_id, &[8; 32]), Redeemed::Unknown));
         assert!(matches!(s.redeem(&a.approval_id, &[7; 32]), Redeemed::Approved(ref x) if x.decided_by == Some(0)));
         assert!(matches!(s.redeem(&a.approval_id, &[7; 32]), Redeemed::Unknown));
+        assert!(matches!(s.decide(&a.approval_id, true, 0), Err(ApprovalError::NotFound(_))));
+    }
+
+    /// In fake time: an approval lives APPROVAL_TTL (approved or not), and polls closer than
+    /// MIN_POLL_GAP are too soon.
+    #[test]
+    fn an_approval_expires_after_its_ttl() {
+        let clock = Arc::new(crate::clock::FakeClock::at_unix(1_700_000_000));
+        let s = Approvals::new(clock.clone());
+        let a = s.open(new(1, 7)).unwrap();
+        assert_eq!((a.created_at, a.expires_at), (1_700_000_000, 1_700_000_000 + APPROVAL_TTL.as_secs()));
+        let b = s.open(new(1, 8)).unwrap();
+        assert!(matches!(s.redeem(&a.approval_id, &[7; 32]), Redeemed::Pending));
+        clock.advance(MIN_POLL_GAP - Duration::from_millis(1));
+        assert!(matches!(s.redeem(&a.approval_id, &[7; 32]), Redeemed::TooSoon));
+        clock.advance(Duration::from_millis(1));
+        assert!(matches!(s.redeem(&a.approval_id, &[7; 32]), Redeemed::Pending));
+        s.decide(&b.approval_id, true, 0).unwrap();
+        // A step of the wall clock changes nothing.
+        clock.set(crate::clock::from_unix_secs(1_800_000_000));
+        clock.advance(APPROVAL_TTL - MIN_POLL_GAP - Duration::from_millis(1));
+        assert_eq!(s.list().len(), 2, "both still open a millisecond before the end");
+        clock.advance(Duration::from_millis(1));
+        assert!(s.list().is_empty());
+        assert!(s.get(&a.approval_id).is_none());
+        // Expired: an approved one can no longer be redeemed, a pending one no longer decided.
+        assert!(matches!(s.redeem(&b.approval_id, &[8; 32]), Redeemed::Unknown));
         assert!(matches!(s.decide(&a.approval_id, true, 0), Err(ApprovalError::NotFound(_))));
     }
 

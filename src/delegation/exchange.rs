@@ -17,7 +17,6 @@ use crate::peer::PeerInfo;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
-use std::time::SystemTime;
 
 pub const RPC: &str = "TokenExchange";
 
@@ -114,7 +113,7 @@ impl Exchange {
         };
         // Delegated tokens have an issuer of their own (RFC 8725 §3.12), never the JWT-SVIDs'.
         let issuer = crate::publish::oidc::delegation_issuer(&jwt_issuer);
-        let now_t = SystemTime::now();
+        let now_t = self.pipeline.clock.now();
         let now = crate::clock::unix_secs(now_t);
         let auth = self.ca.authorities();
         let keys = TesseraKeys {

@@ -55,7 +55,7 @@ pub fn start(
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), EndpointError> {
     let Some(d) = &config.delegation else { return Ok(()) };
-    let approvals = Arc::new(approvals::Approvals::default());
+    let approvals = Arc::new(approvals::Approvals::new(pipeline.clock.clone()));
     let exchange = Arc::new(exchange::Exchange {
         pipeline: pipeline.clone(),
         ca: ca.clone(),

@@ -141,7 +141,7 @@ pub fn actors(act: Option<&Value>) -> Result<Vec<String>, String> {
     Ok(out)
 }
 
-/// Verify a subject token and extract what the exchange needs.
+/// Verify a subject token at `now` (Unix seconds) and extract what the exchange needs.
 pub fn verify(token: &str, idps: &Issuers, tessera: &TesseraKeys<'_>, now: u64) -> Result<Subject, String> {
     if token.len() > MAX_SUBJECT_TOKEN {
         return Err(format!("subject_token is {} bytes; at most {MAX_SUBJECT_TOKEN} are accepted", token.len()));
@@ -189,9 +189,8 @@ pub fn verify(token: &str, idps: &Issuers, tessera: &TesseraKeys<'_>, now: u64) 
     validation.set_required_spec_claims(&["exp", "sub", "aud", "iss"]);
     validation.validate_nbf = true;
     validation.leeway = LEEWAY;
-    let claims = jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &validation)
-        .map_err(|e| format!("subject token rejected: {}", describe(&e)))?
-        .claims;
+    let claims = crate::svid::jwt::decode_at(token, &key.key, validation, now)
+        .map_err(|e| format!("subject token rejected: {}", describe(&e)))?;
     if let Some(iat) = claims.get("iat").and_then(Value::as_u64)
         && iat > now + LEEWAY
     {
@@ -251,13 +250,16 @@ mod tests {
     use super::*;
     use crate::ca::JwtKey;
     use serde_json::json;
-    use std::time::{Duration, SystemTime};
+    use std::time::Duration;
 
     const ISS: &str = "https://tessera.example.org";
     const DELEGATION_ISS: &str = "https://tessera.example.org/delegation";
 
+    /// Tests run at a fixed instant (2023-11-14T22:13:20Z).
+    const T0: u64 = 1_700_000_000;
+
     fn key(kid: &str) -> JwtKey {
-        let now = SystemTime::now();
+        let now = crate::clock::from_unix_secs(T0);
         JwtKey::for_test(kid, now - Duration::from_secs(60), now + Duration::from_secs(3600))
     }
 
@@ -281,7 +283,7 @@ mod tests {
     #[test]
     fn earlier_hops_of_this_node_and_of_federated_nodes() {
         crate::install_crypto_provider();
-        let now = crate::clock::unix_secs(SystemTime::now());
+        let now = T0;
         let ours = key("ours");
         let theirs = key("theirs");
         let td: TrustDomain = "example.org".parse().unwrap();
@@ -337,6 +339,31 @@ mod tests {
             let e = verify(&at_jwt(&ours, &c), &idps, &keys, now).unwrap_err();
             assert!(e.contains("is a SPIFFE ID"), "{sub}: {e}");
         }
+    }
+
+    /// `exp` and `nbf` are judged at the `now` given, not by the system clock.
+    #[test]
+    fn a_subject_token_is_judged_at_the_given_time() {
+        crate::install_crypto_provider();
+        let ours = key("ours");
+        let td: TrustDomain = "example.org".parse().unwrap();
+        let keys = TesseraKeys {
+            trust_domain: &td,
+            issuer: DELEGATION_ISS,
+            audience: ISS,
+            own: bundle(&ours),
+            federated: BTreeMap::new(),
+        };
+        let idps = Issuers::default();
+        let mut claims = hop(DELEGATION_ISS, "spiffe://example.org/agents/concierge", T0);
+        claims["nbf"] = (T0 + 60).into();
+        let token = at_jwt(&ours, &claims);
+        // exp = T0 + 300, nbf = T0 + 60, each with LEEWAY.
+        let at = |now: u64| verify(&token, &idps, &keys, now);
+        assert!(at(T0 + 29).unwrap_err().contains("not yet valid"));
+        assert!(at(T0 + 30).is_ok());
+        assert!(at(T0 + 300 + LEEWAY).is_ok());
+        assert!(at(T0 + 300 + LEEWAY + 1).unwrap_err().contains("expired"));
     }
 
     #[test]

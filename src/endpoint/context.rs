@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
-/// What the services on the socket share.
+/// What the services on the socket share. The time comes from `pipeline.clock`.
 pub struct Context {
     pub pipeline: Arc<Pipeline>,
     pub issuer: Arc<dyn Issuer>,

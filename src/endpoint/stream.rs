@@ -153,7 +153,7 @@ impl<R> Driver<R> {
             }
             // Re-attest at the interval, or sooner when the SVID is due for renewal.
             let now = Instant::now();
-            let refresh_in = self.refresh_at.map(|t| t.duration_since(SystemTime::now()).unwrap_or_default());
+            let refresh_in = self.refresh_at.map(|t| t.duration_since(ctx.pipeline.clock.now()).unwrap_or_default());
             let reattest_at = refresh_in.map_or(self.reattest_at, |d| self.reattest_at.min(after(now, d)));
             self.timer.as_mut().reset(reattest_at.min(self.exe_check_at));
             tokio::select! {
@@ -194,7 +194,7 @@ impl<R> Driver<R> {
             };
             match next {
                 Ok(next) => {
-                    let due = self.refresh_at.is_some_and(|t| t <= SystemTime::now());
+                    let due = self.refresh_at.is_some_and(|t| t <= ctx.pipeline.clock.now());
                     self.must_send = due || next != self.state;
                     self.state = next;
                 }

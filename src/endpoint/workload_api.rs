@@ -16,7 +16,6 @@ use crate::svid::jwt;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::SystemTime;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
@@ -117,7 +116,7 @@ impl WorkloadService {
 /// X.509-SVIDs for every entry, with bundles (hints unique within a response: the first entry keeps it).
 fn x509_response(ctx: &Context, state: &Entitlement, rpc: &str) -> stream::Rendered<pb::X509svidResponse> {
     let caller = &state.caller;
-    let out = ctx.issuer.x509_svids(caller, SystemTime::now())?;
+    let out = ctx.issuer.x509_svids(caller, ctx.pipeline.clock.now())?;
     let bundle = out.bundles.x509.to_der();
     let mut hints = BTreeSet::new();
     let mut svids = Vec::with_capacity(out.svids.len());
@@ -166,7 +165,7 @@ fn wit_response(
         // The entry for the requested ID is gone (drift, reload): withdrawn.
         return Err(crate::caller::CallerError::NotEntitled(id.clone()).into());
     }
-    let (minted, refresh) = ctx.issuer.wit_svids(&caller, SystemTime::now())?;
+    let (minted, refresh) = ctx.issuer.wit_svids(&caller, ctx.pipeline.clock.now())?;
     let mut hints = BTreeSet::new();
     let mut svids = Vec::with_capacity(minted.len());
     let mut issued = Vec::with_capacity(minted.len());
@@ -295,7 +294,8 @@ impl SpiffeWorkloadApi for WorkloadService {
         if let Some(id) = &wanted {
             caller.narrow_to(id, rpc, &self.ctx.pipeline.events).map_err(ApiError::from)?;
         }
-        let minted = self.ctx.issuer.jwt_svids(&caller, &req.audience, SystemTime::now()).map_err(ApiError::from)?;
+        let minted =
+            self.ctx.issuer.jwt_svids(&caller, &req.audience, self.ctx.pipeline.clock.now()).map_err(ApiError::from)?;
         let mut svids = Vec::new();
         let mut issued = Vec::new();
         let mut hints = BTreeSet::new();
@@ -345,9 +345,10 @@ impl SpiffeWorkloadApi for WorkloadService {
         let federated = policy.federated_for(&entries);
         let local_td = self.ctx.issuer.trust_domain().clone();
         let local = self.ctx.issuer.bundles().jwt.clone();
-        let validated = jwt::validate(&req.svid, &req.audience, |td| {
+        let jwks_for = |td: &TrustDomain| {
             if *td == local_td { Some(local.clone()) } else { federated.get(td).map(|b| Arc::new(b.jwt.clone())) }
-        });
+        };
+        let validated = jwt::validate(&req.svid, &req.audience, jwks_for, self.ctx.pipeline.clock.now());
         let validated = validated.map_err(ApiError::from).and_then(|v| match policy.refuses_tokens_of(&v.spiffe_id) {
             // Revoked or retired identities: refused here at once (offline verifiers cannot know).
             Some(why) => Err(ApiError::InvalidJwt(jwt::JwtError::Revoked(why))),

@@ -345,8 +345,9 @@ impl Writer {
     }
 }
 
+/// A line's timestamp: decides nothing, so the system clock's (see `crate::clock`).
 fn now_rfc3339() -> String {
-    rfc3339(std::time::SystemTime::now())
+    rfc3339(crate::clock::now())
 }
 
 /// A time as audit lines write it (UTC, RFC 3339, nanoseconds).

@@ -6,6 +6,7 @@
 mod process;
 pub mod view;
 
+use crate::clock::{Clock, SystemClock};
 use crate::events::{Event, ExeEvidence, IssuedSvid, Refusal, Subscriber};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -70,20 +71,34 @@ struct State {
     refusals: VecDeque<RefusalRecord>,
 }
 
-/// The live state. Share it as `Arc<Inventory>`.
-#[derive(Default)]
+/// The live state. Share it as `Arc<Inventory>`. Its clock says which identities expired and
+/// stamps connections, refusals and the document.
 pub struct Inventory {
     state: Mutex<State>,
+    clock: Arc<dyn Clock>,
 }
 
-fn now_unix() -> u64 {
-    crate::clock::unix_secs(std::time::SystemTime::now())
+impl Default for Inventory {
+    /// On the system clock, without the background sweep.
+    fn default() -> Self {
+        Self::with_clock(Arc::new(SystemClock))
+    }
 }
 
 impl Inventory {
+    /// Without the background sweep.
+    pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
+        Self { state: Mutex::default(), clock }
+    }
+
+    /// Now, in whole seconds since the epoch.
+    pub fn now_unix(&self) -> u64 {
+        crate::clock::unix_secs(self.clock.now())
+    }
+
     /// A new inventory, swept for exited processes in the background (call inside a runtime).
-    pub fn new() -> Arc<Self> {
-        let inventory = Arc::new(Self::default());
+    pub fn new(clock: Arc<dyn Clock>) -> Arc<Self> {
+        let inventory = Arc::new(Self::with_clock(clock));
         let weak = Arc::downgrade(&inventory);
         tokio::spawn(async move {
             loop {
@@ -103,7 +118,7 @@ impl Inventory {
     fn prune(&self) {
         let keys: Vec<(i32, u64)> = self.lock().workloads.keys().copied().collect();
         let gone: Vec<(i32, u64)> = keys.into_iter().filter(|(pid, start)| !process::alive(*pid, *start)).collect();
-        let now = now_unix();
+        let now = self.now_unix();
         let mut state = self.lock();
         for k in &gone {
             state.workloads.remove(k);
@@ -144,7 +159,7 @@ impl Inventory {
             exe: exe.clone(),
             script: None,
             selectors: Vec::new(),
-            connected_since: now_unix(),
+            connected_since: self.now_unix(),
             held: BTreeMap::new(),
         });
         w.exe = exe.clone();
@@ -224,7 +239,7 @@ impl Inventory {
         if state.refusals.len() >= MAX_REFUSALS {
             state.refusals.pop_front();
         }
-        state.refusals.push_back(RefusalRecord { time: now_unix(), rpc: rpc.to_owned(), pid, uid, exe, reason });
+        state.refusals.push_back(RefusalRecord { time: self.now_unix(), rpc: rpc.to_owned(), pid, uid, exe, reason });
     }
 }
 
@@ -274,13 +289,14 @@ mod tests {
 
     #[test]
     fn lists_live_holders_and_drops_dead_or_expired_ones() {
-        let inv = Inventory::default();
+        let clock = Arc::new(crate::clock::FakeClock::at_unix(1_700_000_000));
+        let inv = Inventory::with_clock(clock.clone());
         let me = std::process::id() as i32;
         let start = own_start();
-        let later = now_unix() + 600;
+        let later = inv.now_unix() + 600;
         inv.on_event(&issued(me, start, "spiffe://t/a", later));
         inv.on_event(&issued(me, start + 1, "spiffe://t/ghost", later)); // pid reused: not this process
-        inv.on_event(&issued(me, start, "spiffe://t/old", now_unix() - 1)); // expired
+        inv.on_event(&issued(me, start, "spiffe://t/old", inv.now_unix() - 1)); // expired
         let (w, _) = inv.snapshot(10);
         assert_eq!(w.len(), 1);
         let ids: Vec<&str> = w[0].held.values().map(|h| h.spiffe_id.as_str()).collect();
@@ -296,6 +312,11 @@ mod tests {
             owners: Default::default(),
         });
         assert_eq!(inv.snapshot(10).0[0].held.values().next().unwrap().status, "withdrawn");
+        // When the last identity it held expires, the process leaves.
+        clock.advance(Duration::from_secs(599));
+        assert_eq!(inv.snapshot(10).0.len(), 1);
+        clock.advance(Duration::from_secs(1));
+        assert!(inv.snapshot(10).0.is_empty());
     }
 
     #[test]

@@ -82,7 +82,7 @@ pub fn document(inventory: &Inventory, policy: &Policy, refusals: usize) -> Inve
     let (workloads, refusals) = inventory.snapshot(refusals);
     InventoryDoc {
         version: 1,
-        generated_at: crate::clock::unix_secs(std::time::SystemTime::now()),
+        generated_at: inventory.now_unix(),
         entries,
         workloads: workloads.into_iter().map(WorkloadView::of).collect(),
         refusals,

@@ -6,6 +6,7 @@
 use super::PublishError;
 use super::tls::{self, SwappableCert};
 use crate::ca::{Authorities, Ca};
+use crate::clock::Clock;
 use crate::config::publish::{BundleEndpoint, EndpointProfile};
 use crate::http::{self, Answer, Method, Request};
 use crate::registry::Entry;
@@ -39,6 +40,7 @@ pub(super) async fn spawn(
     ca: Arc<Ca>,
     mut ca_generation: watch::Receiver<u64>,
     shutdown: watch::Receiver<bool>,
+    clock: Arc<dyn Clock>,
 ) -> Result<(), PublishError> {
     let listener = tokio::net::TcpListener::bind(config.listen).await.map_err(|source| PublishError::Listen {
         addr: config.listen,
@@ -48,7 +50,7 @@ pub(super) async fn spawn(
     let acceptor = match &config.profile {
         EndpointProfile::HttpsWeb(files) => tls::acceptor_from_files(files)?,
         EndpointProfile::HttpsSpiffe { spiffe_id } => {
-            let (first, renew_at) = own_svid(&ca, spiffe_id)?;
+            let (first, renew_at) = own_svid(&ca, spiffe_id, clock.now())?;
             let cert = SwappableCert::new(first);
             spawn_renewal(
                 cert.clone(),
@@ -57,13 +59,14 @@ pub(super) async fn spawn(
                 renew_at,
                 ca_generation.clone(),
                 shutdown.clone(),
+                clock.clone(),
             );
             cert.acceptor()
         }
     };
     // The sequence grows whenever the bundle changes: the time of the change (a restart counts
     // as one), plus the number of changes seen since, so two changes in one second still differ.
-    let sequence = Arc::new(AtomicU64::new(crate::clock::unix_secs(SystemTime::now())));
+    let sequence = Arc::new(AtomicU64::new(crate::clock::unix_secs(clock.now())));
     {
         let sequence = sequence.clone();
         let mut stop = shutdown.clone();
@@ -73,7 +76,7 @@ pub(super) async fn spawn(
                     r = ca_generation.changed() => if r.is_err() { return },
                     _ = stop.wait_for(|s| *s) => return,
                 }
-                let now = crate::clock::unix_secs(SystemTime::now());
+                let now = crate::clock::unix_secs(clock.now());
                 let _ = sequence.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |s| Some(now.max(s + 1)));
             }
         });
@@ -93,9 +96,8 @@ pub(super) async fn spawn(
     Ok(())
 }
 
-/// An X.509-SVID for the endpoint itself, and when to renew it.
-fn own_svid(ca: &Ca, id: &SpiffeId) -> Result<(rustls::sign::CertifiedKey, SystemTime), PublishError> {
-    let now = SystemTime::now();
+/// An X.509-SVID for the endpoint itself, minted at `now`, and when to renew it.
+fn own_svid(ca: &Ca, id: &SpiffeId, now: SystemTime) -> Result<(rustls::sign::CertifiedKey, SystemTime), PublishError> {
     let auth = ca.authorities();
     let signer = auth.x509_signer(now).ok_or_else(|| tls::TlsError::Config("no X.509 authority signs now".into()))?;
     let entry = Entry {
@@ -125,24 +127,25 @@ fn spawn_renewal(
     mut renew_at: SystemTime,
     mut ca_generation: watch::Receiver<u64>,
     mut shutdown: watch::Receiver<bool>,
+    clock: Arc<dyn Clock>,
 ) {
     tokio::spawn(async move {
         loop {
-            let wait = renew_at.duration_since(SystemTime::now()).unwrap_or_default();
+            let wait = renew_at.duration_since(clock.now()).unwrap_or_default();
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 // A new authority: re-issue so the SVID never outlives the one that signed it.
                 r = ca_generation.changed() => if r.is_err() { return },
                 _ = shutdown.wait_for(|s| *s) => return,
             }
-            match own_svid(&ca, &id) {
+            match own_svid(&ca, &id, clock.now()) {
                 Ok((key, at)) => {
                     cert.replace(key);
                     renew_at = at;
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "bundle endpoint SVID renewal failed; retrying");
-                    renew_at = SystemTime::now() + RETRY;
+                    renew_at = clock.now() + RETRY;
                 }
             }
         }

@@ -7,6 +7,7 @@ pub mod oidc;
 pub mod tls;
 
 use crate::ca::Ca;
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::http::{self, Answer, Method, Request};
 use oidc::DelegationKeys;
@@ -25,7 +26,7 @@ pub enum PublishError {
 /// Start the `[oidc]` and `[bundle_endpoint]` listeners the config asks for, and register the
 /// admin route `GET /oidc` (the documents, for `tessera export oidc`). With `delegation_keys`
 /// (delegation is on), the delegated-token issuer's documents are published too, apart from the
-/// JWT-SVID ones.
+/// JWT-SVID ones. `clock`: when the bundle endpoint's own SVID is minted and renewed.
 pub async fn spawn(
     config: &Config,
     ca: Arc<Ca>,
@@ -33,6 +34,7 @@ pub async fn spawn(
     delegation_keys: Option<DelegationKeys>,
     admin_routes: &mut crate::http::Routes,
     shutdown: watch::Receiver<bool>,
+    clock: Arc<dyn Clock>,
 ) -> Result<(), PublishError> {
     let issuer = config.jwt_issuer.clone();
     // The delegation issuer's discovery document, when there are delegated tokens and an issuer.
@@ -89,7 +91,7 @@ pub async fn spawn(
         tokio::spawn(http::serve_tcp(listener, acceptor, Arc::new(handler), public_limits(), shutdown.clone()));
     }
     if let Some(b) = &config.bundle_endpoint {
-        bundle_endpoint::spawn(b, config.trust_domain.clone(), ca, ca_generation, shutdown).await?;
+        bundle_endpoint::spawn(b, config.trust_domain.clone(), ca, ca_generation, shutdown, clock).await?;
     }
     Ok(())
 }

@@ -81,7 +81,7 @@ mod tests {
 
     #[test]
     fn jwks_holds_every_jwt_svid_key_and_the_delegation_keys_stand_apart() {
-        let now = SystemTime::now();
+        let now = crate::clock::from_unix_secs(1_700_000_000);
         let old = Arc::new(JwtKey::for_test("old", now - Duration::from_secs(600), now + Duration::from_secs(60)));
         let new = Arc::new(JwtKey::for_test("new", now + Duration::from_secs(30), now + Duration::from_secs(1000)));
         let deleg = Arc::new(JwtKey::for_test("deleg", now, now + Duration::from_secs(1000)));

@@ -20,7 +20,7 @@ use crate::events::{Event, Events};
 use crate::registry::Policy;
 use crate::spiffe_id::TrustDomain;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 use tessera_attestors::AttestConfig;
 use tokio::sync::watch;
 use tonic::transport::Channel;
@@ -109,7 +109,7 @@ impl Agent {
         if !self.cfg.persist_svids {
             self.store.remove_svids();
         } else if let Some(stored) = self.store.svids() {
-            self.state.restore_svids(stored, SystemTime::now());
+            self.state.restore_svids(stored, crate::clock::now());
         }
         if !self.state.entries.is_empty() {
             tracing::info!(
@@ -140,7 +140,7 @@ impl Agent {
                         );
                         self.failing = false;
                     }
-                    self.last_good.set(SystemTime::now());
+                    self.last_good.set(crate::clock::now());
                     delay = interval;
                     self.events.emit(Event::SpireSync {
                         ok: true,
@@ -279,7 +279,7 @@ impl Agent {
     }
 
     async fn ensure_agent(&mut self) -> Result<(), SpireError> {
-        let now = SystemTime::now();
+        let now = crate::clock::now();
         match &self.agent {
             Some(a) if from_unix(a.expires_at) > now => {
                 if node_attestation::renewal_due(a, now) {
@@ -324,7 +324,7 @@ impl Agent {
             self.channel = None;
         }
         let roots = self.state.roots();
-        let now = SystemTime::now();
+        let now = crate::clock::now();
         let mut pending = self.state.begin_sync(list, bundle_changed, now);
         for r in std::mem::take(&mut pending.refusals) {
             self.refused(&r);

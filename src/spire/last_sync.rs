@@ -50,7 +50,7 @@ mod tests {
 
     #[test]
     fn age_is_computed_when_asked() {
-        let t0 = SystemTime::now();
+        let t0 = crate::clock::now();
         let s = LastSync::new(t0);
         assert_eq!(s.seconds_since(t0), None);
         assert_eq!(s.seconds_since_or_start(t0 + Duration::from_secs(7)), 7.0);

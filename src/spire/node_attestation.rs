@@ -100,7 +100,7 @@ fn agent_state(key_pkcs8: Vec<u8>, svid: types::X509svid, reattestable: bool) ->
         // The certificate's NotAfter is the truth; `expires_at` is a copy of it.
         expires_at: unix(not_after),
         reattestable,
-        issued_at: unix(SystemTime::now()),
+        issued_at: unix(crate::clock::now()),
     })
 }
 

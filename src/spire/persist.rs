@@ -112,7 +112,7 @@ impl Store {
     /// Record a good sync that changed nothing (the snapshot's mtime is its time).
     pub fn touch_snapshot(&self) {
         if let Ok(f) = std::fs::OpenOptions::new().write(true).open(self.dir.join("cache.pb")) {
-            let _ = f.set_modified(std::time::SystemTime::now());
+            let _ = f.set_modified(crate::clock::now());
         }
     }
     pub fn save_snapshot(&self, s: &Snapshot) -> std::io::Result<()> {

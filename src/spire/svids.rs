@@ -95,7 +95,7 @@ pub async fn sign(
             .zip(&keys)
             .map(|(w, k)| NewX509svidParams { entry_id: w.entry_id.clone(), csr: k.csr.clone() })
             .collect();
-        let issued_at = SystemTime::now();
+        let issued_at = crate::clock::now();
         let resp = client
             .batch_new_x509svid(BatchNewX509svidRequest { params })
             .await

@@ -148,11 +148,13 @@ pub struct Validated {
     pub claims: serde_json::Map<String, serde_json::Value>,
 }
 
-/// Validate `token` for `audience` against the JWKS of the subject's trust domain.
+/// Validate `token` for `audience` against the JWKS of the subject's trust domain, at `now`
+/// (`exp` and `nbf`, with 30 s of clock-skew leeway).
 pub fn validate(
     token: &str,
     audience: &str,
     jwks_for: impl Fn(&TrustDomain) -> Option<std::sync::Arc<JwtBundle>>,
+    now: SystemTime,
 ) -> Result<Validated, JwtError> {
     use jsonwebtoken::Algorithm::*;
     let header = jsonwebtoken::decode_header(token).map_err(|e| JwtError::Malformed(e.to_string()))?;
@@ -183,26 +185,118 @@ pub fn validate(
     // `nbf` is checked when present, with the same clock-skew leeway as `exp`.
     validation.validate_nbf = true;
     validation.leeway = 30;
-    let data = jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(token, &key.key, &validation)
-        .map_err(|e| JwtError::Invalid(e.to_string()))?;
-    Ok(Validated { spiffe_id: id, claims: data.claims })
+    let claims =
+        decode_at(token, &key.key, validation, unix_secs(now)).map_err(|e| JwtError::Invalid(e.to_string()))?;
+    Ok(Validated { spiffe_id: id, claims })
+}
+
+/// `jsonwebtoken::decode` with `exp` and `nbf` checked against `now` (Unix seconds) rather than
+/// the system clock `jsonwebtoken` reads: the same checks, in the same order (signature,
+/// required claims, `exp` and `nbf` with `validation.leeway`, then `sub`, `iss`, `aud`), with
+/// the same errors.
+pub fn decode_at(
+    token: &str,
+    key: &jsonwebtoken::DecodingKey,
+    mut validation: jsonwebtoken::Validation,
+    now: u64,
+) -> Result<serde_json::Map<String, serde_json::Value>, jsonwebtoken::errors::Error> {
+    use jsonwebtoken::errors::ErrorKind;
+    let (check_exp, check_nbf, check_aud) = (validation.validate_exp, validation.validate_nbf, validation.validate_aud);
+    let (sub, iss, aud) = (validation.sub.take(), validation.iss.take(), validation.aud.take());
+    validation.validate_exp = false;
+    validation.validate_nbf = false;
+    validation.validate_aud = false;
+    // Signature and required claims.
+    let claims = jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(token, key, &validation)?.claims;
+    let fail = |kind: ErrorKind| Err(jsonwebtoken::errors::Error::from(kind));
+    if check_exp || check_nbf {
+        let exp = numeric_claim(&claims, "exp");
+        let nbf = numeric_claim(&claims, "nbf");
+        if check_exp && exp == Some(None) {
+            return fail(ErrorKind::InvalidClaimFormat("exp".into()));
+        }
+        if check_nbf && nbf == Some(None) {
+            return fail(ErrorKind::InvalidClaimFormat("nbf".into()));
+        }
+        let ahead = validation.reject_tokens_expiring_in_less_than;
+        if let Some(Some(exp)) = exp {
+            if exp < ahead {
+                return fail(ErrorKind::InvalidToken);
+            }
+            if check_exp && exp - ahead < now.saturating_sub(validation.leeway) {
+                return fail(ErrorKind::ExpiredSignature);
+            }
+        }
+        if let Some(Some(nbf)) = nbf
+            && check_nbf
+            && nbf > now.saturating_add(validation.leeway)
+        {
+            return fail(ErrorKind::ImmatureSignature);
+        }
+    }
+    if let Some(sub) = sub
+        && claims.get("sub").and_then(serde_json::Value::as_str).is_some_and(|s| s != sub)
+    {
+        return fail(ErrorKind::InvalidSubject);
+    }
+    if let Some(iss) = iss
+        && !names_one_of(claims.get("iss"), &iss)
+    {
+        return fail(ErrorKind::InvalidIssuer);
+    }
+    if check_aud && !names_one_of(claims.get("aud"), &aud.unwrap_or_default()) {
+        return fail(ErrorKind::InvalidAudience);
+    }
+    Ok(claims)
+}
+
+/// A NumericDate claim as `jsonwebtoken` reads it: `None` when absent, `Some(None)` when not a
+/// number it takes (a negative, an unrepresentable float), else the value (floats rounded).
+fn numeric_claim(claims: &serde_json::Map<String, serde_json::Value>, name: &str) -> Option<Option<u64>> {
+    let v = claims.get(name)?;
+    let n = v.as_number().and_then(|n| {
+        if let Some(u) = n.as_u64() {
+            Some(u)
+        } else if n.is_f64() {
+            n.as_f64().filter(|f| f.is_finite() && *f >= 0.0 && *f < u64::MAX as f64).map(|f| f.round() as u64)
+        } else {
+            None
+        }
+    });
+    Some(n)
+}
+
+/// Whether an `iss` or `aud` claim (a string, or an array of strings) names one of `wanted`. A
+/// claim that is absent or of another shape passes, as in `jsonwebtoken`: its required-claims
+/// check is what refuses those.
+fn names_one_of(claim: Option<&serde_json::Value>, wanted: &std::collections::HashSet<String>) -> bool {
+    use serde_json::Value;
+    match claim {
+        Some(Value::String(s)) => wanted.contains(s),
+        Some(Value::Array(a)) if a.iter().all(Value::is_string) => {
+            a.iter().filter_map(Value::as_str).any(|s| wanted.contains(s))
+        }
+        _ => true,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::ca::Authorities;
+    use crate::clock::{Clock, FakeClock};
     use std::sync::Arc;
 
-    fn key() -> (Arc<JwtKey>, Arc<crate::bundle::JwtBundle>) {
-        let now = SystemTime::now();
+    /// 2023-11-14T22:13:20Z: tests run at a fixed instant.
+    const T0: u64 = 1_700_000_000;
+
+    fn key(now: SystemTime) -> (Arc<JwtKey>, Arc<crate::bundle::JwtBundle>) {
         let key = Arc::new(JwtKey::for_test("k1", now - Duration::from_secs(60), now + Duration::from_secs(3600)));
         let auth = Authorities { x509: vec![], jwt: vec![key.clone()], wit: vec![], delegation: vec![], roots: vec![] };
         (key, Arc::new(crate::bundle::JwtBundle::local(&auth)))
     }
 
-    fn token_with_nbf(key: &JwtKey, nbf: u64) -> String {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    fn token_with_nbf(key: &JwtKey, now: u64, nbf: u64) -> String {
         let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
         header.kid = Some(key.kid.clone());
         let claims = serde_json::json!({
@@ -213,34 +307,100 @@ mod tests {
 
     #[test]
     fn a_token_not_yet_valid_is_refused() {
-        let (key, jwks) = key();
+        let clock = FakeClock::at_unix(T0);
+        let (key, jwks) = key(clock.now());
         let jwks_for = |_: &TrustDomain| Some(jwks.clone());
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
-        let future = token_with_nbf(&key, now + 3600);
-        let err = validate(&future, "a", jwks_for).err().expect("a token whose nbf is an hour ahead is refused");
+        let now = T0;
+        let future = token_with_nbf(&key, now + 3600, now + 3600);
+        let err =
+            validate(&future, "a", jwks_for, clock.now()).err().expect("a token whose nbf is an hour ahead is refused");
         assert!(err.to_string().contains("ImmatureSignature"), "{err}");
         // Within the clock-skew leeway, and in the past: accepted.
-        assert!(validate(&token_with_nbf(&key, now + 10), "a", jwks_for).is_ok());
-        assert!(validate(&token_with_nbf(&key, now - 10), "a", jwks_for).is_ok());
+        assert!(validate(&token_with_nbf(&key, now, now + 10), "a", jwks_for, clock.now()).is_ok());
+        assert!(validate(&token_with_nbf(&key, now, now - 10), "a", jwks_for, clock.now()).is_ok());
+        // An hour later, the token whose nbf was an hour ahead is good.
+        clock.advance(Duration::from_secs(3600));
+        assert!(validate(&future, "a", jwks_for, clock.now()).is_ok());
         // Minted tokens (no nbf) still validate.
+        let now = clock.now();
         let id: SpiffeId = "spiffe://example.org/w".parse().unwrap();
-        let t = mint(&id, &["a".into()], Duration::from_secs(60), None, &key, SystemTime::now()).unwrap();
-        assert!(validate(&t.token, "a", jwks_for).is_ok());
+        let (key, jwks) = self::key(now);
+        let jwks_for = |_: &TrustDomain| Some(jwks.clone());
+        let t = mint(&id, &["a".into()], Duration::from_secs(60), None, &key, now).unwrap();
+        assert!(validate(&t.token, "a", jwks_for, now).is_ok());
         let claims = jsonwebtoken::dangerous::insecure_decode_claims::<serde_json::Value>(&t.token).unwrap();
         // One audience: a plain string; a random jti and an iat.
         assert_eq!(claims["aud"], serde_json::json!("a"));
         assert_eq!(claims["jti"].as_str().map(str::len), Some(32));
-        assert!(claims["iat"].as_u64().is_some());
-        let t2 =
-            mint(&id, &["a".into(), "b".into()], Duration::from_secs(60), Some("https://i"), &key, SystemTime::now())
-                .unwrap();
+        assert_eq!(claims["iat"].as_u64(), Some(T0 + 3600));
+        let t2 = mint(&id, &["a".into(), "b".into()], Duration::from_secs(60), Some("https://i"), &key, now).unwrap();
         let claims2 = jsonwebtoken::dangerous::insecure_decode_claims::<serde_json::Value>(&t2.token).unwrap();
         assert_eq!(claims2["aud"], serde_json::json!(["a", "b"]));
         assert_eq!(claims2["iss"], serde_json::json!("https://i"));
         assert_ne!(claims["jti"], claims2["jti"]);
-        assert!(validate(&t2.token, "b", jwks_for).is_ok());
+        assert!(validate(&t2.token, "b", jwks_for, now).is_ok());
         // A TTL past the end of time is capped by the key's life, not a panic.
-        let t = mint(&id, &["a".into()], Duration::MAX, None, &key, SystemTime::now()).unwrap();
+        let t = mint(&id, &["a".into()], Duration::MAX, None, &key, now).unwrap();
         assert_eq!(t.expires_at, key.not_after);
+    }
+
+    /// In fake time: a JWT-SVID is good until its `exp` plus the 30 s leeway, and refused after,
+    /// whatever the system clock says.
+    #[test]
+    fn a_token_validated_past_its_exp_is_refused() {
+        let clock = FakeClock::at_unix(T0);
+        let (key, jwks) = key(clock.now());
+        let jwks_for = |_: &TrustDomain| Some(jwks.clone());
+        let id: SpiffeId = "spiffe://example.org/w".parse().unwrap();
+        let t = mint(&id, &["a".into()], Duration::from_secs(300), None, &key, clock.now()).unwrap();
+        assert_eq!(crate::clock::unix_secs(t.expires_at), T0 + 300);
+        assert!(validate(&t.token, "a", jwks_for, clock.now()).is_ok());
+        clock.advance(Duration::from_secs(300 + 30));
+        assert!(validate(&t.token, "a", jwks_for, clock.now()).is_ok(), "within the leeway");
+        clock.advance(Duration::from_secs(1));
+        let err = validate(&t.token, "a", jwks_for, clock.now()).err().expect("refused past exp + leeway");
+        assert!(matches!(err, JwtError::Invalid(ref m) if m == "ExpiredSignature"), "{err}");
+        // An expired token for the wrong audience: the expiry is what is reported (as before).
+        let err = validate(&t.token, "b", jwks_for, clock.now()).err().expect("refused");
+        assert!(err.to_string().contains("ExpiredSignature"), "{err}");
+        // The clock stepped back before the token's life: good again; for another audience, not.
+        clock.set(crate::clock::from_unix_secs(T0 + 10));
+        assert!(validate(&t.token, "a", jwks_for, clock.now()).is_ok());
+        let err = validate(&t.token, "b", jwks_for, clock.now()).err().expect("refused");
+        assert!(err.to_string().contains("InvalidAudience"), "{err}");
+    }
+
+    /// `decode_at` gives `jsonwebtoken`'s answers for malformed time claims.
+    #[test]
+    fn malformed_time_claims_are_refused_as_jsonwebtoken_refuses_them() {
+        let now = T0;
+        let (key, jwks) = key(crate::clock::from_unix_secs(now));
+        let verify_key = jwks.find("k1").unwrap();
+        let dec = &verify_key.key;
+        let sign = |claims: serde_json::Value| {
+            let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+            header.kid = Some(key.kid.clone());
+            key.sign(&header, &claims).unwrap()
+        };
+        let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
+        v.set_audience(&["a"]);
+        v.set_required_spec_claims(&["exp", "aud"]);
+        v.validate_nbf = true;
+        let at = |claims| decode_at(&sign(claims), dec, v.clone(), now).map(|_| ()).map_err(|e| e.to_string());
+        assert!(at(serde_json::json!({"aud": "a", "exp": now as f64 + 0.4})).is_ok());
+        let cases = [
+            (serde_json::json!({"aud": "a", "exp": "soon"}), "Missing required claim: exp"),
+            (serde_json::json!({"aud": "a", "exp": -1}), "Missing required claim: exp"),
+            (serde_json::json!({"aud": "a", "exp": now + 60, "nbf": "now"}), "Invalid format for claim: nbf"),
+            (serde_json::json!({"aud": "a", "exp": now - 61}), "ExpiredSignature"),
+            (serde_json::json!({"aud": "a", "exp": now + 60, "nbf": now + 61}), "ImmatureSignature"),
+            (serde_json::json!({"aud": ["b", "c"], "exp": now + 60}), "InvalidAudience"),
+            (serde_json::json!({"aud": [], "exp": now + 60}), "InvalidAudience"),
+        ];
+        for (claims, want) in cases {
+            let got = at(claims.clone()).unwrap_err();
+            assert!(got.contains(want), "{claims}: {got}");
+        }
+        assert!(at(serde_json::json!({"aud": ["b", "a"], "exp": now + 60})).is_ok());
     }
 }

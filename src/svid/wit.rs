@@ -92,7 +92,7 @@ mod tests {
 
     #[test]
     fn shape_and_proof_of_possession_key() {
-        let now = SystemTime::now();
+        let now = crate::clock::from_unix_secs(1_700_000_000);
         let key = JwtKey::for_test("wk", now - Duration::from_secs(60), now + Duration::from_secs(3600));
         let id: SpiffeId = "spiffe://example.org/agent".parse().unwrap();
         let w = mint(&id, Duration::from_secs(600), &key, now).unwrap();

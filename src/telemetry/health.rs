@@ -4,11 +4,11 @@
 //! condition: the node keeps serving what it holds while the server is away).
 
 use crate::ca::Ca;
+use crate::clock::Clock;
 use crate::events::{Event, Subscriber};
 use crate::spire::last_sync::LastSync;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::SystemTime;
 use tokio::sync::watch;
 
 pub struct Health {
@@ -16,6 +16,7 @@ pub struct Health {
     spire: Option<Arc<LastSync>>,
     serving: AtomicBool,
     shutdown: watch::Receiver<bool>,
+    clock: Arc<dyn Clock>,
 }
 
 /// What readiness was decided from (the `/ready` body).
@@ -40,12 +41,17 @@ pub struct SpireSync {
 }
 
 impl Health {
-    pub fn new(ca: Option<Arc<Ca>>, spire: Option<Arc<LastSync>>, shutdown: watch::Receiver<bool>) -> Self {
-        Self { ca, spire, serving: AtomicBool::new(false), shutdown }
+    pub fn new(
+        ca: Option<Arc<Ca>>,
+        spire: Option<Arc<LastSync>>,
+        shutdown: watch::Receiver<bool>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self { ca, spire, serving: AtomicBool::new(false), shutdown, clock }
     }
 
     pub fn readiness(&self) -> Readiness {
-        let now = SystemTime::now();
+        let now = self.clock.now();
         // SPIRE mode has no local CA: the server signs, and serving is what counts.
         let ca_loaded = self.ca.as_ref().is_none_or(|ca| {
             let auth = ca.authorities();
@@ -72,20 +78,26 @@ impl Subscriber for Health {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::FakeClock;
     use std::time::Duration;
 
     #[test]
     fn ready_only_between_started_and_shutdown() {
         let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(FakeClock::at_unix(1_700_000_000));
         let ca =
-            Ca::open(dir.path(), &"t.example".parse().unwrap(), Duration::from_secs(3600), None, SystemTime::now())
-                .unwrap();
+            Ca::open(dir.path(), &"t.example".parse().unwrap(), Duration::from_secs(3600), None, clock.now()).unwrap();
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let health = Health::new(Some(Arc::new(ca)), None, shutdown_rx);
+        let health = Health::new(Some(Arc::new(ca)), None, shutdown_rx, clock.clone());
         let r = health.readiness();
         assert!(r.ca_loaded && !r.serving && !r.ready, "{r:?}");
         assert!(!serde_json::to_string(&r).unwrap().contains("spire"), "standalone: no SPIRE field");
         health.on_event(&Event::Started { trust_domain: "t.example".into(), socket: "/s".into() });
+        assert!(health.readiness().ready);
+        // A CA that never rotated is no longer loaded once its keys expired.
+        clock.advance(Duration::from_secs(3600));
+        assert!(!health.readiness().ca_loaded && !health.readiness().ready);
+        clock.set(crate::clock::from_unix_secs(1_700_000_000));
         assert!(health.readiness().ready);
         shutdown_tx.send(true).unwrap();
         let r = health.readiness();
@@ -95,11 +107,14 @@ mod tests {
     #[test]
     fn spire_mode_reports_the_sync_age() {
         let (_tx, shutdown_rx) = watch::channel(false);
-        let last = Arc::new(LastSync::new(SystemTime::now()));
-        let health = Health::new(None, Some(last.clone()), shutdown_rx);
+        let clock = Arc::new(FakeClock::at_unix(1_700_000_000));
+        let last = Arc::new(LastSync::new(clock.now()));
+        let health = Health::new(None, Some(last.clone()), shutdown_rx, clock.clone());
         let json = |h: &Health| serde_json::to_value(h.readiness()).unwrap();
         assert_eq!(json(&health)["spire"]["seconds_since_last_sync"], serde_json::Value::Null, "never synced");
-        last.set(SystemTime::now() - Duration::from_secs(42));
+        last.set(clock.now() - Duration::from_secs(42));
         assert_eq!(json(&health)["spire"]["seconds_since_last_sync"], 42);
+        clock.advance(Duration::from_secs(8));
+        assert_eq!(json(&health)["spire"]["seconds_since_last_sync"], 50);
     }
 }

@@ -3,6 +3,7 @@
 //! from small fixed sets; never a pid, a path, a digest or a uid.
 
 use crate::ca::Ca;
+use crate::clock::Clock;
 use crate::events::{Event, Refusal, Subscriber, SvidKind};
 use crate::registry::Policy;
 use crate::spire::last_sync::LastSync;
@@ -53,7 +54,13 @@ pub struct Metrics {
 
 impl Metrics {
     /// `spire`: SPIRE mode's last good sync (a gauge of its age); None in standalone mode.
-    pub fn new(ca: Option<Arc<Ca>>, spire: Option<Arc<LastSync>>, policy: watch::Receiver<Arc<Policy>>) -> Self {
+    /// `clock`: where the gauges read at scrape time take "now".
+    pub fn new(
+        ca: Option<Arc<Ca>>,
+        spire: Option<Arc<LastSync>>,
+        policy: watch::Receiver<Arc<Policy>>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         let mut registry = Registry::default();
         let family = |registry: &mut Registry, name: &str, help: &str, label: &'static str, values: &[&'static str]| {
             let f = Counters::default();
@@ -133,7 +140,7 @@ impl Metrics {
             "result",
             &["valid", "invalid"],
         );
-        registry.register_collector(Box::new(AtScrape { ca: ca.clone(), spire, policy }));
+        registry.register_collector(Box::new(AtScrape { ca: ca.clone(), spire, policy, clock }));
         let newest_keys = Mutex::new(newest_keys(ca.as_ref()));
         Self {
             registry,
@@ -242,6 +249,7 @@ struct AtScrape {
     /// Some in SPIRE mode only.
     spire: Option<Arc<LastSync>>,
     policy: watch::Receiver<Arc<Policy>>,
+    clock: Arc<dyn Clock>,
 }
 
 impl std::fmt::Debug for AtScrape {
@@ -260,7 +268,7 @@ fn seconds_until(t: SystemTime, now: SystemTime) -> f64 {
 
 impl Collector for AtScrape {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let now = SystemTime::now();
+        let now = self.clock.now();
         let expiry = self.ca.as_ref().map(|ca| {
             let auth = ca.authorities();
             // No signer (cannot happen while the CA rotates on time) reads as expired.
@@ -316,16 +324,18 @@ impl Collector for AtScrape {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::FakeClock;
     use crate::registry::Registry as Entries;
     use std::collections::BTreeMap;
     use std::time::Duration;
 
-    fn metrics() -> (Metrics, tempfile::TempDir) {
+    fn metrics() -> (Metrics, tempfile::TempDir, Arc<FakeClock>) {
         let dir = tempfile::tempdir().unwrap();
-        let now = SystemTime::now();
-        let ca =
-            Arc::new(Ca::open(dir.path(), &"t.example".parse().unwrap(), Duration::from_secs(4), None, now).unwrap());
-        (Metrics::new(Some(ca), None, m_policy()), dir)
+        let clock = Arc::new(FakeClock::at_unix(1_700_000_000));
+        let ca = Arc::new(
+            Ca::open(dir.path(), &"t.example".parse().unwrap(), Duration::from_secs(4), None, clock.now()).unwrap(),
+        );
+        (Metrics::new(Some(ca), None, m_policy(), clock.clone()), dir, clock)
     }
 
     fn line<'a>(text: &'a str, prefix: &str) -> &'a str {
@@ -334,7 +344,7 @@ mod tests {
 
     #[test]
     fn events_become_bounded_counters() {
-        let (m, _dir) = metrics();
+        let (m, _dir, _clock) = metrics();
         let no_entry = Refusal::NoEntry {
             exe: tessera_attestors::ExeEvidence { path: Some("/secret/path".into()), sha256: Some("ab".repeat(32)) },
             selectors: vec!["unix:uid:1".into()],
@@ -371,21 +381,21 @@ mod tests {
 
     #[test]
     fn spire_sync_age_is_read_at_scrape_time() {
-        let (m, _dir) = metrics();
+        let (m, _dir, clock) = metrics();
         assert!(!m.openmetrics().unwrap().contains("tessera_spire"), "standalone: no SPIRE gauge");
         let policy = m_policy();
-        let last = Arc::new(LastSync::new(SystemTime::now()));
-        let m = Metrics::new(None, Some(last.clone()), policy);
-        last.set(SystemTime::now() - Duration::from_secs(30));
+        let last = Arc::new(LastSync::new(clock.now()));
+        let m = Metrics::new(None, Some(last.clone()), policy, clock.clone());
+        last.set(clock.now() - Duration::from_secs(30));
         let age = |m: &Metrics| -> f64 {
             let text = m.openmetrics().unwrap();
             line(&text, "tessera_spire_seconds_since_last_sync ").rsplit(' ').next().unwrap().parse().unwrap()
         };
         let first = age(&m);
-        assert!((30.0..31.0).contains(&first), "{first}");
+        assert_eq!(first, 30.0);
         // No event in between: the age still grows (not frozen at the last sync event).
-        last.set(SystemTime::now() - Duration::from_secs(90));
-        assert!(age(&m) >= 90.0);
+        clock.advance(Duration::from_secs(60));
+        assert_eq!(age(&m), 90.0);
     }
 
     fn m_policy() -> watch::Receiver<Arc<Policy>> {
@@ -403,13 +413,13 @@ mod tests {
 
     #[test]
     fn rotations_are_counted_by_kind() {
-        let (m, _dir) = metrics();
+        let (m, _dir, clock) = metrics();
         m.on_event(&Event::CaRotated { x509_authorities: 1, jwt_keys: 1 });
         let text = m.openmetrics().unwrap();
         assert!(text.contains("tessera_key_rotations_total{kind=\"x509\"} 0"), "nothing new yet: {text}");
         // TTL 4 s: successors for both kinds at half-life.
-        let later = SystemTime::now() + Duration::from_secs(3);
-        assert!(m.ca.as_ref().unwrap().rotate_if_due(later).unwrap());
+        clock.advance(Duration::from_secs(3));
+        assert!(m.ca.as_ref().unwrap().rotate_if_due(clock.now()).unwrap());
         m.on_event(&Event::CaRotated { x509_authorities: 2, jwt_keys: 2 });
         let text = m.openmetrics().unwrap();
         assert!(text.contains("tessera_key_rotations_total{kind=\"x509\"} 1"), "{text}");

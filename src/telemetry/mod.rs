@@ -45,9 +45,10 @@ impl Telemetry {
         policy: watch::Receiver<Arc<Policy>>,
         events: &mut Events,
         shutdown: watch::Receiver<bool>,
+        clock: Arc<dyn crate::clock::Clock>,
     ) -> Self {
-        let metrics = Arc::new(metrics::Metrics::new(ca.clone(), spire.clone(), policy));
-        let health = Arc::new(health::Health::new(ca, spire, shutdown.clone()));
+        let metrics = Arc::new(metrics::Metrics::new(ca.clone(), spire.clone(), policy, clock.clone()));
+        let health = Arc::new(health::Health::new(ca, spire, shutdown.clone(), clock));
         events.subscribe(metrics.clone());
         events.subscribe(health.clone());
         events.subscribe(Arc::new(systemd::Notifier));

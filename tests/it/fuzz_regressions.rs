@@ -51,7 +51,8 @@ fn seed_tokens_validate_against_the_fixed_bundle() {
         let text = std::fs::read_to_string(root.join(name)).unwrap();
         let (audience, token) = text.split_once('\n').unwrap();
         let jwks = |t: &tessera::spiffe_id::TrustDomain| (t == &td).then(tessera::fuzzing::jwt_bundle);
-        let v = tessera::svid::jwt::validate(token, audience, jwks).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let v = tessera::svid::jwt::validate(token, audience, jwks, tessera::clock::now())
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(v.spiffe_id.to_string(), "spiffe://fuzz.test/agents/seed");
     }
 }

@@ -99,7 +99,7 @@ fn policy() -> Policy {
 
 #[test]
 fn a_new_entry_is_signed_and_served_once_signed() {
-    let (ca, now) = (ca(), SystemTime::now());
+    let (ca, now) = (ca(), crate::clock::now());
     let mut s = state(&ca);
     let p = s.begin_sync(vec![entry("e1", 1, "/a", &["unix:uid:1000"])], false, now);
     assert_eq!(wanted(&p), ["e1"]);
@@ -112,7 +112,7 @@ fn a_new_entry_is_signed_and_served_once_signed() {
 
 #[test]
 fn an_unchanged_entry_with_a_fresh_svid_is_left_alone() {
-    let (ca, now) = (ca(), SystemTime::now());
+    let (ca, now) = (ca(), crate::clock::now());
     let mut s = state(&ca);
     s.entries.insert("e1".into(), entry("e1", 1, "/a", &["unix:uid:1000"]));
     s.held.insert("e1".into(), held(&ca, "e1", 1, "/a", now, now + HOUR));
@@ -128,7 +128,7 @@ fn an_unchanged_entry_with_a_fresh_svid_is_left_alone() {
 
 #[test]
 fn a_new_revision_a_new_id_or_a_half_spent_svid_is_signed_again() {
-    let (ca, now) = (ca(), SystemTime::now());
+    let (ca, now) = (ca(), crate::clock::now());
     let mut s = state(&ca);
     for e in ["rev", "moved", "old", "fresh"] {
         s.entries.insert(e.into(), entry(e, 1, &format!("/{e}"), &["unix:uid:1"]));
@@ -154,7 +154,7 @@ fn a_new_revision_a_new_id_or_a_half_spent_svid_is_signed_again() {
 
 #[test]
 fn a_removed_entry_loses_its_svid_at_once() {
-    let (ca, now) = (ca(), SystemTime::now());
+    let (ca, now) = (ca(), crate::clock::now());
     let mut s = state(&ca);
     for e in ["keep", "gone"] {
         s.entries.insert(e.into(), entry(e, 1, &format!("/{e}"), &["unix:uid:1"]));
@@ -170,7 +170,7 @@ fn a_removed_entry_loses_its_svid_at_once() {
 
 #[test]
 fn a_malformed_entry_keeps_its_previous_version_and_svid() {
-    let (ca, now) = (ca(), SystemTime::now());
+    let (ca, now) = (ca(), crate::clock::now());
     let mut s = state(&ca);
     let good = entry("e1", 1, "/a", &["unix:uid:1"]);
     s.entries.insert("e1".into(), good.clone());
@@ -192,7 +192,7 @@ fn a_malformed_entry_keeps_its_previous_version_and_svid() {
 
 #[test]
 fn an_entry_for_other_attestors_is_left_out_without_a_refusal() {
-    let (ca, now) = (ca(), SystemTime::now());
+    let (ca, now) = (ca(), crate::clock::now());
     let mut s = state(&ca);
     let p = s.begin_sync(vec![entry("alias", 1, "/node", &["spiffe_id:spiffe://example.org/x"])], false, now);
     assert!(p.wants.is_empty() && p.refusals.is_empty());
@@ -202,7 +202,7 @@ fn an_entry_for_other_attestors_is_left_out_without_a_refusal() {
 
 #[test]
 fn a_refused_svid_keeps_the_previous_one_of_the_same_revision_only() {
-    let (ca, now) = (ca(), SystemTime::now());
+    let (ca, now) = (ca(), crate::clock::now());
     let mut s = state(&ca);
     for e in ["half", "rev"] {
         s.entries.insert(e.into(), entry(e, 1, &format!("/{e}"), &["unix:uid:1"]));
@@ -226,7 +226,7 @@ fn a_refused_svid_keeps_the_previous_one_of_the_same_revision_only() {
 
 #[test]
 fn an_expired_svid_is_dropped() {
-    let (ca, now) = (ca(), SystemTime::now());
+    let (ca, now) = (ca(), crate::clock::now());
     let mut s = state(&ca);
     s.entries.insert("e1".into(), entry("e1", 1, "/a", &["unix:uid:1"]));
     s.held.insert("e1".into(), held(&ca, "e1", 1, "/a", now - HOUR, now - Duration::from_secs(1)));
@@ -268,7 +268,7 @@ fn the_verdict_on_denials() {
 
 #[test]
 fn a_ban_clears_entries_and_svids_and_publishes_nothing() {
-    let (ca, now) = (ca(), SystemTime::now());
+    let (ca, now) = (ca(), crate::clock::now());
     let mut s = state(&ca);
     s.apply_bundles(bundle(TD, &[&ca.der]), vec![]).unwrap();
     s.entries.insert("e1".into(), entry("e1", 1, "/a", &["unix:uid:1"]));
@@ -282,7 +282,7 @@ fn a_ban_clears_entries_and_svids_and_publishes_nothing() {
 
 #[test]
 fn only_entries_with_an_svid_are_published_oldest_first() {
-    let (ca, now) = (ca(), SystemTime::now());
+    let (ca, now) = (ca(), crate::clock::now());
     let mut s = state(&ca);
     s.apply_bundles(bundle(TD, &[&ca.der]), vec![]).unwrap();
     for (e, created) in [("young", 20), ("old", 10), ("unsigned", 5)] {
@@ -304,7 +304,7 @@ fn only_entries_with_an_svid_are_published_oldest_first() {
 
 #[test]
 fn deny_rules_and_delegation_issuers_carry_over_into_the_published_policy() {
-    let (ca, now) = (ca(), SystemTime::now());
+    let (ca, now) = (ca(), crate::clock::now());
     let mut s = state(&ca);
     s.apply_bundles(bundle(TD, &[&ca.der]), vec![]).unwrap();
     s.entries.insert("e1".into(), entry("e1", 1, "/a", &["unix:uid:1"]));
@@ -331,7 +331,7 @@ fn deny_rules_and_delegation_issuers_carry_over_into_the_published_policy() {
 
 #[test]
 fn entries_asking_for_digests_and_config_files_set_the_attestor() {
-    let (ca, now) = (ca(), SystemTime::now());
+    let (ca, now) = (ca(), crate::clock::now());
     let mut s = state(&ca);
     let digest = format!("unix:sha256:{}", "b".repeat(64));
     let config = format!("config:sha256:/etc/app.toml:{}", "c".repeat(64));
@@ -357,7 +357,7 @@ fn federated_bundles_are_published_and_unusable_ones_refused() {
 
 #[test]
 fn persisted_svids_are_restored_only_if_they_still_hold() {
-    let (ca, other, now) = (ca(), ca(), SystemTime::now());
+    let (ca, other, now) = (ca(), ca(), crate::clock::now());
     let mut s = state(&ca);
     s.apply_bundles(bundle(TD, &[&ca.der]), vec![]).unwrap();
     for e in ["good", "foreign", "renamed"] {

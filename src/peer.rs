@@ -32,3 +32,11 @@ impl PeerInfo {
         }
     }
 }
+
+/// One process for the life of the machine's boot: its pid and its start time (clock ticks since
+/// boot, `/proc/PID/stat` field 22), so that a later process reusing the pid is another key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ProcessKey {
+    pub pid: i32,
+    pub start_ticks: u64,
+}

@@ -6,7 +6,7 @@
 pub mod session;
 
 use crate::clock::Clock;
-use crate::events::{Event, Events, Refusal};
+use crate::events::{Event, Events, Refusal, Rpc};
 use crate::limits::FairSlots;
 use crate::peer::PeerInfo;
 use crate::registry::{Entry, NotEntitled, Policy};
@@ -54,17 +54,17 @@ pub struct Caller {
 }
 
 impl Caller {
-    /// The process this caller is: (pid, start time).
-    pub fn process(&self) -> (i32, u64) {
-        (self.attestation.pid, self.attestation.starttime)
+    /// The process this caller is.
+    pub fn process(&self) -> crate::peer::ProcessKey {
+        crate::peer::ProcessKey { pid: self.attestation.pid, start_ticks: self.attestation.starttime }
     }
 
     /// Keep only the entry for `id`; none → `NotEntitled`, emitted as a refusal.
-    pub fn narrow_to(&mut self, id: &SpiffeId, rpc: &str, events: &Events) -> Result<(), CallerError> {
+    pub fn narrow_to(&mut self, id: &SpiffeId, rpc: Rpc, events: &Events) -> Result<(), CallerError> {
         self.entries.retain(|e| &e.spiffe_id == id);
         if self.entries.is_empty() {
             events.emit(Event::Refused {
-                rpc: rpc.to_owned(),
+                rpc,
                 pid: Some(self.attestation.pid),
                 uid: self.uid,
                 why: Refusal::NotEntitled(id.to_string()),
@@ -107,7 +107,7 @@ impl Pipeline {
     }
 
     /// Attest the peer with the attestor settings of `policy`. Failure → refused (emitted).
-    pub async fn attest(&self, peer: &PeerInfo, rpc: &str, policy: &Policy) -> Result<Attestation, CallerError> {
+    pub async fn attest(&self, peer: &PeerInfo, rpc: Rpc, policy: &Policy) -> Result<Attestation, CallerError> {
         self.attest_pinned(peer, rpc, policy, None).await.map(|(attestation, ..)| attestation)
     }
 
@@ -118,7 +118,7 @@ impl Pipeline {
     async fn attest_pinned(
         &self,
         peer: &PeerInfo,
-        rpc: &str,
+        rpc: Rpc,
         policy: &Policy,
         session: Option<std::time::SystemTime>,
     ) -> Result<(Attestation, ProcessHandle, Option<session::Baseline>), CallerError> {
@@ -139,14 +139,10 @@ impl Pipeline {
             Ok::<_, tessera_attestors::AttestError>((attestation, handle, baseline))
         })
         .await?;
-        self.events.emit(Event::AttestationFinished {
-            rpc: rpc.to_owned(),
-            ok: result.is_ok(),
-            duration: started.elapsed(),
-        });
+        self.events.emit(Event::AttestationFinished { rpc, ok: result.is_ok(), duration: started.elapsed() });
         result.map_err(|e| {
             self.events.emit(Event::Refused {
-                rpc: rpc.to_owned(),
+                rpc,
                 pid: peer.pid,
                 uid: peer.uid,
                 why: Refusal::AttestationFailed(e.to_string()),
@@ -154,7 +150,7 @@ impl Pipeline {
             // Debug only: any local user can make these at will; the audit log records them
             // under the uid's refusal budget, and the journal's rate limit must not drop the
             // lines that matter (the audit anchors) for them.
-            tracing::debug!(rpc, pid = ?peer.pid, uid = peer.uid, error = %e, "workload attestation failed");
+            tracing::debug!(%rpc, pid = ?peer.pid, uid = peer.uid, error = %e, "workload attestation failed");
             CallerError::Attestation(e)
         })
     }
@@ -164,7 +160,7 @@ impl Pipeline {
         &self,
         attestation: Attestation,
         peer: &PeerInfo,
-        rpc: &str,
+        rpc: Rpc,
         policy: Arc<Policy>,
     ) -> Result<Caller, CallerError> {
         let entitled = entitlement(&attestation, &policy);
@@ -176,7 +172,7 @@ impl Pipeline {
         &self,
         attestation: Attestation,
         peer: &PeerInfo,
-        rpc: &str,
+        rpc: Rpc,
         policy: Arc<Policy>,
         entitled: Result<Vec<Arc<Entry>>, NotEntitled>,
     ) -> Result<Caller, CallerError> {
@@ -188,7 +184,7 @@ impl Pipeline {
                     &policy.registry.matching(&attestation.selectors).into_iter().cloned().collect::<Vec<_>>(),
                 );
                 self.events.emit(Event::Refused {
-                    rpc: rpc.to_owned(),
+                    rpc,
                     pid: Some(attestation.pid),
                     uid,
                     why: Refusal::Revoked {
@@ -198,12 +194,12 @@ impl Pipeline {
                         owners,
                     },
                 });
-                tracing::debug!(rpc, pid = attestation.pid, uid, rule = %rule.id, "no identity issued: revoked");
+                tracing::debug!(%rpc, pid = attestation.pid, uid, rule = %rule.id, "no identity issued: revoked");
                 return Err(CallerError::Revoked(rule.id.clone()));
             }
             Err(NotEntitled::NoEntry) => {
                 self.events.emit(Event::Refused {
-                    rpc: rpc.to_owned(),
+                    rpc,
                     pid: Some(attestation.pid),
                     uid,
                     why: Refusal::NoEntry {
@@ -211,7 +207,7 @@ impl Pipeline {
                         selectors: selector_strings(&attestation.selectors),
                     },
                 });
-                tracing::debug!(rpc, pid = attestation.pid, uid, "no identity issued: no entry matches");
+                tracing::debug!(%rpc, pid = attestation.pid, uid, "no identity issued: no entry matches");
                 return Err(CallerError::NoIdentity);
             }
         };
@@ -223,7 +219,7 @@ impl Pipeline {
 
     /// Attest a caller at the start of an RPC (emitted with its evidence) and find its entries,
     /// all against one policy snapshot.
-    pub async fn caller(&self, peer: &PeerInfo, rpc: &str) -> Result<Caller, CallerError> {
+    pub async fn caller(&self, peer: &PeerInfo, rpc: Rpc) -> Result<Caller, CallerError> {
         self.caller_pinned(peer, rpc, any_entry, None).await.map(|(caller, ..)| caller)
     }
 
@@ -234,7 +230,7 @@ impl Pipeline {
     async fn caller_pinned(
         &self,
         peer: &PeerInfo,
-        rpc: &str,
+        rpc: Rpc,
         serves: Serves,
         session: Option<std::time::SystemTime>,
     ) -> Result<(Caller, ProcessHandle, Option<session::Baseline>), CallerError> {
@@ -243,7 +239,7 @@ impl Pipeline {
         let entitled = entitlement(&attestation, &policy);
         let refused = !entitled.as_ref().is_ok_and(|entries| entries.iter().any(|e| serves(e)));
         self.events.emit(Event::Attested {
-            rpc: rpc.to_owned(),
+            rpc,
             pid: attestation.pid,
             uid: peer.uid,
             pinned_by_kernel: peer.pidfd_from_kernel,
@@ -263,14 +259,14 @@ impl Pipeline {
     /// reused now (see [`session`]). A session past [`session::RENEW_AFTER`] is renewed by a
     /// full attestation in the background meanwhile (dropped if that one fails), so calls on a
     /// steadily used connection do not wait for one; its audit lines read "`rpc` (renewal)".
-    pub fn reused(self: &Arc<Self>, peer: &PeerInfo, policy: &Arc<Policy>, rpc: &str) -> Option<Arc<Caller>> {
+    pub fn reused(self: &Arc<Self>, peer: &PeerInfo, policy: &Arc<Policy>, rpc: Rpc) -> Option<Arc<Caller>> {
         let (caller, renew) = self.sessions.reuse(peer, policy)?;
         if let Some(generation) = renew {
             // Its audit lines say it is a renewal, not the call that started it (which was
             // served from the session).
-            let (pipeline, peer, rpc) = (self.clone(), peer.clone(), format!("{rpc} (renewal)"));
+            let (pipeline, peer, rpc) = (self.clone(), peer.clone(), rpc.renewal());
             tokio::spawn(async move {
-                let renewed = pipeline.attest_and_keep(&peer, &rpc, any_entry, Some(generation)).await;
+                let renewed = pipeline.attest_and_keep(&peer, rpc, any_entry, Some(generation)).await;
                 if !matches!(renewed, Ok((_, true))) {
                     pipeline.sessions.forget(&peer, generation);
                 }
@@ -283,7 +279,7 @@ impl Pipeline {
     /// [`session::MAX_REUSE`]: that caller after the per-call checks ([`Self::reused`]), else a
     /// full attestation (kept for the connection's next calls when it succeeds). Open streams
     /// re-attest in full.
-    pub async fn caller_reused(self: &Arc<Self>, peer: &PeerInfo, rpc: &str) -> Result<Arc<Caller>, CallerError> {
+    pub async fn caller_reused(self: &Arc<Self>, peer: &PeerInfo, rpc: Rpc) -> Result<Arc<Caller>, CallerError> {
         self.caller_reused_for(peer, rpc, any_entry).await
     }
 
@@ -292,7 +288,7 @@ impl Pipeline {
     pub async fn caller_reused_for(
         self: &Arc<Self>,
         peer: &PeerInfo,
-        rpc: &str,
+        rpc: Rpc,
         serves: Serves,
     ) -> Result<Arc<Caller>, CallerError> {
         match self.reused(peer, &self.policy(), rpc) {
@@ -307,7 +303,7 @@ impl Pipeline {
     async fn attest_and_keep(
         &self,
         peer: &PeerInfo,
-        rpc: &str,
+        rpc: Rpc,
         serves: Serves,
         renewing: Option<u64>,
     ) -> Result<(Arc<Caller>, bool), CallerError> {
@@ -350,7 +346,7 @@ struct Shared {
 
 #[derive(Default)]
 struct SharedMap {
-    by_process: HashMap<(i32, u64), std::sync::Weak<Attestation>>,
+    by_process: HashMap<crate::peer::ProcessKey, std::sync::Weak<Attestation>>,
     /// Map size at which dead entries are swept next (amortised: twice the live count).
     sweep_at: usize,
 }
@@ -359,7 +355,7 @@ impl Shared {
     /// `a`, or the equal attestation some caller already holds.
     fn get(&self, a: Attestation) -> Arc<Attestation> {
         let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
-        let key = (a.pid, a.starttime);
+        let key = crate::peer::ProcessKey { pid: a.pid, start_ticks: a.starttime };
         if let Some(existing) = held.by_process.get(&key).and_then(std::sync::Weak::upgrade)
             && same(&existing, &a)
         {

@@ -6,7 +6,7 @@ use super::exchange::Exchange;
 use crate::ca::Ca;
 use crate::caller::Pipeline;
 use crate::events::delegation::{AgentEvidence, Outcome, Record};
-use crate::events::{Event, Events};
+use crate::events::{Call, Event, Events, Rpc};
 use crate::http::{self, Answer, Caller, Method, Request, Response};
 use std::sync::Arc;
 
@@ -134,4 +134,4 @@ async fn not_the_agent(a: &Approval, caller: &Caller, pipeline: &Pipeline) -> Re
 }
 
 /// The audit `rpc` of an approval decider's attestation.
-const RPC_DECIDE: &str = "ApprovalDecision";
+const RPC_DECIDE: Rpc = Rpc::of(Call::ApprovalDecision);

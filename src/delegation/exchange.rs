@@ -12,13 +12,13 @@ use crate::bundle::JwtBundle;
 use crate::ca::Ca;
 use crate::caller::{Pipeline, selector_strings};
 use crate::events::delegation::{AgentEvidence, Outcome, Record};
-use crate::events::{Event, Events};
+use crate::events::{Call, Event, Events, Rpc};
 use crate::peer::PeerInfo;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 
-pub const RPC: &str = "TokenExchange";
+pub const RPC: Rpc = Rpc::of(Call::TokenExchange);
 
 /// The token endpoint's shared state.
 pub struct Exchange {

@@ -8,7 +8,7 @@ use super::context::Context;
 use super::status::ApiError;
 use crate::bundle::FederatedBundle;
 use crate::caller::{Caller, CallerError};
-use crate::events::Event;
+use crate::events::{Event, Rpc};
 use crate::issuer::Bundles;
 use crate::peer::PeerInfo;
 use crate::spiffe_id::TrustDomain;
@@ -56,13 +56,7 @@ pub type EntitlementStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + S
 /// No task or channel of its own: the HTTP/2 layer already runs one task per stream, and polls
 /// this one in it (a spawned task plus a channel cost about half of an idle stream's memory).
 /// The client going away drops the stream, and with it its file subscription.
-pub fn open<T, R>(
-    ctx: Arc<Context>,
-    peer: PeerInfo,
-    rpc: &'static str,
-    initial: Entitlement,
-    render: R,
-) -> EntitlementStream<T>
+pub fn open<T, R>(ctx: Arc<Context>, peer: PeerInfo, rpc: Rpc, initial: Entitlement, render: R) -> EntitlementStream<T>
 where
     T: Send + 'static,
     R: Fn(&Context, &Entitlement) -> Rendered<T> + Send + Sync + 'static,
@@ -105,7 +99,7 @@ struct Driver<R> {
     _open: OpenStream,
     ctx: Arc<Context>,
     peer: PeerInfo,
-    rpc: &'static str,
+    rpc: Rpc,
     render: R,
     state: Entitlement,
     /// Policy reloads, CA rotations and shutdown, as one signal (see [`wakeups`]).
@@ -231,7 +225,7 @@ impl<R> Driver<R> {
                     );
                     if withdrawn {
                         ctx.pipeline.events.emit(Event::Withdrawn {
-                            rpc: rpc.to_owned(),
+                            rpc,
                             pid: self.state.caller.attestation.pid,
                             uid: self.state.caller.uid,
                             had: self.state.caller.entries.iter().map(|e| e.spiffe_id.to_string()).collect(),
@@ -239,7 +233,7 @@ impl<R> Driver<R> {
                             owners: crate::events::owners_of(&self.state.caller.entries),
                         });
                     }
-                    tracing::info!(rpc, pid = ?self.peer.pid, code = ?status.code(), "stream ended: {}", status.message());
+                    tracing::info!(%rpc, pid = ?self.peer.pid, code = ?status.code(), "stream ended: {}", status.message());
                     self.ended = true;
                     return Some(Err(status));
                 }
@@ -278,19 +272,19 @@ pub fn wakeups(
 /// pipeline (a pointer), not a copy of its subscriber list (an allocation per stream).
 struct OpenStream {
     pipeline: Arc<crate::caller::Pipeline>,
-    rpc: &'static str,
+    rpc: Rpc,
 }
 
 impl OpenStream {
-    fn new(ctx: &Context, rpc: &'static str) -> Self {
-        ctx.pipeline.events.emit(Event::StreamOpened { rpc: rpc.to_owned() });
+    fn new(ctx: &Context, rpc: Rpc) -> Self {
+        ctx.pipeline.events.emit(Event::StreamOpened { rpc });
         Self { pipeline: ctx.pipeline.clone(), rpc }
     }
 }
 
 impl Drop for OpenStream {
     fn drop(&mut self) {
-        self.pipeline.events.emit(Event::StreamClosed { rpc: self.rpc.to_owned() });
+        self.pipeline.events.emit(Event::StreamClosed { rpc: self.rpc });
     }
 }
 
@@ -315,7 +309,7 @@ fn same_executable(peer: &PeerInfo) -> bool {
 
 /// Report an exec on an open stream as drift: the executable's selectors go; the new
 /// executable's path (as `/proc/PID/exe` shows it now) is named, its digest not computed.
-fn exec_drift(ctx: &Context, rpc: &str, old: &Entitlement, peer: &PeerInfo) {
+fn exec_drift(ctx: &Context, rpc: Rpc, old: &Entitlement, peer: &PeerInfo) {
     let before = old.caller.attestation.exe.clone();
     let after_path = match (peer.pid, peer.pidfd.as_deref()) {
         (Some(pid), Some(pidfd)) => tessera_attestors::current_exe_path(pid, pidfd),
@@ -335,9 +329,9 @@ fn exec_drift(ctx: &Context, rpc: &str, old: &Entitlement, peer: &PeerInfo) {
     // Nothing of the new executable is attested (the connection is refused outright), so no
     // selectors are added; its path is evidence only.
     let added = Vec::new();
-    tracing::info!(rpc, pid = ?peer.pid, before = ?before.path, after = ?after.path, "workload exec'd on an open stream");
+    tracing::info!(%rpc, pid = ?peer.pid, before = ?before.path, after = ?after.path, "workload exec'd on an open stream");
     ctx.pipeline.events.emit(Event::Drift {
-        rpc: rpc.to_owned(),
+        rpc,
         pid: old.caller.attestation.pid,
         uid: old.caller.uid,
         removed,
@@ -350,16 +344,16 @@ fn exec_drift(ctx: &Context, rpc: &str, old: &Entitlement, peer: &PeerInfo) {
 
 /// Report a change in what a streaming workload looks like (new binary, edited script or
 /// prompt, changed cgroup), with the old and new selectors that differ.
-fn drift(ctx: &Context, rpc: &str, old: &Entitlement, new: &Attestation) {
+fn drift(ctx: &Context, rpc: Rpc, old: &Entitlement, new: &Attestation) {
     let (a, b) = (&old.caller.attestation.selectors, &new.selectors);
     if a == b {
         return;
     }
     let removed: Vec<String> = a.difference(b).map(|s| s.to_string()).collect();
     let added: Vec<String> = b.difference(a).map(|s| s.to_string()).collect();
-    tracing::info!(rpc, pid = new.pid, ?removed, ?added, "workload drifted");
+    tracing::info!(%rpc, pid = new.pid, ?removed, ?added, "workload drifted");
     ctx.pipeline.events.emit(Event::Drift {
-        rpc: rpc.to_owned(),
+        rpc,
         pid: new.pid,
         uid: old.caller.uid,
         removed,

@@ -7,7 +7,7 @@ use super::status::ApiError;
 use super::stream::{self, Entitlement};
 use crate::bundle::FederatedBundle;
 use crate::caller::Caller;
-use crate::events::{Event, IssuedSvid, SvidKind};
+use crate::events::{Call, Event, IssuedSvid, Rpc, SvidKind};
 use crate::pb;
 use crate::pb::spiffe_workload_api_server::SpiffeWorkloadApi;
 use crate::peer::PeerInfo;
@@ -37,7 +37,7 @@ impl WorkloadService {
         req.extensions().get::<PeerInfo>().cloned().ok_or(crate::caller::CallerError::NoPeerCredentials.into())
     }
 
-    async fn entitlement(&self, peer: &PeerInfo, rpc: &str) -> Result<Entitlement, ApiError> {
+    async fn entitlement(&self, peer: &PeerInfo, rpc: Rpc) -> Result<Entitlement, ApiError> {
         Ok(Entitlement::of(&self.ctx, Caller::clone(&*self.ctx.pipeline.caller_reused(peer, rpc).await?)))
     }
 
@@ -46,7 +46,7 @@ impl WorkloadService {
     async fn open_stream<T: Send + 'static>(
         &self,
         req_peer: Result<PeerInfo, ApiError>,
-        rpc: &'static str,
+        rpc: Rpc,
         render: impl Fn(&Context, &Entitlement) -> stream::Rendered<T> + Send + Sync + 'static,
     ) -> Result<BoxStream<T>, Status> {
         let peer = req_peer?;
@@ -62,7 +62,7 @@ impl WorkloadService {
         peer: Result<PeerInfo, ApiError>,
         _req: pb::X509svidRequest,
     ) -> Result<BoxStream<pb::X509svidResponse>, Status> {
-        let rpc = "FetchX509SVID";
+        let rpc = Rpc::of(Call::FetchX509Svid);
         self.open_stream(peer, rpc, move |ctx, s| x509_response(ctx, s, rpc)).await
     }
 
@@ -71,7 +71,7 @@ impl WorkloadService {
         peer: Result<PeerInfo, ApiError>,
         _req: pb::X509BundlesRequest,
     ) -> Result<BoxStream<pb::X509BundlesResponse>, Status> {
-        self.open_stream(peer, "FetchX509Bundles", x509_bundles).await
+        self.open_stream(peer, Rpc::of(Call::FetchX509Bundles), x509_bundles).await
     }
 
     pub async fn jwt_bundles_stream(
@@ -79,7 +79,7 @@ impl WorkloadService {
         peer: Result<PeerInfo, ApiError>,
         _req: pb::JwtBundlesRequest,
     ) -> Result<BoxStream<pb::JwtBundlesResponse>, Status> {
-        self.open_stream(peer, "FetchJWTBundles", jwt_bundles).await
+        self.open_stream(peer, Rpc::of(Call::FetchJwtBundles), jwt_bundles).await
     }
 
     pub async fn wit_svid_stream(
@@ -87,7 +87,7 @@ impl WorkloadService {
         peer: Result<PeerInfo, ApiError>,
         req: pb::WitsvidRequest,
     ) -> Result<BoxStream<pb::WitsvidResponse>, Status> {
-        let rpc = "FetchWITSVID";
+        let rpc = Rpc::of(Call::FetchWitSvid);
         let wanted = match req.spiffe_id.as_str() {
             "" => None,
             id => Some(
@@ -109,12 +109,12 @@ impl WorkloadService {
         peer: Result<PeerInfo, ApiError>,
         _req: pb::WitBundlesRequest,
     ) -> Result<BoxStream<pb::WitBundlesResponse>, Status> {
-        self.open_stream(peer, "FetchWITBundles", wit_bundles).await
+        self.open_stream(peer, Rpc::of(Call::FetchWitBundles), wit_bundles).await
     }
 }
 
 /// X.509-SVIDs for every entry, with bundles (hints unique within a response: the first entry keeps it).
-fn x509_response(ctx: &Context, state: &Entitlement, rpc: &str) -> stream::Rendered<pb::X509svidResponse> {
+fn x509_response(ctx: &Context, state: &Entitlement, rpc: Rpc) -> stream::Rendered<pb::X509svidResponse> {
     let caller = &state.caller;
     let out = ctx.issuer.x509_svids(caller, ctx.pipeline.clock.now())?;
     let bundle = out.bundles.x509.to_der();
@@ -154,7 +154,7 @@ fn x509_bundles(ctx: &Context, state: &Entitlement) -> stream::Rendered<pb::X509
 fn wit_response(
     ctx: &Context,
     state: &Entitlement,
-    rpc: &str,
+    rpc: Rpc,
     wanted: Option<&SpiffeId>,
 ) -> stream::Rendered<pb::WitsvidResponse> {
     let mut caller = state.caller.clone();
@@ -219,7 +219,7 @@ fn bundle_map(
 /// The "issued" event for a caller: what was handed out and the evidence it was handed out on.
 fn issued_event(
     caller: &Caller,
-    rpc: &str,
+    rpc: Rpc,
     kind: SvidKind,
     issued: Vec<IssuedSvid>,
     audience: Option<&[String]>,
@@ -227,7 +227,7 @@ fn issued_event(
     let selectors_matched: BTreeSet<String> =
         caller.entries.iter().flat_map(|e| e.selectors.iter().map(|s| s.to_string())).collect();
     Event::Issued {
-        rpc: rpc.to_owned(),
+        rpc,
         kind,
         pid: caller.attestation.pid,
         uid: caller.uid,
@@ -274,7 +274,7 @@ impl SpiffeWorkloadApi for WorkloadService {
     }
 
     async fn fetch_jwtsvid(&self, req: Request<pb::JwtsvidRequest>) -> Result<Response<pb::JwtsvidResponse>, Status> {
-        let rpc = "FetchJWTSVID";
+        let rpc = Rpc::of(Call::FetchJwtSvid);
         let peer = Self::peer(&req)?;
         let req = req.into_inner();
         if req.audience.is_empty() || req.audience.iter().any(String::is_empty) {
@@ -335,11 +335,15 @@ impl SpiffeWorkloadApi for WorkloadService {
         // Validation needs no identity, but the caller must be attestable, and foreign tokens are
         // checked only against the bundles its own entries federate with (as FetchJWTBundles gives).
         let policy = self.ctx.pipeline.policy();
-        let attestation = match self.ctx.pipeline.reused(&peer, &policy, "ValidateJWTSVID") {
+        let attestation = match self.ctx.pipeline.reused(&peer, &policy, Rpc::of(Call::ValidateJwtSvid)) {
             Some(caller) => caller.attestation.clone(),
-            None => {
-                Arc::new(self.ctx.pipeline.attest(&peer, "ValidateJWTSVID", &policy).await.map_err(ApiError::from)?)
-            }
+            None => Arc::new(
+                self.ctx
+                    .pipeline
+                    .attest(&peer, Rpc::of(Call::ValidateJwtSvid), &policy)
+                    .await
+                    .map_err(ApiError::from)?,
+            ),
         };
         let entries: Vec<_> = policy.registry.matching(&attestation.selectors).into_iter().cloned().collect();
         let federated = policy.federated_for(&entries);

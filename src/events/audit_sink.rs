@@ -218,7 +218,7 @@ mod tests {
     #[test]
     fn typed_events_write_the_lines_the_log_always_had() {
         let exe = ExeEvidence { path: Some("/bin/x".into()), sha256: Some("ab".into()) };
-        let rpc = "FetchX509SVID".to_string();
+        let rpc = crate::events::Rpc::of(crate::events::Call::FetchX509Svid);
         let cases = [
             (
                 Event::Started { trust_domain: "t".into(), socket: "/s".into() },
@@ -227,7 +227,7 @@ mod tests {
             ),
             (
                 Event::Attested {
-                    rpc: rpc.clone(),
+                    rpc,
                     pid: 1,
                     uid: 0,
                     pinned_by_kernel: true,
@@ -241,7 +241,7 @@ mod tests {
             ),
             (
                 Event::Issued {
-                    rpc: rpc.clone(),
+                    rpc,
                     kind: SvidKind::X509,
                     pid: 1,
                     uid: 0,
@@ -259,7 +259,7 @@ mod tests {
             ),
             (
                 Event::Issued {
-                    rpc: "FetchJWTSVID".into(),
+                    rpc: crate::events::Call::FetchJwtSvid.into(),
                     kind: SvidKind::Jwt,
                     pid: 1,
                     uid: 0,
@@ -277,7 +277,7 @@ mod tests {
             ),
             (
                 Event::Refused {
-                    rpc: rpc.clone(),
+                    rpc,
                     pid: Some(1),
                     uid: 0,
                     why: Refusal::NoEntry { exe: exe.clone(), selectors: vec![] },

@@ -6,6 +6,8 @@
 pub mod audit;
 pub mod audit_sink;
 pub mod delegation;
+mod rpc;
+pub use rpc::{Call, Rpc};
 
 use std::sync::Arc;
 
@@ -20,7 +22,7 @@ pub enum Event {
     },
     /// A caller was attested at the start of an RPC.
     Attested {
-        rpc: String,
+        rpc: Rpc,
         pid: i32,
         uid: u32,
         pinned_by_kernel: bool,
@@ -34,14 +36,14 @@ pub enum Event {
     },
     /// A caller got no identity.
     Refused {
-        rpc: String,
+        rpc: Rpc,
         pid: Option<i32>,
         uid: u32,
         why: Refusal,
     },
     /// SVIDs were handed out.
     Issued {
-        rpc: String,
+        rpc: Rpc,
         kind: SvidKind,
         pid: i32,
         uid: u32,
@@ -61,7 +63,7 @@ pub enum Event {
     },
     /// A streaming caller stopped matching every entry; its stream ends.
     Withdrawn {
-        rpc: String,
+        rpc: Rpc,
         pid: i32,
         uid: u32,
         had: Vec<String>,
@@ -70,7 +72,7 @@ pub enum Event {
     },
     /// A streaming caller's selectors changed.
     Drift {
-        rpc: String,
+        rpc: Rpc,
         pid: i32,
         uid: u32,
         removed: Vec<String>,
@@ -132,16 +134,16 @@ pub enum Event {
     /// attestors took (queueing for a slot excluded). Telemetry only: the facts are in
     /// `Attested`/`Refused`.
     AttestationFinished {
-        rpc: String,
+        rpc: Rpc,
         ok: bool,
         duration: std::time::Duration,
     },
     /// A Workload API stream (FetchX509SVID, bundles) started; `StreamClosed` follows when it ends.
     StreamOpened {
-        rpc: String,
+        rpc: Rpc,
     },
     StreamClosed {
-        rpc: String,
+        rpc: Rpc,
     },
     /// A ValidateJWTSVID call checked a token (`valid`: signature, audience, expiry all good).
     JwtValidated {

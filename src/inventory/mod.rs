@@ -7,7 +7,8 @@ mod process;
 pub mod view;
 
 use crate::clock::{Clock, SystemClock};
-use crate::events::{Event, ExeEvidence, IssuedSvid, Refusal, Subscriber};
+use crate::events::{Event, ExeEvidence, IssuedSvid, Refusal, Rpc, Subscriber};
+use crate::peer::ProcessKey;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -58,7 +59,7 @@ pub struct Workload {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct RefusalRecord {
     pub time: u64,
-    pub rpc: String,
+    pub rpc: Rpc,
     pub pid: Option<i32>,
     pub uid: u32,
     pub exe: Option<ExeEvidence>,
@@ -67,7 +68,7 @@ pub struct RefusalRecord {
 
 #[derive(Default)]
 struct State {
-    workloads: HashMap<(i32, u64), Workload>,
+    workloads: HashMap<ProcessKey, Workload>,
     refusals: VecDeque<RefusalRecord>,
 }
 
@@ -116,8 +117,8 @@ impl Inventory {
 
     /// Drop exited processes and expired identities (the /proc reads happen outside the lock).
     fn prune(&self) {
-        let keys: Vec<(i32, u64)> = self.lock().workloads.keys().copied().collect();
-        let gone: Vec<(i32, u64)> = keys.into_iter().filter(|(pid, start)| !process::alive(*pid, *start)).collect();
+        let keys: Vec<ProcessKey> = self.lock().workloads.keys().copied().collect();
+        let gone: Vec<ProcessKey> = keys.into_iter().filter(|k| !process::alive(k.pid, k.start_ticks)).collect();
         let now = self.now_unix();
         let mut state = self.lock();
         for k in &gone {
@@ -142,13 +143,19 @@ impl Inventory {
     fn issued(&self, event: &Event) {
         let Event::Issued { pid, uid, exe, issued, owners, process, .. } = event else { return };
         let mut state = self.lock();
-        let key = (*pid, process.start_ticks);
+        let key = ProcessKey { pid: *pid, start_ticks: process.start_ticks };
         if !state.workloads.contains_key(&key) && state.workloads.len() >= MAX_WORKLOADS {
             // Make room: the process connected longest ago goes (it is logged, not hidden silently).
-            if let Some(oldest) =
-                state.workloads.values().min_by_key(|w| w.connected_since).map(|w| (w.pid, w.start_ticks))
+            if let Some(oldest) = state
+                .workloads
+                .values()
+                .min_by_key(|w| w.connected_since)
+                .map(|w| ProcessKey { pid: w.pid, start_ticks: w.start_ticks })
             {
-                tracing::warn!(pid = oldest.0, "inventory full ({MAX_WORKLOADS} processes): dropping the oldest entry");
+                tracing::warn!(
+                    pid = oldest.pid,
+                    "inventory full ({MAX_WORKLOADS} processes): dropping the oldest entry"
+                );
                 state.workloads.remove(&oldest);
             }
         }
@@ -226,7 +233,7 @@ impl Inventory {
         }
     }
 
-    fn refused(&self, rpc: &str, pid: Option<i32>, uid: u32, why: &Refusal) {
+    fn refused(&self, rpc: Rpc, pid: Option<i32>, uid: u32, why: &Refusal) {
         let (exe, reason) = match why {
             Refusal::AttestationFailed(r) => (None, format!("attestation failed: {r}")),
             Refusal::NoEntry { exe, .. } => (Some(exe.clone()), "no registration entry matches".to_owned()),
@@ -239,7 +246,7 @@ impl Inventory {
         if state.refusals.len() >= MAX_REFUSALS {
             state.refusals.pop_front();
         }
-        state.refusals.push_back(RefusalRecord { time: self.now_unix(), rpc: rpc.to_owned(), pid, uid, exe, reason });
+        state.refusals.push_back(RefusalRecord { time: self.now_unix(), rpc, pid, uid, exe, reason });
     }
 }
 
@@ -249,7 +256,7 @@ impl Subscriber for Inventory {
             Event::Issued { .. } => self.issued(event),
             Event::Withdrawn { pid, had, reason, .. } => self.withdrawn(*pid, had, reason),
             Event::Drift { pid, removed, added, .. } => self.drifted(*pid, removed, added),
-            Event::Refused { rpc, pid, uid, why } => self.refused(rpc, *pid, *uid, why),
+            Event::Refused { rpc, pid, uid, why } => self.refused(*rpc, *pid, *uid, why),
             _ => {}
         }
     }
@@ -267,7 +274,7 @@ mod tests {
 
     fn issued(pid: i32, start_ticks: u64, id: &str, expires: u64) -> Event {
         Event::Issued {
-            rpc: "FetchX509SVID".into(),
+            rpc: crate::events::Call::FetchX509Svid.into(),
             kind: SvidKind::X509,
             pid,
             uid: 0,
@@ -304,7 +311,7 @@ mod tests {
         assert_eq!(w[0].held.values().next().unwrap().owner.as_deref(), Some("team"));
 
         inv.on_event(&Event::Withdrawn {
-            rpc: "FetchX509SVID".into(),
+            rpc: crate::events::Call::FetchX509Svid.into(),
             pid: me,
             uid: 0,
             had: vec!["spiffe://t/a".into()],
@@ -324,7 +331,7 @@ mod tests {
         let inv = Inventory::default();
         for pid in 0..(MAX_REFUSALS as i32 + 10) {
             inv.on_event(&Event::Refused {
-                rpc: "r".into(),
+                rpc: crate::events::Call::FetchX509Svid.into(),
                 pid: Some(pid),
                 uid: 1,
                 why: Refusal::AttestationFailed("x".into()),

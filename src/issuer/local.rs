@@ -23,8 +23,8 @@ struct CachedSvid {
     refresh: SystemTime,
 }
 
-/// SVIDs by ((pid, start time), SPIFFE ID).
-type SvidCache = HashMap<((i32, u64), SpiffeId), CachedSvid>;
+/// SVIDs by (process, SPIFFE ID).
+type SvidCache = HashMap<(crate::peer::ProcessKey, SpiffeId), CachedSvid>;
 
 /// Per-process SVIDs kept at most; past this, those due for renewal are dropped (then all).
 const SVID_CACHE_LIMIT: usize = 16_384;
@@ -63,7 +63,7 @@ impl LocalIssuer {
     /// renewal (same entry, same signing authority), else a freshly minted one.
     fn svid_for(
         &self,
-        process: (i32, u64),
+        process: crate::peer::ProcessKey,
         entry: &Arc<Entry>,
         signer: &Arc<X509Authority>,
         now: SystemTime,

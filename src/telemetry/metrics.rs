@@ -349,12 +349,21 @@ mod tests {
             exe: tessera_attestors::ExeEvidence { path: Some("/secret/path".into()), sha256: Some("ab".repeat(32)) },
             selectors: vec!["unix:uid:1".into()],
         };
-        m.on_event(&Event::Refused { rpc: "FetchX509SVID".into(), pid: Some(42), uid: 1, why: no_entry });
+        m.on_event(&Event::Refused {
+            rpc: crate::events::Call::FetchX509Svid.into(),
+            pid: Some(42),
+            uid: 1,
+            why: no_entry,
+        });
         m.on_event(&Event::AdminRefused { uid: Some(7), pid: None, method: "GET".into(), path: "/x".into() });
-        m.on_event(&Event::AttestationFinished { rpc: "r".into(), ok: false, duration: Duration::from_millis(3) });
-        m.on_event(&Event::StreamOpened { rpc: "r".into() });
-        m.on_event(&Event::StreamOpened { rpc: "r".into() });
-        m.on_event(&Event::StreamClosed { rpc: "r".into() });
+        m.on_event(&Event::AttestationFinished {
+            rpc: crate::events::Call::FetchX509Svid.into(),
+            ok: false,
+            duration: Duration::from_millis(3),
+        });
+        m.on_event(&Event::StreamOpened { rpc: crate::events::Call::FetchX509Svid.into() });
+        m.on_event(&Event::StreamOpened { rpc: crate::events::Call::FetchX509Svid.into() });
+        m.on_event(&Event::StreamClosed { rpc: crate::events::Call::FetchX509Svid.into() });
         let rule = crate::registry::DenyRule {
             id: "r-1".into(),
             target: crate::registry::DenyTarget::SpiffeId("spiffe://t.example/a".parse().unwrap()),

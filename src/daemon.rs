@@ -13,12 +13,11 @@ use crate::events::{Event, Events};
 use crate::issuer::local::LocalIssuer;
 use crate::limits::FairSlots;
 use crate::pb::spiffe_workload_api_server::SpiffeWorkloadApiServer;
-use crate::registry::Policy;
+use crate::registry::{ConfigPart, PolicyComposer};
 use crate::watch::{FileWatcher, Owner};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tessera_attestors::Attestor;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{Notify, watch};
 use tokio_stream::wrappers::ReceiverStream;
@@ -65,36 +64,26 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long open connections get to finish after SIGTERM.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
-/// The reloadable part of a config, with federated bundles read from their files. The attestor
-/// of `previous` is kept when the attestor settings did not change (its digest cache with it).
-fn policy_of(
+/// What a (re)loaded config puts into the policy: its entries, attestor settings, JWT issuer,
+/// deny rules, delegation issuers (their JWKS read) and federation partners with their bundles
+/// (the last fetched one, else the file's). The [`PolicyComposer`] does the rest.
+fn policy_part(
     config: &Config,
-    previous: Option<&Policy>,
-    revoked: &[Arc<crate::registry::DenyRule>],
     fetched: &crate::federation::FetchedBundles,
-) -> Result<Policy, crate::bundle::federation::BundleError> {
-    let mut federated = BTreeMap::new();
+) -> Result<ConfigPart, crate::bundle::federation::BundleError> {
+    let mut federation = BTreeMap::new();
     for f in &config.federation {
         // A bundle fetched from the partner's endpoint wins over the (initial) file.
-        if let Some(bundle) = crate::federation::current(fetched, f)? {
-            federated.insert(f.trust_domain.clone(), bundle);
-        }
+        federation.insert(f.trust_domain.clone(), crate::federation::current(fetched, f)?);
     }
-    let deny = crate::registry::DenyList { config: config.deny.clone(), runtime: revoked.to_vec() };
-    let attest = deny.attest_config(&config.attest);
-    let attestor = match previous {
-        Some(p) if *p.attestor.config() == attest => p.attestor.clone(),
-        _ => Arc::new(Attestor::new(attest)),
-    };
     let issuers = config.delegation.as_ref().map(|d| d.issuers.as_slice()).unwrap_or_default();
-    Ok(Policy {
+    Ok(ConfigPart {
         registry: config.registry.clone(),
-        attestor,
+        attest: config.attest.clone(),
         jwt_issuer: config.jwt_issuer.clone(),
-        federated,
-        deny: Arc::new(deny),
-        attest_base: config.attest.clone(),
+        deny: config.deny.clone(),
         delegation_issuers: Arc::new(crate::registry::delegation::Issuers::load(issuers)?),
+        federation,
     })
 }
 
@@ -152,8 +141,10 @@ pub async fn run_then(mut config: Config, once_serving: impl FnOnce() + Send + '
     let inventory = crate::inventory::Inventory::new(clock.clone());
     events.subscribe(inventory.clone());
     let revocations = Arc::new(crate::admin::revoke::Revocations::open(&config.data_dir)?);
-    let (policy_tx, policy_rx) = watch::channel(Arc::new(policy_of(&config, None, &revocations.rules(), &fetched)?));
-    let policy_tx = Arc::new(policy_tx);
+    // The one writer of the policy: reload, revocations, federated bundles and SPIRE syncs
+    // each hand it their input.
+    let composer = PolicyComposer::new(policy_part(&config, &fetched)?, revocations.rules());
+    let policy_rx = composer.subscribe();
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let files = FileWatcher::with_linger(crate::watch::MAX_DIRS_PER_UID, crate::watch::MAX_DIRS, crate::watch::LINGER);
     // SPIRE mode: the sync loop records its good syncs here, telemetry reports their age.
@@ -177,7 +168,7 @@ pub async fn run_then(mut config: Config, once_serving: impl FnOnce() + Send + '
             let issuer = crate::spire::agent::start(
                 &config,
                 spire,
-                (*policy_tx).clone(),
+                composer.clone(),
                 events.clone(),
                 last_sync,
                 shutdown_rx.clone(),
@@ -206,7 +197,7 @@ pub async fn run_then(mut config: Config, once_serving: impl FnOnce() + Send + '
     let mut admin_routes = crate::http::Routes::new();
     telemetry.serve(&config, &mut admin_routes, shutdown_rx.clone()).await?;
     crate::inventory::routes(&mut admin_routes, inventory.clone(), policy_rx.clone());
-    crate::admin::revoke::routes(&mut admin_routes, revocations.clone(), policy_tx.clone(), inventory, events.clone());
+    crate::admin::revoke::routes(&mut admin_routes, revocations.clone(), composer.clone(), inventory, events.clone());
     if let Some((ca, ca_gen_tx)) = &local_ca {
         crate::delegation::start(&config, &ctx.pipeline, ca, &events, &mut admin_routes, shutdown_rx.clone())?;
         // The delegated-token issuer publishes its own keys when delegation is on.
@@ -247,8 +238,8 @@ pub async fn run_then(mut config: Config, once_serving: impl FnOnce() + Send + '
     ));
     if let Some((ca, ca_gen_tx)) = local_ca {
         spawn_ca_rotation(ca, config.ca_ttl, ca_gen_tx, events.clone(), clock, shutdown_rx.clone());
-        crate::federation::spawn(&config, fetched.clone(), (*policy_tx).clone(), events.clone(), shutdown_rx.clone());
-        spawn_reloader(&config, files, policy_tx, revocations, fetched, events.clone(), shutdown_rx.clone())?;
+        crate::federation::spawn(&config, fetched.clone(), composer.clone(), events.clone(), shutdown_rx.clone());
+        spawn_reloader(&config, files, composer, fetched, events.clone(), shutdown_rx.clone())?;
     }
 
     tokio::spawn(async move {
@@ -374,8 +365,7 @@ fn token_socket(c: &Config) -> Option<&std::path::Path> {
 fn spawn_reloader(
     config: &Config,
     files: Arc<FileWatcher>,
-    policy: Arc<watch::Sender<Arc<Policy>>>,
-    revocations: Arc<crate::admin::revoke::Revocations>,
+    policy: PolicyComposer,
     fetched: crate::federation::FetchedBundles,
     events: Events,
     mut shutdown: watch::Receiver<bool>,
@@ -405,15 +395,12 @@ fn spawn_reloader(
             // A config that does not validate, or names a federated bundle that cannot be read,
             // is refused as a whole.
             let loaded = Config::load(&path).map_err(|e| e.to_string());
-            // Built and sent under the revocation store's lock: a revoke at the same moment is
-            // in the new policy, never lost by it.
+            // The composer keeps the runtime revocations and fetched bundles: a revoke at the
+            // same moment is in the new policy, never lost by it.
             let published = loaded.and_then(|c| {
-                revocations
-                    .publish(&policy, |revoked| {
-                        let previous = policy.borrow().clone();
-                        policy_of(&c, Some(&previous), revoked, &fetched).map_err(|e| e.to_string())
-                    })
-                    .map(|()| c)
+                let part = policy_part(&c, &fetched).map_err(|e| e.to_string())?;
+                policy.config_loaded(part);
+                Ok(c)
             });
             let next = match published {
                 Ok(loaded) => loaded,

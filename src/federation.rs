@@ -9,7 +9,7 @@ use crate::bundle::endpoint::FederationEndpoint;
 use crate::bundle::fetch::{self, Fetched};
 use crate::config::Config;
 use crate::events::{Event, Events};
-use crate::registry::Policy;
+use crate::registry::PolicyComposer;
 use crate::spiffe_id::TrustDomain;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -24,7 +24,8 @@ const FIRST_RETRY: Duration = Duration::from_secs(1);
 const MAX_RETRY: Duration = Duration::from_secs(300);
 
 /// The bundles fetched from endpoints (or, before the first fetch, the last good one on disk or
-/// the initial `bundle_path`), by trust domain. Read by `policy_of` on every (re)load.
+/// the initial `bundle_path`), by trust domain. Read by the daemon on every (re)load; the
+/// [`PolicyComposer`] gets each update as it comes.
 #[derive(Clone, Default)]
 pub struct FetchedBundles {
     inner: Arc<RwLock<BTreeMap<TrustDomain, Arc<FederatedBundle>>>>,
@@ -45,7 +46,7 @@ pub fn cache_path(data_dir: &Path, td: &TrustDomain) -> PathBuf {
 }
 
 /// The bundles in force before any fetch: for each endpoint federation, the last good bundle on
-/// disk if it still parses, else nothing here (policy_of falls back to `bundle_path`).
+/// disk if it still parses, else nothing here (the file at `bundle_path` is used then).
 pub fn initial(config: &Config) -> FetchedBundles {
     let fetched = FetchedBundles::default();
     for f in config.federation.iter().filter(|f| f.endpoint.is_some()) {
@@ -85,7 +86,7 @@ pub fn current(
 pub fn spawn(
     config: &Config,
     fetched: FetchedBundles,
-    policy: watch::Sender<Arc<Policy>>,
+    policy: PolicyComposer,
     events: Events,
     shutdown: watch::Receiver<bool>,
 ) {
@@ -117,7 +118,7 @@ impl Partner {
     async fn run(
         self,
         fetched: FetchedBundles,
-        policy: watch::Sender<Arc<Policy>>,
+        policy: PolicyComposer,
         events: Events,
         mut shutdown: watch::Receiver<bool>,
     ) {
@@ -168,7 +169,7 @@ impl Partner {
         fetch::fetch(&self.endpoint.url, tls).await
     }
 
-    fn accept(&self, new: Fetched, fetched: &FetchedBundles, policy: &watch::Sender<Arc<Policy>>, events: &Events) {
+    fn accept(&self, new: Fetched, fetched: &FetchedBundles, policy: &PolicyComposer, events: &Events) {
         if fetched.get(&self.trust_domain).is_some_and(|b| *b == new.bundle) {
             return;
         }
@@ -178,11 +179,7 @@ impl Partner {
         let bundle = Arc::new(new.bundle);
         fetched.set(&self.trust_domain, bundle.clone());
         // Streams follow the policy: the new bundle reaches open FetchX509Bundles/FetchJWTBundles now.
-        policy.send_modify(|p| {
-            let mut federated = p.federated.clone();
-            federated.insert(self.trust_domain.clone(), bundle.clone());
-            *p = Arc::new(Policy { federated, ..(**p).clone() });
-        });
+        policy.bundle_updated(self.trust_domain.clone(), bundle.clone());
         tracing::info!(
             trust_domain = %self.trust_domain,
             sequence = ?new.sequence,

@@ -1,6 +1,7 @@
 //! Runtime revocations (`tessera revoke`): deny rules added and lifted over the admin socket,
 //! persisted in `DATA_DIR/revocations.json` (atomic, 0600) so they survive a restart, and put
-//! into force by publishing a new [`Policy`]: every open stream re-evaluates on that at once.
+//! into force through the [`PolicyComposer`], which publishes the new [`Policy`] before the
+//! answer: every open stream re-evaluates on that at once.
 //!
 //! Routes: `POST /revocations` (`{"selector"|"spiffe_id": …, "reason": …}`), `GET /revocations`,
 //! `DELETE /revocations/ID`.
@@ -8,14 +9,13 @@
 use crate::events::{Event, Events, MatchedNow};
 use crate::http::{self, Answer, Caller, Method, Request};
 use crate::inventory::Inventory;
-use crate::registry::Policy;
 use crate::registry::deny::{DenyRule, DenyTarget, Origin};
+use crate::registry::{Policy, PolicyComposer};
 use crate::spiffe_id::SpiffeId;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use tessera_attestors::Selector;
-use tokio::sync::watch;
 
 const FILE: &str = "revocations.json";
 /// Runtime revocations kept at most (each is checked on every attestation).
@@ -76,25 +76,12 @@ impl Revocations {
         self.lock().clone()
     }
 
-    /// Build a policy with the runtime rules and send it, holding the store's lock so that a
-    /// reload and a revoke at the same moment cannot lose one another.
-    pub fn publish<E>(
-        &self,
-        tx: &watch::Sender<Arc<Policy>>,
-        build: impl FnOnce(&[Arc<DenyRule>]) -> Result<Policy, E>,
-    ) -> Result<(), E> {
-        let rules = self.lock();
-        let policy = build(&rules)?;
-        tx.send_replace(Arc::new(policy));
-        Ok(())
-    }
-
     /// Persist `next`, then put it in force.
     fn replace(
         &self,
         rules: &mut Vec<Arc<DenyRule>>,
         next: Vec<Arc<DenyRule>>,
-        tx: &watch::Sender<Arc<Policy>>,
+        composer: &PolicyComposer,
     ) -> Result<(), StoreError> {
         let file = StoreFile { version: 1, revocations: next.iter().map(|r| (**r).clone()).collect() };
         let bytes = serde_json::to_vec_pretty(&file).unwrap_or_default();
@@ -104,12 +91,13 @@ impl Revocations {
         crate::storage::write_atomic(&self.path, &bytes)
             .map_err(|source| StoreError::Write { path: self.path.clone(), source })?;
         *rules = next;
-        let policy = tx.borrow().with_runtime_rules(rules.clone());
-        tx.send_replace(Arc::new(policy));
+        // In force when this returns (the composer publishes synchronously): the admin answer
+        // comes after open streams were woken and new fetches are refused.
+        composer.revocations_changed(rules.clone());
         Ok(())
     }
 
-    fn add(&self, rule: DenyRule, tx: &watch::Sender<Arc<Policy>>) -> Result<Arc<DenyRule>, AddError> {
+    fn add(&self, rule: DenyRule, composer: &PolicyComposer) -> Result<Arc<DenyRule>, AddError> {
         let mut rules = self.lock();
         if let Some(existing) = rules.iter().find(|r| r.target == rule.target) {
             return Err(AddError::Exists(existing.clone()));
@@ -120,15 +108,15 @@ impl Revocations {
         let rule = Arc::new(rule);
         let mut next = rules.clone();
         next.push(rule.clone());
-        self.replace(&mut rules, next, tx).map_err(AddError::Store)?;
+        self.replace(&mut rules, next, composer).map_err(AddError::Store)?;
         Ok(rule)
     }
 
-    fn lift(&self, id: &str, tx: &watch::Sender<Arc<Policy>>) -> Result<Option<Arc<DenyRule>>, StoreError> {
+    fn lift(&self, id: &str, composer: &PolicyComposer) -> Result<Option<Arc<DenyRule>>, StoreError> {
         let mut rules = self.lock();
         let Some(found) = rules.iter().find(|r| r.id == id).cloned() else { return Ok(None) };
         let next = rules.iter().filter(|r| r.id != id).cloned().collect();
-        self.replace(&mut rules, next, tx)?;
+        self.replace(&mut rules, next, composer)?;
         Ok(Some(found))
     }
 }
@@ -269,7 +257,7 @@ fn caller_ids(caller: &Caller) -> (u32, Option<i32>) {
 pub fn routes(
     routes: &mut crate::http::Routes,
     store: Arc<Revocations>,
-    policy: Arc<watch::Sender<Arc<Policy>>>,
+    policy: PolicyComposer,
     inventory: Arc<Inventory>,
     events: Events,
 ) {
@@ -298,7 +286,7 @@ pub fn routes(
             let outcome = tokio::task::spawn_blocking(move || {
                 // Who holds what, taken before the rule is in force (streams are withdrawn at
                 // once after); evaluated after, so hashing never delays the revocation.
-                let current = policy.borrow().clone();
+                let current = policy.current();
                 let (holders, _) = inventory.snapshot(0);
                 let added = store.add(rule, &policy)?;
                 let matched = matched_now(&added.target, &current, &holders);
@@ -342,7 +330,7 @@ pub fn routes(
     });
     let p = policy.clone();
     routes.add(Method::GET, "/revocations", move |_request: Request| {
-        let policy = p.borrow().clone();
+        let policy = p.current();
         async move {
             let rules: Vec<DenyRule> = policy.deny.rules().map(|r| (**r).clone()).collect();
             http::json(Answer::Ok, &serde_json::json!({ "revocations": rules }))

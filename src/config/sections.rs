@@ -11,10 +11,9 @@ use super::{
 use crate::events::audit::AuditOptions;
 use crate::registry::{Entry, Registry};
 use crate::spiffe_id::TrustDomain;
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use tessera_attestors::{AttestConfig, HashBudget, Kind};
+use tessera_attestors::{AttestConfig, HashBudget};
 use toml::Spanned;
 
 /// The durations set at the top level (and `[ca] ttl`).
@@ -317,23 +316,19 @@ fn paths(raw: &RawConfig) -> Paths {
 
 /// `[attestors]`: hashing bounds, and which digests the entries' selectors need.
 fn attest_config(raw: RawAttestors, entries: &[Entry]) -> AttestConfig {
-    let selectors = || entries.iter().flat_map(|e| e.selectors.iter());
-    // Config files named by entries are hashed by the config attestor; nothing else is.
-    let config_paths: BTreeSet<PathBuf> = selectors().filter_map(tessera_attestors::config_path_of).collect();
-    // Likewise executables and scripts are hashed only when some entry asks for the digest.
-    let wants = |kind: Kind| selectors().any(|s| s.kind() == kind && s.value().starts_with("sha256:"));
-    AttestConfig {
+    let base = AttestConfig {
         // A default bound: argv names the script to hash, so without one any local user could
         // make the daemon read a huge (or sparse) file on every cache miss.
         max_hash_size: Some(raw.max_hash_size.unwrap_or(DEFAULT_MAX_HASH)),
         max_script_hash_size: Some(raw.max_script_hash_size.unwrap_or(tessera_attestors::DEFAULT_MAX_SCRIPT_HASH_SIZE)),
-        want_exe_digest: wants(Kind::Unix),
-        want_script_digest: wants(Kind::Script),
         hash_budget_per_uid: Some(match raw.hash_budget_per_uid {
             Some(bytes) => HashBudget { bytes, window: Duration::from_secs(60) },
             None => HashBudget::default(),
         }),
         env_allowlist: raw.env_allowlist,
-        config_paths: config_paths.into_iter().collect(),
-    }
+        ..Default::default()
+    };
+    // Executables, scripts and config files are hashed only when some entry asks for the
+    // digest (the same rule the policy composer applies to every set of entries in force).
+    crate::registry::compose::attest_for_entries(&base, entries.iter())
 }

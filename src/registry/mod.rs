@@ -1,7 +1,8 @@
 //! Who may have which identity: the registration [`entry`] list and the reloadable [`Policy`]
 //! snapshot every request reads once (entries, attestor settings, federated bundles, JWT
-//! issuer), replaced whole in one step on reload.
+//! issuer), replaced whole in one step on reload, and its one writer, the [`compose`]r.
 
+pub mod compose;
 pub mod delegation;
 pub mod deny;
 pub mod entry;
@@ -15,6 +16,8 @@ use std::collections::BTreeMap;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use tessera_attestors::{Attestor, Selector};
+
+pub use compose::{ConfigPart, PolicyComposer, SpireSync};
 
 /// What a reload can change, swapped as a whole: a request that read one snapshot attests with
 /// its attestor settings and matches its entries, never a mix of two configs.
@@ -72,16 +75,6 @@ impl Policy {
             (true, None) => Err(NotEntitled::NoEntry),
             (false, _) => Ok(kept),
         }
-    }
-
-    /// This policy with other runtime rules; the attestor is kept unless the digests the rules
-    /// need changed.
-    pub fn with_runtime_rules(&self, runtime: Vec<Arc<DenyRule>>) -> Policy {
-        let deny = DenyList { config: self.deny.config.clone(), runtime };
-        let attest = deny.attest_config(&self.attest_base);
-        let attestor =
-            if *self.attestor.config() == attest { self.attestor.clone() } else { Arc::new(Attestor::new(attest)) };
-        Policy { attestor, deny: Arc::new(deny), ..self.clone() }
     }
 
     /// Why JWT-SVIDs of `id` must no longer validate here: a deny rule names it, or its entries

@@ -17,11 +17,10 @@ use super::tls;
 use crate::config::Config;
 use crate::config::spire::{NodeAttestation, SpireConfig};
 use crate::events::{Event, Events};
-use crate::registry::Policy;
+use crate::registry::PolicyComposer;
 use crate::spiffe_id::TrustDomain;
 use std::sync::Arc;
 use std::time::Duration;
-use tessera_attestors::AttestConfig;
 use tokio::sync::watch;
 use tonic::transport::Channel;
 
@@ -30,7 +29,7 @@ use tonic::transport::Channel;
 pub fn start(
     config: &Config,
     spire: &SpireConfig,
-    policy: watch::Sender<Arc<Policy>>,
+    policy: PolicyComposer,
     events: Events,
     last_sync: Arc<LastSync>,
     shutdown: watch::Receiver<bool>,
@@ -43,7 +42,6 @@ pub fn start(
         td: config.trust_domain.clone(),
         store,
         events,
-        base_attest: config.attest.clone(),
         policy,
         issuer: issuer.clone(),
         state: State::new(config.trust_domain.clone(), bootstrap),
@@ -76,8 +74,7 @@ struct Agent {
     td: TrustDomain,
     store: Store,
     events: Events,
-    base_attest: AttestConfig,
-    policy: watch::Sender<Arc<Policy>>,
+    policy: PolicyComposer,
     issuer: Arc<SpireIssuer>,
     /// Entries, bundles and workload SVIDs.
     state: State,
@@ -364,15 +361,14 @@ impl Agent {
 
     /// Put the current entries, SVIDs and bundles in force together.
     fn publish(&self) {
-        let previous = self.policy.borrow().clone();
-        let published = self.state.published(&self.base_attest, &previous);
+        let published = self.state.published();
         for r in &published.refusals {
             self.refused(r);
         }
-        let n = published.policy.registry.entries().len();
+        let n = published.sync.registry.entries().len();
         // SVIDs first, then the entries that reference them.
         self.issuer.publish(published.served);
-        self.policy.send_replace(Arc::new(published.policy));
+        self.policy.spire_synced(published.sync);
         tracing::info!(entries = n, "SPIRE entries and SVIDs in force");
     }
 }

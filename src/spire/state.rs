@@ -1,7 +1,7 @@
 //! What the SPIRE-mode agent holds (entries, bundles, workload SVIDs) and how each event changes
 //! it, as plain methods with no I/O: restoring the persisted state, applying a sync result,
 //! dropping everything on a ban or eviction, and rendering what is published (the served SVIDs
-//! and the registry [`Policy`]). The loop in [`super::agent`] does the talking and the timers.
+//! and the entries and bundles for the policy composer). The loop in [`super::agent`] does the talking and the timers.
 
 use super::convert::{self, EntryRefusal};
 use super::issuer::{Served, key_of};
@@ -9,15 +9,13 @@ use super::keys::{from_unix, unix};
 use super::pb::types::{self, permission_denied_details::Reason};
 use super::persist::{Snapshot, StoredSvid, StoredSvids};
 use super::svids::{self, Held, Want};
-use crate::bundle::FederatedBundle;
 use crate::issuer::Bundles;
-use crate::registry::{Entry, Policy, Registry};
+use crate::registry::{Entry, Registry, SpireSync};
 use crate::secret::PrivateKey;
 use crate::spiffe_id::TrustDomain;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::SystemTime;
-use tessera_attestors::{AttestConfig, Attestor};
 
 /// Something the server sent that was not taken; the previous state of it stays.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,10 +59,11 @@ pub struct SyncOutcome {
     pub refusals: Vec<Refusal>,
 }
 
-/// What to put in force together: the served SVIDs and bundles, and the registry policy.
+/// What to put in force together: the served SVIDs and bundles, and the entries and federated
+/// bundles for the policy ([`crate::registry::PolicyComposer::spire_synced`]).
 pub struct Published {
     pub served: Served,
-    pub policy: Policy,
+    pub sync: SpireSync,
     /// Federated bundles left out.
     pub refusals: Vec<Refusal>,
 }
@@ -278,9 +277,9 @@ impl State {
     }
 
     /// The current entries, SVIDs and bundles as they go in force together: only entries with an
-    /// SVID are served, oldest first; the deny rules and delegation issuers of `previous` (config
-    /// and `tessera revoke`) carry over, and its attestor when its settings are unchanged.
-    pub fn published(&self, base_attest: &AttestConfig, previous: &Policy) -> Published {
+    /// SVID are served, oldest first. (The composer adds the deny rules, delegation issuers and
+    /// attestor settings.)
+    pub fn published(&self) -> Published {
         let mut served_entries: Vec<(&types::Entry, Entry)> = self
             .entries
             .values()
@@ -316,39 +315,9 @@ impl State {
             }
         }
         let entries: Vec<Entry> = served_entries.into_iter().map(|(_, e)| e).collect();
-        let attest_base = attest_config(base_attest, &entries);
-        // Deny rules (config and `tessera revoke`) stay in force across syncs.
-        let attest = previous.deny.attest_config(&attest_base);
-        let attestor = if *previous.attestor.config() == attest {
-            previous.attestor.clone()
-        } else {
-            Arc::new(Attestor::new(attest))
-        };
-        let policy = Policy {
-            registry: Registry::new(entries),
-            attestor,
-            jwt_issuer: None,
-            federated: federated.into_iter().collect::<BTreeMap<TrustDomain, Arc<FederatedBundle>>>(),
-            deny: previous.deny.clone(),
-            attest_base,
-            delegation_issuers: previous.delegation_issuers.clone(),
-        };
-        Published { served, policy, refusals }
+        let sync = SpireSync { registry: Registry::new(entries), federated };
+        Published { served, sync, refusals }
     }
-}
-
-/// The attestor settings for `entries`: digests and config files only where an entry asks.
-fn attest_config(base: &AttestConfig, entries: &[Entry]) -> AttestConfig {
-    let mut c = base.clone();
-    let sels = || entries.iter().flat_map(|e| e.selectors.iter());
-    let wants = |kind: tessera_attestors::Kind| sels().any(|s| s.kind() == kind && s.value().starts_with("sha256:"));
-    c.want_exe_digest = wants(tessera_attestors::Kind::Unix);
-    c.want_script_digest = wants(tessera_attestors::Kind::Script);
-    let mut paths: Vec<_> = sels().filter_map(tessera_attestors::config_path_of).collect();
-    paths.sort();
-    paths.dedup();
-    c.config_paths = paths;
-    c
 }
 
 #[cfg(test)]

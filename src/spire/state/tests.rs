@@ -3,10 +3,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use super::*;
-use crate::registry::{DenyList, DenyRule, DenyTarget, Origin};
+use crate::registry::{ConfigPart, DenyRule, DenyTarget, Origin, PolicyComposer};
 use crate::spiffe_id::SpiffeId;
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType};
 use std::time::Duration;
+use tessera_attestors::AttestConfig;
 
 const TD: &str = "example.org";
 const HOUR: Duration = Duration::from_secs(3600);
@@ -85,16 +86,14 @@ fn wanted(p: &PendingSync) -> Vec<&str> {
     ids
 }
 
-fn policy() -> Policy {
-    Policy {
-        registry: Registry::new(vec![]),
-        attestor: Arc::new(Attestor::new(AttestConfig::default())),
-        jwt_issuer: None,
-        federated: BTreeMap::new(),
-        deny: Default::default(),
-        attest_base: Default::default(),
-        delegation_issuers: Default::default(),
-    }
+/// A composer with an empty config (SPIRE mode) and these deny rules of the config.
+fn composer(deny: Vec<DenyRule>) -> PolicyComposer {
+    let config = ConfigPart {
+        attest: AttestConfig::default(),
+        deny: deny.into_iter().map(Arc::new).collect(),
+        ..Default::default()
+    };
+    PolicyComposer::new(config, vec![])
 }
 
 #[test]
@@ -276,8 +275,8 @@ fn a_ban_clears_entries_and_svids_and_publishes_nothing() {
     s.clear();
     assert!(s.entries.is_empty() && s.held.is_empty());
     assert!(s.stored_svids().svids.is_empty() && s.snapshot().entries.is_empty());
-    let p = s.published(&AttestConfig::default(), &policy());
-    assert!(p.served.svids.is_empty() && p.policy.registry.entries().is_empty());
+    let p = s.published();
+    assert!(p.served.svids.is_empty() && p.sync.registry.entries().is_empty());
 }
 
 #[test]
@@ -293,13 +292,15 @@ fn only_entries_with_an_svid_are_published_oldest_first() {
     for e in ["young", "old"] {
         s.held.insert(e.into(), held(&ca, e, 1, &format!("/{e}"), now, now + HOUR));
     }
-    let p = s.published(&AttestConfig::default(), &policy());
-    let ids: Vec<String> = p.policy.registry.entries().iter().map(|e| e.spiffe_id.to_string()).collect();
+    let p = s.published();
+    let ids: Vec<String> = p.sync.registry.entries().iter().map(|e| e.spiffe_id.to_string()).collect();
     assert_eq!(ids, [id("/old"), id("/young")]);
     assert_eq!(p.served.svids.len(), 2);
     assert_eq!(p.served.entry_ids.values().filter(|v| *v == "old").count(), 1);
     assert_eq!(p.served.bundles.x509.certs(), std::slice::from_ref(&ca.der));
-    assert!(p.policy.jwt_issuer.is_none());
+    let composer = composer(vec![]);
+    composer.spire_synced(p.sync);
+    assert!(composer.current().jwt_issuer.is_none());
 }
 
 #[test]
@@ -315,18 +316,19 @@ fn deny_rules_and_delegation_issuers_carry_over_into_the_published_policy() {
         reason: "compromised".into(),
         origin: Origin::Config,
     };
-    let mut previous = policy();
-    previous.deny = Arc::new(DenyList { config: vec![Arc::new(rule)], runtime: vec![] });
-    let p = s.published(&AttestConfig::default(), &previous);
-    assert!(Arc::ptr_eq(&p.policy.deny, &previous.deny));
-    assert!(Arc::ptr_eq(&p.policy.delegation_issuers, &previous.delegation_issuers));
+    let composer = composer(vec![rule]);
+    let previous = composer.current();
+    composer.spire_synced(s.published().sync);
+    let p = composer.current();
+    assert_eq!(p.registry.entries().len(), 1);
+    assert!(Arc::ptr_eq(&p.deny, &previous.deny));
+    assert!(Arc::ptr_eq(&p.delegation_issuers, &previous.delegation_issuers));
     // The rule names a digest: the attestor computes it though no entry asks for one.
-    assert!(!p.policy.attest_base.want_exe_digest);
-    assert!(p.policy.attestor.config().want_exe_digest);
-    assert!(!Arc::ptr_eq(&p.policy.attestor, &previous.attestor));
+    assert!(!p.attest_base.want_exe_digest);
+    assert!(p.attestor.config().want_exe_digest);
     // Same settings next time: the attestor (and its digest cache) is kept.
-    let again = s.published(&AttestConfig::default(), &p.policy);
-    assert!(Arc::ptr_eq(&again.policy.attestor, &p.policy.attestor));
+    composer.spire_synced(s.published().sync);
+    assert!(Arc::ptr_eq(&composer.current().attestor, &p.attestor));
 }
 
 #[test]
@@ -337,9 +339,11 @@ fn entries_asking_for_digests_and_config_files_set_the_attestor() {
     let config = format!("config:sha256:/etc/app.toml:{}", "c".repeat(64));
     s.entries.insert("e1".into(), entry("e1", 1, "/a", &[&digest, &config]));
     s.held.insert("e1".into(), held(&ca, "e1", 1, "/a", now, now + HOUR));
-    let p = s.published(&AttestConfig::default(), &policy());
-    assert!(p.policy.attest_base.want_exe_digest && !p.policy.attest_base.want_script_digest);
-    assert_eq!(p.policy.attest_base.config_paths, [std::path::PathBuf::from("/etc/app.toml")]);
+    let composer = composer(vec![]);
+    composer.spire_synced(s.published().sync);
+    let p = composer.current();
+    assert!(p.attest_base.want_exe_digest && !p.attest_base.want_script_digest);
+    assert_eq!(p.attest_base.config_paths, [std::path::PathBuf::from("/etc/app.toml")]);
 }
 
 #[test]
@@ -348,8 +352,8 @@ fn federated_bundles_are_published_and_unusable_ones_refused() {
     let mut s = state(&ca);
     let federated = vec![bundle("spiffe://partner.org", &[&partner.der]), bundle("broken.org", &[])];
     s.apply_bundles(bundle(TD, &[&ca.der]), federated).unwrap();
-    let p = s.published(&AttestConfig::default(), &policy());
-    let tds: Vec<String> = p.policy.federated.keys().map(|t| t.to_string()).collect();
+    let p = s.published();
+    let tds: Vec<String> = p.sync.federated.keys().map(|t| t.to_string()).collect();
     assert_eq!(tds, ["partner.org"]);
     assert_eq!(p.refusals.len(), 1);
     assert_eq!(p.refusals[0].what, "federated bundle broken.org");

@@ -1,7 +1,7 @@
 //! What the SPIRE-mode agent holds (entries, bundles, workload SVIDs) and how each event changes
 //! it, as plain methods with no I/O: restoring the persisted state, applying a sync result,
 //! dropping everything on a ban or eviction, and rendering what is published (the served SVIDs
-//! and the entries and bundles for the policy composer). The loop in [`super::agent`] does the talking and the timers.
+//! and the entries and bundles for the policy composer). The agent loop (`spire::agent`) does the talking and the timers.
 
 use super::convert::{self, EntryRefusal};
 use super::issuer::{Served, key_of};

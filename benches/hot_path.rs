@@ -79,7 +79,7 @@ fn benches(c: &mut Criterion, exe_size: u64) {
     g.bench_function("mint", |b| b.iter(|| black_box(x509::mint(&entry, &signer, now).expect("mint"))));
     g.finish();
 
-    let key = auth.jwt_signer(now).expect("jwt signer").clone();
+    let key = auth.signer(tessera::ca::KeyKind::Jwt, now).expect("jwt signer").clone();
     let aud = vec!["bench".to_string()];
     let mut g = c.benchmark_group("jwt");
     g.throughput(Throughput::Elements(1));

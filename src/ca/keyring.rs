@@ -2,7 +2,7 @@
 //! with what signs now and what the bundles contain. Private keys are reachable only through the
 //! signing methods here.
 
-use super::rotation::{KeyLife, signer_at};
+use super::rotation::{KeyKind, KeyLife, signer_at};
 use rcgen::{Issuer, KeyPair};
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -83,31 +83,34 @@ pub struct Authorities {
 }
 
 impl Authorities {
-    /// The authority that signs at `now`: the newest whose activation time has come.
+    /// The ES256 keys of `kind`, oldest first (none for [`KeyKind::X509`]: see `x509`).
+    pub fn es256_keys(&self, kind: KeyKind) -> &[Arc<JwtKey>] {
+        match kind {
+            KeyKind::X509 => &[],
+            KeyKind::Jwt => &self.jwt,
+            KeyKind::Wit => &self.wit,
+            KeyKind::Delegation => &self.delegation,
+        }
+    }
+
+    /// The lives of the keys of `kind`, oldest first (what [`super::rotation::plan`] reads).
+    pub fn lives(&self, kind: KeyKind) -> Vec<KeyLife> {
+        match kind {
+            KeyKind::X509 => self.x509.iter().map(|a| a.life()).collect(),
+            _ => self.es256_keys(kind).iter().map(|k| k.life()).collect(),
+        }
+    }
+
+    /// The X.509 authority that signs at `now`: the newest whose activation time has come.
     pub fn x509_signer(&self, now: SystemTime) -> Option<&Arc<X509Authority>> {
-        signer_at(&self.x509_lives(), now).and_then(|i| self.x509.get(i))
+        signer_at(&self.lives(KeyKind::X509), now).and_then(|i| self.x509.get(i))
     }
-    pub fn jwt_signer(&self, now: SystemTime) -> Option<&Arc<JwtKey>> {
-        signer_at(&self.jwt_lives(), now).and_then(|i| self.jwt.get(i))
+
+    /// The ES256 key of `kind` that signs at `now` (`None` for [`KeyKind::X509`]).
+    pub fn signer(&self, kind: KeyKind, now: SystemTime) -> Option<&Arc<JwtKey>> {
+        signer_at(&self.lives(kind), now).and_then(|i| self.es256_keys(kind).get(i))
     }
-    pub fn delegation_signer(&self, now: SystemTime) -> Option<&Arc<JwtKey>> {
-        signer_at(&self.delegation_lives(), now).and_then(|i| self.delegation.get(i))
-    }
-    pub(super) fn delegation_lives(&self) -> Vec<KeyLife> {
-        self.delegation.iter().map(|k| k.life()).collect()
-    }
-    pub fn wit_signer(&self, now: SystemTime) -> Option<&Arc<JwtKey>> {
-        signer_at(&self.wit_lives(), now).and_then(|i| self.wit.get(i))
-    }
-    pub(super) fn wit_lives(&self) -> Vec<KeyLife> {
-        self.wit.iter().map(|k| k.life()).collect()
-    }
-    pub(super) fn x509_lives(&self) -> Vec<KeyLife> {
-        self.x509.iter().map(|a| a.life()).collect()
-    }
-    pub(super) fn jwt_lives(&self) -> Vec<KeyLife> {
-        self.jwt.iter().map(|k| k.life()).collect()
-    }
+
     /// The local X.509 bundle as the Workload API carries it: concatenated DER.
     pub fn x509_bundle_der(&self) -> Vec<u8> {
         self.roots.concat()

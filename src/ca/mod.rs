@@ -15,6 +15,7 @@ mod store;
 pub mod upstream;
 
 pub use keyring::{Authorities, JwtKey, X509Authority};
+pub use rotation::KeyKind;
 pub use upstream::Upstream;
 
 use crate::secret::PrivateKey;
@@ -181,44 +182,41 @@ impl Ca {
     fn rotate(&self, now: SystemTime, force_x509: bool) -> Result<bool, CaError> {
         let mut stored = self.stored.write().unwrap_or_else(|p| p.into_inner());
         let auth = self.authorities();
-        let x509_plan = rotation::plan(&auth.x509_lives(), now, self.ttl, force_x509);
-        let jwt_plan = rotation::plan(&auth.jwt_lives(), now, self.ttl, false);
-        let delegation_plan = rotation::plan(&auth.delegation_lives(), now, self.ttl, false);
-        let wit_plan = rotation::plan(&auth.wit_lives(), now, self.ttl, false);
-        if !x509_plan.changes_anything()
-            && !jwt_plan.changes_anything()
-            && !delegation_plan.changes_anything()
-            && !wit_plan.changes_anything()
+        let plans: Vec<(KeyKind, rotation::Plan)> = KeyKind::ALL
+            .into_iter()
+            .map(|kind| (kind, rotation::plan(&auth.lives(kind), now, self.ttl, force_x509 && kind == KeyKind::X509)))
+            .collect();
+        if !plans.iter().any(|(_, p)| p.changes_anything())
             && !stored.retired_roots.iter().any(|r| time(r.until) <= now)
         {
             return Ok(false);
         }
         let mut change = Change { now: secs(now), ..Change::default() };
-        if let Some(active_from) = x509_plan.successor_from {
-            let (cert_pem, key_pem, roots) = self.new_x509_authority(now)?;
-            change.new_x509 = Some(StoredX509 {
-                cert_pem,
-                key_pem,
-                intermediate: self.upstream.is_some(),
-                active_from: secs(active_from),
-            });
-            // Roots dropped by the operator stay trusted until every intermediate issued under
-            // them (and so every SVID those signed) has expired.
-            change.retire_until = auth.x509.iter().map(|a| secs(a.not_after)).max().unwrap_or(0);
-            change.new_roots = roots;
-        }
         // A kid is unique across JWT, WIT and delegation keys (WIT-SVID.md §6): a verifier holding
         // several kinds must never pick the wrong one.
         let mut taken: Vec<String> =
-            auth.jwt.iter().chain(auth.wit.iter()).chain(auth.delegation.iter()).map(|k| k.kid.clone()).collect();
-        let mut new_key = |from: SystemTime| self.new_es256_key(now, from, &mut taken);
-        change.new_jwt = jwt_plan.successor_from.map(&mut new_key).transpose()?;
-        change.new_wit = wit_plan.successor_from.map(&mut new_key).transpose()?;
-        change.new_delegation = delegation_plan.successor_from.map(&mut new_key).transpose()?;
-        change.keep_x509 = x509_plan.keep;
-        change.keep_jwt = jwt_plan.keep;
-        change.keep_wit = wit_plan.keep;
-        change.keep_delegation = delegation_plan.keep;
+            KeyKind::ALL.iter().flat_map(|k| auth.es256_keys(*k)).map(|k| k.kid.clone()).collect();
+        for (kind, plan) in plans {
+            if kind == KeyKind::X509 {
+                if let Some(active_from) = plan.successor_from {
+                    let (cert_pem, key_pem, roots) = self.new_x509_authority(now)?;
+                    change.new_x509 = Some(StoredX509 {
+                        cert_pem,
+                        key_pem,
+                        intermediate: self.upstream.is_some(),
+                        active_from: secs(active_from),
+                    });
+                    // Roots dropped by the operator stay trusted until every intermediate issued
+                    // under them (and so every SVID those signed) has expired.
+                    change.retire_until = auth.x509.iter().map(|a| secs(a.not_after)).max().unwrap_or(0);
+                    change.new_roots = roots;
+                }
+                change.keep_x509 = plan.keep;
+                continue;
+            }
+            let new = plan.successor_from.map(|from| self.new_es256_key(now, from, &mut taken)).transpose()?;
+            change.set_es256(kind, new, plan.keep);
+        }
         let retired = store::newly_retired(&stored, &change);
         // Memory changes only after the disk has the new state.
         let (built, json) = {

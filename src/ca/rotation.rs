@@ -10,16 +10,23 @@
 
 use std::time::{Duration, SystemTime};
 
-/// The kinds of signing key the CA keeps, each rotated by [`plan`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
+/// The kinds of signing key the CA keeps, each rotated by [`plan`]. Adding a kind: a variant
+/// here and in [`KeyKind::ALL`], its key set in `keyring::Authorities`, its stored list in `store`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum KeyKind {
     /// An X.509 authority that signs X.509-SVIDs.
     X509,
     /// An ES256 key that signs JWT-SVIDs.
     Jwt,
+    /// An ES256 key that signs WIT-SVIDs.
+    Wit,
     /// An ES256 key that signs delegated access tokens (`at+jwt`).
     Delegation,
+}
+
+impl KeyKind {
+    /// Every kind, in the order rotation makes their successors.
+    pub const ALL: [KeyKind; 4] = [KeyKind::X509, KeyKind::Jwt, KeyKind::Wit, KeyKind::Delegation];
 }
 
 /// The life of one key: it may sign from `active_from` until `not_after` and is in the bundle

@@ -76,6 +76,21 @@ pub(super) struct Change {
     pub(super) now: u64,
 }
 
+impl Change {
+    /// The new key (if any) and the keys kept of one ES256 kind.
+    pub(super) fn set_es256(&mut self, kind: super::KeyKind, new: Option<StoredJwt>, keep: Vec<bool>) {
+        let (new_slot, keep_slot) = match kind {
+            super::KeyKind::Jwt => (&mut self.new_jwt, &mut self.keep_jwt),
+            super::KeyKind::Wit => (&mut self.new_wit, &mut self.keep_wit),
+            super::KeyKind::Delegation => (&mut self.new_delegation, &mut self.keep_delegation),
+            // Not an ES256 kind: the caller handles X.509 authorities itself.
+            super::KeyKind::X509 => return,
+        };
+        *new_slot = new;
+        *keep_slot = keep;
+    }
+}
+
 /// The state after a change, borrowed from the current state and the change: what is written
 /// and built before anything in memory moves.
 #[derive(Serialize)]

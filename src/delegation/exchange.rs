@@ -171,7 +171,7 @@ impl Exchange {
             }
         }
         let key = auth
-            .delegation_signer(now_t)
+            .signer(crate::ca::KeyKind::Delegation, now_t)
             .cloned()
             .ok_or_else(|| OAuthError::new(OAuthCode::TemporarilyUnavailable, "no delegation signing key is active"))?;
         let exp = (now + policy.max_ttl.as_secs()).min(subject.exp).min(crate::clock::unix_secs(key.not_after));

@@ -110,7 +110,7 @@ impl Issuer for LocalIssuer {
 
     fn jwt_svids(&self, caller: &Caller, audience: &[String], now: SystemTime) -> Result<Vec<IssuedJwt>, IssueError> {
         let auth = self.ca.authorities();
-        let key = auth.jwt_signer(now).ok_or(IssueError::NoJwtKey)?;
+        let key = auth.signer(crate::ca::KeyKind::Jwt, now).ok_or(IssueError::NoJwtKey)?;
         let issuer = caller.policy.jwt_issuer.as_deref();
         caller
             .entries
@@ -129,7 +129,7 @@ impl Issuer for LocalIssuer {
 
     fn wit_svids(&self, caller: &Caller, now: SystemTime) -> Result<(Vec<WitSvid>, SystemTime), IssueError> {
         let auth = self.ca.authorities();
-        let key = auth.wit_signer(now).ok_or(IssueError::NoWitKey)?;
+        let key = auth.signer(crate::ca::KeyKind::Wit, now).ok_or(IssueError::NoWitKey)?;
         let mut refresh = SystemTime::UNIX_EPOCH + Duration::from_secs(u64::MAX / 4);
         let mut out = Vec::with_capacity(caller.entries.len());
         for entry in &caller.entries {

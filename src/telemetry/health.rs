@@ -56,7 +56,7 @@ impl Health {
         let ca_loaded = self.ca.as_ref().is_none_or(|ca| {
             let auth = ca.authorities();
             auth.x509_signer(now).is_some_and(|a| a.not_after > now)
-                && auth.jwt_signer(now).is_some_and(|k| k.not_after > now)
+                && auth.signer(crate::ca::KeyKind::Jwt, now).is_some_and(|k| k.not_after > now)
         });
         let serving = self.serving.load(Ordering::Acquire) && !*self.shutdown.borrow();
         let spire = self.spire.as_ref().map(|s| SpireSync {

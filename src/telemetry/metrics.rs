@@ -273,7 +273,7 @@ impl Collector for AtScrape {
             let auth = ca.authorities();
             // No signer (cannot happen while the CA rotates on time) reads as expired.
             let x509 = auth.x509_signer(now).map_or(0.0, |a| seconds_until(a.not_after, now));
-            let jwt = auth.jwt_signer(now).map_or(0.0, |k| seconds_until(k.not_after, now));
+            let jwt = auth.signer(crate::ca::KeyKind::Jwt, now).map_or(0.0, |k| seconds_until(k.not_after, now));
             (x509, jwt)
         });
         // The attestor of the policy in force (a reload that changes attestor settings starts a

@@ -10,6 +10,7 @@ use crate::endpoint::listener as endpoint;
 use crate::endpoint::workload_api::{Context, WorkloadService, require_security_header};
 use crate::events::audit::Audit;
 use crate::events::{Event, Events};
+use crate::issuer::KeySource;
 use crate::issuer::local::LocalIssuer;
 use crate::limits::FairSlots;
 use crate::pb::spiffe_workload_api_server::SpiffeWorkloadApiServer;
@@ -87,6 +88,30 @@ fn policy_part(
     })
 }
 
+/// Who signs: the node-local CA, or (SPIRE mode) the SPIRE Server, with the record of its good
+/// syncs.
+enum Signer<'a> {
+    Local(Arc<Ca>),
+    Spire(&'a crate::config::spire::SpireConfig, Arc<crate::spire::last_sync::LastSync>),
+}
+
+impl Signer<'_> {
+    /// The key view the services that publish keys use (none in SPIRE mode yet).
+    fn keys(&self) -> Option<Arc<dyn KeySource>> {
+        match self {
+            Signer::Local(ca) => Some(ca.clone()),
+            Signer::Spire(..) => None,
+        }
+    }
+
+    fn last_sync(&self) -> Option<Arc<crate::spire::last_sync::LastSync>> {
+        match self {
+            Signer::Local(_) => None,
+            Signer::Spire(_, last_sync) => Some(last_sync.clone()),
+        }
+    }
+}
+
 /// The CA's view of the config file's upstream section.
 fn upstream_of(config: &Config) -> Option<crate::ca::Upstream> {
     config.upstream.as_ref().map(|u| crate::ca::Upstream {
@@ -120,15 +145,16 @@ pub async fn run_then(mut config: Config, once_serving: impl FnOnce() + Send + '
     // Who signs: the node-local CA, or (SPIRE mode) the SPIRE Server, whose entries then replace
     // the config's and are not reloaded from it. The CA is opened first: it locks `data_dir`, so
     // that a second daemon started at the same moment never appends to the same audit chain.
-    let ca = match &config.spire {
-        None => Some(Arc::new(Ca::open(
+    let signer = match &config.spire {
+        None => Signer::Local(Arc::new(Ca::open(
             &config.data_dir,
             &config.trust_domain,
             config.ca_ttl,
             upstream_of(&config),
             clock.now(),
         )?)),
-        Some(_) => None,
+        // SPIRE mode: the sync loop records its good syncs here, telemetry reports their age.
+        Some(spire) => Signer::Spire(spire, Arc::new(crate::spire::last_sync::LastSync::new(clock.now()))),
     };
     let audit = Audit::open_with(&config.audit_log, config.audit.clone())
         .map_err(|source| DaemonError::Audit { path: config.audit_log.clone(), source })?;
@@ -147,23 +173,21 @@ pub async fn run_then(mut config: Config, once_serving: impl FnOnce() + Send + '
     let policy_rx = composer.subscribe();
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let files = FileWatcher::with_linger(crate::watch::MAX_DIRS_PER_UID, crate::watch::MAX_DIRS, crate::watch::LINGER);
-    // SPIRE mode: the sync loop records its good syncs here, telemetry reports their age.
-    let last_sync = config.spire.as_ref().map(|_| Arc::new(crate::spire::last_sync::LastSync::new(clock.now())));
     // Telemetry subscribes before any copy of the event spine is handed out.
     let telemetry = crate::telemetry::Telemetry::start(
-        ca.clone(),
-        last_sync.clone(),
+        signer.keys(),
+        signer.last_sync(),
         policy_rx.clone(),
         &mut events,
         shutdown_rx.clone(),
         clock.clone(),
     );
-    let (issuer, local_ca): (Arc<dyn crate::issuer::Issuer>, _) = match (ca, &config.spire, last_sync) {
-        (Some(ca), _, _) => {
+    let (issuer, local_ca): (Arc<dyn crate::issuer::Issuer>, _) = match signer {
+        Signer::Local(ca) => {
             let (ca_gen_tx, ca_gen_rx) = watch::channel(0u64);
             (Arc::new(LocalIssuer::new(ca.clone(), ca_gen_rx)), Some((ca, ca_gen_tx)))
         }
-        (None, Some(spire), Some(last_sync)) => {
+        Signer::Spire(spire, last_sync) => {
             tracing::info!(server = %spire.server_address, "SPIRE mode: entries and SVIDs come from the SPIRE Server");
             let issuer = crate::spire::agent::start(
                 &config,
@@ -175,7 +199,6 @@ pub async fn run_then(mut config: Config, once_serving: impl FnOnce() + Send + '
             )?;
             (issuer, None)
         }
-        (None, _, _) => unreachable!("the local CA is opened whenever [spire] is absent"),
     };
     let connection_limits = ConnectionLimits::default().fitted_to_fd_limit();
     let stream_wake = crate::endpoint::stream::wakeups(policy_rx.clone(), issuer.changes(), shutdown_rx.clone());
@@ -199,7 +222,8 @@ pub async fn run_then(mut config: Config, once_serving: impl FnOnce() + Send + '
     crate::inventory::routes(&mut admin_routes, inventory.clone(), policy_rx.clone());
     crate::admin::revoke::routes(&mut admin_routes, revocations.clone(), composer.clone(), inventory, events.clone());
     if let Some((ca, ca_gen_tx)) = &local_ca {
-        crate::delegation::start(&config, &ctx.pipeline, ca, &events, &mut admin_routes, shutdown_rx.clone())?;
+        let keys: Arc<dyn KeySource> = ca.clone();
+        crate::delegation::start(&config, &ctx.pipeline, &keys, &events, &mut admin_routes, shutdown_rx.clone())?;
         // The delegated-token issuer publishes its own keys when delegation is on.
         let delegation_keys = config.delegation.is_some().then(|| {
             let ca = ca.clone();
@@ -210,7 +234,7 @@ pub async fn run_then(mut config: Config, once_serving: impl FnOnce() + Send + '
         });
         crate::publish::spawn(
             &config,
-            ca.clone(),
+            keys,
             ca_gen_tx.subscribe(),
             delegation_keys,
             &mut admin_routes,

@@ -3,11 +3,11 @@
 
 use super::approvals::{Approval, ApprovalError, Approvals, State};
 use super::exchange::Exchange;
-use crate::ca::Ca;
 use crate::caller::Pipeline;
 use crate::events::delegation::{AgentEvidence, Outcome, Record};
 use crate::events::{Call, Event, Events, Rpc};
 use crate::http::{self, Answer, Caller, Method, Request, Response};
+use crate::issuer::KeySource;
 use std::sync::Arc;
 
 /// The token socket's handler.
@@ -24,14 +24,14 @@ pub async fn token_socket(exchange: Arc<Exchange>, req: Request) -> Response {
             response.headers_mut().insert(::http::header::PRAGMA, ::http::HeaderValue::from_static("no-cache"));
             response
         }
-        (Method::GET, "/jwks") => jwks(&exchange.ca),
+        (Method::GET, "/jwks") => jwks(&*exchange.ca),
         (_, "/token" | "/jwks") => http::method_not_allowed(),
         _ => http::not_found(),
     }
 }
 
 /// The delegation keys' public JWKs (published before they sign, kept until they expire).
-pub fn jwks(ca: &Ca) -> Response {
+pub fn jwks(ca: &dyn KeySource) -> Response {
     let keys: Vec<_> = ca.authorities().delegation.iter().map(|k| super::trust::delegation_jwk(k)).collect();
     let mut r = http::json(Answer::Ok, &serde_json::json!({ "keys": keys }));
     r.headers_mut().insert(::http::header::CACHE_CONTROL, ::http::HeaderValue::from_static("max-age=60"));

@@ -9,10 +9,10 @@ use super::request::{self, OAuthCode, OAuthError, Requested, TOKEN_TYPE_ACCESS};
 use super::token::{self, Grant};
 use super::trust::{self, TesseraKeys};
 use crate::bundle::JwtBundle;
-use crate::ca::Ca;
 use crate::caller::{Pipeline, selector_strings};
 use crate::events::delegation::{AgentEvidence, Outcome, Record};
 use crate::events::{Call, Event, Events, Rpc};
+use crate::issuer::KeySource;
 use crate::peer::PeerInfo;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -23,7 +23,7 @@ pub const RPC: Rpc = Rpc::of(Call::TokenExchange);
 /// The token endpoint's shared state.
 pub struct Exchange {
     pub pipeline: Arc<Pipeline>,
-    pub ca: Arc<Ca>,
+    pub ca: Arc<dyn KeySource>,
     pub approvals: Arc<Approvals>,
     pub events: Events,
 }

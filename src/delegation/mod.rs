@@ -20,12 +20,12 @@ pub mod request;
 pub mod token;
 pub mod trust;
 
-use crate::ca::Ca;
 use crate::caller::Pipeline;
 use crate::config::Config;
 use crate::endpoint::listener::EndpointError;
 use crate::events::Events;
 use crate::http::{Limits, Method};
+use crate::issuer::KeySource;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -49,7 +49,7 @@ fn limits() -> Limits {
 pub fn start(
     config: &Config,
     pipeline: &Arc<Pipeline>,
-    ca: &Arc<Ca>,
+    ca: &Arc<dyn KeySource>,
     events: &Events,
     admin: &mut crate::http::Routes,
     shutdown: watch::Receiver<bool>,

@@ -12,6 +12,29 @@ use std::sync::Arc;
 use std::time::SystemTime;
 use tokio::sync::watch;
 
+/// The signing side as the services that publish or use its keys see it (delegation, OIDC and
+/// the bundle endpoint, telemetry): a snapshot of the key ring and the trust domain, behind one
+/// seam beside [`Issuer`]. The node-local CA is one; a SPIRE-mode key view would be another.
+pub trait KeySource: Send + Sync {
+    /// The current key ring (an immutable snapshot).
+    fn authorities(&self) -> Arc<crate::ca::Authorities>;
+    fn trust_domain(&self) -> &TrustDomain;
+    /// The life of each signing key (publications are refreshed well within it).
+    fn key_ttl(&self) -> std::time::Duration;
+}
+
+impl KeySource for crate::ca::Ca {
+    fn authorities(&self) -> Arc<crate::ca::Authorities> {
+        crate::ca::Ca::authorities(self)
+    }
+    fn trust_domain(&self) -> &TrustDomain {
+        crate::ca::Ca::trust_domain(self)
+    }
+    fn key_ttl(&self) -> std::time::Duration {
+        self.ttl()
+    }
+}
+
 /// Why no SVID could be made (the caller was entitled; the signing side failed).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -5,10 +5,11 @@
 
 use super::PublishError;
 use super::tls::{self, SwappableCert};
-use crate::ca::{Authorities, Ca};
+use crate::ca::Authorities;
 use crate::clock::Clock;
 use crate::config::publish::{BundleEndpoint, EndpointProfile};
 use crate::http::{self, Answer, Method, Request};
+use crate::issuer::KeySource;
 use crate::registry::Entry;
 use crate::spiffe_id::{SpiffeId, TrustDomain};
 use std::sync::Arc;
@@ -37,7 +38,7 @@ pub fn document(auth: &Authorities, sequence: u64, hint: u64) -> serde_json::Val
 pub(super) async fn spawn(
     config: &BundleEndpoint,
     trust_domain: TrustDomain,
-    ca: Arc<Ca>,
+    ca: Arc<dyn KeySource>,
     mut ca_generation: watch::Receiver<u64>,
     shutdown: watch::Receiver<bool>,
     clock: Arc<dyn Clock>,
@@ -50,7 +51,7 @@ pub(super) async fn spawn(
     let acceptor = match &config.profile {
         EndpointProfile::HttpsWeb(files) => tls::acceptor_from_files(files)?,
         EndpointProfile::HttpsSpiffe { spiffe_id } => {
-            let (first, renew_at) = own_svid(&ca, spiffe_id, clock.now())?;
+            let (first, renew_at) = own_svid(&*ca, spiffe_id, clock.now())?;
             let cert = SwappableCert::new(first);
             spawn_renewal(
                 cert.clone(),
@@ -81,7 +82,7 @@ pub(super) async fn spawn(
             }
         });
     }
-    let hint = refresh_hint(ca.ttl());
+    let hint = refresh_hint(ca.key_ttl());
     let handler = move |req: Request| {
         let response = if req.method != Method::GET {
             http::method_not_allowed()
@@ -97,7 +98,11 @@ pub(super) async fn spawn(
 }
 
 /// An X.509-SVID for the endpoint itself, minted at `now`, and when to renew it.
-fn own_svid(ca: &Ca, id: &SpiffeId, now: SystemTime) -> Result<(rustls::sign::CertifiedKey, SystemTime), PublishError> {
+fn own_svid(
+    ca: &dyn KeySource,
+    id: &SpiffeId,
+    now: SystemTime,
+) -> Result<(rustls::sign::CertifiedKey, SystemTime), PublishError> {
     let auth = ca.authorities();
     let signer = auth.x509_signer(now).ok_or_else(|| tls::TlsError::Config("no X.509 authority signs now".into()))?;
     let entry = Entry {
@@ -122,7 +127,7 @@ fn own_svid(ca: &Ca, id: &SpiffeId, now: SystemTime) -> Result<(rustls::sign::Ce
 
 fn spawn_renewal(
     cert: Arc<SwappableCert>,
-    ca: Arc<Ca>,
+    ca: Arc<dyn KeySource>,
     id: SpiffeId,
     mut renew_at: SystemTime,
     mut ca_generation: watch::Receiver<u64>,
@@ -138,7 +143,7 @@ fn spawn_renewal(
                 r = ca_generation.changed() => if r.is_err() { return },
                 _ = shutdown.wait_for(|s| *s) => return,
             }
-            match own_svid(&ca, &id, clock.now()) {
+            match own_svid(&*ca, &id, clock.now()) {
                 Ok((key, at)) => {
                     cert.replace(key);
                     renew_at = at;

@@ -6,10 +6,10 @@ pub mod bundle_endpoint;
 pub mod oidc;
 pub mod tls;
 
-use crate::ca::Ca;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::http::{self, Answer, Method, Request};
+use crate::issuer::KeySource;
 use oidc::DelegationKeys;
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -29,7 +29,7 @@ pub enum PublishError {
 /// JWT-SVID ones. `clock`: when the bundle endpoint's own SVID is minted and renewed.
 pub async fn spawn(
     config: &Config,
-    ca: Arc<Ca>,
+    ca: Arc<dyn KeySource>,
     ca_generation: watch::Receiver<u64>,
     delegation_keys: Option<DelegationKeys>,
     admin_routes: &mut crate::http::Routes,

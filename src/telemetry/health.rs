@@ -3,16 +3,16 @@
 //! body also says how old the last good sync with the server is (information, not a readiness
 //! condition: the node keeps serving what it holds while the server is away).
 
-use crate::ca::Ca;
 use crate::clock::Clock;
 use crate::events::{Event, Subscriber};
+use crate::issuer::KeySource;
 use crate::spire::last_sync::LastSync;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::watch;
 
 pub struct Health {
-    ca: Option<Arc<Ca>>,
+    ca: Option<Arc<dyn KeySource>>,
     spire: Option<Arc<LastSync>>,
     serving: AtomicBool,
     shutdown: watch::Receiver<bool>,
@@ -42,7 +42,7 @@ pub struct SpireSync {
 
 impl Health {
     pub fn new(
-        ca: Option<Arc<Ca>>,
+        ca: Option<Arc<dyn KeySource>>,
         spire: Option<Arc<LastSync>>,
         shutdown: watch::Receiver<bool>,
         clock: Arc<dyn Clock>,
@@ -85,8 +85,14 @@ mod tests {
     fn ready_only_between_started_and_shutdown() {
         let dir = tempfile::tempdir().unwrap();
         let clock = Arc::new(FakeClock::at_unix(1_700_000_000));
-        let ca =
-            Ca::open(dir.path(), &"t.example".parse().unwrap(), Duration::from_secs(3600), None, clock.now()).unwrap();
+        let ca = crate::ca::Ca::open(
+            dir.path(),
+            &"t.example".parse().unwrap(),
+            Duration::from_secs(3600),
+            None,
+            clock.now(),
+        )
+        .unwrap();
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let health = Health::new(Some(Arc::new(ca)), None, shutdown_rx, clock.clone());
         let r = health.readiness();

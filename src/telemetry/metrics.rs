@@ -2,9 +2,9 @@
 //! what is only known at scrape time (CA expiry, the attestors' digest cache). Label values come
 //! from small fixed sets; never a pid, a path, a digest or a uid.
 
-use crate::ca::Ca;
 use crate::clock::Clock;
 use crate::events::{Event, Refusal, Subscriber, SvidKind};
+use crate::issuer::KeySource;
 use crate::registry::Policy;
 use crate::spire::last_sync::LastSync;
 use prometheus_client::collector::Collector;
@@ -49,14 +49,14 @@ pub struct Metrics {
     jwt_validations: Counters,
     /// The newest X.509 authority (by activation time) and JWT kid seen, to tell which kind rotated.
     newest_keys: Mutex<(Option<SystemTime>, Option<String>)>,
-    ca: Option<Arc<Ca>>,
+    ca: Option<Arc<dyn KeySource>>,
 }
 
 impl Metrics {
     /// `spire`: SPIRE mode's last good sync (a gauge of its age); None in standalone mode.
     /// `clock`: where the gauges read at scrape time take "now".
     pub fn new(
-        ca: Option<Arc<Ca>>,
+        ca: Option<Arc<dyn KeySource>>,
         spire: Option<Arc<LastSync>>,
         policy: watch::Receiver<Arc<Policy>>,
         clock: Arc<dyn Clock>,
@@ -192,7 +192,7 @@ impl Metrics {
 }
 
 /// Activation time of the newest X.509 authority and kid of the newest JWT key.
-fn newest_keys(ca: Option<&Arc<Ca>>) -> (Option<SystemTime>, Option<String>) {
+fn newest_keys(ca: Option<&Arc<dyn KeySource>>) -> (Option<SystemTime>, Option<String>) {
     let Some(ca) = ca else { return (None, None) };
     let auth = ca.authorities();
     (auth.x509.iter().map(|a| a.not_before).max(), auth.jwt.iter().max_by_key(|k| k.not_before).map(|k| k.kid.clone()))
@@ -245,7 +245,7 @@ impl Subscriber for Metrics {
 /// Values read at scrape time.
 struct AtScrape {
     /// None in SPIRE mode (the server signs; no local CA to watch).
-    ca: Option<Arc<Ca>>,
+    ca: Option<Arc<dyn KeySource>>,
     /// Some in SPIRE mode only.
     spire: Option<Arc<LastSync>>,
     policy: watch::Receiver<Arc<Policy>>,
@@ -329,13 +329,14 @@ mod tests {
     use std::collections::BTreeMap;
     use std::time::Duration;
 
-    fn metrics() -> (Metrics, tempfile::TempDir, Arc<FakeClock>) {
+    fn metrics() -> (Metrics, Arc<crate::ca::Ca>, tempfile::TempDir, Arc<FakeClock>) {
         let dir = tempfile::tempdir().unwrap();
         let clock = Arc::new(FakeClock::at_unix(1_700_000_000));
         let ca = Arc::new(
-            Ca::open(dir.path(), &"t.example".parse().unwrap(), Duration::from_secs(4), None, clock.now()).unwrap(),
+            crate::ca::Ca::open(dir.path(), &"t.example".parse().unwrap(), Duration::from_secs(4), None, clock.now())
+                .unwrap(),
         );
-        (Metrics::new(Some(ca), None, m_policy(), clock.clone()), dir, clock)
+        (Metrics::new(Some(ca.clone()), None, m_policy(), clock.clone()), ca, dir, clock)
     }
 
     fn line<'a>(text: &'a str, prefix: &str) -> &'a str {
@@ -344,7 +345,7 @@ mod tests {
 
     #[test]
     fn events_become_bounded_counters() {
-        let (m, _dir, _clock) = metrics();
+        let (m, _ca, _dir, _clock) = metrics();
         let no_entry = Refusal::NoEntry {
             exe: tessera_attestors::ExeEvidence { path: Some("/secret/path".into()), sha256: Some("ab".repeat(32)) },
             selectors: vec!["unix:uid:1".into()],
@@ -390,7 +391,7 @@ mod tests {
 
     #[test]
     fn spire_sync_age_is_read_at_scrape_time() {
-        let (m, _dir, clock) = metrics();
+        let (m, _ca, _dir, clock) = metrics();
         assert!(!m.openmetrics().unwrap().contains("tessera_spire"), "standalone: no SPIRE gauge");
         let policy = m_policy();
         let last = Arc::new(LastSync::new(clock.now()));
@@ -422,13 +423,13 @@ mod tests {
 
     #[test]
     fn rotations_are_counted_by_kind() {
-        let (m, _dir, clock) = metrics();
+        let (m, ca, _dir, clock) = metrics();
         m.on_event(&Event::CaRotated { x509_authorities: 1, jwt_keys: 1 });
         let text = m.openmetrics().unwrap();
         assert!(text.contains("tessera_key_rotations_total{kind=\"x509\"} 0"), "nothing new yet: {text}");
         // TTL 4 s: successors for both kinds at half-life.
         clock.advance(Duration::from_secs(3));
-        assert!(m.ca.as_ref().unwrap().rotate_if_due(clock.now()).unwrap());
+        assert!(ca.rotate_if_due(clock.now()).unwrap());
         m.on_event(&Event::CaRotated { x509_authorities: 2, jwt_keys: 2 });
         let text = m.openmetrics().unwrap();
         assert!(text.contains("tessera_key_rotations_total{kind=\"x509\"} 1"), "{text}");

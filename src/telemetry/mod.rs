@@ -6,10 +6,10 @@ pub mod health;
 pub mod metrics;
 pub mod systemd;
 
-use crate::ca::Ca;
 use crate::config::Config;
 use crate::events::Events;
 use crate::http::{self, Answer, Method, Request, Response};
+use crate::issuer::KeySource;
 use crate::registry::Policy;
 use crate::spire::last_sync::LastSync;
 use std::sync::Arc;
@@ -40,7 +40,7 @@ impl Telemetry {
     /// and start the systemd watchdog when systemd asked for one.
     /// `spire`: SPIRE mode's record of the last good sync (its age is a gauge and a `/ready` field).
     pub fn start(
-        ca: Option<Arc<Ca>>,
+        ca: Option<Arc<dyn KeySource>>,
         spire: Option<Arc<LastSync>>,
         policy: watch::Receiver<Arc<Policy>>,
         events: &mut Events,

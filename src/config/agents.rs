@@ -1,4 +1,4 @@
-//! Config keys of issue 11: `owner`, `metadata` and `retired` on entries, top-level
+//! Config keys for accountability: `owner`, `metadata` and `retired` on entries, top-level
 //! `require_owner`, and `[[deny]]` rules. Values end up in JWT-SVIDs (`agent` claim), the
 //! inventory and the audit log, so they are bounded and typed here.
 

@@ -288,8 +288,8 @@ mod tests {
             (Event::Reloaded { why: "SIGHUP".into(), entries: 1 }, "reloaded", fixture_fields("reloaded", |_| true)),
         ];
         for (event, name, mut want) in cases {
-            // Issue 11 added the entries' owners to lines about a workload's identities.
-            // Issue 9's attestation reuse added when the attestation behind an issuance completed.
+            // Since the fixture was written, issuance lines gained the entries' owners and when
+            // the attestation behind the issuance completed (calls reuse one for up to a second).
             if name == "issued" {
                 want.insert("owners".into());
                 want.insert("attested_at".into());

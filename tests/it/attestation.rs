@@ -1,4 +1,4 @@
-//! Issue 3 through the daemon: real processes with different binaries, scripts and environments
+//! Attestation through the daemon: real processes with different binaries, scripts and environments
 //! get different identities; the audit trail holds the evidence and never a secret.
 
 use crate::common::*;

@@ -1,4 +1,4 @@
-//! Delegation (issue 13) end to end: the real daemon, real agent processes attested by script
+//! Delegation end to end: the real daemon, real agent processes attested by script
 //! (python3 `script:sha256:`) and binary (`unix:sha256:` of curl) selectors talking RFC 8693 on
 //! the token socket, a test identity provider (a locally generated ES256 key and its JWKS file),
 //! and the issued tokens verified with `jsonwebtoken` against the JWKS the socket publishes.

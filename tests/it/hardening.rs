@@ -1,4 +1,4 @@
-//! Issue 9: a local attacker gets no identity. Each test drives the real daemon with real
+//! A local attacker gets no identity. Each test drives the real daemon with real
 //! processes as an unprivileged user where the attack needs one.
 
 use crate::common::*;
@@ -210,7 +210,7 @@ async fn floods_from_other_uids_leave_the_api_serving_and_memory_bounded() {
     assert!(refusals <= 10, "{refusals} refusal lines logged");
 }
 
-/// Hardening item 6: under a hard fd limit of 1,024 the Workload API fits 128 connections, and
+/// Under a hard fd limit of 1,024 the Workload API fits 128 connections, and
 /// one uid may hold a quarter of them (32): uid 65534 holding all it can leaves root's fetch
 /// served. (Before, the per-uid cap stayed at the fitted 128, and root's fetch was refused.)
 #[tokio::test(flavor = "multi_thread")]

@@ -1,4 +1,4 @@
-//! Issue 9 (second half): a local attacker gets no panic, no log flood, no foreign socket
+//! A local attacker gets no panic, no log flood, no foreign socket
 //! directory, no permanent kernel watches and no unbounded audit trail — against the real daemon.
 
 use crate::common::*;

@@ -1,4 +1,4 @@
-//! Issue 11: owners and metadata in JWT-SVIDs, the live inventory, the admin socket's refusals,
+//! Owners and metadata in JWT-SVIDs, the live inventory, the admin socket's refusals,
 //! and `tessera check` on the new keys — against the real daemon with real processes.
 
 #![allow(clippy::unwrap_used, reason = "test helpers outside #[test] fns: a failed unwrap is a failed test")]

@@ -1,4 +1,4 @@
-//! Issue 4: rotation on open streams, reload, drift withdrawal, CA rotation, crash safety,
+//! Rotation on open streams, reload, drift withdrawal, CA rotation, crash safety,
 //! upstream CA and federation — all against the real daemon with real processes.
 
 use crate::common::*;
@@ -169,7 +169,7 @@ async fn a_workload_that_execs_another_binary_loses_its_identity() {
         entry("exec-test", &[uid_sel(), format!("unix:path:{}", me.display())], "")
     ));
     let mut child = spawn_exec_child(&d, &me);
-    // The exec is caught by the executable identity taken at accept (issue 9, item 9): the
+    // The exec is caught by the executable identity taken at accept (taken at accept): the
     // stream's re-attestation is refused outright, before any selector of the new binary is read.
     eventually("exec refusal audited", Duration::from_secs(10), || {
         d.audit_has("exec'd since its connection was accepted")
@@ -183,7 +183,7 @@ async fn a_workload_that_execs_another_binary_loses_its_identity() {
     let _ = child.wait();
 }
 
-/// Issue 9 item 9: an open stream learns of an exec within a second, without waiting for the
+/// An open stream learns of an exec within a second, without waiting for the
 /// re-attestation interval (30 s here), and the identity is withdrawn.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_exec_ends_the_stream_within_a_second() {

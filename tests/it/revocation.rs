@@ -1,4 +1,4 @@
-//! Issue 11: revocation by binary digest and by SPIFFE ID, from the config and from
+//! Revocation by binary digest and by SPIFFE ID, from the config and from
 //! `tessera revoke` — open streams end with PermissionDenied within a second, new fetches and
 //! JWT validation are refused, it survives a restart, `--lift` restores — with real processes.
 

@@ -1,4 +1,4 @@
-//! Issue 9: what an open FetchX509SVID stream costs the daemon stays bounded. A guard against a
+//! What an open FetchX509SVID stream costs the daemon stays bounded. A guard against a
 //! memory regression, not a benchmark (bench/p4 measures the release figure): the real daemon,
 //! real streams held 16 per HTTP/2 connection as in the benchmark, and the growth of the
 //! daemon's VmRSS per stream between a warm-up set and a much larger set.
@@ -57,7 +57,7 @@ async fn open_streams(socket: &std::path::Path, n: usize, held: &mut Held) {
 /// Measured on the 2-core test machine (2026-11-30): release builds (bench/p4, 10,000 streams)
 /// 3.67 KiB per stream, 5.68 before the streaming RPCs got their own response body (tonic's kept
 /// each stream's last encoded message); this test's debug daemon 4.8–4.9 KiB, 7.0–7.6 before.
-/// Before issue 9's stream work a stream cost 11–16 KiB. The bound keeps a margin of about
+/// Before the stream engine was made lean a stream cost 11–16 KiB. The bound keeps a margin of about
 /// 1 KiB over today's debug figure and fails if a stream again holds its last message.
 const MAX_KIB_PER_STREAM: f64 = 6.0;
 
@@ -104,7 +104,7 @@ fn mappings(pid: u32) -> Vec<(String, String, u64)> {
     out
 }
 
-/// Idle RSS (issue 9): once serving, the daemon drops its start-up code from memory and maps
+/// Idle RSS: once serving, the daemon drops its start-up code from memory and maps
 /// code page by page (src/residency.rs): its executable's read-only mappings are marked for
 /// random access (VmFlags `rr`), the relocated RELRO segment (anonymous pages) is left alone, and
 /// the daemon goes on serving (every page it runs comes back from the page cache).

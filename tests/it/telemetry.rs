@@ -1,4 +1,4 @@
-//! Issue 11, items 5–6: `/metrics`, `/live` and `/ready` on the telemetry listener and the admin
+//! `/metrics`, `/live` and `/ready` on the telemetry listener and the admin
 //! socket, read by independent parsers; systemd's notify protocol on a real datagram socket; the
 //! unit's sandbox score.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "test helpers: a failure there is the test's failure")]
@@ -468,7 +468,7 @@ async fn connect_from(from: std::net::IpAddr, to: std::net::SocketAddr) -> std::
     stream
 }
 
-/// Hardening item 5: the telemetry listener's 64 connections are capped per source (16; all of
+/// The telemetry listener's 64 connections are capped per source (16; all of
 /// 127/8 is one source, with 8 kept for sources holding none). A flood of idle connections from
 /// loopback holds 16; the rest, and a further request from another 127/8 address, are answered
 /// 503 at once; the held connections are closed when they have sent nothing for 2 s (not the

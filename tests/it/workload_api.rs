@@ -394,7 +394,7 @@ fn percent_decode(v: &[u8]) -> String {
     String::from_utf8(out).unwrap()
 }
 
-/// The streaming RPCs are served with the daemon's own response body (issue 9's memory per
+/// The streaming RPCs are served with the daemon's own response body (less memory per
 /// stream): on the wire they must look as tonic's did, refusals included.
 #[tokio::test]
 async fn streaming_rpcs_on_the_wire() {

@@ -5,6 +5,7 @@
 //! whose actors (or its `client_id`) is revoked or denied is refused, as its JWT-SVIDs are.
 
 use super::approvals::{Approvals, NewApproval, Redeemed};
+use super::decide::{Ask, decide};
 use super::request::{self, OAuthCode, OAuthError, Requested, TOKEN_TYPE_ACCESS};
 use super::token::{self, Grant};
 use super::trust::{self, TesseraKeys};
@@ -131,55 +132,19 @@ impl Exchange {
         rec.subject_issuer = Some(subject.issuer.clone());
         rec.subject_jti = subject.jti.clone();
         rec.chain = std::iter::once(agent.clone()).chain(subject.actors.iter().cloned()).collect();
-        // A revoked agent's earlier hand-offs die with it: no actor of the chain, nor the token's
-        // client, may be revoked or denied now.
-        for id in subject.actors.iter().chain(subject.client_id.iter()) {
-            let Ok(id) = id.parse::<crate::spiffe_id::SpiffeId>() else { continue };
-            if let Some(why) = caller.policy.refuses_tokens_of(&id) {
-                return Err(OAuthError::invalid_grant(format!("the subject token's chain names {id}: {why}")));
-            }
-        }
+        let key = auth.signer(crate::ca::KeyKind::Delegation, now_t).cloned();
+        let ask = Ask { agent: &agent, audience: &req.audience, scopes: &req.scopes };
+        let decision =
+            decide(&ask, &policy, &subject, now, key.as_ref().map(|k| crate::clock::unix_secs(k.not_after)), |id| {
+                caller.policy.refuses_tokens_of(id)
+            })?;
+        let exp = decision.exp;
+        // `decide` refused already when no key is active.
+        let Some(key) = key else {
+            return Err(OAuthError::new(OAuthCode::TemporarilyUnavailable, "no delegation signing key is active"));
+        };
 
-        if !policy.from.contains(&subject.delegator) {
-            return Err(OAuthError::invalid_grant(format!(
-                "{} may not delegate to {agent} (not in its delegation.from)",
-                subject.delegator
-            )));
-        }
-        let depth = subject.actors.len() + 1;
-        if depth > policy.max_depth as usize {
-            return Err(OAuthError::invalid_grant(format!(
-                "the chain would hold {depth} actors; {agent} allows at most {}",
-                policy.max_depth
-            )));
-        }
-        if !policy.audiences.contains(&req.audience) {
-            return Err(OAuthError::new(
-                OAuthCode::InvalidTarget,
-                format!("{agent} may not ask for tokens for audience {:?}", req.audience),
-            ));
-        }
-        for s in &req.scopes {
-            if !subject.scopes.contains(s) {
-                return Err(OAuthError::new(OAuthCode::InvalidScope, format!("the user's token does not grant {s:?}")));
-            }
-            if !policy.scopes.contains(s) {
-                return Err(OAuthError::new(
-                    OAuthCode::InvalidScope,
-                    format!("{agent} may not hold {s:?} (delegation.scopes)"),
-                ));
-            }
-        }
-        let key = auth
-            .signer(crate::ca::KeyKind::Delegation, now_t)
-            .cloned()
-            .ok_or_else(|| OAuthError::new(OAuthCode::TemporarilyUnavailable, "no delegation signing key is active"))?;
-        let exp = (now + policy.max_ttl.as_secs()).min(subject.exp).min(crate::clock::unix_secs(key.not_after));
-        if exp <= now {
-            return Err(OAuthError::invalid_grant("the subject token expires now"));
-        }
-
-        if req.scopes.iter().any(|s| policy.approval.contains(s)) {
+        if decision.needs_approval {
             let fingerprint =
                 fingerprint(&agent, &subject.user, req.subject_token.expose(), &req.scopes, &req.audience);
             match &req.approval_id {

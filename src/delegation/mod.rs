@@ -14,6 +14,7 @@
 //! a human; [`endpoint`] the HTTP handlers.
 
 pub mod approvals;
+mod decide;
 pub mod endpoint;
 pub mod exchange;
 pub mod request;

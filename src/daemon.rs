@@ -5,14 +5,14 @@ use crate::ca::Ca;
 use crate::caller::Pipeline;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
-use crate::endpoint::accept::ConnectionLimits;
-use crate::endpoint::listener as endpoint;
 use crate::endpoint::workload_api::{Context, WorkloadService, require_security_header};
 use crate::events::audit::Audit;
 use crate::events::{Event, Events};
 use crate::issuer::KeySource;
 use crate::issuer::local::LocalIssuer;
 use crate::limits::FairSlots;
+use crate::net::accept::ConnectionLimits;
+use crate::net::listener as endpoint;
 use crate::pb::spiffe_workload_api_server::SpiffeWorkloadApiServer;
 use crate::registry::{ConfigPart, PolicyComposer};
 use crate::watch::{FileWatcher, Owner};
@@ -217,7 +217,7 @@ pub async fn run_then(mut config: Config, once_serving: impl FnOnce() + Send + '
     });
 
     // The admin socket: commands register their routes here.
-    let mut admin_routes = crate::http::Routes::new();
+    let mut admin_routes = crate::net::http::Routes::new();
     telemetry.serve(&config, &mut admin_routes, shutdown_rx.clone()).await?;
     crate::inventory::routes(&mut admin_routes, inventory.clone(), policy_rx.clone());
     crate::admin::revoke::routes(&mut admin_routes, revocations.clone(), composer.clone(), inventory, events.clone());
@@ -254,10 +254,10 @@ pub async fn run_then(mut config: Config, once_serving: impl FnOnce() + Send + '
         routes: admin_routes,
         events: events.clone(),
     };
-    tokio::spawn(crate::http::serve_unix(
+    tokio::spawn(crate::net::http::serve_unix(
         admin_listener,
         Arc::new(admin),
-        crate::http::Limits::default(),
+        crate::net::http::Limits::default(),
         shutdown_rx.clone(),
     ));
     if let Some((ca, ca_gen_tx)) = local_ca {
@@ -287,8 +287,7 @@ pub async fn run_then(mut config: Config, once_serving: impl FnOnce() + Send + '
 
     // The Workload API socket last: once it exists, every other socket does too.
     let listener = endpoint::bind(&config.socket_path, config.socket_mode)?;
-    let incoming =
-        ReceiverStream::new(crate::endpoint::accept::spawn(listener, connection_limits, shutdown_rx.clone()));
+    let incoming = ReceiverStream::new(crate::net::accept::spawn(listener, connection_limits, shutdown_rx.clone()));
     // One-time costs paid now, off the runtime, not by the first workload that connects.
     let attestor = ctx.pipeline.policy().attestor.clone();
     tokio::task::spawn_blocking(move || {

@@ -7,7 +7,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used, reason = "a fuzz harness: a panic is its finding")]
 
 use crate::config::Config;
-use crate::endpoint::h2_authority::AuthorityFix;
+use crate::net::h2_authority::AuthorityFix;
 use crate::spiffe_id::{SpiffeId, TrustDomain};
 use crate::svid::jwt;
 use std::collections::BTreeSet;

@@ -27,12 +27,12 @@ pub mod delegation;
 pub mod events;
 pub mod federation;
 pub mod inventory;
+pub mod net;
 // Values and helpers.
 pub mod clock;
 pub mod duration;
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod http;
 pub mod limits;
 pub mod secret;
 pub mod spiffe_id;

@@ -1,5 +1,5 @@
 //! Who is on the other end of a connection, as the kernel said at accept time (captured by
-//! `endpoint::peer`; read by the caller pipeline, whatever the transport).
+//! `net::peer`; read by the caller pipeline, whatever the transport).
 
 use std::os::fd::OwnedFd;
 use std::sync::Arc;

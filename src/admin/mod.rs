@@ -6,7 +6,7 @@
 pub mod revoke;
 
 use crate::events::{Event, Events};
-use crate::http::{self, Answer, Caller, Handler, Request, Routes};
+use crate::net::http::{self, Answer, Caller, Handler, Request, Routes};
 use std::path::Path;
 
 /// Who may use the admin socket.
@@ -80,15 +80,12 @@ impl Handler for AdminHandler {
 }
 
 /// Bind the admin socket: 0600, or 0660 owned by `group`.
-pub fn bind(
-    path: &Path,
-    group: Option<u32>,
-) -> Result<tokio::net::UnixListener, crate::endpoint::listener::EndpointError> {
+pub fn bind(path: &Path, group: Option<u32>) -> Result<tokio::net::UnixListener, crate::net::listener::EndpointError> {
     let mode = if group.is_some() { 0o660 } else { 0o600 };
-    let listener = crate::endpoint::listener::bind(path, mode)?;
+    let listener = crate::net::listener::bind(path, mode)?;
     if let Some(gid) = group {
         std::os::unix::fs::chown(path, None, Some(gid))
-            .map_err(|source| crate::endpoint::listener::EndpointError::Io { path: path.to_owned(), source })?;
+            .map_err(|source| crate::net::listener::EndpointError::Io { path: path.to_owned(), source })?;
     }
     Ok(listener)
 }

@@ -7,8 +7,8 @@
 //! `DELETE /revocations/ID`.
 
 use crate::events::{Event, Events, MatchedNow};
-use crate::http::{self, Answer, Caller, Method, Request};
 use crate::inventory::Inventory;
+use crate::net::http::{self, Answer, Caller, Method, Request};
 use crate::registry::deny::{DenyRule, DenyTarget, Origin};
 use crate::registry::{Policy, PolicyComposer};
 use crate::spiffe_id::SpiffeId;
@@ -255,7 +255,7 @@ fn caller_ids(caller: &Caller) -> (u32, Option<i32>) {
 
 /// Register the revocation routes on the admin socket.
 pub fn routes(
-    routes: &mut crate::http::Routes,
+    routes: &mut crate::net::http::Routes,
     store: Arc<Revocations>,
     policy: PolicyComposer,
     inventory: Arc<Inventory>,

@@ -77,7 +77,7 @@ async fn fetch_inner(url: &http::Uri, tls: Arc<rustls::ClientConfig>) -> Result<
         .map_err(|e| FetchError::Http(e.to_string()))?;
     let result = async {
         let response = sender.send_request(request).await.map_err(|e| FetchError::Http(e.to_string()))?;
-        if !crate::http::Answer::Ok.is(response.status()) {
+        if !crate::net::http::Answer::Ok.is(response.status()) {
             return Err(FetchError::Status(response.status()));
         }
         let body = Limited::new(response.into_body(), MAX_BODY).collect().await.map_err(|e| {

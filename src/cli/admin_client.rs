@@ -12,8 +12,8 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) fn call(socket: &Path, method: http::Method, path: &str, body: Option<Value>) -> Result<Value> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let body = body.map(|b| ("application/json", serde_json::to_vec(&b).unwrap_or_default()));
-    let answer = rt.block_on(crate::http::client::request(socket, method, path, body, TIMEOUT));
-    if let Err(crate::http::client::ClientError::Connect { source, .. }) = &answer
+    let answer = rt.block_on(crate::net::http::client::request(socket, method, path, body, TIMEOUT));
+    if let Err(crate::net::http::client::ClientError::Connect { source, .. }) = &answer
         && source.kind() == std::io::ErrorKind::PermissionDenied
     {
         bail!(

@@ -206,7 +206,7 @@ fn now() -> String {
 /// The socket a client should use: `--socket`, else `SPIFFE_ENDPOINT_SOCKET`, else the default.
 pub fn resolve_socket(flag: Option<String>, default: PathBuf) -> Result<PathBuf> {
     match flag.or_else(|| std::env::var("SPIFFE_ENDPOINT_SOCKET").ok().filter(|s| !s.is_empty())) {
-        Some(addr) => crate::endpoint::listener::socket_from_address(&addr).map_err(anyhow::Error::msg),
+        Some(addr) => crate::net::listener::socket_from_address(&addr).map_err(anyhow::Error::msg),
         None => {
             // The dev-mode default lives in a shared place (/tmp): talk to it only if the directory
             // is ours alone, or another user's socket could receive our requests (and tokens).

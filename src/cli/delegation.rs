@@ -35,7 +35,8 @@ pub struct DecideArgs {
 async fn call(admin: &AdminArgs, method: http::Method, path: &str) -> Result<(http::StatusCode, serde_json::Value)> {
     let socket = crate::admin::socket_for_cli(admin.admin_socket.as_deref(), admin.config.as_deref())
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let (status, body) = crate::http::client::request(&socket, method, path, None, Duration::from_secs(10)).await?;
+    let (status, body) =
+        crate::net::http::client::request(&socket, method, path, None, Duration::from_secs(10)).await?;
     let v = serde_json::from_slice(&body).with_context(|| format!("{path}: answer is not JSON"))?;
     Ok((status, v))
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 /// tell the operator.
 pub async fn oidc(admin_socket: &Path, dir: &Path) -> Result<String> {
     let (status, body) =
-        crate::http::client::request(admin_socket, http::Method::GET, "/oidc", None, Duration::from_secs(10))
+        crate::net::http::client::request(admin_socket, http::Method::GET, "/oidc", None, Duration::from_secs(10))
             .await
             .with_context(|| format!("asking the daemon at {}", admin_socket.display()))?;
     if !status.is_success() {

@@ -3,7 +3,7 @@
 use super::DaemonError;
 use crate::ca::Ca;
 use crate::config::Config;
-use crate::endpoint::listener as endpoint;
+use crate::net::listener as endpoint;
 
 /// Refuse to start beside a running daemon before anything is written (a CA, an audit line, a
 /// socket): another daemon answers on one of our sockets, or holds our data directory.

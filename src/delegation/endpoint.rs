@@ -6,8 +6,8 @@ use super::exchange::Exchange;
 use crate::caller::Pipeline;
 use crate::events::delegation::{AgentEvidence, Outcome, Record};
 use crate::events::{Call, Event, Events, Rpc};
-use crate::http::{self, Answer, Caller, Method, Request, Response};
 use crate::issuer::KeySource;
+use crate::net::http::{self, Answer, Caller, Method, Request, Response};
 use std::sync::Arc;
 
 /// The token socket's handler.

@@ -23,10 +23,10 @@ pub mod trust;
 
 use crate::caller::Pipeline;
 use crate::config::Config;
-use crate::endpoint::listener::EndpointError;
 use crate::events::Events;
-use crate::http::{Limits, Method};
 use crate::issuer::KeySource;
+use crate::net::http::{Limits, Method};
+use crate::net::listener::EndpointError;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -52,7 +52,7 @@ pub fn start(
     pipeline: &Arc<Pipeline>,
     ca: &Arc<dyn KeySource>,
     events: &Events,
-    admin: &mut crate::http::Routes,
+    admin: &mut crate::net::http::Routes,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), EndpointError> {
     let Some(d) = &config.delegation else { return Ok(()) };
@@ -64,13 +64,13 @@ pub fn start(
         events: events.clone(),
     });
     // 0777 like the Workload API socket: attestation decides who gets what.
-    let listener = crate::endpoint::listener::bind(&d.token_socket_path, 0o777)?;
+    let listener = crate::net::listener::bind(&d.token_socket_path, 0o777)?;
     let a = approvals.clone();
     admin.add(Method::GET, "/approvals", move |_req| endpoint::list(a.clone()));
     let (a, p, ev) = (approvals, pipeline.clone(), events.clone());
     admin.add(Method::POST, "/approvals/", move |req| endpoint::decide(a.clone(), p.clone(), ev.clone(), req));
     let handler = move |req| endpoint::token_socket(exchange.clone(), req);
-    tokio::spawn(crate::http::serve_unix(listener, Arc::new(handler), limits(), shutdown));
+    tokio::spawn(crate::net::http::serve_unix(listener, Arc::new(handler), limits(), shutdown));
     tracing::info!(socket = %d.token_socket_path.display(), issuers = d.issuers.len(), "serving RFC 8693 token exchange");
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! `GET /inventory`: the stable JSON document (version 1, documented in docs/inventory.md).
 
 use super::{Inventory, RefusalRecord, Workload};
-use crate::http::{self, Answer, Method, Request};
+use crate::net::http::{self, Answer, Method, Request};
 use crate::registry::{DenyRule, DenyTarget, MetaValue, Policy};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -102,7 +102,7 @@ fn refusals_wanted(request: &Request) -> usize {
 }
 
 /// Register `GET /inventory` on the admin socket.
-pub fn routes(routes: &mut crate::http::Routes, inventory: Arc<Inventory>, policy: watch::Receiver<Arc<Policy>>) {
+pub fn routes(routes: &mut crate::net::http::Routes, inventory: Arc<Inventory>, policy: watch::Receiver<Arc<Policy>>) {
     routes.add(Method::GET, "/inventory", move |request: Request| {
         let inventory = inventory.clone();
         let policy = policy.borrow().clone();

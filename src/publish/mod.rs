@@ -1,5 +1,5 @@
 //! What tessera publishes over the network: OIDC discovery with the JWKS ([`oidc`]) and the SPIFFE
-//! bundle endpoint ([`bundle_endpoint`]), each on its own TCP listener through `crate::http`.
+//! bundle endpoint ([`bundle_endpoint`]), each on its own TCP listener through `crate::net::http`.
 //! [`spawn`] is the one call the daemon makes.
 
 pub mod bundle_endpoint;
@@ -8,8 +8,8 @@ pub mod tls;
 
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::http::{self, Answer, Method, Request};
 use crate::issuer::KeySource;
+use crate::net::http::{self, Answer, Method, Request};
 use oidc::DelegationKeys;
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -32,7 +32,7 @@ pub async fn spawn(
     ca: Arc<dyn KeySource>,
     ca_generation: watch::Receiver<u64>,
     delegation_keys: Option<DelegationKeys>,
-    admin_routes: &mut crate::http::Routes,
+    admin_routes: &mut crate::net::http::Routes,
     shutdown: watch::Receiver<bool>,
     clock: Arc<dyn Clock>,
 ) -> Result<(), PublishError> {

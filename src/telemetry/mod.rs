@@ -8,8 +8,8 @@ pub mod systemd;
 
 use crate::config::Config;
 use crate::events::Events;
-use crate::http::{self, Answer, Method, Request, Response};
 use crate::issuer::KeySource;
+use crate::net::http::{self, Answer, Method, Request, Response};
 use crate::registry::Policy;
 use crate::spire::last_sync::LastSync;
 use std::sync::Arc;
@@ -60,7 +60,7 @@ impl Telemetry {
     pub async fn serve(
         &self,
         config: &Config,
-        admin_routes: &mut crate::http::Routes,
+        admin_routes: &mut crate::net::http::Routes,
         shutdown: watch::Receiver<bool>,
     ) -> Result<(), TelemetryError> {
         for path in ["/metrics", "/live", "/ready"] {

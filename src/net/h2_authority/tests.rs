@@ -1,7 +1,7 @@
 //! Tests of the `:authority` filter and its HPACK checks.
 
 use super::*;
-use crate::endpoint::hpack_check::hpack_int;
+use crate::net::hpack_check::hpack_int;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn frame(ty: u8, flags: u8, sid: u32, payload: &[u8]) -> Vec<u8> {

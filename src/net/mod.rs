@@ -1,0 +1,13 @@
+//! The transport: Unix-socket listeners ([`listener`]: bind, take over a stale socket, refuse
+//! beside a live one), the Workload API's accept loop under per-uid limits ([`accept`]), each
+//! connection's peer captured at accept ([`peer`], with the HTTP/2 `:authority` fix of
+//! [`h2_authority`] whose HPACK input `hpack_check` validates first), and the small HTTP/1.1
+//! servers with their limits, route registration and one status table ([`http`]). Services sit
+//! above it and never bind or accept themselves.
+
+pub mod accept;
+pub mod h2_authority;
+mod hpack_check;
+pub mod http;
+pub mod listener;
+pub mod peer;

@@ -27,14 +27,18 @@ pub struct SpiffeServerVerifier {
 }
 
 impl SpiffeServerVerifier {
-    /// Trust `roots` (DER; every one must be usable, and there must be one) and only `expected`.
+    /// Trust the usable ones of `roots` (DER; at least one must be) and only `expected`. A root
+    /// the TLS stack cannot use is skipped, as before one verifier served both uses: one odd
+    /// certificate in a partner's bundle must not freeze every later refresh of that bundle.
     pub fn new(roots: &[Vec<u8>], expected: SpiffeId, bundle: &'static str) -> Result<Self, String> {
         let mut store = RootCertStore::empty();
-        for r in roots {
-            store.add(CertificateDer::from(r.as_slice()).into_owned()).map_err(|e| e.to_string())?;
-        }
+        let (_, skipped) =
+            store.add_parsable_certificates(roots.iter().map(|r| CertificateDer::from(r.as_slice()).into_owned()));
         if store.is_empty() {
-            return Err("empty".into());
+            return Err(format!("no usable root ({skipped} unusable)"));
+        }
+        if skipped > 0 {
+            tracing::warn!(skipped, bundle, "roots the TLS stack cannot use are skipped");
         }
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         Ok(Self { roots: Arc::new(store), expected, bundle, provider })
@@ -271,7 +275,10 @@ mod tests {
     fn roots_must_be_usable() {
         let id = SpiffeId::parse_workload(ID).unwrap();
         assert!(SpiffeServerVerifier::new(&[], id.clone(), "b").is_err());
-        assert!(SpiffeServerVerifier::new(&[b"not a certificate".to_vec()], id, "b").is_err());
+        assert!(SpiffeServerVerifier::new(&[b"not a certificate".to_vec()], id.clone(), "b").is_err());
+        // One unusable root beside a usable one is skipped, not fatal.
+        let ca = ca();
+        assert!(SpiffeServerVerifier::new(&[b"not a certificate".to_vec(), ca.der.clone()], id, "b").is_ok());
     }
 
     #[test]

@@ -26,6 +26,9 @@ pub enum CallerError {
     ShuttingDown,
     #[error("attestation task failed: {0}")]
     AttestTask(String),
+    /// The policy changed the attestor's settings during each of several attestations in a row.
+    #[error("workload attestation failed: the policy changed while attesting; try again")]
+    PolicyChanging,
     #[error("workload attestation failed: {0}")]
     Attestation(tessera_attestors::AttestError),
     #[error("no identity issued")]
@@ -109,6 +112,32 @@ impl Pipeline {
     /// Attest the peer with the attestor settings of `policy`. Failure → refused (emitted).
     pub async fn attest(&self, peer: &PeerInfo, rpc: Rpc, policy: &Policy) -> Result<Attestation, CallerError> {
         self.attest_pinned(peer, rpc, policy, None).await.map(|(attestation, ..)| attestation)
+    }
+
+    /// Attest under the policy in force, and return the policy to judge the attestation by: the
+    /// one in force when it ended. A revocation or reload during a long attestation (hashing a
+    /// large file) so applies to this call, not only to the next one; when the new policy needs
+    /// other attestor settings (a digest rule), the process is attested again (at most twice).
+    pub async fn attest_current(&self, peer: &PeerInfo, rpc: Rpc) -> Result<(Attestation, Arc<Policy>), CallerError> {
+        self.attest_settled(peer, rpc, None).await.map(|(attestation, _, _, policy)| (attestation, policy))
+    }
+
+    async fn attest_settled(
+        &self,
+        peer: &PeerInfo,
+        rpc: Rpc,
+        session: Option<std::time::SystemTime>,
+    ) -> Result<(Attestation, ProcessHandle, Option<session::Baseline>, Arc<Policy>), CallerError> {
+        let mut policy = self.policy();
+        for _ in 0..3 {
+            let (attestation, handle, baseline) = self.attest_pinned(peer, rpc, &policy, session).await?;
+            let now = self.policy();
+            if Arc::ptr_eq(&now, &policy) || now.attestor.config() == policy.attestor.config() {
+                return Ok((attestation, handle, baseline, now));
+            }
+            policy = now;
+        }
+        Err(CallerError::PolicyChanging)
     }
 
     /// [`Self::attest`], also returning the pinned process (for cheap re-checks between full
@@ -234,8 +263,7 @@ impl Pipeline {
         serves: Serves,
         session: Option<std::time::SystemTime>,
     ) -> Result<(Caller, ProcessHandle, Option<session::Baseline>), CallerError> {
-        let policy = self.policy();
-        let (attestation, handle, baseline) = self.attest_pinned(peer, rpc, &policy, session).await?;
+        let (attestation, handle, baseline, policy) = self.attest_settled(peer, rpc, session).await?;
         let entitled = entitlement(&attestation, &policy);
         let refused = !entitled.as_ref().is_ok_and(|entries| entries.iter().any(|e| serves(e)));
         self.events.emit(Event::Attested {

@@ -40,9 +40,10 @@ impl ApiError {
             ApiError::Caller(e) => match e {
                 // SPIRE: attestation failures are Unavailable, so the client retries (the
                 // process may be mid-exec, a file mid-write).
-                CallerError::NoPeerCredentials | CallerError::ShuttingDown | CallerError::Attestation(_) => {
-                    Code::Unavailable
-                }
+                CallerError::NoPeerCredentials
+                | CallerError::ShuttingDown
+                | CallerError::Attestation(_)
+                | CallerError::PolicyChanging => Code::Unavailable,
                 // An attestation that could not even run is our fault.
                 CallerError::AttestTask(_) => Code::Internal,
                 // Spec: no identity for the caller → PermissionDenied (SDKs: "no identity issued").
@@ -98,6 +99,7 @@ mod tests {
     fn attestation_failure_is_unavailable() {
         assert_eq!(status(CallerError::NoPeerCredentials).code(), Code::Unavailable);
         assert_eq!(status(CallerError::ShuttingDown).code(), Code::Unavailable);
+        assert_eq!(status(CallerError::PolicyChanging).code(), Code::Unavailable);
         let e = tessera_attestors::AttestError::NoPid;
         let s = status(CallerError::Attestation(e));
         assert_eq!(s.code(), Code::Unavailable);

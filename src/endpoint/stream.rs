@@ -167,11 +167,10 @@ impl<R> Driver<R> {
             let now = Instant::now();
             self.reattest_at = after(now, ctx.reattest_interval);
             self.exe_check_at = after(now, EXE_CHECK_EVERY);
-            let snapshot = ctx.pipeline.policy();
             // Boxed: the attestation future is large and runs rarely; inline, every idle stream
-            // would carry its size.
-            let next = match Box::pin(ctx.pipeline.attest(&self.peer, rpc, &snapshot)).await {
-                Ok(attestation) => {
+            // would carry its size. Judged by the policy in force when it ended.
+            let next = match Box::pin(ctx.pipeline.attest_current(&self.peer, rpc)).await {
+                Ok((attestation, snapshot)) => {
                     drift(&ctx, rpc, &self.state, &attestation);
                     if attestation.watched_files != self.state.caller.attestation.watched_files {
                         self._files_sub = ctx.files.subscribe(

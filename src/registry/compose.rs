@@ -157,18 +157,24 @@ impl PolicyComposer {
         self.inner.tx.borrow().clone()
     }
 
-    /// A reloaded config; runtime revocations, fetched bundles and a SPIRE sync stay.
+    /// A reloaded config; runtime revocations, fetched bundles of the partners it still names
+    /// and a SPIRE sync stay. A partner the config drops loses its fetched bundle: if it is added
+    /// again later, its (new) configured bundle is the trust anchor, not a stale fetched one.
     pub fn config_loaded(&self, config: ConfigPart) {
         self.update(|i| {
+            i.fetched.retain(|td, _| config.federation.contains_key(td));
             i.config = config;
             i.rebuild_deny();
         });
     }
 
-    /// A bundle fetched from a federation partner's endpoint; it wins over the config's.
+    /// A bundle fetched from a federation partner's endpoint; it wins over the config's. One for
+    /// a partner the config does not name is ignored.
     pub fn bundle_updated(&self, trust_domain: TrustDomain, bundle: Arc<FederatedBundle>) {
         self.update(|i| {
-            i.fetched.insert(trust_domain, bundle);
+            if i.config.federation.contains_key(&trust_domain) {
+                i.fetched.insert(trust_domain, bundle);
+            }
         });
     }
 

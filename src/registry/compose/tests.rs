@@ -104,6 +104,14 @@ fn a_config_reload_keeps_runtime_revocations_and_fetched_bundles() {
     fewer.federation.remove(&td("endpoint.org"));
     c.config_loaded(fewer);
     assert_eq!(c.current().federated.keys().map(|t| t.to_string()).collect::<Vec<_>>(), ["file.org"]);
+    // A late fetch for the dropped partner changes nothing; re-added, its configured bundle (not
+    // the stale fetched one) is the anchor until its endpoint is fetched again.
+    c.bundle_updated(td("endpoint.org"), bundle(4));
+    assert!(!c.current().federated.contains_key(&td("endpoint.org")));
+    let mut again = config();
+    again.federation.insert(td("endpoint.org"), Some(bundle(5)));
+    c.config_loaded(again);
+    assert_eq!(c.current().federated[&td("endpoint.org")], bundle(5));
 }
 
 #[test]

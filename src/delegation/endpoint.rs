@@ -63,20 +63,7 @@ pub async fn decide(approvals: Arc<Approvals>, pipeline: Arc<Pipeline>, events: 
     if let Some(a) = approvals.get(id)
         && let Err(why) = not_the_agent(&a, &req.caller, &pipeline).await
     {
-        let mut rec = Record::new(
-            Outcome::Refused,
-            AgentEvidence {
-                pid: a.agent_pid,
-                uid: Some(a.agent_uid),
-                spiffe_id: Some(a.agent.clone()),
-                ..AgentEvidence::default()
-            },
-        );
-        rec.user = Some(a.user.clone());
-        rec.scopes_requested = a.scope.clone();
-        rec.audience = Some(a.audience.clone());
-        rec.approval_id = Some(a.approval_id.clone());
-        rec.approver_uid = Some(by);
+        let mut rec = decision_record(&a, Outcome::Refused, by);
         rec.error = Some(("access_denied", why.clone()));
         rec.caller_uid = Some(by);
         events.emit(Event::Delegation(Box::new(rec)));
@@ -85,20 +72,8 @@ pub async fn decide(approvals: Arc<Approvals>, pipeline: Arc<Pipeline>, events: 
     }
     match approvals.decide(id, approve, by) {
         Ok(a) => {
-            let mut rec = Record::new(
-                if a.state == State::Approved { Outcome::Approved } else { Outcome::Rejected },
-                AgentEvidence {
-                    pid: a.agent_pid,
-                    uid: Some(a.agent_uid),
-                    spiffe_id: Some(a.agent.clone()),
-                    ..AgentEvidence::default()
-                },
-            );
-            rec.user = Some(a.user.clone());
-            rec.scopes_requested = a.scope.clone();
-            rec.audience = Some(a.audience.clone());
-            rec.approval_id = Some(a.approval_id.clone());
-            rec.approver_uid = Some(by);
+            let rec =
+                decision_record(&a, if a.state == State::Approved { Outcome::Approved } else { Outcome::Rejected }, by);
             events.emit(Event::Delegation(Box::new(rec)));
             tracing::info!(approval = %a.approval_id, by, approved = approve, "delegation approval decided");
             http::json(Answer::Ok, &a)
@@ -108,6 +83,25 @@ pub async fn decide(approvals: Arc<Approvals>, pipeline: Arc<Pipeline>, events: 
         }
         Err(e) => http::json(Answer::Conflict, &serde_json::json!({ "error": "conflict", "message": e.to_string() })),
     }
+}
+
+/// The audit record of a decision on `a` by uid `by` (`outcome`: approved, rejected, or refused).
+fn decision_record(a: &Approval, outcome: Outcome, by: u32) -> Record {
+    let mut rec = Record::new(
+        outcome,
+        AgentEvidence {
+            pid: a.agent_pid,
+            uid: Some(a.agent_uid),
+            spiffe_id: Some(a.agent.clone()),
+            ..AgentEvidence::default()
+        },
+    );
+    rec.user = Some(a.user.clone());
+    rec.scopes_requested = a.scope.clone();
+    rec.audience = Some(a.audience.clone());
+    rec.approval_id = Some(a.approval_id.clone());
+    rec.approver_uid = Some(by);
+    rec
 }
 
 /// Err (why) when the deciding caller is the agent whose request it is: the same uid (root

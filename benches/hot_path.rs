@@ -14,10 +14,10 @@ use std::hint::black_box;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, SystemTime};
-use tessera::ca::Ca;
-use tessera::registry::Entry;
-use tessera::spiffe_id::{SpiffeId, TrustDomain};
-use tessera::svid::{jwt, x509};
+use tessera::testing::Ca;
+use tessera::testing::Entry;
+use tessera::testing::{SpiffeId, TrustDomain};
+use tessera::testing::{jwt, x509};
 use tessera_attestors::{AttestConfig, Attestor, ProcessHandle};
 
 fn criterion_dir() -> PathBuf {
@@ -79,7 +79,7 @@ fn benches(c: &mut Criterion, exe_size: u64) {
     g.bench_function("mint", |b| b.iter(|| black_box(x509::mint(&entry, &signer, now).expect("mint"))));
     g.finish();
 
-    let key = auth.signer(tessera::ca::KeyKind::Jwt, now).expect("jwt signer").clone();
+    let key = auth.signer(tessera::testing::KeyKind::Jwt, now).expect("jwt signer").clone();
     let aud = vec!["bench".to_string()];
     let mut g = c.benchmark_group("jwt");
     g.throughput(Throughput::Elements(1));
@@ -87,7 +87,7 @@ fn benches(c: &mut Criterion, exe_size: u64) {
         b.iter(|| black_box(jwt::mint(&id, &aud, Duration::from_secs(300), None, &key, now).expect("jwt")))
     });
     let token = jwt::mint(&id, &aud, Duration::from_secs(300), None, &key, SystemTime::now()).unwrap().token;
-    let jwks = std::sync::Arc::new(tessera::bundle::JwtBundle::local(&auth));
+    let jwks = std::sync::Arc::new(tessera::testing::JwtBundle::local(&auth));
     g.bench_function("validate", |b| {
         b.iter(|| {
             black_box(

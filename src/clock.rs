@@ -17,10 +17,11 @@
 //! Pure measurements (how long an attestation took, rate-limit buckets) keep reading
 //! `Instant::now()` directly.
 
+#[cfg(test)]
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-pub trait Clock: Send + Sync {
+pub(crate) trait Clock: Send + Sync {
     /// The wall clock: what certificates and tokens carry.
     fn now(&self) -> SystemTime;
     /// A monotonic instant, for windows measured on this host only.
@@ -29,7 +30,7 @@ pub trait Clock: Send + Sync {
 
 /// The wall clock.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
+pub(crate) struct SystemClock;
 
 impl Clock for SystemClock {
     fn now(&self) -> SystemTime {
@@ -47,12 +48,13 @@ pub fn now() -> SystemTime {
     SystemClock.now()
 }
 
+#[cfg(test)]
 /// A clock that moves only when told to, for tests; share it as `Arc<FakeClock>` (it coerces to
 /// `Arc<dyn Clock>`) and keep a handle to move it. [`Self::advance`] moves the wall clock and
 /// the monotonic clock together; [`Self::set`] steps the wall clock alone (as an NTP step
 /// would). Wall times are held as nanoseconds since the epoch (up to the year 2554).
 #[derive(Debug)]
-pub struct FakeClock {
+pub(crate) struct FakeClock {
     /// Nanoseconds since the epoch.
     wall: AtomicU64,
     /// The monotonic clock's origin, and nanoseconds it advanced since.
@@ -60,19 +62,20 @@ pub struct FakeClock {
     elapsed: AtomicU64,
 }
 
+#[cfg(test)]
 impl FakeClock {
     /// A clock standing at `t`.
-    pub fn at(t: SystemTime) -> Self {
+    pub(crate) fn at(t: SystemTime) -> Self {
         Self { wall: AtomicU64::new(nanos(t)), origin: Instant::now(), elapsed: AtomicU64::new(0) }
     }
 
     /// A clock standing at `secs` seconds after the epoch.
-    pub fn at_unix(secs: u64) -> Self {
+    pub(crate) fn at_unix(secs: u64) -> Self {
         Self::at(from_unix_secs(secs))
     }
 
     /// Move both clocks forward by `d`.
-    pub fn advance(&self, d: Duration) {
+    pub(crate) fn advance(&self, d: Duration) {
         let d = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         let add = |v: u64| Some(v.saturating_add(d));
         let _ = self.wall.fetch_update(Ordering::SeqCst, Ordering::SeqCst, add);
@@ -80,16 +83,18 @@ impl FakeClock {
     }
 
     /// Step the wall clock to `t` (either way); the monotonic clock does not move.
-    pub fn set(&self, t: SystemTime) {
+    pub(crate) fn set(&self, t: SystemTime) {
         self.wall.store(nanos(t), Ordering::SeqCst);
     }
 }
 
+#[cfg(test)]
 /// Nanoseconds since the epoch, saturating (0 before it).
 fn nanos(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)).unwrap_or(0)
 }
 
+#[cfg(test)]
 impl Clock for FakeClock {
     fn now(&self) -> SystemTime {
         UNIX_EPOCH + Duration::from_nanos(self.wall.load(Ordering::SeqCst))
@@ -101,19 +106,19 @@ impl Clock for FakeClock {
 }
 
 /// Whole seconds since the epoch (0 before it).
-pub fn unix_secs(t: SystemTime) -> u64 {
+pub(crate) fn unix_secs(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 /// The instant `s` seconds after the epoch; saturates at the far future instead of overflowing
 /// (times come from files and certificates, which a peer or a corrupt disk may make absurd).
-pub fn from_unix_secs(s: u64) -> SystemTime {
+pub(crate) fn from_unix_secs(s: u64) -> SystemTime {
     UNIX_EPOCH.checked_add(Duration::from_secs(s)).unwrap_or(UNIX_EPOCH + Duration::from_secs(u64::MAX / 4))
 }
 
 /// `t + d`, saturating at the far future (durations are bounded by `check`; this keeps any
 /// that slip through from panicking a handler).
-pub fn add(t: SystemTime, d: Duration) -> SystemTime {
+pub(crate) fn add(t: SystemTime, d: Duration) -> SystemTime {
     t.checked_add(d).unwrap_or_else(|| from_unix_secs(u64::MAX))
 }
 

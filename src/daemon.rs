@@ -27,7 +27,7 @@ mod preflight;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum DaemonError {
+pub(crate) enum DaemonError {
     #[error(transparent)]
     Ca(#[from] crate::ca::CaError),
     #[error(transparent)]
@@ -121,15 +121,14 @@ fn upstream_of(config: &Config) -> Option<crate::ca::Upstream> {
     })
 }
 
-pub use preflight::ensure_not_running;
-
-pub async fn run(config: Config) -> Result<(), DaemonError> {
-    run_then(config, || {}).await
-}
+pub(crate) use preflight::ensure_not_running;
 
 /// [`run`], calling `once_serving` on a blocking thread once the Workload API serves and the
 /// one-time warm-up is done (the binary drops its start-up code from memory there).
-pub async fn run_then(mut config: Config, once_serving: impl FnOnce() + Send + 'static) -> Result<(), DaemonError> {
+pub(crate) async fn run_then(
+    mut config: Config,
+    once_serving: impl FnOnce() + Send + 'static,
+) -> Result<(), DaemonError> {
     // `tessera check` reports them; the daemon would only carry them (one per entry without an
     // owner: ~150 KB for 1,000 entries) for its whole life.
     config.warnings = Vec::new();
@@ -368,8 +367,7 @@ fn spawn_ca_rotation(
             match tokio::task::spawn_blocking(move || rotating.rotate_if_due(now)).await {
                 Ok(Ok(true)) => {
                     generation.send_modify(|g| *g += 1);
-                    let auth = ca.authorities();
-                    events.emit(Event::CaRotated { x509_authorities: auth.x509.len(), jwt_keys: auth.jwt.len() });
+                    events.emit(Event::CaRotated);
                 }
                 Ok(Ok(false)) => {}
                 Ok(Err(e)) => tracing::error!(error = %e, "CA rotation failed; the current authority keeps signing"),

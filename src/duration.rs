@@ -8,7 +8,7 @@ const MAX_SECS: u64 = u64::MAX / 16;
 
 /// Parse a duration such as `10m` or `1h30m`. Units: ms, s, m, h, d. A bare number is refused,
 /// because "10" is ambiguous between seconds and minutes.
-pub fn parse(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     if s.is_empty() {
         return Err("empty duration".into());
@@ -44,7 +44,7 @@ pub fn parse(s: &str) -> Result<Duration, String> {
 }
 
 /// Render a duration the way `parse` reads it (largest units first).
-pub fn format(d: Duration) -> String {
+pub(crate) fn format(d: Duration) -> String {
     let mut secs = d.as_secs();
     if secs == 0 {
         return format!("{}ms", d.as_millis());

@@ -27,12 +27,12 @@ const MAX_RETRY: Duration = Duration::from_secs(300);
 /// the initial `bundle_path`), by trust domain. Read by the daemon on every (re)load; the
 /// [`PolicyComposer`] gets each update as it comes.
 #[derive(Clone, Default)]
-pub struct FetchedBundles {
+pub(crate) struct FetchedBundles {
     inner: Arc<RwLock<BTreeMap<TrustDomain, Arc<FederatedBundle>>>>,
 }
 
 impl FetchedBundles {
-    pub fn get(&self, td: &TrustDomain) -> Option<Arc<FederatedBundle>> {
+    pub(crate) fn get(&self, td: &TrustDomain) -> Option<Arc<FederatedBundle>> {
         self.inner.read().unwrap_or_else(|p| p.into_inner()).get(td).cloned()
     }
     fn set(&self, td: &TrustDomain, bundle: Arc<FederatedBundle>) {
@@ -41,13 +41,13 @@ impl FetchedBundles {
 }
 
 /// Where the last good bundle of `td` is kept.
-pub fn cache_path(data_dir: &Path, td: &TrustDomain) -> PathBuf {
+pub(crate) fn cache_path(data_dir: &Path, td: &TrustDomain) -> PathBuf {
     data_dir.join("federation").join(format!("{}.json", td.as_str()))
 }
 
 /// The bundles in force before any fetch: for each endpoint federation, the last good bundle on
 /// disk if it still parses, else nothing here (the file at `bundle_path` is used then).
-pub fn initial(config: &Config) -> FetchedBundles {
+pub(crate) fn initial(config: &Config) -> FetchedBundles {
     let fetched = FetchedBundles::default();
     for f in config.federation.iter().filter(|f| f.endpoint.is_some()) {
         let path = cache_path(&config.data_dir, &f.trust_domain);
@@ -69,7 +69,7 @@ pub fn initial(config: &Config) -> FetchedBundles {
 }
 
 /// The bundle of an endpoint federation: the fetched one, else the file's (the initial bundle).
-pub fn current(
+pub(crate) fn current(
     fetched: &FetchedBundles,
     f: &crate::config::Federation,
 ) -> Result<Option<Arc<FederatedBundle>>, crate::bundle::federation::BundleError> {
@@ -83,7 +83,7 @@ pub fn current(
 }
 
 /// One task per endpoint federation. Changes of the federation list take effect at restart.
-pub fn spawn(
+pub(crate) fn spawn(
     config: &Config,
     fetched: FetchedBundles,
     policy: PolicyComposer,

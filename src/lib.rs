@@ -9,37 +9,37 @@
 #![forbid(unsafe_code)]
 
 // The flow (order: endpoint → caller → registry → issuer → ca/svid/bundle).
-pub mod bundle;
-pub mod ca;
-pub mod caller;
-pub mod endpoint;
-pub mod issuer;
-pub mod peer;
-pub mod publish;
-pub mod registry;
-pub mod svid;
+pub(crate) mod bundle;
+pub(crate) mod ca;
+pub(crate) mod caller;
+pub(crate) mod endpoint;
+pub(crate) mod issuer;
+pub(crate) mod peer;
+pub(crate) mod publish;
+pub(crate) mod registry;
+pub(crate) mod svid;
 // Beside the flow.
-pub mod admin;
+pub(crate) mod admin;
 pub mod cli;
-pub mod config;
-pub mod daemon;
-pub mod delegation;
-pub mod events;
-pub mod federation;
-pub mod inventory;
-pub mod net;
+pub(crate) mod config;
+pub(crate) mod daemon;
+pub(crate) mod delegation;
+pub(crate) mod events;
+pub(crate) mod federation;
+pub(crate) mod inventory;
+pub(crate) mod net;
 // Values and helpers.
-pub mod clock;
-pub mod duration;
+pub(crate) mod clock;
+pub(crate) mod duration;
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod limits;
-pub mod secret;
-pub mod spiffe_id;
-pub mod spire;
-pub mod storage;
-pub mod telemetry;
-pub mod watch;
+pub(crate) mod limits;
+pub(crate) mod secret;
+pub(crate) mod spiffe_id;
+pub(crate) mod spire;
+pub(crate) mod storage;
+pub(crate) mod telemetry;
+pub(crate) mod watch;
 
 /// Generated Workload API types (the proto has no package, hence `_`).
 pub mod pb {
@@ -50,6 +50,21 @@ pub mod pb {
 
     /// The encoded file descriptor set of `proto/workload.proto`, for server reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/workload_descriptor.bin"));
+}
+
+/// What the integration tests, benches and fuzz targets reach inside the crate (not an API).
+#[doc(hidden)]
+pub mod testing {
+    pub use crate::bundle::JwtBundle;
+    pub use crate::bundle::verifier::uri_sans;
+    pub use crate::ca::{Ca, KeyKind};
+    pub use crate::cli::api::split_certs;
+    pub use crate::clock::now;
+    pub use crate::registry::Entry;
+    pub use crate::spiffe_id::{SpiffeId, TrustDomain};
+    pub use crate::spire::pb as spire_pb;
+    pub use crate::spire::status::denied;
+    pub use crate::svid::{jwt, x509};
 }
 
 /// Pin the one crypto backend (aws-lc-rs) for rustls; rcgen and jsonwebtoken use it directly.

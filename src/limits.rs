@@ -13,7 +13,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 /// Counts held per key (a uid, a [`Source`]) and in total; `try_acquire` refuses past the
 /// per-key bound, past the global one, and into the reserve.
 #[derive(Debug)]
-pub struct Counter<K> {
+pub(crate) struct Counter<K> {
     max_total: usize,
     max_per_key: usize,
     /// Slots at the top of `max_total` that only a key holding none may take: when a few keys
@@ -23,13 +23,13 @@ pub struct Counter<K> {
 }
 
 /// Connections per uid (Unix sockets).
-pub type UidCounter = Counter<u32>;
+pub(crate) type UidCounter = Counter<u32>;
 /// Connections per source address (TCP listeners).
-pub type SourceCounter = Counter<Source>;
+pub(crate) type SourceCounter = Counter<Source>;
 
 /// Why a connection was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum OverLimit {
+pub(crate) enum OverLimit {
     #[error("this caller holds {0} connections already (per-caller limit)")]
     PerKey(usize),
     #[error("{0} connections are open (global limit)")]
@@ -40,18 +40,18 @@ pub enum OverLimit {
 
 /// One unit held against a [`Counter`]; released on drop.
 #[derive(Debug)]
-pub struct Held<K: Hash + Eq + Copy = u32> {
+pub(crate) struct Held<K: Hash + Eq + Copy = u32> {
     counter: Arc<Counter<K>>,
     key: K,
 }
 
 impl<K: Hash + Eq + Copy> Counter<K> {
-    pub fn new(max_total: usize, max_per_key: usize) -> Arc<Self> {
+    pub(crate) fn new(max_total: usize, max_per_key: usize) -> Arc<Self> {
         Self::with_reserve(max_total, max_per_key, 0)
     }
 
     /// `reserve`: once `max_total - reserve` units are held, only a key holding none gets one.
-    pub fn with_reserve(max_total: usize, max_per_key: usize, reserve: usize) -> Arc<Self> {
+    pub(crate) fn with_reserve(max_total: usize, max_per_key: usize, reserve: usize) -> Arc<Self> {
         Arc::new(Self {
             max_total,
             max_per_key: max_per_key.min(max_total),
@@ -60,7 +60,7 @@ impl<K: Hash + Eq + Copy> Counter<K> {
         })
     }
 
-    pub fn try_acquire(self: &Arc<Self>, key: K) -> Result<Held<K>, OverLimit> {
+    pub(crate) fn try_acquire(self: &Arc<Self>, key: K) -> Result<Held<K>, OverLimit> {
         let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
         let (total, per_key) = &mut *held;
         if *total >= self.max_total {
@@ -78,8 +78,9 @@ impl<K: Hash + Eq + Copy> Counter<K> {
         Ok(Held { counter: self.clone(), key })
     }
 
+    #[cfg(test)]
     /// Units held in total and by `key`.
-    pub fn held(&self, key: K) -> (usize, usize) {
+    pub(crate) fn held(&self, key: K) -> (usize, usize) {
         let held = self.held.lock().unwrap_or_else(|p| p.into_inner());
         (held.0, held.1.get(&key).copied().unwrap_or(0))
     }
@@ -102,7 +103,7 @@ impl<K: Hash + Eq + Copy> Drop for Held<K> {
 /// Where a TCP connection comes from, as far as per-source limits go: the addresses one host can
 /// use at will count as one source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Source {
+pub(crate) enum Source {
     /// 127.0.0.0/8 and ::1, in any form: every local user can bind any 127.x.y.z.
     Loopback,
     V4(Ipv4Addr),
@@ -113,7 +114,7 @@ pub enum Source {
 }
 
 impl Source {
-    pub fn of(ip: IpAddr) -> Self {
+    pub(crate) fn of(ip: IpAddr) -> Self {
         match ip {
             IpAddr::V4(v4) if v4.is_loopback() => Source::Loopback,
             IpAddr::V4(v4) => Source::V4(v4),
@@ -130,19 +131,19 @@ impl Source {
 /// At most one log line per `every`, carrying how many events it stands for: a flood of
 /// refusals or failing accepts costs neither a core nor the disk in logging.
 #[derive(Debug)]
-pub struct Throttled {
+pub(crate) struct Throttled {
     every: Duration,
     last: Option<Instant>,
     suppressed: u64,
 }
 
 impl Throttled {
-    pub fn new(every: Duration) -> Self {
+    pub(crate) fn new(every: Duration) -> Self {
         Self { every, last: None, suppressed: 0 }
     }
 
     /// `Some(n)`: log now, standing for `n` events; `None`: counted, stay quiet.
-    pub fn tick(&mut self) -> Option<u64> {
+    pub(crate) fn tick(&mut self) -> Option<u64> {
         let now = Instant::now();
         if self.last.is_some_and(|t| now.duration_since(t) < self.every) {
             self.suppressed += 1;
@@ -156,7 +157,7 @@ impl Throttled {
 /// Attestation slots: a global bound, and a per-uid bound below it so that one uid's slow
 /// callers (naming huge files as their script) queue behind each other, not in front of others.
 #[derive(Debug)]
-pub struct FairSlots {
+pub(crate) struct FairSlots {
     global: Arc<Semaphore>,
     per_uid: usize,
     queues: Mutex<HashMap<u32, Arc<Semaphore>>>,
@@ -164,18 +165,18 @@ pub struct FairSlots {
 
 /// A held attestation slot (per-uid and global).
 #[derive(Debug)]
-pub struct Slot {
+pub(crate) struct Slot {
     _uid: OwnedSemaphorePermit,
     _global: OwnedSemaphorePermit,
 }
 
 impl FairSlots {
-    pub fn new(global: usize, per_uid: usize) -> Self {
+    pub(crate) fn new(global: usize, per_uid: usize) -> Self {
         Self { global: Arc::new(Semaphore::new(global)), per_uid: per_uid.clamp(1, global), queues: Mutex::default() }
     }
 
     /// Waits for a slot of `uid`, then for a global one. Err once closed (shutdown).
-    pub async fn acquire(&self, uid: u32) -> Result<Slot, tokio::sync::AcquireError> {
+    pub(crate) async fn acquire(&self, uid: u32) -> Result<Slot, tokio::sync::AcquireError> {
         let queue = {
             let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
             if queues.len() > 4096 {
@@ -187,10 +188,6 @@ impl FairSlots {
         let mine = queue.acquire_owned().await?;
         let global = self.global.clone().acquire_owned().await?;
         Ok(Slot { _uid: mine, _global: global })
-    }
-
-    pub fn close(&self) {
-        self.global.close();
     }
 }
 

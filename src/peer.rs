@@ -7,7 +7,7 @@ use std::sync::Arc;
 /// SO_PEERCRED plus, on Linux ≥ 6.5, SO_PEERPIDFD — a handle on the exact process that called
 /// connect(), which a recycled pid cannot impersonate.
 #[derive(Clone, Debug)]
-pub struct PeerInfo {
+pub(crate) struct PeerInfo {
     pub pid: Option<i32>,
     pub uid: u32,
     pub gid: u32,
@@ -21,7 +21,7 @@ pub struct PeerInfo {
 
 impl PeerInfo {
     /// Credentials for the attestors, with our own duplicate of the pidfd.
-    pub fn credentials(&self) -> tessera_attestors::PeerCredentials {
+    pub(crate) fn credentials(&self) -> tessera_attestors::PeerCredentials {
         tessera_attestors::PeerCredentials {
             pid: self.pid,
             uid: self.uid,
@@ -36,7 +36,7 @@ impl PeerInfo {
 /// One process for the life of the machine's boot: its pid and its start time (clock ticks since
 /// boot, `/proc/PID/stat` field 22), so that a later process reusing the pid is another key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ProcessKey {
+pub(crate) struct ProcessKey {
     pub pid: i32,
     pub start_ticks: u64,
 }

@@ -49,15 +49,15 @@ impl std::fmt::Debug for PrivateKey {
 
 /// A bearer token (a JWS in compact form): whoever holds it acts as its subject, so it is never
 /// printed (`Debug` shows its length) and is wiped on drop.
-pub struct BearerToken(Zeroizing<String>);
+pub(crate) struct BearerToken(Zeroizing<String>);
 
 impl BearerToken {
-    pub fn new(token: String) -> Self {
+    pub(crate) fn new(token: String) -> Self {
         Self(Zeroizing::new(token))
     }
 
     /// The token, for the places it must be read: verification, a fingerprint, a response.
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 }

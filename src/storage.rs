@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Create `dir` (and parents) with mode 0700; tighten an existing one that is looser. A directory
 /// owned by another uid is refused, never adopted or chmodded: its owner could swap our files.
-pub fn private_dir(dir: &Path) -> io::Result<()> {
+pub(crate) fn private_dir(dir: &Path) -> io::Result<()> {
     DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
     let meta = fs::metadata(dir)?;
     let me = nix::unistd::geteuid().as_raw();
@@ -55,7 +55,7 @@ fn temp_pid(name: &str) -> Option<u32> {
 
 /// Atomically replace `path` with `data`, mode 0600. The temp file is created exclusively and
 /// never through a symlink.
-pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
+pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
     let dir = path.parent().ok_or_else(|| io::Error::other("path has no parent directory"))?;
     let name = path.file_name().ok_or_else(|| io::Error::other("path has no file name"))?;
     write_via(path, &dir.join(temp_name(&name.to_string_lossy())), data)
@@ -85,7 +85,7 @@ fn libc_o_nofollow() -> i32 {
 /// copies of secrets, e.g. every CA key). Only regular files named like this writer's temp files,
 /// never symlinks or directories, and never this process's own. Call it while holding the lock
 /// that keeps other writers out of `dir`. Returns how many were removed.
-pub fn remove_stale_temps(dir: &Path) -> io::Result<usize> {
+pub(crate) fn remove_stale_temps(dir: &Path) -> io::Result<usize> {
     let mut removed = 0;
     for entry in fs::read_dir(dir)? {
         let entry = entry?;
@@ -109,26 +109,26 @@ pub fn remove_stale_temps(dir: &Path) -> io::Result<usize> {
 
 /// Free space under which the daemon warns: a full disk makes the CA's atomic writes (and so
 /// its rotation) fail, and audit lines are lost.
-pub const LOW_SPACE_BYTES: u64 = 64 << 20;
+pub(crate) const LOW_SPACE_BYTES: u64 = 64 << 20;
 /// … or under this fraction of the filesystem, in per mille.
-pub const LOW_SPACE_PER_MILLE: u64 = 10;
+pub(crate) const LOW_SPACE_PER_MILLE: u64 = 10;
 const SPACE_CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Available bytes and total bytes of the filesystem holding `path`.
-pub fn free_space(path: &Path) -> io::Result<(u64, u64)> {
+pub(crate) fn free_space(path: &Path) -> io::Result<(u64, u64)> {
     let st = nix::sys::statvfs::statvfs(path).map_err(io::Error::from)?;
     let frag = st.fragment_size() as u64;
     Ok((st.blocks_available() as u64 * frag, st.blocks() as u64 * frag))
 }
 
 /// Whether (available, total) is low enough to warn about.
-pub fn space_is_low(available: u64, total: u64) -> bool {
+pub(crate) fn space_is_low(available: u64, total: u64) -> bool {
     available < LOW_SPACE_BYTES || available.saturating_mul(1000) < total.saturating_mul(LOW_SPACE_PER_MILLE)
 }
 
 /// Check the filesystems of `paths` now and every 30 s on a background thread; warn loudly when
 /// one runs low (again every 10 minutes while it stays low), and say when it recovers.
-pub fn watch_free_space(paths: Vec<std::path::PathBuf>) {
+pub(crate) fn watch_free_space(paths: Vec<std::path::PathBuf>) {
     let spawned = std::thread::Builder::new().name("free-space".into()).spawn(move || {
         let mut low_since: Vec<Option<std::time::Instant>> = vec![None; paths.len()];
         loop {

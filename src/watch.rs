@@ -20,18 +20,18 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 /// Directories one uid's workloads may have watched at once.
-pub const MAX_DIRS_PER_UID: usize = 256;
+pub(crate) const MAX_DIRS_PER_UID: usize = 256;
 /// Directories watched at once in all (inotify's per-user limit is shared with the whole host).
-pub const MAX_DIRS: usize = 2048;
+pub(crate) const MAX_DIRS: usize = 2048;
 /// How long the daemon keeps a directory watch after its last subscriber left.
-pub const LINGER: Duration = Duration::from_secs(2);
+pub(crate) const LINGER: Duration = Duration::from_secs(2);
 
 type Subscribers = Arc<Mutex<HashMap<PathBuf, Vec<Weak<Notify>>>>>;
 
 /// Who a subscription is for: the daemon itself (config and bundle files; never capped) or a
 /// workload of a uid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Owner {
+pub(crate) enum Owner {
     Daemon,
     Uid(u32),
 }
@@ -55,7 +55,7 @@ struct Dirs {
     idle: HashMap<PathBuf, Instant>,
 }
 
-pub struct FileWatcher {
+pub(crate) struct FileWatcher {
     watcher: Mutex<Option<notify::RecommendedWatcher>>,
     dirs: Mutex<Dirs>,
     subs: Subscribers,
@@ -66,7 +66,7 @@ pub struct FileWatcher {
 
 /// A live subscription; dropping it unsubscribes and releases its directory watches.
 #[must_use = "dropping the subscription ends it"]
-pub struct Subscription {
+pub(crate) struct Subscription {
     watcher: Arc<FileWatcher>,
     owner: Owner,
     /// The directories held, when not simply every parent of `paths` (one could not be
@@ -77,18 +77,19 @@ pub struct Subscription {
 }
 
 impl FileWatcher {
+    #[cfg(test)]
     /// A watcher; if inotify is unavailable, file changes are only noticed by periodic re-checks.
-    pub fn new() -> Arc<Self> {
+    pub(crate) fn new() -> Arc<Self> {
         Self::with_limits(MAX_DIRS_PER_UID, MAX_DIRS)
     }
 
-    pub fn with_limits(max_per_uid: usize, max_total: usize) -> Arc<Self> {
+    pub(crate) fn with_limits(max_per_uid: usize, max_total: usize) -> Arc<Self> {
         Self::build(max_per_uid, max_total, Duration::ZERO)
     }
 
     /// A watcher whose directory watches linger `linger` after their last subscriber (removed
     /// by a task on the current tokio runtime; without one, they do not linger).
-    pub fn with_linger(max_per_uid: usize, max_total: usize, linger: Duration) -> Arc<Self> {
+    pub(crate) fn with_linger(max_per_uid: usize, max_total: usize, linger: Duration) -> Arc<Self> {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return Self::with_limits(max_per_uid, max_total);
         };
@@ -130,7 +131,12 @@ impl FileWatcher {
     /// Wake `notify` whenever one of `paths` is created, written, renamed or removed, for as long
     /// as the returned subscription lives. None when inotify is unavailable or `owner` is at its
     /// cap (logged once): the caller then notices changes only when it re-checks on its own.
-    pub fn subscribe(self: &Arc<Self>, owner: Owner, paths: &[PathBuf], notify: &Arc<Notify>) -> Option<Subscription> {
+    pub(crate) fn subscribe(
+        self: &Arc<Self>,
+        owner: Owner,
+        paths: &[PathBuf],
+        notify: &Arc<Notify>,
+    ) -> Option<Subscription> {
         let wanted = parents(paths);
         let dirs = {
             let mut state = self.dirs.lock().unwrap_or_else(|p| p.into_inner());
@@ -210,8 +216,9 @@ impl FileWatcher {
         true
     }
 
+    #[cfg(test)]
     /// Directories watched now, lingering ones included (each is one kernel inotify watch).
-    pub fn watched_dirs(&self) -> usize {
+    pub(crate) fn watched_dirs(&self) -> usize {
         let state = self.dirs.lock().unwrap_or_else(|p| p.into_inner());
         state.refs.len() + state.idle.len()
     }

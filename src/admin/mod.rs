@@ -3,7 +3,7 @@
 //! can be loosened by mistake, every request is checked against the caller's peer credentials:
 //! only uid 0, the daemon's uid or a member of the configured group is served.
 
-pub mod revoke;
+pub(crate) mod revoke;
 
 use crate::events::{Event, Events};
 use crate::net::http::{self, Answer, Caller, Handler, Request, Routes};
@@ -11,7 +11,7 @@ use std::path::Path;
 
 /// Who may use the admin socket.
 #[derive(Debug, Clone, Copy)]
-pub struct Authorized {
+pub(crate) struct Authorized {
     pub daemon_uid: u32,
     pub group: Option<u32>,
 }
@@ -20,7 +20,7 @@ impl Authorized {
     /// Allowed: uid 0, the daemon's uid, or the configured group as primary or supplementary
     /// group of the calling process (read through its pidfd). Unknown groups (process gone,
     /// exec'd or changed credentials since it connected) fail closed.
-    pub fn allows(&self, caller: &Caller) -> bool {
+    pub(crate) fn allows(&self, caller: &Caller) -> bool {
         let Caller::Unix(peer) = caller else { return false };
         if peer.uid == 0 || peer.uid == self.daemon_uid {
             return true;
@@ -38,7 +38,7 @@ impl Authorized {
 }
 
 /// The admin socket's handler: authorize, audit a refusal, dispatch.
-pub struct AdminHandler {
+pub(crate) struct AdminHandler {
     pub authorized: Authorized,
     pub routes: Routes,
     pub events: Events,
@@ -49,7 +49,7 @@ impl Handler for AdminHandler {
         if !self.authorized.allows(&request.caller) {
             let (uid, pid) = match &request.caller {
                 Caller::Unix(p) => (Some(p.uid), p.pid),
-                Caller::Tcp(_) => (None, None),
+                Caller::Tcp => (None, None),
             };
             // Debug only (any local user may call it at will): the audit line, under the uid's
             // refusal budget, is the record.
@@ -80,7 +80,10 @@ impl Handler for AdminHandler {
 }
 
 /// Bind the admin socket: 0600, or 0660 owned by `group`.
-pub fn bind(path: &Path, group: Option<u32>) -> Result<tokio::net::UnixListener, crate::net::listener::EndpointError> {
+pub(crate) fn bind(
+    path: &Path,
+    group: Option<u32>,
+) -> Result<tokio::net::UnixListener, crate::net::listener::EndpointError> {
     let mode = if group.is_some() { 0o660 } else { 0o600 };
     let listener = crate::net::listener::bind(path, mode)?;
     if let Some(gid) = group {
@@ -92,7 +95,7 @@ pub fn bind(path: &Path, group: Option<u32>) -> Result<tokio::net::UnixListener,
 
 /// The admin socket a CLI command talks to: `--admin-socket`, else `TESSERA_ADMIN_SOCKET`, else
 /// `admin_socket_path` of `--config`, else the default.
-pub fn socket_for_cli(
+pub(crate) fn socket_for_cli(
     flag: Option<&Path>,
     config: Option<&Path>,
 ) -> Result<std::path::PathBuf, crate::config::ConfigError> {

@@ -24,7 +24,7 @@ const MAX_REASON_LEN: usize = 1024;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum StoreError {
+pub(crate) enum StoreError {
     #[error("cannot read revocations {path}: {source}")]
     Read { path: PathBuf, source: std::io::Error },
     #[error(
@@ -43,7 +43,7 @@ struct StoreFile {
 }
 
 /// The runtime rules and their file.
-pub struct Revocations {
+pub(crate) struct Revocations {
     path: PathBuf,
     rules: Mutex<Vec<Arc<DenyRule>>>,
 }
@@ -51,7 +51,7 @@ pub struct Revocations {
 impl Revocations {
     /// Load `DATA_DIR/revocations.json` (none yet: no rules). A corrupt file stops the daemon:
     /// starting without the revocations would silently hand identities back.
-    pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
+    pub(crate) fn open(data_dir: &Path) -> Result<Self, StoreError> {
         let path = data_dir.join(FILE);
         let rules = match std::fs::read(&path) {
             Ok(bytes) => {
@@ -72,7 +72,7 @@ impl Revocations {
         self.rules.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn rules(&self) -> Vec<Arc<DenyRule>> {
+    pub(crate) fn rules(&self) -> Vec<Arc<DenyRule>> {
         self.lock().clone()
     }
 
@@ -249,12 +249,12 @@ fn caller_ids(caller: &Caller) -> (u32, Option<i32>) {
     match caller {
         Caller::Unix(p) => (p.uid, p.pid),
         // The admin socket is Unix-only; a TCP caller never gets this far (refused before).
-        Caller::Tcp(_) => (u32::MAX, None),
+        Caller::Tcp => (u32::MAX, None),
     }
 }
 
 /// Register the revocation routes on the admin socket.
-pub fn routes(
+pub(crate) fn routes(
     routes: &mut crate::net::http::Routes,
     store: Arc<Revocations>,
     policy: PolicyComposer,

@@ -5,7 +5,7 @@ use crate::spiffe_id::SpiffeId;
 
 /// How a partner's bundle endpoint is authenticated.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PartnerProfile {
+pub(crate) enum PartnerProfile {
     /// Its server SVID must chain to the partner's current bundle and carry this ID.
     HttpsSpiffe { endpoint_spiffe_id: SpiffeId },
     /// Its certificate must be valid for the URL's host under the system's Web PKI roots.
@@ -14,7 +14,7 @@ pub enum PartnerProfile {
 
 /// A partner's bundle endpoint, fetched at start and then at its refresh hint.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FederationEndpoint {
+pub(crate) struct FederationEndpoint {
     pub url: http::Uri,
     pub profile: PartnerProfile,
 }

@@ -8,7 +8,7 @@ use std::path::Path;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum BundleError {
+pub(crate) enum BundleError {
     #[error("cannot read bundle {path}: {source}")]
     Read { path: String, source: std::io::Error },
     #[error("bundle {path} is neither a SPIFFE bundle (JSON) nor PEM certificates: {reason}")]
@@ -17,7 +17,7 @@ pub enum BundleError {
     Empty { path: String },
 }
 
-pub fn load(path: &Path) -> Result<FederatedBundle, BundleError> {
+pub(crate) fn load(path: &Path) -> Result<FederatedBundle, BundleError> {
     let p = path.display().to_string();
     let bytes = std::fs::read(path).map_err(|source| BundleError::Read { path: p.clone(), source })?;
     let bundle = if bytes.trim_ascii_start().starts_with(b"{") {
@@ -77,7 +77,7 @@ fn parse_spiffe_bundle(bytes: &[u8]) -> Result<FederatedBundle, String> {
 /// A document from a partner's bundle endpoint: the bundle, its `spiffe_refresh_hint` and
 /// `spiffe_sequence`. Stricter than a file: every X.509 authority must be a CA certificate, and
 /// the document must hold at least one key.
-pub fn parse_endpoint_document(
+pub(crate) fn parse_endpoint_document(
     bytes: &[u8],
 ) -> Result<(FederatedBundle, Option<std::time::Duration>, Option<u64>), String> {
     let bundle = parse_spiffe_bundle(bytes)?;
@@ -98,7 +98,7 @@ pub fn parse_endpoint_document(
 }
 
 /// Our own trust domain's bundle in the SPIFFE bundle format, for partners to federate with us.
-pub fn spiffe_bundle_json(auth: &crate::ca::Authorities, sequence: u64) -> Value {
+pub(crate) fn spiffe_bundle_json(auth: &crate::ca::Authorities, sequence: u64) -> Value {
     let mut keys: Vec<Value> = auth
         .bundle_certs()
         .iter()

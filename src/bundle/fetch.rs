@@ -13,13 +13,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Largest bundle document accepted. SPIRE's are a few KiB; a partner sending more is broken or hostile.
-pub const MAX_BODY: usize = 1024 * 1024;
+pub(crate) const MAX_BODY: usize = 1024 * 1024;
 /// Connect, handshake, request and body together.
-pub const TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A fetched, checked bundle with what the partner says about it.
 #[derive(Debug, Clone)]
-pub struct Fetched {
+pub(crate) struct Fetched {
     pub bundle: FederatedBundle,
     pub refresh_hint: Option<Duration>,
     pub sequence: Option<u64>,
@@ -30,7 +30,7 @@ pub struct Fetched {
 /// Why a fetch gave no bundle; the current one stays.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum FetchError {
+pub(crate) enum FetchError {
     #[error("no answer within {0:?}")]
     Timeout(Duration),
     #[error("cannot connect to {0}: {1}")]
@@ -52,7 +52,7 @@ pub enum FetchError {
 }
 
 /// GET `url`, authenticated by `tls`, and check the document.
-pub async fn fetch(url: &http::Uri, tls: Arc<rustls::ClientConfig>) -> Result<Fetched, FetchError> {
+pub(crate) async fn fetch(url: &http::Uri, tls: Arc<rustls::ClientConfig>) -> Result<Fetched, FetchError> {
     tokio::time::timeout(TIMEOUT, fetch_inner(url, tls)).await.map_err(|_| FetchError::Timeout(TIMEOUT))?
 }
 
@@ -99,7 +99,7 @@ async fn fetch_inner(url: &http::Uri, tls: Arc<rustls::ClientConfig>) -> Result<
 
 /// The TLS client config for one fetch: the partner's current X.509 authorities and endpoint ID
 /// (`https_spiffe`), or the system's Web PKI roots (`https_web`).
-pub fn client_config(
+pub(crate) fn client_config(
     profile: &PartnerProfile,
     current: Option<&FederatedBundle>,
 ) -> Result<Arc<rustls::ClientConfig>, FetchError> {

@@ -7,7 +7,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
 
 /// The JWK of one of our ES256 signing keys.
-pub fn jwk(key: &JwtKey) -> Value {
+pub(crate) fn jwk(key: &JwtKey) -> Value {
     // public_point is 0x04 || X (32) || Y (32).
     let (x, y) =
         key.public_point.get(1..).unwrap_or_default().split_at(32.min(key.public_point.len().saturating_sub(1)));
@@ -29,7 +29,7 @@ pub struct VerifyKey {
 
 /// Find the key with `kid` among a bundle's JWKs. Keys with another `use` than `jwt-svid` (when
 /// set) or an unknown `kty` are ignored, as the bundle spec says.
-pub fn find_key(keys: &[Value], kid: &str) -> Option<VerifyKey> {
+pub(crate) fn find_key(keys: &[Value], kid: &str) -> Option<VerifyKey> {
     use jsonwebtoken::Algorithm::*;
     keys.iter().find_map(|k| {
         if k.get("kid")?.as_str()? != kid {
@@ -62,11 +62,11 @@ pub fn find_key(keys: &[Value], kid: &str) -> Option<VerifyKey> {
 }
 
 /// The `use` of delegation keys in a SPIFFE bundle (unknown to SPIFFE validators, who skip it).
-pub const BUNDLE_KEY_USE: &str = "tessera-delegation";
+pub(crate) const BUNDLE_KEY_USE: &str = "tessera-delegation";
 
 /// A JWK usable for signature checks (`use` absent or `sig`, a `kid`), normalized for
 /// [`JwtBundle::find`], with its `alg` (if any) kept to pin the algorithm.
-pub fn signing_jwk(k: &Value) -> Option<Value> {
+pub(crate) fn signing_jwk(k: &Value) -> Option<Value> {
     let mut k = k.as_object()?.clone();
     k.get("kid")?.as_str()?;
     match k.remove("use") {
@@ -80,7 +80,7 @@ pub fn signing_jwk(k: &Value) -> Option<Value> {
 /// The public JWK of one of our keys as a generic JOSE/OIDC verifier wants it (`use: sig`,
 /// `alg: ES256`): the JWT-SVID keys in the OIDC JWKS, the delegation keys at `GET /jwks` and in
 /// the delegation issuer's JWKS.
-pub fn published_jwk(key: &crate::ca::JwtKey) -> Value {
+pub(crate) fn published_jwk(key: &crate::ca::JwtKey) -> Value {
     let mut jwk = jwk(key);
     jwk["use"] = "sig".into();
     jwk["alg"] = "ES256".into();

@@ -5,37 +5,37 @@
 //! [`jwks`] encodes and decodes JWKs; [`federation`] reads federated bundles from files;
 //! [`verifier`] authenticates a server by its SVID against a bundle (partner endpoints, SPIRE).
 
-pub mod endpoint;
-pub mod federation;
-pub mod fetch;
-pub mod jwks;
-pub mod verifier;
+pub(crate) mod endpoint;
+pub(crate) mod federation;
+pub(crate) mod fetch;
+pub(crate) mod jwks;
+pub(crate) mod verifier;
 
 use crate::ca::Authorities;
 use serde_json::{Value, json};
 
 /// X.509 trust anchors of one trust domain, one DER certificate each.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct X509Bundle {
+pub(crate) struct X509Bundle {
     certs: Vec<Vec<u8>>,
 }
 
 impl X509Bundle {
-    pub fn new(certs: Vec<Vec<u8>>) -> Self {
+    pub(crate) fn new(certs: Vec<Vec<u8>>) -> Self {
         Self { certs }
     }
     /// The local bundle: the CA's roots.
-    pub fn local(auth: &Authorities) -> Self {
+    pub(crate) fn local(auth: &Authorities) -> Self {
         Self::new(auth.bundle_certs().to_vec())
     }
-    pub fn certs(&self) -> &[Vec<u8>] {
+    pub(crate) fn certs(&self) -> &[Vec<u8>] {
         &self.certs
     }
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.certs.is_empty()
     }
     /// The Workload API encoding: concatenated DER.
-    pub fn to_der(&self) -> Vec<u8> {
+    pub(crate) fn to_der(&self) -> Vec<u8> {
         self.certs.concat()
     }
 }
@@ -75,7 +75,7 @@ impl JwtBundle {
 
 /// A federated trust domain's bundle.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct FederatedBundle {
+pub(crate) struct FederatedBundle {
     pub x509: X509Bundle,
     pub jwt: JwtBundle,
     /// The partner's delegation keys (tessera nodes publish them with `use: tessera-delegation`,

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 /// Verifies a server's certificate by the SPIFFE rule above.
 #[derive(Debug)]
-pub struct SpiffeServerVerifier {
+pub(crate) struct SpiffeServerVerifier {
     roots: Arc<RootCertStore>,
     expected: SpiffeId,
     /// What the roots are, for messages ("the partner's bundle").
@@ -30,7 +30,7 @@ impl SpiffeServerVerifier {
     /// Trust the usable ones of `roots` (DER; at least one must be) and only `expected`. A root
     /// the TLS stack cannot use is skipped, as before one verifier served both uses: one odd
     /// certificate in a partner's bundle must not freeze every later refresh of that bundle.
-    pub fn new(roots: &[Vec<u8>], expected: SpiffeId, bundle: &'static str) -> Result<Self, String> {
+    pub(crate) fn new(roots: &[Vec<u8>], expected: SpiffeId, bundle: &'static str) -> Result<Self, String> {
         let mut store = RootCertStore::empty();
         let (_, skipped) =
             store.add_parsable_certificates(roots.iter().map(|r| CertificateDer::from(r.as_slice()).into_owned()));
@@ -120,7 +120,7 @@ impl ServerCertVerifier for SpiffeServerVerifier {
 
 /// The leaf rule: exactly one URI SAN, a SPIFFE ID with a path, equal to `expected`; not a
 /// certificate that may sign certificates or CRLs.
-pub fn check_leaf(der: &[u8], expected: &SpiffeId) -> Result<(), String> {
+pub(crate) fn check_leaf(der: &[u8], expected: &SpiffeId) -> Result<(), String> {
     let uris = uri_sans(der)?;
     let [one] = uris.as_slice() else {
         return Err(format!("server presented URI SANs {uris:?}, expected SPIFFE ID {expected} as the only one"));

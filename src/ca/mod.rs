@@ -8,15 +8,15 @@
 //! Layout: [`keyring`] (the snapshot that signs), [`rotation`] (the one rotation rule, pure),
 //! [`store`] (`ca.json`), [`upstream`] (an operator root), [`serial`] (serials and key IDs).
 
-pub mod keyring;
-pub mod rotation;
-pub mod serial;
+pub(crate) mod keyring;
+pub(crate) mod rotation;
+pub(crate) mod serial;
 mod store;
-pub mod upstream;
+pub(crate) mod upstream;
 
-pub use keyring::{Authorities, JwtKey, X509Authority};
+pub(crate) use keyring::{Authorities, JwtKey, X509Authority};
 pub use rotation::KeyKind;
-pub use upstream::Upstream;
+pub(crate) use upstream::Upstream;
 
 use crate::secret::PrivateKey;
 use crate::spiffe_id::TrustDomain;

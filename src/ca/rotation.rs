@@ -39,7 +39,7 @@ pub struct KeyLife {
 
 /// What to do with one key kind's keys at `now`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Plan {
+pub(crate) struct Plan {
     /// Make a successor that signs from this instant.
     pub successor_from: Option<SystemTime>,
     /// For each existing key (same order): keep it (false: expired, drop it).
@@ -47,18 +47,18 @@ pub struct Plan {
 }
 
 impl Plan {
-    pub fn changes_anything(&self) -> bool {
+    pub(crate) fn changes_anything(&self) -> bool {
         self.successor_from.is_some() || self.keep.iter().any(|k| !k)
     }
 }
 
 /// The key that signs at `now`: the newest whose activation time has come and that has not expired.
-pub fn signer_at(keys: &[KeyLife], now: SystemTime) -> Option<usize> {
+pub(crate) fn signer_at(keys: &[KeyLife], now: SystemTime) -> Option<usize> {
     keys.iter().rposition(|k| k.active_from <= now && now < k.not_after)
 }
 
 /// The rotation rule. `keys` are oldest first; `force` makes a successor that signs at once.
-pub fn plan(keys: &[KeyLife], now: SystemTime, ttl: Duration, force: bool) -> Plan {
+pub(crate) fn plan(keys: &[KeyLife], now: SystemTime, ttl: Duration, force: bool) -> Plan {
     let lead = ttl / 10;
     let due = force || keys.last().is_none_or(|last| half_life_passed(last, now));
     let successor_from = due.then(|| {

@@ -3,7 +3,7 @@
 //! (attested, refused). Services add only what their RPC needs on top. A connection's calls
 //! reuse its last full attestation briefly ([`session`]).
 
-pub mod session;
+pub(crate) mod session;
 
 use crate::clock::Clock;
 use crate::events::{Event, Events, Refusal, Rpc};
@@ -43,7 +43,7 @@ pub enum CallerError {
 
 /// The caller as attested, plus the entries it matched (cheap to clone: shared parts).
 #[derive(Debug, Clone)]
-pub struct Caller {
+pub(crate) struct Caller {
     /// Shared by every open stream of the same process that attested the same (see [`Shared`]).
     pub attestation: Arc<Attestation>,
     pub uid: u32,
@@ -58,12 +58,12 @@ pub struct Caller {
 
 impl Caller {
     /// The process this caller is.
-    pub fn process(&self) -> crate::peer::ProcessKey {
+    pub(crate) fn process(&self) -> crate::peer::ProcessKey {
         crate::peer::ProcessKey { pid: self.attestation.pid, start_ticks: self.attestation.starttime }
     }
 
     /// Keep only the entry for `id`; none → `NotEntitled`, emitted as a refusal.
-    pub fn narrow_to(&mut self, id: &SpiffeId, rpc: Rpc, events: &Events) -> Result<(), CallerError> {
+    pub(crate) fn narrow_to(&mut self, id: &SpiffeId, rpc: Rpc, events: &Events) -> Result<(), CallerError> {
         self.entries.retain(|e| &e.spiffe_id == id);
         if self.entries.is_empty() {
             events.emit(Event::Refused {
@@ -79,7 +79,7 @@ impl Caller {
 }
 
 /// Attest, then entitle.
-pub struct Pipeline {
+pub(crate) struct Pipeline {
     pub policy: watch::Receiver<Arc<Policy>>,
     /// Attestations running at once (each may hash files on a blocking thread).
     pub attest_slots: FairSlots,
@@ -94,7 +94,7 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    pub fn new(
+    pub(crate) fn new(
         policy: watch::Receiver<Arc<Policy>>,
         attest_slots: FairSlots,
         events: Events,
@@ -105,12 +105,12 @@ impl Pipeline {
     }
 
     /// The policy in force.
-    pub fn policy(&self) -> Arc<Policy> {
+    pub(crate) fn policy(&self) -> Arc<Policy> {
         self.policy.borrow().clone()
     }
 
     /// Attest the peer with the attestor settings of `policy`. Failure → refused (emitted).
-    pub async fn attest(&self, peer: &PeerInfo, rpc: Rpc, policy: &Policy) -> Result<Attestation, CallerError> {
+    pub(crate) async fn attest(&self, peer: &PeerInfo, rpc: Rpc, policy: &Policy) -> Result<Attestation, CallerError> {
         self.attest_pinned(peer, rpc, policy, None).await.map(|(attestation, ..)| attestation)
     }
 
@@ -118,7 +118,11 @@ impl Pipeline {
     /// one in force when it ended. A revocation or reload during a long attestation (hashing a
     /// large file) so applies to this call, not only to the next one; when the new policy needs
     /// other attestor settings (a digest rule), the process is attested again (at most twice).
-    pub async fn attest_current(&self, peer: &PeerInfo, rpc: Rpc) -> Result<(Attestation, Arc<Policy>), CallerError> {
+    pub(crate) async fn attest_current(
+        &self,
+        peer: &PeerInfo,
+        rpc: Rpc,
+    ) -> Result<(Attestation, Arc<Policy>), CallerError> {
         self.attest_settled(peer, rpc, None).await.map(|(attestation, _, _, policy)| (attestation, policy))
     }
 
@@ -168,7 +172,7 @@ impl Pipeline {
             Ok::<_, tessera_attestors::AttestError>((attestation, handle, baseline))
         })
         .await?;
-        self.events.emit(Event::AttestationFinished { rpc, ok: result.is_ok(), duration: started.elapsed() });
+        self.events.emit(Event::AttestationFinished { ok: result.is_ok(), duration: started.elapsed() });
         result.map_err(|e| {
             self.events.emit(Event::Refused {
                 rpc,
@@ -185,7 +189,7 @@ impl Pipeline {
     }
 
     /// The entries an attested workload matches in `policy`; none → `NoIdentity`, emitted as a refusal.
-    pub fn entitle(
+    pub(crate) fn entitle(
         &self,
         attestation: Attestation,
         peer: &PeerInfo,
@@ -246,13 +250,7 @@ impl Pipeline {
         Ok(Caller { attestation: self.shared.get(attestation), uid, entries, policy, attested_at: self.clock.now() })
     }
 
-    /// Attest a caller at the start of an RPC (emitted with its evidence) and find its entries,
-    /// all against one policy snapshot.
-    pub async fn caller(&self, peer: &PeerInfo, rpc: Rpc) -> Result<Caller, CallerError> {
-        self.caller_pinned(peer, rpc, any_entry, None).await.map(|(caller, ..)| caller)
-    }
-
-    /// [`Self::caller`], also returning the pinned process and a session baseline (see
+    /// [`Self::caller_reused`]'s full attestation, also returning the pinned process and a session baseline (see
     /// [`Self::attest_pinned`]).
     /// `serves`: whether an entry serves this call (the `attested` line of a caller none of whose
     /// entries does counts as a refusal in the audit log).
@@ -287,7 +285,7 @@ impl Pipeline {
     /// reused now (see [`session`]). A session past [`session::RENEW_AFTER`] is renewed by a
     /// full attestation in the background meanwhile (dropped if that one fails), so calls on a
     /// steadily used connection do not wait for one; its audit lines read "`rpc` (renewal)".
-    pub fn reused(self: &Arc<Self>, peer: &PeerInfo, policy: &Arc<Policy>, rpc: Rpc) -> Option<Arc<Caller>> {
+    pub(crate) fn reused(self: &Arc<Self>, peer: &PeerInfo, policy: &Arc<Policy>, rpc: Rpc) -> Option<Arc<Caller>> {
         let (caller, renew) = self.sessions.reuse(peer, policy)?;
         if let Some(generation) = renew {
             // Its audit lines say it is a renewal, not the call that started it (which was
@@ -307,13 +305,13 @@ impl Pipeline {
     /// [`session::MAX_REUSE`]: that caller after the per-call checks ([`Self::reused`]), else a
     /// full attestation (kept for the connection's next calls when it succeeds). Open streams
     /// re-attest in full.
-    pub async fn caller_reused(self: &Arc<Self>, peer: &PeerInfo, rpc: Rpc) -> Result<Arc<Caller>, CallerError> {
+    pub(crate) async fn caller_reused(self: &Arc<Self>, peer: &PeerInfo, rpc: Rpc) -> Result<Arc<Caller>, CallerError> {
         self.caller_reused_for(peer, rpc, any_entry).await
     }
 
     /// [`Self::caller_reused`] for a service that only some entries serve (see
     /// [`Self::caller_pinned`]).
-    pub async fn caller_reused_for(
+    pub(crate) async fn caller_reused_for(
         self: &Arc<Self>,
         peer: &PeerInfo,
         rpc: Rpc,
@@ -413,10 +411,10 @@ fn same(a: &Attestation, b: &Attestation) -> bool {
 }
 
 /// Whether an entry serves a call (see [`Pipeline::caller_reused_for`]).
-pub type Serves = fn(&Entry) -> bool;
+pub(crate) type Serves = fn(&Entry) -> bool;
 
 /// Every entry serves the Workload API.
-pub fn any_entry(_: &Entry) -> bool {
+pub(crate) fn any_entry(_: &Entry) -> bool {
     true
 }
 
@@ -428,6 +426,6 @@ fn entitlement(attestation: &Attestation, policy: &Policy) -> Result<Vec<Arc<Ent
     }
 }
 
-pub fn selector_strings(s: &BTreeSet<Selector>) -> Vec<String> {
+pub(crate) fn selector_strings(s: &BTreeSet<Selector>) -> Vec<String> {
     s.iter().map(|s| s.to_string()).collect()
 }

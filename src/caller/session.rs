@@ -30,15 +30,15 @@ use std::time::{Duration, Instant, SystemTime};
 use tessera_attestors::{DIGEST_CACHE_RACY_WINDOW, FileKey, ProcessHandle, local_fs};
 
 /// Longest time a full attestation is reused on its connection.
-pub const MAX_REUSE: Duration = Duration::from_secs(1);
+pub(crate) const MAX_REUSE: Duration = Duration::from_secs(1);
 /// Age from which a reused attestation is renewed in the background, so that a connection
 /// calling steadily never waits for a full attestation (it would otherwise pay one per
 /// [`MAX_REUSE`], the slowest of its calls by far).
-pub const RENEW_AFTER: Duration = Duration::from_millis(500);
+pub(crate) const RENEW_AFTER: Duration = Duration::from_millis(500);
 /// Connections remembered at once. Each holds two fds (a /proc directory and a pidfd) until it
 /// is swept, at most about 2 × [`MAX_REUSE`] after its attestation; the accept loop's fd reserve
 /// covers them (`ConnectionLimits::fitted_to_fd_limit`). Connections beyond it are attested in full.
-pub const MAX_SESSIONS: usize = 128;
+pub(crate) const MAX_SESSIONS: usize = 128;
 /// Of which one uid may hold (the rest fall back to full attestation, as before).
 const MAX_SESSIONS_PER_UID: usize = 16;
 /// Command lines kept for the comparison: larger ones (up to MiBs) get no session.
@@ -51,7 +51,7 @@ fn stamps(paths: &[PathBuf]) -> Option<Vec<FileKey>> {
 /// What the per-call checks compare against, gathered by the full attestation on its own
 /// (blocking) thread, so that keeping a session costs the call nothing more.
 #[derive(Debug)]
-pub struct Baseline {
+pub(crate) struct Baseline {
     cmdline: Vec<u8>,
     files: Vec<FileKey>,
 }
@@ -62,7 +62,12 @@ impl Baseline {
     /// attestation's final `verify_alive`, so that it belongs to the attested process;
     /// `files` are the attestation's watched files, `started` when it started. Blocking
     /// (statfs and stat of the files).
-    pub fn gather(process: &ProcessHandle, cmdline: Vec<u8>, files: &[PathBuf], started: SystemTime) -> Option<Self> {
+    pub(crate) fn gather(
+        process: &ProcessHandle,
+        cmdline: Vec<u8>,
+        files: &[PathBuf],
+        started: SystemTime,
+    ) -> Option<Self> {
         if cmdline.len() > MAX_CMDLINE || !process.shares_daemon_view() || !process.exe_on_local_fs() {
             return None;
         }
@@ -106,7 +111,7 @@ impl Session {
 
 /// The sessions, their windows measured on the clock's monotonic time.
 #[derive(Clone)]
-pub struct Sessions {
+pub(crate) struct Sessions {
     by_conn: Arc<Mutex<Map>>,
     clock: Arc<dyn Clock>,
 }
@@ -148,7 +153,7 @@ fn key(peer: &PeerInfo) -> Option<(usize, &Arc<OwnedFd>)> {
 }
 
 impl Sessions {
-    pub fn new(clock: Arc<dyn Clock>) -> Self {
+    pub(crate) fn new(clock: Arc<dyn Clock>) -> Self {
         Self { by_conn: Arc::default(), clock }
     }
 
@@ -157,7 +162,7 @@ impl Sessions {
     /// the session in the background (it is older than [`RENEW_AFTER`] and no renewal runs), the
     /// session's generation: renew with a full attestation, then [`Self::keep`] with it, and
     /// [`Self::forget`] it if either fails.
-    pub fn reuse(&self, peer: &PeerInfo, policy: &Arc<Policy>) -> Option<(Arc<Caller>, Option<u64>)> {
+    pub(crate) fn reuse(&self, peer: &PeerInfo, policy: &Arc<Policy>) -> Option<(Arc<Caller>, Option<u64>)> {
         let (k, fd) = key(peer)?;
         let (process, cmdline, files, caller, renew) = {
             let mut map = self.by_conn.lock().unwrap_or_else(|p| p.into_inner());
@@ -192,7 +197,7 @@ impl Sessions {
 
     /// Drop this connection's session of `generation` (its renewal found the caller changed or
     /// refused, or could not be kept): its next call is attested in full.
-    pub fn forget(&self, peer: &PeerInfo, generation: u64) {
+    pub(crate) fn forget(&self, peer: &PeerInfo, generation: u64) {
         if let Some((k, _)) = key(peer) {
             let mut map = self.by_conn.lock().unwrap_or_else(|p| p.into_inner());
             if map.sessions.get(&k).is_some_and(|s| s.generation == generation) {
@@ -205,7 +210,7 @@ impl Sessions {
     /// attestation gathered; `started` is when that attestation started; `renewing`: the
     /// generation of the session this attestation renews, which it replaces only if that one is
     /// still the connection's session. Whether it was kept. Does not block.
-    pub fn keep(
+    pub(crate) fn keep(
         &self,
         peer: &PeerInfo,
         process: ProcessHandle,

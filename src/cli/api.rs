@@ -18,7 +18,7 @@ fn add_header(mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::
 }
 
 /// Connect to the Workload API on a Unix socket.
-pub async fn connect(socket: &Path, timeout: Duration) -> Result<Client> {
+pub(crate) async fn connect(socket: &Path, timeout: Duration) -> Result<Client> {
     let socket = socket.to_owned();
     let channel = tonic::transport::Endpoint::try_from("http://localhost")?
         .connect_timeout(timeout)
@@ -66,7 +66,7 @@ fn describe_svid(svid: &pb::X509svid) -> Result<String> {
     Ok(s)
 }
 
-pub async fn fetch_x509(client: &mut Client, write: Option<&Path>, silent: bool) -> Result<()> {
+pub(crate) async fn fetch_x509(client: &mut Client, write: Option<&Path>, silent: bool) -> Result<()> {
     let mut stream = client.fetch_x509svid(pb::X509svidRequest {}).await?.into_inner();
     let resp = stream.message().await?.context("the server closed the stream without a response")?;
     if !silent {
@@ -101,7 +101,7 @@ pub async fn fetch_x509(client: &mut Client, write: Option<&Path>, silent: bool)
     Ok(())
 }
 
-pub async fn fetch_jwt(client: &mut Client, audience: Vec<String>, spiffe_id: Option<String>) -> Result<()> {
+pub(crate) async fn fetch_jwt(client: &mut Client, audience: Vec<String>, spiffe_id: Option<String>) -> Result<()> {
     let resp = client
         .fetch_jwtsvid(pb::JwtsvidRequest { audience, spiffe_id: spiffe_id.unwrap_or_default() })
         .await?
@@ -121,7 +121,7 @@ pub async fn fetch_jwt(client: &mut Client, audience: Vec<String>, spiffe_id: Op
 
 /// WIT-SVIDs: the tokens and the WIT bundle are printed; the private JWKs only go to files in
 /// `write` (wit.N.jwt, wit.N.key.jwk mode 0600, wit_bundle.N.jwks).
-pub async fn fetch_wit(client: &mut Client, spiffe_id: Option<String>, write: Option<&Path>) -> Result<()> {
+pub(crate) async fn fetch_wit(client: &mut Client, spiffe_id: Option<String>, write: Option<&Path>) -> Result<()> {
     let mut stream =
         client.fetch_witsvid(pb::WitsvidRequest { spiffe_id: spiffe_id.unwrap_or_default() }).await?.into_inner();
     let resp = stream.message().await?.context("the stream ended without a WIT-SVID")?;
@@ -151,7 +151,7 @@ pub async fn fetch_wit(client: &mut Client, spiffe_id: Option<String>, write: Op
     Ok(())
 }
 
-pub async fn fetch_bundles(client: &mut Client) -> Result<()> {
+pub(crate) async fn fetch_bundles(client: &mut Client) -> Result<()> {
     let mut x = client.fetch_x509_bundles(pb::X509BundlesRequest {}).await?.into_inner();
     let xb = x.message().await?.context("no X.509 bundles")?;
     let mut tds: Vec<_> = xb.bundles.keys().cloned().collect();
@@ -171,7 +171,7 @@ pub async fn fetch_bundles(client: &mut Client) -> Result<()> {
     Ok(())
 }
 
-pub async fn validate_jwt(client: &mut Client, audience: String, token: String) -> Result<()> {
+pub(crate) async fn validate_jwt(client: &mut Client, audience: String, token: String) -> Result<()> {
     let resp = client.validate_jwtsvid(pb::ValidateJwtsvidRequest { audience, svid: token }).await;
     match resp {
         Ok(r) => {
@@ -188,7 +188,7 @@ pub async fn validate_jwt(client: &mut Client, audience: String, token: String) 
     }
 }
 
-pub async fn watch(client: &mut Client) -> Result<()> {
+pub(crate) async fn watch(client: &mut Client) -> Result<()> {
     let mut stream = client.fetch_x509svid(pb::X509svidRequest {}).await?.into_inner();
     while let Some(resp) = stream.message().await? {
         println!("Received {} svid{} at {}", resp.svids.len(), if resp.svids.len() == 1 { "" } else { "s" }, now());
@@ -204,7 +204,7 @@ fn now() -> String {
 }
 
 /// The socket a client should use: `--socket`, else `SPIFFE_ENDPOINT_SOCKET`, else the default.
-pub fn resolve_socket(flag: Option<String>, default: PathBuf) -> Result<PathBuf> {
+pub(crate) fn resolve_socket(flag: Option<String>, default: PathBuf) -> Result<PathBuf> {
     match flag.or_else(|| std::env::var("SPIFFE_ENDPOINT_SOCKET").ok().filter(|s| !s.is_empty())) {
         Some(addr) => crate::net::listener::socket_from_address(&addr).map_err(anyhow::Error::msg),
         None => {

@@ -5,7 +5,7 @@ use anyhow::{Context, Result};
 use serde_json::json;
 use tessera_attestors::{AttestConfig, Attestor, ProcessHandle, Strength};
 
-pub fn run(pid: i32, config: AttestConfig, as_json: bool) -> Result<()> {
+pub(super) fn run(pid: i32, config: AttestConfig, as_json: bool) -> Result<()> {
     // Show every digest, even those no entry uses yet: the operator is writing entries.
     let attestor = Attestor::new(AttestConfig { want_exe_digest: true, want_script_digest: true, ..config });
     let handle = ProcessHandle::open(pid).with_context(|| format!("cannot pin process {pid}"))?;
@@ -54,7 +54,7 @@ pub fn run(pid: i32, config: AttestConfig, as_json: bool) -> Result<()> {
 
 /// `tessera attest PID --spire`: the process's selectors as a ready-to-paste
 /// `spire-server entry create` command (kernel-backed identity first), the rest listed below it.
-pub fn run_spire(pid: i32, config: AttestConfig, trust_domain: Option<&str>) -> Result<()> {
+pub(super) fn run_spire(pid: i32, config: AttestConfig, trust_domain: Option<&str>) -> Result<()> {
     let attestor = Attestor::new(AttestConfig { want_exe_digest: true, want_script_digest: true, ..config });
     let handle = ProcessHandle::open(pid).with_context(|| format!("cannot pin process {pid}"))?;
     let att = attestor.attest(&handle).with_context(|| format!("cannot attest process {pid}"))?;
@@ -65,7 +65,7 @@ pub fn run_spire(pid: i32, config: AttestConfig, trust_domain: Option<&str>) -> 
 
 /// The command text: uid, then the most specific code identity (script digest, else executable
 /// digest, else path), then config digests; every other selector as a commented `-selector` line.
-pub fn spire_command(selectors: &[&tessera_attestors::Selector], td: &str) -> String {
+pub(super) fn spire_command(selectors: &[&tessera_attestors::Selector], td: &str) -> String {
     let find = |prefix: &str| selectors.iter().copied().find(|s| s.to_string().starts_with(prefix));
     let mut chosen: Vec<&tessera_attestors::Selector> = Vec::new();
     chosen.extend(find("unix:uid:"));

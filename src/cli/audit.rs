@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 /// Files to verify: each argument is a file, or a directory standing for its `audit.log` and
 /// `audit.log.N` files. The set is put in chain order (by the sequence number of each file's first
 /// line), so `audit.log*` as the shell expands it works.
-pub fn collect(args: &[PathBuf]) -> Result<Vec<PathBuf>> {
+pub(super) fn collect(args: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for a in args {
         if a.is_dir() {
@@ -40,7 +40,7 @@ fn first_seq(path: &Path) -> Result<u64> {
     Ok(serde_json::from_str::<serde_json::Value>(&line).ok().and_then(|v| v.get("seq")?.as_u64()).unwrap_or(u64::MAX))
 }
 
-pub fn verify(args: &[PathBuf], anchor: Option<&str>) -> Result<()> {
+pub(super) fn verify(args: &[PathBuf], anchor: Option<&str>) -> Result<()> {
     let anchor: Option<Anchor> = anchor.map(str::parse).transpose().map_err(anyhow::Error::msg)?;
     let files = collect(args)?;
     if files.is_empty() {

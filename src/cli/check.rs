@@ -4,7 +4,7 @@ use crate::config::Config;
 use tessera_attestors::Strength;
 
 /// Entries made only of selectors that a process of the same uid could forge.
-pub fn weak_only_entries(cfg: &Config) -> Vec<String> {
+pub(crate) fn weak_only_entries(cfg: &Config) -> Vec<String> {
     cfg.registry
         .entries()
         .iter()
@@ -26,7 +26,7 @@ pub fn weak_only_entries(cfg: &Config) -> Vec<String> {
 /// daemon refuses a decision by the requesting uid or by a process matching the agent's entry,
 /// but a second process of the same uid that the entry does not match could still decide, so
 /// approvals then separate no duties.
-pub fn self_approval_warnings(cfg: &Config, daemon_uid: u32) -> Vec<String> {
+pub(crate) fn self_approval_warnings(cfg: &Config, daemon_uid: u32) -> Vec<String> {
     let admin_uids: Vec<String> = [0, daemon_uid].iter().map(u32::to_string).collect();
     let admin_users: Vec<String> = [0, daemon_uid]
         .iter()
@@ -65,7 +65,7 @@ pub fn self_approval_warnings(cfg: &Config, daemon_uid: u32) -> Vec<String> {
 }
 
 /// Published JWT keys without `jwt_issuer`: OIDC verifiers need `iss` and a discovery document.
-pub fn publication_warnings(cfg: &Config) -> Vec<String> {
+pub(crate) fn publication_warnings(cfg: &Config) -> Vec<String> {
     let publishes = cfg.oidc.is_some() || cfg.bundle_endpoint.is_some();
     match &cfg.jwt_issuer {
         None if publishes => vec![

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 /// Where the admin socket is (see `admin::socket_for_cli`).
 #[derive(clap::Args, Debug)]
-pub struct AdminArgs {
+pub(super) struct AdminArgs {
     /// The admin socket (default: $TESSERA_ADMIN_SOCKET, then admin_socket_path of --config).
     #[arg(long)]
     pub admin_socket: Option<PathBuf>,
@@ -16,7 +16,7 @@ pub struct AdminArgs {
 }
 
 #[derive(clap::Args, Debug)]
-pub struct ListArgs {
+pub(super) struct ListArgs {
     #[command(flatten)]
     pub admin: AdminArgs,
     /// Print the JSON answer.
@@ -25,7 +25,7 @@ pub struct ListArgs {
 }
 
 #[derive(clap::Args, Debug)]
-pub struct DecideArgs {
+pub(super) struct DecideArgs {
     /// The approval_id the agent was given.
     pub approval_id: String,
     #[command(flatten)]
@@ -42,7 +42,7 @@ async fn call(admin: &AdminArgs, method: http::Method, path: &str) -> Result<(ht
 }
 
 /// `tessera approvals`
-pub async fn list(args: ListArgs) -> Result<()> {
+pub(super) async fn list(args: ListArgs) -> Result<()> {
     let (status, v) = call(&args.admin, http::Method::GET, "/approvals").await?;
     if !status.is_success() {
         bail!("{status}: {v}");
@@ -73,7 +73,7 @@ pub async fn list(args: ListArgs) -> Result<()> {
 }
 
 /// `tessera approve ID` / `tessera reject ID`
-pub async fn decide(args: DecideArgs, approve: bool) -> Result<()> {
+pub(super) async fn decide(args: DecideArgs, approve: bool) -> Result<()> {
     let id = &args.approval_id;
     if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
         bail!("{id:?} is not an approval id (see `tessera approvals`)");

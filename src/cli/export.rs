@@ -9,7 +9,7 @@ use std::time::Duration;
 /// Write `DIR/.well-known/openid-configuration` and `DIR/keys` (and, with delegation on,
 /// `DIR/delegation/.well-known/openid-configuration` and `DIR/delegation/keys`); returns what to
 /// tell the operator.
-pub async fn oidc(admin_socket: &Path, dir: &Path) -> Result<String> {
+pub(super) async fn oidc(admin_socket: &Path, dir: &Path) -> Result<String> {
     let (status, body) =
         crate::net::http::client::request(admin_socket, http::Method::GET, "/oidc", None, Duration::from_secs(10))
             .await

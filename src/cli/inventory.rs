@@ -6,7 +6,7 @@ use serde_json::Value;
 use std::path::Path;
 
 /// `tessera inventory [--json] [--refusals N]`.
-pub fn inventory(socket: &Path, json: bool, refusals: usize) -> Result<()> {
+pub(super) fn inventory(socket: &Path, json: bool, refusals: usize) -> Result<()> {
     let doc = call(socket, http::Method::GET, &format!("/inventory?refusals={refusals}"), None)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&doc)?);
@@ -17,7 +17,7 @@ pub fn inventory(socket: &Path, json: bool, refusals: usize) -> Result<()> {
 }
 
 /// The text form of the inventory document.
-pub fn render(doc: &Value) -> String {
+pub(super) fn render(doc: &Value) -> String {
     let empty = Vec::new();
     let list = |k: &str| doc.get(k).and_then(Value::as_array).unwrap_or(&empty).clone();
     let mut out = String::new();

@@ -1,10 +1,14 @@
-//! Command-line subcommands other than `run`: Workload API client, config check, attest, audit.
+//! The command line: [`Cli`] (parsed by the binary) and [`run`]; the subcommands' modules.
 mod admin_client;
-pub mod api;
-pub mod attest;
-pub mod audit;
-pub mod check;
-pub mod delegation;
-pub mod export;
-pub mod inventory;
-pub mod revoke;
+pub(crate) mod api;
+mod attest;
+mod audit;
+pub(crate) mod check;
+mod command;
+mod delegation;
+mod export;
+mod inventory;
+mod proxy;
+mod revoke;
+
+pub use command::{Cli, run};

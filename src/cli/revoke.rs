@@ -5,13 +5,13 @@ use anyhow::{Result, bail};
 use std::path::Path;
 
 /// What `tessera revoke` was asked to do.
-pub enum Revoke {
+pub(super) enum Revoke {
     Add { selector: Option<String>, spiffe_id: Option<String>, reason: String },
     List { json: bool },
     Lift { id: String },
 }
 
-pub fn revoke(socket: &Path, action: Revoke) -> Result<()> {
+pub(super) fn revoke(socket: &Path, action: Revoke) -> Result<()> {
     match action {
         Revoke::Add { selector, spiffe_id, reason } => {
             let answer = call(

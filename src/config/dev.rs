@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum DevModeError {
+pub(crate) enum DevModeError {
     /// The built-in config failed validation (a user name the filter let through, say).
     #[error(transparent)]
     Config(#[from] ConfigError),
@@ -23,14 +23,14 @@ pub enum DevModeError {
     Create { dir: PathBuf, source: std::io::Error },
 }
 
-pub const DEV_TRUST_DOMAIN: &str = "tessera.dev";
+pub(crate) const DEV_TRUST_DOMAIN: &str = "tessera.dev";
 
 fn uid() -> u32 {
     nix::unistd::geteuid().as_raw()
 }
 
 /// `$XDG_RUNTIME_DIR/tessera/api.sock`, else `/tmp/tessera-<uid>/api.sock`.
-pub fn socket_path() -> PathBuf {
+pub(crate) fn socket_path() -> PathBuf {
     match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
         Some(dir) => PathBuf::from(dir).join("tessera/api.sock"),
         None => PathBuf::from(format!("/tmp/tessera-{}/api.sock", uid())),
@@ -38,7 +38,7 @@ pub fn socket_path() -> PathBuf {
 }
 
 /// Check that `dir` is a directory (not a symlink) owned by our uid and writable by no one else.
-pub fn check_socket_dir(dir: &Path) -> Result<(), DevModeError> {
+pub(crate) fn check_socket_dir(dir: &Path) -> Result<(), DevModeError> {
     let unsafe_dir = |problem: String| DevModeError::UnsafeDir { dir: dir.to_owned(), problem };
     let meta = std::fs::symlink_metadata(dir).map_err(|e| unsafe_dir(format!("cannot be examined ({e})")))?;
     if !meta.is_dir() {
@@ -55,7 +55,7 @@ pub fn check_socket_dir(dir: &Path) -> Result<(), DevModeError> {
 
 /// The socket directory, created 0700 if absent, else checked like `check_socket_dir`. Never
 /// chmods a directory it did not create: a directory someone else made is refused, not adopted.
-pub fn prepare_socket_dir(dir: &Path) -> Result<(), DevModeError> {
+pub(crate) fn prepare_socket_dir(dir: &Path) -> Result<(), DevModeError> {
     // Missing parents (an XDG_RUNTIME_DIR not yet created) are made private too.
     if let Some(parent) = dir.parent()
         && !parent.exists()
@@ -75,7 +75,7 @@ pub fn prepare_socket_dir(dir: &Path) -> Result<(), DevModeError> {
 }
 
 /// `$XDG_STATE_HOME/tessera`, else `~/.local/state/tessera`, else next to the socket.
-pub fn data_dir() -> PathBuf {
+pub(crate) fn data_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
         return PathBuf::from(d).join("tessera");
     }
@@ -86,7 +86,7 @@ pub fn data_dir() -> PathBuf {
 }
 
 /// The dev-mode config for the invoking user; its socket directory is prepared and checked.
-pub fn config() -> Result<Config, DevModeError> {
+pub(crate) fn config() -> Result<Config, DevModeError> {
     let socket_path = socket_path();
     if let Some(dir) = socket_path.parent() {
         prepare_socket_dir(dir)?;

@@ -7,14 +7,14 @@
 //! that goes through the same validator.
 
 mod agents;
-pub mod delegation;
-pub mod dev;
+pub(crate) mod delegation;
+pub(crate) mod dev;
 mod entries;
-pub mod publish;
+pub(crate) mod publish;
 mod schema;
 mod sections;
-pub mod spire;
-pub mod telemetry;
+pub(crate) mod spire;
+pub(crate) mod telemetry;
 #[cfg(test)]
 mod tests;
 mod validator;
@@ -26,11 +26,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tessera_attestors::AttestConfig;
 use validator::Validator;
-pub use validator::{ConfigError, ConfigIssue};
+pub(crate) use validator::{ConfigError, ConfigIssue};
 
-pub const DEFAULT_SOCKET: &str = "/run/tessera/api.sock";
-pub const DEFAULT_ADMIN_SOCKET: &str = "/run/tessera/admin.sock";
-pub const DEFAULT_DATA_DIR: &str = "/var/lib/tessera";
+pub(crate) const DEFAULT_SOCKET: &str = "/run/tessera/api.sock";
+pub(crate) const DEFAULT_ADMIN_SOCKET: &str = "/run/tessera/admin.sock";
+pub(crate) const DEFAULT_DATA_DIR: &str = "/var/lib/tessera";
 const DEFAULT_X509_TTL: Duration = Duration::from_secs(600);
 const DEFAULT_JWT_TTL: Duration = Duration::from_secs(300);
 const DEFAULT_CA_TTL: Duration = Duration::from_secs(7 * 86400);
@@ -45,7 +45,7 @@ const MIN_AUDIT_SIZE: u64 = 64 * 1024;
 
 /// An operator's root CA on disk, used to sign the node's intermediate.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Upstream {
+pub(crate) struct Upstream {
     pub cert: PathBuf,
     pub key: PathBuf,
     /// Roots to publish as the trust bundle (default: the upstream cert itself).
@@ -55,7 +55,7 @@ pub struct Upstream {
 /// A foreign trust domain whose bundle is read from a file (SPIFFE bundle JSON or PEM) and/or
 /// fetched from its bundle endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Federation {
+pub(crate) struct Federation {
     pub trust_domain: TrustDomain,
     /// With an endpoint: the initial bundle, used until the first fetch succeeds.
     pub bundle_path: Option<PathBuf>,
@@ -64,7 +64,7 @@ pub struct Federation {
 
 /// The validated configuration the daemon runs with.
 #[derive(Debug, Clone)]
-pub struct Config {
+pub(crate) struct Config {
     /// Where it came from (None for the built-in dev default).
     pub source: Option<PathBuf>,
     pub trust_domain: TrustDomain,
@@ -107,7 +107,7 @@ pub struct Config {
 
 impl Config {
     /// Read and validate a config file.
-    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+    pub(crate) fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
             file: path.to_owned(),
             issues: vec![ConfigIssue {
@@ -121,7 +121,7 @@ impl Config {
     }
 
     /// Validate config text; `path` is used for messages and to resolve nothing else.
-    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+    pub(crate) fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
         let raw =
             RawConfig::from_toml(text).map_err(|issue| ConfigError { file: path.to_owned(), issues: vec![issue] })?;
         Self::validate(text, raw, path)
@@ -142,6 +142,6 @@ impl Config {
 }
 
 /// `name` in the directory of `socket` (the other sockets live beside the Workload API's).
-pub fn beside(socket: &Path, name: &str) -> PathBuf {
+pub(crate) fn beside(socket: &Path, name: &str) -> PathBuf {
     socket.parent().map(|d| d.join(name)).unwrap_or_else(|| PathBuf::from(name))
 }

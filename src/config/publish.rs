@@ -36,14 +36,14 @@ pub(super) struct RawFederationEndpoint {
 
 /// A certificate chain and key in PEM files, for a TLS listener.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsFiles {
+pub(crate) struct TlsFiles {
     pub cert: PathBuf,
     pub key: PathBuf,
 }
 
 /// `[oidc]`: OIDC discovery and the JWKS, for verifiers that know only OIDC.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Oidc {
+pub(crate) struct Oidc {
     pub listen: SocketAddr,
     /// None: plain HTTP (behind the operator's TLS proxy).
     pub tls: Option<TlsFiles>,
@@ -51,7 +51,7 @@ pub struct Oidc {
 
 /// How a SPIFFE bundle endpoint authenticates itself (SPIFFE_Trust_Domain_and_Bundle.md §5.2).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum EndpointProfile {
+pub(crate) enum EndpointProfile {
     /// TLS with an X.509-SVID of the trust domain.
     HttpsSpiffe { spiffe_id: SpiffeId },
     /// TLS with a Web PKI certificate.
@@ -60,12 +60,12 @@ pub enum EndpointProfile {
 
 /// `[bundle_endpoint]`: our trust bundle for federated partners.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BundleEndpoint {
+pub(crate) struct BundleEndpoint {
     pub listen: SocketAddr,
     pub profile: EndpointProfile,
 }
 
-pub use crate::bundle::endpoint::{FederationEndpoint, PartnerProfile};
+pub(crate) use crate::bundle::endpoint::{FederationEndpoint, PartnerProfile};
 
 const PROFILES: &str = "write profile = \"https_spiffe\" or profile = \"https_web\"";
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use toml::Spanned;
 
 /// spire-agent's default: entries and bundles are fetched this often.
-pub const DEFAULT_SYNC_INTERVAL: Duration = Duration::from_secs(5);
+pub(crate) const DEFAULT_SYNC_INTERVAL: Duration = Duration::from_secs(5);
 const MAX_SYNC_INTERVAL: Duration = Duration::from_secs(3600);
 
 #[derive(Deserialize)]
@@ -34,7 +34,7 @@ struct RawX509Pop {
 
 /// How this node proves itself to the server.
 #[derive(Clone, PartialEq, Eq)]
-pub enum NodeAttestation {
+pub(crate) enum NodeAttestation {
     /// Single use: after the first attestation the persisted agent SVID is renewed instead.
     JoinToken(String),
     X509Pop {
@@ -56,7 +56,7 @@ impl std::fmt::Debug for NodeAttestation {
 
 /// The validated `[spire]` section.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SpireConfig {
+pub(crate) struct SpireConfig {
     /// `host:port` of the server's agent API.
     pub server_address: String,
     /// The bootstrap bundle (PEM): trusted for the first connection only, until the server's own

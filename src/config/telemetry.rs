@@ -14,7 +14,7 @@ pub(super) struct RawTelemetry {
 
 /// The validated `[telemetry]` section.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Telemetry {
+pub(crate) struct Telemetry {
     /// Plain-HTTP listener for scrapers (`127.0.0.1:9988`); None: admin socket only.
     pub listen: Option<SocketAddr>,
 }

@@ -10,7 +10,7 @@ use toml::Spanned;
 
 /// One problem in a config file, located.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigIssue {
+pub(crate) struct ConfigIssue {
     pub line: usize,
     /// Dotted key, e.g. `entries[2].spiffe_id`.
     pub key: String,
@@ -21,7 +21,7 @@ pub struct ConfigIssue {
 
 /// Every problem found in a config file (all of them, not just the first).
 #[derive(Debug, thiserror::Error)]
-pub struct ConfigError {
+pub(crate) struct ConfigError {
     pub file: PathBuf,
     pub issues: Vec<ConfigIssue>,
 }

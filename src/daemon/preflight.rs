@@ -7,7 +7,7 @@ use crate::net::listener as endpoint;
 
 /// Refuse to start beside a running daemon before anything is written (a CA, an audit line, a
 /// socket): another daemon answers on one of our sockets, or holds our data directory.
-pub fn ensure_not_running(config: &Config) -> Result<(), DaemonError> {
+pub(crate) fn ensure_not_running(config: &Config) -> Result<(), DaemonError> {
     let token_socket = config.delegation.as_ref().map(|d| d.token_socket_path.as_path());
     for path in [Some(config.socket_path.as_path()), Some(config.admin_socket_path.as_path()), token_socket]
         .into_iter()

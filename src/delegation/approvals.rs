@@ -9,18 +9,18 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-pub const APPROVAL_TTL: Duration = Duration::from_secs(600);
+pub(crate) const APPROVAL_TTL: Duration = Duration::from_secs(600);
 /// How soon an agent may poll a pending approval again: it is told `interval: 2` (RFC 8628
 /// §3.5); a poll sooner than this (the interval less some scheduling slack) is answered
 /// `slow_down`.
-pub const MIN_POLL_GAP: Duration = Duration::from_millis(1500);
+pub(crate) const MIN_POLL_GAP: Duration = Duration::from_millis(1500);
 /// Pending approvals one agent uid may have open, and all of them together.
-pub const MAX_PER_UID: usize = 32;
-pub const MAX_TOTAL: usize = 1024;
+pub(crate) const MAX_PER_UID: usize = 32;
+pub(crate) const MAX_TOTAL: usize = 1024;
 
 /// A request waiting for (or given) a decision.
 #[derive(Debug, Clone, Serialize)]
-pub struct Approval {
+pub(crate) struct Approval {
     pub approval_id: String,
     pub agent: String,
     pub agent_uid: u32,
@@ -46,7 +46,7 @@ pub struct Approval {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum State {
+pub(crate) enum State {
     Pending,
     Approved,
     Rejected,
@@ -54,7 +54,7 @@ pub enum State {
 
 /// What a repeated request with an `approval_id` finds.
 #[derive(Debug)]
-pub enum Redeemed {
+pub(crate) enum Redeemed {
     /// Approved: the token may be issued (the approval is gone now).
     Approved(Approval),
     /// Rejected (the approval is gone now).
@@ -68,7 +68,7 @@ pub enum Redeemed {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum ApprovalError {
+pub(crate) enum ApprovalError {
     #[error("too many pending approvals for uid {0} (at most {MAX_PER_UID})")]
     PerUid(u32),
     #[error("too many pending approvals (at most {MAX_TOTAL})")]
@@ -82,7 +82,7 @@ pub enum ApprovalError {
 /// The open approvals. Their life and poll gaps are measured on the clock's monotonic time (a
 /// wall-clock step neither stretches nor cuts them); `created_at` and `expires_at` are its wall
 /// time.
-pub struct Approvals {
+pub(crate) struct Approvals {
     inner: Mutex<HashMap<String, Approval>>,
     clock: Arc<dyn Clock>,
 }
@@ -95,7 +95,7 @@ impl Default for Approvals {
 }
 
 /// The fields of a new approval request.
-pub struct NewApproval {
+pub(crate) struct NewApproval {
     pub agent: String,
     pub agent_uid: u32,
     pub agent_pid: Option<i32>,
@@ -106,7 +106,7 @@ pub struct NewApproval {
 }
 
 impl Approvals {
-    pub fn new(clock: Arc<dyn Clock>) -> Self {
+    pub(crate) fn new(clock: Arc<dyn Clock>) -> Self {
         Self { inner: Mutex::default(), clock }
     }
 
@@ -118,7 +118,7 @@ impl Approvals {
     }
 
     /// Record a request awaiting a decision; its id is 128 random bits.
-    pub fn open(&self, new: NewApproval) -> Result<Approval, ApprovalError> {
+    pub(crate) fn open(&self, new: NewApproval) -> Result<Approval, ApprovalError> {
         let mut map = self.lock();
         if map.len() >= MAX_TOTAL {
             return Err(ApprovalError::Total);
@@ -150,12 +150,12 @@ impl Approvals {
     }
 
     /// The approval `id`, if it is still open.
-    pub fn get(&self, id: &str) -> Option<Approval> {
+    pub(crate) fn get(&self, id: &str) -> Option<Approval> {
         self.lock().get(id).cloned()
     }
 
     /// An owner's decision (once).
-    pub fn decide(&self, id: &str, approve: bool, by: u32) -> Result<Approval, ApprovalError> {
+    pub(crate) fn decide(&self, id: &str, approve: bool, by: u32) -> Result<Approval, ApprovalError> {
         let mut map = self.lock();
         let a = map.get_mut(id).ok_or_else(|| ApprovalError::NotFound(id.chars().take(64).collect()))?;
         if a.state != State::Pending {
@@ -168,7 +168,7 @@ impl Approvals {
 
     /// The agent's repeated request. A decided approval is consumed; one made for another
     /// request (agent, user, token, scope or audience differ) is left alone and answers Unknown.
-    pub fn redeem(&self, id: &str, fingerprint: &[u8; 32]) -> Redeemed {
+    pub(crate) fn redeem(&self, id: &str, fingerprint: &[u8; 32]) -> Redeemed {
         let mut map = self.lock();
         match map.get_mut(id) {
             Some(a) if &a.fingerprint == fingerprint => match a.state {
@@ -188,7 +188,7 @@ impl Approvals {
     }
 
     /// Every approval still open, oldest first.
-    pub fn list(&self) -> Vec<Approval> {
+    pub(crate) fn list(&self) -> Vec<Approval> {
         let mut v: Vec<Approval> = self.lock().values().cloned().collect();
         v.sort_by_key(|a| a.created);
         v

@@ -11,7 +11,7 @@ use crate::net::http::{self, Answer, Caller, Method, Request, Response};
 use std::sync::Arc;
 
 /// The token socket's handler.
-pub async fn token_socket(exchange: Arc<Exchange>, req: Request) -> Response {
+pub(crate) async fn token_socket(exchange: Arc<Exchange>, req: Request) -> Response {
     match (req.method.clone(), req.path()) {
         (Method::POST, "/token") => {
             let Caller::Unix(peer) = &req.caller else { return http::not_found() };
@@ -31,7 +31,7 @@ pub async fn token_socket(exchange: Arc<Exchange>, req: Request) -> Response {
 }
 
 /// The delegation keys' public JWKs (published before they sign, kept until they expire).
-pub fn jwks(ca: &dyn KeySource) -> Response {
+pub(crate) fn jwks(ca: &dyn KeySource) -> Response {
     let keys: Vec<_> = ca.authorities().delegation.iter().map(|k| super::trust::delegation_jwk(k)).collect();
     let mut r = http::json(Answer::Ok, &serde_json::json!({ "keys": keys }));
     r.headers_mut().insert(::http::header::CACHE_CONTROL, ::http::HeaderValue::from_static("max-age=60"));
@@ -39,7 +39,7 @@ pub fn jwks(ca: &dyn KeySource) -> Response {
 }
 
 /// `GET /approvals` on the admin socket.
-pub async fn list(approvals: Arc<Approvals>) -> Response {
+pub(crate) async fn list(approvals: Arc<Approvals>) -> Response {
     http::json(Answer::Ok, &serde_json::json!({ "approvals": approvals.list() }))
 }
 
@@ -47,7 +47,12 @@ pub async fn list(approvals: Arc<Approvals>) -> Response {
 /// must not be the agent that asked: not its uid (uid 0 aside), and not a process its entry
 /// matches. The admin socket serves the daemon's uid and a group too, so an agent running as one
 /// of those could otherwise approve its own request.
-pub async fn decide(approvals: Arc<Approvals>, pipeline: Arc<Pipeline>, events: Events, req: Request) -> Response {
+pub(crate) async fn decide(
+    approvals: Arc<Approvals>,
+    pipeline: Arc<Pipeline>,
+    events: Events,
+    req: Request,
+) -> Response {
     let rest = req.path().strip_prefix("/approvals/").unwrap_or_default();
     let (id, approve) = match rest.rsplit_once('/') {
         Some((id, "approve")) => (id, true),

@@ -19,10 +19,10 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 
-pub const RPC: Rpc = Rpc::of(Call::TokenExchange);
+pub(crate) const RPC: Rpc = Rpc::of(Call::TokenExchange);
 
 /// The token endpoint's shared state.
-pub struct Exchange {
+pub(crate) struct Exchange {
     pub pipeline: Arc<Pipeline>,
     pub ca: Arc<dyn KeySource>,
     pub approvals: Arc<Approvals>,
@@ -30,14 +30,14 @@ pub struct Exchange {
 }
 
 /// A successful exchange's answer (RFC 8693 §2.2.1).
-pub struct Issued {
+pub(crate) struct Issued {
     pub access_token: crate::secret::BearerToken,
     pub expires_in: u64,
     pub scope: String,
 }
 
 impl Issued {
-    pub fn body(&self) -> Value {
+    pub(crate) fn body(&self) -> Value {
         json!({
             "access_token": self.access_token.expose(),
             "issued_token_type": TOKEN_TYPE_ACCESS,
@@ -50,7 +50,12 @@ impl Issued {
 
 impl Exchange {
     /// Run one exchange and emit its audit record.
-    pub async fn run(&self, peer: &PeerInfo, content_type: Option<&str>, body: &[u8]) -> Result<Issued, OAuthError> {
+    pub(crate) async fn run(
+        &self,
+        peer: &PeerInfo,
+        content_type: Option<&str>,
+        body: &[u8],
+    ) -> Result<Issued, OAuthError> {
         let mut rec = Record::new(
             Outcome::Refused,
             AgentEvidence { pid: peer.pid, uid: Some(peer.uid), ..AgentEvidence::default() },

@@ -13,13 +13,13 @@
 //! connection's attestation briefly) → [`token`] (minting); [`approvals`] holds requests awaiting
 //! a human; [`endpoint`] the HTTP handlers.
 
-pub mod approvals;
+pub(crate) mod approvals;
 mod decide;
-pub mod endpoint;
-pub mod exchange;
-pub mod request;
-pub mod token;
-pub mod trust;
+pub(crate) mod endpoint;
+pub(crate) mod exchange;
+pub(crate) mod request;
+pub(crate) mod token;
+pub(crate) mod trust;
 
 use crate::caller::Pipeline;
 use crate::config::Config;
@@ -47,7 +47,7 @@ fn limits() -> Limits {
 }
 
 /// Serve the token socket and register the approval commands, when delegation is configured.
-pub fn start(
+pub(crate) fn start(
     config: &Config,
     pipeline: &Arc<Pipeline>,
     ca: &Arc<dyn KeySource>,

@@ -4,16 +4,16 @@
 use crate::registry::delegation::valid_scope_token;
 use serde_json::{Value, json};
 
-pub const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
-pub const TOKEN_TYPE_JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
-pub const TOKEN_TYPE_ACCESS: &str = "urn:ietf:params:oauth:token-type:access_token";
+pub(crate) const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+pub(crate) const TOKEN_TYPE_JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
+pub(crate) const TOKEN_TYPE_ACCESS: &str = "urn:ietf:params:oauth:token-type:access_token";
 /// Scopes one request may name.
-pub const MAX_SCOPES: usize = 64;
+pub(crate) const MAX_SCOPES: usize = 64;
 
 /// The OAuth error codes the token endpoint answers with (RFC 6749 §5.2, RFC 8693 §2.2.2,
 /// RFC 8628 §3.5 for the approval wait).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OAuthCode {
+pub(crate) enum OAuthCode {
     InvalidRequest,
     InvalidGrant,
     InvalidScope,
@@ -28,7 +28,7 @@ pub enum OAuthCode {
 
 impl OAuthCode {
     /// The code on the wire.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             OAuthCode::InvalidRequest => "invalid_request",
             OAuthCode::InvalidGrant => "invalid_grant",
@@ -46,7 +46,7 @@ impl OAuthCode {
 
 /// An OAuth error response (always 400, RFC 6749 §5.2).
 #[derive(Debug, Clone)]
-pub struct OAuthError {
+pub(crate) struct OAuthError {
     pub code: OAuthCode,
     pub description: String,
     /// For `authorization_pending`: the approval to poll with.
@@ -54,16 +54,16 @@ pub struct OAuthError {
 }
 
 impl OAuthError {
-    pub fn new(code: OAuthCode, description: impl Into<String>) -> Self {
+    pub(crate) fn new(code: OAuthCode, description: impl Into<String>) -> Self {
         Self { code, description: description.into(), approval_id: None }
     }
-    pub fn invalid_request(d: impl Into<String>) -> Self {
+    pub(crate) fn invalid_request(d: impl Into<String>) -> Self {
         Self::new(OAuthCode::InvalidRequest, d)
     }
-    pub fn invalid_grant(d: impl Into<String>) -> Self {
+    pub(crate) fn invalid_grant(d: impl Into<String>) -> Self {
         Self::new(OAuthCode::InvalidGrant, d)
     }
-    pub fn body(&self) -> Value {
+    pub(crate) fn body(&self) -> Value {
         let mut v = json!({ "error": self.code.as_str(), "error_description": self.description });
         if let Some(id) = &self.approval_id {
             v["approval_id"] = id.clone().into();
@@ -75,7 +75,7 @@ impl OAuthError {
 
 /// A well-formed token exchange request.
 #[derive(Debug)]
-pub struct TokenRequest {
+pub(crate) struct TokenRequest {
     /// The user's (or an earlier hop's) token: a secret, never printed.
     pub subject_token: crate::secret::BearerToken,
     pub audience: String,
@@ -86,7 +86,7 @@ pub struct TokenRequest {
 
 /// What could be read of a request even when it is refused (for the audit line).
 #[derive(Debug, Default)]
-pub struct Requested {
+pub(crate) struct Requested {
     pub audience: Option<String>,
     pub scopes: Vec<String>,
     /// An `approval_id` was given: the request polls an approval.
@@ -95,7 +95,7 @@ pub struct Requested {
 
 /// Parse and check the form. Unknown parameters are ignored (RFC 6749 §3.2), repeated ones
 /// refused (except `audience`, which RFC 8693 lets repeat, and which must be exactly one here).
-pub fn parse(content_type: Option<&str>, body: &[u8], seen: &mut Requested) -> Result<TokenRequest, OAuthError> {
+pub(crate) fn parse(content_type: Option<&str>, body: &[u8], seen: &mut Requested) -> Result<TokenRequest, OAuthError> {
     let form_type = content_type
         .and_then(|c| c.split(';').next())
         .is_some_and(|c| c.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"));

@@ -24,7 +24,7 @@ struct Claims<'a> {
 }
 
 /// What to put in a new token.
-pub struct Grant<'a> {
+pub(crate) struct Grant<'a> {
     pub issuer: &'a str,
     pub user: &'a str,
     pub audience: &'a str,
@@ -39,7 +39,7 @@ pub struct Grant<'a> {
 }
 
 /// The `act` claim: this agent, the earlier chain inside.
-pub fn act(agent: &str, prior: Option<&Value>) -> Value {
+pub(crate) fn act(agent: &str, prior: Option<&Value>) -> Value {
     let mut a = json!({ "sub": agent });
     if let Some(p) = prior {
         a["act"] = p.clone();
@@ -48,7 +48,7 @@ pub fn act(agent: &str, prior: Option<&Value>) -> Value {
 }
 
 /// Sign the token.
-pub fn mint(g: &Grant<'_>, key: &JwtKey) -> Result<String, jsonwebtoken::errors::Error> {
+pub(crate) fn mint(g: &Grant<'_>, key: &JwtKey) -> Result<String, jsonwebtoken::errors::Error> {
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
     header.kid = Some(key.kid.clone());
     header.typ = Some("at+jwt".into());

@@ -10,7 +10,7 @@
 //! `jsonwebtoken` with the key's own algorithm; `iss`, `aud`, `exp`, `nbf` and `iat` after it.
 
 use crate::bundle::JwtBundle;
-pub use crate::bundle::jwks::{BUNDLE_KEY_USE, published_jwk as delegation_jwk, signing_jwk};
+pub(crate) use crate::bundle::jwks::{published_jwk as delegation_jwk, signing_jwk};
 use crate::registry::delegation::Issuers;
 use crate::spiffe_id::{SpiffeId, TrustDomain};
 use base64::Engine;
@@ -19,14 +19,14 @@ use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 
 /// Longest subject token accepted (bytes).
-pub const MAX_SUBJECT_TOKEN: usize = 16 * 1024;
+pub(crate) const MAX_SUBJECT_TOKEN: usize = 16 * 1024;
 /// Actors a subject token's `act` chain may hold.
-pub const MAX_CHAIN: usize = 32;
+pub(crate) const MAX_CHAIN: usize = 32;
 /// Clock skew allowed on `exp`, `nbf` and `iat` (seconds).
-pub const LEEWAY: u64 = 30;
+pub(crate) const LEEWAY: u64 = 30;
 
 /// Where the verification keys of a later-hop token come from.
-pub struct TesseraKeys<'a> {
+pub(crate) struct TesseraKeys<'a> {
     pub trust_domain: &'a TrustDomain,
     /// Our delegation issuer (`jwt_issuer` + `/delegation`): the `iss` of our tokens.
     pub issuer: &'a str,
@@ -41,7 +41,7 @@ pub struct TesseraKeys<'a> {
 
 /// Who issued a subject token.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Origin {
+pub(crate) enum Origin {
     /// A configured identity provider: a user's own token (first hop).
     IdentityProvider,
     /// A token tessera (this node or a federated one) issued to an earlier agent.
@@ -50,10 +50,13 @@ pub enum Origin {
 
 /// A verified subject token.
 #[derive(Debug, Clone)]
-pub struct Subject {
+pub(crate) struct Subject {
     /// The end user (`sub`).
     pub user: String,
     pub issuer: String,
+    /// Which route verified it (identity provider, or which tessera trust domain): tests and
+    /// `Debug` output read it; the decision reads the delegator instead.
+    #[allow(dead_code, reason = "read by tests and shown by Debug; the decision uses `delegator`")]
     pub origin: Origin,
     pub scopes: Vec<String>,
     pub exp: u64,
@@ -127,7 +130,7 @@ fn payload(token: &str) -> Result<Map<String, Value>, String> {
 }
 
 /// The actors of an `act` claim, outermost first; each must have a string `sub`.
-pub fn actors(act: Option<&Value>) -> Result<Vec<String>, String> {
+pub(crate) fn actors(act: Option<&Value>) -> Result<Vec<String>, String> {
     let mut out = Vec::new();
     let mut cur = act;
     while let Some(a) = cur {
@@ -142,7 +145,7 @@ pub fn actors(act: Option<&Value>) -> Result<Vec<String>, String> {
 }
 
 /// Verify a subject token at `now` (Unix seconds) and extract what the exchange needs.
-pub fn verify(token: &str, idps: &Issuers, tessera: &TesseraKeys<'_>, now: u64) -> Result<Subject, String> {
+pub(crate) fn verify(token: &str, idps: &Issuers, tessera: &TesseraKeys<'_>, now: u64) -> Result<Subject, String> {
     if token.len() > MAX_SUBJECT_TOKEN {
         return Err(format!("subject_token is {} bytes; at most {MAX_SUBJECT_TOKEN} are accepted", token.len()));
     }
@@ -370,7 +373,7 @@ mod tests {
     fn delegation_keys_round_trip_through_a_spiffe_bundle() {
         let k = key("d1");
         let mut jwk = crate::bundle::jwks::jwk(&k);
-        jwk["use"] = BUNDLE_KEY_USE.into();
+        jwk["use"] = crate::bundle::jwks::BUNDLE_KEY_USE.into();
         // A SPIFFE JWT-SVID lookup ignores it; the delegation lookup finds it.
         assert!(crate::bundle::jwks::find_key(std::slice::from_ref(&jwk), "d1").is_none());
         assert!(JwtBundle::new(signing_jwk(&jwk).into_iter().collect()).find("d1").is_some());

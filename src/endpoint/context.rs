@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 /// What the services on the socket share. The time comes from `pipeline.clock`.
-pub struct Context {
+pub(crate) struct Context {
     pub pipeline: Arc<Pipeline>,
     pub issuer: Arc<dyn Issuer>,
     /// Wakes streams when a file their attestation read changes.

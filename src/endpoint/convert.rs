@@ -1,6 +1,6 @@
 //! JSON → `google.protobuf.Struct`, for the claims ValidateJWTSVID returns.
 
-pub fn json_to_struct(map: serde_json::Map<String, serde_json::Value>) -> prost_types::Struct {
+pub(crate) fn json_to_struct(map: serde_json::Map<String, serde_json::Value>) -> prost_types::Struct {
     prost_types::Struct { fields: map.into_iter().map(|(k, v)| (k, json_to_value(v))).collect() }
 }
 

@@ -23,7 +23,7 @@ use tokio_stream::Stream;
 use tonic::Status;
 
 /// What a caller is entitled to on a stream; equal states need no new message.
-pub struct Entitlement {
+pub(crate) struct Entitlement {
     pub caller: Caller,
     /// The local bundles it was computed with; a rotation replaces them (a new `Arc`).
     pub bundles: Arc<Bundles>,
@@ -39,24 +39,30 @@ impl PartialEq for Entitlement {
 }
 
 impl Entitlement {
-    pub fn of(ctx: &Context, caller: Caller) -> Self {
+    pub(crate) fn of(ctx: &Context, caller: Caller) -> Self {
         let federated = caller.policy.federated_for(&caller.entries);
         Entitlement { caller, bundles: ctx.issuer.bundles(), federated }
     }
 }
 
 /// A message for the stream and, for SVIDs, when to renew.
-pub type Rendered<T> = Result<(T, Option<SystemTime>), ApiError>;
+pub(crate) type Rendered<T> = Result<(T, Option<SystemTime>), ApiError>;
 
 /// The stream a client reads: the loop below, polled by the HTTP/2 stream's own task.
-pub type EntitlementStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+pub(crate) type EntitlementStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 /// Drive a stream from `initial`; `render` turns an entitlement into a message (it may sign).
 ///
 /// No task or channel of its own: the HTTP/2 layer already runs one task per stream, and polls
 /// this one in it (a spawned task plus a channel cost about half of an idle stream's memory).
 /// The client going away drops the stream, and with it its file subscription.
-pub fn open<T, R>(ctx: Arc<Context>, peer: PeerInfo, rpc: Rpc, initial: Entitlement, render: R) -> EntitlementStream<T>
+pub(crate) fn open<T, R>(
+    ctx: Arc<Context>,
+    peer: PeerInfo,
+    rpc: Rpc,
+    initial: Entitlement,
+    render: R,
+) -> EntitlementStream<T>
 where
     T: Send + 'static,
     R: Fn(&Context, &Entitlement) -> Rendered<T> + Send + Sync + 'static,
@@ -72,7 +78,7 @@ where
     let exe_check_at = after(now, EXE_CHECK_EVERY);
     let driver = Driver {
         // Counted open until the stream is dropped, whichever way it ends.
-        _open: OpenStream::new(&ctx, rpc),
+        _open: OpenStream::new(&ctx),
         ctx,
         peer,
         rpc,
@@ -244,7 +250,7 @@ impl<R> Driver<R> {
 /// What every open stream re-evaluates on, as one signal: a policy reload, a CA rotation (the
 /// generation), shutdown (the stream then ends). One receiver and one pending future per idle
 /// stream instead of three; closed (streams end) when any source is gone.
-pub fn wakeups(
+pub(crate) fn wakeups(
     mut policy: tokio::sync::watch::Receiver<Arc<crate::registry::Policy>>,
     mut ca_gen: tokio::sync::watch::Receiver<u64>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
@@ -271,19 +277,18 @@ pub fn wakeups(
 /// pipeline (a pointer), not a copy of its subscriber list (an allocation per stream).
 struct OpenStream {
     pipeline: Arc<crate::caller::Pipeline>,
-    rpc: Rpc,
 }
 
 impl OpenStream {
-    fn new(ctx: &Context, rpc: Rpc) -> Self {
-        ctx.pipeline.events.emit(Event::StreamOpened { rpc });
-        Self { pipeline: ctx.pipeline.clone(), rpc }
+    fn new(ctx: &Context) -> Self {
+        ctx.pipeline.events.emit(Event::StreamOpened);
+        Self { pipeline: ctx.pipeline.clone() }
     }
 }
 
 impl Drop for OpenStream {
     fn drop(&mut self) {
-        self.pipeline.events.emit(Event::StreamClosed { rpc: self.rpc });
+        self.pipeline.events.emit(Event::StreamClosed);
     }
 }
 

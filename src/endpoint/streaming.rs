@@ -35,14 +35,14 @@ type BoxFuture = Pin<Box<dyn Future<Output = Result<http::Response<Body>, Infall
 /// The Workload API service: the streaming RPCs here, everything else through `generated` (the
 /// tonic server with the interceptor).
 #[derive(Clone)]
-pub struct WorkloadRoutes<S, I> {
+pub(crate) struct WorkloadRoutes<S, I> {
     api: WorkloadService,
     interceptor: I,
     generated: S,
 }
 
 impl<S, I> WorkloadRoutes<S, I> {
-    pub fn new(api: WorkloadService, interceptor: I, generated: S) -> Self {
+    pub(crate) fn new(api: WorkloadService, interceptor: I, generated: S) -> Self {
         Self { api, interceptor, generated }
     }
 }

@@ -19,17 +19,17 @@ use std::sync::Arc;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-pub use super::context::Context;
+pub(crate) use super::context::Context;
 
 #[derive(Clone)]
-pub struct WorkloadService {
+pub(crate) struct WorkloadService {
     ctx: Arc<Context>,
 }
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 impl WorkloadService {
-    pub fn new(ctx: Arc<Context>) -> Self {
+    pub(crate) fn new(ctx: Arc<Context>) -> Self {
         Self { ctx }
     }
 
@@ -57,7 +57,7 @@ impl WorkloadService {
     // The streaming RPCs, from the caller and its request message: shared by the tonic service
     // below and by the streaming module, which serves these routes with its own response body.
 
-    pub async fn x509_svid_stream(
+    pub(crate) async fn x509_svid_stream(
         &self,
         peer: Result<PeerInfo, ApiError>,
         _req: pb::X509svidRequest,
@@ -66,7 +66,7 @@ impl WorkloadService {
         self.open_stream(peer, rpc, move |ctx, s| x509_response(ctx, s, rpc)).await
     }
 
-    pub async fn x509_bundles_stream(
+    pub(crate) async fn x509_bundles_stream(
         &self,
         peer: Result<PeerInfo, ApiError>,
         _req: pb::X509BundlesRequest,
@@ -74,7 +74,7 @@ impl WorkloadService {
         self.open_stream(peer, Rpc::of(Call::FetchX509Bundles), x509_bundles).await
     }
 
-    pub async fn jwt_bundles_stream(
+    pub(crate) async fn jwt_bundles_stream(
         &self,
         peer: Result<PeerInfo, ApiError>,
         _req: pb::JwtBundlesRequest,
@@ -82,7 +82,7 @@ impl WorkloadService {
         self.open_stream(peer, Rpc::of(Call::FetchJwtBundles), jwt_bundles).await
     }
 
-    pub async fn wit_svid_stream(
+    pub(crate) async fn wit_svid_stream(
         &self,
         peer: Result<PeerInfo, ApiError>,
         req: pb::WitsvidRequest,
@@ -104,7 +104,7 @@ impl WorkloadService {
         self.open_stream(peer, rpc, render).await
     }
 
-    pub async fn wit_bundles_stream(
+    pub(crate) async fn wit_bundles_stream(
         &self,
         peer: Result<PeerInfo, ApiError>,
         _req: pb::WitBundlesRequest,
@@ -382,7 +382,7 @@ impl SpiffeWorkloadApi for WorkloadService {
 }
 
 /// The security header every Workload API request must carry (anti-SSRF); else InvalidArgument.
-pub fn require_security_header(req: Request<()>) -> Result<Request<()>, Status> {
+pub(crate) fn require_security_header(req: Request<()>) -> Result<Request<()>, Status> {
     match req.metadata().get("workload.spiffe.io") {
         Some(v) if v.as_bytes() == b"true" => Ok(req),
         _ => Err(ApiError::MissingSecurityHeader.into()),

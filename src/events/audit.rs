@@ -28,7 +28,9 @@ use std::time::{Duration, Instant};
 
 mod refusals;
 mod verify;
-pub use verify::{Anchor, SetVerdict, Verdict, verify, verify_set};
+pub(crate) use verify::{Anchor, SetVerdict, verify_set};
+#[cfg(test)]
+use verify::{Verdict, verify};
 
 mod bound;
 use bound::{MAX_ITEMS, MAX_STRING, bound, bound_to};
@@ -36,16 +38,16 @@ use bound::{MAX_ITEMS, MAX_STRING, bound, bound_to};
 /// The `prev` of the first line of a chain.
 pub(super) const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 /// Longest audit line (bytes); a longer one keeps only its top-level scalars.
-pub const MAX_LINE: usize = 16 * 1024;
+pub(crate) const MAX_LINE: usize = 16 * 1024;
 /// Longest refusal line (bytes): what a refused caller sends (a scope list, a user name, a path)
 /// costs the log at most this much per line.
-pub const MAX_REFUSAL_LINE: usize = 4 * 1024;
+pub(crate) const MAX_REFUSAL_LINE: usize = 4 * 1024;
 /// The first line of a file started by rotation.
 pub(super) const ROTATED: &str = "audit_rotated";
 
 /// Limits of the audit trail; `Default` is what the daemon uses unless configured.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AuditOptions {
+pub(crate) struct AuditOptions {
     /// Rotate before the file would grow past this many bytes (0: never).
     pub max_size: u64,
     /// Rotated files kept (`audit.log.1` newest … `audit.log.N`); older ones are deleted.
@@ -72,7 +74,7 @@ impl Default for AuditOptions {
 
 /// Whose refusals a refusal line counts against.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum RefusalKey {
+pub(crate) enum RefusalKey {
     /// A local caller (None: the kernel gave no uid).
     Uid(Option<u32>),
     /// Something that is not a local user: a federation partner, the SPIRE Server.
@@ -89,7 +91,7 @@ enum Msg {
 /// Handle for recording events; cheap to clone. Writing happens on a dedicated thread so the
 /// request path never waits on the disk.
 #[derive(Clone)]
-pub struct Audit {
+pub(crate) struct Audit {
     tx: mpsc::Sender<Msg>,
 }
 
@@ -102,14 +104,15 @@ pub(super) fn line_hash(line: &str) -> String {
 }
 
 impl Audit {
+    #[cfg(test)]
     /// Open (append to) the audit file with the default limits.
-    pub fn open(path: &Path) -> io::Result<Self> {
+    pub(crate) fn open(path: &Path) -> io::Result<Self> {
         Self::open_with(path, AuditOptions::default())
     }
 
     /// Open (append to) the audit file, continuing the hash chain of what is already there (or,
     /// after an interrupted rotation, of the newest rotated file).
-    pub fn open_with(path: &Path, options: AuditOptions) -> io::Result<Self> {
+    pub(crate) fn open_with(path: &Path, options: AuditOptions) -> io::Result<Self> {
         if let Some(dir) = path.parent() {
             crate::storage::private_dir(dir)?;
         }
@@ -148,7 +151,7 @@ impl Audit {
     /// Record one event. `fields` must be a JSON object; it must never contain keys or tokens.
     /// Long values are cut here, before they are queued. A `refused` line counts against its
     /// `uid`'s refusal window (other refusals say whose they are: [`Self::record_refusal`]).
-    pub fn record(&self, event: &str, fields: Value) {
+    pub(crate) fn record(&self, event: &str, fields: Value) {
         let key = (event == "refused")
             .then(|| RefusalKey::Uid(fields.get("uid").and_then(Value::as_u64).and_then(|u| u32::try_from(u).ok())));
         self.queue(event, fields, key);
@@ -156,7 +159,7 @@ impl Audit {
 
     /// Record a refusal: written while `key` (and everyone together) is within its window's
     /// budget, counted in a `refused_suppressed` line after that.
-    pub fn record_refusal(&self, event: &str, key: RefusalKey, fields: Value) {
+    pub(crate) fn record_refusal(&self, event: &str, key: RefusalKey, fields: Value) {
         self.queue(event, fields, Some(key));
     }
 
@@ -178,7 +181,7 @@ impl Audit {
 
     /// Write what is pending (counts of suppressed refusals included), log the chain head, and
     /// return once it is on disk. For a clean shutdown; recording may go on afterwards.
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         let (ack, done) = mpsc::channel();
         if self.tx.send(Msg::Close(ack)).is_ok() {
             let _ = done.recv_timeout(Duration::from_secs(5));
@@ -351,7 +354,7 @@ fn now_rfc3339() -> String {
 }
 
 /// A time as audit lines write it (UTC, RFC 3339, nanoseconds).
-pub fn rfc3339(t: std::time::SystemTime) -> String {
+pub(crate) fn rfc3339(t: std::time::SystemTime) -> String {
     time::OffsetDateTime::from(t).format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
 }
 

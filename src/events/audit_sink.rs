@@ -19,7 +19,7 @@ impl Subscriber for Audit {
 /// Whose refusal budget an event's line counts against, for every event that turns a caller (or
 /// a partner) away, including the `attested` line of a caller that ends refused; `None` for the
 /// rest, which are always written.
-pub fn refusal_key(event: &Event) -> Option<RefusalKey> {
+pub(crate) fn refusal_key(event: &Event) -> Option<RefusalKey> {
     use super::delegation::Outcome;
     match event {
         Event::Refused { uid, .. } | Event::Attested { uid, refused: true, .. } => Some(RefusalKey::Uid(Some(*uid))),
@@ -41,7 +41,7 @@ fn exe(e: &ExeEvidence) -> Value {
 }
 
 /// The audit line of an event (name and fields), or `None` for events the log does not record.
-pub fn audit_line(event: &Event) -> Option<(&'static str, Value)> {
+pub(crate) fn audit_line(event: &Event) -> Option<(&'static str, Value)> {
     Some(match event {
         Event::AdminRefused { uid, pid, method, path } => (
             "admin_refused",
@@ -167,12 +167,11 @@ pub fn audit_line(event: &Event) -> Option<(&'static str, Value)> {
             ("federated_bundle_refused", json!({ "trust_domain": trust_domain, "url": url, "reason": reason }))
         }
         // Not in the audit log (it never was); the CA logs it, and later metrics count it.
-        Event::CaRotated { .. } => return None,
+        Event::CaRotated => return None,
         // Telemetry only (metrics count them); the audited facts are in the events above.
-        Event::AttestationFinished { .. }
-        | Event::StreamOpened { .. }
-        | Event::StreamClosed { .. }
-        | Event::JwtValidated { .. } => return None,
+        Event::AttestationFinished { .. } | Event::StreamOpened | Event::StreamClosed | Event::JwtValidated { .. } => {
+            return None;
+        }
         // A good sync every few seconds is not worth a line; a failed one is.
         Event::SpireSync { ok: true, .. } => return None,
         Event::SpireSync { ok: false, entries, since_good_sync, error } => (
@@ -328,6 +327,6 @@ mod tests {
 
     #[test]
     fn ca_rotation_is_not_an_audit_line() {
-        assert!(audit_line(&Event::CaRotated { x509_authorities: 1, jwt_keys: 1 }).is_none());
+        assert!(audit_line(&Event::CaRotated).is_none());
     }
 }

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 /// What happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// A token was issued.
     Granted,
     /// The exchange was refused (an OAuth error).
@@ -23,7 +23,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    pub fn audit_name(self) -> &'static str {
+    pub(crate) fn audit_name(self) -> &'static str {
         match self {
             Outcome::Granted => "delegation_granted",
             Outcome::Refused => "delegation_refused",
@@ -36,7 +36,7 @@ impl Outcome {
 
 /// The calling agent as attested.
 #[derive(Debug, Clone, Default)]
-pub struct AgentEvidence {
+pub(crate) struct AgentEvidence {
     pub pid: Option<i32>,
     pub uid: Option<u32>,
     pub exe: Option<ExeEvidence>,
@@ -47,7 +47,7 @@ pub struct AgentEvidence {
 
 /// One exchange or decision.
 #[derive(Debug, Clone)]
-pub struct Record {
+pub(crate) struct Record {
     pub outcome: Outcome,
     pub agent: AgentEvidence,
     /// The end user (`sub` of the verified subject token).
@@ -75,7 +75,7 @@ pub struct Record {
 }
 
 impl Record {
-    pub fn new(outcome: Outcome, agent: AgentEvidence) -> Self {
+    pub(crate) fn new(outcome: Outcome, agent: AgentEvidence) -> Self {
         Self {
             outcome,
             agent,
@@ -97,7 +97,7 @@ impl Record {
     }
 
     /// The audit line's fields (null where unknown, so every line has the same shape).
-    pub fn audit_fields(&self) -> Value {
+    pub(crate) fn audit_fields(&self) -> Value {
         let a = &self.agent;
         json!({
             "user": self.user,

@@ -3,18 +3,18 @@
 //! once to every subscriber. The audit log ([`audit_sink`]) is one subscriber; metrics or a live
 //! inventory are added with one line in the daemon: `events.subscribe(Arc::new(MySink))`.
 
-pub mod audit;
-pub mod audit_sink;
-pub mod delegation;
+pub(crate) mod audit;
+pub(crate) mod audit_sink;
+pub(crate) mod delegation;
 mod rpc;
-pub use rpc::{Call, Rpc};
+pub(crate) use rpc::{Call, Rpc};
 
 use std::sync::Arc;
 
 /// One fact, with the evidence that goes with it (no keys, no tokens).
 #[derive(Debug, Clone)]
 #[non_exhaustive]
-pub enum Event {
+pub(crate) enum Event {
     /// The daemon is serving.
     Started {
         trust_domain: String,
@@ -126,25 +126,17 @@ pub enum Event {
         reason: String,
     },
     /// The CA's key ring changed (a successor published, or an expired key dropped).
-    CaRotated {
-        x509_authorities: usize,
-        jwt_keys: usize,
-    },
+    CaRotated,
     /// One attestation ran (at an RPC's start or a stream's re-attestation), with how long the
     /// attestors took (queueing for a slot excluded). Telemetry only: the facts are in
     /// `Attested`/`Refused`.
     AttestationFinished {
-        rpc: Rpc,
         ok: bool,
         duration: std::time::Duration,
     },
     /// A Workload API stream (FetchX509SVID, bundles) started; `StreamClosed` follows when it ends.
-    StreamOpened {
-        rpc: Rpc,
-    },
-    StreamClosed {
-        rpc: Rpc,
-    },
+    StreamOpened,
+    StreamClosed,
     /// A ValidateJWTSVID call checked a token (`valid`: signature, audience, expiry all good).
     JwtValidated {
         valid: bool,
@@ -174,7 +166,7 @@ pub enum Event {
 
 /// Why a caller got no identity.
 #[derive(Debug, Clone)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     /// Attestation failed (the reason says how).
     AttestationFailed(String),
     /// No entry matches the caller's selectors.
@@ -186,16 +178,16 @@ pub enum Refusal {
 }
 
 /// Owners of entries, by SPIFFE ID (entries without an owner are left out).
-pub type Owners = std::collections::BTreeMap<String, String>;
+pub(crate) type Owners = std::collections::BTreeMap<String, String>;
 
 /// The owners of `entries`.
-pub fn owners_of(entries: &[Arc<crate::registry::Entry>]) -> Owners {
+pub(crate) fn owners_of(entries: &[Arc<crate::registry::Entry>]) -> Owners {
     entries.iter().filter_map(|e| e.owner.as_ref().map(|o| (e.spiffe_id.to_string(), o.clone()))).collect()
 }
 
 /// What the inventory needs to know of a process that received SVIDs.
 #[derive(Debug, Clone, Default)]
-pub struct ProcessFacts {
+pub(crate) struct ProcessFacts {
     /// Clock ticks since boot (/proc/PID/stat field 22).
     pub start_ticks: u64,
     pub selectors: Vec<String>,
@@ -205,7 +197,7 @@ pub struct ProcessFacts {
 
 /// What a new revocation affects at the moment it is made.
 #[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct MatchedNow {
+pub(crate) struct MatchedNow {
     /// Configured entries it takes away (by SPIFFE ID).
     pub entries: Vec<String>,
     /// Running workloads holding an identity that it cuts off (pids).
@@ -213,21 +205,21 @@ pub struct MatchedNow {
 }
 
 impl MatchedNow {
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.entries.is_empty() && self.workloads.is_empty()
     }
 }
 
 /// The kind of SVID issued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SvidKind {
+pub(crate) enum SvidKind {
     X509,
     Jwt,
     Wit,
 }
 
 impl SvidKind {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             SvidKind::X509 => "x509_svid",
             SvidKind::Jwt => "jwt_svid",
@@ -238,37 +230,37 @@ impl SvidKind {
 
 /// One SVID handed out.
 #[derive(Debug, Clone)]
-pub enum IssuedSvid {
+pub(crate) enum IssuedSvid {
     X509 { spiffe_id: String, serial: String, not_after: u64, reused_for_process: bool },
     Jwt { spiffe_id: String, kid: String, expires_at: u64 },
     Wit { spiffe_id: String, kid: String, expires_at: u64 },
 }
 
 /// The executable's path and digest, as the attestors found them (no selector text parsed here).
-pub use tessera_attestors::ExeEvidence;
+pub(crate) use tessera_attestors::ExeEvidence;
 
 /// Something that wants every event.
-pub trait Subscriber: Send + Sync {
+pub(crate) trait Subscriber: Send + Sync {
     fn on_event(&self, event: &Event);
 }
 
 /// The spine: events go to every subscriber, in the order they subscribed.
 #[derive(Clone, Default)]
-pub struct Events {
+pub(crate) struct Events {
     subscribers: Vec<Arc<dyn Subscriber>>,
 }
 
 impl Events {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// Add a subscriber (before the spine is shared).
-    pub fn subscribe(&mut self, subscriber: Arc<dyn Subscriber>) {
+    pub(crate) fn subscribe(&mut self, subscriber: Arc<dyn Subscriber>) {
         self.subscribers.push(subscriber);
     }
 
-    pub fn emit(&self, event: Event) {
+    pub(crate) fn emit(&self, event: Event) {
         for s in &self.subscribers {
             s.on_event(&event);
         }

@@ -4,7 +4,7 @@
 
 /// The calls tessera serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Call {
+pub(crate) enum Call {
     FetchX509Svid,
     FetchX509Bundles,
     FetchJwtSvid,
@@ -18,7 +18,7 @@ pub enum Call {
 
 impl Call {
     /// The name on the wire (the gRPC method) or in the audit log.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Call::FetchX509Svid => "FetchX509SVID",
             Call::FetchX509Bundles => "FetchX509Bundles",
@@ -35,18 +35,18 @@ impl Call {
 
 /// A call, or the background renewal of a session a call started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Rpc {
+pub(crate) struct Rpc {
     pub call: Call,
     pub renewal: bool,
 }
 
 impl Rpc {
-    pub const fn of(call: Call) -> Self {
+    pub(crate) const fn of(call: Call) -> Self {
         Self { call, renewal: false }
     }
 
     /// The same call, as a session's background renewal.
-    pub fn renewal(self) -> Self {
+    pub(crate) fn renewal(self) -> Self {
         Self { renewal: true, ..self }
     }
 }

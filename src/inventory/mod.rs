@@ -4,7 +4,7 @@
 //! Served as `GET /inventory` on the admin socket; the JSON shape is in docs/inventory.md.
 
 mod process;
-pub mod view;
+pub(crate) mod view;
 
 use crate::clock::{Clock, SystemClock};
 use crate::events::{Event, ExeEvidence, IssuedSvid, Refusal, Rpc, Subscriber};
@@ -13,10 +13,10 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-pub use view::routes;
+pub(crate) use view::routes;
 
 /// Refusals kept (the newest); a flood of refusals costs no more than this.
-pub const MAX_REFUSALS: usize = 256;
+pub(crate) const MAX_REFUSALS: usize = 256;
 /// Processes tracked at most; past this the longest-connected entries are dropped (logged).
 const MAX_WORKLOADS: usize = 16_384;
 /// How often exited processes are removed between reads.
@@ -24,7 +24,7 @@ const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// One identity a process was handed.
 #[derive(Debug, Clone, serde::Serialize)]
-pub struct Held {
+pub(crate) struct Held {
     pub spiffe_id: String,
     /// `x509` or `jwt`.
     pub kind: &'static str,
@@ -42,7 +42,7 @@ pub struct Held {
 
 /// A process that was handed SVIDs.
 #[derive(Debug, Clone)]
-pub struct Workload {
+pub(crate) struct Workload {
     pub pid: i32,
     pub start_ticks: u64,
     pub uid: u32,
@@ -57,7 +57,7 @@ pub struct Workload {
 
 /// One refusal.
 #[derive(Debug, Clone, serde::Serialize)]
-pub struct RefusalRecord {
+pub(crate) struct RefusalRecord {
     pub time: u64,
     pub rpc: Rpc,
     pub pid: Option<i32>,
@@ -74,7 +74,7 @@ struct State {
 
 /// The live state. Share it as `Arc<Inventory>`. Its clock says which identities expired and
 /// stamps connections, refusals and the document.
-pub struct Inventory {
+pub(crate) struct Inventory {
     state: Mutex<State>,
     clock: Arc<dyn Clock>,
 }
@@ -88,17 +88,17 @@ impl Default for Inventory {
 
 impl Inventory {
     /// Without the background sweep.
-    pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
+    pub(crate) fn with_clock(clock: Arc<dyn Clock>) -> Self {
         Self { state: Mutex::default(), clock }
     }
 
     /// Now, in whole seconds since the epoch.
-    pub fn now_unix(&self) -> u64 {
+    pub(crate) fn now_unix(&self) -> u64 {
         crate::clock::unix_secs(self.clock.now())
     }
 
     /// A new inventory, swept for exited processes in the background (call inside a runtime).
-    pub fn new(clock: Arc<dyn Clock>) -> Arc<Self> {
+    pub(crate) fn new(clock: Arc<dyn Clock>) -> Arc<Self> {
         let inventory = Arc::new(Self::with_clock(clock));
         let weak = Arc::downgrade(&inventory);
         tokio::spawn(async move {
@@ -131,7 +131,7 @@ impl Inventory {
     }
 
     /// Every live process holding an identity, by pid, and the newest `refusals` refusals.
-    pub fn snapshot(&self, refusals: usize) -> (Vec<Workload>, Vec<RefusalRecord>) {
+    pub(crate) fn snapshot(&self, refusals: usize) -> (Vec<Workload>, Vec<RefusalRecord>) {
         self.prune();
         let state = self.lock();
         let mut workloads: Vec<Workload> = state.workloads.values().cloned().collect();

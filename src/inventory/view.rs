@@ -12,7 +12,7 @@ use tokio::sync::watch;
 const DEFAULT_REFUSALS: usize = 20;
 
 #[derive(Serialize)]
-pub struct InventoryDoc {
+pub(crate) struct InventoryDoc {
     pub version: u32,
     pub generated_at: u64,
     pub entries: Vec<EntryView>,
@@ -22,7 +22,7 @@ pub struct InventoryDoc {
 }
 
 #[derive(Serialize)]
-pub struct EntryView {
+pub(crate) struct EntryView {
     pub spiffe_id: String,
     pub owner: Option<String>,
     pub metadata: BTreeMap<String, MetaValue>,
@@ -34,7 +34,7 @@ pub struct EntryView {
 }
 
 #[derive(Serialize)]
-pub struct WorkloadView {
+pub(crate) struct WorkloadView {
     pub pid: i32,
     /// Unix seconds.
     pub start_time: u64,
@@ -60,7 +60,7 @@ impl WorkloadView {
 }
 
 /// The document for the policy in force and the live state.
-pub fn document(inventory: &Inventory, policy: &Policy, refusals: usize) -> InventoryDoc {
+pub(crate) fn document(inventory: &Inventory, policy: &Policy, refusals: usize) -> InventoryDoc {
     let entries = policy
         .registry
         .entries()
@@ -102,7 +102,11 @@ fn refusals_wanted(request: &Request) -> usize {
 }
 
 /// Register `GET /inventory` on the admin socket.
-pub fn routes(routes: &mut crate::net::http::Routes, inventory: Arc<Inventory>, policy: watch::Receiver<Arc<Policy>>) {
+pub(crate) fn routes(
+    routes: &mut crate::net::http::Routes,
+    inventory: Arc<Inventory>,
+    policy: watch::Receiver<Arc<Policy>>,
+) {
     routes.add(Method::GET, "/inventory", move |request: Request| {
         let inventory = inventory.clone();
         let policy = policy.borrow().clone();

@@ -29,7 +29,7 @@ type SvidCache = HashMap<(crate::peer::ProcessKey, SpiffeId), CachedSvid>;
 /// Per-process SVIDs kept at most; past this, those due for renewal are dropped (then all).
 const SVID_CACHE_LIMIT: usize = 16_384;
 
-pub struct LocalIssuer {
+pub(crate) struct LocalIssuer {
     ca: Arc<Ca>,
     /// Bumped whenever the CA's bundle changes (rotation).
     generation: watch::Receiver<u64>,
@@ -39,7 +39,7 @@ pub struct LocalIssuer {
 }
 
 impl LocalIssuer {
-    pub fn new(ca: Arc<Ca>, generation: watch::Receiver<u64>) -> Self {
+    pub(crate) fn new(ca: Arc<Ca>, generation: watch::Receiver<u64>) -> Self {
         Self { ca, generation, cache: Mutex::default(), bundles: Mutex::default() }
     }
 

@@ -2,7 +2,7 @@
 //! node-local CA with its per-process SVID cache is [`local::LocalIssuer`]. A signer elsewhere (a
 //! SPIRE Server, a KMS) is another implementation of the same trait.
 
-pub mod local;
+pub(crate) mod local;
 
 use crate::bundle::{JwtBundle, X509Bundle};
 use crate::caller::Caller;
@@ -15,7 +15,7 @@ use tokio::sync::watch;
 /// The signing side as the services that publish or use its keys see it (delegation, OIDC and
 /// the bundle endpoint, telemetry): a snapshot of the key ring and the trust domain, behind one
 /// seam beside [`Issuer`]. The node-local CA is one; a SPIRE-mode key view would be another.
-pub trait KeySource: Send + Sync {
+pub(crate) trait KeySource: Send + Sync {
     /// The current key ring (an immutable snapshot).
     fn authorities(&self) -> Arc<crate::ca::Authorities>;
     fn trust_domain(&self) -> &TrustDomain;
@@ -55,7 +55,7 @@ pub enum IssueError {
 
 /// The local trust domain's bundles at one moment; a new value (a new `Arc`) after each change.
 #[derive(Debug)]
-pub struct Bundles {
+pub(crate) struct Bundles {
     pub x509: X509Bundle,
     pub jwt: Arc<JwtBundle>,
     /// WIT signing keys (`use: wit-svid`), for FetchWITBundles only.
@@ -63,25 +63,25 @@ pub struct Bundles {
 }
 
 /// One X.509-SVID handed out, and whether this process had it already.
-pub struct IssuedX509 {
+pub(crate) struct IssuedX509 {
     pub svid: Arc<X509Svid>,
     pub reused: bool,
 }
 
 /// X.509-SVIDs for every entry of a caller, the bundle they verify against, and when to renew.
-pub struct X509Svids {
+pub(crate) struct X509Svids {
     pub svids: Vec<IssuedX509>,
     pub bundles: Arc<Bundles>,
     pub refresh: SystemTime,
 }
 
 /// One JWT-SVID and the key ID that signed it.
-pub struct IssuedJwt {
+pub(crate) struct IssuedJwt {
     pub svid: JwtSvid,
     pub kid: String,
 }
 
-pub trait Issuer: Send + Sync {
+pub(crate) trait Issuer: Send + Sync {
     /// The trust domain this issuer signs for.
     fn trust_domain(&self) -> &TrustDomain;
     /// An X.509-SVID for each of the caller's entries, in order.

@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, watch};
 
 /// Connection limits and timeouts of the Workload API socket.
 #[derive(Debug, Clone, Copy)]
-pub struct ConnectionLimits {
+pub(crate) struct ConnectionLimits {
     pub max_connections: usize,
     pub max_connections_per_uid: usize,
     /// A connection that has sent no complete request by then is closed.
@@ -26,7 +26,7 @@ impl Default for ConnectionLimits {
 impl ConnectionLimits {
     /// Raise the soft fd limit to the hard one and fit the caps to it ([`Self::fitted`]); logs the
     /// caps in force.
-    pub fn fitted_to_fd_limit(self) -> Self {
+    pub(crate) fn fitted_to_fd_limit(self) -> Self {
         let fd_limit = raise_fd_limit();
         let fitted = self.fitted(fd_limit);
         if fitted.max_connections < self.max_connections {
@@ -51,7 +51,7 @@ impl ConnectionLimits {
     /// reads and the connections' remembered attestations (two fds each, see `caller::session`).
     /// One uid gets at most a quarter of the global cap: a low fd limit shrinks the global cap
     /// below the configured per-uid one, and one uid must not then take every slot.
-    pub fn fitted(mut self, fd_limit: u64) -> Self {
+    pub(crate) fn fitted(mut self, fd_limit: u64) -> Self {
         const RESERVED_FDS: u64 = 512 + 2 * crate::caller::session::MAX_SESSIONS as u64;
         let fit = usize::try_from(fd_limit.saturating_sub(RESERVED_FDS) / 2).unwrap_or(usize::MAX).max(16);
         self.max_connections = self.max_connections.min(fit);
@@ -74,7 +74,7 @@ fn raise_fd_limit() -> u64 {
 }
 
 /// Accept connections until shutdown, handing admitted ones to the server.
-pub fn spawn(
+pub(crate) fn spawn(
     listener: UnixListener,
     limits: ConnectionLimits,
     mut shutdown: watch::Receiver<bool>,

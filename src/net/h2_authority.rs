@@ -46,7 +46,7 @@ struct PendingBlock {
 }
 
 /// The filtering stream. Reads are filtered; writes pass straight through.
-pub struct AuthorityFix<S> {
+pub(crate) struct AuthorityFix<S> {
     inner: S,
     raw: Vec<u8>,
     out: Vec<u8>,
@@ -62,7 +62,7 @@ pub struct AuthorityFix<S> {
 }
 
 impl<S> AuthorityFix<S> {
-    pub fn new(inner: S) -> Self {
+    pub(crate) fn new(inner: S) -> Self {
         Self {
             inner,
             raw: Vec::new(),
@@ -81,12 +81,8 @@ impl<S> AuthorityFix<S> {
         }
     }
 
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
     /// Complete header blocks seen so far.
-    pub fn header_blocks(&self) -> u64 {
+    pub(crate) fn header_blocks(&self) -> u64 {
         self.header_blocks
     }
 

@@ -8,7 +8,7 @@ use tokio::net::UnixListener;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum EndpointError {
+pub(crate) enum EndpointError {
     #[error("another tessera (or other server) is already serving on {0}; stop it or choose another socket_path")]
     InUse(PathBuf),
     #[error("{0} exists and is not a socket; refusing to replace it (remove it or choose another socket_path)")]
@@ -18,7 +18,7 @@ pub enum EndpointError {
 }
 
 /// `InUse` when a server answers on `path` (nothing is created or removed here).
-pub fn ensure_free(path: &Path) -> Result<(), EndpointError> {
+pub(crate) fn ensure_free(path: &Path) -> Result<(), EndpointError> {
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() && std::os::unix::net::UnixStream::connect(path).is_ok() => {
             Err(EndpointError::InUse(path.to_owned()))
@@ -27,7 +27,7 @@ pub fn ensure_free(path: &Path) -> Result<(), EndpointError> {
     }
 }
 
-pub fn bind(path: &Path, mode: u32) -> Result<UnixListener, EndpointError> {
+pub(crate) fn bind(path: &Path, mode: u32) -> Result<UnixListener, EndpointError> {
     let io_err = |source| EndpointError::Io { path: path.to_owned(), source };
     match std::fs::symlink_metadata(path) {
         Ok(meta) => {
@@ -56,7 +56,7 @@ pub fn bind(path: &Path, mode: u32) -> Result<UnixListener, EndpointError> {
 }
 
 /// Parse a Workload API address: `unix:///abs/path`, `unix:/abs/path` or a bare path.
-pub fn socket_from_address(addr: &str) -> Result<PathBuf, String> {
+pub(crate) fn socket_from_address(addr: &str) -> Result<PathBuf, String> {
     let path = if let Some(rest) = addr.strip_prefix("unix://") {
         if !rest.starts_with('/') {
             return Err(format!("{addr:?}: a unix address has no authority; write unix:///absolute/path"));

@@ -5,9 +5,9 @@
 //! servers with their limits, route registration and one status table ([`http`]). Services sit
 //! above it and never bind or accept themselves.
 
-pub mod accept;
-pub mod h2_authority;
+pub(crate) mod accept;
+pub(crate) mod h2_authority;
 mod hpack_check;
-pub mod http;
-pub mod listener;
-pub mod peer;
+pub(crate) mod http;
+pub(crate) mod listener;
+pub(crate) mod peer;

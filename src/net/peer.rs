@@ -2,7 +2,7 @@
 
 use super::h2_authority::AuthorityFix;
 use crate::limits::{Held, OverLimit, UidCounter};
-pub use crate::peer::PeerInfo;
+pub(crate) use crate::peer::PeerInfo;
 use std::future::Future;
 use std::io;
 use std::os::fd::AsFd;
@@ -33,7 +33,7 @@ impl PeerInfo {
 
 /// Why an accepted connection was closed at once.
 #[derive(Debug, thiserror::Error)]
-pub enum Refused {
+pub(crate) enum Refused {
     #[error("cannot read peer credentials: {0}")]
     Credentials(#[from] io::Error),
     #[error("uid {uid}: {why}")]
@@ -41,7 +41,7 @@ pub enum Refused {
 }
 
 /// An accepted workload connection.
-pub struct PeerStream {
+pub(crate) struct PeerStream {
     inner: AuthorityFix<UnixStream>,
     info: PeerInfo,
     /// Closes the connection if no request (a complete header block) arrives in time: idle or
@@ -54,7 +54,7 @@ pub struct PeerStream {
 impl PeerStream {
     /// Admit a connection under the limits, capturing its peer. The uid is checked against the
     /// limits before the pidfd is opened, so a refused connection costs no further fd.
-    pub fn accept(
+    pub(crate) fn accept(
         stream: UnixStream,
         limits: &Arc<UidCounter>,
         first_request_within: std::time::Duration,

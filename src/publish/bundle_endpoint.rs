@@ -24,12 +24,12 @@ const RETRY: Duration = Duration::from_secs(10);
 
 /// `spiffe_refresh_hint`: a successor key is published a tenth of the CA TTL before it signs,
 /// so partners polling at this interval always hold it in time.
-pub fn refresh_hint(ca_ttl: Duration) -> u64 {
+pub(crate) fn refresh_hint(ca_ttl: Duration) -> u64 {
     (ca_ttl / 20).as_secs().clamp(1, 300)
 }
 
 /// The document: x509-svid and jwt-svid keys, `spiffe_sequence`, `spiffe_refresh_hint`.
-pub fn document(auth: &Authorities, sequence: u64, hint: u64) -> serde_json::Value {
+pub(crate) fn document(auth: &Authorities, sequence: u64, hint: u64) -> serde_json::Value {
     let mut doc = crate::bundle::federation::spiffe_bundle_json(auth, sequence);
     doc["spiffe_refresh_hint"] = serde_json::json!(hint);
     doc

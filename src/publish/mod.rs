@@ -2,9 +2,9 @@
 //! bundle endpoint ([`bundle_endpoint`]), each on its own TCP listener through `crate::net::http`.
 //! [`spawn`] is the one call the daemon makes.
 
-pub mod bundle_endpoint;
-pub mod oidc;
-pub mod tls;
+pub(crate) mod bundle_endpoint;
+pub(crate) mod oidc;
+pub(crate) mod tls;
 
 use crate::clock::Clock;
 use crate::config::Config;
@@ -16,7 +16,7 @@ use tokio::sync::watch;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum PublishError {
+pub(crate) enum PublishError {
     #[error("cannot listen on {addr} ({what}): {source}")]
     Listen { addr: std::net::SocketAddr, what: &'static str, source: std::io::Error },
     #[error(transparent)]
@@ -27,7 +27,7 @@ pub enum PublishError {
 /// admin route `GET /oidc` (the documents, for `tessera export oidc`). With `delegation_keys`
 /// (delegation is on), the delegated-token issuer's documents are published too, apart from the
 /// JWT-SVID ones. `clock`: when the bundle endpoint's own SVID is minted and renewed.
-pub async fn spawn(
+pub(crate) async fn spawn(
     config: &Config,
     ca: Arc<dyn KeySource>,
     ca_generation: watch::Receiver<u64>,

@@ -12,25 +12,25 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-pub const DISCOVERY_PATH: &str = "/.well-known/openid-configuration";
-pub const JWKS_PATH: &str = "/keys";
+pub(crate) const DISCOVERY_PATH: &str = "/.well-known/openid-configuration";
+pub(crate) const JWKS_PATH: &str = "/keys";
 /// Where the delegated-token issuer's documents live, below the JWT-SVID issuer.
-pub const DELEGATION_PREFIX: &str = "/delegation";
-pub const DELEGATION_DISCOVERY_PATH: &str = "/delegation/.well-known/openid-configuration";
-pub const DELEGATION_JWKS_PATH: &str = "/delegation/keys";
+pub(crate) const DELEGATION_PREFIX: &str = "/delegation";
+pub(crate) const DELEGATION_DISCOVERY_PATH: &str = "/delegation/.well-known/openid-configuration";
+pub(crate) const DELEGATION_JWKS_PATH: &str = "/delegation/keys";
 
 /// The delegated-token keys to publish (when delegation is on): called on every request,
 /// returns JWKs (each with `kid`; `use: sig` is set here).
-pub type DelegationKeys = Arc<dyn Fn() -> Vec<Value> + Send + Sync>;
+pub(crate) type DelegationKeys = Arc<dyn Fn() -> Vec<Value> + Send + Sync>;
 
 /// The `iss` of delegated tokens: `jwt_issuer` + `/delegation`.
-pub fn delegation_issuer(jwt_issuer: &str) -> String {
+pub(crate) fn delegation_issuer(jwt_issuer: &str) -> String {
     format!("{}{DELEGATION_PREFIX}", jwt_issuer.trim_end_matches('/'))
 }
 
 /// The discovery document of `issuer` (`jwt_issuer`, or the delegation issuer); the JWKS is
 /// served beside it.
-pub fn discovery(issuer: &str) -> Value {
+pub(crate) fn discovery(issuer: &str) -> Value {
     let base = issuer.trim_end_matches('/');
     json!({
         "issuer": issuer,
@@ -46,13 +46,13 @@ pub fn discovery(issuer: &str) -> Value {
 
 /// The JWK Set: every JWT-SVID key in the ring (successors from the moment they are made, before
 /// they sign; predecessors until they expire, which no token they signed outlives). Only those.
-pub fn jwks(auth: &Authorities) -> Value {
+pub(crate) fn jwks(auth: &Authorities) -> Value {
     let keys: Vec<Value> = auth.jwt.iter().map(|k| crate::bundle::jwks::published_jwk(k)).collect();
     json!({ "keys": keys })
 }
 
 /// The delegation issuer's JWK Set: only the delegated-token keys.
-pub fn delegation_jwks(keys: &DelegationKeys) -> Value {
+pub(crate) fn delegation_jwks(keys: &DelegationKeys) -> Value {
     let keys: Vec<Value> = keys()
         .into_iter()
         .filter(Value::is_object)
@@ -67,7 +67,7 @@ pub fn delegation_jwks(keys: &DelegationKeys) -> Value {
 /// When the key set changes next by a new key: the newest JWT key's half-life (the rotation rule
 /// makes its successor then; it signs a tenth of the CA TTL later). A static copy of the JWKS
 /// must be republished between the two.
-pub fn next_publication(auth: &Authorities) -> Option<SystemTime> {
+pub(crate) fn next_publication(auth: &Authorities) -> Option<SystemTime> {
     let newest = auth.jwt.last()?;
     let life = newest.not_after.duration_since(newest.not_before).unwrap_or_default();
     Some(newest.not_before + life / 2)

@@ -10,7 +10,7 @@ use std::sync::{Arc, RwLock};
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum TlsError {
+pub(crate) enum TlsError {
     #[error("cannot read TLS certificate {path}: {reason}")]
     Cert { path: String, reason: String },
     #[error("cannot read TLS key {path}: {reason}")]
@@ -20,7 +20,7 @@ pub enum TlsError {
 }
 
 /// A TLS acceptor serving the certificate chain and key in `files`.
-pub fn acceptor_from_files(files: &TlsFiles) -> Result<tokio_rustls::TlsAcceptor, TlsError> {
+pub(crate) fn acceptor_from_files(files: &TlsFiles) -> Result<tokio_rustls::TlsAcceptor, TlsError> {
     let cert_err = |reason: String| TlsError::Cert { path: files.cert.display().to_string(), reason };
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
         .map_err(|e| cert_err(e.to_string()))?
@@ -40,18 +40,18 @@ pub fn acceptor_from_files(files: &TlsFiles) -> Result<tokio_rustls::TlsAcceptor
 
 /// The server certificate of a listener whose certificate changes at run time.
 #[derive(Debug)]
-pub struct SwappableCert {
+pub(crate) struct SwappableCert {
     current: RwLock<Arc<CertifiedKey>>,
 }
 
 impl SwappableCert {
-    pub fn new(first: CertifiedKey) -> Arc<Self> {
+    pub(crate) fn new(first: CertifiedKey) -> Arc<Self> {
         Arc::new(Self { current: RwLock::new(Arc::new(first)) })
     }
-    pub fn replace(&self, next: CertifiedKey) {
+    pub(crate) fn replace(&self, next: CertifiedKey) {
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
     }
-    pub fn acceptor(self: &Arc<Self>) -> tokio_rustls::TlsAcceptor {
+    pub(crate) fn acceptor(self: &Arc<Self>) -> tokio_rustls::TlsAcceptor {
         let config = rustls::ServerConfig::builder().with_no_client_auth().with_cert_resolver(self.clone());
         tokio_rustls::TlsAcceptor::from(Arc::new(config))
     }
@@ -64,7 +64,7 @@ impl ResolvesServerCert for SwappableCert {
 }
 
 /// A certified key from concatenated DER certificates (leaf first) and a PKCS#8 key.
-pub fn certified_key(chain_der: &[u8], key_pkcs8: &[u8]) -> Result<CertifiedKey, TlsError> {
+pub(crate) fn certified_key(chain_der: &[u8], key_pkcs8: &[u8]) -> Result<CertifiedKey, TlsError> {
     let mut certs = Vec::new();
     let mut rest = chain_der;
     while !rest.is_empty() {

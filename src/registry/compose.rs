@@ -28,7 +28,7 @@ use tokio::sync::watch;
 
 /// What a loaded config puts into the policy.
 #[derive(Debug, Clone, Default)]
-pub struct ConfigPart {
+pub(crate) struct ConfigPart {
     pub registry: Registry,
     /// The config's attestor settings; what entries and deny rules need is worked out here.
     pub attest: AttestConfig,
@@ -46,7 +46,7 @@ pub struct ConfigPart {
 /// What a sync with the SPIRE Server puts into the policy: its entries (those served) and its
 /// federated bundles, in place of the config's. Deny rules and delegation issuers stay.
 #[derive(Debug, Clone, Default)]
-pub struct SpireSync {
+pub(crate) struct SpireSync {
     pub registry: Registry,
     pub federated: BTreeMap<TrustDomain, Arc<FederatedBundle>>,
 }
@@ -106,7 +106,10 @@ impl Inputs {
 
 /// The attestor settings for `entries`: `base` with digests and config files computed only
 /// where an entry's selector asks for them.
-pub fn attest_for_entries<'a>(base: &AttestConfig, entries: impl Iterator<Item = &'a Entry> + Clone) -> AttestConfig {
+pub(crate) fn attest_for_entries<'a>(
+    base: &AttestConfig,
+    entries: impl Iterator<Item = &'a Entry> + Clone,
+) -> AttestConfig {
     let sels = || entries.clone().flat_map(|e| e.selectors.iter());
     let wants = |kind: Kind| sels().any(|s| s.kind() == kind && s.value().starts_with("sha256:"));
     let mut paths: Vec<_> = sels().filter_map(tessera_attestors::config_path_of).collect();
@@ -127,7 +130,7 @@ struct Inner {
 
 /// The handle every writer of the policy holds (cheap to clone): one method per input.
 #[derive(Clone)]
-pub struct PolicyComposer {
+pub(crate) struct PolicyComposer {
     inner: Arc<Inner>,
 }
 
@@ -139,7 +142,7 @@ impl std::fmt::Debug for PolicyComposer {
 
 impl PolicyComposer {
     /// Compose the first policy from the config and the stored runtime revocations.
-    pub fn new(config: ConfigPart, runtime: Vec<Arc<DenyRule>>) -> Self {
+    pub(crate) fn new(config: ConfigPart, runtime: Vec<Arc<DenyRule>>) -> Self {
         let mut inputs =
             Inputs { config, fetched: BTreeMap::new(), runtime, spire: None, deny: Arc::default(), attestor: None };
         inputs.rebuild_deny();
@@ -148,19 +151,19 @@ impl PolicyComposer {
     }
 
     /// A receiver of every policy published from now on (it has seen the current one).
-    pub fn subscribe(&self) -> watch::Receiver<Arc<Policy>> {
+    pub(crate) fn subscribe(&self) -> watch::Receiver<Arc<Policy>> {
         self.inner.tx.subscribe()
     }
 
     /// The policy in force.
-    pub fn current(&self) -> Arc<Policy> {
+    pub(crate) fn current(&self) -> Arc<Policy> {
         self.inner.tx.borrow().clone()
     }
 
     /// A reloaded config; runtime revocations, fetched bundles of the partners it still names
     /// and a SPIRE sync stay. A partner the config drops loses its fetched bundle: if it is added
     /// again later, its (new) configured bundle is the trust anchor, not a stale fetched one.
-    pub fn config_loaded(&self, config: ConfigPart) {
+    pub(crate) fn config_loaded(&self, config: ConfigPart) {
         self.update(|i| {
             i.fetched.retain(|td, _| config.federation.contains_key(td));
             i.config = config;
@@ -170,7 +173,7 @@ impl PolicyComposer {
 
     /// A bundle fetched from a federation partner's endpoint; it wins over the config's. One for
     /// a partner the config does not name is ignored.
-    pub fn bundle_updated(&self, trust_domain: TrustDomain, bundle: Arc<FederatedBundle>) {
+    pub(crate) fn bundle_updated(&self, trust_domain: TrustDomain, bundle: Arc<FederatedBundle>) {
         self.update(|i| {
             if i.config.federation.contains_key(&trust_domain) {
                 i.fetched.insert(trust_domain, bundle);
@@ -179,7 +182,7 @@ impl PolicyComposer {
     }
 
     /// The runtime revocations now in force (the whole set).
-    pub fn revocations_changed(&self, runtime: Vec<Arc<DenyRule>>) {
+    pub(crate) fn revocations_changed(&self, runtime: Vec<Arc<DenyRule>>) {
         self.update(|i| {
             i.runtime = runtime;
             i.rebuild_deny();
@@ -187,7 +190,7 @@ impl PolicyComposer {
     }
 
     /// What the SPIRE Server sent: its entries and federated bundles replace the config's.
-    pub fn spire_synced(&self, sync: SpireSync) {
+    pub(crate) fn spire_synced(&self, sync: SpireSync) {
         self.update(|i| i.spire = Some(sync));
     }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 /// An identity provider whose user tokens agents may exchange (`[[delegation.issuers]]`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TrustedIssuer {
+pub(crate) struct TrustedIssuer {
     /// The exact `iss` of its tokens.
     pub issuer: String,
     /// Its JWK Set, read from this file (reloaded when it changes).
@@ -19,7 +19,7 @@ pub struct TrustedIssuer {
 
 /// Delegation is configured: the token socket and the trusted issuers.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DelegationConfig {
+pub(crate) struct DelegationConfig {
     /// The RFC 8693 token endpoint (HTTP/1.1 on a Unix socket, mode 0777: attestation decides).
     pub token_socket_path: PathBuf,
     pub issuers: Vec<TrustedIssuer>,
@@ -41,13 +41,13 @@ pub struct EntryDelegation {
     pub approval: Vec<String>,
 }
 
-pub const DEFAULT_MAX_TTL: Duration = Duration::from_secs(300);
-pub const MAX_MAX_TTL: Duration = Duration::from_secs(86400);
-pub const DEFAULT_MAX_DEPTH: u32 = 1;
-pub const MAX_DEPTH_LIMIT: u32 = 16;
+pub(crate) const DEFAULT_MAX_TTL: Duration = Duration::from_secs(300);
+pub(crate) const MAX_MAX_TTL: Duration = Duration::from_secs(86400);
+pub(crate) const DEFAULT_MAX_DEPTH: u32 = 1;
+pub(crate) const MAX_DEPTH_LIMIT: u32 = 16;
 
 /// RFC 6749 §3.3 scope-token: 1*( %x21 / %x23-5B / %x5D-7E ), here at most 128 bytes.
-pub fn valid_scope_token(s: &str) -> bool {
+pub(crate) fn valid_scope_token(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 128
         && s.bytes().all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b))
@@ -55,14 +55,14 @@ pub fn valid_scope_token(s: &str) -> bool {
 
 /// The configured identity providers with their keys, loaded with each config (reload included).
 #[derive(Debug, Default)]
-pub struct Issuers {
+pub(crate) struct Issuers {
     issuers: Vec<(TrustedIssuer, crate::bundle::JwtBundle)>,
 }
 
 impl Issuers {
     /// Read every issuer's JWKS file. A file that cannot be read or holds no usable key refuses
     /// the config (start or reload), as a federated bundle does.
-    pub fn load(issuers: &[TrustedIssuer]) -> Result<Self, crate::bundle::federation::BundleError> {
+    pub(crate) fn load(issuers: &[TrustedIssuer]) -> Result<Self, crate::bundle::federation::BundleError> {
         let mut out = Vec::new();
         for i in issuers {
             let path = i.jwks_path.display().to_string();
@@ -86,7 +86,7 @@ impl Issuers {
         Ok(Self { issuers: out })
     }
 
-    pub fn find(&self, iss: &str) -> Option<&(TrustedIssuer, crate::bundle::JwtBundle)> {
+    pub(crate) fn find(&self, iss: &str) -> Option<&(TrustedIssuer, crate::bundle::JwtBundle)> {
         self.issuers.iter().find(|(i, _)| i.issuer == iss)
     }
 }

@@ -13,7 +13,7 @@ use tessera_attestors::{AttestConfig, Kind, Selector};
 /// What a rule denies.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum DenyTarget {
+pub(crate) enum DenyTarget {
     /// Any workload with this selector (e.g. `unix:sha256:…`).
     Selector(Selector),
     /// This identity, for every workload.
@@ -32,7 +32,7 @@ impl std::fmt::Display for DenyTarget {
 /// Who made a rule.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "source", rename_all = "snake_case")]
-pub enum Origin {
+pub(crate) enum Origin {
     /// A `[[deny]]` block of the config file (lifted by editing the file).
     Config,
     /// `tessera revoke`, by this admin caller, at this time (unix seconds).
@@ -41,7 +41,7 @@ pub enum Origin {
 
 /// One deny rule.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DenyRule {
+pub(crate) struct DenyRule {
     /// `config-N` for the N-th `[[deny]]` block, `r-XXXXXXXX` for runtime revocations.
     pub id: String,
     #[serde(flatten)]
@@ -53,13 +53,13 @@ pub struct DenyRule {
 
 /// The rules in force: the config's and the runtime store's.
 #[derive(Debug, Clone, Default)]
-pub struct DenyList {
+pub(crate) struct DenyList {
     pub config: Vec<Arc<DenyRule>>,
     pub runtime: Vec<Arc<DenyRule>>,
 }
 
 impl DenyList {
-    pub fn rules(&self) -> impl Iterator<Item = &Arc<DenyRule>> {
+    pub(crate) fn rules(&self) -> impl Iterator<Item = &Arc<DenyRule>> {
         self.config.iter().chain(self.runtime.iter())
     }
 
@@ -70,7 +70,7 @@ impl DenyList {
     /// digest, whatever the reason: the script attestor withholds its selectors when the
     /// environment or command line could make the interpreter run other code (`PYTHONPATH`,
     /// `-c`, an unknown option), and the revoked script may be what then runs.
-    pub fn denies_workload(&self, selectors: &BTreeSet<Selector>) -> Option<Arc<DenyRule>> {
+    pub(crate) fn denies_workload(&self, selectors: &BTreeSet<Selector>) -> Option<Arc<DenyRule>> {
         if let Some(r) = self.rules().find(|r| matches!(&r.target, DenyTarget::Selector(s) if selectors.contains(s))) {
             return Some(r.clone());
         }
@@ -100,7 +100,7 @@ impl DenyList {
 
     /// Attestor settings that compute every digest and config file the rules name (else a rule
     /// on `unix:sha256:…` would never see the selector it names).
-    pub fn attest_config(&self, base: &AttestConfig) -> AttestConfig {
+    pub(crate) fn attest_config(&self, base: &AttestConfig) -> AttestConfig {
         let mut c = base.clone();
         for r in self.rules() {
             if let DenyTarget::Selector(s) = &r.target {
@@ -121,12 +121,8 @@ impl DenyList {
     }
 
     /// The first rule denying this identity.
-    pub fn denies_id(&self, id: &SpiffeId) -> Option<&Arc<DenyRule>> {
+    pub(crate) fn denies_id(&self, id: &SpiffeId) -> Option<&Arc<DenyRule>> {
         self.rules().find(|r| matches!(&r.target, DenyTarget::SpiffeId(d) if d == id))
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.config.is_empty() && self.runtime.is_empty()
     }
 }
 

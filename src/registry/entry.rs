@@ -68,7 +68,7 @@ impl Entry {
 /// Cheap to clone (the daemon holds it in its config and in every policy snapshot): both parts
 /// are shared, not copied; a registry is never changed, a reload builds a new one.
 #[derive(Debug, Clone, Default)]
-pub struct Registry {
+pub(crate) struct Registry {
     entries: Arc<[Arc<Entry>]>,
     /// Each entry listed once, under its least common selector: a workload can only match an
     /// entry whose rarest selector it has, so a lookup per workload selector finds every
@@ -77,7 +77,7 @@ pub struct Registry {
 }
 
 impl Registry {
-    pub fn new(entries: Vec<Entry>) -> Self {
+    pub(crate) fn new(entries: Vec<Entry>) -> Self {
         let mut frequency: HashMap<&Selector, usize> = HashMap::new();
         for s in entries.iter().flat_map(|e| e.selectors.iter()) {
             *frequency.entry(s).or_default() += 1;
@@ -94,13 +94,13 @@ impl Registry {
         Self { entries: entries.into_iter().map(Arc::new).collect(), index: Arc::new(index) }
     }
 
-    pub fn entries(&self) -> &[Arc<Entry>] {
+    pub(crate) fn entries(&self) -> &[Arc<Entry>] {
         &self.entries
     }
 
     /// Entries whose selectors the workload all has, in config order. Entries with the same
     /// SPIFFE ID yield one SVID (the first), as a response names each identity once.
-    pub fn matching(&self, workload: &BTreeSet<Selector>) -> Vec<&Arc<Entry>> {
+    pub(crate) fn matching(&self, workload: &BTreeSet<Selector>) -> Vec<&Arc<Entry>> {
         let mut candidates: Vec<usize> =
             workload.iter().filter_map(|s| self.index.get(s)).flat_map(|v| v.iter().copied()).collect();
         candidates.sort_unstable();

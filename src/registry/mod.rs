@@ -2,13 +2,14 @@
 //! snapshot every request reads once (entries, attestor settings, federated bundles, JWT
 //! issuer), replaced whole in one step on reload, and its one writer, the [`compose`]r.
 
-pub mod compose;
-pub mod delegation;
-pub mod deny;
-pub mod entry;
+pub(crate) mod compose;
+pub(crate) mod delegation;
+pub(crate) mod deny;
+pub(crate) mod entry;
 
-pub use deny::{DenyList, DenyRule, DenyTarget, Origin};
-pub use entry::{Entry, MetaValue, Registry};
+pub(crate) use deny::{DenyList, DenyRule, DenyTarget};
+pub use entry::Entry;
+pub(crate) use entry::{MetaValue, Registry};
 
 use crate::bundle::FederatedBundle;
 use crate::spiffe_id::TrustDomain;
@@ -17,12 +18,12 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use tessera_attestors::{Attestor, Selector};
 
-pub use compose::{ConfigPart, PolicyComposer, SpireSync};
+pub(crate) use compose::{ConfigPart, PolicyComposer, SpireSync};
 
 /// What a reload can change, swapped as a whole: a request that read one snapshot attests with
 /// its attestor settings and matches its entries, never a mix of two configs.
 #[derive(Debug, Clone)]
-pub struct Policy {
+pub(crate) struct Policy {
     pub registry: Registry,
     /// Attestation with this config's settings (env allowlist, config files, ...). Kept across
     /// reloads that do not change them, so its digest cache survives.
@@ -40,7 +41,7 @@ pub struct Policy {
 
 /// Why a workload whose selectors match entries gets none of them.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum NotEntitled {
+pub(crate) enum NotEntitled {
     /// No active entry matches.
     NoEntry,
     /// Entries match, but a deny rule takes them all away.
@@ -50,7 +51,7 @@ pub enum NotEntitled {
 impl Policy {
     /// The entries a workload with these selectors gets: the active entries it matches, minus
     /// every identity a deny rule names; nothing at all when a rule names one of its selectors.
-    pub fn entitled(&self, selectors: &BTreeSet<Selector>) -> Result<Vec<Arc<Entry>>, NotEntitled> {
+    pub(crate) fn entitled(&self, selectors: &BTreeSet<Selector>) -> Result<Vec<Arc<Entry>>, NotEntitled> {
         let matched = self.registry.matching(selectors);
         if matched.is_empty() {
             return Err(NotEntitled::NoEntry);
@@ -79,7 +80,7 @@ impl Policy {
 
     /// Why JWT-SVIDs of `id` must no longer validate here: a deny rule names it, or its entries
     /// are all retired.
-    pub fn refuses_tokens_of(&self, id: &crate::spiffe_id::SpiffeId) -> Option<String> {
+    pub(crate) fn refuses_tokens_of(&self, id: &crate::spiffe_id::SpiffeId) -> Option<String> {
         if let Some(rule) = self.deny.denies_id(id) {
             return Some(format!("{id} is revoked (rule {})", rule.id));
         }
@@ -91,7 +92,7 @@ impl Policy {
     }
 
     /// The federated bundles `entries` ask for (`federates_with`).
-    pub fn federated_for(&self, entries: &[Arc<Entry>]) -> BTreeMap<TrustDomain, Arc<FederatedBundle>> {
+    pub(crate) fn federated_for(&self, entries: &[Arc<Entry>]) -> BTreeMap<TrustDomain, Arc<FederatedBundle>> {
         entries
             .iter()
             .flat_map(|e| e.federates_with.iter())

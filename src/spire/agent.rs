@@ -26,7 +26,7 @@ use tonic::transport::Channel;
 
 /// Start SPIRE mode: load what was persisted and serve it at once, then sync in the background.
 /// `last_sync` is kept up to date with the end of every good sync (telemetry reads it).
-pub fn start(
+pub(crate) fn start(
     config: &Config,
     spire: &SpireConfig,
     policy: PolicyComposer,

@@ -16,7 +16,7 @@ use tessera_attestors::{Kind, Selector};
 
 /// Why a server entry is not served.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum EntryRefusal {
+pub(crate) enum EntryRefusal {
     /// Normal: not a workload entry for tessera's attestors.
     #[error("selector type {0:?} is not one tessera's attestors produce")]
     ForeignSelector(String),
@@ -24,13 +24,13 @@ pub enum EntryRefusal {
     Malformed(String),
 }
 
-pub fn spiffe_id(id: Option<&types::Spiffeid>) -> Result<SpiffeId, String> {
+pub(crate) fn spiffe_id(id: Option<&types::Spiffeid>) -> Result<SpiffeId, String> {
     let id = id.ok_or("no SPIFFE ID")?;
     SpiffeId::parse_workload(&format!("spiffe://{}{}", id.trust_domain, id.path)).map_err(|e| e.to_string())
 }
 
 /// A server entry as a registry entry (TTLs are the server's business; kept for display only).
-pub fn entry(e: &types::Entry, td: &TrustDomain) -> Result<Entry, EntryRefusal> {
+pub(crate) fn entry(e: &types::Entry, td: &TrustDomain) -> Result<Entry, EntryRefusal> {
     let id = spiffe_id(e.spiffe_id.as_ref()).map_err(|m| EntryRefusal::Malformed(format!("entry {}: {m}", e.id)))?;
     if id.trust_domain() != td {
         return Err(EntryRefusal::Malformed(format!("entry {}: {id} is outside {td}", e.id)));
@@ -74,13 +74,8 @@ pub fn entry(e: &types::Entry, td: &TrustDomain) -> Result<Entry, EntryRefusal> 
     })
 }
 
-/// `spire-server entry create -selector` flags for a selector (type up to the first colon).
-pub fn selector_flag(s: &Selector) -> String {
-    format!("-selector {}:{}", s.kind().as_str(), s.value())
-}
-
 /// A server bundle as tessera's X.509 and JWT bundles.
-pub fn bundle(b: &types::Bundle) -> Result<FederatedBundle, String> {
+pub(crate) fn bundle(b: &types::Bundle) -> Result<FederatedBundle, String> {
     let mut certs = Vec::new();
     for a in &b.x509_authorities {
         x509_parser::parse_x509_certificate(&a.asn1).map_err(|e| format!("X.509 authority does not parse: {e}"))?;

@@ -3,7 +3,7 @@
 use super::pb::types::permission_denied_details::Reason;
 
 #[derive(Debug, thiserror::Error)]
-pub enum SpireError {
+pub(crate) enum SpireError {
     #[error("{what}: {}", describe(status))]
     Rpc { what: &'static str, status: tonic::Status },
     #[error("TLS to the SPIRE Server: {0}")]
@@ -19,13 +19,13 @@ pub enum SpireError {
 }
 
 impl SpireError {
-    pub fn rpc(what: &'static str) -> impl FnOnce(tonic::Status) -> Self {
+    pub(crate) fn rpc(what: &'static str) -> impl FnOnce(tonic::Status) -> Self {
         move |status| Self::Rpc { what, status }
     }
 
     /// The server could not be reached at all (no connection: refused, no route, DNS, TLS
     /// handshake never completed). A status the server itself sent has no transport cause.
-    pub fn unreachable(&self) -> bool {
+    pub(crate) fn unreachable(&self) -> bool {
         match self {
             Self::Rpc { status, .. } => {
                 status.code() == tonic::Code::Unavailable && std::error::Error::source(status).is_some()
@@ -35,7 +35,7 @@ impl SpireError {
     }
 
     /// The PermissionDenied reason, when the server refused this agent.
-    pub fn denied(&self) -> Option<Reason> {
+    pub(crate) fn denied(&self) -> Option<Reason> {
         match self {
             Self::Rpc { status, .. } => super::status::denied_reason(status),
             _ => None,
@@ -44,7 +44,7 @@ impl SpireError {
 }
 
 /// A one-line description of a status that names TLS failures plainly (tonic buries them).
-pub fn describe(status: &tonic::Status) -> String {
+pub(crate) fn describe(status: &tonic::Status) -> String {
     let mut msg = format!("{:?}: {}", status.code(), status.message());
     let mut source = std::error::Error::source(status);
     while let Some(s) = source {

@@ -17,14 +17,14 @@ use tokio::sync::watch;
 use tonic::transport::Channel;
 
 /// A registry entry's identity in the served set (the server's entry ID is in [`Held`]).
-pub type EntryKey = (SpiffeId, BTreeSet<Selector>);
+pub(crate) type EntryKey = (SpiffeId, BTreeSet<Selector>);
 
-pub fn key_of(e: &Entry) -> EntryKey {
+pub(crate) fn key_of(e: &Entry) -> EntryKey {
     (e.spiffe_id.clone(), e.selectors.clone())
 }
 
 /// What is served now; replaced whole by the sync loop.
-pub struct Served {
+pub(crate) struct Served {
     pub bundles: Arc<Bundles>,
     pub svids: HashMap<EntryKey, Held>,
     /// Server entry IDs of every served entry (for JWT-SVIDs).
@@ -32,7 +32,7 @@ pub struct Served {
 }
 
 impl Served {
-    pub fn empty() -> Self {
+    pub(crate) fn empty() -> Self {
         Self {
             bundles: Arc::new(Bundles {
                 x509: X509Bundle::new(vec![]),
@@ -56,7 +56,7 @@ struct CachedJwt {
 const JWT_CACHE_LIMIT: usize = 4096;
 const JWT_RPC_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub struct SpireIssuer {
+pub(crate) struct SpireIssuer {
     td: TrustDomain,
     served: Mutex<Arc<Served>>,
     channel: Mutex<Option<Channel>>,
@@ -65,7 +65,7 @@ pub struct SpireIssuer {
 }
 
 impl SpireIssuer {
-    pub fn new(td: TrustDomain) -> Self {
+    pub(crate) fn new(td: TrustDomain) -> Self {
         Self {
             td,
             served: Mutex::new(Arc::new(Served::empty())),
@@ -75,23 +75,23 @@ impl SpireIssuer {
         }
     }
 
-    pub fn served(&self) -> Arc<Served> {
+    pub(crate) fn served(&self) -> Arc<Served> {
         self.served.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Put a new served set in force; open streams re-render.
-    pub fn publish(&self, served: Served) {
+    pub(crate) fn publish(&self, served: Served) {
         *self.served.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(served);
         self.changes.send_modify(|g| *g += 1);
     }
 
     /// The agent's current mTLS channel (None: no agent identity, JWT-SVIDs refused).
-    pub fn set_channel(&self, channel: Option<Channel>) {
+    pub(crate) fn set_channel(&self, channel: Option<Channel>) {
         *self.channel.lock().unwrap_or_else(|p| p.into_inner()) = channel;
     }
 
     /// Forget every JWT-SVID (banned agent, removed entries).
-    pub fn clear_jwts(&self) {
+    pub(crate) fn clear_jwts(&self) {
         self.jwt_cache.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 

@@ -5,12 +5,12 @@ use crate::secret::PrivateKey;
 use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair, PKCS_ECDSA_P256_SHA256};
 use std::time::SystemTime;
 
-pub struct KeyAndCsr {
+pub(crate) struct KeyAndCsr {
     pub key: PrivateKey,
     pub csr: Vec<u8>,
 }
 
-pub fn new_key_and_csr() -> Result<KeyAndCsr, rcgen::Error> {
+pub(crate) fn new_key_and_csr() -> Result<KeyAndCsr, rcgen::Error> {
     let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
@@ -21,7 +21,7 @@ pub fn new_key_and_csr() -> Result<KeyAndCsr, rcgen::Error> {
 }
 
 /// The leaf's validity and serial (hex), from DER.
-pub fn leaf_facts(der: &[u8]) -> Result<(SystemTime, SystemTime, String), String> {
+pub(crate) fn leaf_facts(der: &[u8]) -> Result<(SystemTime, SystemTime, String), String> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| format!("certificate does not parse: {e}"))?;
     let secs = |t: x509_parser::time::ASN1Time| {
         u64::try_from(t.timestamp()).map(|s| SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(s))
@@ -33,10 +33,10 @@ pub fn leaf_facts(der: &[u8]) -> Result<(SystemTime, SystemTime, String), String
 }
 
 /// Unix seconds of a time (0 before 1970).
-pub fn unix(t: SystemTime) -> i64 {
+pub(crate) fn unix(t: SystemTime) -> i64 {
     t.duration_since(SystemTime::UNIX_EPOCH).map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)).unwrap_or(0)
 }
 
-pub fn from_unix(s: i64) -> SystemTime {
+pub(crate) fn from_unix(s: i64) -> SystemTime {
     SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(u64::try_from(s).unwrap_or(0))
 }

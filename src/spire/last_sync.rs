@@ -6,39 +6,39 @@ use std::sync::Mutex;
 use std::time::SystemTime;
 
 #[derive(Debug)]
-pub struct LastSync {
+pub(crate) struct LastSync {
     at: Mutex<Option<SystemTime>>,
     /// The daemon's start: the age reported before any good sync ever.
     started: SystemTime,
 }
 
 impl LastSync {
-    pub fn new(started: SystemTime) -> Self {
+    pub(crate) fn new(started: SystemTime) -> Self {
         Self { at: Mutex::new(None), started }
     }
 
-    pub fn set(&self, at: SystemTime) {
+    pub(crate) fn set(&self, at: SystemTime) {
         *self.at.lock().unwrap_or_else(|p| p.into_inner()) = Some(at);
     }
 
     /// Forget it (the agent was banned or evicted: its last sync no longer vouches for anything).
-    pub fn clear(&self) {
+    pub(crate) fn clear(&self) {
         *self.at.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
     /// The last good sync, `None` if there was none (in this run or persisted from an earlier one).
-    pub fn get(&self) -> Option<SystemTime> {
+    pub(crate) fn get(&self) -> Option<SystemTime> {
         *self.at.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Seconds from the last good sync to `now`; `None` when there never was one.
-    pub fn seconds_since(&self, now: SystemTime) -> Option<f64> {
+    pub(crate) fn seconds_since(&self, now: SystemTime) -> Option<f64> {
         self.get().map(|t| now.duration_since(t).map_or(0.0, |d| d.as_secs_f64()))
     }
 
     /// For a gauge that must always have a value: before any good sync, the daemon's age (a
     /// node that never synced is at least that stale).
-    pub fn seconds_since_or_start(&self, now: SystemTime) -> f64 {
+    pub(crate) fn seconds_since_or_start(&self, now: SystemTime) -> f64 {
         self.seconds_since(now).unwrap_or_else(|| now.duration_since(self.started).map_or(0.0, |d| d.as_secs_f64()))
     }
 }

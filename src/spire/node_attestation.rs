@@ -19,7 +19,7 @@ use tonic::transport::Channel;
 
 /// Attest over `channel` (server-authenticated TLS only). Returns the agent state and the
 /// server's bundle, fetched on the same connection.
-pub async fn attest(channel: Channel, how: &NodeAttestation) -> Result<(AgentState, types::Bundle), SpireError> {
+pub(crate) async fn attest(channel: Channel, how: &NodeAttestation) -> Result<(AgentState, types::Bundle), SpireError> {
     let kc = new_key_and_csr()?;
     let data = match how {
         NodeAttestation::JoinToken(token) => {
@@ -76,7 +76,7 @@ pub async fn attest(channel: Channel, how: &NodeAttestation) -> Result<(AgentSta
 }
 
 /// `RenewAgent` over the agent's mTLS channel.
-pub async fn renew(channel: Channel, current: &AgentState) -> Result<AgentState, SpireError> {
+pub(crate) async fn renew(channel: Channel, current: &AgentState) -> Result<AgentState, SpireError> {
     let kc = new_key_and_csr()?;
     let resp = AgentClient::new(channel)
         .renew_agent(RenewAgentRequest { params: Some(AgentX509svidParams { csr: kc.csr }) })
@@ -105,7 +105,7 @@ fn agent_state(key_pkcs8: Vec<u8>, svid: types::X509svid, reattestable: bool) ->
 }
 
 /// Renew at half of the SVID's life, as spire-agent does.
-pub fn renewal_due(state: &AgentState, now: SystemTime) -> bool {
+pub(crate) fn renewal_due(state: &AgentState, now: SystemTime) -> bool {
     let half = state.issued_at + (state.expires_at - state.issued_at) / 2;
     unix(now) >= half
 }

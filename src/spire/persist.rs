@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 /// The node's own identity.
 #[derive(Clone, PartialEq, prost::Message)]
-pub struct AgentState {
+pub(crate) struct AgentState {
     /// PKCS#8 DER of the agent key.
     #[prost(bytes = "vec", tag = "1")]
     pub key_pkcs8: Vec<u8>,
@@ -29,7 +29,7 @@ pub struct AgentState {
 
 /// The last good sync.
 #[derive(Clone, PartialEq, prost::Message)]
-pub struct Snapshot {
+pub(crate) struct Snapshot {
     #[prost(message, repeated, tag = "1")]
     pub entries: Vec<types::Entry>,
     #[prost(message, optional, tag = "2")]
@@ -40,7 +40,7 @@ pub struct Snapshot {
 
 /// One workload X.509-SVID as the server signed it, with its key.
 #[derive(Clone, PartialEq, prost::Message)]
-pub struct StoredSvid {
+pub(crate) struct StoredSvid {
     #[prost(string, tag = "1")]
     pub entry_id: String,
     /// The entry revision it was signed for.
@@ -57,19 +57,19 @@ pub struct StoredSvid {
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
-pub struct StoredSvids {
+pub(crate) struct StoredSvids {
     #[prost(message, repeated, tag = "1")]
     pub svids: Vec<StoredSvid>,
 }
 
 /// Files under `<data_dir>/spire`.
 #[derive(Debug, Clone)]
-pub struct Store {
+pub(crate) struct Store {
     dir: PathBuf,
 }
 
 impl Store {
-    pub fn open(data_dir: &Path) -> std::io::Result<Self> {
+    pub(crate) fn open(data_dir: &Path) -> std::io::Result<Self> {
         let dir = data_dir.join("spire");
         crate::storage::private_dir(&dir)?;
         Ok(Self { dir })
@@ -91,41 +91,41 @@ impl Store {
         crate::storage::write_atomic(&self.dir.join(name), &m.encode_to_vec())
     }
 
-    pub fn agent(&self) -> Option<AgentState> {
+    pub(crate) fn agent(&self) -> Option<AgentState> {
         self.load("agent.pb")
     }
-    pub fn save_agent(&self, a: &AgentState) -> std::io::Result<()> {
+    pub(crate) fn save_agent(&self, a: &AgentState) -> std::io::Result<()> {
         self.save("agent.pb", a)
     }
     /// Banned or evicted: the identity is gone for good.
-    pub fn forget_agent(&self) {
+    pub(crate) fn forget_agent(&self) {
         let _ = std::fs::remove_file(self.dir.join("agent.pb"));
         let _ = std::fs::remove_file(self.dir.join("svids.pb"));
     }
-    pub fn snapshot(&self) -> Option<Snapshot> {
+    pub(crate) fn snapshot(&self) -> Option<Snapshot> {
         self.load("cache.pb")
     }
     /// When the last snapshot was written (= the last good sync of an earlier run).
-    pub fn snapshot_time(&self) -> Option<std::time::SystemTime> {
+    pub(crate) fn snapshot_time(&self) -> Option<std::time::SystemTime> {
         std::fs::metadata(self.dir.join("cache.pb")).and_then(|m| m.modified()).ok()
     }
     /// Record a good sync that changed nothing (the snapshot's mtime is its time).
-    pub fn touch_snapshot(&self) {
+    pub(crate) fn touch_snapshot(&self) {
         if let Ok(f) = std::fs::OpenOptions::new().write(true).open(self.dir.join("cache.pb")) {
             let _ = f.set_modified(crate::clock::now());
         }
     }
-    pub fn save_snapshot(&self, s: &Snapshot) -> std::io::Result<()> {
+    pub(crate) fn save_snapshot(&self, s: &Snapshot) -> std::io::Result<()> {
         self.save("cache.pb", s)
     }
-    pub fn svids(&self) -> Option<StoredSvids> {
+    pub(crate) fn svids(&self) -> Option<StoredSvids> {
         self.load("svids.pb")
     }
-    pub fn save_svids(&self, s: &StoredSvids) -> std::io::Result<()> {
+    pub(crate) fn save_svids(&self, s: &StoredSvids) -> std::io::Result<()> {
         self.save("svids.pb", s)
     }
     /// `persist_svids = false`: no workload key stays on disk from an earlier run.
-    pub fn remove_svids(&self) {
+    pub(crate) fn remove_svids(&self) {
         let _ = std::fs::remove_file(self.dir.join("svids.pb"));
     }
 }

@@ -19,7 +19,7 @@ use std::time::SystemTime;
 
 /// Something the server sent that was not taken; the previous state of it stays.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
+pub(crate) struct Refusal {
     pub what: String,
     pub reason: String,
 }
@@ -32,7 +32,7 @@ impl Refusal {
 
 /// Why a synced bundle was not taken (nothing changed).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BundleRefusal {
+pub(crate) enum BundleRefusal {
     /// The server answered for another trust domain.
     ForeignTrustDomain(String),
     /// The bundle itself is unusable (refused and audited).
@@ -40,7 +40,7 @@ pub enum BundleRefusal {
 }
 
 /// The entries of one sync, between deciding what to sign and taking the signed SVIDs.
-pub struct PendingSync {
+pub(crate) struct PendingSync {
     /// The entries in force after this sync, by ID.
     next: HashMap<String, types::Entry>,
     /// SVIDs to (re)sign: new entries, changed ones, half-spent SVIDs.
@@ -52,7 +52,7 @@ pub struct PendingSync {
 
 /// What a sync changed.
 #[derive(Debug, PartialEq, Eq)]
-pub struct SyncOutcome {
+pub(crate) struct SyncOutcome {
     /// Entries, bundles or SVIDs differ: publish and persist.
     pub changed: bool,
     /// SVIDs the server refused or sent unverifiable (the previous one, if any, is kept).
@@ -61,7 +61,7 @@ pub struct SyncOutcome {
 
 /// What to put in force together: the served SVIDs and bundles, and the entries and federated
 /// bundles for the policy ([`crate::registry::PolicyComposer::spire_synced`]).
-pub struct Published {
+pub(crate) struct Published {
     pub served: Served,
     pub sync: SpireSync,
     /// Federated bundles left out.
@@ -70,7 +70,7 @@ pub struct Published {
 
 /// What a denial of the server means for the agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// Banned, or evicted without a way back: every identity goes, the loop stops.
     Stop(String),
     /// Attest again (forget the agent SVID and its connection).
@@ -83,7 +83,7 @@ pub enum Verdict {
 
 /// The verdict on a refusal of the server with `reason`, for an agent that can (or cannot) attest
 /// again by itself.
-pub fn verdict(reason: Option<Reason>, reattestable: bool) -> Verdict {
+pub(crate) fn verdict(reason: Option<Reason>, reattestable: bool) -> Verdict {
     match reason {
         Some(Reason::AgentBanned) => {
             Verdict::Stop("the SPIRE Server banned this agent (spire-server agent ban)".into())
@@ -99,7 +99,7 @@ pub fn verdict(reason: Option<Reason>, reattestable: bool) -> Verdict {
 }
 
 /// The entries, bundles and SVIDs the agent holds.
-pub struct State {
+pub(crate) struct State {
     td: TrustDomain,
     /// The configured trust bundle, used until the server gave one.
     bootstrap: Vec<Vec<u8>>,
@@ -112,12 +112,12 @@ pub struct State {
 }
 
 impl State {
-    pub fn new(td: TrustDomain, bootstrap: Vec<Vec<u8>>) -> Self {
+    pub(crate) fn new(td: TrustDomain, bootstrap: Vec<Vec<u8>>) -> Self {
         Self { td, bootstrap, entries: HashMap::new(), bundle: None, federated: Vec::new(), held: HashMap::new() }
     }
 
     /// The trust bundle's roots: the server's last bundle, else the bootstrap bundle.
-    pub fn roots(&self) -> Vec<Vec<u8>> {
+    pub(crate) fn roots(&self) -> Vec<Vec<u8>> {
         match &self.bundle {
             Some(b) if !b.x509_authorities.is_empty() => b.x509_authorities.iter().map(|a| a.asn1.clone()).collect(),
             _ => self.bootstrap.clone(),
@@ -125,7 +125,7 @@ impl State {
     }
 
     /// The entries and bundles of the last good sync of an earlier run.
-    pub fn restore(&mut self, s: Snapshot) {
+    pub(crate) fn restore(&mut self, s: Snapshot) {
         self.entries = s.entries.into_iter().map(|e| (e.id.clone(), e)).collect();
         self.bundle = s.bundle;
         self.federated = s.federated;
@@ -133,7 +133,7 @@ impl State {
 
     /// Persisted workload SVIDs: only those of a restored entry, naming its ID, verifying against
     /// the trust bundle and not expired at `now`.
-    pub fn restore_svids(&mut self, stored: StoredSvids, now: SystemTime) {
+    pub(crate) fn restore_svids(&mut self, stored: StoredSvids, now: SystemTime) {
         let roots = self.roots();
         for s in stored.svids {
             let Some(e) = self.entries.get(&s.entry_id) else { continue };
@@ -154,7 +154,7 @@ impl State {
 
     /// Take the synced bundles; true if they differ from the ones held (the server's CA may have
     /// rotated: reconnect). A refused bundle changes nothing.
-    pub fn apply_bundles(
+    pub(crate) fn apply_bundles(
         &mut self,
         bundle: types::Bundle,
         federated: Vec<types::Bundle>,
@@ -175,7 +175,7 @@ impl State {
     /// Sort the synced entries: which are in force next, which need an SVID signed, which are
     /// refused (their previous version stays), which are not for this node's attestors (left
     /// out). SVIDs of entries that are gone are dropped at once (never served again).
-    pub fn begin_sync(&mut self, list: Vec<types::Entry>, bundle_changed: bool, now: SystemTime) -> PendingSync {
+    pub(crate) fn begin_sync(&mut self, list: Vec<types::Entry>, bundle_changed: bool, now: SystemTime) -> PendingSync {
         let mut next: HashMap<String, types::Entry> = HashMap::with_capacity(list.len());
         let mut wants = Vec::new();
         let mut refusals = Vec::new();
@@ -220,7 +220,7 @@ impl State {
     /// Take the signing results (one per want, in any order) and put the sync's entries in
     /// force. Only SVIDs of the entry's current revision that are not expired at `now` stay: an
     /// SVID for an earlier revision of a changed entry may name other selectors.
-    pub fn finish_sync(
+    pub(crate) fn finish_sync(
         &mut self,
         pending: PendingSync,
         signed: Vec<Result<Held, String>>,
@@ -244,13 +244,13 @@ impl State {
     }
 
     /// Banned or evicted: no entry and no SVID any more (the bundles stay: they are public).
-    pub fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         self.entries.clear();
         self.held.clear();
     }
 
     /// The entries and bundles to persist.
-    pub fn snapshot(&self) -> Snapshot {
+    pub(crate) fn snapshot(&self) -> Snapshot {
         Snapshot {
             entries: self.entries.values().cloned().collect(),
             bundle: self.bundle.clone(),
@@ -259,7 +259,7 @@ impl State {
     }
 
     /// The workload SVIDs (with their keys) to persist.
-    pub fn stored_svids(&self) -> StoredSvids {
+    pub(crate) fn stored_svids(&self) -> StoredSvids {
         StoredSvids {
             svids: self
                 .held
@@ -279,7 +279,7 @@ impl State {
     /// The current entries, SVIDs and bundles as they go in force together: only entries with an
     /// SVID are served, oldest first. (The composer adds the deny rules, delegation issuers and
     /// attestor settings.)
-    pub fn published(&self) -> Published {
+    pub(crate) fn published(&self) -> Published {
         let mut served_entries: Vec<(&types::Entry, Entry)> = self
             .entries
             .values()

@@ -17,7 +17,7 @@ struct RpcStatus {
 }
 
 /// The PermissionDenied reason the server gave, if any.
-pub fn denied_reason(status: &tonic::Status) -> Option<Reason> {
+pub(crate) fn denied_reason(status: &tonic::Status) -> Option<Reason> {
     if status.code() != tonic::Code::PermissionDenied {
         return None;
     }

@@ -14,11 +14,11 @@ use std::time::{Duration, SystemTime};
 use tonic::transport::Channel;
 
 /// The server's per-call limit.
-pub const BATCH_LIMIT: usize = 500;
+pub(crate) const BATCH_LIMIT: usize = 500;
 
 /// One SVID the server signed for an entry, as served.
 #[derive(Clone)]
-pub struct Held {
+pub(crate) struct Held {
     pub entry_id: String,
     pub revision: i64,
     /// DER certificates, leaf first.
@@ -29,12 +29,12 @@ pub struct Held {
 
 impl Held {
     /// Rotate at half-life, counted from when it was obtained.
-    pub fn rotate_at(&self) -> SystemTime {
+    pub(crate) fn rotate_at(&self) -> SystemTime {
         let life = self.svid.not_after.duration_since(self.issued_at).unwrap_or_default();
         self.issued_at + life / 2
     }
 
-    pub fn build(
+    pub(crate) fn build(
         entry_id: String,
         revision: i64,
         id: SpiffeId,
@@ -51,7 +51,7 @@ impl Held {
 }
 
 /// What to sign: entry ID, revision, expected SPIFFE ID, hint.
-pub struct Want {
+pub(crate) struct Want {
     pub entry_id: String,
     pub revision: i64,
     pub spiffe_id: SpiffeId,
@@ -59,7 +59,7 @@ pub struct Want {
 }
 
 /// Check a chain: it verifies up to one of `roots` now, and its leaf names `id`.
-pub fn verify_chain(chain: &[Vec<u8>], roots: &[Vec<u8>], id: &SpiffeId) -> Result<(), String> {
+pub(crate) fn verify_chain(chain: &[Vec<u8>], roots: &[Vec<u8>], id: &SpiffeId) -> Result<(), String> {
     let leaf = chain.first().ok_or("empty chain")?;
     let uris = crate::bundle::verifier::uri_sans(leaf)?;
     if uris != [id.to_string()] {
@@ -79,7 +79,7 @@ pub fn verify_chain(chain: &[Vec<u8>], roots: &[Vec<u8>], id: &SpiffeId) -> Resu
 }
 
 /// Sign `wants` in batches; one result per want, in order.
-pub async fn sign(
+pub(crate) async fn sign(
     channel: Channel,
     wants: Vec<Want>,
     roots: &[Vec<u8>],
@@ -137,4 +137,4 @@ pub async fn sign(
 }
 
 /// An SVID must not be served in its last moments: clients need time to use it.
-pub const EXPIRY_MARGIN: Duration = Duration::from_secs(1);
+pub(crate) const EXPIRY_MARGIN: Duration = Duration::from_secs(1);

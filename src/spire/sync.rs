@@ -30,7 +30,10 @@ fn mask() -> types::EntryMask {
 }
 
 /// The entries authorized for this agent now. `cache` (by entry ID) saves refetching unchanged ones.
-pub async fn entries(channel: Channel, cache: &HashMap<String, types::Entry>) -> Result<Vec<types::Entry>, SpireError> {
+pub(crate) async fn entries(
+    channel: Channel,
+    cache: &HashMap<String, types::Entry>,
+) -> Result<Vec<types::Entry>, SpireError> {
     let mut client = EntryClient::new(channel.clone());
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     let closed = || SpireError::Protocol("SyncAuthorizedEntries stream closed early".into());
@@ -97,7 +100,7 @@ async fn get_authorized(mut client: EntryClient<Channel>) -> Result<Vec<types::E
 }
 
 /// The trust domain's bundle, and the federated bundles `entries` name (missing ones are skipped).
-pub async fn bundles(
+pub(crate) async fn bundles(
     channel: Channel,
     entries: &[types::Entry],
 ) -> Result<(types::Bundle, Vec<types::Bundle>), SpireError> {

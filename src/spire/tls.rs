@@ -12,7 +12,7 @@ use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
 
 #[derive(Debug, thiserror::Error)]
-pub enum TlsError {
+pub(crate) enum TlsError {
     #[error("the trust bundle has no usable X.509 authority: {0}")]
     Roots(String),
     #[error("agent SVID unusable as a client certificate: {0}")]
@@ -22,13 +22,13 @@ pub enum TlsError {
 }
 
 /// The agent's credential for mTLS.
-pub struct ClientIdentity<'a> {
+pub(crate) struct ClientIdentity<'a> {
     pub chain: &'a [Vec<u8>],
     pub key_pkcs8: &'a [u8],
 }
 
 /// A rustls config for the server of `td`, trusting `roots` (DER), presenting `client` if given.
-pub fn client_config(
+pub(crate) fn client_config(
     td: &TrustDomain,
     roots: &[Vec<u8>],
     client: Option<ClientIdentity<'_>>,
@@ -52,7 +52,7 @@ pub fn client_config(
 }
 
 /// A lazily connecting channel to `addr` (host:port) over `config`.
-pub fn channel(addr: &str, config: rustls::ClientConfig) -> Result<Channel, TlsError> {
+pub(crate) fn channel(addr: &str, config: rustls::ClientConfig) -> Result<Channel, TlsError> {
     let (host, port) = addr.rsplit_once(':').ok_or_else(|| TlsError::Address(addr.to_owned()))?;
     let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
     let port: u16 = port.parse().map_err(|_| TlsError::Address(addr.to_owned()))?;

@@ -21,7 +21,7 @@ fn pem_blocks(path: &Path) -> Result<Vec<pem::Pem>, SpireError> {
 }
 
 /// The attestation payload: the certificate file's chain, then the intermediates file's.
-pub fn payload(cert_path: &Path, intermediates: Option<&Path>) -> Result<Vec<u8>, SpireError> {
+pub(crate) fn payload(cert_path: &Path, intermediates: Option<&Path>) -> Result<Vec<u8>, SpireError> {
     let mut certs: Vec<Value> = Vec::new();
     for p in std::iter::once(cert_path).chain(intermediates) {
         for b in pem_blocks(p)?.into_iter().filter(|b| b.tag() == "CERTIFICATE") {
@@ -41,7 +41,7 @@ fn unpadded(b: &[u8]) -> &[u8] {
 }
 
 /// The response to a server challenge, signed with the key in `key_path`.
-pub fn respond(key_path: &Path, challenge: &[u8]) -> Result<Vec<u8>, SpireError> {
+pub(crate) fn respond(key_path: &Path, challenge: &[u8]) -> Result<Vec<u8>, SpireError> {
     let c: Value = serde_json::from_slice(challenge).map_err(|e| fail(format!("challenge is not JSON: {e}")))?;
     let rng = SystemRandom::new();
     let mut own = [0u8; 32];

@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime};
 use zeroize::Zeroizing;
 
 /// A minted WIT-SVID with its private key; neither is ever logged.
-pub struct WitSvid {
+pub(crate) struct WitSvid {
     pub spiffe_id: SpiffeId,
     pub token: String,
     /// The private key as a JWK (`kty`, `crv`, `x`, `y`, `d`, `alg`).
@@ -27,7 +27,7 @@ pub struct WitSvid {
 
 impl WitSvid {
     /// The private JWK, for the one place it goes: the Workload API response.
-    pub fn private_jwk(&self) -> &str {
+    pub(crate) fn private_jwk(&self) -> &str {
         &self.private_jwk
     }
 }
@@ -43,7 +43,7 @@ impl std::fmt::Debug for WitSvid {
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum WitError {
+pub(crate) enum WitError {
     #[error("key generation failed")]
     KeyGen,
     #[error("signing failed: {0}")]
@@ -51,7 +51,7 @@ pub enum WitError {
 }
 
 /// Mint a WIT-SVID for `id` signed by `key`, valid for `ttl` (never past the key's end).
-pub fn mint(id: &SpiffeId, ttl: Duration, key: &JwtKey, now: SystemTime) -> Result<WitSvid, WitError> {
+pub(crate) fn mint(id: &SpiffeId, ttl: Duration, key: &JwtKey, now: SystemTime) -> Result<WitSvid, WitError> {
     let pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).map_err(|_| WitError::KeyGen)?;
     let point = pair.public_key().as_ref();
     let (x, y) = match point {
@@ -80,7 +80,7 @@ pub fn mint(id: &SpiffeId, ttl: Duration, key: &JwtKey, now: SystemTime) -> Resu
 }
 
 /// A WIT bundle JWK: `use: wit-svid` (WIT-SVID.md §6).
-pub fn bundle_jwk(key: &JwtKey) -> serde_json::Value {
+pub(crate) fn bundle_jwk(key: &JwtKey) -> serde_json::Value {
     let mut jwk = crate::bundle::jwks::jwk(key);
     jwk["use"] = json!("wit-svid");
     jwk

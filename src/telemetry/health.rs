@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::watch;
 
-pub struct Health {
+pub(crate) struct Health {
     ca: Option<Arc<dyn KeySource>>,
     spire: Option<Arc<LastSync>>,
     serving: AtomicBool,
@@ -21,7 +21,7 @@ pub struct Health {
 
 /// What readiness was decided from (the `/ready` body).
 #[derive(Debug, serde::Serialize)]
-pub struct Readiness {
+pub(crate) struct Readiness {
     pub ready: bool,
     /// The CA has an X.509 authority and a JWT key that sign now.
     pub ca_loaded: bool,
@@ -34,14 +34,14 @@ pub struct Readiness {
 
 /// The SPIRE Server sync, as of this request.
 #[derive(Debug, serde::Serialize)]
-pub struct SpireSync {
+pub(crate) struct SpireSync {
     /// Whole seconds since the last good sync ended (this run or, persisted, an earlier one);
     /// `null` when there never was one.
     pub seconds_since_last_sync: Option<u64>,
 }
 
 impl Health {
-    pub fn new(
+    pub(crate) fn new(
         ca: Option<Arc<dyn KeySource>>,
         spire: Option<Arc<LastSync>>,
         shutdown: watch::Receiver<bool>,
@@ -50,7 +50,7 @@ impl Health {
         Self { ca, spire, serving: AtomicBool::new(false), shutdown, clock }
     }
 
-    pub fn readiness(&self) -> Readiness {
+    pub(crate) fn readiness(&self) -> Readiness {
         let now = self.clock.now();
         // SPIRE mode has no local CA: the server signs, and serving is what counts.
         let ca_loaded = self.ca.as_ref().is_none_or(|ca| {

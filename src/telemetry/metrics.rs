@@ -34,7 +34,7 @@ fn refusal_reason(why: &Refusal) -> &'static str {
 const ADMIN_DENIED: &str = "admin_denied";
 
 /// The metrics of one daemon and the registry they are encoded from.
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     attestations: Counters,
     attestation_duration: Histogram,
@@ -55,7 +55,7 @@ pub struct Metrics {
 impl Metrics {
     /// `spire`: SPIRE mode's last good sync (a gauge of its age); None in standalone mode.
     /// `clock`: where the gauges read at scrape time take "now".
-    pub fn new(
+    pub(crate) fn new(
         ca: Option<Arc<dyn KeySource>>,
         spire: Option<Arc<LastSync>>,
         policy: watch::Receiver<Arc<Policy>>,
@@ -161,14 +161,14 @@ impl Metrics {
     }
 
     /// OpenMetrics text (`application/openmetrics-text; version=1.0.0`).
-    pub fn openmetrics(&self) -> Result<String, std::fmt::Error> {
+    pub(crate) fn openmetrics(&self) -> Result<String, std::fmt::Error> {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
         Ok(out)
     }
 
     /// The classic Prometheus text format, version 0.0.4.
-    pub fn prometheus_text(&self) -> Result<String, std::fmt::Error> {
+    pub(crate) fn prometheus_text(&self) -> Result<String, std::fmt::Error> {
         let mut out = String::new();
         prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)?;
         Ok(out)
@@ -201,7 +201,7 @@ fn newest_keys(ca: Option<&Arc<dyn KeySource>>) -> (Option<SystemTime>, Option<S
 impl Subscriber for Metrics {
     fn on_event(&self, event: &Event) {
         match event {
-            Event::AttestationFinished { ok, duration, .. } => {
+            Event::AttestationFinished { ok, duration } => {
                 Self::inc(&self.attestations, "result", if *ok { "success" } else { "failure" });
                 self.attestation_duration.observe(duration.as_secs_f64());
             }
@@ -215,10 +215,10 @@ impl Subscriber for Metrics {
                 };
                 self.svids_issued.get_or_create(&[("kind", kind)]).inc_by(issued.len() as u64);
             }
-            Event::StreamOpened { .. } => {
+            Event::StreamOpened => {
                 self.open_streams.inc();
             }
-            Event::StreamClosed { .. } => {
+            Event::StreamClosed => {
                 self.open_streams.dec();
             }
             Event::Reloaded { .. } => Self::inc(&self.reloads, "result", "success"),
@@ -232,7 +232,7 @@ impl Subscriber for Metrics {
             Event::Drift { .. } => {
                 self.drift.inc();
             }
-            Event::CaRotated { .. } => self.ca_rotated(),
+            Event::CaRotated => self.ca_rotated(),
             Event::JwtValidated { valid } => {
                 Self::inc(&self.jwt_validations, "result", if *valid { "valid" } else { "invalid" })
             }
@@ -357,14 +357,10 @@ mod tests {
             why: no_entry,
         });
         m.on_event(&Event::AdminRefused { uid: Some(7), pid: None, method: "GET".into(), path: "/x".into() });
-        m.on_event(&Event::AttestationFinished {
-            rpc: crate::events::Call::FetchX509Svid.into(),
-            ok: false,
-            duration: Duration::from_millis(3),
-        });
-        m.on_event(&Event::StreamOpened { rpc: crate::events::Call::FetchX509Svid.into() });
-        m.on_event(&Event::StreamOpened { rpc: crate::events::Call::FetchX509Svid.into() });
-        m.on_event(&Event::StreamClosed { rpc: crate::events::Call::FetchX509Svid.into() });
+        m.on_event(&Event::AttestationFinished { ok: false, duration: Duration::from_millis(3) });
+        m.on_event(&Event::StreamOpened);
+        m.on_event(&Event::StreamOpened);
+        m.on_event(&Event::StreamClosed);
         let rule = crate::registry::DenyRule {
             id: "r-1".into(),
             target: crate::registry::DenyTarget::SpiffeId("spiffe://t.example/a".parse().unwrap()),
@@ -424,13 +420,13 @@ mod tests {
     #[test]
     fn rotations_are_counted_by_kind() {
         let (m, ca, _dir, clock) = metrics();
-        m.on_event(&Event::CaRotated { x509_authorities: 1, jwt_keys: 1 });
+        m.on_event(&Event::CaRotated);
         let text = m.openmetrics().unwrap();
         assert!(text.contains("tessera_key_rotations_total{kind=\"x509\"} 0"), "nothing new yet: {text}");
         // TTL 4 s: successors for both kinds at half-life.
         clock.advance(Duration::from_secs(3));
         assert!(ca.rotate_if_due(clock.now()).unwrap());
-        m.on_event(&Event::CaRotated { x509_authorities: 2, jwt_keys: 2 });
+        m.on_event(&Event::CaRotated);
         let text = m.openmetrics().unwrap();
         assert!(text.contains("tessera_key_rotations_total{kind=\"x509\"} 1"), "{text}");
         assert!(text.contains("tessera_key_rotations_total{kind=\"jwt\"} 1"), "{text}");

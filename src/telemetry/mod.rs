@@ -2,9 +2,9 @@
 //! notify protocol ([`systemd`]). `/metrics`, `/live` and `/ready` are served on the admin socket
 //! always, and on `[telemetry] listen` (plain HTTP, for scrapers) when configured.
 
-pub mod health;
-pub mod metrics;
-pub mod systemd;
+pub(crate) mod health;
+pub(crate) mod metrics;
+pub(crate) mod systemd;
 
 use crate::config::Config;
 use crate::events::Events;
@@ -17,7 +17,7 @@ use tokio::sync::watch;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum TelemetryError {
+pub(crate) enum TelemetryError {
     #[error(
         "cannot listen on {addr} for telemetry: {source}; fix [telemetry] listen (another address or port), \
          or remove it to serve metrics on the admin socket only"
@@ -27,19 +27,19 @@ pub enum TelemetryError {
 
 /// The daemon's telemetry: what the endpoints answer from.
 #[derive(Clone)]
-pub struct Telemetry {
+pub(crate) struct Telemetry {
     metrics: Arc<metrics::Metrics>,
     health: Arc<health::Health>,
 }
 
 /// `application/openmetrics-text` (what prometheus-client's text encoder writes).
-pub const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub(crate) const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 impl Telemetry {
     /// Subscribe metrics, readiness and the systemd notifier to the spine (before it is shared),
     /// and start the systemd watchdog when systemd asked for one.
     /// `spire`: SPIRE mode's record of the last good sync (its age is a gauge and a `/ready` field).
-    pub fn start(
+    pub(crate) fn start(
         ca: Option<Arc<dyn KeySource>>,
         spire: Option<Arc<LastSync>>,
         policy: watch::Receiver<Arc<Policy>>,
@@ -57,7 +57,7 @@ impl Telemetry {
     }
 
     /// Serve the endpoints on the admin socket, and on `[telemetry] listen` when configured.
-    pub async fn serve(
+    pub(crate) async fn serve(
         &self,
         config: &Config,
         admin_routes: &mut crate::net::http::Routes,

@@ -25,7 +25,7 @@ fn notify_addr() -> Option<SocketAddr> {
 }
 
 /// Send one state message. Never blocks: a full queue drops the message (logged).
-pub fn notify(state: &str) {
+pub(crate) fn notify(state: &str) {
     let Some(addr) = notify_addr() else { return };
     let sent = UnixDatagram::unbound()
         .and_then(|s| s.set_nonblocking(true).map(|()| s))
@@ -45,17 +45,17 @@ fn monotonic_usec() -> u64 {
 static STOPPING: AtomicBool = AtomicBool::new(false);
 
 /// STOPPING=1: shutdown has begun.
-pub fn stopping() {
+pub(crate) fn stopping() {
     STOPPING.store(true, Ordering::SeqCst);
     notify("STOPPING=1");
 }
 
 /// A reload in progress: RELOADING=1 now, READY=1 when dropped (whether the new config was
 /// taken or refused, the daemon serves again).
-pub struct Reloading(());
+pub(crate) struct Reloading(());
 
 impl Reloading {
-    pub fn begin() -> Self {
+    pub(crate) fn begin() -> Self {
         notify(&format!("RELOADING=1\nMONOTONIC_USEC={}", monotonic_usec()));
         Reloading(())
     }
@@ -70,7 +70,7 @@ impl Drop for Reloading {
 }
 
 /// READY=1 when the Workload API starts serving.
-pub struct Notifier;
+pub(crate) struct Notifier;
 
 impl Subscriber for Notifier {
     fn on_event(&self, event: &Event) {
@@ -93,7 +93,7 @@ fn watchdog_interval() -> Option<Duration> {
 
 /// Ping the watchdog every half interval from the async runtime, so a wedged runtime stops the
 /// pings and systemd restarts the daemon.
-pub fn spawn_watchdog(mut shutdown: watch::Receiver<bool>) {
+pub(crate) fn spawn_watchdog(mut shutdown: watch::Receiver<bool>) {
     let Some(interval) = watchdog_interval() else { return };
     let every = (interval / 2).max(Duration::from_millis(10));
     tracing::info!(?interval, "systemd watchdog enabled");

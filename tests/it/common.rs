@@ -352,7 +352,7 @@ pub fn sha256_hex(data: &[u8]) -> String {
 
 /// Split concatenated DER certificates.
 pub fn split_der(der: &[u8]) -> Vec<Vec<u8>> {
-    tessera::cli::api::split_certs(der).unwrap()
+    tessera::testing::split_certs(der).unwrap()
 }
 
 /// Wait until `path` was last changed longer ago than the daemon's racy window (a file changed

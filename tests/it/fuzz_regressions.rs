@@ -46,12 +46,12 @@ fn every_fuzz_target_has_a_harness() {
 #[test]
 fn seed_tokens_validate_against_the_fixed_bundle() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/jwt_validate");
-    let td: tessera::spiffe_id::TrustDomain = tessera::fuzzing::JWT_TRUST_DOMAIN.parse().unwrap();
+    let td: tessera::testing::TrustDomain = tessera::fuzzing::JWT_TRUST_DOMAIN.parse().unwrap();
     for name in ["valid-daemon-token.txt", "valid-daemon-token-3-audiences.txt"] {
         let text = std::fs::read_to_string(root.join(name)).unwrap();
         let (audience, token) = text.split_once('\n').unwrap();
-        let jwks = |t: &tessera::spiffe_id::TrustDomain| (t == &td).then(tessera::fuzzing::jwt_bundle);
-        let v = tessera::svid::jwt::validate(token, audience, jwks, tessera::clock::now())
+        let jwks = |t: &tessera::testing::TrustDomain| (t == &td).then(tessera::fuzzing::jwt_bundle);
+        let v = tessera::testing::jwt::validate(token, audience, jwks, tessera::testing::now())
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(v.spiffe_id.to_string(), "spiffe://fuzz.test/agents/seed");
     }

@@ -49,13 +49,13 @@ struct Setup {
     bundle_dir: tempfile::TempDir,
 }
 
-async fn setup(token: &str, entries: Vec<tessera::spire::pb::types::Entry>, agent_ttl: Duration) -> Setup {
+async fn setup(token: &str, entries: Vec<tessera::testing::spire_pb::types::Entry>, agent_ttl: Duration) -> Setup {
     setup_ttl(token, entries, agent_ttl, Duration::from_secs(120)).await
 }
 
 async fn setup_ttl(
     token: &str,
-    entries: Vec<tessera::spire::pb::types::Entry>,
+    entries: Vec<tessera::testing::spire_pb::types::Entry>,
     agent_ttl: Duration,
     svid_ttl: Duration,
 ) -> Setup {

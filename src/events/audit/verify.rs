@@ -4,11 +4,14 @@ use super::{GENESIS, ROTATED, line_hash};
 use serde_json::Value;
 use std::fs::File;
 use std::io::{self, BufRead};
-use std::path::{Path, PathBuf};
+#[cfg(test)]
+use std::path::Path;
+use std::path::PathBuf;
 
+#[cfg(test)]
 /// The outcome of verifying an audit file.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     Intact {
         lines: u64,
     },
@@ -21,7 +24,7 @@ pub enum Verdict {
 
 /// A chain head recorded outside the audit files (logged to the journal): `SEQ:HASH`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Anchor {
+pub(crate) struct Anchor {
     pub seq: u64,
     pub hash: String,
 }
@@ -47,7 +50,7 @@ impl std::fmt::Display for Anchor {
 
 /// The outcome of verifying a set of audit files.
 #[derive(Debug, PartialEq, Eq)]
-pub enum SetVerdict {
+pub(crate) enum SetVerdict {
     Intact {
         lines: u64,
         /// Sequence number of the first line given.
@@ -61,8 +64,9 @@ pub enum SetVerdict {
     Broken { file: PathBuf, line: u64, reason: String },
 }
 
+#[cfg(test)]
 /// Check every link of the chain in one file (which may start at a rotation).
-pub fn verify(path: &Path) -> io::Result<Verdict> {
+pub(crate) fn verify(path: &Path) -> io::Result<Verdict> {
     Ok(match verify_set(&[path.to_owned()], None)? {
         SetVerdict::Intact { lines, .. } => Verdict::Intact { lines },
         SetVerdict::Broken { line, reason, .. } => Verdict::Broken { line, reason },
@@ -70,7 +74,7 @@ pub fn verify(path: &Path) -> io::Result<Verdict> {
 }
 
 /// Check every link of the chain across `files`, oldest first, and that it reaches `anchor`.
-pub fn verify_set(files: &[PathBuf], anchor: Option<&Anchor>) -> io::Result<SetVerdict> {
+pub(crate) fn verify_set(files: &[PathBuf], anchor: Option<&Anchor>) -> io::Result<SetVerdict> {
     let mut prev: Option<String> = None;
     let mut expect_seq = None::<u64>;
     let (mut total, mut first_seq, mut last_seq, mut from_genesis, mut anchor_seen) = (0, 0, 0, true, false);

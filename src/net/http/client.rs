@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
-pub enum ClientError {
+pub(crate) enum ClientError {
     #[error("cannot connect to {path}: {source}")]
     Connect { path: String, source: std::io::Error },
     #[error("HTTP to {path} failed: {message}")]
@@ -18,7 +18,7 @@ pub enum ClientError {
 
 /// Send `method path` with an optional body (JSON or a form, per `content_type`) and return the
 /// status and body.
-pub async fn request(
+pub(crate) async fn request(
     socket: &Path,
     method: http::Method,
     path: &str,

@@ -3,7 +3,7 @@
 //! (Unix) or per-source (TCP) and global connection caps, a deadline for the request head, a body
 //! cap, a request timeout.
 
-pub mod client;
+pub(crate) mod client;
 mod routes;
 mod status;
 
@@ -15,7 +15,6 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,33 +22,34 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream, UnixListener};
 use tokio::sync::watch;
 
-pub use ::http::{Method, StatusCode};
-pub use routes::{Route, Routes};
-pub use status::Answer;
+pub(crate) use ::http::Method;
+pub(crate) use routes::Routes;
+pub(crate) use status::Answer;
 
-pub type Body = Full<Bytes>;
-pub type Response = http::Response<Body>;
+pub(crate) type Body = Full<Bytes>;
+pub(crate) type Response = http::Response<Body>;
 
-/// Who sent a request: the kernel's peer credentials on a Unix socket, the address on TCP.
+/// Who sent a request: the kernel's peer credentials on a Unix socket; on TCP, anyone (the TCP
+/// listeners serve public documents; their limits count by source address at accept).
 #[derive(Clone, Debug)]
-pub enum Caller {
+pub(crate) enum Caller {
     Unix(PeerInfo),
-    Tcp(SocketAddr),
+    Tcp,
 }
 
 impl Caller {
     /// The uid, for Unix callers.
-    pub fn uid(&self) -> Option<u32> {
+    pub(crate) fn uid(&self) -> Option<u32> {
         match self {
             Caller::Unix(p) => Some(p.uid),
-            Caller::Tcp(_) => None,
+            Caller::Tcp => None,
         }
     }
 }
 
 /// A request with its whole body read (bodies are small: forms, JSON commands).
 #[derive(Debug)]
-pub struct Request {
+pub(crate) struct Request {
     pub method: http::Method,
     pub uri: http::Uri,
     pub headers: http::HeaderMap,
@@ -58,15 +58,15 @@ pub struct Request {
 }
 
 impl Request {
-    pub fn path(&self) -> &str {
+    pub(crate) fn path(&self) -> &str {
         self.uri.path()
     }
 }
 
-pub type BoxFuture = Pin<Box<dyn Future<Output = Response> + Send>>;
+pub(crate) type BoxFuture = Pin<Box<dyn Future<Output = Response> + Send>>;
 
 /// What answers requests on one listener.
-pub trait Handler: Send + Sync + 'static {
+pub(crate) trait Handler: Send + Sync + 'static {
     fn handle(&self, request: Request) -> BoxFuture;
 }
 
@@ -82,7 +82,7 @@ where
 
 /// Limits of one listener.
 #[derive(Debug, Clone, Copy)]
-pub struct Limits {
+pub(crate) struct Limits {
     pub max_connections: usize,
     /// Unix sockets: connections one uid may hold.
     pub max_connections_per_uid: usize,
@@ -121,7 +121,7 @@ impl Default for Limits {
 
 /// Serve HTTP/1.1 on a Unix socket until `shutdown` turns true. Each request carries the peer
 /// credentials the kernel gave at accept time (and a pidfd on the process, for attestation).
-pub async fn serve_unix(
+pub(crate) async fn serve_unix(
     listener: UnixListener,
     handler: Arc<dyn Handler>,
     limits: Limits,
@@ -161,7 +161,7 @@ pub async fn serve_unix(
 /// answered 503 (one non-blocking write, then closed: the accept loop never waits on a refused
 /// peer and spawns nothing for it); a TLS peer over a limit is closed without a handshake, which
 /// would cost more than the answer is worth. Refusals are logged at most once per 5 s.
-pub async fn serve_tcp(
+pub(crate) async fn serve_tcp(
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
     handler: Arc<dyn Handler>,
@@ -212,9 +212,9 @@ pub async fn serve_tcp(
                 return;
             }
             match tls {
-                None => serve_connection(stream, Caller::Tcp(addr), handler, limits).await,
+                None => serve_connection(stream, Caller::Tcp, handler, limits).await,
                 Some(acceptor) => match tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)).await {
-                    Ok(Ok(tls_stream)) => serve_connection(tls_stream, Caller::Tcp(addr), handler, limits).await,
+                    Ok(Ok(tls_stream)) => serve_connection(tls_stream, Caller::Tcp, handler, limits).await,
                     Ok(Err(e)) => tracing::debug!(peer = %addr, error = %e, "TLS handshake failed"),
                     Err(_) => tracing::debug!(peer = %addr, "TLS handshake timed out"),
                 },
@@ -285,7 +285,7 @@ where
 }
 
 /// A response with a body and content type.
-pub fn with_body(answer: Answer, content_type: &str, body: impl Into<Bytes>) -> Response {
+pub(crate) fn with_body(answer: Answer, content_type: &str, body: impl Into<Bytes>) -> Response {
     let mut response = http::Response::new(Full::new(body.into()));
     *response.status_mut() = answer.status();
     if let Ok(v) = HeaderValue::from_str(content_type) {
@@ -295,22 +295,22 @@ pub fn with_body(answer: Answer, content_type: &str, body: impl Into<Bytes>) -> 
 }
 
 /// A plain-text response.
-pub fn text(answer: Answer, body: impl Into<Bytes>) -> Response {
+pub(crate) fn text(answer: Answer, body: impl Into<Bytes>) -> Response {
     with_body(answer, "text/plain; charset=utf-8", body)
 }
 
 /// A JSON response (`Cache-Control: no-store`: answers carry live state or tokens).
-pub fn json(answer: Answer, value: &impl serde::Serialize) -> Response {
+pub(crate) fn json(answer: Answer, value: &impl serde::Serialize) -> Response {
     let body = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
     let mut response = with_body(answer, "application/json", body);
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
 
-pub fn not_found() -> Response {
+pub(crate) fn not_found() -> Response {
     text(Answer::NotFound, "not found\n")
 }
 
-pub fn method_not_allowed() -> Response {
+pub(crate) fn method_not_allowed() -> Response {
     text(Answer::MethodNotAllowed, "method not allowed\n")
 }

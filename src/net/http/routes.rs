@@ -4,22 +4,22 @@
 use super::{Answer, Handler, Method};
 
 /// A command's handler.
-pub type Route = std::sync::Arc<dyn Handler>;
+pub(crate) type Route = std::sync::Arc<dyn Handler>;
 
 /// Routes of a listener (the admin socket's commands), by method and path: services register
 /// their handlers here. A path ending in `/` matches every path under it
 /// (`/revocations/` serves `/revocations/ID`).
 #[derive(Default, Clone)]
-pub struct Routes {
+pub(crate) struct Routes {
     routes: Vec<(Method, &'static str, Route)>,
 }
 
 impl Routes {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
-    pub fn add(&mut self, method: Method, path: &'static str, handler: impl Handler) -> &mut Self {
+    pub(crate) fn add(&mut self, method: Method, path: &'static str, handler: impl Handler) -> &mut Self {
         self.routes.push((method, path, std::sync::Arc::new(handler)));
         self
     }

@@ -7,7 +7,7 @@ use ::http::StatusCode;
 
 /// What an answer means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Answer {
+pub(crate) enum Answer {
     /// The request was served.
     Ok,
     /// A resource was made (a revocation).
@@ -36,7 +36,7 @@ pub enum Answer {
 
 impl Answer {
     /// The status code: the whole table.
-    pub fn status(self) -> StatusCode {
+    pub(crate) fn status(self) -> StatusCode {
         match self {
             Answer::Ok => StatusCode::OK,
             Answer::Created => StatusCode::CREATED,
@@ -55,7 +55,7 @@ impl Answer {
 
     /// Whether a client's answer of `status` means this (for the HTTP clients: the bundle
     /// endpoint fetch, the CLI).
-    pub fn is(self, status: StatusCode) -> bool {
+    pub(crate) fn is(self, status: StatusCode) -> bool {
         self.status() == status
     }
 }

@@ -4,7 +4,8 @@
 
 use super::*;
 use crate::bundle::{JwtBundle, X509Bundle};
-use crate::registry::{DenyTarget, Origin};
+use crate::registry::DenyTarget;
+use crate::registry::deny::Origin;
 use std::time::Duration;
 
 fn entry(id: &str, selectors: &[&str]) -> Entry {

@@ -3,7 +3,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use super::*;
-use crate::registry::{ConfigPart, DenyRule, DenyTarget, Origin, PolicyComposer};
+use crate::registry::deny::Origin;
+use crate::registry::{ConfigPart, DenyRule, DenyTarget, PolicyComposer};
 use crate::spiffe_id::SpiffeId;
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType};
 use std::time::Duration;

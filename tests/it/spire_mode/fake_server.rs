@@ -16,8 +16,8 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
-use tessera::spire::pb::{agent, bundle, entry, svid, types};
-use tessera::spire::status::denied;
+use tessera::testing::denied;
+use tessera::testing::spire_pb::{agent, bundle, entry, svid, types};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tonic::{Request, Response, Status};
 use types::permission_denied_details::Reason;
@@ -140,7 +140,7 @@ fn td_id(path: &str) -> String {
 
 fn leaf_facts(der: &[u8]) -> (String, String) {
     let (_, c) = x509_parser::parse_x509_certificate(der).unwrap();
-    let id = tessera::bundle::verifier::uri_sans(der).unwrap().into_iter().next().unwrap_or_default();
+    let id = tessera::testing::uri_sans(der).unwrap().into_iter().next().unwrap_or_default();
     (id, c.raw_serial().iter().map(|b| format!("{b:02x}")).collect())
 }
 

@@ -1,6 +1,5 @@
-//! `tessera proxy connect|accept`: the command line of the `tessera-proxy` crate. It lives in
-//! the binary, not in the daemon library: the proxy is a Workload API client and shares no
-//! code with the daemon.
+//! `tessera proxy connect|accept`: the command line of the `tessera-proxy` crate. Only the command
+//! line is here: the proxy is a Workload API client and shares no code with the daemon.
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
@@ -89,10 +88,10 @@ fn parse_pattern(s: &str) -> Result<Pattern, String> {
 }
 
 fn settings(common: Common, default_socket: PathBuf) -> Result<tessera_proxy::Settings> {
-    let socket = tessera::cli::api::resolve_socket(common.socket, default_socket)?;
-    let timeout = tessera::duration::parse(&common.timeout).map_err(anyhow::Error::msg).context("--timeout")?;
+    let socket = crate::cli::api::resolve_socket(common.socket, default_socket)?;
+    let timeout = crate::duration::parse(&common.timeout).map_err(anyhow::Error::msg).context("--timeout")?;
     let stats_interval =
-        tessera::duration::parse(&common.stats_interval).map_err(anyhow::Error::msg).context("--stats-interval")?;
+        crate::duration::parse(&common.stats_interval).map_err(anyhow::Error::msg).context("--stats-interval")?;
     let spiffe_id = common
         .spiffe_id
         .map(|s| tessera_proxy::PeerSpiffeId::new(&s).with_context(|| format!("--spiffe-id {s:?}")))
@@ -110,7 +109,7 @@ fn settings(common: Common, default_socket: PathBuf) -> Result<tessera_proxy::Se
 
 /// Run a proxy until SIGINT/SIGTERM.
 pub(crate) fn run(args: ProxyArgs, default_socket: PathBuf) -> Result<()> {
-    tessera::install_crypto_provider();
+    crate::install_crypto_provider();
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
         match args.command {

@@ -14,16 +14,20 @@ use crate::limits::FairSlots;
 use crate::net::accept::ConnectionLimits;
 use crate::net::listener as endpoint;
 use crate::pb::spiffe_workload_api_server::SpiffeWorkloadApiServer;
-use crate::registry::{ConfigPart, PolicyComposer};
+use crate::registry::PolicyComposer;
 use crate::watch::{FileWatcher, Owner};
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{Notify, watch};
 use tokio_stream::wrappers::ReceiverStream;
 
+mod parts;
 mod preflight;
+#[cfg(test)]
+mod tests;
+
+use parts::{Signer, policy_part, upstream_of};
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -65,82 +69,38 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long open connections get to finish after SIGTERM.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
-/// What a (re)loaded config puts into the policy: its entries, attestor settings, JWT issuer,
-/// deny rules, delegation issuers (their JWKS read) and federation partners with their bundles
-/// (the last fetched one, else the file's). The [`PolicyComposer`] does the rest.
-fn policy_part(
-    config: &Config,
-    fetched: &crate::federation::FetchedBundles,
-) -> Result<ConfigPart, crate::bundle::federation::BundleError> {
-    let mut federation = BTreeMap::new();
-    for f in &config.federation {
-        // A bundle fetched from the partner's endpoint wins over the (initial) file.
-        federation.insert(f.trust_domain.clone(), crate::federation::current(fetched, f)?);
-    }
-    let issuers = config.delegation.as_ref().map(|d| d.issuers.as_slice()).unwrap_or_default();
-    Ok(ConfigPart {
-        registry: config.registry.clone(),
-        attest: config.attest.clone(),
-        jwt_issuer: config.jwt_issuer.clone(),
-        deny: config.deny.clone(),
-        delegation_issuers: Arc::new(crate::registry::delegation::Issuers::load(issuers)?),
-        federation,
-    })
-}
-
-/// Who signs: the node-local CA, or (SPIRE mode) the SPIRE Server, with the record of its good
-/// syncs.
-enum Signer<'a> {
-    Local(Arc<Ca>),
-    Spire(&'a crate::config::spire::SpireConfig, Arc<crate::spire::last_sync::LastSync>),
-}
-
-impl Signer<'_> {
-    /// The key view the services that publish keys use (none in SPIRE mode yet).
-    fn keys(&self) -> Option<Arc<dyn KeySource>> {
-        match self {
-            Signer::Local(ca) => Some(ca.clone()),
-            Signer::Spire(..) => None,
-        }
-    }
-
-    fn last_sync(&self) -> Option<Arc<crate::spire::last_sync::LastSync>> {
-        match self {
-            Signer::Local(_) => None,
-            Signer::Spire(_, last_sync) => Some(last_sync.clone()),
-        }
-    }
-}
-
-/// The CA's view of the config file's upstream section.
-fn upstream_of(config: &Config) -> Option<crate::ca::Upstream> {
-    config.upstream.as_ref().map(|u| crate::ca::Upstream {
-        cert: u.cert.clone(),
-        key: u.key.clone(),
-        bundle: u.bundle.clone(),
-    })
-}
-
 pub(crate) use preflight::ensure_not_running;
 
 /// [`run`], calling `once_serving` on a blocking thread once the Workload API serves and the
 /// one-time warm-up is done (the binary drops its start-up code from memory there).
-pub(crate) async fn run_then(
+pub(crate) async fn run_then(config: Config, once_serving: impl FnOnce() + Send + 'static) -> Result<(), DaemonError> {
+    // Signal handlers before the socket exists: a SIGTERM as soon as clients can connect must
+    // shut down cleanly (remove the socket, flush the audit), not kill with the default action.
+    let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signal)?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?;
+    let stop = async move {
+        tokio::select! {
+            _ = sigterm.recv() => "SIGTERM",
+            _ = sigint.recv() => "SIGINT",
+        }
+    };
+    run_with(config, Arc::new(SystemClock), once_serving, stop).await
+}
+
+/// The daemon on `clock` (every decision's time: CA rotation, issuance and validation, streams,
+/// sessions, token exchange and approvals, telemetry, the inventory) until `stop` says why it
+/// should stop (a signal; in tests, the test).
+pub(crate) async fn run_with(
     mut config: Config,
+    clock: Arc<dyn Clock>,
     once_serving: impl FnOnce() + Send + 'static,
+    stop: impl std::future::Future<Output = &'static str> + Send + 'static,
 ) -> Result<(), DaemonError> {
     // `tessera check` reports them; the daemon would only carry them (one per entry without an
     // owner: ~150 KB for 1,000 entries) for its whole life.
     config.warnings = Vec::new();
     ensure_not_running(&config)?;
     crate::install_crypto_provider();
-    // Signal handlers before the socket exists: a SIGTERM as soon as clients can connect must
-    // shut down cleanly (remove the socket, flush the audit), not kill with the default action.
-    let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signal)?;
-    let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?;
-    // Where every decision reads the time (see `crate::clock`): CA rotation, issuance and
-    // validation, streams, sessions, token exchange and approvals, telemetry, the inventory.
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     // Who signs: the node-local CA, or (SPIRE mode) the SPIRE Server, whose entries then replace
     // the config's and are not reloaded from it. The CA is opened first: it locks `data_dir`, so
     // that a second daemon started at the same moment never appends to the same audit chain.
@@ -266,10 +226,8 @@ pub(crate) async fn run_then(
     }
 
     tokio::spawn(async move {
-        tokio::select! {
-            _ = sigterm.recv() => tracing::info!("SIGTERM: shutting down"),
-            _ = sigint.recv() => tracing::info!("SIGINT: shutting down"),
-        }
+        let why = stop.await;
+        tracing::info!("{why}: shutting down");
         crate::telemetry::systemd::stopping();
         let _ = shutdown_tx.send(true);
     });

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 /// A daemon running in this process on `clock`, stopped (cleanly) on drop of `stop`.
 struct InProcess {
     socket: PathBuf,
+    audit_log: PathBuf,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     done: tokio::task::JoinHandle<Result<(), DaemonError>>,
     _dir: tempfile::TempDir,
@@ -39,11 +40,33 @@ impl InProcess {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        Self { socket, stop: Some(tx), done, _dir: dir }
+        let audit_log = dir.path().join("data/audit.log");
+        Self { socket, audit_log, stop: Some(tx), done, _dir: dir }
     }
 
     async fn client(&self) -> SpiffeWorkloadApiClient<tonic::transport::Channel> {
         SpiffeWorkloadApiClient::new(uds_channel(&self.socket).await)
+    }
+
+    /// Audit lines of `event` for `rpc` so far.
+    fn audit_count(&self, event: &str, rpc: &str) -> usize {
+        std::fs::read_to_string(&self.audit_log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["event"] == event && v["rpc"] == rpc)
+            .count()
+    }
+
+    /// Wait (bounded) until there are `n` such lines; the count then.
+    async fn audit_reaches(&self, event: &str, rpc: &str, n: usize) -> usize {
+        for _ in 0..500 {
+            if self.audit_count(event, rpc) >= n {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.audit_count(event, rpc)
     }
 
     async fn stop(mut self) -> Result<(), DaemonError> {
@@ -123,5 +146,41 @@ async fn ca_rotation_reaches_an_open_stream_in_fake_time() {
     };
     assert_ne!(key_id(&fresh.svids[0].x509_svid), key_id(&first.svids[0].x509_svid), "signed by the successor");
     drop(stream);
+    d.stop().await.unwrap();
+}
+
+/// SVID renewal in fake time: an open stream gets a new X.509-SVID once the old one is past half
+/// its life (10 minutes here), within the stream's next check, not after five real minutes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_svid_is_renewed_on_an_open_stream_in_fake_time() {
+    let clock = Arc::new(FakeClock::at(std::time::SystemTime::now()));
+    let d = InProcess::start(clock.clone(), "").await;
+    let mut client = d.client().await;
+    let mut stream = client.fetch_x509svid(with_header(crate::pb::X509svidRequest {})).await.unwrap().into_inner();
+    let first = stream.message().await.unwrap().unwrap();
+    let serial = |der: &[u8]| x509_parser::parse_x509_certificate(der).unwrap().1.raw_serial().to_vec();
+    clock.advance(Duration::from_secs(6 * 60));
+    let next = tokio::time::timeout(Duration::from_secs(10), stream.message()).await.unwrap().unwrap().unwrap();
+    assert_ne!(serial(&next.svids[0].x509_svid), serial(&first.svids[0].x509_svid), "a new SVID");
+    drop(stream);
+    d.stop().await.unwrap();
+}
+
+/// The session window in fake time: calls on one connection within a second reuse its full
+/// attestation (one `attested` line); a call after the window is attested in full again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_reuse_a_connections_attestation_only_within_its_window() {
+    let clock = Arc::new(FakeClock::at(std::time::SystemTime::now()));
+    let d = InProcess::start(clock.clone(), "").await;
+    let mut client = d.client().await;
+    let ask = || with_header(crate::pb::JwtsvidRequest { audience: vec!["aud".into()], spiffe_id: String::new() });
+    for _ in 0..3 {
+        client.fetch_jwtsvid(ask()).await.unwrap();
+    }
+    assert_eq!(d.audit_reaches("issued", "FetchJWTSVID", 3).await, 3);
+    assert_eq!(d.audit_count("attested", "FetchJWTSVID"), 1, "three calls, one full attestation");
+    clock.advance(crate::caller::session::MAX_REUSE + Duration::from_millis(500));
+    client.fetch_jwtsvid(ask()).await.unwrap();
+    assert_eq!(d.audit_reaches("attested", "FetchJWTSVID", 2).await, 2, "past the window: attested in full");
     d.stop().await.unwrap();
 }

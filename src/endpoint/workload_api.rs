@@ -410,3 +410,6 @@ fn check_audiences(audience: &[String]) -> Result<(), ApiError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

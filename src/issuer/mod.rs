@@ -2,6 +2,8 @@
 //! node-local CA with its per-process SVID cache is [`local::LocalIssuer`]. A signer elsewhere (a
 //! SPIRE Server, a KMS) is another implementation of the same trait.
 
+#[cfg(test)]
+pub(crate) mod fake;
 pub(crate) mod local;
 
 use crate::bundle::{JwtBundle, X509Bundle};

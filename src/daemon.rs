@@ -266,7 +266,7 @@ pub(crate) async fn run_with(
         entries = config.registry.entries().len(),
         "serving the SPIFFE Workload API"
     );
-    events.emit(Event::Started { trust_domain: config.trust_domain.to_string(), socket: config.socket_path.clone() });
+    events.emit(Event::Started { trust_domain: config.trust_domain.clone(), socket: config.socket_path.clone() });
     // grpc.health.v1 on the same socket, as spire-agent has (`spire-agent healthcheck` works against it).
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<SpiffeWorkloadApiServer<WorkloadService>>().await;

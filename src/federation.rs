@@ -139,7 +139,7 @@ impl Partner {
                         "federated bundle refused, the current one stays: {reason}"
                     );
                     events.emit(Event::FederatedBundleRefused {
-                        trust_domain: self.trust_domain.to_string(),
+                        trust_domain: self.trust_domain.clone(),
                         url: self.endpoint.url.to_string(),
                         reason: reason.to_string(),
                     });
@@ -188,7 +188,7 @@ impl Partner {
             "federated bundle updated from its endpoint"
         );
         events.emit(Event::FederatedBundleUpdated {
-            trust_domain: self.trust_domain.to_string(),
+            trust_domain: self.trust_domain.clone(),
             sequence: new.sequence,
             x509_authorities: bundle.x509.certs().len(),
             jwt_keys: bundle.jwt.len(),

@@ -159,11 +159,11 @@ fn matched_now(target: &DenyTarget, policy: &Policy, workloads: &[crate::invento
                 .entries()
                 .iter()
                 .filter(|e| !e.retired && e.spiffe_id == *id)
-                .map(|e| e.spiffe_id.to_string())
+                .map(|e| e.spiffe_id.clone())
                 .collect(),
             workloads
                 .iter()
-                .filter(|w| w.held.values().any(|h| h.status == "active" && h.spiffe_id == id.to_string()))
+                .filter(|w| w.held.values().any(|h| h.status == "active" && h.spiffe_id == *id))
                 .map(|w| w.pid)
                 .collect(),
         ),
@@ -179,7 +179,7 @@ fn matched_now(target: &DenyTarget, policy: &Policy, workloads: &[crate::invento
                     .entries()
                     .iter()
                     .filter(|e| !e.retired && e.selectors.contains(s))
-                    .map(|e| e.spiffe_id.to_string())
+                    .map(|e| e.spiffe_id.clone())
                     .collect(),
                 workloads
                     .iter()

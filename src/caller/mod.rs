@@ -70,7 +70,7 @@ impl Caller {
                 rpc,
                 pid: Some(self.attestation.pid),
                 uid: self.uid,
-                why: Refusal::NotEntitled(id.to_string()),
+                why: Refusal::NotEntitled(id.clone()),
             });
             return Err(CallerError::NotEntitled(id.clone()));
         }

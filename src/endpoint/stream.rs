@@ -233,7 +233,7 @@ impl<R> Driver<R> {
                             rpc,
                             pid: self.state.caller.attestation.pid,
                             uid: self.state.caller.uid,
-                            had: self.state.caller.entries.iter().map(|e| e.spiffe_id.to_string()).collect(),
+                            had: self.state.caller.entries.iter().map(|e| e.spiffe_id.clone()).collect(),
                             reason: status.message().to_owned(),
                             owners: crate::events::owners_of(&self.state.caller.entries),
                         });
@@ -340,7 +340,7 @@ fn exec_drift(ctx: &Context, rpc: Rpc, old: &Entitlement, peer: &PeerInfo) {
         uid: old.caller.uid,
         removed,
         added,
-        entries_before: old.caller.entries.iter().map(|e| e.spiffe_id.to_string()).collect(),
+        entries_before: old.caller.entries.iter().map(|e| e.spiffe_id.clone()).collect(),
         owners: crate::events::owners_of(&old.caller.entries),
         exec: Some(Box::new((before, after))),
     });
@@ -362,7 +362,7 @@ fn drift(ctx: &Context, rpc: Rpc, old: &Entitlement, new: &Attestation) {
         uid: old.caller.uid,
         removed,
         added,
-        entries_before: old.caller.entries.iter().map(|e| e.spiffe_id.to_string()).collect(),
+        entries_before: old.caller.entries.iter().map(|e| e.spiffe_id.clone()).collect(),
         owners: crate::events::owners_of(&old.caller.entries),
         exec: None,
     });

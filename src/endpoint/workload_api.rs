@@ -124,7 +124,7 @@ fn x509_response(ctx: &Context, state: &Entitlement, rpc: Rpc) -> stream::Render
     for i in &out.svids {
         let svid = &i.svid;
         issued.push(IssuedSvid::X509 {
-            spiffe_id: svid.spiffe_id.to_string(),
+            spiffe_id: svid.spiffe_id.clone(),
             serial: svid.serial_hex.clone(),
             not_after: crate::clock::unix_secs(svid.not_after),
             reused_for_process: i.reused,
@@ -171,7 +171,7 @@ fn wit_response(
     let mut issued = Vec::with_capacity(minted.len());
     for (entry, w) in caller.entries.iter().zip(&minted) {
         issued.push(IssuedSvid::Wit {
-            spiffe_id: w.spiffe_id.to_string(),
+            spiffe_id: w.spiffe_id.clone(),
             kid: w.kid.clone(),
             expires_at: crate::clock::unix_secs(w.expires_at),
         });
@@ -234,7 +234,7 @@ fn issued_event(
         attested_at: caller.attested_at,
         exe: caller.attestation.exe.clone(),
         selectors_matched: selectors_matched.into_iter().collect(),
-        entries: caller.entries.iter().map(|e| e.spiffe_id.to_string()).collect(),
+        entries: caller.entries.iter().map(|e| e.spiffe_id.clone()).collect(),
         issued,
         audience: audience.map(<[String]>::to_vec),
         owners: crate::events::owners_of(&caller.entries),
@@ -301,7 +301,7 @@ impl SpiffeWorkloadApi for WorkloadService {
         let mut hints = BTreeSet::new();
         for (entry, m) in caller.entries.iter().zip(minted) {
             issued.push(IssuedSvid::Jwt {
-                spiffe_id: m.svid.spiffe_id.to_string(),
+                spiffe_id: m.svid.spiffe_id.clone(),
                 kid: m.kid,
                 expires_at: crate::clock::unix_secs(m.svid.expires_at),
             });

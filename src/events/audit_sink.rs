@@ -220,7 +220,7 @@ mod tests {
         let rpc = crate::events::Rpc::of(crate::events::Call::FetchX509Svid);
         let cases = [
             (
-                Event::Started { trust_domain: "t".into(), socket: "/s".into() },
+                Event::Started { trust_domain: "t".parse().unwrap(), socket: "/s".into() },
                 "started",
                 fixture_fields("started", |_| true),
             ),
@@ -306,7 +306,7 @@ mod tests {
             selectors_matched: vec![],
             entries: vec![],
             issued: vec![IssuedSvid::X509 {
-                spiffe_id: "spiffe://t/a".into(),
+                spiffe_id: "spiffe://t/a".parse().unwrap(),
                 serial: "01".into(),
                 not_after: 5,
                 reused_for_process: false,

@@ -9,6 +9,7 @@ pub(crate) mod delegation;
 mod rpc;
 pub(crate) use rpc::{Call, Rpc};
 
+use crate::spiffe_id::{SpiffeId, TrustDomain};
 use std::sync::Arc;
 
 /// One fact, with the evidence that goes with it (no keys, no tokens).
@@ -17,7 +18,7 @@ use std::sync::Arc;
 pub(crate) enum Event {
     /// The daemon is serving.
     Started {
-        trust_domain: String,
+        trust_domain: TrustDomain,
         socket: std::path::PathBuf,
     },
     /// A caller was attested at the start of an RPC.
@@ -52,7 +53,7 @@ pub(crate) enum Event {
         attested_at: std::time::SystemTime,
         exe: ExeEvidence,
         selectors_matched: Vec<String>,
-        entries: Vec<String>,
+        entries: Vec<SpiffeId>,
         issued: Vec<IssuedSvid>,
         audience: Option<Vec<String>>,
         /// Owner of each entry that has one (SPIFFE ID → owner).
@@ -66,7 +67,7 @@ pub(crate) enum Event {
         rpc: Rpc,
         pid: i32,
         uid: u32,
-        had: Vec<String>,
+        had: Vec<SpiffeId>,
         reason: String,
         owners: Owners,
     },
@@ -77,7 +78,7 @@ pub(crate) enum Event {
         uid: u32,
         removed: Vec<String>,
         added: Vec<String>,
-        entries_before: Vec<String>,
+        entries_before: Vec<SpiffeId>,
         owners: Owners,
         /// The executable before and after, when the drift is an exec (the digest after is
         /// not computed for this: `None` unless already known).
@@ -114,14 +115,14 @@ pub(crate) enum Event {
     },
     /// A partner's bundle endpoint served a new, valid bundle; it is in force now.
     FederatedBundleUpdated {
-        trust_domain: String,
+        trust_domain: TrustDomain,
         sequence: Option<u64>,
         x509_authorities: usize,
         jwt_keys: usize,
     },
     /// A fetch from a partner's bundle endpoint gave no usable bundle; the previous one stays.
     FederatedBundleRefused {
-        trust_domain: String,
+        trust_domain: TrustDomain,
         url: String,
         reason: String,
     },
@@ -172,17 +173,17 @@ pub(crate) enum Refusal {
     /// No entry matches the caller's selectors.
     NoEntry { exe: ExeEvidence, selectors: Vec<String> },
     /// The caller asked for an identity it is not entitled to.
-    NotEntitled(String),
+    NotEntitled(SpiffeId),
     /// Entries match, but a deny rule (config or `tessera revoke`) takes them all away.
     Revoked { rule: String, reason: String, exe: ExeEvidence, owners: Owners },
 }
 
 /// Owners of entries, by SPIFFE ID (entries without an owner are left out).
-pub(crate) type Owners = std::collections::BTreeMap<String, String>;
+pub(crate) type Owners = std::collections::BTreeMap<SpiffeId, String>;
 
 /// The owners of `entries`.
 pub(crate) fn owners_of(entries: &[Arc<crate::registry::Entry>]) -> Owners {
-    entries.iter().filter_map(|e| e.owner.as_ref().map(|o| (e.spiffe_id.to_string(), o.clone()))).collect()
+    entries.iter().filter_map(|e| e.owner.as_ref().map(|o| (e.spiffe_id.clone(), o.clone()))).collect()
 }
 
 /// What the inventory needs to know of a process that received SVIDs.
@@ -199,7 +200,7 @@ pub(crate) struct ProcessFacts {
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub(crate) struct MatchedNow {
     /// Configured entries it takes away (by SPIFFE ID).
-    pub entries: Vec<String>,
+    pub entries: Vec<SpiffeId>,
     /// Running workloads holding an identity that it cuts off (pids).
     pub workloads: Vec<i32>,
 }
@@ -231,9 +232,9 @@ impl SvidKind {
 /// One SVID handed out.
 #[derive(Debug, Clone)]
 pub(crate) enum IssuedSvid {
-    X509 { spiffe_id: String, serial: String, not_after: u64, reused_for_process: bool },
-    Jwt { spiffe_id: String, kid: String, expires_at: u64 },
-    Wit { spiffe_id: String, kid: String, expires_at: u64 },
+    X509 { spiffe_id: SpiffeId, serial: String, not_after: u64, reused_for_process: bool },
+    Jwt { spiffe_id: SpiffeId, kid: String, expires_at: u64 },
+    Wit { spiffe_id: SpiffeId, kid: String, expires_at: u64 },
 }
 
 /// The executable's path and digest, as the attestors found them (no selector text parsed here).

@@ -9,6 +9,7 @@ pub(crate) mod view;
 use crate::clock::{Clock, SystemClock};
 use crate::events::{Event, ExeEvidence, IssuedSvid, Refusal, Rpc, Subscriber};
 use crate::peer::ProcessKey;
+use crate::spiffe_id::SpiffeId;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -25,7 +26,7 @@ const SWEEP_EVERY: Duration = Duration::from_secs(1);
 /// One identity a process was handed.
 #[derive(Debug, Clone, serde::Serialize)]
 pub(crate) struct Held {
-    pub spiffe_id: String,
+    pub spiffe_id: SpiffeId,
     /// `x509` or `jwt`.
     pub kind: &'static str,
     /// X.509 serial (hex); JWT-SVIDs have none.
@@ -52,7 +53,7 @@ pub(crate) struct Workload {
     /// Unix seconds of the first SVID handed to this process.
     pub connected_since: u64,
     /// By (kind, SPIFFE ID).
-    pub held: BTreeMap<(&'static str, String), Held>,
+    pub held: BTreeMap<(&'static str, SpiffeId), Held>,
 }
 
 /// One refusal.
@@ -213,7 +214,7 @@ impl Inventory {
         }
     }
 
-    fn withdrawn(&self, pid: i32, had: &[String], reason: &str) {
+    fn withdrawn(&self, pid: i32, had: &[SpiffeId], reason: &str) {
         let mut state = self.lock();
         for w in state.workloads.values_mut().filter(|w| w.pid == pid) {
             for h in w.held.values_mut().filter(|h| had.contains(&h.spiffe_id)) {
@@ -281,15 +282,15 @@ mod tests {
             attested_at: std::time::SystemTime::UNIX_EPOCH,
             exe: ExeEvidence { path: Some("/bin/x".into()), sha256: None },
             selectors_matched: vec![],
-            entries: vec![id.into()],
+            entries: vec![id.parse().unwrap()],
             issued: vec![IssuedSvid::X509 {
-                spiffe_id: id.into(),
+                spiffe_id: id.parse().unwrap(),
                 serial: "0a".into(),
                 not_after: expires,
                 reused_for_process: false,
             }],
             audience: None,
-            owners: [(id.to_owned(), "team".to_owned())].into(),
+            owners: [(id.parse().unwrap(), "team".to_owned())].into(),
             process: Arc::new(ProcessFacts { start_ticks, selectors: vec![], script: None }),
         }
     }
@@ -306,7 +307,7 @@ mod tests {
         inv.on_event(&issued(me, start, "spiffe://t/old", inv.now_unix() - 1)); // expired
         let (w, _) = inv.snapshot(10);
         assert_eq!(w.len(), 1);
-        let ids: Vec<&str> = w[0].held.values().map(|h| h.spiffe_id.as_str()).collect();
+        let ids: Vec<String> = w[0].held.values().map(|h| h.spiffe_id.to_string()).collect();
         assert_eq!(ids, ["spiffe://t/a"]);
         assert_eq!(w[0].held.values().next().unwrap().owner.as_deref(), Some("team"));
 
@@ -314,7 +315,7 @@ mod tests {
             rpc: crate::events::Call::FetchX509Svid.into(),
             pid: me,
             uid: 0,
-            had: vec!["spiffe://t/a".into()],
+            had: vec!["spiffe://t/a".parse().unwrap()],
             reason: "revoked".into(),
             owners: Default::default(),
         });

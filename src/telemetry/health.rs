@@ -98,7 +98,7 @@ mod tests {
         let r = health.readiness();
         assert!(r.ca_loaded && !r.serving && !r.ready, "{r:?}");
         assert!(!serde_json::to_string(&r).unwrap().contains("spire"), "standalone: no SPIRE field");
-        health.on_event(&Event::Started { trust_domain: "t.example".into(), socket: "/s".into() });
+        health.on_event(&Event::Started { trust_domain: "t.example".parse().unwrap(), socket: "/s".into() });
         assert!(health.readiness().ready);
         // A CA that never rotated is no longer loaded once its keys expired.
         clock.advance(Duration::from_secs(3600));

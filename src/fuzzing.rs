@@ -228,7 +228,9 @@ pub const JWT_JWKS: &str = include_str!("fuzzing_jwks.json");
 pub fn jwt_bundle() -> std::sync::Arc<crate::bundle::JwtBundle> {
     let doc: serde_json::Value = serde_json::from_str(JWT_JWKS).expect("constant JWKS");
     let keys = doc.get("keys").and_then(|k| k.as_array()).cloned().unwrap_or_default();
-    std::sync::Arc::new(crate::bundle::JwtBundle::new(keys))
+    std::sync::Arc::new(crate::bundle::JwtBundle::new(
+        keys.iter().filter_map(crate::bundle::jwks::Jwk::parse).collect(),
+    ))
 }
 
 /// `audience\ntoken` (no newline: empty audience) through [`jwt::validate`] against a fixed

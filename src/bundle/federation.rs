@@ -60,9 +60,11 @@ fn parse_spiffe_bundle(bytes: &[u8]) -> Result<FederatedBundle, String> {
                 x509_parser::parse_x509_certificate(&cert).map_err(|e| format!("x5c certificate: {e}"))?;
                 certs.push(cert);
             }
-            Some("jwt-svid") if k.get("kid").and_then(Value::as_str).is_some() => jwt_keys.push(k.clone()),
+            Some("jwt-svid") if k.get("kid").and_then(Value::as_str).is_some() => {
+                jwt_keys.extend(super::jwks::Jwk::parse(k));
+            }
             Some(super::jwks::BUNDLE_KEY_USE) => {
-                delegation_keys.extend(super::jwks::signing_jwk(k));
+                delegation_keys.extend(super::jwks::Jwk::parse(k).as_ref().and_then(super::jwks::signing_jwk));
             }
             _ => {}
         }
@@ -99,7 +101,7 @@ pub(crate) fn parse_endpoint_document(
 
 /// Our own trust domain's bundle in the SPIFFE bundle format, for partners to federate with us.
 pub(crate) fn spiffe_bundle_json(auth: &crate::ca::Authorities, sequence: u64) -> Value {
-    let mut keys: Vec<Value> = auth
+    let mut keys: Vec<super::jwks::Jwk> = auth
         .bundle_certs()
         .iter()
         .filter_map(|der| {
@@ -109,15 +111,9 @@ pub(crate) fn spiffe_bundle_json(auth: &crate::ca::Authorities, sequence: u64) -
             if point.len() != 65 {
                 return None;
             }
-            let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-            Some(json!({
-                "use": "x509-svid",
-                "kty": "EC",
-                "crv": "P-256",
-                "x": b64.encode(&point[1..33]),
-                "y": b64.encode(&point[33..]),
-                "x5c": [base64::engine::general_purpose::STANDARD.encode(der)],
-            }))
+            let mut k = super::jwks::Jwk::p256(&point[1..33], &point[33..], None, "x509-svid");
+            k.x5c = Some(vec![base64::engine::general_purpose::STANDARD.encode(der)]);
+            Some(k)
         })
         .collect();
     keys.extend(auth.jwt.iter().map(|k| super::jwks::jwk(k)));

@@ -12,7 +12,7 @@ pub(crate) mod jwks;
 pub(crate) mod verifier;
 
 use crate::ca::Authorities;
-use serde_json::{Value, json};
+use serde_json::json;
 
 /// X.509 trust anchors of one trust domain, one DER certificate each.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -43,11 +43,11 @@ impl X509Bundle {
 /// JWT verification keys of one trust domain (JWKs with a `kid`, `use` jwt-svid or unset).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct JwtBundle {
-    keys: Vec<Value>,
+    keys: Vec<jwks::Jwk>,
 }
 
 impl JwtBundle {
-    pub fn new(keys: Vec<Value>) -> Self {
+    pub fn new(keys: Vec<jwks::Jwk>) -> Self {
         Self { keys }
     }
     /// The local bundle: the CA's JWT keys.
@@ -60,7 +60,7 @@ impl JwtBundle {
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
     }
-    pub fn keys(&self) -> &[Value] {
+    pub fn keys(&self) -> &[jwks::Jwk] {
         &self.keys
     }
     /// The verification key with `kid`, if the bundle has a usable one.

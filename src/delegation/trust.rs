@@ -175,13 +175,13 @@ pub(crate) fn verify(token: &str, idps: &Issuers, tessera: &TesseraKeys<'_>, now
     if matches!(origin, Origin::Tessera(_)) && h.alg != jsonwebtoken::Algorithm::ES256 {
         return Err("a tessera token must be ES256".into());
     }
-    let jwk = keys.keys().iter().find(|k| k.get("kid").and_then(Value::as_str) == Some(h.kid.as_str()));
+    let jwk = keys.keys().iter().find(|k| k.kid.as_deref() == Some(h.kid.as_str()));
     let key =
         keys.find(&h.kid).ok_or_else(|| format!("no key with kid {:?} for issuer {:?}", cut(&h.kid), cut(&iss)))?;
     if !key.algs.contains(&h.alg) {
         return Err(format!("\"alg\" {:?} does not match the key {:?}", h.alg, cut(&h.kid)));
     }
-    if let Some(pinned) = jwk.and_then(|k| k.get("alg")).and_then(Value::as_str)
+    if let Some(pinned) = jwk.and_then(|k| k.alg.as_deref())
         && pinned != format!("{:?}", h.alg)
     {
         return Err(format!("\"alg\" {:?} differs from the key's \"alg\" {pinned:?}", h.alg));
@@ -372,8 +372,10 @@ mod tests {
     #[test]
     fn delegation_keys_round_trip_through_a_spiffe_bundle() {
         let k = key("d1");
-        let mut jwk = crate::bundle::jwks::jwk(&k);
-        jwk["use"] = crate::bundle::jwks::BUNDLE_KEY_USE.into();
+        let jwk = crate::bundle::jwks::Jwk {
+            use_: Some(crate::bundle::jwks::BUNDLE_KEY_USE.into()),
+            ..crate::bundle::jwks::jwk(&k)
+        };
         // A SPIFFE JWT-SVID lookup ignores it; the delegation lookup finds it.
         assert!(crate::bundle::jwks::find_key(std::slice::from_ref(&jwk), "d1").is_none());
         assert!(JwtBundle::new(signing_jwk(&jwk).into_iter().collect()).find("d1").is_some());

@@ -21,7 +21,7 @@ pub(crate) const DELEGATION_JWKS_PATH: &str = "/delegation/keys";
 
 /// The delegated-token keys to publish (when delegation is on): called on every request,
 /// returns JWKs (each with `kid`; `use: sig` is set here).
-pub(crate) type DelegationKeys = Arc<dyn Fn() -> Vec<Value> + Send + Sync>;
+pub(crate) type DelegationKeys = Arc<dyn Fn() -> Vec<crate::bundle::jwks::Jwk> + Send + Sync>;
 
 /// The `iss` of delegated tokens: `jwt_issuer` + `/delegation`.
 pub(crate) fn delegation_issuer(jwt_issuer: &str) -> String {
@@ -47,20 +47,14 @@ pub(crate) fn discovery(issuer: &str) -> Value {
 /// The JWK Set: every JWT-SVID key in the ring (successors from the moment they are made, before
 /// they sign; predecessors until they expire, which no token they signed outlives). Only those.
 pub(crate) fn jwks(auth: &Authorities) -> Value {
-    let keys: Vec<Value> = auth.jwt.iter().map(|k| crate::bundle::jwks::published_jwk(k)).collect();
+    let keys: Vec<crate::bundle::jwks::Jwk> = auth.jwt.iter().map(|k| crate::bundle::jwks::published_jwk(k)).collect();
     json!({ "keys": keys })
 }
 
 /// The delegation issuer's JWK Set: only the delegated-token keys.
 pub(crate) fn delegation_jwks(keys: &DelegationKeys) -> Value {
-    let keys: Vec<Value> = keys()
-        .into_iter()
-        .filter(Value::is_object)
-        .map(|mut k| {
-            k["use"] = json!("sig");
-            k
-        })
-        .collect();
+    let keys: Vec<crate::bundle::jwks::Jwk> =
+        keys().into_iter().map(|k| crate::bundle::jwks::Jwk { use_: Some("sig".into()), ..k }).collect();
     json!({ "keys": keys })
 }
 
@@ -96,9 +90,11 @@ mod tests {
         assert_eq!(d["jwks_uri"], "https://issuer.example/keys");
         assert_eq!(d["issuer"], "https://issuer.example/");
 
-        let keys: DelegationKeys = Arc::new(|| vec![json!({"kty": "EC", "kid": "deleg", "use": "x"}), json!(3)]);
+        let k = Arc::new(JwtKey::for_test("deleg", now, now + Duration::from_secs(1000)));
+        let keys: DelegationKeys = Arc::new(move || vec![crate::bundle::jwks::jwk(&k)]);
         let doc = delegation_jwks(&keys);
         assert_eq!(doc["keys"].as_array().unwrap().len(), 1);
+        assert_eq!(doc["keys"][0]["kid"], "deleg");
         assert_eq!(doc["keys"][0]["use"], "sig");
         let issuer = delegation_issuer("https://issuer.example/");
         assert_eq!(issuer, "https://issuer.example/delegation");

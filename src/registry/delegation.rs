@@ -77,7 +77,11 @@ impl Issuers {
                     reason: "no \"keys\" array".into(),
                 }
             })?;
-            let usable: Vec<Value> = keys.iter().filter_map(crate::bundle::jwks::signing_jwk).collect();
+            let usable: Vec<crate::bundle::jwks::Jwk> = keys
+                .iter()
+                .filter_map(crate::bundle::jwks::Jwk::parse)
+                .filter_map(|k| crate::bundle::jwks::signing_jwk(&k))
+                .collect();
             if usable.is_empty() {
                 return Err(crate::bundle::federation::BundleError::Empty { path });
             }

@@ -4,12 +4,12 @@
 //! out. An entry that is malformed (bad SPIFFE ID, foreign trust domain, no selectors) is refused.
 
 use super::pb::types;
+use crate::bundle::jwks::Jwk;
 use crate::bundle::{FederatedBundle, JwtBundle, X509Bundle};
 use crate::registry::Entry;
 use crate::spiffe_id::{SpiffeId, TrustDomain};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::time::Duration;
 use tessera_attestors::{Kind, Selector};
@@ -95,7 +95,7 @@ pub(crate) fn bundle(b: &types::Bundle) -> Result<FederatedBundle, String> {
 }
 
 /// A PKIX public key (DER) as a JWK with `kid`.
-fn jwk(der: &[u8], kid: &str) -> Result<Value, String> {
+fn jwk(der: &[u8], kid: &str) -> Result<Jwk, String> {
     use x509_parser::public_key::PublicKey;
     let (_, spki) = x509_parser::x509::SubjectPublicKeyInfo::from_der_spki(der).map_err(|e| e.to_string())?;
     match spki.parsed().map_err(|e| e.to_string())? {
@@ -109,11 +109,23 @@ fn jwk(der: &[u8], kid: &str) -> Result<Value, String> {
             if p.first() != Some(&4) {
                 return Err("compressed EC point".into());
             }
-            Ok(json!({"kty": "EC", "crv": crv, "x": URL_SAFE_NO_PAD.encode(&p[1..=n]),
-                      "y": URL_SAFE_NO_PAD.encode(&p[n + 1..]), "kid": kid, "use": "jwt-svid"}))
+            let mut j = Jwk::p256(&p[1..=n], &p[n + 1..], Some(kid.to_owned()), "jwt-svid");
+            j.crv = Some(crv.into());
+            Ok(j)
         }
-        PublicKey::RSA(rsa) => Ok(json!({"kty": "RSA", "n": URL_SAFE_NO_PAD.encode(strip(rsa.modulus)),
-                      "e": URL_SAFE_NO_PAD.encode(strip(rsa.exponent)), "kid": kid, "use": "jwt-svid"})),
+        PublicKey::RSA(rsa) => Ok(Jwk {
+            kty: "RSA".into(),
+            kid: Some(kid.to_owned()),
+            use_: Some("jwt-svid".into()),
+            alg: None,
+            crv: None,
+            x: None,
+            y: None,
+            n: Some(URL_SAFE_NO_PAD.encode(strip(rsa.modulus))),
+            e: Some(URL_SAFE_NO_PAD.encode(strip(rsa.exponent))),
+            x5c: None,
+            other: Default::default(),
+        }),
         _ => Err("unsupported key type".into()),
     }
 }

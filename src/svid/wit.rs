@@ -80,10 +80,8 @@ pub(crate) fn mint(id: &SpiffeId, ttl: Duration, key: &JwtKey, now: SystemTime) 
 }
 
 /// A WIT bundle JWK: `use: wit-svid` (WIT-SVID.md §6).
-pub(crate) fn bundle_jwk(key: &JwtKey) -> serde_json::Value {
-    let mut jwk = crate::bundle::jwks::jwk(key);
-    jwk["use"] = json!("wit-svid");
-    jwk
+pub(crate) fn bundle_jwk(key: &JwtKey) -> crate::bundle::jwks::Jwk {
+    crate::bundle::jwks::Jwk { use_: Some("wit-svid".into()), ..crate::bundle::jwks::jwk(key) }
 }
 
 #[cfg(test)]

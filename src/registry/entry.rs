@@ -116,13 +116,13 @@ impl Registry {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn entry(id: &str, sels: &[&str]) -> Entry {
+impl Entry {
+    /// An entry for unit tests: `id` with `selectors`, default TTLs, nothing else.
+    #[allow(clippy::unwrap_used, reason = "test values")]
+    pub(crate) fn for_test(id: &str, selectors: &[&str]) -> Entry {
         Entry {
             spiffe_id: id.parse().unwrap(),
-            selectors: sels.iter().map(|s| s.parse().unwrap()).collect(),
+            selectors: selectors.iter().map(|s| s.parse().unwrap()).collect(),
             x509_svid_ttl: Duration::from_secs(600),
             jwt_svid_ttl: Duration::from_secs(300),
             dns_names: vec![],
@@ -133,6 +133,15 @@ mod tests {
             retired: false,
             delegation: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(id: &str, sels: &[&str]) -> Entry {
+        Entry::for_test(id, sels)
     }
 
     #[test]

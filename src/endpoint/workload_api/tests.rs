@@ -8,20 +8,7 @@ use crate::registry::{ConfigPart, Entry, PolicyComposer, Registry};
 use std::time::Duration;
 
 fn me() -> Entry {
-    let uid = nix::unistd::geteuid().as_raw();
-    Entry {
-        spiffe_id: "spiffe://fake.test/me".parse().unwrap(),
-        selectors: [format!("unix:uid:{uid}").parse().unwrap()].into(),
-        x509_svid_ttl: Duration::from_secs(600),
-        jwt_svid_ttl: Duration::from_secs(300),
-        dns_names: vec![],
-        hint: None,
-        federates_with: vec![],
-        owner: None,
-        metadata: Default::default(),
-        retired: false,
-        delegation: None,
-    }
+    Entry::for_test("spiffe://fake.test/me", &[&format!("unix:uid:{}", nix::unistd::geteuid().as_raw())])
 }
 
 /// The service on `issuer`, and this process as a peer (one end of a socket pair).

@@ -6,22 +6,9 @@ use super::*;
 use crate::bundle::{JwtBundle, X509Bundle};
 use crate::registry::DenyTarget;
 use crate::registry::deny::Origin;
-use std::time::Duration;
 
 fn entry(id: &str, selectors: &[&str]) -> Entry {
-    Entry {
-        spiffe_id: format!("spiffe://example.org{id}").parse().unwrap(),
-        selectors: selectors.iter().map(|s| s.parse().unwrap()).collect(),
-        x509_svid_ttl: Duration::from_secs(3600),
-        jwt_svid_ttl: Duration::from_secs(300),
-        dns_names: vec![],
-        hint: None,
-        federates_with: vec![],
-        owner: None,
-        metadata: Default::default(),
-        retired: false,
-        delegation: None,
-    }
+    Entry::for_test(&format!("spiffe://example.org{id}"), selectors)
 }
 
 fn bundle(cert: u8) -> Arc<FederatedBundle> {

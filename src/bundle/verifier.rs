@@ -162,24 +162,10 @@ pub fn uri_sans(der: &[u8]) -> Result<Vec<String>, String> {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType};
+    use crate::ca::test_pki::{TestCa as Ca, ca};
+    use rcgen::{CertificateParams, IsCa, KeyPair, KeyUsagePurpose, SanType};
 
     const ID: &str = "spiffe://example.org/spire/server";
-
-    struct Ca {
-        der: Vec<u8>,
-        issuer: Issuer<'static, KeyPair>,
-    }
-
-    fn ca() -> Ca {
-        let key = KeyPair::generate().unwrap();
-        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        p.subject_alt_names = vec![SanType::URI("spiffe://example.org".try_into().unwrap())];
-        let der = p.self_signed(&key).unwrap().der().to_vec();
-        Ca { der, issuer: Issuer::new(p, key) }
-    }
 
     /// A server certificate signed by `ca` with these SANs (and `extra` key usages).
     fn leaf(ca: &Ca, sans: Vec<SanType>, extra: &[KeyUsagePurpose]) -> Vec<u8> {

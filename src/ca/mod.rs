@@ -12,6 +12,8 @@ pub(crate) mod keyring;
 pub(crate) mod rotation;
 pub(crate) mod serial;
 mod store;
+#[cfg(test)]
+pub(crate) mod test_pki;
 pub(crate) mod upstream;
 
 pub(crate) use keyring::{Authorities, JwtKey, X509Authority};

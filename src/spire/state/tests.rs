@@ -3,30 +3,16 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use super::*;
+use crate::ca::test_pki::{TestCa as Ca, ca};
 use crate::registry::deny::Origin;
 use crate::registry::{ConfigPart, DenyRule, DenyTarget, PolicyComposer};
 use crate::spiffe_id::SpiffeId;
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType};
+use rcgen::{CertificateParams, IsCa, KeyPair, KeyUsagePurpose, SanType};
 use std::time::Duration;
 use tessera_attestors::AttestConfig;
 
 const TD: &str = "example.org";
 const HOUR: Duration = Duration::from_secs(3600);
-
-struct Ca {
-    der: Vec<u8>,
-    issuer: Issuer<'static, KeyPair>,
-}
-
-fn ca() -> Ca {
-    let key = KeyPair::generate().unwrap();
-    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    p.subject_alt_names = vec![SanType::URI(format!("spiffe://{TD}").as_str().try_into().unwrap())];
-    let der = p.self_signed(&key).unwrap().der().to_vec();
-    Ca { der, issuer: Issuer::new(p, key) }
-}
 
 /// An X.509-SVID of `id` signed by `ca`, valid over [from, to]: (leaf DER, PKCS#8 key).
 fn svid(ca: &Ca, id: &str, from: SystemTime, to: SystemTime) -> (Vec<u8>, Vec<u8>) {

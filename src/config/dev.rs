@@ -192,6 +192,7 @@ mod tests {
             dev_mode: true,
             telemetry: Default::default(),
             spire: None,
+            gateway: None,
         }
     }
 

@@ -10,6 +10,7 @@ mod agents;
 pub(crate) mod delegation;
 pub(crate) mod dev;
 mod entries;
+pub(crate) mod gateway;
 pub(crate) mod publish;
 mod schema;
 mod sections;
@@ -103,6 +104,8 @@ pub(crate) struct Config {
     pub telemetry: telemetry::Telemetry,
     /// SPIRE mode: entries, SVIDs and bundles from a SPIRE Server (None: standalone).
     pub spire: Option<spire::SpireConfig>,
+    /// The node gateway (`[gateway]`): routes, credentials, listeners.
+    pub gateway: Option<gateway::Gateway>,
 }
 
 impl Config {

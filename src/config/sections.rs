@@ -56,6 +56,7 @@ impl Validator<'_> {
         );
         let oidc = self.oidc(&raw.oidc);
         let bundle_endpoint = self.bundle_endpoint(&raw.bundle_endpoint, trust_domain.as_ref());
+        let gateway = self.gateway(raw.gateway.as_ref(), &paths.socket_path);
         let attest = attest_config(raw.attestors, &entries);
         Some(Config {
             source: Some(path.to_owned()),
@@ -82,6 +83,7 @@ impl Validator<'_> {
             dev_mode: false,
             telemetry,
             spire,
+            gateway,
         })
     }
 

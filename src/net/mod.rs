@@ -11,3 +11,4 @@ mod hpack_check;
 pub(crate) mod http;
 pub(crate) mod listener;
 pub(crate) mod peer;
+pub(crate) mod tcp_peer;

@@ -54,6 +54,8 @@ pub(crate) enum DaemonError {
     Serve(#[from] tonic::transport::Error),
     #[error(transparent)]
     Telemetry(#[from] crate::telemetry::TelemetryError),
+    #[error(transparent)]
+    Gateway(#[from] crate::gateway::GatewayError),
 }
 
 /// Attestations in flight at once; more wait their turn (the kernel work is I/O and hashing).
@@ -204,6 +206,28 @@ pub(crate) async fn run_with(
     } else if config.delegation.is_some() || config.oidc.is_some() || config.bundle_endpoint.is_some() {
         tracing::warn!("SPIRE mode: delegation, [oidc] and [bundle_endpoint] need the local CA and are not served");
     }
+    // The node gateway: calls out of the node with credentials the agents never hold.
+    let gateway = match &config.gateway {
+        Some(gw) => {
+            let keys: Option<Arc<dyn KeySource>> = local_ca.as_ref().map(|(ca, _)| {
+                let k: Arc<dyn KeySource> = ca.clone();
+                k
+            });
+            Some(Arc::new(
+                crate::gateway::start(
+                    &config,
+                    gw,
+                    ctx.pipeline.clone(),
+                    ctx.issuer.clone(),
+                    keys,
+                    events.clone(),
+                    shutdown_rx.clone(),
+                )
+                .await?,
+            ))
+        }
+        None => None,
+    };
     let admin_listener = crate::admin::bind(&config.admin_socket_path, config.admin_socket_group)?;
     let admin = crate::admin::AdminHandler {
         authorized: crate::admin::Authorized {
@@ -222,7 +246,7 @@ pub(crate) async fn run_with(
     if let Some((ca, ca_gen_tx)) = local_ca {
         spawn_ca_rotation(ca, config.ca_ttl, ca_gen_tx, events.clone(), clock, shutdown_rx.clone());
         crate::federation::spawn(&config, fetched.clone(), composer.clone(), events.clone(), shutdown_rx.clone());
-        spawn_reloader(&config, files, composer, fetched, events.clone(), shutdown_rx.clone())?;
+        spawn_reloader(&config, files, composer, fetched, gateway.clone(), events.clone(), shutdown_rx.clone())?;
     }
 
     tokio::spawn(async move {
@@ -299,6 +323,9 @@ pub(crate) async fn run_with(
     let _ = std::fs::remove_file(&config.socket_path);
     let _ = std::fs::remove_file(&config.admin_socket_path);
     config.delegation.iter().for_each(|d| drop(std::fs::remove_file(&d.token_socket_path)));
+    if let Some(g) = &gateway {
+        let _ = std::fs::remove_file(&g.socket_path);
+    }
     audit.close();
     tracing::info!("stopped; socket removed");
     result.map_err(DaemonError::from)
@@ -346,6 +373,7 @@ fn spawn_reloader(
     files: Arc<FileWatcher>,
     policy: PolicyComposer,
     fetched: crate::federation::FetchedBundles,
+    gateway: Option<Arc<crate::gateway::Handle>>,
     events: Events,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), DaemonError> {
@@ -396,10 +424,18 @@ fn spawn_reloader(
                 ("token socket (delegation on/off, token_socket_path)", token_socket(&next) != token_socket(&current)),
                 ("ca", next.ca_ttl != current.ca_ttl || next.upstream != current.upstream),
                 ("telemetry", next.telemetry != current.telemetry),
+                (
+                    "gateway listeners or limits",
+                    next.gateway.as_ref().map(|g| (&g.socket_path, g.listen, g.limits))
+                        != current.gateway.as_ref().map(|g| (&g.socket_path, g.listen, g.limits)),
+                ),
             ] {
                 if differs {
                     tracing::warn!("reload: a change of {what} takes effect only after a restart");
                 }
+            }
+            if let (Some(handle), Some(gw)) = (&gateway, &next.gateway) {
+                handle.update(gw);
             }
             _files_sub = files.subscribe(Owner::Daemon, &watch_paths(&next), &changed);
             let entries = next.registry.entries().len();

@@ -32,6 +32,7 @@ pub(crate) fn refusal_key(event: &Event) -> Option<RefusalKey> {
             Some(RefusalKey::Source(format!("federation {trust_domain}")))
         }
         Event::SpireRefused { .. } => Some(RefusalKey::Source("spire server".into())),
+        Event::GatewayCall(c) if !c.allowed => Some(RefusalKey::Uid(c.uid)),
         _ => None,
     }
 }
@@ -158,6 +159,7 @@ pub(crate) fn audit_line(event: &Event) -> Option<(&'static str, Value)> {
         Event::Reloaded { why, entries } => ("reloaded", json!({ "why": why, "entries": entries })),
         Event::ReloadRefused { reason } => ("reload_refused", json!({ "reason": reason })),
         Event::Delegation(r) => (r.outcome.audit_name(), r.audit_fields()),
+        Event::GatewayCall(c) => ("gateway_call", c.audit_fields()),
         Event::FederatedBundleUpdated { trust_domain, sequence, x509_authorities, jwt_keys } => (
             "federated_bundle_updated",
             json!({ "trust_domain": trust_domain, "sequence": sequence,

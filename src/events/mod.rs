@@ -6,6 +6,7 @@
 pub(crate) mod audit;
 pub(crate) mod audit_sink;
 pub(crate) mod delegation;
+pub(crate) mod gateway;
 mod rpc;
 pub(crate) use rpc::{Call, Rpc};
 
@@ -144,6 +145,8 @@ pub(crate) enum Event {
     },
     /// A token exchange (granted, refused, pending) or an approval decision.
     Delegation(Box<delegation::Record>),
+    /// A call through the node gateway, allowed or refused.
+    GatewayCall(Box<gateway::GatewayCall>),
     /// SPIRE mode: a sync with the server ended (ok or not). `since_good_sync` is the age, in
     /// seconds, of the last good sync (the metrics gauge); `None` before the first one.
     SpireSync {

@@ -14,6 +14,8 @@ pub(crate) enum Call {
     FetchWitBundles,
     TokenExchange,
     ApprovalDecision,
+    /// A call through the node gateway.
+    GatewayCall,
 }
 
 impl Call {
@@ -29,6 +31,7 @@ impl Call {
             Call::FetchWitBundles => "FetchWITBundles",
             Call::TokenExchange => "TokenExchange",
             Call::ApprovalDecision => "ApprovalDecision",
+            Call::GatewayCall => "GatewayCall",
         }
     }
 }

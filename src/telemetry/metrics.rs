@@ -50,6 +50,13 @@ pub(crate) struct Metrics {
     /// The newest X.509 authority (by activation time) and JWT kid seen, to tell which kind rotated.
     newest_keys: Mutex<(Option<SystemTime>, Option<String>)>,
     ca: Option<Arc<dyn KeySource>>,
+    gateway_requests: Family<Vec<(&'static str, String)>, Counter>,
+    gateway_duration: Family<Vec<(&'static str, String)>, Histogram, fn() -> Histogram>,
+}
+
+/// Buckets of the gateway's call durations: 0.5 ms to ~2 min.
+fn gateway_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 2.0, 18))
 }
 
 impl Metrics {
@@ -140,6 +147,20 @@ impl Metrics {
             "result",
             &["valid", "invalid"],
         );
+        // Labelled by route name (bounded by the config; `-` for calls no route took).
+        let gateway_requests = Family::<Vec<(&'static str, String)>, Counter>::default();
+        registry.register(
+            "tessera_gateway_requests",
+            "Calls through the node gateway, by route and result (ok, client_error, upstream_error, server_error, aborted, denied)",
+            gateway_requests.clone(),
+        );
+        let gateway_duration =
+            Family::<Vec<(&'static str, String)>, Histogram, fn() -> Histogram>::new_with_constructor(gateway_histogram);
+        registry.register(
+            "tessera_gateway_request_duration_seconds",
+            "Time from a gateway call's request to the end of its response, by route",
+            gateway_duration.clone(),
+        );
         registry.register_collector(Box::new(AtScrape { ca: ca.clone(), spire, policy, clock }));
         let newest_keys = Mutex::new(newest_keys(ca.as_ref()));
         Self {
@@ -157,6 +178,8 @@ impl Metrics {
             jwt_validations,
             newest_keys,
             ca,
+            gateway_requests,
+            gateway_duration,
         }
     }
 
@@ -233,6 +256,13 @@ impl Subscriber for Metrics {
                 self.drift.inc();
             }
             Event::CaRotated => self.ca_rotated(),
+            Event::GatewayCall(c) => {
+                let route = c.route.clone().unwrap_or_else(|| "-".to_owned());
+                self.gateway_requests.get_or_create(&vec![("route", route.clone()), ("result", c.result().to_owned())]).inc();
+                if c.allowed {
+                    self.gateway_duration.get_or_create(&vec![("route", route)]).observe(c.duration_ms / 1000.0);
+                }
+            }
             Event::JwtValidated { valid } => {
                 Self::inc(&self.jwt_validations, "result", if *valid { "valid" } else { "invalid" })
             }

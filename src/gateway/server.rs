@@ -1,0 +1,751 @@
+//! The gateway's listeners and the life of one call: accept (a Unix peer from the kernel, a
+//! loopback TCP peer attributed by socket diagnostics) → route → attest → the route serves this
+//! agent → method and path allowed → credential injected (or a delegated token checked) →
+//! forwarded over TLS → the response streamed back → one audit line.
+//!
+//! Every refusal is a JSON error with a reason and an audit line (counted against the caller's
+//! refusal budget). A revocation reaches open connections: each one re-judges its agents when
+//! the policy changes and is closed (streams in flight included) when one is cut off.
+
+use super::body::{self, BoxError, CallGuard, GwBody, Metered};
+use super::credentials::Broker;
+use super::route::{self, Resolved, Unrouted};
+use crate::caller::{Caller, Pipeline, any_entry};
+use crate::config::gateway::{GatewayLimits, is_hop_by_hop};
+use crate::events::gateway::{GatewayCall, Mode};
+use crate::events::{Call, Event, Events, Rpc};
+use crate::issuer::KeySource;
+use crate::limits::{Throttled, UidCounter};
+use crate::peer::PeerInfo;
+use crate::spiffe_id::SpiffeId;
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::dns::Name;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::net::{TcpListener, TcpStream, UnixListener};
+use tokio::sync::watch;
+
+pub(crate) const RPC: Rpc = Rpc::of(Call::GatewayCall);
+/// The `Via` pseudonym (RFC 9110 §7.6.3).
+const VIA: &str = "1.1 tessera";
+/// Time for a new connection's first request head.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+type Upstream = Client<hyper_rustls::HttpsConnector<HttpConnector<Resolve>>, GwBody>;
+
+/// Everything a call needs, shared by every connection.
+pub(crate) struct Shared {
+    pub routes: watch::Receiver<Arc<super::Table>>,
+    pub pipeline: Arc<Pipeline>,
+    pub broker: Arc<Broker>,
+    /// The delegation keys (local CA mode), for delegated tokens presented on routes without a
+    /// credential.
+    pub keys: Option<Arc<dyn KeySource>>,
+    pub events: Events,
+    pub limits: GatewayLimits,
+    /// The daemon's own TCP listeners: never an upstream of a `*.suffix` route.
+    pub own_listeners: Arc<Vec<SocketAddr>>,
+    pub connections: Arc<UidCounter>,
+    clients: Mutex<HashMap<(Option<PathBuf>, bool), (Arc<rustls::ClientConfig>, Upstream)>>,
+}
+
+impl Shared {
+    pub(crate) fn new(
+        routes: watch::Receiver<Arc<super::Table>>,
+        pipeline: Arc<Pipeline>,
+        broker: Arc<Broker>,
+        keys: Option<Arc<dyn KeySource>>,
+        events: Events,
+        limits: GatewayLimits,
+        own_listeners: Vec<SocketAddr>,
+    ) -> Self {
+        let connections = UidCounter::new(limits.max_connections, limits.max_connections_per_uid);
+        Self {
+            routes,
+            pipeline,
+            broker,
+            keys,
+            events,
+            limits,
+            own_listeners: Arc::new(own_listeners),
+            connections,
+            clients: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The pooled upstream client for a CA (None: the system roots); `guarded` for `*.suffix`
+    /// routes, whose hosts are the agent's choice: those never reach loopback, link-local or
+    /// the daemon's own listeners.
+    fn client(&self, ca_file: Option<&PathBuf>, guarded: bool) -> Result<Upstream, String> {
+        let tls = super::tls::client_config(ca_file.map(PathBuf::as_path), true)?;
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (ca_file.cloned(), guarded);
+        if let Some((cfg, client)) = clients.get(&key)
+            && Arc::ptr_eq(cfg, &tls)
+        {
+            return Ok(client.clone());
+        }
+        let mut http = HttpConnector::new_with_resolver(Resolve { guarded, own: self.own_listeners.clone() });
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(self.limits.connect_timeout));
+        http.set_nodelay(true);
+        let mut cfg = (*tls).clone();
+        cfg.alpn_protocols.clear();
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(cfg)
+            .https_only()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        let client: Upstream = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(256)
+            .timer(hyper_util::rt::TokioTimer::new())
+            .build(https);
+        clients.insert(key, (tls, client.clone()));
+        Ok(client)
+    }
+}
+
+/// Name resolution for upstream connections. Guarded: addresses on loopback, link-local,
+/// unspecified or multicast networks, and the daemon's own listeners, are dropped (a name that
+/// resolves only to those fails): an agent choosing a host under `*.suffix` must not reach the
+/// node's own services through DNS it controls.
+#[derive(Clone)]
+struct Resolve {
+    guarded: bool,
+    own: Arc<Vec<SocketAddr>>,
+}
+
+impl tower::Service<Name> for Resolve {
+    type Response = std::vec::IntoIter<SocketAddr>;
+    type Error = std::io::Error;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, name: Name) -> Self::Future {
+        let (guarded, own) = (self.guarded, self.own.clone());
+        Box::pin(async move {
+            let found: Vec<SocketAddr> = tokio::net::lookup_host((name.as_str(), 0)).await?.collect();
+            if !guarded {
+                return Ok(found.into_iter());
+            }
+            let kept: Vec<SocketAddr> = found.iter().copied().filter(|a| public(a.ip()) && !own.iter().any(|o| o.ip() == a.ip())).collect();
+            if kept.is_empty() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::PermissionDenied,
+                    format!("{} resolves only to loopback, link-local or the daemon's own addresses", name.as_str()),
+                ));
+            }
+            Ok(kept.into_iter())
+        })
+    }
+}
+
+/// Not loopback, link-local, unspecified or multicast (v4, v6 and v4-mapped v6).
+pub(crate) fn public(ip: std::net::IpAddr) -> bool {
+    use std::net::IpAddr;
+    match ip {
+        IpAddr::V4(v4) => !(v4.is_loopback() || v4.is_link_local() || v4.is_unspecified() || v4.is_multicast() || v4.is_broadcast()),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => public(IpAddr::V4(v4)),
+            None => !(v6.is_loopback() || v6.is_unspecified() || v6.is_multicast() || (v6.segments()[0] & 0xffc0) == 0xfe80),
+        },
+    }
+}
+
+/// One accepted connection's state.
+struct Conn {
+    peer: PeerInfo,
+    transport: &'static str,
+    /// TCP: the attribution, re-checked after each attestation.
+    tcp: Option<crate::net::tcp_peer::TcpPeer>,
+    /// The SPIFFE IDs this connection's calls acted as (re-judged on a policy change).
+    agents: Mutex<BTreeSet<SpiffeId>>,
+    in_flight: Arc<AtomicUsize>,
+    /// Closes tunnels when the connection is cut off.
+    cut: watch::Sender<bool>,
+}
+
+/// Serve the Unix socket.
+pub(crate) async fn serve_unix(listener: UnixListener, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    let mut refusals = Throttled::new(Duration::from_secs(5));
+    loop {
+        let stream = tokio::select! {
+            r = listener.accept() => r,
+            _ = shutdown.wait_for(|s| *s) => return,
+        };
+        let stream = match stream {
+            Ok((s, _)) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed on the gateway socket");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(cred) = stream.peer_cred() else { continue };
+        let held = match shared.connections.try_acquire(cred.uid()) {
+            Ok(h) => h,
+            Err(why) => {
+                if let Some(n) = refusals.tick() {
+                    tracing::warn!(uid = cred.uid(), refused_since_last_report = n, "gateway connection refused: {why}");
+                }
+                continue;
+            }
+        };
+        let Ok(peer) = PeerInfo::of_unix(&stream, cred) else { continue };
+        let shared = shared.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let _held = held;
+            serve_connection(stream, peer, "unix", None, shared, shutdown).await;
+        });
+    }
+}
+
+/// Serve the loopback TCP listener: each connection is attributed to the one process holding
+/// its socket, or answered 403 and closed.
+pub(crate) async fn serve_tcp(listener: TcpListener, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    let mut refusals = Throttled::new(Duration::from_secs(5));
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = shutdown.wait_for(|s| *s) => return,
+        };
+        let (stream, addr) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed on the gateway listener");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let shared = shared.clone();
+        let shutdown = shutdown.clone();
+        let local = match stream.local_addr() {
+            Ok(l) => l,
+            Err(_) => continue,
+        };
+        // Attribution reads /proc: off the accept loop's thread, so a slow scan never stalls it.
+        let attributed = tokio::task::spawn_blocking(move || crate::net::tcp_peer::attribute_addrs(addr, local)).await;
+        let Ok(attributed) = attributed else { continue };
+        match attributed {
+            Ok(tcp) => {
+                let held = match shared.connections.try_acquire(tcp.info.uid) {
+                    Ok(h) => h,
+                    Err(why) => {
+                        if let Some(n) = refusals.tick() {
+                            tracing::warn!(uid = tcp.info.uid, refused_since_last_report = n, "gateway connection refused: {why}");
+                        }
+                        continue;
+                    }
+                };
+                tokio::spawn(async move {
+                    let _held = held;
+                    let peer = tcp.info.clone();
+                    serve_connection(stream, peer, "tcp", Some(tcp), shared, shutdown).await;
+                });
+            }
+            Err(why) => {
+                let mut rec = GatewayCall { transport: "tcp", ..GatewayCall::default() };
+                rec.reason = format!("the connection from {addr} could not be attributed to one process: {why}");
+                rec.method = "-".into();
+                tracing::debug!(peer = %addr, "gateway: {}", rec.reason);
+                // Answered with a 403 on whatever it sends first, then closed.
+                let reason = rec.reason.clone();
+                shared.events.emit(Event::GatewayCall(Box::new(rec)));
+                tokio::spawn(answer_unattributed(stream, reason));
+            }
+        }
+    }
+}
+
+/// A 403 for a TCP peer no process could be found for, on a connection that serves nothing else.
+async fn answer_unattributed(stream: TcpStream, reason: String) {
+    let service = hyper::service::service_fn(move |_req: Request<Incoming>| {
+        let reason = reason.clone();
+        async move { Ok::<_, std::convert::Infallible>(refusal(StatusCode::FORBIDDEN, "unattributed", &reason)) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .keep_alive(false)
+        .serve_connection(TokioIo::new(stream), service);
+    let _ = tokio::time::timeout(HEADER_TIMEOUT, conn).await;
+}
+
+async fn serve_connection<S>(
+    stream: S,
+    peer: PeerInfo,
+    transport: &'static str,
+    tcp: Option<crate::net::tcp_peer::TcpPeer>,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (cut, _) = watch::channel(false);
+    let conn = Arc::new(Conn {
+        peer,
+        transport,
+        tcp,
+        agents: Mutex::new(BTreeSet::new()),
+        in_flight: Arc::new(AtomicUsize::new(0)),
+        cut,
+    });
+    let activity = Arc::new(AtomicU64::new(0));
+    let base = Instant::now();
+    let io = Activity { inner: stream, last: activity.clone(), base };
+    let service = {
+        let (shared, conn) = (shared.clone(), conn.clone());
+        hyper::service::service_fn(move |req: Request<Incoming>| {
+            let (shared, conn) = (shared.clone(), conn.clone());
+            conn.in_flight.fetch_add(1, Ordering::Relaxed);
+            async move {
+                let timeout = shared.limits.request_timeout;
+                let in_flight = conn.in_flight.clone();
+                let answer = tokio::time::timeout(timeout, handle(shared, conn, req)).await.unwrap_or_else(|_| {
+                    in_flight.fetch_sub(1, Ordering::Relaxed);
+                    refusal(StatusCode::GATEWAY_TIMEOUT, "timeout", "the request took longer than request_timeout")
+                });
+                Ok::<_, std::convert::Infallible>(answer)
+            }
+        })
+    };
+    let served = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .max_buf_size(shared.limits.max_header_bytes.max(8192))
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    tokio::pin!(served);
+    let mut policy = shared.pipeline.policy.clone();
+    let idle = shared.limits.idle_timeout;
+    let stop = async move {
+        let _ = shutdown.wait_for(|s| *s).await;
+    };
+    tokio::pin!(stop);
+    loop {
+        let since = Duration::from_millis(activity.load(Ordering::Relaxed));
+        let idle_at = tokio::time::Instant::from_std(base + since + idle);
+        tokio::select! {
+            r = &mut served => {
+                if let Err(e) = r {
+                    log_connection_error(&shared, &conn, &e);
+                }
+                break;
+            }
+            changed = policy.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                if let Err(why) = still_served(&shared, &conn).await {
+                    tracing::info!(pid = ?conn.peer.pid, uid = conn.peer.uid, "gateway connection closed: {why}");
+                    break;
+                }
+            }
+            _ = tokio::time::sleep_until(idle_at) => {
+                let quiet = base.elapsed().saturating_sub(Duration::from_millis(activity.load(Ordering::Relaxed)));
+                if conn.in_flight.load(Ordering::Relaxed) == 0 && quiet >= idle {
+                    break;
+                }
+                // Busy (a long stream) or active since: look again later.
+                activity.store(base.elapsed().as_millis() as u64, Ordering::Relaxed);
+            }
+            _ = &mut stop => break,
+        }
+    }
+    let _ = conn.cut.send(true);
+}
+
+/// A malformed request (hyper answered it 400/431 itself) is audited as a refusal.
+fn log_connection_error(shared: &Shared, conn: &Conn, e: &hyper::Error) {
+    if e.is_parse() || e.is_parse_too_large() || e.is_parse_status() {
+        let rec = GatewayCall {
+            pid: conn.peer.pid,
+            uid: Some(conn.peer.uid),
+            transport: conn.transport,
+            method: "-".into(),
+            status: Some(if e.is_parse_too_large() { 431 } else { 400 }),
+            reason: format!("malformed request: {e}"),
+            ..GatewayCall::default()
+        };
+        shared.events.emit(Event::GatewayCall(Box::new(rec)));
+    } else if e.is_timeout() {
+        tracing::debug!(pid = ?conn.peer.pid, "gateway connection: no request head in time");
+    } else {
+        tracing::debug!(error = %e, "gateway connection ended with an error");
+    }
+}
+
+/// Err (why) when a policy change took away an identity this connection acted as.
+async fn still_served(shared: &Arc<Shared>, conn: &Conn) -> Result<(), String> {
+    let agents: Vec<SpiffeId> = conn.agents.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect();
+    if agents.is_empty() {
+        return Ok(());
+    }
+    let caller = shared.pipeline.caller_reused_for(&conn.peer, RPC, any_entry).await.map_err(|e| e.to_string())?;
+    for a in &agents {
+        if !caller.entries.iter().any(|e| &e.spiffe_id == a) {
+            return Err(format!("{a} was revoked or no longer matches this process"));
+        }
+    }
+    Ok(())
+}
+
+/// A JSON error answer.
+pub(crate) fn refusal(status: StatusCode, error: &str, reason: &str) -> Response<GwBody> {
+    let body = serde_json::to_vec(&serde_json::json!({ "error": error, "reason": reason })).unwrap_or_default();
+    let mut r = Response::new(body::full(body));
+    *r.status_mut() = status;
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// One call. Refusals are answered and audited here; an allowed call's line is written when its
+/// response body ends (the guard in the body).
+async fn handle(shared: Arc<Shared>, conn: Arc<Conn>, req: Request<Incoming>) -> Response<GwBody> {
+    let started = Instant::now();
+    let mut rec = GatewayCall {
+        pid: conn.peer.pid,
+        uid: Some(conn.peer.uid),
+        transport: conn.transport,
+        method: req.method().to_string(),
+        path: if req.method() == http::Method::CONNECT { String::new() } else { req.uri().path().to_owned() },
+        ..GatewayCall::default()
+    };
+    let deny = |mut rec: GatewayCall, status: StatusCode, error: &str, reason: String| {
+        rec.status = Some(status.as_u16());
+        rec.reason = reason.clone();
+        rec.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+        shared.events.emit(Event::GatewayCall(Box::new(rec)));
+        conn.in_flight.fetch_sub(1, Ordering::Relaxed);
+        refusal(status, error, &reason)
+    };
+    let table = shared.routes.borrow().clone();
+    let host_header = req.headers().get(header::HOST).and_then(|h| h.to_str().ok());
+    let resolved = match route::resolve(&table.routes, req.method(), req.uri(), host_header) {
+        Ok(r) => r,
+        Err(e) => {
+            rec.host = e.host();
+            rec.mode = Some(Mode::Unrouted.as_str());
+            let (status, code) = match e {
+                Unrouted::BadTarget(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+                _ => (StatusCode::FORBIDDEN, "no_route"),
+            };
+            return deny(rec, status, code, e.reason());
+        }
+    };
+    rec.route = Some(resolved.route.name.clone());
+    rec.mode = Some(resolved.mode.as_str());
+    rec.host = Some(resolved.authority());
+    rec.path = resolved.path.clone();
+
+    // Who is calling, judged by the policy in force now.
+    let caller = match shared.pipeline.caller_reused_for(&conn.peer, RPC, any_entry).await {
+        Ok(c) => c,
+        Err(e) => return deny(rec, StatusCode::FORBIDDEN, "no_identity", format!("the calling process has no identity: {e}")),
+    };
+    rec.pid = Some(caller.attestation.pid);
+    rec.exe = Some(caller.attestation.exe.clone());
+    if let Some(tcp) = &conn.tcp
+        && !tcp.still_holds()
+    {
+        return deny(rec, StatusCode::FORBIDDEN, "unattributed", "the connection's socket is no longer held by the process it was attributed to".into());
+    }
+    let route = resolved.route.clone();
+    let Some(entry) = caller.entries.iter().find(|e| route.serves(&e.spiffe_id)).cloned() else {
+        let ids: Vec<String> = caller.entries.iter().map(|e| e.spiffe_id.to_string()).collect();
+        rec.agent = ids.first().cloned();
+        return deny(rec, StatusCode::FORBIDDEN, "route_not_for_you", format!("route {:?} does not serve {}", route.name, ids.join(", ")));
+    };
+    rec.agent = Some(entry.spiffe_id.to_string());
+    conn.agents.lock().unwrap_or_else(|p| p.into_inner()).insert(entry.spiffe_id.clone());
+    let mut agent: Caller = (*caller).clone();
+    agent.entries.retain(|e| e.spiffe_id == entry.spiffe_id);
+
+    if resolved.mode == Mode::Tunnel {
+        return tunnel(shared.clone(), conn.clone(), req, resolved, rec, started);
+    }
+    if !route.allows_method(req.method()) {
+        let m = req.method().to_string();
+        return deny(rec, StatusCode::FORBIDDEN, "method_not_allowed", format!("route {:?} does not allow {m}", route.name));
+    }
+    if !route.allows_path(&resolved.path) {
+        let p = resolved.path.clone();
+        return deny(rec, StatusCode::FORBIDDEN, "path_not_allowed", format!("route {:?} does not allow path {p:?}", route.name));
+    }
+    let limit = route.max_request_body.unwrap_or(shared.limits.max_request_body);
+    let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return deny(rec, StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", format!("the request body is larger than the route's limit of {limit} bytes"));
+    }
+
+    let (mut parts, incoming) = req.into_parts();
+    // What the agent sent as a credential never goes upstream; a delegated token is checked
+    // first and then forwarded as the call's credential.
+    let presented = bearer(&parts.headers);
+    let credential_header = route.credential.as_ref().and_then(|c| table.credentials.iter().find(|k| &k.name == c)).map(|k| k.header.clone());
+    strip_request_headers(&mut parts.headers, credential_header.as_ref());
+    match &route.credential {
+        Some(name) => {
+            rec.credential = Some(name.clone());
+            match shared.broker.header(name, &agent).await {
+                Ok(injected) => {
+                    parts.headers.insert(injected.name.clone(), injected.value.clone());
+                }
+                Err(e) => return deny(rec, StatusCode::BAD_GATEWAY, "credential_unavailable", e.reason()),
+            }
+        }
+        None => {
+            if let Some(token) = presented {
+                match super::delegated::check(&shared, &route, &token, &entry.spiffe_id, shared.pipeline.clock.now(), &caller.policy) {
+                    Ok(d) => {
+                        rec.user = Some(d.user);
+                        rec.act = d.act;
+                        rec.scope = Some(d.scope);
+                        rec.jti = d.jti;
+                        let mut v = HeaderValue::from_str(&format!("Bearer {token}")).unwrap_or(HeaderValue::from_static(""));
+                        v.set_sensitive(true);
+                        parts.headers.insert(header::AUTHORIZATION, v);
+                    }
+                    Err(why) => return deny(rec, StatusCode::UNAUTHORIZED, "invalid_token", why),
+                }
+            }
+        }
+    }
+    let uri = match resolved.upstream_uri() {
+        Ok(u) => u,
+        Err(e) => return deny(rec, StatusCode::BAD_REQUEST, "bad_request", format!("cannot form the upstream URI: {e}")),
+    };
+    parts.uri = uri;
+    parts.version = http::Version::HTTP_11;
+    parts.headers.append(header::VIA, HeaderValue::from_static(VIA));
+    let guarded = matches!(route.host, crate::config::gateway::HostPattern::Suffix(_));
+    let client = match shared.client(route.ca_file.as_ref(), guarded) {
+        Ok(c) => c,
+        Err(e) => return deny(rec, StatusCode::BAD_GATEWAY, "upstream_tls", format!("the route's TLS settings cannot be used: {e}")),
+    };
+    let request_bytes = Arc::new(AtomicU64::new(0));
+    let over = Arc::new(AtomicBool::new(false));
+    let up_body = Metered::new(incoming, request_bytes.clone(), shared.limits.idle_timeout).limit(limit, over.clone()).boxed();
+    let upstream_req = Request::from_parts(parts, up_body);
+    let sent = tokio::time::timeout(shared.limits.idle_timeout, client.request(upstream_req)).await;
+    let response = match sent {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            rec.request_bytes = request_bytes.load(Ordering::Relaxed);
+            if over.load(Ordering::Relaxed) {
+                return deny(rec, StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", format!("the request body is larger than the route's limit of {limit} bytes"));
+            }
+            return deny(rec, StatusCode::BAD_GATEWAY, "upstream_unavailable", format!("upstream {}: {}", resolved.authority(), describe(&e)));
+        }
+        Err(_) => {
+            return deny(rec, StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", format!("upstream {} sent no response head within {:?}", resolved.authority(), shared.limits.idle_timeout));
+        }
+    };
+    let (mut parts, body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    parts.headers.append(header::VIA, HeaderValue::from_static(VIA));
+    parts.version = http::Version::HTTP_11;
+    rec.status = Some(parts.status.as_u16());
+    rec.allowed = true;
+    rec.reason = match &rec.credential {
+        Some(c) => format!("route {:?} serves {}; credential {c:?} injected", route.name, entry.spiffe_id),
+        None if rec.jti.is_some() || rec.user.is_some() => format!("route {:?} serves {}; delegated token verified", route.name, entry.spiffe_id),
+        None => format!("route {:?} serves {}; no credential", route.name, entry.spiffe_id),
+    };
+    let guard = CallGuard {
+        record: Some(rec),
+        events: shared.events.clone(),
+        started,
+        request_bytes,
+        response_bytes: Arc::new(AtomicU64::new(0)),
+        broken: Arc::new(AtomicBool::new(false)),
+        in_flight: Some(conn.in_flight.clone()),
+    };
+    let down = Metered::new(body, guard.response_bytes.clone(), shared.limits.idle_timeout).guard(guard).boxed();
+    Response::from_parts(parts, down)
+}
+
+/// The bearer token an agent presented, if any.
+fn bearer(headers: &http::HeaderMap) -> Option<String> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned()).filter(|t| t.split('.').count() == 3)
+}
+
+/// Remove hop-by-hop headers (RFC 9110 §7.6.1): those `Connection` names, then the fixed set.
+fn strip_hop_by_hop(headers: &mut http::HeaderMap) {
+    let named: Vec<http::HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| http::HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
+        headers.remove(n);
+    }
+    let fixed: Vec<http::HeaderName> = headers.keys().filter(|h| is_hop_by_hop(h)).cloned().collect();
+    for n in fixed {
+        headers.remove(n);
+    }
+}
+
+/// What never goes upstream from the agent: hop-by-hop headers, its `Host` (set from the
+/// upstream), and every credential it sent (`Authorization`, `x-api-key`, `Proxy-Authorization`,
+/// the route's own credential header).
+fn strip_request_headers(headers: &mut http::HeaderMap, credential_header: Option<&http::HeaderName>) {
+    strip_hop_by_hop(headers);
+    headers.remove(header::HOST);
+    headers.remove(header::AUTHORIZATION);
+    headers.remove(header::PROXY_AUTHORIZATION);
+    headers.remove("x-api-key");
+    headers.remove("api-key");
+    headers.remove(header::COOKIE);
+    if let Some(h) = credential_header {
+        headers.remove(h);
+    }
+}
+
+/// The cause chain of an upstream error, short.
+fn describe(e: &hyper_util::client::legacy::Error) -> String {
+    let mut out = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        src = s.source();
+    }
+    out.chars().take(300).collect()
+}
+
+/// CONNECT on a route with `tunnel = true`: 200, then bytes both ways until either side closes
+/// or the connection is cut off; one audit line with the byte counts when it ends.
+fn tunnel(shared: Arc<Shared>, conn: Arc<Conn>, req: Request<Incoming>, resolved: Resolved, mut rec: GatewayCall, started: Instant) -> Response<GwBody> {
+    rec.allowed = true;
+    rec.status = Some(200);
+    rec.reason = format!("route {:?} opens a tunnel (no credential injected)", resolved.route.name);
+    let guarded = matches!(resolved.route.host, crate::config::gateway::HostPattern::Suffix(_));
+    let connect_timeout = shared.limits.connect_timeout;
+    let own = shared.own_listeners.clone();
+    let mut cut = conn.cut.subscribe();
+    let guard = CallGuard {
+        record: Some(rec),
+        events: shared.events.clone(),
+        started,
+        request_bytes: Arc::new(AtomicU64::new(0)),
+        response_bytes: Arc::new(AtomicU64::new(0)),
+        broken: Arc::new(AtomicBool::new(false)),
+        in_flight: Some(conn.in_flight.clone()),
+    };
+    tokio::spawn(async move {
+        let guard = guard;
+        let Ok(upgraded) = hyper::upgrade::on(req).await else { return };
+        let mut resolver = Resolve { guarded, own };
+        let addrs = match tower::Service::call(&mut resolver, Name::from_str_or_default(&resolved.host)).await {
+            Ok(a) => a.map(|mut a| {
+                a.set_port(resolved.port);
+                a
+            }).collect::<Vec<_>>(),
+            Err(_) => {
+                guard.broken.store(true, Ordering::Relaxed);
+                return;
+            }
+        };
+        let Ok(Ok(mut upstream)) = tokio::time::timeout(connect_timeout, TcpStream::connect(&addrs[..])).await else {
+            guard.broken.store(true, Ordering::Relaxed);
+            return;
+        };
+        let mut client = TokioIo::new(upgraded);
+        tokio::select! {
+            r = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
+                if let Ok((up, down)) = r {
+                    guard.request_bytes.store(up, Ordering::Relaxed);
+                    guard.response_bytes.store(down, Ordering::Relaxed);
+                }
+            }
+            _ = cut.wait_for(|c| *c) => guard.broken.store(true, Ordering::Relaxed),
+        }
+    });
+    Response::new(body::empty())
+}
+
+trait NameExt {
+    fn from_str_or_default(s: &str) -> Name;
+}
+
+impl NameExt for Name {
+    fn from_str_or_default(s: &str) -> Name {
+        use std::str::FromStr;
+        Name::from_str(s).unwrap_or_else(|_| Name::from_str("invalid.").unwrap_or_else(|_| unreachable!()))
+    }
+}
+
+/// An IO that records when it last moved bytes (the idle timeout of keep-alive connections).
+struct Activity<S> {
+    inner: S,
+    last: Arc<AtomicU64>,
+    base: Instant,
+}
+
+impl<S> Activity<S> {
+    fn touch(&self) {
+        self.last.store(self.base.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Activity<S> {
+    fn poll_read(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>, buf: &mut tokio::io::ReadBuf<'_>) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.touch();
+        }
+        r
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Activity<S> {
+    fn poll_write(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>, data: &[u8]) -> std::task::Poll<std::io::Result<usize>> {
+        let r = std::pin::Pin::new(&mut self.inner).poll_write(cx, data);
+        if matches!(r, std::task::Poll::Ready(Ok(n)) if n > 0) {
+            self.touch();
+        }
+        r
+    }
+    fn poll_flush(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>, bufs: &[std::io::IoSlice<'_>]) -> std::task::Poll<std::io::Result<usize>> {
+        let r = std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(r, std::task::Poll::Ready(Ok(n)) if n > 0) {
+            self.touch();
+        }
+        r
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[allow(dead_code)]
+fn _assert_bytes(_: Bytes, _: BoxError) {}

@@ -68,6 +68,29 @@ pub(super) fn render(doc: &Value) -> String {
             );
         }
     }
+    if let Some(gw) = doc.get("gateway").and_then(Value::as_object).filter(|g| !g.is_empty()) {
+        out += &format!("\nGATEWAY ({} agents)\n", gw.len());
+        for (agent, u) in gw {
+            let routes: Vec<String> = u["routes"]
+                .as_object()
+                .map(|r| r.iter().map(|(k, v)| format!("{k}×{}", s(v))).collect())
+                .unwrap_or_default();
+            out += &format!("  {agent}  routes: {}  denied: {}\n", routes.join(", "), s(&u["denied"]));
+            let l = &u["last_call"];
+            if !l.is_null() {
+                out += &format!(
+                    "    last call {} pid {} {} {}{} -> {} ({})\n",
+                    time(&l["time"]),
+                    s(&l["pid"]),
+                    s(&l["method"]),
+                    s(&l["host"]),
+                    s(&l["path"]),
+                    s(&l["status"]),
+                    s(&l["decision"]),
+                );
+            }
+        }
+    }
     let refusals = list("refusals");
     out += &format!("\nRECENT REFUSALS ({})\n", refusals.len());
     for r in &refusals {

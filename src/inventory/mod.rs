@@ -67,10 +67,36 @@ pub(crate) struct RefusalRecord {
     pub reason: String,
 }
 
+/// One agent's use of the node gateway: the routes it called (with counts) and its last call.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub(crate) struct GatewayUse {
+    pub routes: BTreeMap<String, u64>,
+    pub denied: u64,
+    pub last_call: Option<LastCall>,
+}
+
+/// The newest gateway call of an agent.
+#[derive(Debug, Clone, serde::Serialize)]
+pub(crate) struct LastCall {
+    pub time: u64,
+    pub pid: Option<i32>,
+    pub route: Option<String>,
+    pub method: String,
+    pub host: Option<String>,
+    pub path: String,
+    pub status: Option<u16>,
+    pub decision: &'static str,
+}
+
+/// Agents tracked in the gateway section at most (a flood of new identities costs no more).
+const MAX_GATEWAY_AGENTS: usize = 4096;
+
 #[derive(Default)]
 struct State {
     workloads: HashMap<ProcessKey, Workload>,
     refusals: VecDeque<RefusalRecord>,
+    /// By SPIFFE ID.
+    gateway: BTreeMap<String, GatewayUse>,
 }
 
 /// The live state. Share it as `Arc<Inventory>`. Its clock says which identities expired and
@@ -139,6 +165,38 @@ impl Inventory {
         workloads.sort_by_key(|w| (w.pid, w.start_ticks));
         let skip = state.refusals.len().saturating_sub(refusals);
         (workloads, state.refusals.iter().skip(skip).cloned().collect())
+    }
+
+    /// Each agent's gateway use.
+    pub(crate) fn gateway(&self) -> BTreeMap<String, GatewayUse> {
+        self.lock().gateway.clone()
+    }
+
+    fn gateway_call(&self, c: &crate::events::gateway::GatewayCall) {
+        let Some(agent) = &c.agent else { return };
+        let now = self.now_unix();
+        let mut state = self.lock();
+        if !state.gateway.contains_key(agent) && state.gateway.len() >= MAX_GATEWAY_AGENTS {
+            return;
+        }
+        let u = state.gateway.entry(agent.clone()).or_default();
+        if c.allowed {
+            if let Some(r) = &c.route {
+                *u.routes.entry(r.clone()).or_default() += 1;
+            }
+        } else {
+            u.denied += 1;
+        }
+        u.last_call = Some(LastCall {
+            time: now,
+            pid: c.pid,
+            route: c.route.clone(),
+            method: c.method.clone(),
+            host: c.host.clone(),
+            path: c.path.clone(),
+            status: c.status,
+            decision: c.decision(),
+        });
     }
 
     fn issued(&self, event: &Event) {
@@ -258,6 +316,7 @@ impl Subscriber for Inventory {
             Event::Withdrawn { pid, had, reason, .. } => self.withdrawn(*pid, had, reason),
             Event::Drift { pid, removed, added, .. } => self.drifted(*pid, removed, added),
             Event::Refused { rpc, pid, uid, why } => self.refused(*rpc, *pid, *uid, why),
+            Event::GatewayCall(c) => self.gateway_call(c),
             _ => {}
         }
     }

@@ -19,6 +19,8 @@ pub(crate) struct InventoryDoc {
     pub workloads: Vec<WorkloadView>,
     pub refusals: Vec<RefusalRecord>,
     pub revocations: Vec<DenyRule>,
+    /// Per agent (SPIFFE ID): the gateway routes it called and its last call.
+    pub gateway: BTreeMap<String, super::GatewayUse>,
 }
 
 #[derive(Serialize)]
@@ -87,6 +89,7 @@ pub(crate) fn document(inventory: &Inventory, policy: &Policy, refusals: usize) 
         workloads: workloads.into_iter().map(WorkloadView::of).collect(),
         refusals,
         revocations: policy.deny.rules().map(|r| (**r).clone()).collect(),
+        gateway: inventory.gateway(),
     }
 }
 

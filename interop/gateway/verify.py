@@ -3,7 +3,8 @@
     verify.py upstream LOG TAG [--header NAME=VALUE ...] [--server NAME] [--forbid VALUE ...]
         The upstream saw at least one request tagged X-Interop-Call: TAG, each of them with every
         --header exactly once and exactly so, from listener --server, with no --forbid value (the
-        agent's placeholder) in any header, and no Proxy-Authorization.
+        agent's placeholder) in any header, and no Proxy-Authorization or Proxy-Connection (curl -x
+        sends `Proxy-Connection: Keep-Alive`: hop-by-hop, not for the upstream).
     verify.py absent LOG TAG
         The upstream saw no request tagged TAG.
     verify.py as-token UPSTREAM_LOG AS_LOG TAG --grant cc|jb|tx [--sub SPIFFE_ID] [--forbid VALUE ...]
@@ -50,9 +51,10 @@ def header_problems(r, forbid):
         for v in values:
             for f in forbid:
                 if f and f in v:
-                    problems.append(f"{name} carries the placeholder")
-    if "proxy-authorization" in r["headers"]:
-        problems.append("Proxy-Authorization forwarded")
+                    problems.append(f"{name} carries a forbidden value (the agent's placeholder)")
+    for hop in ("proxy-authorization", "proxy-connection"):
+        if hop in r["headers"]:
+            problems.append(f"{hop} forwarded")
     return problems
 
 

@@ -1,0 +1,3 @@
+module tessera.interop/gateway
+
+go 1.22

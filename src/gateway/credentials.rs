@@ -259,8 +259,8 @@ impl Broker {
                     form.append_pair("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange");
                     form.append_pair("subject_token", &subject);
                     form.append_pair("subject_token_type", "urn:ietf:params:oauth:token-type:jwt");
-                    // No `audience` parameter: the source's audience is the SVID's `aud` (the STS
-                    // itself), not the target service RFC 8693's parameter names.
+                    // No `audience` parameter: that names the target service (RFC 8693 §2.1),
+                    // while the source's `audience` is the SVID's `aud`, the STS itself.
                     form.append_pair("requested_token_type", "urn:ietf:params:oauth:token-type:access_token");
                 }
                 CredentialSource::File(_) | CredentialSource::Systemd(_) => {
@@ -285,6 +285,9 @@ impl Broker {
             Zeroizing::new(form.finish())
         };
 
+        // A client per fetch: a token is fetched at most once per (credential, agent) per token
+        // life, and a fresh connection each time sees a rotated CA file or a moved endpoint.
+        // The connect timeout covers TCP; the TLS handshake counts against FETCH_TIMEOUT.
         let config = tls::client_config(endpoint.ca_file.as_deref(), false)?;
         let client = tls::https_client::<Full<Bytes>>(config, self.connect_timeout);
         let mut request = http::Request::post(endpoint.token_url.clone())

@@ -24,9 +24,9 @@ pub mod cli;
 pub(crate) mod config;
 pub(crate) mod daemon;
 pub(crate) mod delegation;
-pub(crate) mod gateway;
 pub(crate) mod events;
 pub(crate) mod federation;
+pub(crate) mod gateway;
 pub(crate) mod inventory;
 pub(crate) mod net;
 // Values and helpers.

@@ -78,6 +78,39 @@ impl Caller {
     }
 }
 
+#[cfg(test)]
+impl Caller {
+    /// A caller for unit tests: one process entitled to `id` alone (as a service sees it after
+    /// narrowing), with an empty policy.
+    #[allow(clippy::unwrap_used, reason = "test values")]
+    pub(crate) fn for_test(id: &str) -> Caller {
+        let attestation = Attestation {
+            pid: 4242,
+            starttime: 1,
+            selectors: BTreeSet::new(),
+            reports: vec![],
+            exe: Default::default(),
+            watched_files: vec![],
+        };
+        let policy = Policy {
+            registry: crate::registry::Registry::new(vec![]),
+            attestor: Arc::new(tessera_attestors::Attestor::new(Default::default())),
+            jwt_issuer: None,
+            federated: Default::default(),
+            deny: Default::default(),
+            attest_base: Default::default(),
+            delegation_issuers: Default::default(),
+        };
+        Caller {
+            attestation: Arc::new(attestation),
+            uid: 1000,
+            entries: vec![Arc::new(Entry::for_test(id, &["unix:uid:1000"]))],
+            policy: Arc::new(policy),
+            attested_at: std::time::SystemTime::UNIX_EPOCH,
+        }
+    }
+}
+
 /// Attest, then entitle.
 pub(crate) struct Pipeline {
     pub policy: watch::Receiver<Arc<Policy>>,

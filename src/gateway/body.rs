@@ -58,7 +58,8 @@ impl Drop for CallGuard {
             rec.response_bytes = self.response_bytes.load(Ordering::Relaxed);
             rec.duration_ms = self.started.elapsed().as_secs_f64() * 1000.0;
             if self.broken.load(Ordering::Relaxed) {
-                rec.reason = format!("{}; the response ended early (upstream error, silence or client gone)", rec.reason);
+                rec.reason =
+                    format!("{}; the response ended early (upstream error, silence or client gone)", rec.reason);
             }
             self.events.emit(Event::GatewayCall(Box::new(rec)));
         }

@@ -110,7 +110,9 @@ impl<S> ConnIo<S> {
 
 fn is_request_line(line: &[u8]) -> bool {
     let Some(sp) = line.iter().position(|b| *b == b' ') else { return false };
-    sp > 0 && line[..sp].iter().all(u8::is_ascii_uppercase) && (line.ends_with(b" HTTP/1.1") || line.ends_with(b" HTTP/1.0"))
+    sp > 0
+        && line[..sp].iter().all(u8::is_ascii_uppercase)
+        && (line.ends_with(b" HTTP/1.1") || line.ends_with(b" HTTP/1.0"))
 }
 
 /// A JSON error answer as raw HTTP/1.1, closing the connection.
@@ -249,8 +251,12 @@ mod tests {
 
     #[test]
     fn both_framings_in_one_head_are_seen() {
-        assert!(scanned(b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"));
-        assert!(scanned(b"GET / HTTP/1.1\r\n\r\nPOST /x HTTP/1.1\r\ntransfer-encoding: chunked\r\ncontent-length: 5\r\n\r\n"));
+        assert!(scanned(
+            b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+        ));
+        assert!(scanned(
+            b"GET / HTTP/1.1\r\n\r\nPOST /x HTTP/1.1\r\ntransfer-encoding: chunked\r\ncontent-length: 5\r\n\r\n"
+        ));
         assert!(!scanned(b"POST /x HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello"));
         assert!(!scanned(b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"));
         // One header in each of two heads is no conflict.

@@ -5,6 +5,7 @@
 //! over TLS, streams the answer back and writes one audit line per call.
 
 mod body;
+mod conn_io;
 pub(crate) mod credentials;
 mod delegated;
 mod route;
@@ -64,12 +65,8 @@ pub(crate) async fn start(
     events: Events,
     shutdown: watch::Receiver<bool>,
 ) -> Result<Handle, GatewayError> {
-    let broker = Arc::new(credentials::Broker::new(
-        &gw.credentials,
-        gw.limits.connect_timeout,
-        issuer,
-        pipeline.clock.clone(),
-    ));
+    let broker =
+        Arc::new(credentials::Broker::new(&gw.credentials, gw.limits.connect_timeout, issuer, pipeline.clock.clone()));
     let (routes_tx, routes_rx) = watch::channel(Table::of(gw));
     let mut own: Vec<std::net::SocketAddr> = gw.listen.into_iter().collect();
     own.extend(config.oidc.as_ref().map(|o| o.listen));

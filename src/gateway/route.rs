@@ -59,7 +59,9 @@ impl Unrouted {
     pub(crate) fn reason(&self) -> String {
         match self {
             Unrouted::NoRoute { host: Some(h) } => format!("no gateway route covers host {h:?}"),
-            Unrouted::NoRoute { host: None } => "no gateway route covers this request (no prefix or Host matched)".into(),
+            Unrouted::NoRoute { host: None } => {
+                "no gateway route covers this request (no prefix or Host matched)".into()
+            }
             Unrouted::NoTunnel { authority } => {
                 format!("CONNECT {authority:?} refused: no route with tunnel = true names that host and port")
             }
@@ -134,10 +136,9 @@ fn resolved(route: &Arc<Route>, mode: Mode, host: String, path: String, query: O
 /// 80 (plain `http://`) or the route's upstream port. Exact hosts before `*.suffix` ones.
 fn by_host<'r>(routes: &'r [Arc<Route>], host: &str, port: Option<u16>) -> Option<&'r Arc<Route>> {
     let port_ok = |r: &Route| port.is_none_or(|p| p == 80 || p == r.port);
-    routes
-        .iter()
-        .find(|r| matches!(r.host, HostPattern::Exact(_)) && r.host.matches(host) && port_ok(r))
-        .or_else(|| routes.iter().find(|r| matches!(r.host, HostPattern::Suffix(_)) && r.host.matches(host) && port_ok(r)))
+    routes.iter().find(|r| matches!(r.host, HostPattern::Exact(_)) && r.host.matches(host) && port_ok(r)).or_else(
+        || routes.iter().find(|r| matches!(r.host, HostPattern::Suffix(_)) && r.host.matches(host) && port_ok(r)),
+    )
 }
 
 /// The route with the longest prefix that `path` is under (`/openai` takes `/openai` and
@@ -146,9 +147,9 @@ fn by_prefix<'r>(routes: &'r [Arc<Route>], path: &str) -> Option<&'r Arc<Route>>
     routes
         .iter()
         .filter(|r| {
-            r.prefix.as_deref().is_some_and(|p| {
-                path.strip_prefix(p).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-            })
+            r.prefix
+                .as_deref()
+                .is_some_and(|p| path.strip_prefix(p).is_some_and(|rest| rest.is_empty() || rest.starts_with('/')))
         })
         .max_by_key(|r| r.prefix.as_ref().map_or(0, String::len))
 }
@@ -246,7 +247,14 @@ mod tests {
 
     #[test]
     fn ambiguous_paths_are_refused() {
-        for p in ["/openai/v1/../x", "/openai/v1/./x", "/openai//v1", "/openai/v1/%2e%2e/x", "/openai/v1%2Fx", "/openai/a\\b"] {
+        for p in [
+            "/openai/v1/../x",
+            "/openai/v1/./x",
+            "/openai//v1",
+            "/openai/v1/%2e%2e/x",
+            "/openai/v1%2Fx",
+            "/openai/a\\b",
+        ] {
             assert!(matches!(go("GET", p, None), Err(Unrouted::BadTarget(_))), "{p}");
         }
     }

@@ -7,7 +7,7 @@
 //! refusal budget). A revocation reaches open connections: each one re-judges its agents when
 //! the policy changes and is closed (streams in flight included) when one is cut off.
 
-use super::body::{self, BoxError, CallGuard, GwBody, Metered};
+use super::body::{self, CallGuard, GwBody, Metered};
 use super::credentials::Broker;
 use super::route::{self, Resolved, Unrouted};
 use crate::caller::{Caller, Pipeline, any_entry};
@@ -18,7 +18,6 @@ use crate::issuer::KeySource;
 use crate::limits::{Throttled, UidCounter};
 use crate::peer::PeerInfo;
 use crate::spiffe_id::SpiffeId;
-use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -29,7 +28,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream, UnixListener};
@@ -143,7 +142,8 @@ impl tower::Service<Name> for Resolve {
             if !guarded {
                 return Ok(found.into_iter());
             }
-            let kept: Vec<SocketAddr> = found.iter().copied().filter(|a| public(a.ip()) && !own.iter().any(|o| o.ip() == a.ip())).collect();
+            let kept: Vec<SocketAddr> =
+                found.iter().copied().filter(|a| public(a.ip()) && !own.iter().any(|o| o.ip() == a.ip())).collect();
             if kept.is_empty() {
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::PermissionDenied,
@@ -159,10 +159,14 @@ impl tower::Service<Name> for Resolve {
 pub(crate) fn public(ip: std::net::IpAddr) -> bool {
     use std::net::IpAddr;
     match ip {
-        IpAddr::V4(v4) => !(v4.is_loopback() || v4.is_link_local() || v4.is_unspecified() || v4.is_multicast() || v4.is_broadcast()),
+        IpAddr::V4(v4) => {
+            !(v4.is_loopback() || v4.is_link_local() || v4.is_unspecified() || v4.is_multicast() || v4.is_broadcast())
+        }
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => public(IpAddr::V4(v4)),
-            None => !(v6.is_loopback() || v6.is_unspecified() || v6.is_multicast() || (v6.segments()[0] & 0xffc0) == 0xfe80),
+            None => {
+                !(v6.is_loopback() || v6.is_unspecified() || v6.is_multicast() || (v6.segments()[0] & 0xffc0) == 0xfe80)
+            }
         },
     }
 }
@@ -175,7 +179,8 @@ struct Conn {
     tcp: Option<crate::net::tcp_peer::TcpPeer>,
     /// The SPIFFE IDs this connection's calls acted as (re-judged on a policy change).
     agents: Mutex<BTreeSet<SpiffeId>>,
-    in_flight: Arc<AtomicUsize>,
+    /// Shared with the connection's IO (idle, slow heads, framing).
+    watch: Arc<super::conn_io::Watch>,
     /// Closes tunnels when the connection is cut off.
     cut: watch::Sender<bool>,
 }
@@ -201,7 +206,11 @@ pub(crate) async fn serve_unix(listener: UnixListener, shared: Arc<Shared>, mut 
             Ok(h) => h,
             Err(why) => {
                 if let Some(n) = refusals.tick() {
-                    tracing::warn!(uid = cred.uid(), refused_since_last_report = n, "gateway connection refused: {why}");
+                    tracing::warn!(
+                        uid = cred.uid(),
+                        refused_since_last_report = n,
+                        "gateway connection refused: {why}"
+                    );
                 }
                 continue;
             }
@@ -248,7 +257,11 @@ pub(crate) async fn serve_tcp(listener: TcpListener, shared: Arc<Shared>, mut sh
                     Ok(h) => h,
                     Err(why) => {
                         if let Some(n) = refusals.tick() {
-                            tracing::warn!(uid = tcp.info.uid, refused_since_last_report = n, "gateway connection refused: {why}");
+                            tracing::warn!(
+                                uid = tcp.info.uid,
+                                refused_since_last_report = n,
+                                "gateway connection refused: {why}"
+                            );
                         }
                         continue;
                     }
@@ -298,25 +311,20 @@ async fn serve_connection<S>(
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let (cut, _) = watch::channel(false);
-    let conn = Arc::new(Conn {
-        peer,
-        transport,
-        tcp,
-        agents: Mutex::new(BTreeSet::new()),
-        in_flight: Arc::new(AtomicUsize::new(0)),
-        cut,
-    });
-    let activity = Arc::new(AtomicU64::new(0));
+    let io_watch = Arc::new(super::conn_io::Watch::default());
+    let conn =
+        Arc::new(Conn { peer, transport, tcp, agents: Mutex::new(BTreeSet::new()), watch: io_watch.clone(), cut });
     let base = Instant::now();
-    let io = Activity { inner: stream, last: activity.clone(), base };
+    let io = super::conn_io::ConnIo::new(stream, io_watch.clone(), base, HEADER_TIMEOUT);
     let service = {
         let (shared, conn) = (shared.clone(), conn.clone());
         hyper::service::service_fn(move |req: Request<Incoming>| {
             let (shared, conn) = (shared.clone(), conn.clone());
-            conn.in_flight.fetch_add(1, Ordering::Relaxed);
+            conn.watch.in_flight.fetch_add(1, Ordering::Relaxed);
+            conn.watch.served.fetch_add(1, Ordering::Relaxed);
             async move {
                 let timeout = shared.limits.request_timeout;
-                let in_flight = conn.in_flight.clone();
+                let in_flight = conn.watch.in_flight.clone();
                 let answer = tokio::time::timeout(timeout, handle(shared, conn, req)).await.unwrap_or_else(|_| {
                     in_flight.fetch_sub(1, Ordering::Relaxed);
                     refusal(StatusCode::GATEWAY_TIMEOUT, "timeout", "the request took longer than request_timeout")
@@ -327,7 +335,8 @@ async fn serve_connection<S>(
     };
     let served = hyper::server::conn::http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(HEADER_TIMEOUT)
+        // A backstop: ConnIo answers a slow head (408) first.
+        .header_read_timeout(2 * HEADER_TIMEOUT)
         .max_buf_size(shared.limits.max_header_bytes.max(8192))
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
@@ -339,7 +348,7 @@ async fn serve_connection<S>(
     };
     tokio::pin!(stop);
     loop {
-        let since = Duration::from_millis(activity.load(Ordering::Relaxed));
+        let since = Duration::from_millis(io_watch.last.load(Ordering::Relaxed));
         let idle_at = tokio::time::Instant::from_std(base + since + idle);
         tokio::select! {
             r = &mut served => {
@@ -358,12 +367,14 @@ async fn serve_connection<S>(
                 }
             }
             _ = tokio::time::sleep_until(idle_at) => {
-                let quiet = base.elapsed().saturating_sub(Duration::from_millis(activity.load(Ordering::Relaxed)));
-                if conn.in_flight.load(Ordering::Relaxed) == 0 && quiet >= idle {
+                let quiet = base.elapsed().saturating_sub(Duration::from_millis(io_watch.last.load(Ordering::Relaxed)));
+                if io_watch.in_flight.load(Ordering::Relaxed) == 0 && quiet >= idle {
                     break;
                 }
-                // Busy (a long stream) or active since: look again later.
-                activity.store(base.elapsed().as_millis() as u64, Ordering::Relaxed);
+                if quiet >= idle {
+                    // Busy (a long stream whose bytes the body timeouts watch): look again later.
+                    io_watch.last.store(base.elapsed().as_millis() as u64, Ordering::Relaxed);
+                }
             }
             _ = &mut stop => break,
         }
@@ -373,17 +384,22 @@ async fn serve_connection<S>(
 
 /// A malformed request (hyper answered it 400/431 itself) is audited as a refusal.
 fn log_connection_error(shared: &Shared, conn: &Conn, e: &hyper::Error) {
-    if e.is_parse() || e.is_parse_too_large() || e.is_parse_status() {
+    let refused = |status: u16, reason: String| {
         let rec = GatewayCall {
             pid: conn.peer.pid,
             uid: Some(conn.peer.uid),
             transport: conn.transport,
             method: "-".into(),
-            status: Some(if e.is_parse_too_large() { 431 } else { 400 }),
-            reason: format!("malformed request: {e}"),
+            status: Some(status),
+            reason,
             ..GatewayCall::default()
         };
         shared.events.emit(Event::GatewayCall(Box::new(rec)));
+    };
+    if conn.watch.slow_head.load(Ordering::Relaxed) {
+        refused(408, format!("the request head did not arrive within {HEADER_TIMEOUT:?} (slow client)"));
+    } else if e.is_parse() || e.is_parse_too_large() || e.is_parse_status() {
+        refused(if e.is_parse_too_large() { 431 } else { 400 }, format!("malformed request: {e}"));
     } else if e.is_timeout() {
         tracing::debug!(pid = ?conn.peer.pid, "gateway connection: no request head in time");
     } else {
@@ -433,9 +449,19 @@ async fn handle(shared: Arc<Shared>, conn: Arc<Conn>, req: Request<Incoming>) ->
         rec.reason = reason.clone();
         rec.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
         shared.events.emit(Event::GatewayCall(Box::new(rec)));
-        conn.in_flight.fetch_sub(1, Ordering::Relaxed);
+        conn.watch.in_flight.fetch_sub(1, Ordering::Relaxed);
         refusal(status, error, &reason)
     };
+    if conn.watch.conflicting_framing.swap(false, Ordering::Relaxed) {
+        // hyper dropped the Content-Length and will close after this request; it is refused
+        // outright instead (RFC 9112 §6.3: "ought to be handled as an error").
+        return deny(
+            rec,
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "the request has both Content-Length and Transfer-Encoding (refused: request smuggling)".into(),
+        );
+    }
     let table = shared.routes.borrow().clone();
     let host_header = req.headers().get(header::HOST).and_then(|h| h.to_str().ok());
     let resolved = match route::resolve(&table.routes, req.method(), req.uri(), host_header) {
@@ -458,20 +484,32 @@ async fn handle(shared: Arc<Shared>, conn: Arc<Conn>, req: Request<Incoming>) ->
     // Who is calling, judged by the policy in force now.
     let caller = match shared.pipeline.caller_reused_for(&conn.peer, RPC, any_entry).await {
         Ok(c) => c,
-        Err(e) => return deny(rec, StatusCode::FORBIDDEN, "no_identity", format!("the calling process has no identity: {e}")),
+        Err(e) => {
+            return deny(rec, StatusCode::FORBIDDEN, "no_identity", format!("the calling process has no identity: {e}"));
+        }
     };
     rec.pid = Some(caller.attestation.pid);
     rec.exe = Some(caller.attestation.exe.clone());
     if let Some(tcp) = &conn.tcp
         && !tcp.still_holds()
     {
-        return deny(rec, StatusCode::FORBIDDEN, "unattributed", "the connection's socket is no longer held by the process it was attributed to".into());
+        return deny(
+            rec,
+            StatusCode::FORBIDDEN,
+            "unattributed",
+            "the connection's socket is no longer held by the process it was attributed to".into(),
+        );
     }
     let route = resolved.route.clone();
     let Some(entry) = caller.entries.iter().find(|e| route.serves(&e.spiffe_id)).cloned() else {
         let ids: Vec<String> = caller.entries.iter().map(|e| e.spiffe_id.to_string()).collect();
         rec.agent = ids.first().cloned();
-        return deny(rec, StatusCode::FORBIDDEN, "route_not_for_you", format!("route {:?} does not serve {}", route.name, ids.join(", ")));
+        return deny(
+            rec,
+            StatusCode::FORBIDDEN,
+            "route_not_for_you",
+            format!("route {:?} does not serve {}", route.name, ids.join(", ")),
+        );
     };
     rec.agent = Some(entry.spiffe_id.to_string());
     conn.agents.lock().unwrap_or_else(|p| p.into_inner()).insert(entry.spiffe_id.clone());
@@ -483,23 +521,43 @@ async fn handle(shared: Arc<Shared>, conn: Arc<Conn>, req: Request<Incoming>) ->
     }
     if !route.allows_method(req.method()) {
         let m = req.method().to_string();
-        return deny(rec, StatusCode::FORBIDDEN, "method_not_allowed", format!("route {:?} does not allow {m}", route.name));
+        return deny(
+            rec,
+            StatusCode::FORBIDDEN,
+            "method_not_allowed",
+            format!("route {:?} does not allow {m}", route.name),
+        );
     }
     if !route.allows_path(&resolved.path) {
         let p = resolved.path.clone();
-        return deny(rec, StatusCode::FORBIDDEN, "path_not_allowed", format!("route {:?} does not allow path {p:?}", route.name));
+        return deny(
+            rec,
+            StatusCode::FORBIDDEN,
+            "path_not_allowed",
+            format!("route {:?} does not allow path {p:?}", route.name),
+        );
     }
     let limit = route.max_request_body.unwrap_or(shared.limits.max_request_body);
-    let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let declared =
+        req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit) {
-        return deny(rec, StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", format!("the request body is larger than the route's limit of {limit} bytes"));
+        return deny(
+            rec,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the request body is larger than the route's limit of {limit} bytes"),
+        );
     }
 
     let (mut parts, incoming) = req.into_parts();
     // What the agent sent as a credential never goes upstream; a delegated token is checked
     // first and then forwarded as the call's credential.
     let presented = bearer(&parts.headers);
-    let credential_header = route.credential.as_ref().and_then(|c| table.credentials.iter().find(|k| &k.name == c)).map(|k| k.header.clone());
+    let credential_header = route
+        .credential
+        .as_ref()
+        .and_then(|c| table.credentials.iter().find(|k| &k.name == c))
+        .map(|k| k.header.clone());
     strip_request_headers(&mut parts.headers, credential_header.as_ref());
     match &route.credential {
         Some(name) => {
@@ -513,13 +571,21 @@ async fn handle(shared: Arc<Shared>, conn: Arc<Conn>, req: Request<Incoming>) ->
         }
         None => {
             if let Some(token) = presented {
-                match super::delegated::check(&shared, &route, &token, &entry.spiffe_id, shared.pipeline.clock.now(), &caller.policy) {
+                match super::delegated::check(
+                    &shared,
+                    &route,
+                    &token,
+                    &entry.spiffe_id,
+                    shared.pipeline.clock.now(),
+                    &caller.policy,
+                ) {
                     Ok(d) => {
                         rec.user = Some(d.user);
                         rec.act = d.act;
                         rec.scope = Some(d.scope);
                         rec.jti = d.jti;
-                        let mut v = HeaderValue::from_str(&format!("Bearer {token}")).unwrap_or(HeaderValue::from_static(""));
+                        let mut v =
+                            HeaderValue::from_str(&format!("Bearer {token}")).unwrap_or(HeaderValue::from_static(""));
                         v.set_sensitive(true);
                         parts.headers.insert(header::AUTHORIZATION, v);
                     }
@@ -530,7 +596,9 @@ async fn handle(shared: Arc<Shared>, conn: Arc<Conn>, req: Request<Incoming>) ->
     }
     let uri = match resolved.upstream_uri() {
         Ok(u) => u,
-        Err(e) => return deny(rec, StatusCode::BAD_REQUEST, "bad_request", format!("cannot form the upstream URI: {e}")),
+        Err(e) => {
+            return deny(rec, StatusCode::BAD_REQUEST, "bad_request", format!("cannot form the upstream URI: {e}"));
+        }
     };
     parts.uri = uri;
     parts.version = http::Version::HTTP_11;
@@ -538,11 +606,19 @@ async fn handle(shared: Arc<Shared>, conn: Arc<Conn>, req: Request<Incoming>) ->
     let guarded = matches!(route.host, crate::config::gateway::HostPattern::Suffix(_));
     let client = match shared.client(route.ca_file.as_ref(), guarded) {
         Ok(c) => c,
-        Err(e) => return deny(rec, StatusCode::BAD_GATEWAY, "upstream_tls", format!("the route's TLS settings cannot be used: {e}")),
+        Err(e) => {
+            return deny(
+                rec,
+                StatusCode::BAD_GATEWAY,
+                "upstream_tls",
+                format!("the route's TLS settings cannot be used: {e}"),
+            );
+        }
     };
     let request_bytes = Arc::new(AtomicU64::new(0));
     let over = Arc::new(AtomicBool::new(false));
-    let up_body = Metered::new(incoming, request_bytes.clone(), shared.limits.idle_timeout).limit(limit, over.clone()).boxed();
+    let up_body =
+        Metered::new(incoming, request_bytes.clone(), shared.limits.idle_timeout).limit(limit, over.clone()).boxed();
     let upstream_req = Request::from_parts(parts, up_body);
     let sent = tokio::time::timeout(shared.limits.idle_timeout, client.request(upstream_req)).await;
     let response = match sent {
@@ -550,12 +626,31 @@ async fn handle(shared: Arc<Shared>, conn: Arc<Conn>, req: Request<Incoming>) ->
         Ok(Err(e)) => {
             rec.request_bytes = request_bytes.load(Ordering::Relaxed);
             if over.load(Ordering::Relaxed) {
-                return deny(rec, StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", format!("the request body is larger than the route's limit of {limit} bytes"));
+                return deny(
+                    rec,
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body_too_large",
+                    format!("the request body is larger than the route's limit of {limit} bytes"),
+                );
             }
-            return deny(rec, StatusCode::BAD_GATEWAY, "upstream_unavailable", format!("upstream {}: {}", resolved.authority(), describe(&e)));
+            return deny(
+                rec,
+                StatusCode::BAD_GATEWAY,
+                "upstream_unavailable",
+                format!("upstream {}: {}", resolved.authority(), describe(&e)),
+            );
         }
         Err(_) => {
-            return deny(rec, StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", format!("upstream {} sent no response head within {:?}", resolved.authority(), shared.limits.idle_timeout));
+            return deny(
+                rec,
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream_timeout",
+                format!(
+                    "upstream {} sent no response head within {:?}",
+                    resolved.authority(),
+                    shared.limits.idle_timeout
+                ),
+            );
         }
     };
     let (mut parts, body) = response.into_parts();
@@ -566,7 +661,9 @@ async fn handle(shared: Arc<Shared>, conn: Arc<Conn>, req: Request<Incoming>) ->
     rec.allowed = true;
     rec.reason = match &rec.credential {
         Some(c) => format!("route {:?} serves {}; credential {c:?} injected", route.name, entry.spiffe_id),
-        None if rec.jti.is_some() || rec.user.is_some() => format!("route {:?} serves {}; delegated token verified", route.name, entry.spiffe_id),
+        None if rec.jti.is_some() || rec.user.is_some() => {
+            format!("route {:?} serves {}; delegated token verified", route.name, entry.spiffe_id)
+        }
         None => format!("route {:?} serves {}; no credential", route.name, entry.spiffe_id),
     };
     let guard = CallGuard {
@@ -576,7 +673,7 @@ async fn handle(shared: Arc<Shared>, conn: Arc<Conn>, req: Request<Incoming>) ->
         request_bytes,
         response_bytes: Arc::new(AtomicU64::new(0)),
         broken: Arc::new(AtomicBool::new(false)),
-        in_flight: Some(conn.in_flight.clone()),
+        in_flight: Some(conn.watch.in_flight.clone()),
     };
     let down = Metered::new(body, guard.response_bytes.clone(), shared.limits.idle_timeout).guard(guard).boxed();
     Response::from_parts(parts, down)
@@ -637,7 +734,14 @@ fn describe(e: &hyper_util::client::legacy::Error) -> String {
 
 /// CONNECT on a route with `tunnel = true`: 200, then bytes both ways until either side closes
 /// or the connection is cut off; one audit line with the byte counts when it ends.
-fn tunnel(shared: Arc<Shared>, conn: Arc<Conn>, req: Request<Incoming>, resolved: Resolved, mut rec: GatewayCall, started: Instant) -> Response<GwBody> {
+fn tunnel(
+    shared: Arc<Shared>,
+    conn: Arc<Conn>,
+    req: Request<Incoming>,
+    resolved: Resolved,
+    mut rec: GatewayCall,
+    started: Instant,
+) -> Response<GwBody> {
     rec.allowed = true;
     rec.status = Some(200);
     rec.reason = format!("route {:?} opens a tunnel (no credential injected)", resolved.route.name);
@@ -652,17 +756,19 @@ fn tunnel(shared: Arc<Shared>, conn: Arc<Conn>, req: Request<Incoming>, resolved
         request_bytes: Arc::new(AtomicU64::new(0)),
         response_bytes: Arc::new(AtomicU64::new(0)),
         broken: Arc::new(AtomicBool::new(false)),
-        in_flight: Some(conn.in_flight.clone()),
+        in_flight: Some(conn.watch.in_flight.clone()),
     };
     tokio::spawn(async move {
         let guard = guard;
         let Ok(upgraded) = hyper::upgrade::on(req).await else { return };
         let mut resolver = Resolve { guarded, own };
         let addrs = match tower::Service::call(&mut resolver, Name::from_str_or_default(&resolved.host)).await {
-            Ok(a) => a.map(|mut a| {
-                a.set_port(resolved.port);
-                a
-            }).collect::<Vec<_>>(),
+            Ok(a) => a
+                .map(|mut a| {
+                    a.set_port(resolved.port);
+                    a
+                })
+                .collect::<Vec<_>>(),
             Err(_) => {
                 guard.broken.store(true, Ordering::Relaxed);
                 return;
@@ -696,56 +802,3 @@ impl NameExt for Name {
         Name::from_str(s).unwrap_or_else(|_| Name::from_str("invalid.").unwrap_or_else(|_| unreachable!()))
     }
 }
-
-/// An IO that records when it last moved bytes (the idle timeout of keep-alive connections).
-struct Activity<S> {
-    inner: S,
-    last: Arc<AtomicU64>,
-    base: Instant,
-}
-
-impl<S> Activity<S> {
-    fn touch(&self) {
-        self.last.store(self.base.elapsed().as_millis() as u64, Ordering::Relaxed);
-    }
-}
-
-impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Activity<S> {
-    fn poll_read(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>, buf: &mut tokio::io::ReadBuf<'_>) -> std::task::Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.touch();
-        }
-        r
-    }
-}
-
-impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Activity<S> {
-    fn poll_write(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>, data: &[u8]) -> std::task::Poll<std::io::Result<usize>> {
-        let r = std::pin::Pin::new(&mut self.inner).poll_write(cx, data);
-        if matches!(r, std::task::Poll::Ready(Ok(n)) if n > 0) {
-            self.touch();
-        }
-        r
-    }
-    fn poll_flush(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-    fn poll_write_vectored(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>, bufs: &[std::io::IoSlice<'_>]) -> std::task::Poll<std::io::Result<usize>> {
-        let r = std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(r, std::task::Poll::Ready(Ok(n)) if n > 0) {
-            self.touch();
-        }
-        r
-    }
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-}
-
-#[allow(dead_code)]
-fn _assert_bytes(_: Bytes, _: BoxError) {}

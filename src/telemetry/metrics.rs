@@ -155,7 +155,9 @@ impl Metrics {
             gateway_requests.clone(),
         );
         let gateway_duration =
-            Family::<Vec<(&'static str, String)>, Histogram, fn() -> Histogram>::new_with_constructor(gateway_histogram);
+            Family::<Vec<(&'static str, String)>, Histogram, fn() -> Histogram>::new_with_constructor(
+                gateway_histogram,
+            );
         registry.register(
             "tessera_gateway_request_duration_seconds",
             "Time from a gateway call's request to the end of its response, by route",
@@ -258,7 +260,9 @@ impl Subscriber for Metrics {
             Event::CaRotated => self.ca_rotated(),
             Event::GatewayCall(c) => {
                 let route = c.route.clone().unwrap_or_else(|| "-".to_owned());
-                self.gateway_requests.get_or_create(&vec![("route", route.clone()), ("result", c.result().to_owned())]).inc();
+                self.gateway_requests
+                    .get_or_create(&vec![("route", route.clone()), ("result", c.result().to_owned())])
+                    .inc();
                 if c.allowed {
                     self.gateway_duration.get_or_create(&vec![("route", route)]).observe(c.duration_ms / 1000.0);
                 }

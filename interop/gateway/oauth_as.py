@@ -22,6 +22,7 @@ issued for.
 """
 
 import argparse
+from requests.structures import CaseInsensitiveDict
 import hashlib
 import json
 import os
@@ -273,7 +274,9 @@ class Handler(BaseHTTPRequestHandler):
         if ctype != "application/x-www-form-urlencoded":
             status, out, headers = 400, {"error": "invalid_request", "error_description": "the body must be application/x-www-form-urlencoded"}, []
         else:
-            headers_in = {k: v for k, v in self.headers.items()}
+            # Header names are case-insensitive (RFC 9110 §5.1): HTTP/2-era clients send them
+            # lowercase, and authlib looks them up as `Authorization`.
+            headers_in = CaseInsensitiveDict(self.headers.items())
             request = TokenRequest(CONFIG["base"] + "/token", form, headers_in)
             try:
                 status, out, headers = AS.create_token_response(request)

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use http_body_util::combinators::BoxBody;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -33,6 +34,8 @@ pub(crate) enum BodyError {
     TooLarge(u64),
     #[error("no data for {0:?}")]
     Idle(Duration),
+    #[error("the call took longer than request_timeout")]
+    Total,
 }
 
 /// Writes the audit line of a call once, when dropped: after its response body ended.
@@ -74,6 +77,8 @@ pub(crate) struct Metered<B> {
     limit: Option<u64>,
     idle: Duration,
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The whole call's deadline (request_timeout), response streaming included.
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
     over: Option<Arc<AtomicBool>>,
     broken: Option<Arc<AtomicBool>>,
     _guard: Option<CallGuard>,
@@ -81,13 +86,19 @@ pub(crate) struct Metered<B> {
 
 impl<B> Metered<B> {
     pub(crate) fn new(inner: B, count: Arc<AtomicU64>, idle: Duration) -> Self {
-        Self { inner, count, limit: None, idle, timer: None, over: None, broken: None, _guard: None }
+        Self { inner, count, limit: None, idle, timer: None, deadline: None, over: None, broken: None, _guard: None }
     }
 
     /// Fail once more than `limit` bytes came; `over` is set then.
     pub(crate) fn limit(mut self, limit: u64, over: Arc<AtomicBool>) -> Self {
         self.limit = Some(limit);
         self.over = Some(over);
+        self
+    }
+
+    /// End with an error at `at` (the call's total time limit).
+    pub(crate) fn deadline(mut self, at: Instant) -> Self {
+        self.deadline = Some(Box::pin(tokio::time::sleep_until(at.into())));
         self
     }
 
@@ -132,6 +143,14 @@ where
             }
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => {
+                if let Some(d) = this.deadline.as_mut()
+                    && d.as_mut().poll(cx).is_ready()
+                {
+                    if let Some(b) = &this.broken {
+                        b.store(true, Ordering::Relaxed);
+                    }
+                    return Poll::Ready(Some(Err(BodyError::Total.into())));
+                }
                 let idle = this.idle;
                 let timer = this.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
                 if timer.as_mut().poll(cx).is_ready() {

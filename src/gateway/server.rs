@@ -228,7 +228,12 @@ pub(crate) async fn serve_unix(listener: UnixListener, shared: Arc<Shared>, mut 
 /// Serve the loopback TCP listener: each connection is attributed to the one process holding
 /// its socket, or answered 403 and closed.
 pub(crate) async fn serve_tcp(listener: TcpListener, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
-    let mut refusals = Throttled::new(Duration::from_secs(5));
+    let refusals = Arc::new(Mutex::new(Throttled::new(Duration::from_secs(5))));
+    // Attributions scan /proc on blocking threads: a few at once, and a bounded queue of
+    // connections waiting for one (past it, new connections are closed at once), so a flood
+    // of connections costs neither the blocking pool nor memory.
+    let scans = Arc::new(tokio::sync::Semaphore::new(ATTRIBUTIONS_AT_ONCE));
+    let waiting = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     loop {
         let accepted = tokio::select! {
             r = listener.accept() => r,
@@ -242,48 +247,82 @@ pub(crate) async fn serve_tcp(listener: TcpListener, shared: Arc<Shared>, mut sh
                 continue;
             }
         };
-        let shared = shared.clone();
-        let shutdown = shutdown.clone();
-        let local = match stream.local_addr() {
-            Ok(l) => l,
-            Err(_) => continue,
-        };
-        // Attribution reads /proc: off the accept loop's thread, so a slow scan never stalls it.
-        let attributed = tokio::task::spawn_blocking(move || crate::net::tcp_peer::attribute_addrs(addr, local)).await;
-        let Ok(attributed) = attributed else { continue };
-        match attributed {
-            Ok(tcp) => {
-                let held = match shared.connections.try_acquire(tcp.info.uid) {
-                    Ok(h) => h,
-                    Err(why) => {
-                        if let Some(n) = refusals.tick() {
-                            tracing::warn!(
-                                uid = tcp.info.uid,
-                                refused_since_last_report = n,
-                                "gateway connection refused: {why}"
-                            );
+        if waiting.fetch_add(1, Ordering::AcqRel) >= MAX_WAITING_FOR_ATTRIBUTION {
+            waiting.fetch_sub(1, Ordering::AcqRel);
+            if let Some(n) = refusals.lock().unwrap_or_else(|p| p.into_inner()).tick() {
+                tracing::warn!(
+                    refused_since_last_report = n,
+                    "gateway connection refused: too many waiting for attribution"
+                );
+            }
+            continue;
+        }
+        let (shared, shutdown, scans, waiting, refusals) =
+            (shared.clone(), shutdown.clone(), scans.clone(), waiting.clone(), refusals.clone());
+        tokio::spawn(async move {
+            let attributed = attribute(addr, &stream, &scans).await;
+            waiting.fetch_sub(1, Ordering::AcqRel);
+            match attributed {
+                Ok(tcp) => {
+                    let held = match shared.connections.try_acquire(tcp.info.uid) {
+                        Ok(h) => h,
+                        Err(why) => {
+                            if let Some(n) = refusals.lock().unwrap_or_else(|p| p.into_inner()).tick() {
+                                tracing::warn!(
+                                    uid = tcp.info.uid,
+                                    refused_since_last_report = n,
+                                    "gateway connection refused: {why}"
+                                );
+                            }
+                            return;
                         }
-                        continue;
-                    }
-                };
-                tokio::spawn(async move {
+                    };
                     let _held = held;
                     let peer = tcp.info.clone();
                     serve_connection(stream, peer, "tcp", Some(tcp), shared, shutdown).await;
-                });
+                }
+                Err(why) => {
+                    let mut rec = GatewayCall { transport: "tcp", ..GatewayCall::default() };
+                    rec.reason = format!("the connection from {addr} could not be attributed to one process: {why}");
+                    rec.method = "-".into();
+                    rec.status = Some(403);
+                    tracing::debug!(peer = %addr, "gateway: {}", rec.reason);
+                    let reason = rec.reason.clone();
+                    shared.events.emit(Event::GatewayCall(Box::new(rec)));
+                    // Answered with a 403 on whatever it sends first, then closed.
+                    answer_unattributed(stream, reason).await;
+                }
             }
-            Err(why) => {
-                let mut rec = GatewayCall { transport: "tcp", ..GatewayCall::default() };
-                rec.reason = format!("the connection from {addr} could not be attributed to one process: {why}");
-                rec.method = "-".into();
-                tracing::debug!(peer = %addr, "gateway: {}", rec.reason);
-                // Answered with a 403 on whatever it sends first, then closed.
-                let reason = rec.reason.clone();
-                shared.events.emit(Event::GatewayCall(Box::new(rec)));
-                tokio::spawn(answer_unattributed(stream, reason));
+        });
+    }
+}
+
+/// Attributions running at once, and connections that may wait for one.
+const ATTRIBUTIONS_AT_ONCE: usize = 4;
+const MAX_WAITING_FOR_ATTRIBUTION: usize = 256;
+
+/// The one process holding the client's socket. A socket briefly held twice because its
+/// process is starting a child (between fork and exec the child holds copies of every fd) is
+/// looked up once more a moment later; held twice then, it is refused.
+async fn attribute(
+    addr: SocketAddr,
+    stream: &TcpStream,
+    scans: &tokio::sync::Semaphore,
+) -> Result<crate::net::tcp_peer::TcpPeer, String> {
+    use crate::net::tcp_peer::{Unattributable, attribute_addrs};
+    let local = stream.local_addr().map_err(|e| e.to_string())?;
+    for attempt in 0..2 {
+        let permit = scans.acquire().await.map_err(|e| e.to_string())?;
+        let r = tokio::task::spawn_blocking(move || attribute_addrs(addr, local)).await.map_err(|e| e.to_string())?;
+        drop(permit);
+        match r {
+            Err(Unattributable::Ambiguous { .. }) if attempt == 0 => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
+            other => return other.map_err(|e| e.to_string()),
         }
     }
+    Err("attribution gave no answer".into())
 }
 
 /// A 403 for a TCP peer no process could be found for, on a connection that serves nothing else.
@@ -485,7 +524,12 @@ async fn handle(shared: Arc<Shared>, conn: Arc<Conn>, req: Request<Incoming>) ->
     let caller = match shared.pipeline.caller_reused_for(&conn.peer, RPC, any_entry).await {
         Ok(c) => c,
         Err(e) => {
-            return deny(rec, StatusCode::FORBIDDEN, "no_identity", format!("the calling process has no identity: {e}"));
+            return deny(
+                rec,
+                StatusCode::FORBIDDEN,
+                "no_identity",
+                format!("the calling process has no identity: {e}"),
+            );
         }
     };
     rec.pid = Some(caller.attestation.pid);
@@ -675,7 +719,10 @@ async fn handle(shared: Arc<Shared>, conn: Arc<Conn>, req: Request<Incoming>) ->
         broken: Arc::new(AtomicBool::new(false)),
         in_flight: Some(conn.watch.in_flight.clone()),
     };
-    let down = Metered::new(body, guard.response_bytes.clone(), shared.limits.idle_timeout).guard(guard).boxed();
+    let down = Metered::new(body, guard.response_bytes.clone(), shared.limits.idle_timeout)
+        .deadline(started + shared.limits.request_timeout)
+        .guard(guard)
+        .boxed();
     Response::from_parts(parts, down)
 }
 

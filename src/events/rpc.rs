@@ -15,7 +15,7 @@ pub(crate) enum Call {
     TokenExchange,
     ApprovalDecision,
     /// A call through the node gateway.
-    GatewayCall,
+    Gateway,
 }
 
 impl Call {
@@ -31,7 +31,7 @@ impl Call {
             Call::FetchWitBundles => "FetchWITBundles",
             Call::TokenExchange => "TokenExchange",
             Call::ApprovalDecision => "ApprovalDecision",
-            Call::GatewayCall => "GatewayCall",
+            Call::Gateway => "GatewayCall",
         }
     }
 }

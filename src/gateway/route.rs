@@ -40,7 +40,7 @@ impl Resolved {
             Some(q) => format!("{}?{q}", self.path),
             None => self.path.clone(),
         };
-        http::Uri::builder().scheme("https").authority(self.authority()).path_and_query(pq).build().map_err(Into::into)
+        http::Uri::builder().scheme("https").authority(self.authority()).path_and_query(pq).build()
     }
 }
 

@@ -34,12 +34,14 @@ use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream, UnixListener};
 use tokio::sync::watch;
 
-pub(crate) const RPC: Rpc = Rpc::of(Call::GatewayCall);
+pub(crate) const RPC: Rpc = Rpc::of(Call::Gateway);
 /// The `Via` pseudonym (RFC 9110 §7.6.3).
 const VIA: &str = "1.1 tessera";
 /// Time for a new connection's first request head.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A route's CA file (None: the system roots) and whether its hosts are guarded.
+type ClientKey = (Option<PathBuf>, bool);
 type Upstream = Client<hyper_rustls::HttpsConnector<HttpConnector<Resolve>>, GwBody>;
 
 /// Everything a call needs, shared by every connection.
@@ -55,7 +57,7 @@ pub(crate) struct Shared {
     /// The daemon's own TCP listeners: never an upstream of a `*.suffix` route.
     pub own_listeners: Arc<Vec<SocketAddr>>,
     pub connections: Arc<UidCounter>,
-    clients: Mutex<HashMap<(Option<PathBuf>, bool), (Arc<rustls::ClientConfig>, Upstream)>>,
+    clients: Mutex<HashMap<ClientKey, (Arc<rustls::ClientConfig>, Upstream)>>,
 }
 
 impl Shared {

@@ -21,6 +21,8 @@ use tokio::sync::watch;
 /// One label with a value from a fixed set.
 type Label = [(&'static str, &'static str); 1];
 type Counters = Family<Label, Counter>;
+/// The gateway's labels: the route (config-bounded) and, for the counter, the result.
+type RouteLabels = Vec<(&'static str, String)>;
 
 /// The `reason` label of `tessera_refusals_total`.
 fn refusal_reason(why: &Refusal) -> &'static str {
@@ -50,8 +52,8 @@ pub(crate) struct Metrics {
     /// The newest X.509 authority (by activation time) and JWT kid seen, to tell which kind rotated.
     newest_keys: Mutex<(Option<SystemTime>, Option<String>)>,
     ca: Option<Arc<dyn KeySource>>,
-    gateway_requests: Family<Vec<(&'static str, String)>, Counter>,
-    gateway_duration: Family<Vec<(&'static str, String)>, Histogram, fn() -> Histogram>,
+    gateway_requests: Family<RouteLabels, Counter>,
+    gateway_duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
 }
 
 /// Buckets of the gateway's call durations: 0.5 ms to ~2 min.
@@ -148,16 +150,14 @@ impl Metrics {
             &["valid", "invalid"],
         );
         // Labelled by route name (bounded by the config; `-` for calls no route took).
-        let gateway_requests = Family::<Vec<(&'static str, String)>, Counter>::default();
+        let gateway_requests = Family::<RouteLabels, Counter>::default();
         registry.register(
             "tessera_gateway_requests",
             "Calls through the node gateway, by route and result (ok, client_error, upstream_error, server_error, aborted, denied)",
             gateway_requests.clone(),
         );
         let gateway_duration =
-            Family::<Vec<(&'static str, String)>, Histogram, fn() -> Histogram>::new_with_constructor(
-                gateway_histogram,
-            );
+            Family::<RouteLabels, Histogram, fn() -> Histogram>::new_with_constructor(gateway_histogram);
         registry.register(
             "tessera_gateway_request_duration_seconds",
             "Time from a gateway call's request to the end of its response, by route",

@@ -181,6 +181,9 @@ struct Conn {
     tcp: Option<crate::net::tcp_peer::TcpPeer>,
     /// The SPIFFE IDs this connection's calls acted as (re-judged on a policy change).
     agents: Mutex<BTreeSet<SpiffeId>>,
+    /// The attestation its last call rested on, and the policy that judged it: a policy change
+    /// re-judges it without attesting again (unless the attestor settings changed).
+    last: Mutex<Option<(Arc<tessera_attestors::Attestation>, Arc<crate::registry::Policy>)>>,
     /// Shared with the connection's IO (idle, slow heads, framing).
     watch: Arc<super::conn_io::Watch>,
     /// Closes tunnels when the connection is cut off.
@@ -353,8 +356,15 @@ async fn serve_connection<S>(
 {
     let (cut, _) = watch::channel(false);
     let io_watch = Arc::new(super::conn_io::Watch::default());
-    let conn =
-        Arc::new(Conn { peer, transport, tcp, agents: Mutex::new(BTreeSet::new()), watch: io_watch.clone(), cut });
+    let conn = Arc::new(Conn {
+        peer,
+        transport,
+        tcp,
+        agents: Mutex::new(BTreeSet::new()),
+        last: Mutex::new(None),
+        watch: io_watch.clone(),
+        cut,
+    });
     let base = Instant::now();
     let io = super::conn_io::ConnIo::new(stream, io_watch.clone(), base, HEADER_TIMEOUT);
     let service = {
@@ -454,9 +464,27 @@ async fn still_served(shared: &Arc<Shared>, conn: &Conn) -> Result<(), String> {
     if agents.is_empty() {
         return Ok(());
     }
-    let caller = shared.pipeline.caller_reused_for(&conn.peer, RPC, any_entry).await.map_err(|e| e.to_string())?;
+    let last = conn.last.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let now = shared.pipeline.policy();
+    // The same attestor settings: the selectors the connection's last call was attested with
+    // are judged by the new policy (no /proc work, so a revocation reaches thousands of open
+    // connections at once). Otherwise (a new digest rule, say) the process is attested again.
+    let entries: Vec<SpiffeId> = match last {
+        Some((attestation, judged_by)) if judged_by.attestor.config() == now.attestor.config() => {
+            match now.entitled(&attestation.selectors) {
+                Ok(entries) => entries.iter().map(|e| e.spiffe_id.clone()).collect(),
+                Err(crate::registry::NotEntitled::Denied(rule)) => return Err(format!("revoked by rule {}", rule.id)),
+                Err(crate::registry::NotEntitled::NoEntry) => return Err("no entry matches it any more".into()),
+            }
+        }
+        _ => {
+            let caller =
+                shared.pipeline.caller_reused_for(&conn.peer, RPC, any_entry).await.map_err(|e| e.to_string())?;
+            caller.entries.iter().map(|e| e.spiffe_id.clone()).collect()
+        }
+    };
     for a in &agents {
-        if !caller.entries.iter().any(|e| &e.spiffe_id == a) {
+        if !entries.contains(a) {
             return Err(format!("{a} was revoked or no longer matches this process"));
         }
     }
@@ -536,6 +564,7 @@ async fn handle(shared: Arc<Shared>, conn: Arc<Conn>, req: Request<Incoming>) ->
     };
     rec.pid = Some(caller.attestation.pid);
     rec.exe = Some(caller.attestation.exe.clone());
+    *conn.last.lock().unwrap_or_else(|p| p.into_inner()) = Some((caller.attestation.clone(), caller.policy.clone()));
     if let Some(tcp) = &conn.tcp
         && !tcp.still_holds()
     {

@@ -12,8 +12,8 @@
 //!       until killed
 //!
 //! `--direct-tls-ca CA_PEM --secret-file FILE` talk HTTPS (HTTP/1.1 by ALPN) to an `https://` URL
-//! and send `Authorization: Bearer <secret>` themselves; `--agent-auth VALUE` sends an
-//! `Authorization` the proxy must replace. Any status but 200 counts as an error (and a connection
+//! and send `Authorization: Bearer <secret>` themselves; `--agent-token TOKEN` sends an
+//! `Authorization: Bearer TOKEN` the proxy must replace. Any status but 200 counts as an error (and a connection
 //! error reconnects).
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "a benchmark tool: any failure aborts the run")]
 
@@ -49,9 +49,9 @@ struct Args {
     /// The secret the client itself sends as `Authorization: Bearer <secret>` (direct baseline).
     #[arg(long)]
     secret_file: Option<std::path::PathBuf>,
-    /// An `Authorization` value the client sends through a proxy (which must replace it).
+    /// Send `Authorization: Bearer <TOKEN>` through a proxy (which must replace it).
     #[arg(long)]
-    agent_auth: Option<String>,
+    agent_token: Option<String>,
     /// Time to first byte of K streamed responses.
     #[arg(long)]
     ttfb: Option<usize>,
@@ -93,12 +93,12 @@ impl Target {
             let name = rustls::pki_types::ServerName::try_from(host.clone()).unwrap();
             (tokio_rustls::TlsConnector::from(Arc::new(cfg)), name)
         });
-        let auth = match (&a.secret_file, &a.agent_auth) {
+        let auth = match (&a.secret_file, &a.agent_token) {
             (Some(f), _) => {
                 let s = std::fs::read_to_string(f).unwrap();
                 Some(format!("Bearer {}", s.trim()).parse().unwrap())
             }
-            (None, Some(v)) => Some(v.parse().unwrap()),
+            (None, Some(v)) => Some(format!("Bearer {v}").parse().unwrap()),
             (None, None) => None,
         };
         let authority = match uri.port_u16() {

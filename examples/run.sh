@@ -12,6 +12,8 @@
 # Prints one PASS/FAIL line per check and "N passed, M failed"; exits non-zero on any failure.
 #
 # Environment:
+#   TESSERA_BIN            use this tessera binary instead of building one (the Rust examples are
+#                          taken from its directory's examples/ when there, else built)
 #   TESSERA_INTEROP_CACHE  cache dir (default ${XDG_CACHE_HOME:-~/.cache}/tessera-interop)
 #   PYTHON                 interpreter for the venv (default python3)
 #   KEEP_TMP=1             keep the temp dir (config, data, logs)
@@ -20,6 +22,13 @@
 # (token exchange on the token socket with httpx), a booker agent it hands a narrower token to,
 # and a flight API verifying every token with PyJWT against the published JWKS; the booking
 # scope waits for `tessera approve`. Its venv (PyJWT, httpx) is venv-delegation in the cache.
+#
+# Last, the gateway example (examples/gateway): a second tessera with [gateway] in front of
+# interop/gateway/upstream.py (a local HTTPS OpenAI stand-in), and a support agent on the official
+# openai SDK run with `env -i` (no key, a placeholder in the SDK): it must get its answers, the
+# upstream must see the real key from tessera's 0600 file and never the placeholder, the audit log
+# must have gateway_call lines for the agent's ID and the credential's name, and the key must be in
+# neither tessera's log nor the audit log. Its venv is venv-gateway, shared with interop/gateway.sh.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -34,11 +43,24 @@ log() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'examples: %s\n' "$*" >&2; echo "0 passed, 1 failed"; exit 1; }
 
 # --- 1. build ----------------------------------------------------------------
-log "cargo build --bin tessera --examples"
-(cd "$ROOT" && cargo build --quiet --bin tessera --example rust_agent_server --example rust_agent_client) \
-  || die "cargo build failed"
-TARGET="${CARGO_TARGET_DIR:-$ROOT/target}/debug"
-BIN="$TARGET/tessera"
+# With TESSERA_BIN, nothing is built when the Rust examples are beside it (DIR/examples/, as cargo
+# lays them out); otherwise only they are.
+if [[ -n ${TESSERA_BIN:-} ]]; then
+  BIN=$TESSERA_BIN
+  TARGET=$(cd "$(dirname "$BIN")" && pwd)
+  if [[ ! -x $TARGET/examples/rust_agent_server || ! -x $TARGET/examples/rust_agent_client ]]; then
+    log "cargo build --examples (tessera: $BIN)"
+    (cd "$ROOT" && cargo build --quiet --example rust_agent_server --example rust_agent_client) \
+      || die "cargo build failed"
+    TARGET="${CARGO_TARGET_DIR:-$ROOT/target}/debug"
+  fi
+else
+  log "cargo build --bin tessera --examples"
+  (cd "$ROOT" && cargo build --quiet --bin tessera --example rust_agent_server --example rust_agent_client) \
+    || die "cargo build failed"
+  TARGET="${CARGO_TARGET_DIR:-$ROOT/target}/debug"
+  BIN="$TARGET/tessera"
+fi
 RS_SERVER="$TARGET/examples/rust_agent_server"
 RS_CLIENT="$TARGET/examples/rust_agent_client"
 for b in "$BIN" "$RS_SERVER" "$RS_CLIENT"; do [[ -x $b ]] || die "missing $b"; done
@@ -77,6 +99,23 @@ DPY="$DVENV/bin/python"
 "$DPY" -c 'import jwt, httpx' || die "PyJWT/httpx do not import from $DVENV"
 DLG="$HERE/delegation"
 sha256() { sha256sum "$1" | cut -d' ' -f1; }
+
+# The gateway example's venv: the one interop/gateway.sh uses (the openai SDK it pins), made the
+# same way when missing or when its requirements changed.
+GVENV="$CACHE/venv-gateway"
+GREQS="$ROOT/interop/gateway/requirements.txt"
+if [[ ! -x $GVENV/bin/python ]] || ! cmp -s "$GREQS" "$GVENV/.tessera-requirements"; then
+  log "gateway venv in $GVENV"
+  mkdir -p "$CACHE"
+  rm -rf "$GVENV"
+  "$PYTHON" -m venv "$GVENV" || die "cannot create a venv with $PYTHON"
+  "$GVENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$GREQS" \
+    || die "pip install -r $GREQS failed"
+  cp "$GREQS" "$GVENV/.tessera-requirements"
+fi
+GPY="$GVENV/bin/python"
+"$GPY" -c 'import openai, cryptography' || die "the openai SDK does not import from $GVENV"
+GW="$HERE/gateway"
 
 # --- 2. the daemon -------------------------------------------------------------
 # /tmp rather than $TMPDIR: a Unix socket path must stay under 108 bytes.
@@ -288,8 +327,135 @@ else
   fail "delegation: audit log"
 fi
 
+# --- 6. gateway: a support agent calls a model API with no key in its environment
+# (examples/gateway/README.md). A second tessera, with [gateway], in front of interop/gateway's
+# upstream.py as the model API (a local HTTPS OpenAI stand-in with its own CA, logging every
+# request's headers); the real key is a 0600 file only tessera reads.
+GWD="$TMP/gw"
+mkdir -m 700 "$GWD" "$GWD/secrets"
+free_port() { "$GPY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+UPLOG="$GWD/upstream.jsonl"
+"$GPY" "$ROOT/interop/gateway/upstream.py" --dir "$GWD/pki" --servers openai --log "$UPLOG" \
+  --port-file "$GWD/upstream.ports" >"$TMP/gw-upstream.err" 2>&1 </dev/null &
+UPSTREAM=$!
+PIDS+=("$UPSTREAM")
+deadline=$((SECONDS + READY_TIMEOUT))
+until [[ -s $GWD/upstream.ports ]]; do
+  kill -0 "$UPSTREAM" 2>/dev/null || { cat "$TMP/gw-upstream.err" >&2; die "upstream.py exited"; }
+  ((SECONDS < deadline)) || die "upstream.py not listening within ${READY_TIMEOUT}s"
+  sleep 0.05
+done
+OA_PORT=$(awk '$1 == "openai" { print $2 }' "$GWD/upstream.ports")
+GW_PORT=$(free_port)
+GW_AGENT="spiffe://$TD/agents/support"
+GW_KEY="sk-real-openai-$("$GPY" -c 'import secrets; print(secrets.token_hex(16))')"
+printf '%s' "$GW_KEY" >"$GWD/secrets/openai"
+chmod 600 "$GWD/secrets/openai"
+cat >"$GWD/tessera.toml" <<TOML
+trust_domain = "$TD"
+socket_path = "$GWD/api.sock"
+data_dir = "$GWD/data"
+
+[gateway]
+# socket_path defaults to gateway.sock beside the Workload API socket.
+listen = "127.0.0.1:$GW_PORT"
+
+# In production: host = "api.openai.com" and no ca_file. Here the model API is the local stand-in.
+[[gateway.routes]]
+name = "openai"
+host = "localhost:$OA_PORT"
+prefix = "/openai"
+for = ["$GW_AGENT"]
+methods = ["POST"]
+paths = ["/v1/chat/completions"]
+credential = "openai-prod"
+ca_file = "$GWD/pki/ca.pem"
+
+[[gateway.credentials]]
+name = "openai-prod"
+header = "Authorization"
+format = "Bearer {secret}"
+source = { file = "$GWD/secrets/openai" }
+
+[[entries]]
+spiffe_id = "$GW_AGENT"
+selectors = ["unix:uid:$U", "script:path:$GW/agent.py"]
+TOML
+"$BIN" run --config "$GWD/tessera.toml" >"$TMP/gw-daemon.log" 2>&1 </dev/null &
+GW_DAEMON=$!
+PIDS+=("$GW_DAEMON")
+if ! "$PY" "$ROOT/interop/wait_socket.py" "$GWD/gateway.sock" "$GW_DAEMON" "$READY_TIMEOUT"; then
+  cat "$TMP/gw-daemon.log" >&2
+  die "tessera (gateway) did not become ready"
+fi
+# Both listeners are bound once it logs "gateway serving" (a probe of the TCP port would be an
+# unattributable connection, audited as a refusal).
+deadline=$((SECONDS + READY_TIMEOUT))
+until grep -q 'gateway serving' "$TMP/gw-daemon.log"; do
+  ((SECONDS < deadline)) || die "the gateway is not serving on 127.0.0.1:$GW_PORT"
+  sleep 0.05
+done
+gw_agent() { # a clean environment: PATH and the base URL, no key
+  env -i PATH=/usr/local/bin:/usr/bin:/bin OPENAI_BASE_URL="http://127.0.0.1:$GW_PORT/openai/v1" "$@" \
+    timeout "$CLIENT_TIMEOUT" "$GPY" "$GW/agent.py"
+}
+status=0
+gw_agent >"$TMP/gw-agent.out" 2>"$TMP/gw-agent.err" </dev/null || status=$?
+if [[ $status -eq 0 ]] && grep -q '^answer: .' "$TMP/gw-agent.out" && grep -qE '^streamed pieces: ([2-9]|[1-9][0-9]+)$' "$TMP/gw-agent.out"; then
+  pass "gateway: the agent (openai SDK, placeholder key, no key in its environment) got an answer and a stream in $(awk '/^streamed pieces:/{print $3}' "$TMP/gw-agent.out") pieces"
+else
+  fail "gateway: the agent exited $status: $(tr '\n' ' ' <"$TMP/gw-agent.out" | cut -c1-200) $(tail -n 3 "$TMP/gw-agent.err" | tr '\n' ' ')"
+fi
+# What the model API saw: every request with the real key, none with the placeholder.
+if out=$("$GPY" - "$UPLOG" "$GW_KEY" <<'PY' 2>&1
+import json, sys
+log, key = sys.argv[1], sys.argv[2]
+reqs = [json.loads(l) for l in open(log) if l.strip()]
+chat = [r for r in reqs if r["method"] == "POST" and r["path"] == "/v1/chat/completions"]
+assert len(chat) >= 2, f"{len(chat)} chat completion(s) reached the upstream, want 2"
+for r in reqs:
+    creds = r["headers"].get("authorization", []) + r["headers"].get("x-api-key", [])
+    assert creds == ["Bearer " + key], f"{r['method']} {r['path']}: credentials {len(creds)} header(s), not the real key alone"
+    values = [v for vs in r["headers"].values() for v in vs]
+    assert not any(v in ("tessera", "Bearer tessera") for v in values), f"{r['method']} {r['path']}: the placeholder reached the upstream"
+print(f"{len(chat)} chat completions, each with Authorization: Bearer sk-real-…, never the placeholder")
+PY
+); then pass "gateway: the model API saw $out"; else fail "gateway: the model API's log: $out"; fi
+# The agent refuses to run with a key in its environment (and so never calls).
+before=$(wc -l <"$UPLOG")
+status=0
+gw_agent OPENAI_API_KEY=sk-leaked >"$TMP/gw-leak.out" 2>"$TMP/gw-leak.err" </dev/null || status=$?
+if [[ $status -eq 3 && $(wc -l <"$UPLOG") -eq $before ]] && grep -q 'OPENAI_API_KEY' "$TMP/gw-leak.err"; then
+  pass "gateway: with OPENAI_API_KEY=sk-… in its environment the agent refuses to run ($(head -n 1 "$TMP/gw-leak.err"))"
+else
+  fail "gateway: the agent ran with a key in its environment (exit $status)"
+fi
+# The audit log: an allowed gateway_call by the agent's SPIFFE ID with the route's credential.
+GW_AUDIT="$GWD/data/audit.log"
+for _ in $(seq 50); do grep -q '"gateway_call"' "$GW_AUDIT" 2>/dev/null && break; sleep 0.1; done
+if out=$("$GPY" - "$GW_AUDIT" "$GW_AGENT" <<'PY' 2>&1
+import json, sys
+path, agent = sys.argv[1], sys.argv[2]
+calls = [json.loads(l) for l in open(path) if '"gateway_call"' in l]
+ok = [c for c in calls if c.get("agent") == agent and c.get("credential") == "openai-prod"
+      and c.get("decision") == "allow" and c.get("route") == "openai" and c.get("status") == 200]
+assert len(ok) >= 2, f"{len(ok)} allowed gateway_call line(s) for {agent} with openai-prod, want 2 ({len(calls)} gateway_call lines)"
+print(f"{len(ok)} gateway_call lines: agent {agent}, route openai, credential openai-prod, decision allow, status 200")
+PY
+) && "$BIN" audit verify "$GW_AUDIT" >/dev/null 2>&1; then
+  pass "gateway: audit log has $out; the chain verifies"
+else
+  fail "gateway: audit log: $out"
+fi
+leaks=
+for f in "$TMP/gw-daemon.log" "$GWD/data"/audit.log*; do
+  [[ -f $f ]] && grep -qF "$GW_KEY" "$f" && leaks+=" $(basename "$f")"
+done
+if [[ -z $leaks ]]; then pass "gateway: the key is in neither tessera's log nor the audit log"
+else fail "gateway: the key is in:$leaks"; fi
+
 if [[ $FAILED -ne 0 ]]; then
-  for f in "$TMP"/*.err "$TMP/daemon.log"; do
+  for f in "$TMP"/*.err "$TMP/daemon.log" "$TMP/gw-daemon.log"; do
     echo "--- $(basename "$f") (last 20 lines) ---"
     tail -n 20 "$f" || true
   done

@@ -314,6 +314,12 @@ impl Pipeline {
         self.conclude(attestation, peer, rpc, policy, entitled).map(|caller| (caller, handle, baseline))
     }
 
+    /// A full attestation of the peer (never a session's reuse), with its `attested` line, for a
+    /// service that keeps its own per-connection result (the gateway).
+    pub(crate) async fn caller_full(&self, peer: &PeerInfo, rpc: Rpc, serves: Serves) -> Result<Caller, CallerError> {
+        self.caller_pinned(peer, rpc, serves, None).await.map(|(caller, ..)| caller)
+    }
+
     /// The caller this connection's last full attestation found under `policy`, if it may be
     /// reused now (see [`session`]). A session past [`session::RENEW_AFTER`] is renewed by a
     /// full attestation in the background meanwhile (dropped if that one fails), so calls on a

@@ -184,6 +184,8 @@ struct Conn {
     /// The attestation its last call rested on, and the policy that judged it: a policy change
     /// re-judges it without attesting again (unless the attestor settings changed).
     last: Mutex<Option<(Arc<tessera_attestors::Attestation>, Arc<crate::registry::Policy>)>>,
+    /// The connection's caller, reused by its calls for at most [`REUSE`] (see [`caller_of`]).
+    cached: Mutex<Option<Cached>>,
     /// Shared with the connection's IO (idle, slow heads, framing).
     watch: Arc<super::conn_io::Watch>,
     /// Closes tunnels when the connection is cut off.
@@ -362,6 +364,7 @@ async fn serve_connection<S>(
         tcp,
         agents: Mutex::new(BTreeSet::new()),
         last: Mutex::new(None),
+        cached: Mutex::new(None),
         watch: io_watch.clone(),
         cut,
     });
@@ -458,6 +461,72 @@ fn log_connection_error(shared: &Shared, conn: &Conn, e: &hyper::Error) {
     }
 }
 
+/// A connection's attested caller and when its attestation started.
+struct Cached {
+    caller: Arc<Caller>,
+    at: Instant,
+    renewing: bool,
+}
+
+/// Longest a connection's calls reuse one attestation, and the age from which it is renewed in
+/// the background while calls keep coming (so a steady caller never waits for a full one).
+const REUSE: Duration = Duration::from_secs(1);
+const RENEW_AFTER: Duration = Duration::from_millis(500);
+
+/// The caller of a call on this connection. SDKs keep a pool of connections and call back to
+/// back: each connection's first call is attested in full, and its later calls reuse that for
+/// at most [`REUSE`] under the same policy, each after checking that the pinned process is
+/// alive and still runs the executable it connected with (an exec since is a new caller:
+/// attested in full). Any policy change (reload, revocation) forces a full attestation.
+async fn caller_of(shared: &Arc<Shared>, conn: &Arc<Conn>) -> Result<Arc<Caller>, crate::caller::CallerError> {
+    let policy = shared.pipeline.policy();
+    let reuse = {
+        let mut cached = conn.cached.lock().unwrap_or_else(|p| p.into_inner());
+        match cached.as_mut() {
+            Some(c) if c.at.elapsed() < REUSE && Arc::ptr_eq(&c.caller.policy, &policy) => {
+                let renew = c.at.elapsed() >= RENEW_AFTER && !c.renewing;
+                c.renewing |= renew;
+                Some((c.caller.clone(), renew))
+            }
+            _ => None,
+        }
+    };
+    if let Some((caller, renew)) = reuse {
+        let same_exe = conn.peer.pid.is_some_and(|pid| {
+            let now = tessera_attestors::ExeIdentity::of_peer(pid, conn.peer.pidfd.as_deref());
+            now.is_some() && now == conn.peer.exe
+        });
+        if same_exe {
+            if renew {
+                let (shared, conn) = (shared.clone(), conn.clone());
+                tokio::spawn(async move {
+                    let fresh = attest_fully(&shared, &conn, RPC.renewal()).await;
+                    if fresh.is_err() {
+                        *conn.cached.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                    }
+                });
+            }
+            return Ok(caller);
+        }
+        *conn.cached.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+    attest_fully(shared, conn, RPC).await
+}
+
+/// A full attestation of the connection's process, kept for its next calls.
+async fn attest_fully(
+    shared: &Arc<Shared>,
+    conn: &Arc<Conn>,
+    rpc: Rpc,
+) -> Result<Arc<Caller>, crate::caller::CallerError> {
+    let started = Instant::now();
+    // In full (not a session's reuse): this result is itself reused for up to REUSE.
+    let caller = Arc::new(shared.pipeline.caller_full(&conn.peer, rpc, any_entry).await?);
+    *conn.cached.lock().unwrap_or_else(|p| p.into_inner()) =
+        Some(Cached { caller: caller.clone(), at: started, renewing: false });
+    Ok(caller)
+}
+
 /// Err (why) when a policy change took away an identity this connection acted as.
 async fn still_served(shared: &Arc<Shared>, conn: &Conn) -> Result<(), String> {
     let agents: Vec<SpiffeId> = conn.agents.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect();
@@ -551,7 +620,7 @@ async fn handle(shared: Arc<Shared>, conn: Arc<Conn>, req: Request<Incoming>) ->
     rec.path = resolved.path.clone();
 
     // Who is calling, judged by the policy in force now.
-    let caller = match shared.pipeline.caller_reused_for(&conn.peer, RPC, any_entry).await {
+    let caller = match caller_of(&shared, &conn).await {
         Ok(c) => c,
         Err(e) => {
             return deny(

@@ -1190,3 +1190,24 @@ fn metrics_and_inventory_show_gateway_use() {
     assert_eq!(last["decision"], "deny", "{inv}");
     assert!(last["pid"].as_i64().unwrap() > 0, "{inv}");
 }
+
+/// (6c) DAEMON BUG (kept failing on purpose): with `idle_timeout` shorter than the 10 s head
+/// timeout, a slow head is closed silently at `idle_timeout` (the keep-alive idle check in
+/// `serve_connection` counts a connection with a half-received head as idle): no 408, no JSON
+/// reason, no audit line. Expected: the same 408 JSON answer and audit line as with the default
+/// idle timeout (whichever timer fires, a partial head is answered).
+#[test]
+fn slow_head_with_a_short_idle_timeout_still_gets_408_and_an_audit_line() {
+    let g = Gw::start(Opts { idle: Some("2s"), ..Opts::default() });
+    let mut s = g.tcp();
+    s.write_all(b"GET /up/echo HTTP/1.1\r\nHost: x\r\nX-Slow: ").unwrap();
+    let t0 = Instant::now();
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let raw = String::from_utf8_lossy(&raw).into_owned();
+    eprintln!("measured: slow head with idle_timeout 2s ended after {:?} with {raw:?}", t0.elapsed());
+    let a = read_answer(&mut BufReader::new(raw.as_bytes()))
+        .unwrap_or_else(|e| panic!("closed after {:?} with no answer ({e}): no 408, no JSON reason", t0.elapsed()));
+    a.refused(408, "request_timeout");
+    g.wait_call("408", |v| v["status"] == 408);
+}

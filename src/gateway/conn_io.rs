@@ -115,6 +115,13 @@ fn is_request_line(line: &[u8]) -> bool {
         && (line.ends_with(b" HTTP/1.1") || line.ends_with(b" HTTP/1.0"))
 }
 
+/// Whether an answer's head (the start of `data`) says its body is JSON.
+fn is_json_answer(data: &[u8]) -> bool {
+    let head = data.split(|b| *b == b'\n').take_while(|l| l.len() > 1);
+    head.map(<[u8]>::to_ascii_lowercase)
+        .any(|l| l.starts_with(b"content-type:") && l.windows(16).any(|w| w == b"application/json"))
+}
+
 /// A JSON error answer as raw HTTP/1.1, closing the connection.
 pub(crate) fn raw_answer(status: u16, text: &str, error: &str, reason: &str) -> Vec<u8> {
     let body = serde_json::json!({ "error": error, "reason": reason }).to_string();
@@ -193,7 +200,10 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ConnIo<S> {
         }
         // hyper's answer to a head it could not parse: only ever written with no request in
         // the service, as one status line with an empty body.
-        if this.watch.in_flight.load(Ordering::Relaxed) == 0 && data.starts_with(b"HTTP/1.1 4") {
+        // The gateway's own refusals (JSON already, e.g. a 400 for a smuggling attempt, whose
+        // request left the in-flight count before its answer is written) are left as they are.
+        if this.watch.in_flight.load(Ordering::Relaxed) == 0 && data.starts_with(b"HTTP/1.1 4") && !is_json_answer(data)
+        {
             let replaced = if data.starts_with(b"HTTP/1.1 400 ") {
                 Some(raw_answer(400, "Bad Request", "bad_request", "malformed request line or headers"))
             } else if data.starts_with(b"HTTP/1.1 431 ") {
@@ -247,6 +257,16 @@ mod tests {
         io.scan(a);
         io.scan(b);
         w.conflicting_framing.load(Ordering::Relaxed)
+    }
+
+    #[test]
+    fn the_gateways_own_json_refusals_are_told_from_hypers_empty_ones() {
+        assert!(is_json_answer(&raw_answer(400, "Bad Request", "bad_request", "x")));
+        assert!(is_json_answer(b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\n\r\n"));
+        assert!(!is_json_answer(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n"));
+        assert!(!is_json_answer(
+            b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\ncontent-type: application/json"
+        ));
     }
 
     #[test]

@@ -37,6 +37,8 @@ use tokio::sync::watch;
 pub(crate) const RPC: Rpc = Rpc::of(Call::Gateway);
 /// The `Via` pseudonym (RFC 9110 §7.6.3).
 const VIA: &str = "1.1 tessera";
+/// How often a connection handed to a tunnel looks whether the tunnel ended.
+const TUNNEL_POLL: Duration = Duration::from_millis(250);
 /// Time for a new connection's first request head.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -401,15 +403,27 @@ async fn serve_connection<S>(
         let _ = shutdown.wait_for(|s| *s).await;
     };
     tokio::pin!(stop);
+    // hyper is done with a connection once it hands it to a tunnel (CONNECT): the connection is
+    // then watched (revocation, shutdown) until the tunnel ends, not cut at once.
+    let mut tunnelled = false;
     loop {
         let since = Duration::from_millis(io_watch.last.load(Ordering::Relaxed));
         let idle_at = tokio::time::Instant::from_std(base + since + idle);
         tokio::select! {
-            r = &mut served => {
-                if let Err(e) = r {
-                    log_connection_error(&shared, &conn, &e);
+            r = &mut served, if !tunnelled => {
+                match r {
+                    Ok(()) if io_watch.in_flight.load(Ordering::Relaxed) > 0 => tunnelled = true,
+                    Ok(()) => break,
+                    Err(e) => {
+                        log_connection_error(&shared, &conn, &e);
+                        break;
+                    }
                 }
-                break;
+            }
+            _ = tokio::time::sleep(TUNNEL_POLL), if tunnelled => {
+                if io_watch.in_flight.load(Ordering::Relaxed) == 0 {
+                    break;
+                }
             }
             changed = policy.changed() => {
                 if changed.is_err() {
@@ -873,10 +887,30 @@ fn describe(e: &hyper_util::client::legacy::Error) -> String {
     let mut src = std::error::Error::source(e);
     while let Some(s) = src {
         out.push_str(": ");
+        if is_tls_error(s) {
+            // rustls says e.g. "received corrupt message of type InvalidContentType".
+            out.push_str("TLS: ");
+        }
         out.push_str(&s.to_string());
         src = s.source();
     }
     out.chars().take(300).collect()
+}
+
+/// A rustls error, bare or inside the `io::Error`s the TLS connector wraps it in (hyper-rustls
+/// wraps tokio-rustls's `io::Error`, whose `source()` skips both).
+fn is_tls_error(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut e = e;
+    for _ in 0..4 {
+        if e.is::<rustls::Error>() {
+            return true;
+        }
+        match e.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+            Some(inner) => e = inner,
+            None => return false,
+        }
+    }
+    false
 }
 
 /// CONNECT on a route with `tunnel = true`: 200, then bytes both ways until either side closes

@@ -13,6 +13,7 @@ mod compat;
 mod delegation;
 mod federation;
 mod fuzz_regressions;
+mod gateway;
 mod hardening;
 mod hardening_b;
 mod hardening_c;

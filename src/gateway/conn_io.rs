@@ -29,6 +29,8 @@ pub(crate) struct Watch {
     pub conflicting_framing: AtomicBool,
     /// The connection ended on a slow head (408 sent).
     pub slow_head: AtomicBool,
+    /// Part of a request head has arrived (its own deadline runs; the idle timeout waits).
+    pub head_in_progress: AtomicBool,
 }
 
 pub(crate) struct ConnIo<S> {
@@ -140,6 +142,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for ConnIo<S> {
         if served != this.served_seen {
             this.served_seen = served;
             this.head_deadline = None;
+            this.watch.head_in_progress.store(false, Ordering::Relaxed);
         }
         let before = buf.filled().len();
         let r = Pin::new(&mut this.inner).poll_read(cx, buf);
@@ -151,6 +154,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for ConnIo<S> {
             // Bytes while no request is being served: a head is arriving, and has its deadline.
             if this.watch.in_flight.load(Ordering::Relaxed) == 0 && this.head_deadline.is_none() {
                 this.head_deadline = Some(Box::pin(tokio::time::sleep(this.head_timeout)));
+                this.watch.head_in_progress.store(true, Ordering::Relaxed);
             }
         }
         if r.is_pending()

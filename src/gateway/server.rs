@@ -436,7 +436,10 @@ async fn serve_connection<S>(
             }
             _ = tokio::time::sleep_until(idle_at) => {
                 let quiet = base.elapsed().saturating_sub(Duration::from_millis(io_watch.last.load(Ordering::Relaxed)));
-                if io_watch.in_flight.load(Ordering::Relaxed) == 0 && quiet >= idle {
+                // A head in progress is the head timeout's (408), not the idle timeout's.
+                let idle_now = io_watch.in_flight.load(Ordering::Relaxed) == 0
+                    && !io_watch.head_in_progress.load(Ordering::Relaxed);
+                if idle_now && quiet >= idle {
                     break;
                 }
                 if quiet >= idle {

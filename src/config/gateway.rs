@@ -533,6 +533,16 @@ impl Validator<'_> {
                 })
                 .collect()
         });
+        if let (HostPattern::Suffix(_), Some(c)) = (&host, &r.credential) {
+            // The agent names the host under a suffix: a credential there goes wherever it
+            // points (another tenant's `x.openai.azure.com`, a bucket it owns).
+            self.issue(
+                c,
+                &key("credential"),
+                "a \"*.\" route cannot carry a credential: the agent would choose which host receives it".into(),
+                "name each host that may receive the credential in a route of its own",
+            );
+        }
         let ca_file = r.ca_file.as_ref().and_then(|c| self.pem_file(c, &key("ca_file")));
         let default_audience = match (&host, port) {
             (HostPattern::Exact(h), 443) => format!("https://{h}"),
@@ -575,8 +585,27 @@ impl Validator<'_> {
         Some((if s.starts_with("*.") { HostPattern::Suffix(host) } else { HostPattern::Exact(host) }, port))
     }
 
-    /// A PEM file that exists (read again when used).
+    /// A PEM file that exists (read again when used), that only root or the daemon's user may
+    /// change: whoever can add a CA to it can read what the gateway sends under its trust.
     fn pem_file(&mut self, p: &Spanned<PathBuf>, key: &str) -> Option<PathBuf> {
+        use std::os::unix::fs::MetadataExt;
+        if let Ok(meta) = std::fs::metadata(p.get_ref()) {
+            let me = nix::unistd::geteuid().as_raw();
+            if (meta.uid() != 0 && meta.uid() != me) || meta.mode() & 0o022 != 0 {
+                self.issue(
+                    p,
+                    key,
+                    format!(
+                        "{} (owner uid {}, mode {:04o}) may be changed by someone other than root",
+                        p.get_ref().display(),
+                        meta.uid(),
+                        meta.mode() & 0o7777
+                    ),
+                    "make it root-owned and not group- or world-writable (chmod 644)",
+                );
+                return None;
+            }
+        }
         match std::fs::read(p.get_ref()) {
             Ok(b) if b.windows(11).any(|w| w == b"-----BEGIN ") => Some(p.get_ref().clone()),
             Ok(_) => {
@@ -812,7 +841,13 @@ mod tests {
         let keys: Vec<_> = err.issues.iter().map(|i| i.key.as_str()).collect();
         assert_eq!(
             keys,
-            ["gateway.listen", "gateway.routes[0].credential", "gateway.routes[0].prefix", "gateway.routes[0].for"],
+            [
+                "gateway.listen",
+                "gateway.routes[0].credential",
+                "gateway.routes[0].prefix",
+                "gateway.routes[0].for",
+                "gateway.routes[0].credential"
+            ],
             "{err}"
         );
     }
@@ -826,6 +861,13 @@ mod tests {
         let r = &cfg.gateway.unwrap().routes[0];
         assert_eq!(r.port, 8443);
         assert!(r.host.matches("a.example.com") && r.host.matches("a.b.example.com"));
+        // The agent names the host: a credential there would go wherever it says.
+        let err = parse(
+            "[gateway]\n[[gateway.routes]]\nname = \"r\"\nhost = \"*.example.com\"\nfor = [\"spiffe://example.org/a\"]\n\
+             credential = \"c\"\n",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("cannot carry a credential"), "{err}");
         assert!(!r.host.matches("example.com") && !r.host.matches("aexample.com"));
     }
 }

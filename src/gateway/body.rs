@@ -81,18 +81,38 @@ pub(crate) struct Metered<B> {
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
     over: Option<Arc<AtomicBool>>,
     broken: Option<Arc<AtomicBool>>,
+    /// Trailer frames are dropped (an agent's request: a trailer could carry a credential
+    /// header past the ones the gateway removed, to an HTTP/2 upstream that forwards them).
+    drop_trailers: bool,
     _guard: Option<CallGuard>,
 }
 
 impl<B> Metered<B> {
     pub(crate) fn new(inner: B, count: Arc<AtomicU64>, idle: Duration) -> Self {
-        Self { inner, count, limit: None, idle, timer: None, deadline: None, over: None, broken: None, _guard: None }
+        Self {
+            inner,
+            count,
+            limit: None,
+            idle,
+            timer: None,
+            deadline: None,
+            over: None,
+            broken: None,
+            drop_trailers: false,
+            _guard: None,
+        }
     }
 
     /// Fail once more than `limit` bytes came; `over` is set then.
     pub(crate) fn limit(mut self, limit: u64, over: Arc<AtomicBool>) -> Self {
         self.limit = Some(limit);
         self.over = Some(over);
+        self
+    }
+
+    /// Drop trailer frames.
+    pub(crate) fn without_trailers(mut self) -> Self {
+        self.drop_trailers = true;
         self
     }
 
@@ -120,6 +140,11 @@ where
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) if this.drop_trailers && frame.is_trailers() => {
+                // Trailers end a body: nothing follows them.
+                this.timer = None;
+                Poll::Ready(None)
+            }
             Poll::Ready(Some(Ok(frame))) => {
                 this.timer = None;
                 if let Some(data) = frame.data_ref() {

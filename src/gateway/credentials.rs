@@ -32,6 +32,8 @@ use zeroize::Zeroizing;
 const FETCH_TIMEOUT: Duration = Duration::from_secs(15);
 /// A token response is a small JSON object; anything bigger is not one.
 const MAX_ANSWER: usize = 64 << 10;
+/// The shortest token life accepted.
+const MIN_LIFE: Duration = Duration::from_secs(10);
 /// The life assumed when the endpoint gives no `expires_in` (RFC 6749 §5.1 makes it optional).
 const DEFAULT_LIFE: Duration = Duration::from_secs(300);
 /// The longest a fetched token is reused, whatever the endpoint says.
@@ -415,6 +417,15 @@ fn parse_token(answer: &[u8], token_exchange: bool) -> Result<(BearerToken, Dura
     }
     .map_or(DEFAULT_LIFE, Duration::from_secs)
     .min(MAX_LIFE);
+    // A token that lives only seconds would be fetched again on nearly every call: the
+    // endpoint hammered, every call waiting for it. Refused (backed off like a failure).
+    if life < MIN_LIFE {
+        return Err(cap(&format!(
+            "token endpoint issued a token that expires in {}s (at least {}s needed)",
+            life.as_secs(),
+            MIN_LIFE.as_secs()
+        )));
+    }
     Ok((token, life))
 }
 

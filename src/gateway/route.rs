@@ -107,7 +107,7 @@ pub(crate) fn resolve(
         let authority = uri.authority().ok_or_else(|| Unrouted::BadTarget("no host in the request target".into()))?;
         let host = bare(authority.host());
         let route = by_host(routes, &host, authority.port_u16())
-            .ok_or_else(|| Unrouted::NoRoute { host: Some(authority.to_string()) })?;
+            .ok_or_else(|| Unrouted::NoRoute { host: Some(shown(&host, authority.port_u16())) })?;
         return Ok(resolved(route, Mode::Proxy, host, path.to_owned(), query));
     }
     if let Some(route) = by_prefix(routes, path) {
@@ -124,7 +124,7 @@ pub(crate) fn resolve(
         host_header.parse().map_err(|_| Unrouted::BadTarget(format!("Host {:?} is not a host", cut(host_header))))?;
     let host = bare(authority.host());
     let route = by_host(routes, &host, authority.port_u16())
-        .ok_or_else(|| Unrouted::NoRoute { host: Some(authority.to_string()) })?;
+        .ok_or_else(|| Unrouted::NoRoute { host: Some(shown(&host, authority.port_u16())) })?;
     Ok(resolved(route, Mode::Host, host, path.to_owned(), query))
 }
 
@@ -154,27 +154,73 @@ fn by_prefix<'r>(routes: &'r [Arc<Route>], path: &str) -> Option<&'r Arc<Route>>
         .max_by_key(|r| r.prefix.as_ref().map_or(0, String::len))
 }
 
+/// `host[:port]` for messages: never the userinfo an agent may have put in the authority.
+fn shown(host: &str, port: Option<u16>) -> String {
+    let h: String = host.chars().take(253).collect();
+    match port {
+        Some(p) => format!("{h}:{p}"),
+        None => h,
+    }
+}
+
 /// A host without IPv6 brackets, lowercase, no trailing dot.
 fn bare(host: &str) -> String {
     host.trim_start_matches('[').trim_end_matches(']').trim_end_matches('.').to_ascii_lowercase()
 }
 
+/// A path the allow-list can judge as the upstream will read it: after one round of
+/// percent-decoding it must be valid UTF-8 (no overlong encodings), hold no control character,
+/// no `%` (double encoding), no `\\`, no empty segment, and no segment that is `.` or `..`,
+/// alone or before a `;` parameter (`..;` is `..` to some servers).
 fn check_path(path: &str) -> Result<(), Unrouted> {
-    let lower = path.to_ascii_lowercase();
-    let ambiguous = !path.starts_with('/')
-        || path.contains("//")
-        || path.split('/').any(|seg| seg == "." || seg == "..")
-        || lower.contains("%2f")
-        || lower.contains("%2e")
-        || lower.contains("%5c")
-        || path.contains('\\');
-    if ambiguous {
-        return Err(Unrouted::BadTarget(format!(
-            "path {:?} has dot segments, empty segments or encoded separators; the gateway forwards only plain paths",
+    let refuse = || {
+        Unrouted::BadTarget(format!(
+            "path {:?} has dot segments, empty segments, encoded separators or control characters; \
+             the gateway forwards only plain paths",
             cut(path)
-        )));
+        ))
+    };
+    if !path.starts_with('/') {
+        return Err(refuse());
+    }
+    let decoded: Vec<u8> = percent_decode(path.as_bytes()).ok_or_else(refuse)?;
+    let decoded = String::from_utf8(decoded).map_err(|_| refuse())?;
+    if decoded.chars().any(|c| c.is_control() || c == '%' || c == '\\') {
+        return Err(refuse());
+    }
+    let raw_segments = path.split('/').skip(1);
+    for (raw, seg) in raw_segments.zip(decoded.split('/').skip(1)) {
+        let bare = seg.split(';').next().unwrap_or_default();
+        // A decoded `/` inside a raw segment (`%2F`) splits differently: refused too.
+        let encoded_slash = raw.to_ascii_lowercase().contains("%2f");
+        if bare == "." || bare == ".." || encoded_slash {
+            return Err(refuse());
+        }
+    }
+    if path.len() > 1 && path[1..].split('/').any(str::is_empty) && !path.ends_with('/') {
+        return Err(refuse());
+    }
+    if path.contains("//") {
+        return Err(refuse());
     }
     Ok(())
+}
+
+/// `%XX` decoded once; None for a malformed escape.
+fn percent_decode(bytes: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    Some(out)
 }
 
 fn cut(s: &str) -> String {
@@ -243,6 +289,15 @@ mod tests {
         assert_eq!((r.route.name.as_str(), r.mode), ("tun", Mode::Tunnel));
         assert!(matches!(go("CONNECT", "api.openai.com:443", None), Err(Unrouted::NoTunnel { .. })));
         assert!(matches!(go("CONNECT", "db.internal:22", None), Err(Unrouted::NoTunnel { .. })));
+    }
+
+    #[test]
+    fn plain_paths_pass() {
+        for p in
+            ["/openai/v1/models", "/openai/v1/files/", "/openai/v1/a%20b", "/openai/v1/caf%C3%A9", "/openai/v1/x;v=1"]
+        {
+            assert!(go("GET", p, None).is_ok(), "{p}");
+        }
     }
 
     #[test]

@@ -146,12 +146,20 @@ impl tower::Service<Name> for Resolve {
             if !guarded {
                 return Ok(found.into_iter());
             }
-            let kept: Vec<SocketAddr> =
-                found.iter().copied().filter(|a| public(a.ip()) && !own.iter().any(|o| o.ip() == a.ip())).collect();
+            // Not the node itself either: an address of one of its interfaces reaches every
+            // listener bound to a wildcard address (the daemon's included).
+            let kept: Vec<SocketAddr> = found
+                .iter()
+                .copied()
+                .filter(|a| public(a.ip()) && !own.iter().any(|o| o.ip() == a.ip()) && !local_address(a.ip()))
+                .collect();
             if kept.is_empty() {
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::PermissionDenied,
-                    format!("{} resolves only to loopback, link-local or the daemon's own addresses", name.as_str()),
+                    format!(
+                        "{} resolves only to loopback, link-local, metadata or this node's own addresses",
+                        name.as_str()
+                    ),
                 ));
             }
             Ok(kept.into_iter())
@@ -159,7 +167,16 @@ impl tower::Service<Name> for Resolve {
     }
 }
 
-/// Not loopback, link-local, unspecified or multicast (v4, v6 and v4-mapped v6).
+/// Whether `ip` belongs to this node (binding a socket to it works only then).
+fn local_address(ip: std::net::IpAddr) -> bool {
+    std::net::UdpSocket::bind((ip, 0)).is_ok()
+}
+
+/// The IPv6 address of the cloud metadata service (AWS), reachable from an instance.
+const METADATA_V6: std::net::Ipv6Addr = std::net::Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254);
+
+/// Not loopback, link-local, unspecified or multicast (v4, v6 and v4-mapped v6), nor the
+/// metadata service's IPv6 address.
 pub(crate) fn public(ip: std::net::IpAddr) -> bool {
     use std::net::IpAddr;
     match ip {
@@ -169,7 +186,11 @@ pub(crate) fn public(ip: std::net::IpAddr) -> bool {
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => public(IpAddr::V4(v4)),
             None => {
-                !(v6.is_loopback() || v6.is_unspecified() || v6.is_multicast() || (v6.segments()[0] & 0xffc0) == 0xfe80)
+                !(v6.is_loopback()
+                    || v6.is_unspecified()
+                    || v6.is_multicast()
+                    || (v6.segments()[0] & 0xffc0) == 0xfe80
+                    || v6 == METADATA_V6)
             }
         },
     }
@@ -238,11 +259,13 @@ pub(crate) async fn serve_unix(listener: UnixListener, shared: Arc<Shared>, mut 
 /// its socket, or answered 403 and closed.
 pub(crate) async fn serve_tcp(listener: TcpListener, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
     let refusals = Arc::new(Mutex::new(Throttled::new(Duration::from_secs(5))));
-    // Attributions scan /proc on blocking threads: a few at once, and a bounded queue of
-    // connections waiting for one (past it, new connections are closed at once), so a flood
-    // of connections costs neither the blocking pool nor memory.
-    let scans = Arc::new(tokio::sync::Semaphore::new(ATTRIBUTIONS_AT_ONCE));
-    let waiting = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    // The /proc scan that finds a socket's holder reads every fd of the socket owner's
+    // processes, so its cost is the caller's to choose: scans run on blocking threads, a few at
+    // once and one per uid at a time (`FairSlots`), and connections waiting for one are capped
+    // per uid and in all (past a cap, closed at once). The socket's owner comes first, from one
+    // netlink lookup, so one uid's flood queues behind itself, not in front of other uids.
+    let scans = Arc::new(crate::limits::FairSlots::new(ATTRIBUTIONS_AT_ONCE, 1));
+    let waiting = UidCounter::new(MAX_WAITING_FOR_ATTRIBUTION, MAX_WAITING_PER_UID);
     loop {
         let accepted = tokio::select! {
             r = listener.accept() => r,
@@ -256,21 +279,28 @@ pub(crate) async fn serve_tcp(listener: TcpListener, shared: Arc<Shared>, mut sh
                 continue;
             }
         };
-        if waiting.fetch_add(1, Ordering::AcqRel) >= MAX_WAITING_FOR_ATTRIBUTION {
-            waiting.fetch_sub(1, Ordering::AcqRel);
-            if let Some(n) = refusals.lock().unwrap_or_else(|p| p.into_inner()).tick() {
-                tracing::warn!(
-                    refused_since_last_report = n,
-                    "gateway connection refused: too many waiting for attribution"
-                );
+        // Small answers (an SSE event, a short JSON) go out at once, not after a delayed ACK.
+        let _ = stream.set_nodelay(true);
+        let Ok(local) = stream.local_addr() else { continue };
+        let socket = crate::net::tcp_peer::socket_of(addr, local);
+        let socket_uid = socket.as_ref().ok().map(|s| s.uid);
+        let queued = match socket_uid.map(|uid| waiting.try_acquire(uid)) {
+            Some(Ok(held)) => Some(held),
+            Some(Err(why)) => {
+                if let Some(n) = refusals.lock().unwrap_or_else(|p| p.into_inner()).tick() {
+                    tracing::warn!(uid = ?socket_uid, refused_since_last_report = n, "gateway connection refused: {why}");
+                }
+                continue;
             }
-            continue;
-        }
-        let (shared, shutdown, scans, waiting, refusals) =
-            (shared.clone(), shutdown.clone(), scans.clone(), waiting.clone(), refusals.clone());
+            None => None,
+        };
+        let (shared, shutdown, scans, refusals) = (shared.clone(), shutdown.clone(), scans.clone(), refusals.clone());
         tokio::spawn(async move {
-            let attributed = attribute(addr, &stream, &scans).await;
-            waiting.fetch_sub(1, Ordering::AcqRel);
+            let attributed = match socket {
+                Ok(socket) => attribute(addr, local, socket, &scans).await,
+                Err(e) => Err(e.to_string()),
+            };
+            drop(queued);
             match attributed {
                 Ok(tcp) => {
                     let held = match shared.connections.try_acquire(tcp.info.uid) {
@@ -291,39 +321,46 @@ pub(crate) async fn serve_tcp(listener: TcpListener, shared: Arc<Shared>, mut sh
                     serve_connection(stream, peer, "tcp", Some(tcp), shared, shutdown).await;
                 }
                 Err(why) => {
-                    let mut rec = GatewayCall { transport: "tcp", ..GatewayCall::default() };
-                    rec.reason = format!("the connection from {addr} could not be attributed to one process: {why}");
-                    rec.method = "-".into();
-                    rec.status = Some(403);
-                    tracing::debug!(peer = %addr, "gateway: {}", rec.reason);
-                    let reason = rec.reason.clone();
+                    let reason = format!("the connection from {addr} could not be attributed to one process: {why}");
+                    let rec = GatewayCall {
+                        transport: "tcp",
+                        // The socket's owner, when the kernel named one: its refusal budget.
+                        uid: socket_uid,
+                        method: "-".into(),
+                        status: Some(403),
+                        reason: reason.clone(),
+                        ..GatewayCall::default()
+                    };
+                    tracing::debug!(peer = %addr, "gateway: {reason}");
                     shared.events.emit(Event::GatewayCall(Box::new(rec)));
-                    // Answered with a 403 on whatever it sends first, then closed.
-                    answer_unattributed(stream, reason).await;
+                    answer_unattributed(stream, &reason).await;
                 }
             }
         });
     }
 }
 
-/// Attributions running at once, and connections that may wait for one.
+/// Attributions running at once (one per uid), and connections that may wait for one.
 const ATTRIBUTIONS_AT_ONCE: usize = 4;
 const MAX_WAITING_FOR_ATTRIBUTION: usize = 256;
+const MAX_WAITING_PER_UID: usize = 32;
 
 /// The one process holding the client's socket. A socket briefly held twice because its
 /// process is starting a child (between fork and exec the child holds copies of every fd) is
 /// looked up once more a moment later; held twice then, it is refused.
 async fn attribute(
     addr: SocketAddr,
-    stream: &TcpStream,
-    scans: &tokio::sync::Semaphore,
+    local: SocketAddr,
+    socket: crate::net::tcp_peer::SocketEntry,
+    scans: &crate::limits::FairSlots,
 ) -> Result<crate::net::tcp_peer::TcpPeer, String> {
-    use crate::net::tcp_peer::{Unattributable, attribute_addrs};
-    let local = stream.local_addr().map_err(|e| e.to_string())?;
+    use crate::net::tcp_peer::{Unattributable, attribute_socket};
     for attempt in 0..2 {
-        let permit = scans.acquire().await.map_err(|e| e.to_string())?;
-        let r = tokio::task::spawn_blocking(move || attribute_addrs(addr, local)).await.map_err(|e| e.to_string())?;
-        drop(permit);
+        let slot = scans.acquire(socket.uid).await.map_err(|e| e.to_string())?;
+        let r = tokio::task::spawn_blocking(move || attribute_socket(addr, local, socket))
+            .await
+            .map_err(|e| e.to_string())?;
+        drop(slot);
         match r {
             Err(Unattributable::Ambiguous { .. }) if attempt == 0 => {
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -334,18 +371,16 @@ async fn attribute(
     Err("attribution gave no answer".into())
 }
 
-/// A 403 for a TCP peer no process could be found for, on a connection that serves nothing else.
-async fn answer_unattributed(stream: TcpStream, reason: String) {
-    let service = hyper::service::service_fn(move |_req: Request<Incoming>| {
-        let reason = reason.clone();
-        async move { Ok::<_, std::convert::Infallible>(refusal(StatusCode::FORBIDDEN, "unattributed", &reason)) }
-    });
-    let conn = hyper::server::conn::http1::Builder::new()
-        .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(HEADER_TIMEOUT)
-        .keep_alive(false)
-        .serve_connection(TokioIo::new(stream), service);
-    let _ = tokio::time::timeout(HEADER_TIMEOUT, conn).await;
+/// A 403 for a TCP peer no process could be found for: written at once (whatever it sent, or
+/// nothing yet), then closed; such a connection holds nothing of the daemon's for long.
+async fn answer_unattributed(mut stream: TcpStream, reason: &str) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // Read what has arrived (the request, usually): closing with unread data sends a reset,
+    // which can make the peer drop the answer.
+    let mut sink = [0u8; 4096];
+    let _ = tokio::time::timeout(Duration::from_millis(50), stream.read(&mut sink)).await;
+    let answer = super::conn_io::raw_answer(403, "Forbidden", "unattributed", reason);
+    let _ = tokio::time::timeout(Duration::from_millis(200), stream.write_all(&answer)).await;
 }
 
 async fn serve_connection<S>(
@@ -495,7 +530,7 @@ const RENEW_AFTER: Duration = Duration::from_millis(500);
 /// at most [`REUSE`] under the same policy, each after checking that the pinned process is
 /// alive and still runs the executable it connected with (an exec since is a new caller:
 /// attested in full). Any policy change (reload, revocation) forces a full attestation.
-async fn caller_of(shared: &Arc<Shared>, conn: &Arc<Conn>) -> Result<Arc<Caller>, crate::caller::CallerError> {
+async fn caller_of(shared: &Arc<Shared>, conn: &Arc<Conn>) -> Result<Arc<Caller>, String> {
     let policy = shared.pipeline.policy();
     let reuse = {
         let mut cached = conn.cached.lock().unwrap_or_else(|p| p.into_inner());
@@ -531,14 +566,19 @@ async fn caller_of(shared: &Arc<Shared>, conn: &Arc<Conn>) -> Result<Arc<Caller>
 }
 
 /// A full attestation of the connection's process, kept for its next calls.
-async fn attest_fully(
-    shared: &Arc<Shared>,
-    conn: &Arc<Conn>,
-    rpc: Rpc,
-) -> Result<Arc<Caller>, crate::caller::CallerError> {
+async fn attest_fully(shared: &Arc<Shared>, conn: &Arc<Conn>, rpc: Rpc) -> Result<Arc<Caller>, String> {
     let started = Instant::now();
     // In full (not a session's reuse): this result is itself reused for up to REUSE.
-    let caller = Arc::new(shared.pipeline.caller_full(&conn.peer, rpc, any_entry).await?);
+    let caller = Arc::new(shared.pipeline.caller_full(&conn.peer, rpc, any_entry).await.map_err(|e| e.to_string())?);
+    // A TCP caller's socket is checked to have no other holder again, as at accept: a copy
+    // handed on since (fork, fd passing) would let another process speak as this one.
+    if let Some(tcp) = conn.tcp.clone() {
+        let sole = tokio::task::spawn_blocking(move || tcp.still_sole_holder()).await.unwrap_or(false);
+        if !sole {
+            *conn.cached.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            return Err("the connection's socket is no longer held by its process alone".into());
+        }
+    }
     *conn.cached.lock().unwrap_or_else(|p| p.into_inner()) =
         Some(Cached { caller: caller.clone(), at: started, renewing: false });
     Ok(caller)
@@ -778,8 +818,10 @@ async fn handle(shared: Arc<Shared>, conn: Arc<Conn>, req: Request<Incoming>) ->
     };
     let request_bytes = Arc::new(AtomicU64::new(0));
     let over = Arc::new(AtomicBool::new(false));
-    let up_body =
-        Metered::new(incoming, request_bytes.clone(), shared.limits.idle_timeout).limit(limit, over.clone()).boxed();
+    let up_body = Metered::new(incoming, request_bytes.clone(), shared.limits.idle_timeout)
+        .limit(limit, over.clone())
+        .without_trailers()
+        .boxed();
     let upstream_req = Request::from_parts(parts, up_body);
     let sent = tokio::time::timeout(shared.limits.idle_timeout, client.request(upstream_req)).await;
     let response = match sent {

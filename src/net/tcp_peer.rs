@@ -72,6 +72,16 @@ impl TcpPeer {
         let holds = self.fd_hint.is_some_and(|fd| fd_is(pid, fd, &link)) || find_fd(pid, &link).is_some();
         holds && start_ticks(pid) == Some(self.start_ticks) && pidfd_alive(pidfd)
     }
+
+    /// [`Self::still_holds`], and no other process of the socket's uid holds it now (a copy
+    /// handed on since accept, by fork or fd passing): the whole scan again, as at accept.
+    pub(crate) fn still_sole_holder(&self) -> bool {
+        let Some(pid) = self.info.pid else { return false };
+        let own = std::process::id() as i32;
+        let only_us =
+            matches!(holders(self.info.uid, &socket_link(self.inode), own).as_deref(), Ok([(p, _)]) if *p == pid);
+        only_us && self.still_holds()
+    }
 }
 
 /// Attribute an accepted loopback connection to the process holding its client socket.
@@ -85,16 +95,30 @@ pub(crate) fn attribute(stream: &tokio::net::TcpStream) -> Result<TcpPeer, Unatt
 /// [`attribute`] by the connection's addresses: `client` the accepted socket's peer, `server` its
 /// local address.
 pub(crate) fn attribute_addrs(client: SocketAddr, server: SocketAddr) -> Result<TcpPeer, Unattributable> {
+    let socket = socket_of(client, server)?;
+    attribute_socket(client, server, socket)
+}
+
+/// The client socket's owner uid and inode (one netlink round trip, no /proc scan): what the
+/// caller needs to queue the scan under the right uid.
+pub(crate) fn socket_of(client: SocketAddr, server: SocketAddr) -> Result<SocketEntry, Unattributable> {
     let (client, server) = (unmapped(client), unmapped(server));
     if !client.ip().is_loopback() {
         return Err(Unattributable::NotLoopback { peer: client });
     }
+    lookup(client, server)
+        .map_err(|source| Unattributable::Io { what: "sock_diag lookup", source })?
+        .ok_or(Unattributable::NotFound { client, server, why: "the kernel has no such open socket" })
+}
+
+/// The one process holding `socket` (found by [`socket_of`]), pinned.
+pub(crate) fn attribute_socket(
+    client: SocketAddr,
+    server: SocketAddr,
+    socket: SocketEntry,
+) -> Result<TcpPeer, Unattributable> {
+    let (client, server) = (unmapped(client), unmapped(server));
     let not_found = |why| Unattributable::NotFound { client, server, why };
-    let Some(socket) =
-        lookup(client, server).map_err(|source| Unattributable::Io { what: "sock_diag lookup", source })?
-    else {
-        return Err(not_found("the kernel has no such open socket"));
-    };
     let link = socket_link(socket.inode);
     let own = std::process::id() as i32;
     let holders = holders(socket.uid, &link, own)?;
@@ -137,8 +161,8 @@ fn unmapped(addr: SocketAddr) -> SocketAddr {
 
 /// The owner and inode of an open socket, from the kernel's socket table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct SocketEntry {
-    uid: u32,
+pub(crate) struct SocketEntry {
+    pub uid: u32,
     inode: u64,
 }
 
@@ -265,7 +289,7 @@ fn holders(uid: u32, link: &str, own: i32) -> Result<Vec<(i32, u32)>, Unattribut
         if pid == own {
             continue;
         }
-        // The owner of /proc/PID is the process's euid (root when it is not dumpable).
+        // The owner of /proc/PID is the process's effective uid.
         match entry.metadata() {
             Ok(meta) if meta.uid() == uid => {}
             _ => continue,
@@ -281,10 +305,36 @@ fn holders(uid: u32, link: &str, own: i32) -> Result<Vec<(i32, u32)>, Unattribut
     Ok(found)
 }
 
-/// The first fd of `pid` that is `link`.
+/// The first fd of `pid` that is `link`, in any of its threads' fd tables. `/proc/PID/fd` is
+/// the thread-group leader's table only: a thread that unshared its table (`unshare(CLONE_FILES)`)
+/// or outlived an exited leader (whose table then reads empty) holds fds that only
+/// `/proc/PID/task/TID/fd` shows. Missing one would let a process hide its copy of a socket and
+/// have it attributed to another holder.
 fn scan_fds(pid: i32, link: &str) -> io::Result<Option<u32>> {
-    let dir = format!("/proc/{pid}/fd");
-    for entry in std::fs::read_dir(&dir)? {
+    if let Some(fd) = scan_dir(&format!("/proc/{pid}/fd"), link)? {
+        return Ok(Some(fd));
+    }
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))?;
+    for task in tasks {
+        let Ok(task) = task else { continue };
+        let Some(tid) = task.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
+        if tid == pid {
+            continue;
+        }
+        match scan_dir(&format!("/proc/{pid}/task/{tid}/fd"), link) {
+            Ok(Some(fd)) => return Ok(Some(fd)),
+            Ok(None) => {}
+            // The thread exited meanwhile.
+            Err(e) if matches!(e.raw_os_error(), Some(2 | 3)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(None)
+}
+
+/// The first fd in one fd directory that is `link`.
+fn scan_dir(dir: &str, link: &str) -> io::Result<Option<u32>> {
+    for entry in std::fs::read_dir(dir)? {
         let Ok(entry) = entry else { continue };
         // A closed fd between readdir and readlink is simply not a holder.
         if entry.path().read_link().is_ok_and(|target| target.as_os_str() == link) {

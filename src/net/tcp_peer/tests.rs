@@ -244,3 +244,39 @@ fn cost_of_an_attribution() {
         "tcp_peer cost ({processes} processes): sock_diag lookup {lookups:?}, attribution {attributions:?}, still_holds {rechecks:?}"
     );
 }
+
+/// A socket held only by a thread that outlived its process's leader: `/proc/PID/fd` (the
+/// leader's table) reads empty, `/proc/PID/task/TID/fd` shows it. Seen there, the socket is
+/// attributed to its process, and a second process holding it as well makes it ambiguous; with
+/// only the leader's table read, that second process would have been taken as the sole holder.
+#[test]
+fn a_socket_held_by_a_thread_whose_leader_exited_is_seen() {
+    let (l, port) = listener();
+    let script = "import ctypes, os, socket, sys, threading, time
+def worker():
+    s = socket.create_connection((HOST, PORT))
+    child = os.fork()
+    if child == 0:
+        time.sleep(60)
+        os._exit(0)
+    # Wait for the leader to be a zombie: its fd table is gone from /proc/PID/fd.
+    while open(f'/proc/{os.getpid()}/stat').read().rsplit(')', 1)[1].split()[0] != 'Z':
+        time.sleep(0.01)
+    print(child, flush=True)
+    time.sleep(60)
+threading.Thread(target=worker).start()
+ctypes.CDLL(None).pthread_exit(None)";
+    let (mut client, line) = Client::spawn("127.0.0.1", port, script, None);
+    let forked: i32 = line.parse().unwrap();
+    client.also_kill.push(forked);
+    let (_stream, peer, local) = accepted(&l);
+    match attribute_addrs(peer, local) {
+        Err(Unattributable::Ambiguous { mut pids, .. }) => {
+            pids.sort_unstable();
+            let mut expected = vec![client.pid(), forked];
+            expected.sort_unstable();
+            assert_eq!(pids, expected);
+        }
+        other => panic!("expected Ambiguous, got {other:?}"),
+    }
+}

@@ -59,6 +59,9 @@ pub(crate) struct Shared {
     /// The daemon's own TCP listeners: never an upstream of a `*.suffix` route.
     pub own_listeners: Arc<Vec<SocketAddr>>,
     pub connections: Arc<UidCounter>,
+    /// The /proc scans of TCP attribution: their cost is the caller's to choose (every fd of
+    /// every thread of its uid's processes), so a few at once and per uid in turn.
+    scans: crate::limits::FairSlots,
     clients: Mutex<HashMap<ClientKey, (Arc<rustls::ClientConfig>, Upstream)>>,
 }
 
@@ -82,6 +85,7 @@ impl Shared {
             limits,
             own_listeners: Arc::new(own_listeners),
             connections,
+            scans: crate::limits::FairSlots::new(ATTRIBUTIONS_AT_ONCE, ATTRIBUTIONS_PER_UID),
             clients: Mutex::new(HashMap::new()),
         }
     }
@@ -209,6 +213,8 @@ struct Conn {
     last: Mutex<Option<(Arc<tessera_attestors::Attestation>, Arc<crate::registry::Policy>)>>,
     /// The connection's caller, reused by its calls for at most [`REUSE`] (see [`caller_of`]).
     cached: Mutex<Option<Cached>>,
+    /// When the TCP socket was last found held by its process alone (accept, then re-scans).
+    last_scan: Mutex<Instant>,
     /// Shared with the connection's IO (idle, slow heads, framing).
     watch: Arc<super::conn_io::Watch>,
     /// Closes tunnels when the connection is cut off.
@@ -264,7 +270,6 @@ pub(crate) async fn serve_tcp(listener: TcpListener, shared: Arc<Shared>, mut sh
     // once and one per uid at a time (`FairSlots`), and connections waiting for one are capped
     // per uid and in all (past a cap, closed at once). The socket's owner comes first, from one
     // netlink lookup, so one uid's flood queues behind itself, not in front of other uids.
-    let scans = Arc::new(crate::limits::FairSlots::new(ATTRIBUTIONS_AT_ONCE, 1));
     let waiting = UidCounter::new(MAX_WAITING_FOR_ATTRIBUTION, MAX_WAITING_PER_UID);
     loop {
         let accepted = tokio::select! {
@@ -294,10 +299,10 @@ pub(crate) async fn serve_tcp(listener: TcpListener, shared: Arc<Shared>, mut sh
             }
             None => None,
         };
-        let (shared, shutdown, scans, refusals) = (shared.clone(), shutdown.clone(), scans.clone(), refusals.clone());
+        let (shared, shutdown, refusals) = (shared.clone(), shutdown.clone(), refusals.clone());
         tokio::spawn(async move {
             let attributed = match socket {
-                Ok(socket) => attribute(addr, local, socket, &scans).await,
+                Ok(socket) => attribute(addr, local, socket, &shared.scans).await,
                 Err(e) => Err(e.to_string()),
             };
             drop(queued);
@@ -340,10 +345,15 @@ pub(crate) async fn serve_tcp(listener: TcpListener, shared: Arc<Shared>, mut sh
     }
 }
 
-/// Attributions running at once (one per uid), and connections that may wait for one.
+/// Attributions (and re-scans) running at once, in all and per uid, and connections that may
+/// wait for one. An SDK opening its pool opens dozens at once.
 const ATTRIBUTIONS_AT_ONCE: usize = 4;
-const MAX_WAITING_FOR_ATTRIBUTION: usize = 256;
-const MAX_WAITING_PER_UID: usize = 32;
+const ATTRIBUTIONS_PER_UID: usize = 2;
+const MAX_WAITING_FOR_ATTRIBUTION: usize = 1024;
+const MAX_WAITING_PER_UID: usize = 256;
+/// A TCP connection's socket is scanned again for other holders at most this often (at the
+/// full attestations of its calls).
+const RESCAN_EVERY: Duration = Duration::from_secs(2);
 
 /// The one process holding the client's socket. A socket briefly held twice because its
 /// process is starting a child (between fork and exec the child holds copies of every fd) is
@@ -402,6 +412,7 @@ async fn serve_connection<S>(
         agents: Mutex::new(BTreeSet::new()),
         last: Mutex::new(None),
         cached: Mutex::new(None),
+        last_scan: Mutex::new(Instant::now()),
         watch: io_watch.clone(),
         cut,
     });
@@ -572,8 +583,12 @@ async fn attest_fully(shared: &Arc<Shared>, conn: &Arc<Conn>, rpc: Rpc) -> Resul
     let caller = Arc::new(shared.pipeline.caller_full(&conn.peer, rpc, any_entry).await.map_err(|e| e.to_string())?);
     // A TCP caller's socket is checked to have no other holder again, as at accept: a copy
     // handed on since (fork, fd passing) would let another process speak as this one.
-    if let Some(tcp) = conn.tcp.clone() {
+    let due = conn.last_scan.lock().unwrap_or_else(|p| p.into_inner()).elapsed() >= RESCAN_EVERY;
+    if let Some(tcp) = conn.tcp.clone().filter(|_| due) {
+        let slot = shared.scans.acquire(tcp.info.uid).await.map_err(|e| e.to_string())?;
         let sole = tokio::task::spawn_blocking(move || tcp.still_sole_holder()).await.unwrap_or(false);
+        drop(slot);
+        *conn.last_scan.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
         if !sole {
             *conn.cached.lock().unwrap_or_else(|p| p.into_inner()) = None;
             return Err("the connection's socket is no longer held by its process alone".into());

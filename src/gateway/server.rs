@@ -1019,14 +1019,15 @@ fn tunnel(
             guard.broken.store(true, Ordering::Relaxed);
             return;
         };
-        let mut client = TokioIo::new(upgraded);
+        // Counted as they pass: a tunnel that ends in a reset (the usual end of a TLS session
+        // through it) still reports what it carried.
+        let mut client = Counted {
+            inner: TokioIo::new(upgraded),
+            read: guard.request_bytes.clone(),
+            written: guard.response_bytes.clone(),
+        };
         tokio::select! {
-            r = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
-                if let Ok((up, down)) = r {
-                    guard.request_bytes.store(up, Ordering::Relaxed);
-                    guard.response_bytes.store(down, Ordering::Relaxed);
-                }
-            }
+            _ = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {}
             _ = cut.wait_for(|c| *c) => guard.broken.store(true, Ordering::Relaxed),
         }
     });
@@ -1041,5 +1042,51 @@ impl NameExt for Name {
     fn from_str_or_default(s: &str) -> Name {
         use std::str::FromStr;
         Name::from_str(s).unwrap_or_else(|_| Name::from_str("invalid.").unwrap_or_else(|_| unreachable!()))
+    }
+}
+
+/// An IO that counts the bytes read from it and written to it.
+struct Counted<S> {
+    inner: S,
+    read: Arc<AtomicU64>,
+    written: Arc<AtomicU64>,
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Counted<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        self.read.fetch_add((buf.filled().len() - before) as u64, Ordering::Relaxed);
+        r
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Counted<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let r = std::pin::Pin::new(&mut self.inner).poll_write(cx, data);
+        if let std::task::Poll::Ready(Ok(n)) = &r {
+            self.written.fetch_add(*n as u64, Ordering::Relaxed);
+        }
+        r
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }

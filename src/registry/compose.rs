@@ -116,7 +116,8 @@ pub(crate) fn attest_for_entries<'a>(
     paths.sort();
     paths.dedup();
     AttestConfig {
-        want_exe_digest: wants(Kind::Unix),
+        // Or wanted on its own (the gateway's audit lines name every caller's executable digest).
+        want_exe_digest: base.want_exe_digest || wants(Kind::Unix),
         want_script_digest: wants(Kind::Script),
         config_paths: paths,
         ..base.clone()

@@ -614,6 +614,9 @@ fn injection_replaces_the_agents_credentials_and_the_secret_leaks_nowhere() {
         assert!(line["pid"].as_i64().unwrap() > 0, "{line}");
         let exe = line["exe"]["path"].as_str().unwrap();
         assert!(exe.ends_with("/curl"), "{line}");
+        // The executable's digest, though no entry selects on one.
+        let curl = std::fs::read(exe).unwrap();
+        assert_eq!(line["exe"]["sha256"].as_str(), Some(sha256_hex(&curl).as_str()), "{line}");
         assert!(line["response_bytes"].as_u64().unwrap() > 0, "{line}");
     }
     assert!(g.d.log().contains("TRACE") || g.d.log().contains("trace"), "the daemon logs at trace level");

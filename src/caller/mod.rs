@@ -291,7 +291,7 @@ impl Pipeline {
         &self,
         peer: &PeerInfo,
         rpc: Rpc,
-        serves: Serves,
+        serves: &(dyn Fn(&Entry) -> bool + Sync),
         session: Option<std::time::SystemTime>,
     ) -> Result<(Caller, ProcessHandle, Option<session::Baseline>), CallerError> {
         let (attestation, handle, baseline, policy) = self.attest_settled(peer, rpc, session).await?;
@@ -316,7 +316,12 @@ impl Pipeline {
 
     /// A full attestation of the peer (never a session's reuse), with its `attested` line, for a
     /// service that keeps its own per-connection result (the gateway).
-    pub(crate) async fn caller_full(&self, peer: &PeerInfo, rpc: Rpc, serves: Serves) -> Result<Caller, CallerError> {
+    pub(crate) async fn caller_full(
+        &self,
+        peer: &PeerInfo,
+        rpc: Rpc,
+        serves: &(dyn Fn(&Entry) -> bool + Sync),
+    ) -> Result<Caller, CallerError> {
         self.caller_pinned(peer, rpc, serves, None).await.map(|(caller, ..)| caller)
     }
 
@@ -373,7 +378,7 @@ impl Pipeline {
         renewing: Option<u64>,
     ) -> Result<(Arc<Caller>, bool), CallerError> {
         let started = (self.clock.monotonic(), self.clock.now());
-        let (caller, process, baseline) = self.caller_pinned(peer, rpc, serves, Some(started.1)).await?;
+        let (caller, process, baseline) = self.caller_pinned(peer, rpc, &serves, Some(started.1)).await?;
         let caller = Arc::new(caller);
         // Kept before the answer goes out, so the connection's next call finds it.
         // A caller none of whose entries serves this call keeps no session: its renewals would

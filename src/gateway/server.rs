@@ -541,7 +541,11 @@ const RENEW_AFTER: Duration = Duration::from_millis(500);
 /// at most [`REUSE`] under the same policy, each after checking that the pinned process is
 /// alive and still runs the executable it connected with (an exec since is a new caller:
 /// attested in full). Any policy change (reload, revocation) forces a full attestation.
-async fn caller_of(shared: &Arc<Shared>, conn: &Arc<Conn>) -> Result<Arc<Caller>, String> {
+async fn caller_of(
+    shared: &Arc<Shared>,
+    conn: &Arc<Conn>,
+    route: &Arc<crate::config::gateway::Route>,
+) -> Result<Arc<Caller>, String> {
     let policy = shared.pipeline.policy();
     let reuse = {
         let mut cached = conn.cached.lock().unwrap_or_else(|p| p.into_inner());
@@ -561,9 +565,9 @@ async fn caller_of(shared: &Arc<Shared>, conn: &Arc<Conn>) -> Result<Arc<Caller>
         });
         if same_exe {
             if renew {
-                let (shared, conn) = (shared.clone(), conn.clone());
+                let (shared, conn, route) = (shared.clone(), conn.clone(), route.clone());
                 tokio::spawn(async move {
-                    let fresh = attest_fully(&shared, &conn, RPC.renewal()).await;
+                    let fresh = attest_fully(&shared, &conn, RPC.renewal(), &route).await;
                     if fresh.is_err() {
                         *conn.cached.lock().unwrap_or_else(|p| p.into_inner()) = None;
                     }
@@ -573,14 +577,22 @@ async fn caller_of(shared: &Arc<Shared>, conn: &Arc<Conn>) -> Result<Arc<Caller>
         }
         *conn.cached.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
-    attest_fully(shared, conn, RPC).await
+    attest_fully(shared, conn, RPC, route).await
 }
 
 /// A full attestation of the connection's process, kept for its next calls.
-async fn attest_fully(shared: &Arc<Shared>, conn: &Arc<Conn>, rpc: Rpc) -> Result<Arc<Caller>, String> {
+async fn attest_fully(
+    shared: &Arc<Shared>,
+    conn: &Arc<Conn>,
+    rpc: Rpc,
+    route: &Arc<crate::config::gateway::Route>,
+) -> Result<Arc<Caller>, String> {
     let started = Instant::now();
     // In full (not a session's reuse): this result is itself reused for up to REUSE.
-    let caller = Arc::new(shared.pipeline.caller_full(&conn.peer, rpc, any_entry).await.map_err(|e| e.to_string())?);
+    // A caller none of whose entries this route serves is a refused caller: its `attested` line
+    // counts against its uid's refusal budget.
+    let serves = |e: &crate::registry::Entry| route.serves(&e.spiffe_id);
+    let caller = Arc::new(shared.pipeline.caller_full(&conn.peer, rpc, &serves).await.map_err(|e| e.to_string())?);
     // A TCP caller's socket is checked to have no other holder again, as at accept: a copy
     // handed on since (fork, fd passing) would let another process speak as this one.
     let due = conn.last_scan.lock().unwrap_or_else(|p| p.into_inner()).elapsed() >= RESCAN_EVERY;
@@ -692,7 +704,7 @@ async fn handle(shared: Arc<Shared>, conn: Arc<Conn>, req: Request<Incoming>) ->
     rec.path = resolved.path.clone();
 
     // Who is calling, judged by the policy in force now.
-    let caller = match caller_of(&shared, &conn).await {
+    let caller = match caller_of(&shared, &conn, &resolved.route).await {
         Ok(c) => c,
         Err(e) => {
             return deny(

@@ -57,10 +57,7 @@ impl Validator<'_> {
         let oidc = self.oidc(&raw.oidc);
         let bundle_endpoint = self.bundle_endpoint(&raw.bundle_endpoint, trust_domain.as_ref());
         let gateway = self.gateway(raw.gateway.as_ref(), &paths.socket_path);
-        let mut attest = attest_config(raw.attestors, &entries);
-        // Every gateway_call line names the caller's executable digest: hashed (and cached by
-        // inode) for every caller once the gateway is on, whatever the entries select on.
-        attest.want_exe_digest |= gateway.is_some();
+        let attest = attest_config(raw.attestors, &entries);
         Some(Config {
             source: Some(path.to_owned()),
             trust_domain: trust_domain?,

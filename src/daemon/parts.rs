@@ -27,6 +27,9 @@ pub(super) fn policy_part(
         deny: config.deny.clone(),
         delegation_issuers: Arc::new(crate::registry::delegation::Issuers::load(issuers)?),
         federation,
+        // Every gateway_call line names the caller's executable digest: hashed (and cached by
+        // inode) for every caller once the gateway is on, whatever the entries select on.
+        exe_digests: config.gateway.is_some(),
     })
 }
 

@@ -41,6 +41,9 @@ pub(crate) struct ConfigPart {
     /// file, or the last one fetched from its endpoint); `None`: none yet. A bundle fetched
     /// later ([`PolicyComposer::bundle_updated`]) wins.
     pub federation: BTreeMap<TrustDomain, Option<Arc<FederatedBundle>>>,
+    /// Every caller's executable is hashed, whatever the entries select on (the gateway's audit
+    /// lines name each caller's executable digest).
+    pub exe_digests: bool,
 }
 
 /// What a sync with the SPIRE Server puts into the policy: its entries (those served) and its
@@ -85,7 +88,8 @@ impl Inputs {
                 (self.config.registry.clone(), self.config.jwt_issuer.clone(), federated)
             }
         };
-        let attest_base = attest_for_entries(&self.config.attest, registry.entries().iter().map(|e| &**e));
+        let mut attest_base = attest_for_entries(&self.config.attest, registry.entries().iter().map(|e| &**e));
+        attest_base.want_exe_digest |= self.config.exe_digests;
         let attest = self.deny.attest_config(&attest_base);
         let attestor = match &self.attestor {
             Some(a) if *a.config() == attest => a.clone(),
@@ -116,8 +120,7 @@ pub(crate) fn attest_for_entries<'a>(
     paths.sort();
     paths.dedup();
     AttestConfig {
-        // Or wanted on its own (the gateway's audit lines name every caller's executable digest).
-        want_exe_digest: base.want_exe_digest || wants(Kind::Unix),
+        want_exe_digest: wants(Kind::Unix),
         want_script_digest: wants(Kind::Script),
         config_paths: paths,
         ..base.clone()

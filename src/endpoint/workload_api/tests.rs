@@ -20,6 +20,7 @@ fn service(issuer: Arc<FakeIssuer>) -> (WorkloadService, PeerInfo, tokio::net::U
         deny: vec![],
         delegation_issuers: Arc::default(),
         federation: Default::default(),
+        exe_digests: false,
     };
     let composer = PolicyComposer::new(part, vec![]);
     let clock: Arc<dyn crate::clock::Clock> = Arc::new(FakeClock::at(std::time::SystemTime::now()));

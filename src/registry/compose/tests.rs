@@ -47,6 +47,7 @@ fn config() -> ConfigPart {
         deny: vec![rule("config-0", "spiffe://example.org/evil")],
         delegation_issuers: Arc::default(),
         federation: [(td("file.org"), Some(bundle(1))), (td("endpoint.org"), None)].into(),
+        exe_digests: false,
     }
 }
 
@@ -206,4 +207,13 @@ fn a_spire_sync_replaces_entries_and_bundles_but_keeps_deny_rules_and_delegation
     let p = c.current();
     assert!(p.registry.entries().is_empty() && p.federated.is_empty());
     assert_eq!(rule_ids(&p), ["config-0"]);
+}
+
+#[test]
+fn the_gateway_wants_every_callers_executable_digest() {
+    // No entry selects on a digest: none wanted, unless the config part asks for them all.
+    let plain = PolicyComposer::new(config(), vec![]);
+    assert!(!plain.subscribe().borrow().attestor.config().want_exe_digest);
+    let gateway = PolicyComposer::new(ConfigPart { exe_digests: true, ..config() }, vec![]);
+    assert!(gateway.subscribe().borrow().attestor.config().want_exe_digest);
 }

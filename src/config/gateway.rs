@@ -47,6 +47,7 @@ struct RawRoute {
     #[serde(default)]
     tunnel: bool,
     max_request_body: Option<Spanned<u64>>,
+    transports: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 #[derive(Deserialize)]
@@ -213,6 +214,9 @@ pub(crate) struct Route {
     /// CONNECT to `host:port` allowed (a blind tunnel: no injection).
     pub tunnel: bool,
     pub max_request_body: Option<u64>,
+    /// How callers may reach it: `unix` (kernel-attested, every selector as strong as its
+    /// attestor) and `tcp` (attributed by socket scans: see the README's strength table).
+    pub transports: Vec<&'static str>,
 }
 
 impl Route {
@@ -550,7 +554,30 @@ impl Validator<'_> {
             (HostPattern::Suffix(_), _) => String::new(),
         };
         let audience = r.audience.as_ref().map(|a| a.get_ref().clone()).unwrap_or(default_audience);
+        let transports = match &r.transports {
+            None => vec!["unix", "tcp"],
+            Some(ts) => {
+                let mut out = Vec::new();
+                for t in ts.get_ref() {
+                    match t.get_ref().as_str() {
+                        "unix" => out.push("unix"),
+                        "tcp" => out.push("tcp"),
+                        other => self.issue(
+                            t,
+                            &key("transports"),
+                            format!("{other:?} is not a transport"),
+                            "write transports = [\"unix\"] or [\"unix\", \"tcp\"]",
+                        ),
+                    }
+                }
+                if out.is_empty() {
+                    self.issue(ts, &key("transports"), "no transport left".into(), "write transports = [\"unix\"]");
+                }
+                out
+            }
+        };
         Some(Route {
+            transports,
             name,
             host,
             port,
@@ -850,6 +877,19 @@ mod tests {
             ],
             "{err}"
         );
+    }
+
+    #[test]
+    fn transports() {
+        let route = |extra: &str| {
+            parse(&format!(
+                "[gateway]\n[[gateway.routes]]\nname = \"r\"\nhost = \"a.example\"\nfor = [\"spiffe://example.org/a\"]\n{extra}"
+            ))
+        };
+        assert_eq!(route("").unwrap().gateway.unwrap().routes[0].transports, ["unix", "tcp"]);
+        assert_eq!(route("transports = [\"unix\"]\n").unwrap().gateway.unwrap().routes[0].transports, ["unix"]);
+        let err = route("transports = [\"udp\"]\n").unwrap_err();
+        assert!(err.issues.iter().any(|i| i.key == "gateway.routes[0].transports"), "{err}");
     }
 
     #[test]

@@ -246,6 +246,7 @@ mod tests {
             audience: String::new(),
             tunnel,
             max_request_body: None,
+            transports: vec!["unix", "tcp"],
         })
     }
 

@@ -215,6 +215,8 @@ struct Conn {
     cached: Mutex<Option<Cached>>,
     /// When the TCP socket was last found held by its process alone (accept, then re-scans).
     last_scan: Mutex<Instant>,
+    /// A re-scan found another holder: nothing more is served on this connection.
+    tainted: AtomicBool,
     /// Shared with the connection's IO (idle, slow heads, framing).
     watch: Arc<super::conn_io::Watch>,
     /// Closes tunnels when the connection is cut off.
@@ -348,7 +350,7 @@ pub(crate) async fn serve_tcp(listener: TcpListener, shared: Arc<Shared>, mut sh
 /// Attributions (and re-scans) running at once, in all and per uid, and connections that may
 /// wait for one. An SDK opening its pool opens dozens at once.
 const ATTRIBUTIONS_AT_ONCE: usize = 4;
-const ATTRIBUTIONS_PER_UID: usize = 2;
+const ATTRIBUTIONS_PER_UID: usize = 1;
 const MAX_WAITING_FOR_ATTRIBUTION: usize = 1024;
 const MAX_WAITING_PER_UID: usize = 256;
 /// A TCP connection's socket is scanned again for other holders at most this often (at the
@@ -372,7 +374,8 @@ async fn attribute(
             .map_err(|e| e.to_string())?;
         drop(slot);
         match r {
-            Err(Unattributable::Ambiguous { .. }) if attempt == 0 => {
+            // A socket briefly shared by a forking client, or a thread that went away mid-scan.
+            Err(Unattributable::Ambiguous { .. } | Unattributable::Io { .. }) if attempt == 0 => {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             other => return other.map_err(|e| e.to_string()),
@@ -413,6 +416,7 @@ async fn serve_connection<S>(
         last: Mutex::new(None),
         cached: Mutex::new(None),
         last_scan: Mutex::new(Instant::now()),
+        tainted: AtomicBool::new(false),
         watch: io_watch.clone(),
         cut,
     });
@@ -449,6 +453,12 @@ async fn serve_connection<S>(
         let _ = shutdown.wait_for(|s| *s).await;
     };
     tokio::pin!(stop);
+    // Cut off from within (a re-scan found another holder of its socket).
+    let mut cut = conn.cut.subscribe();
+    let cut_off = async move {
+        let _ = cut.wait_for(|c| *c).await;
+    };
+    tokio::pin!(cut_off);
     // hyper is done with a connection once it hands it to a tunnel (CONNECT): the connection is
     // then watched (revocation, shutdown) until the tunnel ends, not cut at once.
     let mut tunnelled = false;
@@ -494,6 +504,7 @@ async fn serve_connection<S>(
                 }
             }
             _ = &mut stop => break,
+            _ = &mut cut_off => break,
         }
     }
     let _ = conn.cut.send(true);
@@ -546,6 +557,9 @@ async fn caller_of(
     conn: &Arc<Conn>,
     route: &Arc<crate::config::gateway::Route>,
 ) -> Result<Arc<Caller>, String> {
+    if conn.tainted.load(Ordering::Relaxed) {
+        return Err("the connection's socket was found held by another process too".into());
+    }
     let policy = shared.pipeline.policy();
     let reuse = {
         let mut cached = conn.cached.lock().unwrap_or_else(|p| p.into_inner());
@@ -600,11 +614,14 @@ async fn attest_fully(
         let slot = shared.scans.acquire(tcp.info.uid).await.map_err(|e| e.to_string())?;
         let sole = tokio::task::spawn_blocking(move || tcp.still_sole_holder()).await.unwrap_or(false);
         drop(slot);
-        *conn.last_scan.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
         if !sole {
+            // For good: every later call on it is refused and the connection is closed.
+            conn.tainted.store(true, Ordering::Relaxed);
             *conn.cached.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            let _ = conn.cut.send(true);
             return Err("the connection's socket is no longer held by its process alone".into());
         }
+        *conn.last_scan.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
     }
     *conn.cached.lock().unwrap_or_else(|p| p.into_inner()) =
         Some(Cached { caller: caller.clone(), at: started, renewing: false });
@@ -729,6 +746,13 @@ async fn handle(shared: Arc<Shared>, conn: Arc<Conn>, req: Request<Incoming>) ->
         );
     }
     let route = resolved.route.clone();
+    if !route.transports.contains(&conn.transport) {
+        let why = format!(
+            "route {:?} is not served over {} (transports = {:?})",
+            route.name, conn.transport, route.transports
+        );
+        return deny(rec, StatusCode::FORBIDDEN, "transport_not_allowed", why);
+    }
     let Some(entry) = caller.entries.iter().find(|e| route.serves(&e.spiffe_id)).cloned() else {
         let ids: Vec<String> = caller.entries.iter().map(|e| e.spiffe_id.to_string()).collect();
         rec.agent = ids.first().cloned();
@@ -741,6 +765,16 @@ async fn handle(shared: Arc<Shared>, conn: Arc<Conn>, req: Request<Incoming>) ->
     };
     rec.agent = Some(entry.spiffe_id.to_string());
     conn.agents.lock().unwrap_or_else(|p| p.into_inner()).insert(entry.spiffe_id.clone());
+    // A policy change between this caller's judgement and the insert above would have been
+    // judged without this identity: judge it now under the policy in force.
+    let now = shared.pipeline.policy();
+    if !Arc::ptr_eq(&now, &caller.policy)
+        && !now
+            .entitled(&caller.attestation.selectors)
+            .is_ok_and(|es| es.iter().any(|e| e.spiffe_id == entry.spiffe_id))
+    {
+        return deny(rec, StatusCode::FORBIDDEN, "revoked", format!("{} was revoked during the call", entry.spiffe_id));
+    }
     let mut agent: Caller = (*caller).clone();
     agent.entries.retain(|e| e.spiffe_id == entry.spiffe_id);
 

@@ -283,6 +283,7 @@ fn socket_link(inode: u64) -> String {
 fn holders(uid: u32, link: &str, own: i32) -> Result<Vec<(i32, u32)>, Unattributable> {
     let io = |what| move |source| Unattributable::Io { what, source };
     let mut found = Vec::new();
+    let mut budget = SCAN_BUDGET;
     for entry in std::fs::read_dir("/proc").map_err(io("read /proc"))? {
         let entry = entry.map_err(io("read /proc"))?;
         let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
@@ -294,24 +295,38 @@ fn holders(uid: u32, link: &str, own: i32) -> Result<Vec<(i32, u32)>, Unattribut
             Ok(meta) if meta.uid() == uid => {}
             _ => continue,
         }
-        match scan_fds(pid, link) {
+        match scan_fds_within(pid, link, &mut budget) {
             Ok(Some(fd)) => found.push((pid, fd)),
             Ok(None) => {}
-            // Exited meanwhile.
+            // The process exited meanwhile.
             Err(e) if matches!(e.raw_os_error(), Some(2 | 3)) => {}
-            Err(source) => return Err(Unattributable::Io { what: "read /proc/PID/fd (needs CAP_SYS_PTRACE)", source }),
+            Err(source) => {
+                return Err(Unattributable::Io { what: "read /proc/PID/fd (needs CAP_SYS_PTRACE)", source });
+            }
         }
     }
     Ok(found)
 }
 
+/// fd entries one holder search may read (every fd of every thread of the socket owner's
+/// processes): past it the search fails (closed), so a caller cannot make a scan run for
+/// minutes with thousands of threads over a huge fd table.
+const SCAN_BUDGET: usize = 200_000;
+
 /// The first fd of `pid` that is `link`, in any of its threads' fd tables. `/proc/PID/fd` is
 /// the thread-group leader's table only: a thread that unshared its table (`unshare(CLONE_FILES)`)
 /// or outlived an exited leader (whose table then reads empty) holds fds that only
 /// `/proc/PID/task/TID/fd` shows. Missing one would let a process hide its copy of a socket and
-/// have it attributed to another holder.
+/// have it attributed to another holder. A listed thread that is gone when its table is read
+/// (a process that keeps replacing the thread holding a private table would stay unseen) makes
+/// the whole process's answer unknown: an error, and the attribution fails closed.
 fn scan_fds(pid: i32, link: &str) -> io::Result<Option<u32>> {
-    if let Some(fd) = scan_dir(&format!("/proc/{pid}/fd"), link)? {
+    let mut budget = SCAN_BUDGET;
+    scan_fds_within(pid, link, &mut budget)
+}
+
+fn scan_fds_within(pid: i32, link: &str, budget: &mut usize) -> io::Result<Option<u32>> {
+    if let Some(fd) = scan_dir(&format!("/proc/{pid}/fd"), link, budget)? {
         return Ok(Some(fd));
     }
     let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))?;
@@ -321,11 +336,14 @@ fn scan_fds(pid: i32, link: &str) -> io::Result<Option<u32>> {
         if tid == pid {
             continue;
         }
-        match scan_dir(&format!("/proc/{pid}/task/{tid}/fd"), link) {
+        match scan_dir(&format!("/proc/{pid}/task/{tid}/fd"), link, budget) {
             Ok(Some(fd)) => return Ok(Some(fd)),
             Ok(None) => {}
-            // The thread exited meanwhile.
-            Err(e) if matches!(e.raw_os_error(), Some(2 | 3)) => {}
+            Err(e) if matches!(e.raw_os_error(), Some(2 | 3)) => {
+                return Err(io::Error::other(format!(
+                    "thread {tid} of process {pid} went away while its fd table was read"
+                )));
+            }
             Err(e) => return Err(e),
         }
     }
@@ -333,12 +351,21 @@ fn scan_fds(pid: i32, link: &str) -> io::Result<Option<u32>> {
 }
 
 /// The first fd in one fd directory that is `link`.
-fn scan_dir(dir: &str, link: &str) -> io::Result<Option<u32>> {
+fn scan_dir(dir: &str, link: &str, budget: &mut usize) -> io::Result<Option<u32>> {
     for entry in std::fs::read_dir(dir)? {
         let Ok(entry) = entry else { continue };
-        // A closed fd between readdir and readlink is simply not a holder.
-        if entry.path().read_link().is_ok_and(|target| target.as_os_str() == link) {
-            return Ok(entry.file_name().to_str().and_then(|n| n.parse().ok()));
+        *budget = budget.checked_sub(1).ok_or_else(|| {
+            io::Error::other(format!("more than {SCAN_BUDGET} fds to read: the search gives up (fail closed)"))
+        })?;
+        match entry.path().read_link() {
+            Ok(target) if target.as_os_str() == link => {
+                return Ok(entry.file_name().to_str().and_then(|n| n.parse().ok()));
+            }
+            // Not the socket; or closed between readdir and readlink; or a link the kernel
+            // will not show even to root (some sandboxes' own processes answer EACCES): not
+            // seen as a holder. (An LSM that hides one process's fds from the daemon while
+            // listing them is the one case this reads as "not a holder".)
+            Ok(_) | Err(_) => {}
         }
     }
     Ok(None)

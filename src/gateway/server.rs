@@ -615,10 +615,14 @@ async fn attest_fully(
         let sole = tokio::task::spawn_blocking(move || tcp.still_sole_holder()).await.unwrap_or(false);
         drop(slot);
         if !sole {
-            // For good: every later call on it is refused and the connection is closed.
+            // For good: every later call on it is refused and the connection closed (after this
+            // call's answer, or at once when a background renewal found it: streams and
+            // tunnels in flight end too).
             conn.tainted.store(true, Ordering::Relaxed);
             *conn.cached.lock().unwrap_or_else(|p| p.into_inner()) = None;
-            let _ = conn.cut.send(true);
+            if rpc.renewal {
+                let _ = conn.cut.send(true);
+            }
             return Err("the connection's socket is no longer held by its process alone".into());
         }
         *conn.last_scan.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
@@ -724,12 +728,12 @@ async fn handle(shared: Arc<Shared>, conn: Arc<Conn>, req: Request<Incoming>) ->
     let caller = match caller_of(&shared, &conn, &resolved.route).await {
         Ok(c) => c,
         Err(e) => {
-            return deny(
-                rec,
-                StatusCode::FORBIDDEN,
-                "no_identity",
-                format!("the calling process has no identity: {e}"),
-            );
+            let mut answer =
+                deny(rec, StatusCode::FORBIDDEN, "no_identity", format!("the calling process has no identity: {e}"));
+            if conn.tainted.load(Ordering::Relaxed) {
+                answer.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            return answer;
         }
     };
     rec.pid = Some(caller.attestation.pid);

@@ -743,6 +743,52 @@ fn another_uid_on_the_tcp_listener_gets_its_own_identity_or_none() {
     assert!(g.up.seen("/echo").is_empty());
 }
 
+/// A second holder of a TCP connection's socket that appears after accept (the client forks) is
+/// found by the re-scan of a later full attestation (at most every 2 s): that call is refused
+/// with a JSON reason and the connection is closed for good.
+#[test]
+fn a_socket_shared_after_accept_is_found_and_the_connection_closed() {
+    let g = Gw::start(Opts::default());
+    let script = format!(
+        "import http.client, os, sys, time
+c = http.client.HTTPConnection('127.0.0.1', {port})
+c.request('GET', '/up/echo'); r = c.getresponse(); r.read(); print(r.status, flush=True)
+child = os.fork()
+if child == 0:
+    os.close(1); os.close(2); time.sleep(30); os._exit(0)
+# Past the attestation reuse (1 s) and the re-scan interval (2 s): the next call is attested in
+# full, and the socket scanned again.
+time.sleep(2.5)
+c.request('GET', '/up/echo'); r = c.getresponse(); print(r.status, r.getheader('connection'), r.read().decode(), flush=True)
+try:
+    c.request('GET', '/up/echo'); r = c.getresponse(); print('third', r.status, flush=True)
+except Exception as e:
+    print('third refused', type(e).__name__, flush=True)
+os.kill(child, 9)
+",
+        port = g.port
+    );
+    let out = std::process::Command::new(PYTHON).arg("-c").arg(script).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.first().copied(), Some("200"), "{text} {}", String::from_utf8_lossy(&out.stderr));
+    let second = lines.get(1).copied().unwrap_or_default();
+    assert!(second.starts_with("403 close "), "{text}");
+    let body = json_of(second.splitn(3, ' ').nth(2).unwrap_or_default());
+    assert_eq!(body["error"], "no_identity", "{body}");
+    assert!(body["reason"].as_str().unwrap().contains("no longer held by its process alone"), "{body}");
+    // The connection is gone (http.client reconnects on its own: a new connection, attributed
+    // again, is held by two processes and refused, or served; never the old one).
+    assert!(lines.get(2).is_some_and(|l| l.starts_with("third")), "{text}");
+    let line = g.wait_call("the re-scan's refusal", |v| {
+        v["decision"] == "deny" && v["reason"].as_str().is_some_and(|r| r.contains("held by its process alone"))
+    });
+    assert_eq!(line["transport"], "tcp", "{line}");
+    // The refused call never reached the upstream (the third, on its new connection, may have).
+    let third_served = lines.get(2).is_some_and(|l| *l == "third 200");
+    assert_eq!(g.up.seen("/echo").len(), 1 + usize::from(third_served), "{text}");
+}
+
 /// (5) `tessera revoke --spiffe-id` cuts the agent off within 1 s: an idle keep-alive connection
 /// is closed, an in-flight SSE stream and an open tunnel are cut, and a new request is refused.
 #[test]

@@ -9,7 +9,6 @@ use super::decide::{Ask, decide};
 use super::request::{self, OAuthCode, OAuthError, Requested, TOKEN_TYPE_ACCESS};
 use super::token::{self, Grant};
 use super::trust::{self, TesseraKeys};
-use crate::bundle::JwtBundle;
 use crate::caller::{Pipeline, selector_strings};
 use crate::events::delegation::{AgentEvidence, Outcome, Record};
 use crate::events::{Call, Event, Events, Rpc};
@@ -122,15 +121,7 @@ impl Exchange {
         let now_t = self.pipeline.clock.now();
         let now = crate::clock::unix_secs(now_t);
         let auth = self.ca.authorities();
-        let keys = TesseraKeys {
-            trust_domain: self.ca.trust_domain(),
-            issuer: &issuer,
-            audience: &jwt_issuer,
-            own: JwtBundle::new(
-                auth.delegation.iter().filter_map(|k| trust::signing_jwk(&trust::delegation_jwk(k))).collect(),
-            ),
-            federated: caller.policy.federated.iter().map(|(td, b)| (td.clone(), b.delegation.clone())).collect(),
-        };
+        let keys = TesseraKeys::of(&*self.ca, &caller.policy, &issuer, &jwt_issuer);
         let subject = trust::verify(req.subject_token.expose(), &caller.policy.delegation_issuers, &keys, now)
             .map_err(OAuthError::invalid_grant)?;
         rec.user = Some(subject.user.clone());

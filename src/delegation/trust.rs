@@ -39,6 +39,26 @@ pub(crate) struct TesseraKeys<'a> {
     pub federated: BTreeMap<TrustDomain, JwtBundle>,
 }
 
+impl<'a> TesseraKeys<'a> {
+    /// Our delegation keys (from `keys`) and the federated ones the policy holds, for tokens of
+    /// `issuer` that must name `audience`.
+    pub(crate) fn of(
+        keys: &'a dyn crate::issuer::KeySource,
+        policy: &crate::registry::Policy,
+        issuer: &'a str,
+        audience: &'a str,
+    ) -> Self {
+        let auth = keys.authorities();
+        TesseraKeys {
+            trust_domain: keys.trust_domain(),
+            issuer,
+            audience,
+            own: JwtBundle::new(auth.delegation.iter().filter_map(|k| signing_jwk(&delegation_jwk(k))).collect()),
+            federated: policy.federated.iter().map(|(td, b)| (td.clone(), b.delegation.clone())).collect(),
+        }
+    }
+}
+
 /// Who issued a subject token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Origin {

@@ -5,7 +5,6 @@
 //! as itself, not as the agent the token was issued to.
 
 use super::server::Shared;
-use crate::bundle::JwtBundle;
 use crate::config::gateway::Route;
 use crate::delegation::trust::{self, TesseraKeys};
 use crate::registry::Policy;
@@ -37,18 +36,9 @@ pub(crate) fn check(
         return Err("delegated tokens need jwt_issuer in the daemon's config".into());
     };
     let issuer = crate::publish::oidc::delegation_issuer(jwt_issuer);
-    let auth = keys.authorities();
-    let tessera = TesseraKeys {
-        trust_domain: keys.trust_domain(),
-        issuer: &issuer,
-        // The route's audience, not the hand-off audience: a token minted for the next agent
-        // is not a token for this upstream.
-        audience: &route.audience,
-        own: JwtBundle::new(
-            auth.delegation.iter().filter_map(|k| trust::signing_jwk(&trust::delegation_jwk(k))).collect(),
-        ),
-        federated: policy.federated.iter().map(|(td, b)| (td.clone(), b.delegation.clone())).collect(),
-    };
+    // The route's audience, not the hand-off audience: a token minted for the next agent is
+    // not a token for this upstream.
+    let tessera = TesseraKeys::of(&**keys, policy, &issuer, &route.audience);
     // Only tessera-issued tokens: an identity provider's own user token is no delegation.
     let subject = trust::verify(token, &Issuers::default(), &tessera, crate::clock::unix_secs(now))
         .map_err(|e| format!("the bearer token is not a delegated token for {:?}: {e}", route.audience))?;

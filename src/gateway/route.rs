@@ -197,9 +197,6 @@ fn check_path(path: &str) -> Result<(), Unrouted> {
             return Err(refuse());
         }
     }
-    if path.len() > 1 && path[1..].split('/').any(str::is_empty) && !path.ends_with('/') {
-        return Err(refuse());
-    }
     if path.contains("//") {
         return Err(refuse());
     }

@@ -145,30 +145,30 @@ impl tower::Service<Name> for Resolve {
 
     fn call(&mut self, name: Name) -> Self::Future {
         let (guarded, own) = (self.guarded, self.own.clone());
-        Box::pin(async move {
-            let found: Vec<SocketAddr> = tokio::net::lookup_host((name.as_str(), 0)).await?.collect();
-            if !guarded {
-                return Ok(found.into_iter());
-            }
-            // Not the node itself either: an address of one of its interfaces reaches every
-            // listener bound to a wildcard address (the daemon's included).
-            let kept: Vec<SocketAddr> = found
-                .iter()
-                .copied()
-                .filter(|a| public(a.ip()) && !own.iter().any(|o| o.ip() == a.ip()) && !local_address(a.ip()))
-                .collect();
-            if kept.is_empty() {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::PermissionDenied,
-                    format!(
-                        "{} resolves only to loopback, link-local, metadata or this node's own addresses",
-                        name.as_str()
-                    ),
-                ));
-            }
-            Ok(kept.into_iter())
-        })
+        Box::pin(async move { resolve(name.as_str(), 0, guarded, &own).await.map(Vec::into_iter) })
     }
+}
+
+/// The addresses of `host` (with `port`); `guarded`: without loopback, link-local, metadata,
+/// unspecified or multicast addresses, the daemon's own listeners or any address of this node
+/// (one of its interfaces reaches every listener bound to a wildcard address); a name that
+/// resolves only to those is an error.
+async fn resolve(host: &str, port: u16, guarded: bool, own: &[SocketAddr]) -> std::io::Result<Vec<SocketAddr>> {
+    let found: Vec<SocketAddr> = tokio::net::lookup_host((host, port)).await?.collect();
+    if !guarded {
+        return Ok(found);
+    }
+    let kept: Vec<SocketAddr> = found
+        .into_iter()
+        .filter(|a| public(a.ip()) && !own.iter().any(|o| o.ip() == a.ip()) && !local_address(a.ip()))
+        .collect();
+    if kept.is_empty() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!("{host} resolves only to loopback, link-local, metadata or this node's own addresses"),
+        ));
+    }
+    Ok(kept)
 }
 
 /// Whether `ip` belongs to this node (binding a socket to it works only then).
@@ -208,10 +208,9 @@ struct Conn {
     tcp: Option<crate::net::tcp_peer::TcpPeer>,
     /// The SPIFFE IDs this connection's calls acted as (re-judged on a policy change).
     agents: Mutex<BTreeSet<SpiffeId>>,
-    /// The attestation its last call rested on, and the policy that judged it: a policy change
-    /// re-judges it without attesting again (unless the attestor settings changed).
-    last: Mutex<Option<(Arc<tessera_attestors::Attestation>, Arc<crate::registry::Policy>)>>,
-    /// The connection's caller, reused by its calls for at most [`REUSE`] (see [`caller_of`]).
+    /// The connection's caller, reused by its calls for at most [`REUSE`] (see [`caller_of`]);
+    /// a policy change re-judges its attestation without attesting again (unless the attestor
+    /// settings changed).
     cached: Mutex<Option<Cached>>,
     /// When the TCP socket was last found held by its process alone (accept, then re-scans).
     last_scan: Mutex<Instant>,
@@ -224,43 +223,17 @@ struct Conn {
 }
 
 /// Serve the Unix socket.
-pub(crate) async fn serve_unix(listener: UnixListener, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
-    let mut refusals = Throttled::new(Duration::from_secs(5));
-    loop {
-        let stream = tokio::select! {
-            r = listener.accept() => r,
-            _ = shutdown.wait_for(|s| *s) => return,
-        };
-        let stream = match stream {
-            Ok((s, _)) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed on the gateway socket");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let Ok(cred) = stream.peer_cred() else { continue };
-        let held = match shared.connections.try_acquire(cred.uid()) {
-            Ok(h) => h,
-            Err(why) => {
-                if let Some(n) = refusals.tick() {
-                    tracing::warn!(
-                        uid = cred.uid(),
-                        refused_since_last_report = n,
-                        "gateway connection refused: {why}"
-                    );
-                }
-                continue;
-            }
-        };
-        let Ok(peer) = PeerInfo::of_unix(&stream, cred) else { continue };
-        let shared = shared.clone();
-        let shutdown = shutdown.clone();
+pub(crate) async fn serve_unix(listener: UnixListener, shared: Arc<Shared>, shutdown: watch::Receiver<bool>) {
+    let counter = shared.connections.clone();
+    let stop = shutdown.clone();
+    crate::net::http::accept_unix(listener, counter, "the gateway socket", stop, move |stream, peer, held| {
+        let (shared, shutdown) = (shared.clone(), shutdown.clone());
         tokio::spawn(async move {
             let _held = held;
             serve_connection(stream, peer, "unix", None, shared, shutdown).await;
         });
-    }
+    })
+    .await;
 }
 
 /// Serve the loopback TCP listener: each connection is attributed to the one process holding
@@ -413,7 +386,6 @@ async fn serve_connection<S>(
         transport,
         tcp,
         agents: Mutex::new(BTreeSet::new()),
-        last: Mutex::new(None),
         cached: Mutex::new(None),
         last_scan: Mutex::new(Instant::now()),
         tainted: AtomicBool::new(false),
@@ -638,14 +610,14 @@ async fn still_served(shared: &Arc<Shared>, conn: &Conn) -> Result<(), String> {
     if agents.is_empty() {
         return Ok(());
     }
-    let last = conn.last.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let last = conn.cached.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(|c| c.caller.clone());
     let now = shared.pipeline.policy();
     // The same attestor settings: the selectors the connection's last call was attested with
     // are judged by the new policy (no /proc work, so a revocation reaches thousands of open
     // connections at once). Otherwise (a new digest rule, say) the process is attested again.
     let entries: Vec<SpiffeId> = match last {
-        Some((attestation, judged_by)) if judged_by.attestor.config() == now.attestor.config() => {
-            match now.entitled(&attestation.selectors) {
+        Some(caller) if caller.policy.attestor.config() == now.attestor.config() => {
+            match now.entitled(&caller.attestation.selectors) {
                 Ok(entries) => entries.iter().map(|e| e.spiffe_id.clone()).collect(),
                 Err(crate::registry::NotEntitled::Denied(rule)) => return Err(format!("revoked by rule {}", rule.id)),
                 Err(crate::registry::NotEntitled::NoEntry) => return Err("no entry matches it any more".into()),
@@ -738,7 +710,6 @@ async fn handle(shared: Arc<Shared>, conn: Arc<Conn>, req: Request<Incoming>) ->
     };
     rec.pid = Some(caller.attestation.pid);
     rec.exe = Some(caller.attestation.exe.clone());
-    *conn.last.lock().unwrap_or_else(|p| p.into_inner()) = Some((caller.attestation.clone(), caller.policy.clone()));
     if let Some(tcp) = &conn.tcp
         && !tcp.still_holds()
     {
@@ -1052,18 +1023,9 @@ fn tunnel(
     tokio::spawn(async move {
         let guard = guard;
         let Ok(upgraded) = hyper::upgrade::on(req).await else { return };
-        let mut resolver = Resolve { guarded, own };
-        let addrs = match tower::Service::call(&mut resolver, Name::from_str_or_default(&resolved.host)).await {
-            Ok(a) => a
-                .map(|mut a| {
-                    a.set_port(resolved.port);
-                    a
-                })
-                .collect::<Vec<_>>(),
-            Err(_) => {
-                guard.broken.store(true, Ordering::Relaxed);
-                return;
-            }
+        let Ok(addrs) = resolve(&resolved.host, resolved.port, guarded, &own).await else {
+            guard.broken.store(true, Ordering::Relaxed);
+            return;
         };
         let Ok(Ok(mut upstream)) = tokio::time::timeout(connect_timeout, TcpStream::connect(&addrs[..])).await else {
             guard.broken.store(true, Ordering::Relaxed);
@@ -1082,17 +1044,6 @@ fn tunnel(
         }
     });
     Response::new(body::empty())
-}
-
-trait NameExt {
-    fn from_str_or_default(s: &str) -> Name;
-}
-
-impl NameExt for Name {
-    fn from_str_or_default(s: &str) -> Name {
-        use std::str::FromStr;
-        Name::from_str(s).unwrap_or_else(|_| Name::from_str("invalid.").unwrap_or_else(|_| unreachable!()))
-    }
 }
 
 /// An IO that counts the bytes read from it and written to it.

@@ -47,7 +47,6 @@ pub(crate) enum Unattributable {
 
 /// A process attributed as the client of a TCP connection, with what re-checks it later.
 #[derive(Debug, Clone)]
-#[allow(dead_code, reason = "the loopback HTTP gateway, not yet wired, is the caller")]
 pub(crate) struct TcpPeer {
     /// pid, socket uid, effective gid, the pidfd opened at attribution and the executable then.
     pub info: PeerInfo,
@@ -59,7 +58,6 @@ pub(crate) struct TcpPeer {
     fd_hint: Option<u32>,
 }
 
-#[allow(dead_code, reason = "the loopback HTTP gateway, not yet wired, is the caller")]
 impl TcpPeer {
     /// Whether the attributed process still lives and still holds the client socket (after an
     /// attestation, before its answer is used). The reads come first and the pidfd is checked
@@ -84,8 +82,9 @@ impl TcpPeer {
     }
 }
 
-/// Attribute an accepted loopback connection to the process holding its client socket.
-#[allow(dead_code, reason = "the loopback HTTP gateway, not yet wired, is the caller")]
+/// Attribute an accepted loopback connection to the process holding its client socket (the
+/// gateway looks the socket up first, then attributes it: [`socket_of`], [`attribute_socket`]).
+#[cfg(test)]
 pub(crate) fn attribute(stream: &tokio::net::TcpStream) -> Result<TcpPeer, Unattributable> {
     let client = stream.peer_addr().map_err(|source| Unattributable::Io { what: "peer address", source })?;
     let server = stream.local_addr().map_err(|source| Unattributable::Io { what: "local address", source })?;
@@ -94,6 +93,7 @@ pub(crate) fn attribute(stream: &tokio::net::TcpStream) -> Result<TcpPeer, Unatt
 
 /// [`attribute`] by the connection's addresses: `client` the accepted socket's peer, `server` its
 /// local address.
+#[cfg(test)]
 pub(crate) fn attribute_addrs(client: SocketAddr, server: SocketAddr) -> Result<TcpPeer, Unattributable> {
     let socket = socket_of(client, server)?;
     attribute_socket(client, server, socket)

@@ -125,9 +125,31 @@ pub(crate) async fn serve_unix(
     listener: UnixListener,
     handler: Arc<dyn Handler>,
     limits: Limits,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
     let counter = UidCounter::new(limits.max_connections, limits.max_connections_per_uid);
+    accept_unix(listener, counter, "an HTTP socket", shutdown, move |stream, peer, held| {
+        let handler = handler.clone();
+        tokio::spawn(async move {
+            let _held = held;
+            serve_connection(stream, Caller::Unix(peer), handler, limits).await;
+        });
+    })
+    .await;
+}
+
+/// Accept on a Unix socket until `shutdown` turns true, each connection admitted under `counter`
+/// (per uid and global) with its peer captured, and handed to `serve` with its place under the
+/// limits. A failed accept (EMFILE and friends) backs off instead of spinning; refusals are
+/// logged at most once per 5 s with a count.
+pub(crate) async fn accept_unix(
+    listener: UnixListener,
+    counter: Arc<UidCounter>,
+    what: &'static str,
+    mut shutdown: watch::Receiver<bool>,
+    serve: impl Fn(tokio::net::UnixStream, PeerInfo, crate::limits::Held),
+) {
+    let mut refusals = Throttled::new(Duration::from_secs(5));
     loop {
         let stream = tokio::select! {
             r = listener.accept() => r,
@@ -136,20 +158,27 @@ pub(crate) async fn serve_unix(
         let stream = match stream {
             Ok((s, _)) => s,
             Err(e) => {
-                // EMFILE and friends: back off instead of spinning.
-                tracing::warn!(error = %e, "accept failed on an HTTP socket");
+                tracing::warn!(error = %e, "accept failed on {what}");
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
         };
         let Ok(cred) = stream.peer_cred() else { continue };
-        let Ok(held) = counter.try_acquire(cred.uid()) else { continue };
+        let held = match counter.try_acquire(cred.uid()) {
+            Ok(held) => held,
+            Err(why) => {
+                if let Some(n) = refusals.tick() {
+                    tracing::warn!(
+                        uid = cred.uid(),
+                        refused_since_last_report = n,
+                        "connection to {what} refused: {why}"
+                    );
+                }
+                continue;
+            }
+        };
         let Ok(peer) = PeerInfo::of_unix(&stream, cred) else { continue };
-        let handler = handler.clone();
-        tokio::spawn(async move {
-            let _held = held;
-            serve_connection(stream, Caller::Unix(peer), handler, limits).await;
-        });
+        serve(stream, peer, held);
     }
 }
 

@@ -38,6 +38,7 @@ pub(super) struct AgentKeys {
 impl Validator<'_> {
     fn warn<T>(&mut self, at: &Spanned<T>, key: &str, message: String, fix: &str) {
         self.warnings.push(ConfigIssue {
+            file: None,
             line: self.line(at.span().start),
             key: key.to_owned(),
             message,

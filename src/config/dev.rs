@@ -193,6 +193,7 @@ mod tests {
             telemetry: Default::default(),
             spire: None,
             gateway: None,
+            policy: None,
         }
     }
 

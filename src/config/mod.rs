@@ -11,6 +11,7 @@ pub(crate) mod delegation;
 pub(crate) mod dev;
 mod entries;
 pub(crate) mod gateway;
+pub(crate) mod policy;
 pub(crate) mod publish;
 mod schema;
 mod sections;
@@ -106,6 +107,8 @@ pub(crate) struct Config {
     pub spire: Option<spire::SpireConfig>,
     /// The node gateway (`[gateway]`): routes, credentials, listeners.
     pub gateway: Option<gateway::Gateway>,
+    /// `[policy]`: the Cedar policies, loaded (None: the fixed rules alone).
+    pub policy: Option<policy::PolicyConfig>,
 }
 
 impl Config {
@@ -114,6 +117,7 @@ impl Config {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
             file: path.to_owned(),
             issues: vec![ConfigIssue {
+                file: None,
                 line: 0,
                 key: "(file)".into(),
                 message: format!("cannot read: {e}"),
@@ -137,6 +141,7 @@ impl Config {
         match v.config(raw, path) {
             Some(mut cfg) if v.issues.is_empty() => {
                 cfg.warnings = v.warnings;
+                cfg.load_policies(v.policy_files.take())?;
                 Ok(cfg)
             }
             _ => Err(ConfigError { file: path.to_owned(), issues: v.issues }),

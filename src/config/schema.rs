@@ -5,7 +5,7 @@
 //! types there.
 
 use super::validator::syntax_issue;
-use super::{ConfigIssue, agents, delegation, gateway, publish, spire, telemetry};
+use super::{ConfigIssue, agents, delegation, gateway, policy, publish, spire, telemetry};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -52,6 +52,7 @@ pub(super) struct RawConfig {
     pub deny: Vec<Spanned<agents::RawDeny>>,
     pub spire: Option<Spanned<spire::RawSpire>>,
     pub gateway: Option<Spanned<gateway::RawGateway>>,
+    pub policy: Option<Spanned<policy::RawPolicy>>,
 }
 
 impl RawConfig {

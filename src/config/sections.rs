@@ -58,6 +58,7 @@ impl Validator<'_> {
         let bundle_endpoint = self.bundle_endpoint(&raw.bundle_endpoint, trust_domain.as_ref());
         let gateway = self.gateway(raw.gateway.as_ref(), &paths.socket_path);
         let attest = attest_config(raw.attestors, &entries);
+        self.policy_files = self.policy(raw.policy.as_ref(), path);
         Some(Config {
             source: Some(path.to_owned()),
             trust_domain: trust_domain?,
@@ -84,6 +85,7 @@ impl Validator<'_> {
             telemetry,
             spire,
             gateway,
+            policy: None,
         })
     }
 

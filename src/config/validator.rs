@@ -9,8 +9,10 @@ use std::time::Duration;
 use toml::Spanned;
 
 /// One problem in a config file, located.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub(crate) struct ConfigIssue {
+    /// The file the issue is in when it is not the config file itself (a policy file).
+    pub file: Option<PathBuf>,
     pub line: usize,
     /// Dotted key, e.g. `entries[2].spiffe_id`.
     pub key: String,
@@ -31,7 +33,8 @@ impl fmt::Display for ConfigError {
         let n = self.issues.len();
         write!(f, "{} has {n} error{}:", self.file.display(), if n == 1 { "" } else { "s" })?;
         for i in &self.issues {
-            write!(f, "\n  {}:{}: {}: {}", self.file.display(), i.line, i.key, i.message)?;
+            let file = i.file.as_ref().unwrap_or(&self.file);
+            write!(f, "\n  {}:{}: {}: {}", file.display(), i.line, i.key, i.message)?;
             if !i.fix.is_empty() {
                 write!(f, "\n      fix: {}", i.fix)?;
             }
@@ -48,7 +51,13 @@ pub(super) fn syntax_issue(text: &str, e: &toml::de::Error) -> ConfigIssue {
         Some(near) => format!("did you mean {near}?"),
         None => "see the README's configuration reference or systemd/tessera.toml".into(),
     };
-    ConfigIssue { line: e.span().map(|s| line_of(text, s.start)).unwrap_or(0), key: "(syntax)".into(), message, fix }
+    ConfigIssue {
+        file: None,
+        line: e.span().map(|s| line_of(text, s.start)).unwrap_or(0),
+        key: "(syntax)".into(),
+        message,
+        fix,
+    }
 }
 
 /// The unknown key and the valid ones, from serde's `deny_unknown_fields` message: "unknown field
@@ -112,11 +121,13 @@ pub(super) struct Validator<'a> {
     newlines: std::sync::OnceLock<Vec<usize>>,
     pub(super) issues: Vec<ConfigIssue>,
     pub(super) warnings: Vec<ConfigIssue>,
+    /// `[policy]` files, loaded once everything else validated.
+    pub(super) policy_files: Option<crate::registry::authz::PolicyFiles>,
 }
 
 impl<'a> Validator<'a> {
     pub(super) fn new(text: &'a str) -> Self {
-        Validator { text, newlines: Default::default(), issues: Vec::new(), warnings: Vec::new() }
+        Validator { text, newlines: Default::default(), issues: Vec::new(), warnings: Vec::new(), policy_files: None }
     }
 
     /// The 1-based line of a byte offset.
@@ -127,6 +138,7 @@ impl<'a> Validator<'a> {
 
     pub(super) fn issue<T>(&mut self, at: &Spanned<T>, key: &str, message: String, fix: &str) {
         self.issues.push(ConfigIssue {
+            file: None,
             line: self.line(at.span().start),
             key: key.to_owned(),
             message,

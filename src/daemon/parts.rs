@@ -30,6 +30,7 @@ pub(super) fn policy_part(
         // Every gateway_call line names the caller's executable digest: hashed (and cached by
         // inode) for every caller once the gateway is on, whatever the entries select on.
         exe_digests: config.gateway.is_some(),
+        authz: config.policy.as_ref().map(|p| p.authz.clone()),
     })
 }
 

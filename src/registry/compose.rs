@@ -44,6 +44,8 @@ pub(crate) struct ConfigPart {
     /// Every caller's executable is hashed, whatever the entries select on (the gateway's audit
     /// lines name each caller's executable digest).
     pub exe_digests: bool,
+    /// `[policy]`: the Cedar policy set (None: no policies, today's fixed rules alone).
+    pub authz: Option<Arc<super::authz::Authz>>,
 }
 
 /// What a sync with the SPIRE Server puts into the policy: its entries (those served) and its
@@ -104,6 +106,7 @@ impl Inputs {
             deny: self.deny.clone(),
             attest_base,
             delegation_issuers: self.config.delegation_issuers.clone(),
+            authz: self.config.authz.clone(),
         }
     }
 }

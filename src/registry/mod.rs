@@ -2,6 +2,7 @@
 //! snapshot every request reads once (entries, attestor settings, federated bundles, JWT
 //! issuer), replaced whole in one step on reload, and its one writer, the [`compose`]r.
 
+pub(crate) mod authz;
 pub(crate) mod compose;
 pub(crate) mod delegation;
 pub(crate) mod deny;
@@ -37,6 +38,8 @@ pub(crate) struct Policy {
     pub attest_base: tessera_attestors::AttestConfig,
     /// Identity providers whose user tokens agents may exchange, their JWKS loaded.
     pub delegation_issuers: Arc<delegation::Issuers>,
+    /// `[policy]`: the Cedar policies every decision point asks (None: not configured).
+    pub authz: Option<Arc<authz::Authz>>,
 }
 
 /// Why a workload whose selectors match entries gets none of them.

@@ -21,6 +21,7 @@ fn service(issuer: Arc<FakeIssuer>) -> (WorkloadService, PeerInfo, tokio::net::U
         delegation_issuers: Arc::default(),
         federation: Default::default(),
         exe_digests: false,
+        authz: None,
     };
     let composer = PolicyComposer::new(part, vec![]);
     let clock: Arc<dyn crate::clock::Clock> = Arc::new(FakeClock::at(std::time::SystemTime::now()));

@@ -48,6 +48,7 @@ fn config() -> ConfigPart {
         delegation_issuers: Arc::default(),
         federation: [(td("file.org"), Some(bundle(1))), (td("endpoint.org"), None)].into(),
         exe_digests: false,
+        authz: None,
     }
 }
 

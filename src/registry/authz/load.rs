@@ -1,0 +1,292 @@
+//! Reading, validating and indexing the policy files. Every problem is located (file, line,
+//! column) so `tessera policy check` and a refused reload say exactly where; the set is loaded
+//! whole or not at all (the daemon keeps the last good one).
+
+use super::schema::{self, DetailType};
+use super::{Authz, Mode, What};
+use cedar_policy::{ActionConstraint, Effect, PolicyId, PolicySet, PrincipalConstraint, ResourceConstraint};
+use cedar_policy::{ValidationMode, Validator};
+use miette::Diagnostic;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+
+/// A policy file larger than this is refused (10,000 typical policies are ~2 MiB).
+const MAX_FILE: u64 = 32 << 20;
+
+/// `[policy]` as configured: the files (globs expanded at load) and the mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PolicyFiles {
+    /// Paths or `dir/*.cedar` patterns, absolute (relative ones resolved against the config's
+    /// directory by the config).
+    pub patterns: Vec<PathBuf>,
+    pub mode: Mode,
+}
+
+/// One located problem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Located {
+    pub file: PathBuf,
+    /// 1-based; 0 when the problem is the file as a whole.
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+impl fmt::Display for Located {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}: {}", self.file.display(), self.line, self.column, self.message)
+    }
+}
+
+/// Every problem in the policy files.
+#[derive(Debug, Clone, thiserror::Error)]
+pub(crate) struct LoadError(pub Vec<Located>);
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0.len();
+        write!(f, "the policy files have {n} error{}:", if n == 1 { "" } else { "s" })?;
+        for l in &self.0 {
+            write!(f, "\n  {l}")?;
+        }
+        Ok(())
+    }
+}
+
+/// `*` matches any run of characters but `/` (in the file name only: `dir/*.cedar`).
+fn wildcard(pattern: &str, name: &str) -> bool {
+    let Some((head, rest)) = pattern.split_once('*') else { return pattern == name };
+    let Some(mut name) = name.strip_prefix(head) else { return false };
+    let parts: Vec<&str> = rest.split('*').collect();
+    for (i, part) in parts.iter().enumerate() {
+        if i == parts.len() - 1 {
+            return name.ends_with(part);
+        }
+        match name.find(part) {
+            Some(at) => name = &name[at + part.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+impl PolicyFiles {
+    /// The files the patterns name now, sorted, each once. A pattern's directory that cannot be
+    /// read, or a plain path that does not exist, is an error; a pattern matching nothing is not
+    /// (an empty set denies everything, which `check` warns about).
+    pub(crate) fn expand(&self) -> Result<Vec<PathBuf>, LoadError> {
+        let mut out = Vec::new();
+        let mut errors = Vec::new();
+        let whole = |file: &Path, message: String| Located { file: file.to_owned(), line: 0, column: 0, message };
+        for p in &self.patterns {
+            let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            if !name.contains('*') {
+                out.push(p.clone());
+                continue;
+            }
+            let dir = p.parent().unwrap_or(Path::new("/"));
+            match std::fs::read_dir(dir) {
+                Ok(rd) => {
+                    let mut found: Vec<PathBuf> = rd
+                        .filter_map(Result::ok)
+                        .filter(|e| wildcard(&name, &e.file_name().to_string_lossy()))
+                        .filter(|e| e.file_type().map(|t| t.is_file() || t.is_symlink()).unwrap_or(false))
+                        .map(|e| e.path())
+                        .collect();
+                    found.sort();
+                    out.extend(found);
+                }
+                Err(e) => errors.push(whole(dir, format!("cannot read the directory of {}: {e}", p.display()))),
+            }
+        }
+        out.sort();
+        out.dedup();
+        if errors.is_empty() { Ok(out) } else { Err(LoadError(errors)) }
+    }
+
+    /// The directories to watch for files appearing or going (each pattern's, and each file's).
+    pub(crate) fn watch_paths(&self) -> Vec<PathBuf> {
+        let mut out: Vec<PathBuf> = self.expand().unwrap_or_default();
+        out.extend(self.patterns.iter().filter(|p| !p.to_string_lossy().contains('*')).cloned());
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// Read, parse, validate and index the policies.
+    pub(crate) fn load(&self, details: &[DetailType]) -> Result<Authz, LoadError> {
+        let files = self.expand()?;
+        let mut texts = Vec::new();
+        let mut errors = Vec::new();
+        for f in &files {
+            match read(f) {
+                Ok(t) => texts.push((f.clone(), t)),
+                Err(e) => errors.push(Located { file: f.clone(), line: 0, column: 0, message: e }),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(LoadError(errors));
+        }
+        compile(&texts, self.mode, details)
+    }
+}
+
+fn read(f: &Path) -> Result<String, String> {
+    let meta = std::fs::metadata(f).map_err(|e| format!("cannot read: {e}"))?;
+    if meta.len() > MAX_FILE {
+        return Err(format!("{} bytes; a policy file may hold at most {MAX_FILE} (split it)", meta.len()));
+    }
+    std::fs::read_to_string(f).map_err(|e| format!("cannot read: {e}"))
+}
+
+/// 1-based line and column of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map(|l| l.chars().count()).unwrap_or(0) + 1;
+    (line, column)
+}
+
+/// Every message of a diagnostic, each at its first label (or the file as a whole).
+fn located(file: &Path, text: &str, d: &dyn Diagnostic, message: String) -> Located {
+    let offset = d.labels().and_then(|mut l| l.next()).map(|l| l.offset());
+    let (line, column) = offset.map(|o| line_col(text, o)).unwrap_or((0, 0));
+    let message = match d.help() {
+        Some(help) => format!("{message} (help: {help})"),
+        None => message,
+    };
+    Located { file: file.to_owned(), line, column, message }
+}
+
+/// Parse each file, name each policy, validate the whole set against the schema, index it.
+pub(crate) fn compile(texts: &[(PathBuf, String)], mode: Mode, details: &[DetailType]) -> Result<Authz, LoadError> {
+    let schema = schema::build(details)
+        .map_err(|e| LoadError(vec![Located { file: PathBuf::from("(schema)"), line: 0, column: 0, message: e }]))?;
+    let mut errors = Vec::new();
+    let mut all = PolicySet::new();
+    // Which file (index into `texts`) each policy came from, for locating validation errors.
+    let mut origin: HashMap<PolicyId, usize> = HashMap::new();
+    let mut warnings = Vec::new();
+    for (i, (file, text)) in texts.iter().enumerate() {
+        let set = match PolicySet::from_str(text) {
+            Ok(s) => s,
+            Err(e) => {
+                for d in e.iter() {
+                    errors.push(located(file, text, d, d.to_string()));
+                }
+                continue;
+            }
+        };
+        if set.templates().next().is_some() {
+            errors.push(Located {
+                file: file.clone(),
+                line: 0,
+                column: 0,
+                message: "policy templates (?principal, ?resource) are not supported; write static policies".into(),
+            });
+            continue;
+        }
+        // `from_str` names them policy0, policy1, … in file order.
+        let mut ordered: BTreeMap<usize, &cedar_policy::Policy> = BTreeMap::new();
+        for p in set.policies() {
+            let n = p.id().to_string().trim_start_matches("policy").parse::<usize>().unwrap_or(usize::MAX);
+            ordered.insert(n, p);
+        }
+        let fname = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        for (n, p) in ordered {
+            let id = match p.annotation("id") {
+                Some(id) if !id.is_empty() => id.to_owned(),
+                _ => format!("{fname}#{}", n + 1),
+            };
+            let named = p.new_id(PolicyId::new(&id));
+            if permits_everything(&named) {
+                warnings.push(format!(
+                    "{}: policy {id} permits every agent every action on every resource (no scope, no condition)",
+                    file.display()
+                ));
+            }
+            // Point a duplicate @id at its annotation.
+            let at = text.find(&format!("\"{id}\"")).map(|o| line_col(text, o)).unwrap_or((0, 0));
+            if let Err(e) = all.add(named) {
+                errors.push(Located {
+                    file: file.clone(),
+                    line: at.0,
+                    column: at.1,
+                    message: format!("{e} (each @id must be unique across the policy files)"),
+                });
+                continue;
+            }
+            origin.insert(PolicyId::new(&id), i);
+        }
+    }
+    if !errors.is_empty() {
+        return Err(LoadError(errors));
+    }
+    let validated = Validator::new(schema.clone()).validate(&all, ValidationMode::Strict);
+    for e in validated.validation_errors() {
+        // Reading an optional attribute or a tag without `has`/`hasTag` is legal Cedar that
+        // errors at run time when the value is absent: the decision then denies and its audit
+        // line says why. Warned here, not refused.
+        if matches!(
+            e,
+            cedar_policy::ValidationError::UnsafeOptionalAttributeAccess(_)
+                | cedar_policy::ValidationError::UnsafeTagAccess(_)
+        ) {
+            warnings.push(format!("{e} (when it is absent, the decision is a deny)"));
+            continue;
+        }
+        let (file, text) = origin
+            .get(e.policy_id())
+            .map(|&i| &texts[i])
+            .map(|(f, t)| (f.as_path(), t.as_str()))
+            .unwrap_or((Path::new("(policy)"), ""));
+        errors.push(located(file, text, e, e.to_string()));
+    }
+    for w in validated.validation_warnings() {
+        warnings.push(w.to_string());
+    }
+    if !errors.is_empty() {
+        return Err(LoadError(errors));
+    }
+    let count = all.policies().count();
+    let by_action = index(&all);
+    Ok(Authz {
+        mode,
+        schema: Arc::new(schema),
+        by_action,
+        count,
+        files: texts.iter().map(|(f, _)| f.clone()).collect(),
+        warnings,
+    })
+}
+
+fn permits_everything(p: &cedar_policy::Policy) -> bool {
+    p.effect() == Effect::Permit
+        && p.principal_constraint() == PrincipalConstraint::Any
+        && p.action_constraint() == ActionConstraint::Any
+        && p.resource_constraint() == ResourceConstraint::Any
+        && !p.has_non_scope_constraint()
+}
+
+/// The policies each action can match, so a decision evaluates only those (Cedar evaluates
+/// every policy of the set it is given).
+fn index(all: &PolicySet) -> HashMap<What, PolicySet> {
+    let mut by_action: HashMap<What, PolicySet> = What::ALL.into_iter().map(|w| (w, PolicySet::new())).collect();
+    for p in all.policies() {
+        let actions: Vec<What> = match p.action_constraint() {
+            ActionConstraint::Any => What::ALL.to_vec(),
+            ActionConstraint::Eq(uid) => What::from_name(uid.id().unescaped()).into_iter().collect(),
+            ActionConstraint::In(uids) => uids.iter().filter_map(|u| What::from_name(u.id().unescaped())).collect(),
+        };
+        for w in actions {
+            if let Some(set) = by_action.get_mut(&w) {
+                // Ids are unique in `all`, so adding to a subset cannot fail.
+                let _ = set.add(p.clone());
+            }
+        }
+    }
+    by_action
+}

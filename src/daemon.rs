@@ -384,6 +384,7 @@ fn spawn_reloader(
         let mut p = vec![c.source.clone().unwrap_or_default()];
         p.extend(c.federation.iter().filter_map(|f| f.bundle_path.clone()));
         p.extend(c.delegation.iter().flat_map(|d| d.issuers.iter().map(|i| i.jwks_path.clone())));
+        p.extend(c.policy.iter().flat_map(|pc| pc.files.watch_paths()));
         p
     };
     let mut _files_sub = files.subscribe(Owner::Daemon, &watch_paths(&current), &changed);

@@ -118,7 +118,11 @@ impl FileWatcher {
             }
             let Ok(map) = cb_subs.lock() else { return };
             for path in &event.paths {
-                for n in map.get(path).into_iter().flatten().filter_map(Weak::upgrade) {
+                // `dir/*` subscribes to every entry of `dir` (a policy file pattern: files come
+                // and go).
+                let any = path.parent().map(|d| d.join("*"));
+                let subs = map.get(path).into_iter().chain(any.as_ref().and_then(|a| map.get(a)));
+                for n in subs.flatten().filter_map(Weak::upgrade) {
                     n.notify_one();
                 }
             }

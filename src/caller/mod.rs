@@ -3,6 +3,7 @@
 //! (attested, refused). Services add only what their RPC needs on top. A connection's calls
 //! reuse its last full attestation briefly ([`session`]).
 
+mod authorize;
 pub(crate) mod session;
 
 use crate::clock::Clock;
@@ -39,6 +40,9 @@ pub enum CallerError {
     /// for operators, in the audit log).
     #[error("no identity issued: revoked by rule {0}")]
     Revoked(String),
+    /// `[policy]` permits none of the caller's entries this action (the determining policies).
+    #[error("{0}")]
+    DeniedByPolicy(String),
 }
 
 /// The caller as attested, plus the entries it matched (cheap to clone: shared parts).

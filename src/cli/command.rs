@@ -86,6 +86,11 @@ enum Command {
     },
     /// Revoke identities at once: by selector (binary, script, config digest) or SPIFFE ID.
     Revoke(RevokeArgs),
+    /// Cedar policies: the schema, checking the files, explaining a decision.
+    Policy {
+        #[command(subcommand)]
+        command: super::policy::PolicyCommand,
+    },
 }
 
 /// How admin commands find the admin socket.
@@ -271,6 +276,7 @@ pub fn run(cli: Cli, once_serving: impl FnOnce() + Send + 'static) -> Result<()>
             rt.block_on(crate::daemon::run_then(cfg, once_serving))?;
             Ok(())
         }
+        Command::Policy { command } => super::policy::run(command),
         Command::Check { config } => {
             let cfg = load(&config)?;
             let mut weak = super::check::weak_only_entries(&cfg);

@@ -8,6 +8,7 @@ mod command;
 mod delegation;
 mod export;
 mod inventory;
+mod policy;
 mod proxy;
 mod revoke;
 

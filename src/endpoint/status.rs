@@ -47,9 +47,10 @@ impl ApiError {
                 // An attestation that could not even run is our fault.
                 CallerError::AttestTask(_) => Code::Internal,
                 // Spec: no identity for the caller → PermissionDenied (SDKs: "no identity issued").
-                CallerError::NoIdentity | CallerError::NotEntitled(_) | CallerError::Revoked(_) => {
-                    Code::PermissionDenied
-                }
+                CallerError::NoIdentity
+                | CallerError::NotEntitled(_)
+                | CallerError::Revoked(_)
+                | CallerError::DeniedByPolicy(_) => Code::PermissionDenied,
             },
             // Signing failed on the server side for an entitled caller: a condition that may pass
             // (a rotation in progress, a key not yet active), so Unavailable and the client

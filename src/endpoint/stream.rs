@@ -34,6 +34,12 @@ impl PartialEq for Entitlement {
     fn eq(&self, other: &Self) -> bool {
         self.caller.entries == other.caller.entries
             && Arc::ptr_eq(&self.bundles, &other.bundles)
+            // A new policy set may decide the same entries differently: render again.
+            && match (&self.caller.policy.authz, &other.caller.policy.authz) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                (None, None) => true,
+                _ => false,
+            }
             && self.federated == other.federated
     }
 }

@@ -11,6 +11,7 @@ use crate::events::{Call, Event, IssuedSvid, Rpc, SvidKind};
 use crate::pb;
 use crate::pb::spiffe_workload_api_server::SpiffeWorkloadApi;
 use crate::peer::PeerInfo;
+use crate::registry::authz::{Resource, Verdict, What};
 use crate::spiffe_id::{SpiffeId, TrustDomain};
 use crate::svid::jwt;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -115,7 +116,9 @@ impl WorkloadService {
 
 /// X.509-SVIDs for every entry, with bundles (hints unique within a response: the first entry keeps it).
 fn x509_response(ctx: &Context, state: &Entitlement, rpc: Rpc) -> stream::Rendered<pb::X509svidResponse> {
-    let caller = &state.caller;
+    let mut caller = state.caller.clone();
+    let verdict = caller.authorize(What::FetchX509, None, rpc, &ctx.pipeline.events)?;
+    let caller = &caller;
     let out = ctx.issuer.x509_svids(caller, ctx.pipeline.clock.now())?;
     let bundle = out.bundles.x509.to_der();
     let mut hints = BTreeSet::new();
@@ -139,7 +142,7 @@ fn x509_response(ctx: &Context, state: &Entitlement, rpc: Rpc) -> stream::Render
         });
     }
     let federated_bundles = state.federated.iter().map(|(td, b)| (td.id_string(), b.x509.to_der())).collect();
-    ctx.pipeline.events.emit(issued_event(caller, rpc, SvidKind::X509, issued, None));
+    ctx.pipeline.events.emit(issued_event(caller, rpc, SvidKind::X509, issued, None, verdict));
     Ok((pb::X509svidResponse { svids, crl: vec![], federated_bundles }, Some(out.refresh)))
 }
 
@@ -165,6 +168,8 @@ fn wit_response(
         // The entry for the requested ID is gone (drift, reload): withdrawn.
         return Err(crate::caller::CallerError::NotEntitled(id.clone()).into());
     }
+    // A WIT-SVID is the agent's own identity, as its X.509-SVID: decided as `fetch_x509`.
+    let verdict = caller.authorize(What::FetchX509, None, rpc, &ctx.pipeline.events)?;
     let (minted, refresh) = ctx.issuer.wit_svids(&caller, ctx.pipeline.clock.now())?;
     let mut hints = BTreeSet::new();
     let mut svids = Vec::with_capacity(minted.len());
@@ -183,7 +188,7 @@ fn wit_response(
             hint,
         });
     }
-    ctx.pipeline.events.emit(issued_event(&caller, rpc, SvidKind::Wit, issued, None));
+    ctx.pipeline.events.emit(issued_event(&caller, rpc, SvidKind::Wit, issued, None, verdict));
     Ok((pb::WitsvidResponse { svids }, Some(refresh)))
 }
 
@@ -223,6 +228,7 @@ fn issued_event(
     kind: SvidKind,
     issued: Vec<IssuedSvid>,
     audience: Option<&[String]>,
+    policy: Option<Verdict>,
 ) -> Event {
     let selectors_matched: BTreeSet<String> =
         caller.entries.iter().flat_map(|e| e.selectors.iter().map(|s| s.to_string())).collect();
@@ -238,6 +244,7 @@ fn issued_event(
         issued,
         audience: audience.map(<[String]>::to_vec),
         owners: crate::events::owners_of(&caller.entries),
+        policy: policy.map(Box::new),
         process: Arc::new(crate::events::ProcessFacts {
             start_ticks: caller.attestation.starttime,
             selectors: crate::caller::selector_strings(&caller.attestation.selectors),
@@ -294,6 +301,20 @@ impl SpiffeWorkloadApi for WorkloadService {
         if let Some(id) = &wanted {
             caller.narrow_to(id, rpc, &self.ctx.pipeline.events).map_err(ApiError::from)?;
         }
+        // Each audience is decided; an entry is kept only when every audience is permitted.
+        let mut verdict: Option<Verdict> = None;
+        for aud in &req.audience {
+            let v = caller
+                .authorize(What::FetchJwt, Some(Resource::Audience(aud)), rpc, &self.ctx.pipeline.events)
+                .map_err(ApiError::from)?;
+            verdict = match (verdict, v) {
+                (Some(mut a), Some(b)) => {
+                    a.merge(b);
+                    Some(a)
+                }
+                (a, b) => a.or(b),
+            };
+        }
         let minted =
             self.ctx.issuer.jwt_svids(&caller, &req.audience, self.ctx.pipeline.clock.now()).map_err(ApiError::from)?;
         let mut svids = Vec::new();
@@ -308,7 +329,7 @@ impl SpiffeWorkloadApi for WorkloadService {
             let hint = entry.hint.clone().filter(|h| hints.insert(h.clone())).unwrap_or_default();
             svids.push(pb::Jwtsvid { spiffe_id: m.svid.spiffe_id.to_string(), svid: m.svid.token, hint });
         }
-        self.ctx.pipeline.events.emit(issued_event(&caller, rpc, SvidKind::Jwt, issued, Some(&req.audience)));
+        self.ctx.pipeline.events.emit(issued_event(&caller, rpc, SvidKind::Jwt, issued, Some(&req.audience), verdict));
         Ok(Response::new(pb::JwtsvidResponse { svids }))
     }
 

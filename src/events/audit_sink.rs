@@ -81,6 +81,16 @@ pub(crate) fn audit_line(event: &Event) -> Option<(&'static str, Value)> {
                 Refusal::NotEntitled(id) => {
                     json!({ "rpc": rpc, "pid": pid, "uid": uid, "reason": format!("workload is not entitled to {id}") })
                 }
+                Refusal::Policy { action, denied } => json!({
+                    "rpc": rpc,
+                    "pid": pid,
+                    "uid": uid,
+                    "action": action,
+                    "policy_decision": "deny",
+                    "policies": denied.iter().flat_map(|(_, v)| v.policies.iter()).collect::<std::collections::BTreeSet<_>>(),
+                    "denied": denied.iter().map(|(id, v)| json!({ "spiffe_id": id, "policies": v.policies, "reason": v.reason() })).collect::<Vec<_>>(),
+                    "reason": "denied by policy",
+                }),
                 Refusal::Revoked { rule, reason, exe: e, owners } => json!({
                     "rpc": rpc,
                     "pid": pid,
@@ -104,6 +114,7 @@ pub(crate) fn audit_line(event: &Event) -> Option<(&'static str, Value)> {
             issued,
             audience,
             owners,
+            policy,
             ..
         } => {
             let issued: Vec<Value> = issued
@@ -134,6 +145,11 @@ pub(crate) fn audit_line(event: &Event) -> Option<(&'static str, Value)> {
             });
             if let Some(aud) = audience {
                 fields["audience"] = json!(aud);
+            }
+            if let (Some(v), Value::Object(f)) = (policy, &mut fields) {
+                if let Value::Object(p) = v.audit() {
+                    f.extend(p);
+                }
             }
             ("issued", fields)
         }
@@ -254,6 +270,8 @@ mod tests {
                     audience: None,
                     owners: Default::default(),
                     process: Default::default(),
+                    policy: None,
+                    policy: None,
                 },
                 "issued",
                 fixture_fields("issued", |v| v["kind"] == "x509_svid"),
@@ -272,6 +290,8 @@ mod tests {
                     audience: Some(vec!["a".into()]),
                     owners: Default::default(),
                     process: Default::default(),
+                    policy: None,
+                    policy: None,
                 },
                 "issued",
                 fixture_fields("issued", |v| v["kind"] == "jwt_svid"),
@@ -316,6 +336,7 @@ mod tests {
             audience: None,
             owners: Default::default(),
             process: Default::default(),
+            policy: None,
         })
         .unwrap();
         let fixture_issued: Value = FIXTURE

@@ -62,6 +62,8 @@ pub(crate) enum Event {
         /// The process: its start time (clock ticks since boot; with the pid it names this
         /// process), every selector it has, and the script an interpreter runs, if any.
         process: Arc<ProcessFacts>,
+        /// `[policy]`'s verdict on the SVIDs handed out (None: no policy configured).
+        policy: Option<Box<crate::registry::authz::Verdict>>,
     },
     /// A streaming caller stopped matching every entry; its stream ends.
     Withdrawn {
@@ -179,6 +181,8 @@ pub(crate) enum Refusal {
     NotEntitled(SpiffeId),
     /// Entries match, but a deny rule (config or `tessera revoke`) takes them all away.
     Revoked { rule: String, reason: String, exe: ExeEvidence, owners: Owners },
+    /// `[policy]` denied the action for every entry the caller has (each with its verdict).
+    Policy { action: &'static str, denied: Vec<(SpiffeId, crate::registry::authz::Verdict)> },
 }
 
 /// Owners of entries, by SPIFFE ID (entries without an owner are left out).

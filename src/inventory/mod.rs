@@ -300,6 +300,13 @@ impl Inventory {
             Refusal::Revoked { rule, reason, exe, .. } => {
                 (Some(exe.clone()), format!("revoked by rule {rule}: {reason}"))
             }
+            Refusal::Policy { action, denied } => (
+                None,
+                format!(
+                    "{action} denied by policy: {}",
+                    denied.iter().map(|(id, v)| format!("{id} ({})", v.reason())).collect::<Vec<_>>().join("; ")
+                ),
+            ),
         };
         let mut state = self.lock();
         if state.refusals.len() >= MAX_REFUSALS {
@@ -351,6 +358,7 @@ mod tests {
             audience: None,
             owners: [(id.parse().unwrap(), "team".to_owned())].into(),
             process: Arc::new(ProcessFacts { start_ticks, selectors: vec![], script: None }),
+            policy: None,
         }
     }
 

@@ -31,6 +31,7 @@ fn refusal_reason(why: &Refusal) -> &'static str {
         Refusal::NoEntry { .. } => "no_entry",
         Refusal::NotEntitled(_) => "not_entitled",
         Refusal::Revoked { .. } => "revoked",
+        Refusal::Policy { .. } => "policy",
     }
 }
 const ADMIN_DENIED: &str = "admin_denied";

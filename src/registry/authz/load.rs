@@ -11,7 +11,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::Arc;
 
 /// A policy file larger than this is refused (10,000 typical policies are ~2 MiB).
 const MAX_FILE: u64 = 32 << 20;
@@ -107,10 +106,16 @@ impl PolicyFiles {
         if errors.is_empty() { Ok(out) } else { Err(LoadError(errors)) }
     }
 
-    /// The directories to watch for files appearing or going (each pattern's, and each file's).
+    /// What to watch: each file, and `dir/*` for a pattern's directory (files appearing there).
     pub(crate) fn watch_paths(&self) -> Vec<PathBuf> {
         let mut out: Vec<PathBuf> = self.expand().unwrap_or_default();
-        out.extend(self.patterns.iter().filter(|p| !p.to_string_lossy().contains('*')).cloned());
+        for p in &self.patterns {
+            let glob = p.file_name().is_some_and(|n| n.to_string_lossy().contains('*'));
+            out.push(match (glob, p.parent()) {
+                (true, Some(dir)) => dir.join("*"),
+                _ => p.clone(),
+            });
+        }
         out.sort();
         out.dedup();
         out
@@ -225,7 +230,7 @@ pub(crate) fn compile(texts: &[(PathBuf, String)], mode: Mode, details: &[Detail
     if !errors.is_empty() {
         return Err(LoadError(errors));
     }
-    let validated = Validator::new(schema.clone()).validate(&all, ValidationMode::Strict);
+    let validated = Validator::new(schema).validate(&all, ValidationMode::Strict);
     for e in validated.validation_errors() {
         // Reading an optional attribute or a tag without `has`/`hasTag` is legal Cedar that
         // errors at run time when the value is absent: the decision then denies and its audit
@@ -253,14 +258,7 @@ pub(crate) fn compile(texts: &[(PathBuf, String)], mode: Mode, details: &[Detail
     }
     let count = all.policies().count();
     let by_action = index(&all);
-    Ok(Authz {
-        mode,
-        schema: Arc::new(schema),
-        by_action,
-        count,
-        files: texts.iter().map(|(f, _)| f.clone()).collect(),
-        warnings,
-    })
+    Ok(Authz { mode, by_action, count, files: texts.iter().map(|(f, _)| f.clone()).collect(), warnings })
 }
 
 fn permits_everything(p: &cedar_policy::Policy) -> bool {

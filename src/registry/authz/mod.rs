@@ -19,11 +19,12 @@ pub(crate) mod schema;
 mod tests;
 
 pub(crate) use ask::{Ask, Ctx, Resource, What};
-pub(crate) use load::{LoadError, Located, PolicyFiles};
+#[cfg(test)]
+use load::LoadError;
+pub(crate) use load::PolicyFiles;
 
-use cedar_policy::{Authorizer, Decision, Entities, PolicySet, Request, Schema};
+use cedar_policy::{Authorizer, Decision, Entities, PolicySet, Request};
 use std::collections::HashMap;
-use std::sync::Arc;
 
 /// `[policy] mode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +82,17 @@ impl Verdict {
         }
     }
 
+    /// Fold another permitted verdict into this one (one audit line for several decisions).
+    pub(crate) fn merge(&mut self, other: Verdict) {
+        if other.decision == PolicyDecision::WouldDeny {
+            self.decision = PolicyDecision::WouldDeny;
+        }
+        self.policies.extend(other.policies);
+        self.policies.sort();
+        self.policies.dedup();
+        self.errors.extend(other.errors);
+    }
+
     /// The audit members every decision's line carries.
     pub(crate) fn audit(&self) -> serde_json::Value {
         let mut v = serde_json::json!({
@@ -97,7 +109,6 @@ impl Verdict {
 /// The loaded policy set, validated against the schema and indexed by action.
 pub(crate) struct Authz {
     pub mode: Mode,
-    schema: Arc<Schema>,
     /// The policies that can apply to each action (`action ==`, `action in [..]`, or none).
     by_action: HashMap<What, PolicySet>,
     /// How many policies were loaded, and from which files (for `check` and the log).
@@ -163,10 +174,5 @@ impl Authz {
             Decision::Deny => PolicyDecision::Deny,
         };
         Verdict { decision, policies, errors }
-    }
-
-    /// The schema the policies were validated against (also builds requests in `explain`).
-    pub(crate) fn schema(&self) -> &Schema {
-        &self.schema
     }
 }

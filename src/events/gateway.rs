@@ -66,6 +66,8 @@ pub(crate) struct GatewayCall {
     pub duration_ms: f64,
     pub allowed: bool,
     pub reason: String,
+    /// `[policy]`'s verdict on the call (None: no policy configured, or refused before it).
+    pub policy: Option<crate::registry::authz::Verdict>,
 }
 
 impl GatewayCall {
@@ -86,7 +88,7 @@ impl GatewayCall {
     }
 
     pub(crate) fn audit_fields(&self) -> Value {
-        json!({
+        let mut fields = json!({
             "agent": self.agent,
             "pid": self.pid,
             "uid": self.uid,
@@ -108,6 +110,12 @@ impl GatewayCall {
             "duration_ms": (self.duration_ms * 1000.0).round() / 1000.0,
             "decision": self.decision(),
             "reason": self.reason,
-        })
+        });
+        if let (Some(v), Value::Object(f)) = (&self.policy, &mut fields)
+            && let Value::Object(p) = v.audit()
+        {
+            f.extend(p);
+        }
+        fields
     }
 }

@@ -17,6 +17,7 @@ use crate::events::{Call, Event, Events, Rpc};
 use crate::issuer::KeySource;
 use crate::limits::{Throttled, UidCounter};
 use crate::peer::PeerInfo;
+use crate::registry::authz::{Ask, Ctx, Resource, What};
 use crate::spiffe_id::SpiffeId;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
@@ -637,6 +638,38 @@ async fn still_served(shared: &Arc<Shared>, conn: &Conn) -> Result<(), String> {
     Ok(())
 }
 
+/// `[policy]` on this call (`Action::"call"`, resource `Host::"<host>"` without the port), once
+/// the route, the agent and any delegated token are known; the verdict goes on the audit line.
+fn decide(
+    rec: &mut GatewayCall,
+    agent: &Caller,
+    entry: &crate::registry::Entry,
+    resolved: &Resolved,
+) -> Result<(), String> {
+    let Some(authz) = &agent.policy.authz else { return Ok(()) };
+    let selectors = crate::caller::selector_strings(&agent.attestation.selectors);
+    let scopes: Option<Vec<String>> =
+        rec.scope.as_ref().map(|s| s.split(' ').filter(|s| !s.is_empty()).map(str::to_owned).collect());
+    let v = authz.decide(&Ask {
+        what: What::Call,
+        principal: &entry.spiffe_id,
+        entry: Some(entry),
+        selectors: Some(&selectors),
+        resource: Resource::Host(&resolved.host),
+        ctx: Ctx {
+            method: Some(&rec.method),
+            path: Some(&rec.path),
+            route: rec.route.as_deref(),
+            user: rec.user.as_deref(),
+            scopes: scopes.as_deref(),
+            ..Ctx::default()
+        },
+    });
+    let (permits, reason) = (v.permits(), v.reason());
+    rec.policy = Some(v);
+    if permits { Ok(()) } else { Err(reason) }
+}
+
 /// A JSON error answer.
 pub(crate) fn refusal(status: StatusCode, error: &str, reason: &str) -> Response<GwBody> {
     let body = serde_json::to_vec(&serde_json::json!({ "error": error, "reason": reason })).unwrap_or_default();
@@ -754,6 +787,9 @@ async fn handle(shared: Arc<Shared>, conn: Arc<Conn>, req: Request<Incoming>) ->
     agent.entries.retain(|e| e.spiffe_id == entry.spiffe_id);
 
     if resolved.mode == Mode::Tunnel {
+        if let Err(why) = decide(&mut rec, &agent, &entry, &resolved) {
+            return deny(rec, StatusCode::FORBIDDEN, "denied_by_policy", why);
+        }
         return tunnel(shared.clone(), conn.clone(), req, resolved, rec, started);
     }
     if !route.allows_method(req.method()) {
@@ -830,6 +866,9 @@ async fn handle(shared: Arc<Shared>, conn: Arc<Conn>, req: Request<Incoming>) ->
                 }
             }
         }
+    }
+    if let Err(why) = decide(&mut rec, &agent, &entry, &resolved) {
+        return deny(rec, StatusCode::FORBIDDEN, "denied_by_policy", why);
     }
     let uri = match resolved.upstream_uri() {
         Ok(u) => u,

@@ -20,6 +20,7 @@ mod hardening_c;
 mod inventory;
 mod live_identity;
 mod oidc;
+mod policy;
 mod proxy;
 mod revocation;
 mod spire_mode;

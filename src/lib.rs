@@ -62,6 +62,7 @@ pub mod testing {
     pub use crate::cli::api::split_certs;
     pub use crate::clock::now;
     pub use crate::registry::Entry;
+    pub use crate::registry::authz::bench::PolicyBench;
     pub use crate::spiffe_id::{SpiffeId, TrustDomain};
     pub use crate::spire::pb as spire_pb;
     pub use crate::spire::status::denied;

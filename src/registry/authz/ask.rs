@@ -7,7 +7,9 @@ use super::super::{Entry, MetaValue};
 use crate::spiffe_id::SpiffeId;
 use cedar_policy::{Context, Entity, EntityId, EntityTypeName, EntityUid, RestrictedExpression};
 use serde_json::Value;
+use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::LazyLock;
 
 /// The actions of the schema.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -99,6 +101,8 @@ pub(crate) struct Ask<'a> {
 
 /// An [`Ask`] as Cedar values.
 pub(super) struct Built {
+    /// The principal's SPIFFE ID (the per-principal policy index's key).
+    pub principal_id: String,
     pub principal: EntityUid,
     pub action: EntityUid,
     pub resource: EntityUid,
@@ -106,8 +110,16 @@ pub(super) struct Built {
     pub entities: Vec<Entity>,
 }
 
+/// The schema's entity type names, parsed once (parsing one costs microseconds).
+static TYPES: LazyLock<HashMap<&'static str, EntityTypeName>> = LazyLock::new(|| {
+    ["Agent", "Action", "Audience", "Host", "Guard", "Tool"]
+        .into_iter()
+        .filter_map(|t| EntityTypeName::from_str(t).ok().map(|n| (t, n)))
+        .collect()
+});
+
 fn uid(ty: &str, id: &str) -> Result<EntityUid, String> {
-    let ty = EntityTypeName::from_str(ty).map_err(|e| e.to_string())?;
+    let ty = TYPES.get(ty).cloned().ok_or_else(|| format!("entity type {ty} is not in the schema"))?;
     Ok(EntityUid::from_type_name_and_id(ty, EntityId::new(id)))
 }
 
@@ -135,7 +147,8 @@ fn json_value(v: &Value) -> Result<RestrictedExpression, String> {
 
 impl Ask<'_> {
     pub(super) fn build(&self) -> Result<Built, String> {
-        let principal = uid("Agent", &self.principal.to_string())?;
+        let principal_id = self.principal.to_string();
+        let principal = uid("Agent", &principal_id)?;
         let action = uid("Action", self.what.name())?;
         let resource = self.resource.uid()?;
         let mut attrs = vec![
@@ -171,7 +184,7 @@ impl Ask<'_> {
             entities.push(Entity::with_uid(resource.clone()));
         }
         let context = Context::from_pairs(self.context_pairs()?).map_err(|e| e.to_string())?;
-        Ok(Built { principal, action, resource, context, entities })
+        Ok(Built { principal_id, principal, action, resource, context, entities })
     }
 
     /// The context record, with exactly the schema's attributes for this action.

@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 
 /// A policy file larger than this is refused (10,000 typical policies are ~2 MiB).
 const MAX_FILE: u64 = 32 << 20;
@@ -269,22 +270,68 @@ fn permits_everything(p: &cedar_policy::Policy) -> bool {
         && !p.has_non_scope_constraint()
 }
 
-/// The policies each action can match, so a decision evaluates only those (Cedar evaluates
-/// every policy of the set it is given).
-fn index(all: &PolicySet) -> HashMap<What, PolicySet> {
-    let mut by_action: HashMap<What, PolicySet> = What::ALL.into_iter().map(|w| (w, PolicySet::new())).collect();
+/// At most this many policy copies in the per-principal sets of one action (general policies
+/// × principals named); beyond it the action keeps one set (correct, slower).
+const MAX_INDEXED: usize = 2_000_000;
+
+/// The policies each action can match, and within an action those each principal can match, so a
+/// decision evaluates only those (Cedar evaluates every policy of the set it is given). A policy
+/// whose scope names a principal (`principal == Agent::"…"`) goes to that principal's set only;
+/// every other policy of the action to every set.
+fn index(all: &PolicySet) -> HashMap<What, ActionSets> {
+    let mut general: HashMap<What, Vec<&cedar_policy::Policy>> = HashMap::new();
+    let mut specific: HashMap<What, HashMap<String, Vec<&cedar_policy::Policy>>> = HashMap::new();
     for p in all.policies() {
         let actions: Vec<What> = match p.action_constraint() {
             ActionConstraint::Any => What::ALL.to_vec(),
             ActionConstraint::Eq(uid) => What::from_name(uid.id().unescaped()).into_iter().collect(),
             ActionConstraint::In(uids) => uids.iter().filter_map(|u| What::from_name(u.id().unescaped())).collect(),
         };
+        let principal = match p.principal_constraint() {
+            PrincipalConstraint::Eq(uid) => Some(uid.id().unescaped().to_owned()),
+            _ => None,
+        };
         for w in actions {
-            if let Some(set) = by_action.get_mut(&w) {
-                // Ids are unique in `all`, so adding to a subset cannot fail.
-                let _ = set.add(p.clone());
+            match &principal {
+                Some(id) => specific.entry(w).or_default().entry(id.clone()).or_default().push(p),
+                None => general.entry(w).or_default().push(p),
             }
         }
     }
-    by_action
+    // Ids are unique in `all`, so adding to a subset cannot fail.
+    let set_of = |ps: &mut dyn Iterator<Item = &&cedar_policy::Policy>| {
+        let mut s = PolicySet::new();
+        for p in ps {
+            let _ = s.add((*p).clone());
+        }
+        s
+    };
+    What::ALL
+        .into_iter()
+        .map(|w| {
+            let g = general.get(&w).map(Vec::as_slice).unwrap_or_default();
+            let sp = specific.remove(&w).unwrap_or_default();
+            let sets = if sp.len().saturating_mul(g.len()) > MAX_INDEXED {
+                let all_of = set_of(&mut g.iter().chain(sp.values().flatten()));
+                ActionSets { general: Arc::new(all_of), by_principal: HashMap::new() }
+            } else {
+                let by_principal =
+                    sp.iter().map(|(id, ps)| (id.clone(), Arc::new(set_of(&mut g.iter().chain(ps.iter()))))).collect();
+                ActionSets { general: Arc::new(set_of(&mut g.iter())), by_principal }
+            };
+            (w, sets)
+        })
+        .collect()
+}
+
+/// One action's policies: those for any principal, and per named principal those plus its own.
+pub(super) struct ActionSets {
+    pub general: Arc<PolicySet>,
+    pub by_principal: HashMap<String, Arc<PolicySet>>,
+}
+
+impl ActionSets {
+    pub(super) fn for_principal(&self, id: &str) -> &PolicySet {
+        self.by_principal.get(id).unwrap_or(&self.general)
+    }
 }

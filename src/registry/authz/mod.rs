@@ -13,6 +13,8 @@
 //! [`Authz`] and every caller behaves exactly as before.
 
 mod ask;
+#[doc(hidden)]
+pub mod bench;
 mod load;
 pub(crate) mod schema;
 #[cfg(test)]
@@ -23,7 +25,7 @@ pub(crate) use ask::{Ask, Ctx, Resource, What};
 use load::LoadError;
 pub(crate) use load::PolicyFiles;
 
-use cedar_policy::{Authorizer, Decision, Entities, PolicySet, Request};
+use cedar_policy::{Authorizer, Decision, Entities, Request};
 use std::collections::HashMap;
 
 /// `[policy] mode`.
@@ -110,7 +112,7 @@ impl Verdict {
 pub(crate) struct Authz {
     pub mode: Mode,
     /// The policies that can apply to each action (`action ==`, `action in [..]`, or none).
-    by_action: HashMap<What, PolicySet>,
+    by_action: HashMap<What, load::ActionSets>,
     /// How many policies were loaded, and from which files (for `check` and the log).
     pub count: usize,
     pub files: Vec<std::path::PathBuf>,
@@ -144,9 +146,10 @@ impl Authz {
             Ok(b) => b,
             Err(e) => return deny(vec![e]),
         };
-        let Some(set) = self.by_action.get(&ask.what) else {
+        let Some(sets) = self.by_action.get(&ask.what) else {
             return deny(Vec::new());
         };
+        let set = sets.for_principal(&built.principal_id);
         let request = match Request::new(built.principal, built.action, built.resource, built.context, None) {
             Ok(r) => r,
             Err(e) => return deny(vec![e.to_string()]),

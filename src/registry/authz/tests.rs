@@ -200,3 +200,24 @@ fn a_context_without_an_attribute_a_policy_reads_denies_and_says_why() {
     assert!(v.errors[0].contains("user"), "{v:?}");
     assert!(v.reason().contains("evaluation error"), "{v:?}");
 }
+
+#[test]
+fn the_principal_index_keeps_general_policies_for_named_principals() {
+    let text = r#"
+@id("low-only")
+permit (principal == Agent::"spiffe://example.org/agents/travel", action == Action::"fetch_x509", resource);
+@id("everyone-jwt")
+permit (principal, action == Action::"fetch_jwt", resource);
+@id("no-high-risk")
+forbid (principal, action, resource) when { principal.hasTag("risk") && principal.getTag("risk") == "high" };
+"#;
+    let authz = compile(&[("i.cedar", text)], Mode::Enforce).unwrap();
+    let e = agent(None, None);
+    assert_eq!(authz.decide(&fetch(&e.spiffe_id, &e)).policies, vec!["low-only".to_owned()]);
+    let e = agent(None, Some("high"));
+    assert_eq!(authz.decide(&fetch(&e.spiffe_id, &e)).policies, vec!["no-high-risk".to_owned()]);
+    let other = Entry::for_test("spiffe://example.org/agents/other", &["unix:uid:1"]);
+    assert_eq!(authz.decide(&fetch(&other.spiffe_id, &other)).decision, PolicyDecision::Deny);
+    let jwt = Ask { what: What::FetchJwt, resource: Resource::Audience("x"), ..fetch(&other.spiffe_id, &other) };
+    assert_eq!(authz.decide(&jwt).policies, vec!["everyone-jwt".to_owned()]);
+}

@@ -100,6 +100,7 @@ impl Caller {
             deny: Default::default(),
             attest_base: Default::default(),
             delegation_issuers: Default::default(),
+            detail_types: Default::default(),
         };
         Caller {
             attestation: Arc::new(attestation),

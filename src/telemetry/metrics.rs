@@ -447,6 +447,7 @@ mod tests {
             deny: Default::default(),
             attest_base: Default::default(),
             delegation_issuers: Default::default(),
+            detail_types: Default::default(),
         };
         watch::channel(Arc::new(policy)).1
     }

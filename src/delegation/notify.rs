@@ -62,11 +62,12 @@ impl Notifier {
         Ok(Self { url, client, slots: Arc::new(Semaphore::new(MAX_IN_FLIGHT)) })
     }
 
-    /// Deliver `a` in the background (or drop it, logged, when [`MAX_IN_FLIGHT`] are under way).
-    pub(crate) fn notify(&self, a: &Approval) {
+    /// Deliver `a` in the background (or drop it, logged, when [`MAX_IN_FLIGHT`] are under way:
+    /// false).
+    pub(crate) fn notify(&self, a: &Approval) -> bool {
         let Ok(permit) = self.slots.clone().try_acquire_owned() else {
             tracing::warn!(approval = %a.approval_id, "approval notification dropped: {MAX_IN_FLIGHT} are being delivered");
-            return;
+            return false;
         };
         let body = Bytes::from(payload(a).to_string());
         let (client, url, id) = (self.client.clone(), self.url.clone(), a.approval_id.clone());
@@ -90,6 +91,7 @@ impl Notifier {
                 }
             }
         });
+        true
     }
 }
 
@@ -117,4 +119,55 @@ async fn deliver(
     .await
     .map_err(|_| format!("no answer within {}s", TRY_TIMEOUT.as_secs()))??;
     if answer.is_success() { Ok(()) } else { Err(format!("answered {answer}")) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::delegation::approvals::{Approvals, NewApproval};
+
+    fn approval() -> Approval {
+        Approvals::default()
+            .open(NewApproval {
+                agent: "spiffe://t/a".into(),
+                agent_uid: 1,
+                agent_pid: None,
+                owner: Some("team".into()),
+                user: "alice".into(),
+                scope: vec!["booking:create".into()],
+                audience: "https://api".into(),
+                authorization_details: Some(json!([{ "type": "t", "n": 1 }])),
+                fingerprint: [0; 32],
+                user_issuer: None,
+                subject_token_sha256: [0; 32],
+            })
+            .unwrap()
+    }
+
+    #[test]
+    fn the_payload_names_the_request_and_no_token() {
+        let a = approval();
+        let p = payload(&a);
+        let keys: Vec<&str> = p.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            ["agent", "approval_id", "audience", "authorization_details", "expires_at", "owner", "scope", "user"]
+        );
+        assert_eq!(p["authorization_details"][0]["n"], 1);
+    }
+
+    /// A webhook that never answers: MAX_IN_FLIGHT notifications wait on it, the next is dropped
+    /// at once (the exchange never waits).
+    #[tokio::test]
+    async fn at_most_max_in_flight_then_dropped() {
+        crate::install_crypto_provider();
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", silent.local_addr().unwrap()).parse().unwrap();
+        let n = Notifier::new(url, None).unwrap();
+        let a = approval();
+        for _ in 0..MAX_IN_FLIGHT {
+            assert!(n.notify(&a));
+        }
+        assert!(!n.notify(&a), "the next one is dropped");
+    }
 }

@@ -322,12 +322,7 @@ pub(crate) async fn run_with(
     };
     let _ = std::fs::remove_file(&config.socket_path);
     let _ = std::fs::remove_file(&config.admin_socket_path);
-    config.delegation.iter().for_each(|d| drop(std::fs::remove_file(&d.token_socket_path)));
-    if let Some(crate::config::approvals::ApprovalsListen::Unix(p)) =
-        config.approvals.as_ref().and_then(|a| a.listen.as_ref())
-    {
-        let _ = std::fs::remove_file(p);
-    }
+    crate::delegation::remove_sockets(&config);
     if let Some(g) = &gateway {
         let _ = std::fs::remove_file(&g.socket_path);
     }

@@ -106,6 +106,14 @@ pub(crate) fn start(
     Ok(())
 }
 
+/// Remove the token socket and the `[approvals] listen` Unix socket, if any (at shutdown).
+pub(crate) fn remove_sockets(config: &Config) {
+    config.delegation.iter().for_each(|d| drop(std::fs::remove_file(&d.token_socket_path)));
+    if let Some(ApprovalsListen::Unix(p)) = config.approvals.as_ref().and_then(|a| a.listen.as_ref()) {
+        let _ = std::fs::remove_file(p);
+    }
+}
+
 /// Limits of the `[approvals] listen` socket: small bodiless requests, few at a time.
 fn decision_limits() -> Limits {
     Limits {

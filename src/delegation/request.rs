@@ -26,6 +26,8 @@ pub(crate) enum OAuthCode {
     TemporarilyUnavailable,
     /// RFC 9396 §5: the `authorization_details` are malformed, undeclared or not allowed.
     InvalidAuthorizationDetails,
+    /// RFC 6750 §3.1: a bearer token (a user's, deciding an approval) is missing or bad.
+    InvalidToken,
 }
 
 impl OAuthCode {
@@ -43,6 +45,7 @@ impl OAuthCode {
             OAuthCode::AccessDenied => "access_denied",
             OAuthCode::TemporarilyUnavailable => "temporarily_unavailable",
             OAuthCode::InvalidAuthorizationDetails => "invalid_authorization_details",
+            OAuthCode::InvalidToken => "invalid_token",
         }
     }
 }

@@ -11,6 +11,7 @@
 
 use super::approvals::{ApprovalError, Approvals, Decider};
 use super::endpoint::{decision_record, outcome_of};
+use super::request::OAuthCode;
 use super::trust::{self, Origin, TesseraKeys};
 use crate::caller::Pipeline;
 use crate::events::delegation::Outcome;
@@ -60,13 +61,17 @@ impl UserDecisions {
             return error(Answer::MethodNotAllowed, "invalid_request", "use POST");
         }
         let Some(token) = bearer(&req) else {
-            return error(Answer::Unauthorized, "invalid_token", "send Authorization: Bearer <your token>");
+            return error(
+                Answer::Unauthorized,
+                OAuthCode::InvalidToken.as_str(),
+                "send Authorization: Bearer <your token>",
+            );
         };
         let decider = match self.verify(token) {
             Ok(d) => d,
             Err(why) => {
-                self.refused(id, None, "invalid_token", &why);
-                return error(Answer::Unauthorized, "invalid_token", why);
+                self.refused(id, None, OAuthCode::InvalidToken.as_str(), &why);
+                return error(Answer::Unauthorized, OAuthCode::InvalidToken.as_str(), why);
             }
         };
         match self.approvals.decide(id, approve, &decider) {
@@ -76,8 +81,8 @@ impl UserDecisions {
                 http::json(Answer::Ok, &a)
             }
             Err(e @ ApprovalError::NotYours(_)) => {
-                self.refused(id, Some(&decider), "access_denied", &e.to_string());
-                error(Answer::Forbidden, "access_denied", e.to_string())
+                self.refused(id, Some(&decider), OAuthCode::AccessDenied.as_str(), &e.to_string());
+                error(Answer::Forbidden, OAuthCode::AccessDenied.as_str(), e.to_string())
             }
             Err(e @ ApprovalError::Decided(_)) => error(Answer::Conflict, "already_decided", e.to_string()),
             Err(e) => error(Answer::NotFound, "not_found", e.to_string()),

@@ -322,7 +322,7 @@ pub(crate) async fn run_with(
     };
     let _ = std::fs::remove_file(&config.socket_path);
     let _ = std::fs::remove_file(&config.admin_socket_path);
-    config.delegation.iter().for_each(|d| drop(std::fs::remove_file(&d.token_socket_path)));
+    crate::delegation::remove_sockets(&config);
     if let Some(g) = &gateway {
         let _ = std::fs::remove_file(&g.socket_path);
     }
@@ -423,6 +423,7 @@ fn spawn_reloader(
                 ("socket_path", next.socket_path != current.socket_path),
                 ("data_dir", next.data_dir != current.data_dir),
                 ("token socket (delegation on/off, token_socket_path)", token_socket(&next) != token_socket(&current)),
+                ("[approvals]", next.approvals != current.approvals),
                 ("ca", next.ca_ttl != current.ca_ttl || next.upstream != current.upstream),
                 ("telemetry", next.telemetry != current.telemetry),
                 (

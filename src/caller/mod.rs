@@ -105,6 +105,7 @@ impl Caller {
             attest_base: Default::default(),
             delegation_issuers: Default::default(),
             authz: None,
+            detail_types: Default::default(),
         };
         Caller {
             attestation: Arc::new(attestation),

@@ -58,7 +58,7 @@ pub(super) async fn list(args: ListArgs) -> Result<()> {
     for a in list {
         let scope: Vec<&str> = a["scope"].as_array().into_iter().flatten().filter_map(|s| s.as_str()).collect();
         println!(
-            "{}  {}  agent={} (uid {}) user={} scope=\"{}\" audience={} expires_at={}",
+            "{}  {}  agent={} (uid {}) user={} scope=\"{}\" audience={} expires_at={}{}{}",
             a["approval_id"].as_str().unwrap_or("?"),
             a["state"].as_str().unwrap_or("?"),
             a["agent"].as_str().unwrap_or("?"),
@@ -67,6 +67,8 @@ pub(super) async fn list(args: ListArgs) -> Result<()> {
             scope.join(" "),
             a["audience"].as_str().unwrap_or("?"),
             a["expires_at"],
+            a["approver"].as_str().map(|by| format!(" approver={by}")).unwrap_or_default(),
+            details(&a),
         );
     }
     Ok(())
@@ -85,12 +87,21 @@ pub(super) async fn decide(args: DecideArgs, approve: bool) -> Result<()> {
     }
     let scope: Vec<&str> = v["scope"].as_array().into_iter().flatten().filter_map(|s| s.as_str()).collect();
     println!(
-        "{} {id}: {} may act for {} with \"{}\" on {}",
+        "{} {id}: {} may act for {} with \"{}\" on {}{}",
         if approve { "approved" } else { "rejected" },
         v["agent"].as_str().unwrap_or("?"),
         v["user"].as_str().unwrap_or("?"),
         scope.join(" "),
         v["audience"].as_str().unwrap_or("?"),
+        details(&v),
     );
     Ok(())
+}
+
+/// ` authorization_details=[…]` (the JSON as requested: what the approval binds to), or nothing.
+fn details(a: &serde_json::Value) -> String {
+    match &a["authorization_details"] {
+        serde_json::Value::Null => String::new(),
+        d => format!(" authorization_details={d}"),
+    }
 }

@@ -17,6 +17,8 @@ use toml::Spanned;
 pub(super) struct RawDelegation {
     #[serde(default)]
     issuers: Vec<Spanned<RawIssuer>>,
+    #[serde(default)]
+    authorization_details: Vec<Spanned<super::details::RawDetailType>>,
 }
 
 #[derive(Deserialize)]
@@ -37,6 +39,9 @@ pub(super) struct RawEntryDelegation {
     max_depth: Option<Spanned<i64>>,
     #[serde(default)]
     approval: Vec<Spanned<String>>,
+    /// The `authorization_details` types this agent may request (checked by [`Self::delegation`]).
+    #[serde(default)]
+    pub(super) authorization_details: Vec<Spanned<String>>,
 }
 
 impl Validator<'_> {
@@ -134,7 +139,13 @@ impl Validator<'_> {
                 }
             },
         };
-        Some(Arc::new(EntryDelegation { from, scopes, audiences, max_ttl, max_depth, approval }))
+        let mut authorization_details: Vec<String> = Vec::new();
+        for t in &d.authorization_details {
+            if !authorization_details.contains(t.get_ref()) {
+                authorization_details.push(t.get_ref().clone());
+            }
+        }
+        Some(Arc::new(EntryDelegation { from, scopes, audiences, max_ttl, max_depth, approval, authorization_details }))
     }
 
     /// `[delegation]` and `token_socket_path`: Some when delegation is configured (a
@@ -210,6 +221,9 @@ impl Validator<'_> {
                 (None, None) => {}
             }
         }
+        let declared = raw.map(|r| r.get_ref().authorization_details.as_slice()).unwrap_or_default();
+        let detail_types = self.detail_types(declared);
+        self.entry_detail_types(entries, declared);
         for (i, e) in entries.iter().enumerate() {
             let Some(d) = &e.get_ref().delegation else { continue };
             for (j, f) in d.get_ref().from.get_ref().iter().enumerate() {
@@ -230,6 +244,7 @@ impl Validator<'_> {
         Some(DelegationConfig {
             token_socket_path: token_socket_path.cloned().unwrap_or_else(|| beside(socket_path, "token.sock")),
             issuers,
+            detail_types: Arc::new(detail_types),
         })
     }
 }

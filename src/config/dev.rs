@@ -179,6 +179,7 @@ mod tests {
             data_dir,
             jwt_issuer: None,
             delegation: None,
+            approvals: None,
             ca_ttl: Duration::from_secs(7 * 86400),
             upstream: None,
             reattest_interval: Duration::from_secs(30),

@@ -7,7 +7,9 @@
 //! that goes through the same validator.
 
 mod agents;
+pub(crate) mod approvals;
 pub(crate) mod delegation;
+mod details;
 pub(crate) mod dev;
 mod entries;
 pub(crate) mod gateway;
@@ -83,6 +85,8 @@ pub(crate) struct Config {
     pub jwt_issuer: Option<String>,
     /// The token socket and trusted issuers, when delegation is configured.
     pub delegation: Option<crate::registry::delegation::DelegationConfig>,
+    /// `[approvals]`: the webhook and the users' decision listener.
+    pub approvals: Option<approvals::ApprovalsConfig>,
     pub ca_ttl: Duration,
     /// The node CA as an intermediate under an operator's root (None: self-signed root).
     pub upstream: Option<Upstream>,

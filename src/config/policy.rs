@@ -115,6 +115,13 @@ impl Config {
 
     /// The declared `authorization_details` types, as the schema wants them.
     pub(crate) fn detail_types(&self) -> Vec<crate::registry::authz::schema::DetailType> {
-        Vec::new()
+        let Some(d) = &self.delegation else { return Vec::new() };
+        d.detail_types
+            .iter()
+            .map(|(name, fields)| crate::registry::authz::schema::DetailType {
+                name: name.to_owned(),
+                fields: fields.iter().map(|(f, ty)| (f.clone(), ty.name().to_owned())).collect(),
+            })
+            .collect()
     }
 }

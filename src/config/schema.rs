@@ -5,7 +5,7 @@
 //! types there.
 
 use super::validator::syntax_issue;
-use super::{ConfigIssue, agents, delegation, gateway, policy, publish, spire, telemetry};
+use super::{ConfigIssue, agents, approvals, delegation, gateway, policy, publish, spire, telemetry};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -21,6 +21,7 @@ pub(super) struct RawConfig {
     pub admin_socket_group: Option<Spanned<toml::Value>>,
     pub token_socket_path: Option<PathBuf>,
     pub delegation: Option<Spanned<delegation::RawDelegation>>,
+    pub approvals: Option<Spanned<approvals::RawApprovals>>,
     pub data_dir: Option<PathBuf>,
     pub audit_log: Option<PathBuf>,
     pub audit_max_size: Option<Spanned<u64>>,

@@ -54,6 +54,7 @@ impl Validator<'_> {
             &raw.entries,
             &paths.socket_path,
         );
+        let approvals = self.approvals(raw.approvals.as_ref(), delegation.as_ref());
         let oidc = self.oidc(&raw.oidc);
         let bundle_endpoint = self.bundle_endpoint(&raw.bundle_endpoint, trust_domain.as_ref());
         let gateway = self.gateway(raw.gateway.as_ref(), &paths.socket_path);
@@ -71,6 +72,7 @@ impl Validator<'_> {
             audit,
             jwt_issuer: raw.jwt_issuer,
             delegation,
+            approvals,
             ca_ttl: durations.ca_ttl,
             upstream,
             reattest_interval: durations.reattest_interval,

@@ -26,6 +26,7 @@ pub(super) fn policy_part(
         jwt_issuer: config.jwt_issuer.clone(),
         deny: config.deny.clone(),
         delegation_issuers: Arc::new(crate::registry::delegation::Issuers::load(issuers)?),
+        detail_types: config.delegation.as_ref().map(|d| d.detail_types.clone()).unwrap_or_default(),
         federation,
         // Every gateway_call line names the caller's executable digest: hashed (and cached by
         // inode) for every caller once the gateway is on, whatever the entries select on.

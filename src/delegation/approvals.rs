@@ -1,10 +1,14 @@
 //! Pending approvals: an exchange that asks for an `approval` scope waits here for a human's
-//! yes or no (admin socket). The agent repeats its request with the `approval_id`; an approved
-//! one is redeemed exactly once. Bounded per uid and in total; each expires after 10 minutes.
+//! yes or no: an operator on the admin socket (`tessera approve`), or the user with their own
+//! token on the `[approvals] listen` socket ([`Decider`]). The agent repeats its request with the
+//! `approval_id`; an approved one is redeemed exactly once, and only by the very request it was
+//! made for (agent, user, subject token, scopes, audience, `authorization_details`). Bounded per
+//! uid and in total; each expires after 10 minutes.
 
 use crate::clock::{Clock, SystemClock};
 use rand::Rng;
 use serde::Serialize;
+use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -25,18 +29,33 @@ pub(crate) struct Approval {
     pub agent: String,
     pub agent_uid: u32,
     pub agent_pid: Option<i32>,
+    /// The agent entry's owner.
+    pub owner: Option<String>,
     pub user: String,
     pub scope: Vec<String>,
     pub audience: String,
+    /// The RFC 9396 details asked for, as requested (null: none).
+    pub authorization_details: Option<Value>,
     /// Unix seconds.
     pub created_at: u64,
     pub expires_at: u64,
     pub state: State,
-    /// The uid that decided.
+    /// The uid that decided (on the admin socket).
     pub decided_by: Option<u32>,
-    /// The request it approves (agent, user, subject token, scope, audience), SHA-256.
+    /// Who decided: `uid:N` on the admin socket, the user's `sub` with their own token.
+    pub approver: Option<String>,
+    /// When (unix seconds).
+    pub decided_at: Option<u64>,
+    /// The request it approves (agent, user, subject token, scope, audience, details), SHA-256.
     #[serde(skip)]
     fingerprint: [u8; 32],
+    /// The issuer of the user's token when it came from an identity provider (first hop): a
+    /// user deciding must come from the same one.
+    #[serde(skip)]
+    user_issuer: Option<String>,
+    /// SHA-256 of the subject token: the agent holds it, so it cannot decide.
+    #[serde(skip)]
+    subject_token_sha256: [u8; 32],
     #[serde(skip)]
     created: Option<Instant>,
     /// The last poll while pending.
@@ -77,6 +96,40 @@ pub(crate) enum ApprovalError {
     NotFound(String),
     #[error("approval {0:?} was already decided")]
     Decided(String),
+    /// A user who may not decide this approval.
+    #[error("{0}")]
+    NotYours(String),
+}
+
+/// Who decides an approval.
+#[derive(Debug, Clone)]
+pub(crate) enum Decider {
+    /// A local process on the admin socket, by uid.
+    Uid(u32),
+    /// The user, with a token of a trusted identity provider (verified by the caller).
+    User {
+        sub: String,
+        issuer: String,
+        /// SHA-256 of the token presented.
+        token_sha256: [u8; 32],
+    },
+}
+
+impl Decider {
+    /// The approver as the token's `approval` claim and the audit name it: `uid:N` or the user.
+    pub(crate) fn name(&self) -> String {
+        match self {
+            Decider::Uid(uid) => format!("uid:{uid}"),
+            Decider::User { sub, .. } => sub.clone(),
+        }
+    }
+
+    pub(crate) fn uid(&self) -> Option<u32> {
+        match self {
+            Decider::Uid(uid) => Some(*uid),
+            Decider::User { .. } => None,
+        }
+    }
 }
 
 /// The open approvals. Their life and poll gaps are measured on the clock's monotonic time (a
@@ -99,10 +152,15 @@ pub(crate) struct NewApproval {
     pub agent: String,
     pub agent_uid: u32,
     pub agent_pid: Option<i32>,
+    pub owner: Option<String>,
     pub user: String,
     pub scope: Vec<String>,
     pub audience: String,
+    pub authorization_details: Option<Value>,
     pub fingerprint: [u8; 32],
+    /// The subject token's issuer when it is an identity provider.
+    pub user_issuer: Option<String>,
+    pub subject_token_sha256: [u8; 32],
 }
 
 impl Approvals {
@@ -134,14 +192,20 @@ impl Approvals {
             agent: new.agent,
             agent_uid: new.agent_uid,
             agent_pid: new.agent_pid,
+            owner: new.owner,
             user: new.user,
             scope: new.scope,
             audience: new.audience,
+            authorization_details: new.authorization_details,
             created_at: now,
             expires_at: now + APPROVAL_TTL.as_secs(),
             state: State::Pending,
             decided_by: None,
+            approver: None,
+            decided_at: None,
             fingerprint: new.fingerprint,
+            user_issuer: new.user_issuer,
+            subject_token_sha256: new.subject_token_sha256,
             created: Some(self.clock.monotonic()),
             polled: None,
         };
@@ -154,15 +218,34 @@ impl Approvals {
         self.lock().get(id).cloned()
     }
 
-    /// An owner's decision (once).
-    pub(crate) fn decide(&self, id: &str, approve: bool, by: u32) -> Result<Approval, ApprovalError> {
+    /// A decision (once). A user decides only their own request (same `sub`, and the same
+    /// identity provider for a first hop), and never with the subject token the agent holds.
+    pub(crate) fn decide(&self, id: &str, approve: bool, by: &Decider) -> Result<Approval, ApprovalError> {
+        let now = crate::clock::unix_secs(self.clock.now());
         let mut map = self.lock();
         let a = map.get_mut(id).ok_or_else(|| ApprovalError::NotFound(id.chars().take(64).collect()))?;
+        if let Decider::User { sub, issuer, token_sha256 } = by {
+            if *sub != a.user {
+                return Err(ApprovalError::NotYours("this approval is another user's request".into()));
+            }
+            if a.user_issuer.as_ref().is_some_and(|i| i != issuer) {
+                return Err(ApprovalError::NotYours(
+                    "the token is from another identity provider than the request's".into(),
+                ));
+            }
+            if *token_sha256 == a.subject_token_sha256 {
+                return Err(ApprovalError::NotYours(
+                    "this is the token the agent presented: the agent holds it, so it cannot approve".into(),
+                ));
+            }
+        }
         if a.state != State::Pending {
             return Err(ApprovalError::Decided(id.to_owned()));
         }
         a.state = if approve { State::Approved } else { State::Rejected };
-        a.decided_by = Some(by);
+        a.decided_by = by.uid();
+        a.approver = Some(by.name());
+        a.decided_at = Some(now);
         Ok(a.clone())
     }
 
@@ -199,15 +282,21 @@ impl Approvals {
 mod tests {
     use super::*;
 
+    const ROOT: Decider = Decider::Uid(0);
+
     fn new(uid: u32, fp: u8) -> NewApproval {
         NewApproval {
             agent: "spiffe://t/a".into(),
             agent_uid: uid,
             agent_pid: Some(1),
+            owner: None,
             user: "alice".into(),
             scope: vec!["booking:create".into()],
             audience: "https://api".into(),
+            authorization_details: None,
             fingerprint: [fp; 32],
+            user_issuer: Some("https://idp".into()),
+            subject_token_sha256: [9; 32],
         }
     }
 
@@ -219,11 +308,11 @@ mod tests {
         // Polled again at once: slow down.
         assert!(matches!(s.redeem(&a.approval_id, &[7; 32]), Redeemed::TooSoon));
         // Another request cannot use it, nor consume it.
-        s.decide(&a.approval_id, true, 0).unwrap();
+        s.decide(&a.approval_id, true, &ROOT).unwrap();
         assert!(matches!(s.redeem(&a.approval_id, &[8; 32]), Redeemed::Unknown));
         assert!(matches!(s.redeem(&a.approval_id, &[7; 32]), Redeemed::Approved(ref x) if x.decided_by == Some(0)));
         assert!(matches!(s.redeem(&a.approval_id, &[7; 32]), Redeemed::Unknown));
-        assert!(matches!(s.decide(&a.approval_id, true, 0), Err(ApprovalError::NotFound(_))));
+        assert!(matches!(s.decide(&a.approval_id, true, &ROOT), Err(ApprovalError::NotFound(_))));
     }
 
     /// In fake time: an approval lives APPROVAL_TTL (approved or not), and polls closer than
@@ -240,7 +329,7 @@ mod tests {
         assert!(matches!(s.redeem(&a.approval_id, &[7; 32]), Redeemed::TooSoon));
         clock.advance(Duration::from_millis(1));
         assert!(matches!(s.redeem(&a.approval_id, &[7; 32]), Redeemed::Pending));
-        s.decide(&b.approval_id, true, 0).unwrap();
+        s.decide(&b.approval_id, true, &ROOT).unwrap();
         // A step of the wall clock changes nothing.
         clock.set(crate::clock::from_unix_secs(1_800_000_000));
         clock.advance(APPROVAL_TTL - MIN_POLL_GAP - Duration::from_millis(1));
@@ -250,20 +339,40 @@ mod tests {
         assert!(s.get(&a.approval_id).is_none());
         // Expired: an approved one can no longer be redeemed, a pending one no longer decided.
         assert!(matches!(s.redeem(&b.approval_id, &[8; 32]), Redeemed::Unknown));
-        assert!(matches!(s.decide(&a.approval_id, true, 0), Err(ApprovalError::NotFound(_))));
+        assert!(matches!(s.decide(&a.approval_id, true, &ROOT), Err(ApprovalError::NotFound(_))));
     }
 
     #[test]
     fn decided_once_and_bounded_per_uid() {
         let s = Approvals::default();
         let a = s.open(new(1, 1)).unwrap();
-        s.decide(&a.approval_id, false, 5).unwrap();
-        assert!(matches!(s.decide(&a.approval_id, true, 5), Err(ApprovalError::Decided(_))));
+        s.decide(&a.approval_id, false, &Decider::Uid(5)).unwrap();
+        assert!(matches!(s.decide(&a.approval_id, true, &Decider::Uid(5)), Err(ApprovalError::Decided(_))));
         assert!(matches!(s.redeem(&a.approval_id, &[1; 32]), Redeemed::Rejected(_)));
         for _ in 0..MAX_PER_UID {
             s.open(new(2, 2)).unwrap();
         }
         assert!(matches!(s.open(new(2, 2)), Err(ApprovalError::PerUid(2))));
         assert!(s.open(new(3, 3)).is_ok(), "another uid is not starved");
+    }
+
+    #[test]
+    fn only_the_user_decides_with_a_token_of_their_own() {
+        let s = Approvals::default();
+        let a = s.open(new(1, 1)).unwrap();
+        let user =
+            |sub: &str, iss: &str, t: u8| Decider::User { sub: sub.into(), issuer: iss.into(), token_sha256: [t; 32] };
+        let refused = |by: Decider| matches!(s.decide(&a.approval_id, true, &by), Err(ApprovalError::NotYours(_)));
+        assert!(refused(user("bob", "https://idp", 1)), "another user");
+        assert!(refused(user("alice", "https://other-idp", 1)), "another identity provider");
+        assert!(refused(user("alice", "https://idp", 9)), "the agent's own subject token");
+        let d = s.decide(&a.approval_id, true, &user("alice", "https://idp", 1)).unwrap();
+        assert_eq!((d.approver.as_deref(), d.decided_by), (Some("alice"), None));
+        assert!(d.decided_at.is_some());
+        assert!(matches!(
+            s.decide(&a.approval_id, false, &user("alice", "https://idp", 1)),
+            Err(ApprovalError::Decided(_))
+        ));
+        assert_eq!(ROOT.name(), "uid:0");
     }
 }

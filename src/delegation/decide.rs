@@ -14,6 +14,11 @@ pub(super) struct Ask<'a> {
     pub agent: &'a str,
     pub audience: &'a str,
     pub scopes: &'a [String],
+    /// The validated RFC 9396 `authorization_details`, by type (each an object of its fields;
+    /// empty when none were asked for): the policy engine's `context.details`
+    /// (`context.details.flight_booking.amount`). Checked against the declared types already.
+    #[allow(dead_code, reason = "the Cedar decision (issue 24, part 1) reads it")]
+    pub details: &'a serde_json::Map<String, serde_json::Value>,
 }
 
 /// A request that may be granted.

@@ -1,7 +1,7 @@
 //! HTTP on the token socket (`POST /token`, `GET /jwks`) and the approval commands on the admin
 //! socket (`GET /approvals`, `POST /approvals/ID/approve`, `POST /approvals/ID/reject`).
 
-use super::approvals::{Approval, ApprovalError, Approvals, State};
+use super::approvals::{Approval, ApprovalError, Approvals, Decider, State};
 use super::exchange::Exchange;
 use crate::caller::Pipeline;
 use crate::events::delegation::{AgentEvidence, Outcome, Record};
@@ -16,7 +16,7 @@ pub(crate) async fn token_socket(exchange: Arc<Exchange>, req: Request) -> Respo
         (Method::POST, "/token") => {
             let Caller::Unix(peer) = &req.caller else { return http::not_found() };
             let content_type = req.headers.get(::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
-            let mut response = match exchange.run(peer, content_type, &req.body).await {
+            let mut response = match exchange.run(peer, content_type, &req.body, req.truncated).await {
                 Ok(issued) => http::json(Answer::Ok, &issued.body()),
                 Err(e) => http::json(Answer::BadRequest, &e.body()),
             };
@@ -65,20 +65,20 @@ pub(crate) async fn decide(
         }
     };
     let by = req.caller.uid().unwrap_or(u32::MAX);
+    let decider = Decider::Uid(by);
     if let Some(a) = approvals.get(id)
         && let Err(why) = not_the_agent(&a, &req.caller, &pipeline).await
     {
-        let mut rec = decision_record(&a, Outcome::Refused, by);
+        let mut rec = decision_record(&a, Outcome::Refused, &decider);
         rec.error = Some(("access_denied", why.clone()));
         rec.caller_uid = Some(by);
         events.emit(Event::Delegation(Box::new(rec)));
         tracing::warn!(approval = %a.approval_id, by, "approval decision refused: {why}");
         return http::json(Answer::Forbidden, &serde_json::json!({ "error": "permission_denied", "message": why }));
     }
-    match approvals.decide(id, approve, by) {
+    match approvals.decide(id, approve, &decider) {
         Ok(a) => {
-            let rec =
-                decision_record(&a, if a.state == State::Approved { Outcome::Approved } else { Outcome::Rejected }, by);
+            let rec = decision_record(&a, outcome_of(&a), &decider);
             events.emit(Event::Delegation(Box::new(rec)));
             tracing::info!(approval = %a.approval_id, by, approved = approve, "delegation approval decided");
             http::json(Answer::Ok, &a)
@@ -86,12 +86,21 @@ pub(crate) async fn decide(
         Err(e @ ApprovalError::NotFound(_)) => {
             http::json(Answer::NotFound, &serde_json::json!({ "error": "not_found", "message": e.to_string() }))
         }
+        Err(e @ ApprovalError::NotYours(_)) => http::json(
+            Answer::Forbidden,
+            &serde_json::json!({ "error": "permission_denied", "message": e.to_string() }),
+        ),
         Err(e) => http::json(Answer::Conflict, &serde_json::json!({ "error": "conflict", "message": e.to_string() })),
     }
 }
 
-/// The audit record of a decision on `a` by uid `by` (`outcome`: approved, rejected, or refused).
-fn decision_record(a: &Approval, outcome: Outcome, by: u32) -> Record {
+/// The audit outcome of a decision just made.
+pub(super) fn outcome_of(a: &Approval) -> Outcome {
+    if a.state == State::Approved { Outcome::Approved } else { Outcome::Rejected }
+}
+
+/// The audit record of a decision on `a` by `by` (`outcome`: approved, rejected, or refused).
+pub(super) fn decision_record(a: &Approval, outcome: Outcome, by: &Decider) -> Record {
     let mut rec = Record::new(
         outcome,
         AgentEvidence {
@@ -105,7 +114,11 @@ fn decision_record(a: &Approval, outcome: Outcome, by: u32) -> Record {
     rec.scopes_requested = a.scope.clone();
     rec.audience = Some(a.audience.clone());
     rec.approval_id = Some(a.approval_id.clone());
-    rec.approver_uid = Some(by);
+    rec.authorization_details = a.authorization_details.clone();
+    rec.approver_uid = by.uid();
+    rec.approver = Some(by.name());
+    rec.approved_at = (outcome == Outcome::Approved).then_some(a.decided_at).flatten();
+    rec.remote_decider = matches!(by, Decider::User { .. });
     rec
 }
 

@@ -24,6 +24,10 @@ pub(crate) enum OAuthCode {
     SlowDown,
     AccessDenied,
     TemporarilyUnavailable,
+    /// RFC 9396 §5: the `authorization_details` are malformed, undeclared or not allowed.
+    InvalidAuthorizationDetails,
+    /// RFC 6750 §3.1: a bearer token (a user's, deciding an approval) is missing or bad.
+    InvalidToken,
 }
 
 impl OAuthCode {
@@ -40,6 +44,8 @@ impl OAuthCode {
             OAuthCode::SlowDown => "slow_down",
             OAuthCode::AccessDenied => "access_denied",
             OAuthCode::TemporarilyUnavailable => "temporarily_unavailable",
+            OAuthCode::InvalidAuthorizationDetails => "invalid_authorization_details",
+            OAuthCode::InvalidToken => "invalid_token",
         }
     }
 }
@@ -63,6 +69,9 @@ impl OAuthError {
     pub(crate) fn invalid_grant(d: impl Into<String>) -> Self {
         Self::new(OAuthCode::InvalidGrant, d)
     }
+    pub(crate) fn invalid_details(d: impl Into<String>) -> Self {
+        Self::new(OAuthCode::InvalidAuthorizationDetails, d)
+    }
     pub(crate) fn body(&self) -> Value {
         let mut v = json!({ "error": self.code.as_str(), "error_description": self.description });
         if let Some(id) = &self.approval_id {
@@ -82,6 +91,9 @@ pub(crate) struct TokenRequest {
     /// As requested, in order, without repeats.
     pub scopes: Vec<String>,
     pub approval_id: Option<String>,
+    /// The RFC 9396 `authorization_details` parameter's text (at most
+    /// [`super::details::MAX_LEN`] bytes; checked against the declared types by the exchange).
+    pub authorization_details: Option<String>,
 }
 
 /// What could be read of a request even when it is refused (for the audit line).
@@ -95,12 +107,22 @@ pub(crate) struct Requested {
 
 /// Parse and check the form. Unknown parameters are ignored (RFC 6749 §3.2), repeated ones
 /// refused (except `audience`, which RFC 8693 lets repeat, and which must be exactly one here).
-pub(crate) fn parse(content_type: Option<&str>, body: &[u8], seen: &mut Requested) -> Result<TokenRequest, OAuthError> {
+/// `truncated`: `body` is only the start of a body over the socket's limit (the rest was read and
+/// dropped): the answer names the parameter that made it too long when it can.
+pub(crate) fn parse(
+    content_type: Option<&str>,
+    body: &[u8],
+    truncated: bool,
+    seen: &mut Requested,
+) -> Result<TokenRequest, OAuthError> {
     let form_type = content_type
         .and_then(|c| c.split(';').next())
         .is_some_and(|c| c.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"));
     if !form_type {
         return Err(OAuthError::invalid_request("the body must be application/x-www-form-urlencoded"));
+    }
+    if truncated {
+        return Err(too_long(body, seen));
     }
     let mut single: std::collections::BTreeMap<String, String> = Default::default();
     let mut audiences = Vec::new();
@@ -191,7 +213,44 @@ pub(crate) fn parse(content_type: Option<&str>, body: &[u8], seen: &mut Requeste
     if approval_id.as_ref().is_some_and(|a| a.is_empty() || a.len() > 64) {
         return Err(OAuthError::invalid_request("approval_id is malformed"));
     }
-    Ok(TokenRequest { subject_token: crate::secret::BearerToken::new(subject_token), audience, scopes, approval_id })
+    let authorization_details = single.remove("authorization_details");
+    if let Some(d) = &authorization_details
+        && d.len() > super::details::MAX_LEN
+    {
+        return Err(OAuthError::invalid_details(format!(
+            "authorization_details is {} bytes; at most {} are accepted",
+            d.len(),
+            super::details::MAX_LEN
+        )));
+    }
+    Ok(TokenRequest {
+        subject_token: crate::secret::BearerToken::new(subject_token),
+        audience,
+        scopes,
+        approval_id,
+        authorization_details,
+    })
+}
+
+/// The error for a body over the socket's limit, read from its start: an `authorization_details`
+/// parameter in it (whole or cut off) made it too long; else the body is just too large.
+fn too_long(start: &[u8], seen: &mut Requested) -> OAuthError {
+    let mut details = false;
+    for (k, v) in form_urlencoded::parse(start) {
+        match k.as_ref() {
+            "authorization_details" => details = true,
+            "audience" if seen.audience.is_none() => seen.audience = Some(cut(&v)),
+            _ => {}
+        }
+    }
+    if details {
+        OAuthError::invalid_details(format!(
+            "authorization_details is far longer than the {} bytes accepted",
+            super::details::MAX_LEN
+        ))
+    } else {
+        OAuthError::invalid_request("the request body is too large")
+    }
 }
 
 fn cut(s: &str) -> String {
@@ -214,7 +273,8 @@ mod tests {
 
     #[test]
     fn well_formed() {
-        let r = parse(FORM, &form("&audience=https%3A%2F%2Fapi&scope=a+b+a"), &mut Requested::default()).unwrap();
+        let r =
+            parse(FORM, &form("&audience=https%3A%2F%2Fapi&scope=a+b+a"), false, &mut Requested::default()).unwrap();
         assert_eq!(r.audience, "https://api");
         assert_eq!(r.scopes, ["a", "b"]);
         // The parsed request can be logged: the token is not in it.
@@ -224,7 +284,7 @@ mod tests {
 
     #[test]
     fn refusals() {
-        let code = |ct, body: &[u8]| parse(ct, body, &mut Requested::default()).unwrap_err().code.as_str();
+        let code = |ct, body: &[u8]| parse(ct, body, false, &mut Requested::default()).unwrap_err().code.as_str();
         assert_eq!(code(FORM, &form("&scope=a")), "invalid_request", "no audience");
         assert_eq!(code(FORM, &form("&audience=x&audience=y&scope=a")), "invalid_request");
         assert_eq!(code(FORM, &form("&audience=x")), "invalid_request", "no scope");
@@ -233,5 +293,19 @@ mod tests {
         assert_eq!(code(FORM, &form("&audience=x&scope=a&resource=r")), "invalid_target");
         assert_eq!(code(Some("application/json"), &form("&audience=x&scope=a")), "invalid_request");
         assert_eq!(code(FORM, b"grant_type=password"), "unsupported_grant_type");
+        let long =
+            format!("&audience=x&scope=a&authorization_details={}", "a".repeat(super::super::details::MAX_LEN + 1));
+        assert_eq!(code(FORM, &form(&long)), "invalid_authorization_details");
+    }
+
+    /// The start of a body over the socket's limit: the parameter that made it long is named.
+    #[test]
+    fn a_cut_off_body() {
+        let cut = |body: &[u8]| parse(FORM, body, true, &mut Requested::default()).unwrap_err().code.as_str();
+        assert_eq!(cut(&form("&audience=x&authorization_details=%5B%7B%22type")), "invalid_authorization_details");
+        assert_eq!(cut(&form("&audience=x&scope=aaaa")), "invalid_request");
+        let r =
+            parse(FORM, &form("&audience=x&scope=a&authorization_details=%5B%5D"), false, &mut Requested::default());
+        assert_eq!(r.unwrap().authorization_details.as_deref(), Some("[]"));
     }
 }

@@ -1,6 +1,7 @@
 //! The issued token: a JWT access token in the shape of RFC 9068 (`typ: at+jwt`, ES256, `kid` of
 //! a delegation key), `sub` = the user, `act` = this agent with every earlier actor nested inside
-//! (RFC 8693 §4.1), `client_id` = this agent. Not a JWT-SVID: its `sub` is not a SPIFFE ID, its
+//! (RFC 8693 §4.1), `client_id` = this agent; `authorization_details` (RFC 9396 §9.1) as
+//! requested, and `approval` (`approver`, `approved_at`) when a human approved it. Not a JWT-SVID: its `sub` is not a SPIFFE ID, its
 //! `typ` is not JWT, and its key is in no SPIFFE JWT bundle.
 
 use crate::ca::JwtKey;
@@ -21,6 +22,10 @@ struct Claims<'a> {
     jti: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     agent: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    authorization_details: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    approval: Option<&'a Value>,
 }
 
 /// What to put in a new token.
@@ -36,6 +41,10 @@ pub(crate) struct Grant<'a> {
     pub exp: u64,
     pub jti: &'a str,
     pub entry: &'a Entry,
+    /// The RFC 9396 details, as requested.
+    pub authorization_details: Option<&'a Value>,
+    /// `{approver, approved_at}` of the approval this token was issued on.
+    pub approval: Option<&'a Value>,
 }
 
 /// The `act` claim: this agent, the earlier chain inside.
@@ -63,6 +72,8 @@ pub(crate) fn mint(g: &Grant<'_>, key: &JwtKey) -> Result<String, jsonwebtoken::
         iat: g.iat,
         jti: g.jti,
         agent: agent_claim(g.entry),
+        authorization_details: g.authorization_details,
+        approval: g.approval,
     };
     key.sign(&header, &claims)
 }

@@ -74,9 +74,8 @@ pub(crate) struct Subject {
     /// The end user (`sub`).
     pub user: String,
     pub issuer: String,
-    /// Which route verified it (identity provider, or which tessera trust domain): tests and
-    /// `Debug` output read it; the decision reads the delegator instead.
-    #[allow(dead_code, reason = "read by tests and shown by Debug; the decision uses `delegator`")]
+    /// Which route verified it (identity provider, or which tessera trust domain): a user's
+    /// approval takes identity-provider tokens only; the decision reads the delegator instead.
     pub origin: Origin,
     pub scopes: Vec<String>,
     pub exp: u64,
@@ -89,6 +88,8 @@ pub(crate) struct Subject {
     /// The token's `client_id`, if any (a tessera token's is its outermost actor).
     pub client_id: Option<String>,
     pub jti: Option<String>,
+    /// The token's RFC 9396 `authorization_details` claim, if any (a later hop may not change them).
+    pub authorization_details: Option<Value>,
 }
 
 /// The unverified header fields we route on.
@@ -252,7 +253,20 @@ pub(crate) fn verify(token: &str, idps: &Issuers, tessera: &TesseraKeys<'_>, now
     };
     let jti = claims.get("jti").and_then(Value::as_str).map(cut);
     let client_id = claims.get("client_id").and_then(Value::as_str).map(str::to_owned);
-    Ok(Subject { user, issuer: iss, origin, scopes, exp, act, actors, delegator, client_id, jti })
+    let authorization_details = claims.get("authorization_details").cloned();
+    Ok(Subject {
+        user,
+        issuer: iss,
+        origin,
+        scopes,
+        exp,
+        act,
+        actors,
+        delegator,
+        client_id,
+        jti,
+        authorization_details,
+    })
 }
 
 fn describe(e: &jsonwebtoken::errors::Error) -> String {

@@ -25,6 +25,9 @@ pub(crate) fn refusal_key(event: &Event) -> Option<RefusalKey> {
         Event::Refused { uid, .. } | Event::Attested { uid, refused: true, .. } => Some(RefusalKey::Uid(Some(*uid))),
         Event::AdminRefused { uid, .. } => Some(RefusalKey::Uid(*uid)),
         // A refusal, or a repeated poll of an approval: the budget of whoever made the request.
+        Event::Delegation(r) if r.remote_decider && r.outcome == Outcome::Refused => {
+            Some(RefusalKey::Source("approvals listener".into()))
+        }
         Event::Delegation(r) if r.outcome == Outcome::Refused || (r.outcome == Outcome::Pending && r.poll) => {
             Some(RefusalKey::Uid(r.caller_uid.or(r.agent.uid)))
         }

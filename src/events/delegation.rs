@@ -62,8 +62,17 @@ pub(crate) struct Record {
     pub jti: Option<String>,
     pub expires_at: Option<u64>,
     pub approval_id: Option<String>,
-    /// The uid that approved or rejected.
+    /// The uid that approved or rejected (admin socket).
     pub approver_uid: Option<u32>,
+    /// Who approved or rejected: `uid:N` (admin socket) or the user's `sub` (their own token).
+    pub approver: Option<String>,
+    /// When the approval used (or given) was given, unix seconds.
+    pub approved_at: Option<u64>,
+    /// The RFC 9396 details asked for, as requested.
+    pub authorization_details: Option<Value>,
+    /// The request came over the `[approvals] listen` socket (no local uid): a refusal counts
+    /// against that listener's budget.
+    pub remote_decider: bool,
     /// The OAuth error and its description, for refusals.
     pub error: Option<(&'static str, String)>,
     /// The request polled an approval (its repeated `delegation_pending` lines count against the
@@ -72,6 +81,8 @@ pub(crate) struct Record {
     /// The uid that made this request when it is not the agent's (an approval's decider): a
     /// refusal counts against that uid's budget.
     pub caller_uid: Option<u32>,
+    /// `[policy]`'s verdict on the exchange (None: no policy, or refused before it was asked).
+    pub policy: Option<crate::registry::authz::Verdict>,
 }
 
 impl Record {
@@ -90,16 +101,21 @@ impl Record {
             expires_at: None,
             approval_id: None,
             approver_uid: None,
+            approver: None,
+            approved_at: None,
+            authorization_details: None,
+            remote_decider: false,
             error: None,
             poll: false,
             caller_uid: None,
+            policy: None,
         }
     }
 
     /// The audit line's fields (null where unknown, so every line has the same shape).
     pub(crate) fn audit_fields(&self) -> Value {
         let a = &self.agent;
-        json!({
+        let mut fields = json!({
             "user": self.user,
             "agent": {
                 "spiffe_id": a.spiffe_id,
@@ -118,8 +134,17 @@ impl Record {
             "expires_at": self.expires_at,
             "approval_id": self.approval_id,
             "approver_uid": self.approver_uid,
+            "approver": self.approver,
+            "approval": self.approved_at.map(|at| json!({ "approver": self.approver, "approved_at": at })),
+            "authorization_details": self.authorization_details,
             "error": self.error.as_ref().map(|(code, _)| *code),
             "reason": self.error.as_ref().map(|(_, why)| why.as_str()),
-        })
+        });
+        if let (Some(v), Value::Object(f)) = (&self.policy, &mut fields)
+            && let Value::Object(p) = v.audit()
+        {
+            f.extend(p);
+        }
+        fields
     }
 }

@@ -17,7 +17,7 @@
 //! open streams and new fetches see the revocation at once), and two writers at the same moment
 //! cannot lose one another's input (a reload and a revoke each compose from the other's latest).
 
-use super::delegation::Issuers;
+use super::delegation::{DetailTypes, Issuers};
 use super::{DenyList, DenyRule, Entry, Policy, Registry};
 use crate::bundle::FederatedBundle;
 use crate::spiffe_id::TrustDomain;
@@ -37,6 +37,8 @@ pub(crate) struct ConfigPart {
     pub deny: Vec<Arc<DenyRule>>,
     /// Identity providers whose user tokens agents may exchange, their JWKS loaded.
     pub delegation_issuers: Arc<Issuers>,
+    /// The declared `authorization_details` types.
+    pub detail_types: Arc<DetailTypes>,
     /// The federation partners, each with the bundle it had when the config was loaded (its
     /// file, or the last one fetched from its endpoint); `None`: none yet. A bundle fetched
     /// later ([`PolicyComposer::bundle_updated`]) wins.
@@ -107,6 +109,7 @@ impl Inputs {
             attest_base,
             delegation_issuers: self.config.delegation_issuers.clone(),
             authz: self.config.authz.clone(),
+            detail_types: self.config.detail_types.clone(),
         }
     }
 }

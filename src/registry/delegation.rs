@@ -3,7 +3,9 @@
 //! (parsed and checked in `config::delegation`; enforced by the delegation service).
 
 use serde_json::Value;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// An identity provider whose user tokens agents may exchange (`[[delegation.issuers]]`).
@@ -23,6 +25,8 @@ pub(crate) struct DelegationConfig {
     /// The RFC 8693 token endpoint (HTTP/1.1 on a Unix socket, mode 0777: attestation decides).
     pub token_socket_path: PathBuf,
     pub issuers: Vec<TrustedIssuer>,
+    /// The declared RFC 9396 `authorization_details` types (`[[delegation.authorization_details]]`).
+    pub detail_types: Arc<DetailTypes>,
 }
 
 /// One entry's delegation policy (`[entries.delegation]`).
@@ -39,6 +43,92 @@ pub struct EntryDelegation {
     pub max_depth: u32,
     /// Scopes that need a human's yes.
     pub approval: Vec<String>,
+    /// The RFC 9396 `authorization_details` types this agent may request (each declared in
+    /// `[[delegation.authorization_details]]`).
+    pub authorization_details: Vec<String>,
+}
+
+/// The type of one field of a declared `authorization_details` type, named as in Cedar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FieldType {
+    /// A JSON string.
+    String,
+    /// A JSON integer within i64 (Cedar's `Long`).
+    Long,
+    /// A JSON boolean.
+    Bool,
+    /// A JSON array of distinct strings.
+    SetOfString,
+}
+
+impl FieldType {
+    /// Every field type, by its name in the config (and in Cedar).
+    pub(crate) const ALL: [FieldType; 4] =
+        [FieldType::String, FieldType::Long, FieldType::Bool, FieldType::SetOfString];
+
+    /// The name in the config, which is also the Cedar schema type.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            FieldType::String => "String",
+            FieldType::Long => "Long",
+            FieldType::Bool => "Bool",
+            FieldType::SetOfString => "Set<String>",
+        }
+    }
+
+    pub(crate) fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.name() == name)
+    }
+
+    /// Whether a JSON value is of this type (a set: an array of strings, none repeated).
+    pub(crate) fn admits(self, v: &Value) -> bool {
+        match (self, v) {
+            (FieldType::String, Value::String(_)) | (FieldType::Bool, Value::Bool(_)) => true,
+            (FieldType::Long, Value::Number(n)) => n.as_i64().is_some(),
+            (FieldType::SetOfString, Value::Array(a)) => {
+                let mut seen = std::collections::BTreeSet::new();
+                a.iter().all(|x| x.as_str().is_some_and(|s| seen.insert(s)))
+            }
+            _ => false,
+        }
+    }
+}
+
+/// The fields of one declared type: name → type (every one required in a request).
+pub(crate) type DetailFields = BTreeMap<String, FieldType>;
+
+/// The declared `authorization_details` types, by type name. The Cedar schema builder reads
+/// them (`context.details.<type>.<field>`); the token exchange checks requests against them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct DetailTypes {
+    types: BTreeMap<String, DetailFields>,
+}
+
+impl DetailTypes {
+    pub(crate) fn new(types: BTreeMap<String, DetailFields>) -> Self {
+        Self { types }
+    }
+
+    /// The fields of type `name`, if it is declared.
+    pub(crate) fn get(&self, name: &str) -> Option<&DetailFields> {
+        self.types.get(name)
+    }
+
+    /// Every declared type with its fields, by name (the Cedar schema's `context.details`).
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&str, &DetailFields)> {
+        self.types.iter().map(|(k, v)| (k.as_str(), v))
+    }
+}
+
+/// A name usable as a type or field name: a Cedar identifier (`context.details.flight_booking.amount`
+/// reads it), at most 64 bytes, not a Cedar reserved word, and not `type`.
+pub(crate) fn valid_detail_name(s: &str) -> bool {
+    const RESERVED: [&str; 11] = ["true", "false", "if", "then", "else", "in", "is", "like", "has", "type", "__cedar"];
+    let mut b = s.bytes();
+    s.len() <= 64
+        && b.next().is_some_and(|c| c.is_ascii_alphabetic() || c == b'_')
+        && b.all(|c| c.is_ascii_alphanumeric() || c == b'_')
+        && !RESERVED.contains(&s)
 }
 
 pub(crate) const DEFAULT_MAX_TTL: Duration = Duration::from_secs(300);

@@ -40,6 +40,8 @@ pub(crate) struct Policy {
     pub delegation_issuers: Arc<delegation::Issuers>,
     /// `[policy]`: the Cedar policies every decision point asks (None: not configured).
     pub authz: Option<Arc<authz::Authz>>,
+    /// The declared RFC 9396 `authorization_details` types (empty without delegation).
+    pub detail_types: Arc<delegation::DetailTypes>,
 }
 
 /// Why a workload whose selectors match entries gets none of them.
@@ -52,6 +54,12 @@ pub(crate) enum NotEntitled {
 }
 
 impl Policy {
+    /// The declared `authorization_details` types: per type, field name → field type (what
+    /// Cedar's `context.details` holds).
+    pub(crate) fn detail_types(&self) -> &delegation::DetailTypes {
+        &self.detail_types
+    }
+
     /// The entries a workload with these selectors gets: the active entries it matches, minus
     /// every identity a deny rule names; nothing at all when a rule names one of its selectors.
     pub(crate) fn entitled(&self, selectors: &BTreeSet<Selector>) -> Result<Vec<Arc<Entry>>, NotEntitled> {

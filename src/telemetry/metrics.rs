@@ -449,6 +449,7 @@ mod tests {
             attest_base: Default::default(),
             delegation_issuers: Default::default(),
             authz: None,
+            detail_types: Default::default(),
         };
         watch::channel(Arc::new(policy)).1
     }

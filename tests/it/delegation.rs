@@ -15,13 +15,13 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 const CURL: &str = "/usr/bin/curl";
-const IDP: &str = "https://idp.test";
-const ISSUER: &str = "https://tessera.test";
+pub(crate) const IDP: &str = "https://idp.test";
+pub(crate) const ISSUER: &str = "https://tessera.test";
 /// The `iss` of delegated tokens: an issuer of their own beside the JWT-SVIDs' `jwt_issuer`.
-const DELEGATION_ISSUER: &str = "https://tessera.test/delegation";
-const FLIGHTS: &str = "https://api.flights.example";
-const GRANT: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
-const JWT_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
+pub(crate) const DELEGATION_ISSUER: &str = "https://tessera.test/delegation";
+pub(crate) const FLIGHTS: &str = "https://api.flights.example";
+pub(crate) const GRANT: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+pub(crate) const JWT_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
 
 /// Python's HTTP client over a Unix socket (stdlib only), shared by the agent scripts.
 const PY_UNIX_HTTP: &str = r#"import http.client, json, os, socket, sys, time
@@ -35,7 +35,7 @@ class Unix(http.client.HTTPConnection):
 
 /// A python3 agent: POSTs the form on stdin to /token over the Unix socket (stdlib only) and
 /// prints the status, then the body. `tag` makes each agent's script (and digest) its own.
-fn agent_script(dir: &Path, name: &str) -> PathBuf {
+pub(crate) fn agent_script(dir: &Path, name: &str) -> PathBuf {
     let p = dir.join(format!("{name}.py"));
     std::fs::write(
         &p,
@@ -121,18 +121,18 @@ print(json.dumps(out), flush=True)
 }
 
 /// The test identity provider: an ES256 key, its JWKS on disk.
-struct Idp {
+pub(crate) struct Idp {
     key: rcgen::KeyPair,
-    kid: String,
-    jwks: PathBuf,
+    pub(crate) kid: String,
+    pub(crate) jwks: PathBuf,
 }
 
 impl Idp {
-    fn new(dir: &Path) -> Self {
+    pub(crate) fn new(dir: &Path) -> Self {
         Self::with_kid(dir, "idp-key-1")
     }
 
-    fn with_kid(dir: &Path, kid: &str) -> Self {
+    pub(crate) fn with_kid(dir: &Path, kid: &str) -> Self {
         let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
         let kid = kid.to_owned();
         let jwks = dir.join("idp-jwks.json");
@@ -141,25 +141,25 @@ impl Idp {
         idp
     }
 
-    fn public_jwk(&self) -> Value {
+    pub(crate) fn public_jwk(&self) -> Value {
         let raw = self.key.public_key_raw();
         json!({ "kty": "EC", "crv": "P-256", "x": URL_SAFE_NO_PAD.encode(&raw[1..33]),
                 "y": URL_SAFE_NO_PAD.encode(&raw[33..65]), "kid": self.kid, "use": "sig", "alg": "ES256" })
     }
 
-    fn sign_with(&self, kid: &str, claims: &Value) -> String {
+    pub(crate) fn sign_with(&self, kid: &str, claims: &Value) -> String {
         let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
         h.kid = Some(kid.into());
         h.typ = Some("JWT".into());
         jsonwebtoken::encode(&h, claims, &jsonwebtoken::EncodingKey::from_ec_der(&self.key.serialize_der())).unwrap()
     }
 
-    fn sign(&self, claims: &Value) -> String {
+    pub(crate) fn sign(&self, claims: &Value) -> String {
         self.sign_with(&self.kid, claims)
     }
 
     /// Alice's token: for tessera, with the scopes she consented to.
-    fn alice(&self, scope: &str) -> String {
+    pub(crate) fn alice(&self, scope: &str) -> String {
         let now = now_unix();
         self.sign(
             &json!({ "iss": IDP, "sub": "alice", "aud": "tessera", "iat": now, "exp": now + 600, "scope": scope }),
@@ -288,7 +288,7 @@ selectors = ["unix:uid:{u}", "unix:path:{me}"]
     Some(Setup { d, idp, oidc, selfish, concierge, booker, plain, stranger, keeper, token_sock, admin_sock })
 }
 
-fn form(pairs: &[(&str, &str)]) -> String {
+pub(crate) fn form(pairs: &[(&str, &str)]) -> String {
     let mut s = form_urlencoded::Serializer::new(String::new());
     for (k, v) in pairs {
         s.append_pair(k, v);

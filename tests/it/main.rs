@@ -11,6 +11,7 @@ mod attestation;
 mod cli;
 mod compat;
 mod delegation;
+mod delegation_rar;
 mod federation;
 mod fuzz_regressions;
 mod gateway;

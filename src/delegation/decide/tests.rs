@@ -18,6 +18,7 @@ fn policy() -> EntryDelegation {
         max_ttl: Duration::from_secs(300),
         max_depth: 2,
         approval: vec!["booking:create".into()],
+        authorization_details: vec![],
     }
 }
 
@@ -34,6 +35,7 @@ fn user() -> Subject {
         delegator: IDP.into(),
         client_id: None,
         jti: None,
+        authorization_details: None,
     }
 }
 
@@ -54,7 +56,7 @@ fn scopes(s: &[&str]) -> Vec<String> {
 
 fn run(subject: &Subject, audience: &str, asked: &[&str]) -> Result<Decision, OAuthError> {
     let asked = scopes(asked);
-    let ask = Ask { agent: BOOKER, audience, scopes: &asked };
+    let ask = Ask { agent: BOOKER, audience, scopes: &asked, details: &serde_json::Map::new() };
     decide(&ask, &policy(), subject, NOW, Some(NOW + 86_400), |_| None)
 }
 
@@ -68,7 +70,7 @@ fn granted_for_the_shortest_life_of_ttl_subject_and_key() {
     let soon = Subject { exp: NOW + 60, ..user() };
     assert_eq!(run(&soon, API, &["flight:search"]).unwrap().exp, NOW + 60);
     let asked = scopes(&["flight:search"]);
-    let ask = Ask { agent: BOOKER, audience: API, scopes: &asked };
+    let ask = Ask { agent: BOOKER, audience: API, scopes: &asked, details: &serde_json::Map::new() };
     assert_eq!(decide(&ask, &policy(), &user(), NOW, Some(NOW + 10), |_| None).unwrap().exp, NOW + 10);
 }
 
@@ -105,7 +107,7 @@ fn an_expiring_subject_or_no_key_is_refused() {
     let expired = Subject { exp: NOW, ..user() };
     assert_eq!(code(run(&expired, API, &["flight:search"])), "invalid_grant");
     let asked = scopes(&["flight:search"]);
-    let ask = Ask { agent: BOOKER, audience: API, scopes: &asked };
+    let ask = Ask { agent: BOOKER, audience: API, scopes: &asked, details: &serde_json::Map::new() };
     let e = decide(&ask, &policy(), &user(), NOW, None, |_| None).unwrap_err();
     assert_eq!(e.code, OAuthCode::TemporarilyUnavailable);
 }
@@ -118,7 +120,7 @@ fn approval_scopes_need_a_human() {
 #[test]
 fn a_revoked_actor_or_client_refuses_the_chain_first() {
     let asked = scopes(&["flight:search"]);
-    let ask = Ask { agent: BOOKER, audience: API, scopes: &asked };
+    let ask = Ask { agent: BOOKER, audience: API, scopes: &asked, details: &serde_json::Map::new() };
     let revoked = |id: &SpiffeId| (id.to_string() == CONCIERGE).then(|| "revoked (rule r-1)".to_owned());
     let e = decide(&ask, &policy(), &hand_off(), NOW, Some(NOW + 600), revoked).unwrap_err();
     assert_eq!(e.code, OAuthCode::InvalidGrant);

@@ -19,6 +19,7 @@ fn service(issuer: Arc<FakeIssuer>) -> (WorkloadService, PeerInfo, tokio::net::U
         jwt_issuer: None,
         deny: vec![],
         delegation_issuers: Arc::default(),
+        detail_types: Arc::default(),
         federation: Default::default(),
         exe_digests: false,
         authz: None,

@@ -54,6 +54,9 @@ pub(crate) struct Request {
     pub uri: http::Uri,
     pub headers: http::HeaderMap,
     pub body: Bytes,
+    /// The body was over `max_body`: `body` holds its first `max_body` bytes, the rest (up to
+    /// `max_drained_body`) was read and dropped. Only on listeners that set `max_drained_body`.
+    pub truncated: bool,
     pub caller: Caller,
 }
 
@@ -96,8 +99,12 @@ pub(crate) struct Limits {
     /// work. Shorter than `header_timeout`: holding a slot with an idle connection must cost
     /// an attacker a new connection every few seconds.
     pub first_byte_timeout: Duration,
-    /// Largest request body; more is answered 413.
+    /// Largest request body; more is answered 413 (but see `max_drained_body`).
     pub max_body: usize,
+    /// Above `max_body`: a body up to this size is read to its end, its first `max_body` bytes
+    /// kept, and handed over `truncated` (the handler answers in its own terms, e.g. an OAuth
+    /// error); larger ones are 413. 0: off.
+    pub max_drained_body: usize,
     /// Time to send the request head; a slow client is dropped.
     pub header_timeout: Duration,
     /// Time for the whole request, body and handler included.
@@ -113,6 +120,7 @@ impl Default for Limits {
             reserved_for_new_sources: 128,
             first_byte_timeout: Duration::from_secs(2),
             max_body: 64 * 1024,
+            max_drained_body: 0,
             header_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(30),
         }
@@ -289,13 +297,16 @@ where
         async move {
             let answer = tokio::time::timeout(limits.request_timeout, async move {
                 let (parts, body) = req.into_parts();
-                let body = match Limited::new(body, limits.max_body).collect().await {
-                    Ok(b) => b.to_bytes(),
-                    Err(_) => {
-                        return text(Answer::PayloadTooLarge, "request body too large or broken\n");
-                    }
+                let read = if limits.max_drained_body > limits.max_body {
+                    read_draining(body, limits.max_body, limits.max_drained_body).await
+                } else {
+                    Limited::new(body, limits.max_body).collect().await.map(|b| (b.to_bytes(), false)).map_err(|_| ())
                 };
-                let request = Request { method: parts.method, uri: parts.uri, headers: parts.headers, body, caller };
+                let Ok((body, truncated)) = read else {
+                    return text(Answer::PayloadTooLarge, "request body too large or broken\n");
+                };
+                let request =
+                    Request { method: parts.method, uri: parts.uri, headers: parts.headers, body, truncated, caller };
                 handler.handle(request).await
             })
             .await
@@ -311,6 +322,22 @@ where
     if let Err(e) = conn.await {
         tracing::debug!(error = %e, "HTTP connection ended with an error");
     }
+}
+
+/// Read a body of at most `drain` bytes, keeping its first `keep` (and whether more came).
+async fn read_draining(mut body: hyper::body::Incoming, keep: usize, drain: usize) -> Result<(Bytes, bool), ()> {
+    let mut kept = bytes::BytesMut::new();
+    let mut total = 0usize;
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.map_err(drop)?.into_data() else { continue };
+        total = total.saturating_add(data.len());
+        if total > drain {
+            return Err(());
+        }
+        let room = keep.saturating_sub(kept.len());
+        kept.extend_from_slice(&data[..data.len().min(room)]);
+    }
+    Ok((kept.freeze(), total > keep))
 }
 
 /// A response with a body and content type.

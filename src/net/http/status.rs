@@ -14,6 +14,8 @@ pub(crate) enum Answer {
     Created,
     /// The request is malformed, or an OAuth error (RFC 6749 §5.2).
     BadRequest,
+    /// No valid credentials were presented (a bearer token missing, malformed or not verified).
+    Unauthorized,
     /// The caller may not do this (the admin socket's peer check, a self-approval).
     Forbidden,
     /// No such path or object.
@@ -41,6 +43,7 @@ impl Answer {
             Answer::Ok => StatusCode::OK,
             Answer::Created => StatusCode::CREATED,
             Answer::BadRequest => StatusCode::BAD_REQUEST,
+            Answer::Unauthorized => StatusCode::UNAUTHORIZED,
             Answer::Forbidden => StatusCode::FORBIDDEN,
             Answer::NotFound => StatusCode::NOT_FOUND,
             Answer::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -70,6 +73,7 @@ mod tests {
             (Answer::Ok, 200),
             (Answer::Created, 201),
             (Answer::BadRequest, 400),
+            (Answer::Unauthorized, 401),
             (Answer::Forbidden, 403),
             (Answer::NotFound, 404),
             (Answer::MethodNotAllowed, 405),

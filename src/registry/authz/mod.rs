@@ -14,7 +14,7 @@
 
 mod ask;
 #[doc(hidden)]
-pub mod bench;
+pub(crate) mod bench;
 mod load;
 pub(crate) mod schema;
 #[cfg(test)]

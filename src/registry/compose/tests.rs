@@ -46,6 +46,7 @@ fn config() -> ConfigPart {
         jwt_issuer: Some("https://issuer".into()),
         deny: vec![rule("config-0", "spiffe://example.org/evil")],
         delegation_issuers: Arc::default(),
+        detail_types: Arc::default(),
         federation: [(td("file.org"), Some(bundle(1))), (td("endpoint.org"), None)].into(),
         exe_digests: false,
         authz: None,

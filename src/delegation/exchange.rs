@@ -204,9 +204,11 @@ impl Exchange {
         {
             match cedar(true) {
                 Some(a) if a.permits() => policy_wants_approval = true,
-                _ => {
+                // Denied even if approved: those are the determining policies.
+                approved => {
+                    let v = approved.unwrap_or_else(|| v.clone());
                     let why = v.reason();
-                    rec.policy = unapproved;
+                    rec.policy = Some(v);
                     return Err(OAuthError::new(OAuthCode::AccessDenied, why));
                 }
             }

@@ -183,6 +183,11 @@ struct Setup {
 }
 
 fn setup() -> Option<Setup> {
+    setup_with("")
+}
+
+/// `setup`, with `policies` (Cedar) in force under `[policy]` when not empty.
+fn setup_with(policies: &str) -> Option<Setup> {
     if !Path::new(PYTHON).exists() || !Path::new(CURL).exists() {
         eprintln!("SKIP: needs {PYTHON} and {CURL}");
         return None;
@@ -279,6 +284,13 @@ selectors = ["unix:uid:{u}", "unix:path:{me}"]
         k = digest(&keeper),
         sf = digest(&selfish),
     );
+    let toml = if policies.is_empty() {
+        toml
+    } else {
+        let file = scripts.join("policy.cedar");
+        std::fs::write(&file, policies).unwrap();
+        format!("{toml}\n[policy]\nfiles = [\"{}\"]\n", file.display())
+    };
     let d = Daemon::start(&toml);
     let token_sock = d.dir.path().join("token.sock");
     let admin_sock = d.dir.path().join("admin.sock");
@@ -913,4 +925,46 @@ fn an_agent_cannot_decide_its_own_approval() {
         assert_eq!(line["error"], "access_denied");
     }
     assert_eq!(wait_audit(&s, "delegation_approved", 2).len(), 2);
+}
+
+/// `[policy]` decides token exchanges by scope and depth: a permit for search and reserve, a
+/// forbid of reserve beyond the first hop; what no policy permits (an approval scope here) is
+/// refused at once; each line names its determining policies.
+#[test]
+fn policies_decide_exchanges_by_scope_and_depth() {
+    let policies = r#"
+@id("search-and-reserve")
+permit (principal, action == Action::"delegate", resource)
+  when { ["flight:search", "flight:reserve"].containsAll(context.scopes) };
+@id("reserve-first-hop-only")
+forbid (principal, action == Action::"delegate", resource)
+  when { context.depth > 1 && context.scopes.contains("flight:reserve") };
+"#;
+    let Some(s) = setup_with(policies) else { return };
+    let alice = s.idp.alice("flight:search flight:reserve booking:create");
+    let (status, body) = py_exchange(&s, &s.concierge, &exchange_form(&alice, FLIGHTS, "flight:search flight:reserve"));
+    assert_eq!(status, 200, "{body}");
+    let granted = wait_audit(&s, "delegation_granted", 1);
+    assert_eq!(granted[0]["policy_decision"], "allow");
+    assert_eq!(granted[0]["policies"], json!(["search-and-reserve"]));
+
+    // Depth 2 with reserve: forbidden; with search only: allowed.
+    let (status, body) = py_exchange(&s, &s.concierge, &exchange_form(&alice, ISSUER, "flight:search flight:reserve"));
+    assert_eq!(status, 200, "{body}");
+    let handed = body["access_token"].as_str().unwrap().to_owned();
+    let (status, body) = py_exchange(&s, &s.booker, &exchange_form(&handed, FLIGHTS, "flight:reserve"));
+    assert_eq!((status, body["error"].as_str()), (400, Some("access_denied")), "{body}");
+    assert!(body["error_description"].as_str().unwrap().contains("reserve-first-hop-only"), "{body}");
+    let (status, body) = py_exchange(&s, &s.booker, &exchange_form(&handed, FLIGHTS, "flight:search"));
+    assert_eq!(status, 200, "{body}");
+
+    // No policy permits booking:create (even approved): refused now, no approval opened.
+    let (status, body) = py_exchange(&s, &s.concierge, &exchange_form(&alice, FLIGHTS, "booking:create"));
+    assert_eq!((status, body["error"].as_str()), (400, Some("access_denied")), "{body}");
+    assert!(body.get("approval_id").is_none(), "{body}");
+    let refused = wait_audit(&s, "delegation_refused", 2);
+    let depth = refused.iter().find(|l| l["policies"] == json!(["reserve-first-hop-only"])).unwrap();
+    assert_eq!(depth["policy_decision"], "deny");
+    assert_eq!(depth["act_chain"].as_array().unwrap().len(), 2);
+    assert!(refused.iter().any(|l| l["policy_decision"] == "deny" && l["policies"] == json!([])));
 }

@@ -70,6 +70,11 @@ fn webhook(fail_first: usize) -> (u16, mpsc::Receiver<Value>) {
 }
 
 fn setup() -> Option<Setup> {
+    setup_with("")
+}
+
+/// `setup`, with `policies` (Cedar) in force under `[policy]` when not empty.
+fn setup_with(policies: &str) -> Option<Setup> {
     if !Path::new(PYTHON).exists() {
         eprintln!("SKIP: needs {PYTHON}");
         return None;
@@ -128,6 +133,13 @@ audiences = ["{FLIGHTS}"]
         t = digest(&travel),
         p = digest(&plain),
     );
+    let toml = if policies.is_empty() {
+        toml
+    } else {
+        let file = scripts.join("policy.cedar");
+        std::fs::write(&file, policies).unwrap();
+        format!("{toml}\n[policy]\nfiles = [\"{}\"]\n", file.display())
+    };
     let d = Daemon::start(&toml);
     let token_sock = d.dir.path().join("token.sock");
     eventually("token socket", Duration::from_secs(10), || {
@@ -403,4 +415,51 @@ fn the_admin_socket_still_approves_and_the_token_says_so() {
     let approved = wait_audit(&s, "delegation_approved", 1);
     assert_eq!(approved[0]["approver"], format!("uid:{}", uid()));
     assert_eq!(approved[0]["approver_uid"], uid());
+}
+
+/// `[policy]` decides on the amount of this exact purchase: small ones go through, larger ones
+/// wait for a human (`!context.approved`) and are granted once approved, over a cap never.
+#[test]
+fn policies_decide_on_the_amount_and_wait_for_approval() {
+    let policies = r#"
+@id("travel-team")
+permit (principal, action == Action::"delegate", resource)
+  when { principal has owner && principal.owner == "team-travel" };
+@id("big-purchase-needs-approval")
+forbid (principal, action == Action::"delegate", resource)
+  when { context.details has flight_booking && context.details.flight_booking.amount > 300 && !context.approved };
+@id("purchase-cap")
+forbid (principal, action == Action::"delegate", resource)
+  when { context.details has flight_booking && context.details.flight_booking.amount > 1000 };
+"#;
+    let Some(s) = setup_with(policies) else { return };
+    let booking = |amount: u32| {
+        format!(r#"[{{"type":"flight_booking","itinerary":"LHR-JFK 2025-06-01","amount":{amount},"currency":"EUR"}}]"#)
+    };
+    let alice = user_token(&s, "alice", "flight:search");
+    let (status, body) = py_exchange(&s, &s.travel, &exchange_form(&alice, "flight:search", Some(&booking(200))));
+    assert_eq!(status, 200, "{body}");
+
+    // 500: the policy wants a human's yes for this amount.
+    let ask = exchange_form(&alice, "flight:search", Some(&booking(500)));
+    let (status, pending) = py_exchange(&s, &s.travel, &ask);
+    assert_eq!((status, pending["error"].as_str()), (400, Some("authorization_pending")), "{pending}");
+    let id = pending["approval_id"].as_str().unwrap().to_owned();
+    let out =
+        Command::new(bin()).args(["approve", &id]).arg("--admin-socket").arg(s.d.admin_socket()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (status, granted) = py_exchange(&s, &s.travel, &format!("{ask}&approval_id={id}"));
+    assert_eq!(status, 200, "{granted}");
+    assert_eq!(claims(&s, granted["access_token"].as_str().unwrap())["authorization_details"][0]["amount"], 500);
+
+    // Over the cap: refused, approved or not.
+    let (status, body) = py_exchange(&s, &s.travel, &exchange_form(&alice, "flight:search", Some(&booking(5000))));
+    assert_eq!((status, body["error"].as_str()), (400, Some("access_denied")), "{body}");
+    assert!(body["error_description"].as_str().unwrap().contains("purchase-cap"), "{body}");
+
+    let granted = wait_audit(&s, "delegation_granted", 2);
+    assert!(granted.iter().all(|l| l["policy_decision"] == "allow" && l["policies"] == json!(["travel-team"])));
+    assert!(granted.iter().any(|l| l["approval"]["approver"] == format!("uid:{}", uid())));
+    let refused = wait_audit(&s, "delegation_refused", 1);
+    assert!(refused.iter().any(|l| l["policies"] == json!(["purchase-cap"]) && l["policy_decision"] == "deny"));
 }

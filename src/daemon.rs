@@ -402,7 +402,11 @@ fn spawn_reloader(
             tokio::time::sleep(Duration::from_millis(50)).await;
             // A config that does not validate, or names a federated bundle that cannot be read,
             // is refused as a whole.
-            let loaded = Config::load(&path).map_err(|e| e.to_string());
+            // Off the runtime: thousands of Cedar policies take a second to validate.
+            let p = path.clone();
+            let loaded = tokio::task::spawn_blocking(move || Config::load(&p).map_err(|e| e.to_string()))
+                .await
+                .unwrap_or_else(|e| Err(format!("the config loader failed: {e}")));
             // The composer keeps the runtime revocations and fetched bundles: a revoke at the
             // same moment is in the new policy, never lost by it.
             let published = loaded.and_then(|c| {

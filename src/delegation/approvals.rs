@@ -110,8 +110,10 @@ pub(crate) enum Decider {
     User {
         sub: String,
         issuer: String,
-        /// SHA-256 of the token presented.
+        /// SHA-256 of the token's signing input (`header.payload`).
         token_sha256: [u8; 32],
+        /// The token's `iat`: an approval needs a token issued after the request was made.
+        iat: Option<u64>,
     },
 }
 
@@ -224,7 +226,7 @@ impl Approvals {
         let now = crate::clock::unix_secs(self.clock.now());
         let mut map = self.lock();
         let a = map.get_mut(id).ok_or_else(|| ApprovalError::NotFound(id.chars().take(64).collect()))?;
-        if let Decider::User { sub, issuer, token_sha256 } = by {
+        if let Decider::User { sub, issuer, token_sha256, iat } = by {
             if *sub != a.user {
                 return Err(ApprovalError::NotYours("this approval is another user's request".into()));
             }
@@ -237,6 +239,15 @@ impl Approvals {
                 return Err(ApprovalError::NotYours(
                     "this is the token the agent presented: the agent holds it, so it cannot approve".into(),
                 ));
+            }
+            // Any token of the user the agent could hold predates its request: an approval takes a
+            // token the user obtained afterwards (a fresh sign-in), never an older one.
+            if approve && iat.is_none_or(|t| t < a.created_at) {
+                return Err(ApprovalError::NotYours(format!(
+                    "the token was issued before this request was made (iat {}, request {}): sign in again and approve with the new token",
+                    iat.map_or("missing".to_owned(), |t| t.to_string()),
+                    a.created_at
+                )));
             }
         }
         if a.state != State::Pending {
@@ -360,8 +371,12 @@ mod tests {
     fn only_the_user_decides_with_a_token_of_their_own() {
         let s = Approvals::default();
         let a = s.open(new(1, 1)).unwrap();
-        let user =
-            |sub: &str, iss: &str, t: u8| Decider::User { sub: sub.into(), issuer: iss.into(), token_sha256: [t; 32] };
+        let user = |sub: &str, iss: &str, t: u8| Decider::User {
+            sub: sub.into(),
+            issuer: iss.into(),
+            token_sha256: [t; 32],
+            iat: Some(u64::MAX / 2),
+        };
         let refused = |by: Decider| matches!(s.decide(&a.approval_id, true, &by), Err(ApprovalError::NotYours(_)));
         assert!(refused(user("bob", "https://idp", 1)), "another user");
         assert!(refused(user("alice", "https://other-idp", 1)), "another identity provider");

@@ -28,8 +28,20 @@ impl Details {
     /// A canonical text of the details (types and fields sorted, no whitespace): what an
     /// approval binds to.
     pub(crate) fn canonical(&self) -> String {
-        // serde_json's Map is ordered by key (no `preserve_order`): the text is canonical.
-        serde_json::to_string(&self.by_type).unwrap_or_default()
+        // Sorted explicitly: serde_json's Map keeps insertion order in this build (cedar-policy
+        // turns on `preserve_order`), so its text alone would depend on the request's key order.
+        fn sorted(v: &Value) -> Value {
+            match v {
+                Value::Object(m) => {
+                    let mut keys: Vec<&String> = m.keys().collect();
+                    keys.sort();
+                    Value::Object(keys.into_iter().map(|k| (k.clone(), sorted(&m[k]))).collect())
+                }
+                Value::Array(a) => Value::Array(a.iter().map(sorted).collect()),
+                other => other.clone(),
+            }
+        }
+        serde_json::to_string(&sorted(&Value::Object(self.by_type.clone()))).unwrap_or_default()
     }
 }
 
@@ -77,6 +89,32 @@ pub(crate) fn check(raw: &str, types: &DetailTypes, allowed: &[String]) -> Resul
         by_type.insert(ty.clone(), Value::Object(out));
     }
     Ok(Details { requested, by_type })
+}
+
+/// The details a later hop holds: those it asked for, which must be exactly the subject token's
+/// own `authorization_details` (when it has them); none asked for: the subject token's, carried
+/// on (checked against the declaration and the entry like a request). Dropping them along the
+/// chain would also drop every policy condition on them (an amount cap).
+pub(crate) fn for_hop(
+    requested: Option<Details>,
+    subject: Option<&Value>,
+    types: &DetailTypes,
+    allowed: &[String],
+) -> Result<Option<Details>, String> {
+    let Some(claim) = subject else { return Ok(requested) };
+    match requested {
+        Some(d) => {
+            within(&d, Some(claim))?;
+            let held = claim.as_array().map_or(0, Vec::len);
+            if d.by_type.len() != held {
+                return Err("a later hop must carry all of the subject token's authorization_details".into());
+            }
+            Ok(Some(d))
+        }
+        None => check(&claim.to_string(), types, allowed)
+            .map(Some)
+            .map_err(|e| format!("the subject token's authorization_details cannot be carried on: {e}")),
+    }
 }
 
 /// Err (why) when `details` asks for more than the subject token's own `authorization_details`

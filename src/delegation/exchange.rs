@@ -152,9 +152,16 @@ impl Exchange {
         rec.subject_issuer = Some(subject.issuer.clone());
         rec.subject_jti = subject.jti.clone();
         rec.chain = std::iter::once(agent.clone()).chain(subject.actors.iter().cloned()).collect();
-        if let Some(d) = &details {
-            details::within(d, subject.authorization_details.as_ref()).map_err(OAuthError::invalid_details)?;
-        }
+        // A later hop holds exactly the details its subject token carries (carried on when not
+        // asked for again): dropping them would drop every policy condition on them.
+        let details = details::for_hop(
+            details,
+            subject.authorization_details.as_ref(),
+            caller.policy.detail_types(),
+            &policy.authorization_details,
+        )
+        .map_err(OAuthError::invalid_details)?;
+        rec.authorization_details = details.as_ref().map(|d| d.requested.clone());
         let key = auth.signer(crate::ca::KeyKind::Delegation, now_t).cloned();
         // POLICY POINT (issue 24, part 1): what the decision sees. `context_details` is Cedar's
         // `context.details` (by type, each an object of its fields; empty without details).
@@ -281,7 +288,7 @@ impl Exchange {
                     authorization_details: details.map(|d| d.requested.clone()),
                     fingerprint,
                     user_issuer: (subject.origin == trust::Origin::IdentityProvider).then(|| subject.issuer.clone()),
-                    subject_token_sha256: Sha256::digest(token.as_bytes()).into(),
+                    subject_token_sha256: trust::signing_input_sha256(token),
                 })
                 .map_err(|e| OAuthError::new(OAuthCode::SlowDown, e.to_string()))?;
             if let Some(n) = &self.notifier {

@@ -148,7 +148,8 @@ mod tests {
     fn the_payload_names_the_request_and_no_token() {
         let a = approval();
         let p = payload(&a);
-        let keys: Vec<&str> = p.as_object().unwrap().keys().map(String::as_str).collect();
+        let mut keys: Vec<&str> = p.as_object().unwrap().keys().map(String::as_str).collect();
+        keys.sort_unstable();
         assert_eq!(
             keys,
             ["agent", "approval_id", "audience", "authorization_details", "expires_at", "owner", "scope", "user"]

@@ -90,6 +90,16 @@ pub(crate) struct Subject {
     pub jti: Option<String>,
     /// The token's RFC 9396 `authorization_details` claim, if any (a later hop may not change them).
     pub authorization_details: Option<Value>,
+    /// Its `iat`, if it has one (a user's approval must come with a token newer than the request).
+    pub iat: Option<u64>,
+}
+
+/// SHA-256 of a JWT's signing input (`header.payload`): the same for every signature of the same
+/// claims, so re-encoding the signature (ECDSA's `s` ↔ `n - s`) does not make another token.
+pub(crate) fn signing_input_sha256(token: &str) -> [u8; 32] {
+    use sha2::Digest;
+    let input = token.rsplit_once('.').map_or(token, |(head, _)| head);
+    sha2::Sha256::digest(input.as_bytes()).into()
 }
 
 /// The unverified header fields we route on.
@@ -266,6 +276,7 @@ pub(crate) fn verify(token: &str, idps: &Issuers, tessera: &TesseraKeys<'_>, now
         client_id,
         jti,
         authorization_details,
+        iat: claims.get("iat").and_then(Value::as_u64),
     })
 }
 

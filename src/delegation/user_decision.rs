@@ -18,7 +18,6 @@ use crate::events::delegation::Outcome;
 use crate::events::{Event, Events};
 use crate::issuer::KeySource;
 use crate::net::http::{self, Answer, Method, Request, Response};
-use sha2::{Digest, Sha256};
 use std::sync::Arc;
 
 /// What the decision listener needs.
@@ -107,14 +106,15 @@ impl UserDecisions {
         Ok(Decider::User {
             sub: subject.user,
             issuer: subject.issuer,
-            token_sha256: Sha256::digest(token.as_bytes()).into(),
+            token_sha256: trust::signing_input_sha256(token),
+            iat: subject.iat,
         })
     }
 
     /// The audit line of a refused decision on a live approval (none for unknown ids).
     fn refused(&self, id: &str, by: Option<&Decider>, code: &'static str, why: &str) {
         let Some(a) = self.approvals.get(id) else { return };
-        let unknown = Decider::User { sub: String::new(), issuer: String::new(), token_sha256: [0; 32] };
+        let unknown = Decider::User { sub: String::new(), issuer: String::new(), token_sha256: [0; 32], iat: None };
         let mut rec = decision_record(&a, Outcome::Refused, by.unwrap_or(&unknown));
         if by.is_none() {
             rec.approver = None;

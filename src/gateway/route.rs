@@ -203,6 +203,13 @@ fn check_path(path: &str) -> Result<(), Unrouted> {
     Ok(())
 }
 
+/// The path as the upstream will read it (`%XX` decoded once; `check_path` refused what would
+/// decode to a separator, a dot segment or a control character): what policies see, so that
+/// `/%61dmin` cannot slip past a `forbid` on `/admin`.
+pub(crate) fn decoded_path(path: &str) -> String {
+    percent_decode(path.as_bytes()).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_else(|| path.to_owned())
+}
+
 /// `%XX` decoded once; None for a malformed escape.
 fn percent_decode(bytes: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(bytes.len());

@@ -650,6 +650,7 @@ fn decide(
     let selectors = crate::caller::selector_strings(&agent.attestation.selectors);
     let scopes: Option<Vec<String>> =
         rec.scope.as_ref().map(|s| s.split(' ').filter(|s| !s.is_empty()).map(str::to_owned).collect());
+    let path = route::decoded_path(&rec.path);
     let v = authz.decide(&Ask {
         what: What::Call,
         principal: &entry.spiffe_id,
@@ -658,7 +659,7 @@ fn decide(
         resource: Resource::Host(&resolved.host),
         ctx: Ctx {
             method: Some(&rec.method),
-            path: Some(&rec.path),
+            path: Some(&path),
             route: rec.route.as_deref(),
             user: rec.user.as_deref(),
             scopes: scopes.as_deref(),

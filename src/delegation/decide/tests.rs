@@ -36,6 +36,7 @@ fn user() -> Subject {
         client_id: None,
         jti: None,
         authorization_details: None,
+        iat: None,
     }
 }
 

@@ -92,6 +92,8 @@ impl PolicyFiles {
                 Ok(rd) => {
                     let mut found: Vec<PathBuf> = rd
                         .filter_map(Result::ok)
+                        // Dotfiles are editors' locks and backups (`.#main.cedar`), never policies.
+                        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
                         .filter(|e| wildcard(&name, &e.file_name().to_string_lossy()))
                         .filter(|e| e.file_type().map(|t| t.is_file() || t.is_symlink()).unwrap_or(false))
                         .map(|e| e.path())
@@ -140,12 +142,50 @@ impl PolicyFiles {
     }
 }
 
+/// Whoever may write a policy file (or add one to its directory) decides what every agent may
+/// do: it must be a regular file that only root or the daemon's user can change, in a directory
+/// only they can change. Opened once and checked on the open file (no swap between check and
+/// read), read up to the limit whatever its size claims (a FIFO or a device is refused first).
 fn read(f: &Path) -> Result<String, String> {
-    let meta = std::fs::metadata(f).map_err(|e| format!("cannot read: {e}"))?;
-    if meta.len() > MAX_FILE {
-        return Err(format!("{} bytes; a policy file may hold at most {MAX_FILE} (split it)", meta.len()));
+    use std::io::Read;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let me = nix::unistd::geteuid().as_raw();
+    let unsafe_owner = |m: &std::fs::Metadata| (m.uid() != 0 && m.uid() != me) || m.mode() & 0o022 != 0;
+    let fix = "make it root-owned and not group- or world-writable (chown root; chmod go-w)";
+    if let Some(dir) = f.parent()
+        && let Ok(m) = std::fs::metadata(dir)
+        && unsafe_owner(&m)
+    {
+        return Err(format!(
+            "its directory {} (owner uid {}, mode {:04o}) may be changed by someone other than root: {fix}",
+            dir.display(),
+            m.uid(),
+            m.mode() & 0o7777
+        ));
     }
-    std::fs::read_to_string(f).map_err(|e| format!("cannot read: {e}"))
+    // O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused below).
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK)
+        .open(f)
+        .map_err(|e| format!("cannot read: {e}"))?;
+    let meta = file.metadata().map_err(|e| format!("cannot read: {e}"))?;
+    if !meta.is_file() {
+        return Err("not a regular file".into());
+    }
+    if unsafe_owner(&meta) {
+        return Err(format!(
+            "owner uid {}, mode {:04o}: it may be changed by someone other than root: {fix}",
+            meta.uid(),
+            meta.mode() & 0o7777
+        ));
+    }
+    let mut text = String::new();
+    file.take(MAX_FILE + 1).read_to_string(&mut text).map_err(|e| format!("cannot read: {e}"))?;
+    if text.len() as u64 > MAX_FILE {
+        return Err(format!("larger than {MAX_FILE} bytes, the most a policy file may hold (split it)"));
+    }
+    Ok(text)
 }
 
 /// 1-based line and column of a byte offset.
@@ -204,6 +244,16 @@ pub(crate) fn compile(texts: &[(PathBuf, String)], mode: Mode, details: &[Detail
         let fname = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         for (n, p) in ordered {
             let id = match p.annotation("id") {
+                // `#` is reserved for the default IDs (`file.cedar#3`), so an @id cannot pose as one.
+                Some(id) if id.contains('#') => {
+                    errors.push(Located {
+                        file: file.clone(),
+                        line: 0,
+                        column: 0,
+                        message: format!("@id({id:?}): an @id may not contain '#' (reserved for file#n)"),
+                    });
+                    continue;
+                }
                 Some(id) if !id.is_empty() => id.to_owned(),
                 _ => format!("{fname}#{}", n + 1),
             };
@@ -214,9 +264,9 @@ pub(crate) fn compile(texts: &[(PathBuf, String)], mode: Mode, details: &[Detail
                     file.display()
                 ));
             }
-            // Point a duplicate @id at its annotation.
-            let at = text.find(&format!("\"{id}\"")).map(|o| line_col(text, o)).unwrap_or((0, 0));
             if let Err(e) = all.add(named) {
+                // Point a duplicate @id at its annotation.
+                let at = text.find(&format!("\"{id}\"")).map(|o| line_col(text, o)).unwrap_or((0, 0));
                 errors.push(Located {
                     file: file.clone(),
                     line: at.0,

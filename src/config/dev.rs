@@ -194,6 +194,7 @@ mod tests {
             spire: None,
             gateway: None,
             policy: None,
+            guards: Vec::new(),
         }
     }
 

@@ -11,6 +11,7 @@ pub(crate) mod delegation;
 pub(crate) mod dev;
 mod entries;
 pub(crate) mod gateway;
+pub(crate) mod guard;
 pub(crate) mod policy;
 pub(crate) mod publish;
 mod schema;
@@ -109,6 +110,8 @@ pub(crate) struct Config {
     pub gateway: Option<gateway::Gateway>,
     /// `[policy]`: the Cedar policies, loaded (None: the fixed rules alone).
     pub policy: Option<policy::PolicyConfig>,
+    /// `[[guard]]`: guards in front of protected services.
+    pub guards: Vec<std::sync::Arc<guard::Guard>>,
 }
 
 impl Config {

@@ -14,6 +14,8 @@ pub(crate) enum Answer {
     Created,
     /// The request is malformed, or an OAuth error (RFC 6749 §5.2).
     BadRequest,
+    /// No credential, or one that is not valid (a guard's bearer token).
+    Unauthorized,
     /// The caller may not do this (the admin socket's peer check, a self-approval).
     Forbidden,
     /// No such path or object.
@@ -28,6 +30,10 @@ pub(crate) enum Answer {
     PayloadTooLarge,
     /// Our fault (a task failed, a store could not be written).
     Internal,
+    /// An upstream behind a guard failed or sent something unusable.
+    BadGateway,
+    /// An upstream behind a guard sent no answer in time.
+    GatewayTimeout,
     /// Not ready, or over a limit: try again later.
     Unavailable,
     /// A store is full (revocations).
@@ -41,6 +47,7 @@ impl Answer {
             Answer::Ok => StatusCode::OK,
             Answer::Created => StatusCode::CREATED,
             Answer::BadRequest => StatusCode::BAD_REQUEST,
+            Answer::Unauthorized => StatusCode::UNAUTHORIZED,
             Answer::Forbidden => StatusCode::FORBIDDEN,
             Answer::NotFound => StatusCode::NOT_FOUND,
             Answer::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -48,6 +55,8 @@ impl Answer {
             Answer::Conflict => StatusCode::CONFLICT,
             Answer::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Answer::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            Answer::BadGateway => StatusCode::BAD_GATEWAY,
+            Answer::GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
             Answer::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Answer::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
         }
@@ -70,6 +79,7 @@ mod tests {
             (Answer::Ok, 200),
             (Answer::Created, 201),
             (Answer::BadRequest, 400),
+            (Answer::Unauthorized, 401),
             (Answer::Forbidden, 403),
             (Answer::NotFound, 404),
             (Answer::MethodNotAllowed, 405),
@@ -77,6 +87,8 @@ mod tests {
             (Answer::Conflict, 409),
             (Answer::PayloadTooLarge, 413),
             (Answer::Internal, 500),
+            (Answer::BadGateway, 502),
+            (Answer::GatewayTimeout, 504),
             (Answer::Unavailable, 503),
             (Answer::InsufficientStorage, 507),
         ];

@@ -67,8 +67,11 @@ impl Shared {
         http.enforce_http(false);
         http.set_connect_timeout(Some(self.limits.connect_timeout));
         http.set_nodelay(true);
+        let mut cfg = (*tls).clone();
+        // The connector sets ALPN itself (and refuses a config that has it).
+        cfg.alpn_protocols.clear();
         let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config((*tls).clone())
+            .with_tls_config(cfg)
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);

@@ -14,6 +14,7 @@ mod delegation;
 mod federation;
 mod fuzz_regressions;
 mod gateway;
+mod guard;
 mod hardening;
 mod hardening_b;
 mod hardening_c;

@@ -269,7 +269,7 @@ pub(crate) async fn accept_tcp<F, Fut>(
                     answer_busy(stream);
                 }
                 if let Some(n) = refusals.tick() {
-                    tracing::warn!(peer = %addr, refused_since_last_report = n, "connection to {what} refused: {why}");
+                    tracing::warn!(peer = %addr, listener = what, refused_since_last_report = n, "connection refused: {why}");
                 }
                 continue;
             }

@@ -56,6 +56,8 @@ pub(crate) enum DaemonError {
     Telemetry(#[from] crate::telemetry::TelemetryError),
     #[error(transparent)]
     Gateway(#[from] crate::gateway::GatewayError),
+    #[error(transparent)]
+    Guard(#[from] crate::guard::GuardError),
 }
 
 /// Attestations in flight at once; more wait their turn (the kernel work is I/O and hashing).
@@ -206,28 +208,9 @@ pub(crate) async fn run_with(
     } else if config.delegation.is_some() || config.oidc.is_some() || config.bundle_endpoint.is_some() {
         tracing::warn!("SPIRE mode: delegation, [oidc] and [bundle_endpoint] need the local CA and are not served");
     }
-    // The node gateway: calls out of the node with credentials the agents never hold.
-    let gateway = match &config.gateway {
-        Some(gw) => {
-            let keys: Option<Arc<dyn KeySource>> = local_ca.as_ref().map(|(ca, _)| {
-                let k: Arc<dyn KeySource> = ca.clone();
-                k
-            });
-            Some(Arc::new(
-                crate::gateway::start(
-                    &config,
-                    gw,
-                    ctx.pipeline.clone(),
-                    ctx.issuer.clone(),
-                    keys,
-                    events.clone(),
-                    shutdown_rx.clone(),
-                )
-                .await?,
-            ))
-        }
-        None => None,
-    };
+    // The node gateway (calls out of the node) and the guards (calls into protected services).
+    let keys = local_ca.as_ref().map(|(ca, _)| -> Arc<dyn KeySource> { ca.clone() });
+    let edges = parts::Edges::start(&config, &ctx, keys, &events, &shutdown_rx).await?;
     let admin_listener = crate::admin::bind(&config.admin_socket_path, config.admin_socket_group)?;
     let admin = crate::admin::AdminHandler {
         authorized: crate::admin::Authorized {
@@ -246,7 +229,7 @@ pub(crate) async fn run_with(
     if let Some((ca, ca_gen_tx)) = local_ca {
         spawn_ca_rotation(ca, config.ca_ttl, ca_gen_tx, events.clone(), clock, shutdown_rx.clone());
         crate::federation::spawn(&config, fetched.clone(), composer.clone(), events.clone(), shutdown_rx.clone());
-        spawn_reloader(&config, files, composer, fetched, gateway.clone(), events.clone(), shutdown_rx.clone())?;
+        spawn_reloader(&config, files, composer, fetched, edges.clone(), events.clone(), shutdown_rx.clone())?;
     }
 
     tokio::spawn(async move {
@@ -323,9 +306,7 @@ pub(crate) async fn run_with(
     let _ = std::fs::remove_file(&config.socket_path);
     let _ = std::fs::remove_file(&config.admin_socket_path);
     crate::delegation::remove_sockets(&config);
-    if let Some(g) = &gateway {
-        let _ = std::fs::remove_file(&g.socket_path);
-    }
+    edges.remove_sockets();
     audit.close();
     tracing::info!("stopped; socket removed");
     result.map_err(DaemonError::from)
@@ -373,7 +354,7 @@ fn spawn_reloader(
     files: Arc<FileWatcher>,
     policy: PolicyComposer,
     fetched: crate::federation::FetchedBundles,
-    gateway: Option<Arc<crate::gateway::Handle>>,
+    edges: parts::Edges,
     events: Events,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), DaemonError> {
@@ -440,9 +421,7 @@ fn spawn_reloader(
                     tracing::warn!("reload: a change of {what} takes effect only after a restart");
                 }
             }
-            if let (Some(handle), Some(gw)) = (&gateway, &next.gateway) {
-                handle.update(gw);
-            }
+            edges.update(&next);
             _files_sub = files.subscribe(Owner::Daemon, &watch_paths(&next), &changed);
             let entries = next.registry.entries().len();
             tracing::info!(why, entries, "configuration reloaded");

@@ -27,6 +27,7 @@ pub(crate) mod delegation;
 pub(crate) mod events;
 pub(crate) mod federation;
 pub(crate) mod gateway;
+pub(crate) mod guard;
 pub(crate) mod inventory;
 pub(crate) mod net;
 // Values and helpers.

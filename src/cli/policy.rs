@@ -71,6 +71,7 @@ struct RequestContext {
     method: Option<String>,
     path: Option<String>,
     route: Option<String>,
+    mcp_method: Option<String>,
 }
 
 pub(crate) fn run(command: PolicyCommand) -> Result<()> {
@@ -148,6 +149,7 @@ pub(crate) fn run(command: PolicyCommand) -> Result<()> {
                     method: c.method.as_deref(),
                     path: c.path.as_deref(),
                     route: c.route.as_deref(),
+                    mcp_method: c.mcp_method.as_deref(),
                 },
             };
             let v = p.authz.decide(&ask);

@@ -195,6 +195,7 @@ mod tests {
             spire: None,
             gateway: None,
             policy: None,
+            guards: Vec::new(),
         }
     }
 

@@ -614,7 +614,7 @@ impl Validator<'_> {
 
     /// A PEM file that exists (read again when used), that only root or the daemon's user may
     /// change: whoever can add a CA to it can read what the gateway sends under its trust.
-    fn pem_file(&mut self, p: &Spanned<PathBuf>, key: &str) -> Option<PathBuf> {
+    pub(super) fn pem_file(&mut self, p: &Spanned<PathBuf>, key: &str) -> Option<PathBuf> {
         use std::os::unix::fs::MetadataExt;
         if let Ok(meta) = std::fs::metadata(p.get_ref()) {
             let me = nix::unistd::geteuid().as_raw();

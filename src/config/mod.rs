@@ -13,6 +13,7 @@ mod details;
 pub(crate) mod dev;
 mod entries;
 pub(crate) mod gateway;
+pub(crate) mod guard;
 pub(crate) mod policy;
 pub(crate) mod publish;
 mod schema;
@@ -113,6 +114,8 @@ pub(crate) struct Config {
     pub gateway: Option<gateway::Gateway>,
     /// `[policy]`: the Cedar policies, loaded (None: the fixed rules alone).
     pub policy: Option<policy::PolicyConfig>,
+    /// `[[guard]]`: guards in front of protected services.
+    pub guards: Vec<std::sync::Arc<guard::Guard>>,
 }
 
 impl Config {

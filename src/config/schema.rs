@@ -5,7 +5,7 @@
 //! types there.
 
 use super::validator::syntax_issue;
-use super::{ConfigIssue, agents, approvals, delegation, gateway, policy, publish, spire, telemetry};
+use super::{ConfigIssue, agents, approvals, delegation, gateway, guard, policy, publish, spire, telemetry};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -54,6 +54,8 @@ pub(super) struct RawConfig {
     pub spire: Option<Spanned<spire::RawSpire>>,
     pub gateway: Option<Spanned<gateway::RawGateway>>,
     pub policy: Option<Spanned<policy::RawPolicy>>,
+    #[serde(default)]
+    pub guard: Vec<Spanned<guard::RawGuard>>,
 }
 
 impl RawConfig {

@@ -67,3 +67,58 @@ pub(super) fn upstream_of(config: &Config) -> Option<crate::ca::Upstream> {
         bundle: u.bundle.clone(),
     })
 }
+
+/// The daemon's HTTP edges: the node gateway and the guards, for reloads and shutdown.
+#[derive(Clone, Default)]
+pub(super) struct Edges {
+    gateway: Option<Arc<crate::gateway::Handle>>,
+    guards: Option<Arc<crate::guard::Handle>>,
+}
+
+impl Edges {
+    /// Bind and serve the gateway (`[gateway]`) and the guards (`[[guard]]`) of `config`.
+    pub(super) async fn start(
+        config: &Config,
+        ctx: &crate::endpoint::workload_api::Context,
+        keys: Option<Arc<dyn KeySource>>,
+        events: &crate::events::Events,
+        shutdown: &tokio::sync::watch::Receiver<bool>,
+    ) -> Result<Self, super::DaemonError> {
+        let mut edges = Self::default();
+        if let Some(gw) = &config.gateway {
+            let (pipeline, issuer) = (ctx.pipeline.clone(), ctx.issuer.clone());
+            let handle =
+                crate::gateway::start(config, gw, pipeline, issuer, keys.clone(), events.clone(), shutdown.clone())
+                    .await?;
+            edges.gateway = Some(Arc::new(handle));
+        }
+        if !config.guards.is_empty() {
+            let (pipeline, issuer) = (ctx.pipeline.clone(), ctx.issuer.clone());
+            let handle =
+                crate::guard::start(&config.guards, pipeline, issuer, keys, events.clone(), shutdown.clone()).await?;
+            edges.guards = Some(Arc::new(handle));
+        }
+        Ok(edges)
+    }
+
+    /// A reloaded config's routes, credentials and guard settings.
+    pub(super) fn update(&self, next: &Config) {
+        if let (Some(handle), Some(gw)) = (&self.gateway, &next.gateway) {
+            handle.update(gw);
+        }
+        if let Some(handle) = &self.guards {
+            handle.update(&next.guards);
+        } else if !next.guards.is_empty() {
+            tracing::warn!("reload: new guards are served only after a restart");
+        }
+    }
+
+    pub(super) fn remove_sockets(&self) {
+        if let Some(g) = &self.gateway {
+            let _ = std::fs::remove_file(&g.socket_path);
+        }
+        if let Some(g) = &self.guards {
+            g.socket_paths().for_each(|p| drop(std::fs::remove_file(p)));
+        }
+    }
+}

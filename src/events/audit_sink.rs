@@ -36,6 +36,11 @@ pub(crate) fn refusal_key(event: &Event) -> Option<RefusalKey> {
         }
         Event::SpireRefused { .. } => Some(RefusalKey::Source("spire server".into())),
         Event::GatewayCall(c) if !c.allowed => Some(RefusalKey::Uid(c.uid)),
+        // A Unix peer's uid; a TCP peer (loopback) by its address.
+        Event::GuardAction(a) if !a.allowed => Some(match (a.uid, &a.source) {
+            (None, Some(source)) => RefusalKey::Source(format!("guard {} {source}", a.guard)),
+            (uid, _) => RefusalKey::Uid(uid),
+        }),
         _ => None,
     }
 }
@@ -149,10 +154,10 @@ pub(crate) fn audit_line(event: &Event) -> Option<(&'static str, Value)> {
             if let Some(aud) = audience {
                 fields["audience"] = json!(aud);
             }
-            if let (Some(v), Value::Object(f)) = (policy, &mut fields) {
-                if let Value::Object(p) = v.audit() {
-                    f.extend(p);
-                }
+            if let (Some(v), Value::Object(f)) = (policy, &mut fields)
+                && let Value::Object(p) = v.audit()
+            {
+                f.extend(p);
             }
             ("issued", fields)
         }
@@ -179,6 +184,7 @@ pub(crate) fn audit_line(event: &Event) -> Option<(&'static str, Value)> {
         Event::ReloadRefused { reason } => ("reload_refused", json!({ "reason": reason })),
         Event::Delegation(r) => (r.outcome.audit_name(), r.audit_fields()),
         Event::GatewayCall(c) => ("gateway_call", c.audit_fields()),
+        Event::GuardAction(a) => ("guard_action", a.audit_fields()),
         Event::FederatedBundleUpdated { trust_domain, sequence, x509_authorities, jwt_keys } => (
             "federated_bundle_updated",
             json!({ "trust_domain": trust_domain, "sequence": sequence,

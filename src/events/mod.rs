@@ -7,6 +7,7 @@ pub(crate) mod audit;
 pub(crate) mod audit_sink;
 pub(crate) mod delegation;
 pub(crate) mod gateway;
+pub(crate) mod guard;
 mod rpc;
 pub(crate) use rpc::{Call, Rpc};
 
@@ -149,6 +150,8 @@ pub(crate) enum Event {
     Delegation(Box<delegation::Record>),
     /// A call through the node gateway, allowed or refused.
     GatewayCall(Box<gateway::GatewayCall>),
+    /// An action at a guard (`[[guard]]`), allowed or refused.
+    GuardAction(Box<guard::GuardAction>),
     /// SPIRE mode: a sync with the server ended (ok or not). `since_good_sync` is the age, in
     /// seconds, of the last good sync (the metrics gauge); `None` before the first one.
     SpireSync {

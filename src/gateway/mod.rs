@@ -4,7 +4,7 @@
 //! agent sent, injects the route's credential (or checks the agent's delegated token), forwards
 //! over TLS, streams the answer back and writes one audit line per call.
 
-mod body;
+pub(crate) mod body;
 mod conn_io;
 pub(crate) mod credentials;
 mod delegated;

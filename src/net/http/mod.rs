@@ -203,13 +203,59 @@ pub(crate) async fn serve_tcp(
     tls: Option<tokio_rustls::TlsAcceptor>,
     handler: Arc<dyn Handler>,
     limits: Limits,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
     let counter = SourceCounter::with_reserve(
         limits.max_connections,
         limits.max_connections_per_source,
         limits.reserved_for_new_sources,
     );
+    let busy = tls.is_none();
+    accept_tcp(
+        listener,
+        counter,
+        busy,
+        limits.first_byte_timeout,
+        "an HTTP listener",
+        shutdown,
+        move |stream, addr| {
+            let handler = handler.clone();
+            let tls = tls.clone();
+            async move {
+                match tls {
+                    None => serve_connection(stream, Caller::Tcp, handler, limits).await,
+                    Some(acceptor) => {
+                        match tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)).await {
+                            Ok(Ok(tls_stream)) => serve_connection(tls_stream, Caller::Tcp, handler, limits).await,
+                            Ok(Err(e)) => tracing::debug!(peer = %addr, error = %e, "TLS handshake failed"),
+                            Err(_) => tracing::debug!(peer = %addr, "TLS handshake timed out"),
+                        }
+                    }
+                }
+            }
+        },
+    )
+    .await;
+}
+
+/// Accept on TCP until `shutdown` turns true, each connection admitted under `counter` (per
+/// source, with its reserve for new sources, and in all); a peer over a limit is answered 503
+/// when `busy` (plain HTTP), else closed. Each admitted connection runs `serve` on its own task,
+/// holding its place, once it sent a first byte within `first_byte_timeout`. A failed accept
+/// backs off; refusals are logged at most once per 5 s.
+pub(crate) async fn accept_tcp<F, Fut>(
+    listener: TcpListener,
+    counter: Arc<SourceCounter>,
+    busy: bool,
+    first_byte_timeout: Duration,
+    what: &'static str,
+    mut shutdown: watch::Receiver<bool>,
+    serve: F,
+) where
+    F: Fn(TcpStream, std::net::SocketAddr) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let serve = Arc::new(serve);
     let mut refusals = Throttled::new(Duration::from_secs(5));
     loop {
         let accepted = tokio::select! {
@@ -219,7 +265,7 @@ pub(crate) async fn serve_tcp(
         let (stream, addr) = match accepted {
             Ok(a) => a,
             Err(e) => {
-                tracing::warn!(error = %e, "accept failed on an HTTP listener");
+                tracing::warn!(error = %e, "accept failed on {what}");
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
@@ -227,35 +273,27 @@ pub(crate) async fn serve_tcp(
         let held = match counter.try_acquire(Source::of(addr.ip())) {
             Ok(held) => held,
             Err(why) => {
-                if tls.is_none() {
+                if busy {
                     answer_busy(stream);
                 }
                 if let Some(n) = refusals.tick() {
-                    tracing::warn!(peer = %addr, refused_since_last_report = n, "connection refused: {why}");
+                    tracing::warn!(peer = %addr, listener = what, refused_since_last_report = n, "connection refused: {why}");
                 }
                 continue;
             }
         };
-        let handler = handler.clone();
-        let tls = tls.clone();
+        let serve = serve.clone();
         tokio::spawn(async move {
             let _held = held;
             // A first byte (or the peer's close) within its own short deadline; hyper's
             // `header_timeout` then bounds the rest of the head, the TLS handshake's its own.
             // `peek`, not `readable`: readiness may be reported with nothing to read.
-            let first_byte = tokio::time::timeout(limits.first_byte_timeout, stream.peek(&mut [0u8; 1])).await;
+            let first_byte = tokio::time::timeout(first_byte_timeout, stream.peek(&mut [0u8; 1])).await;
             if !matches!(first_byte, Ok(Ok(_))) {
                 tracing::debug!(peer = %addr, "connection sent nothing in time; closed");
                 return;
             }
-            match tls {
-                None => serve_connection(stream, Caller::Tcp, handler, limits).await,
-                Some(acceptor) => match tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)).await {
-                    Ok(Ok(tls_stream)) => serve_connection(tls_stream, Caller::Tcp, handler, limits).await,
-                    Ok(Err(e)) => tracing::debug!(peer = %addr, error = %e, "TLS handshake failed"),
-                    Err(_) => tracing::debug!(peer = %addr, "TLS handshake timed out"),
-                },
-            }
+            serve(stream, addr).await;
         });
     }
 }

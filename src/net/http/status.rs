@@ -30,6 +30,10 @@ pub(crate) enum Answer {
     PayloadTooLarge,
     /// Our fault (a task failed, a store could not be written).
     Internal,
+    /// An upstream behind a guard failed or sent something unusable.
+    BadGateway,
+    /// An upstream behind a guard sent no answer in time.
+    GatewayTimeout,
     /// Not ready, or over a limit: try again later.
     Unavailable,
     /// A store is full (revocations).
@@ -51,6 +55,8 @@ impl Answer {
             Answer::Conflict => StatusCode::CONFLICT,
             Answer::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Answer::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            Answer::BadGateway => StatusCode::BAD_GATEWAY,
+            Answer::GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
             Answer::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Answer::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
         }
@@ -81,6 +87,8 @@ mod tests {
             (Answer::Conflict, 409),
             (Answer::PayloadTooLarge, 413),
             (Answer::Internal, 500),
+            (Answer::BadGateway, 502),
+            (Answer::GatewayTimeout, 504),
             (Answer::Unavailable, 503),
             (Answer::InsufficientStorage, 507),
         ];

@@ -83,6 +83,8 @@ pub(crate) struct Ctx<'a> {
     pub method: Option<&'a str>,
     pub path: Option<&'a str>,
     pub route: Option<&'a str>,
+    /// `serve`: the JSON-RPC method of an MCP message.
+    pub mcp_method: Option<&'a str>,
 }
 
 /// One decision's inputs.
@@ -226,6 +228,9 @@ impl Ask<'_> {
                 s("user", c.user);
                 out.push(("scopes".into(), string_set(c.scopes.unwrap_or_default())));
                 out.push(("chain".into(), string_set(c.chain.unwrap_or_default())));
+                if let Some(m) = c.mcp_method {
+                    out.push(("mcp_method".into(), RestrictedExpression::new_string(m.to_owned())));
+                }
             }
         }
         Ok(out)

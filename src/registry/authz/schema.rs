@@ -68,6 +68,8 @@ action serve appliesTo {
     user?: String,
     scopes: Set<String>,
     chain: Set<String>,
+    // The JSON-RPC method of an MCP message (`mcp = true`): "tools/call", "tools/list", ...
+    mcp_method?: String,
   },
 };
 "#;

@@ -221,6 +221,42 @@ struct Conn {
     watch: Arc<super::conn_io::Watch>,
     /// Closes tunnels when the connection is cut off.
     cut: watch::Sender<bool>,
+    /// The policy inputs of the tunnel this connection opened (it outlives its decision): decided
+    /// again on a policy change, the connection cut when the new set denies it.
+    tunnel: Mutex<Option<Decided>>,
+}
+
+/// What a call was decided on, kept to decide it again under a new policy set.
+#[derive(Debug, Clone)]
+struct Decided {
+    agent: SpiffeId,
+    selectors: Vec<String>,
+    host: String,
+    method: String,
+    path: String,
+    route: Option<String>,
+    user: Option<String>,
+    scopes: Option<Vec<String>>,
+}
+
+impl Decided {
+    fn ask<'a>(&'a self, entry: Option<&'a crate::registry::Entry>) -> Ask<'a> {
+        Ask {
+            what: What::Call,
+            principal: &self.agent,
+            entry,
+            selectors: Some(&self.selectors),
+            resource: Resource::Host(&self.host),
+            ctx: Ctx {
+                method: Some(&self.method),
+                path: Some(&self.path),
+                route: self.route.as_deref(),
+                user: self.user.as_deref(),
+                scopes: self.scopes.as_deref(),
+                ..Ctx::default()
+            },
+        }
+    }
 }
 
 /// Serve the Unix socket.
@@ -388,6 +424,7 @@ async fn serve_connection<S>(
         tcp,
         agents: Mutex::new(BTreeSet::new()),
         cached: Mutex::new(None),
+        tunnel: Mutex::new(None),
         last_scan: Mutex::new(Instant::now()),
         tainted: AtomicBool::new(false),
         watch: io_watch.clone(),
@@ -635,6 +672,15 @@ async fn still_served(shared: &Arc<Shared>, conn: &Conn) -> Result<(), String> {
             return Err(format!("{a} was revoked or no longer matches this process"));
         }
     }
+    // An open tunnel is decided again under the policies in force now.
+    let tunnel = conn.tunnel.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    if let (Some(d), Some(authz)) = (tunnel, &now.authz) {
+        let entry = now.registry.entries().iter().find(|e| e.spiffe_id == d.agent && !e.retired);
+        let v = authz.decide(&d.ask(entry.map(|e| &**e)));
+        if !v.permits() {
+            return Err(format!("the open tunnel to {}: {}", d.host, v.reason()));
+        }
+    }
     Ok(())
 }
 
@@ -645,30 +691,22 @@ fn decide(
     agent: &Caller,
     entry: &crate::registry::Entry,
     resolved: &Resolved,
-) -> Result<(), String> {
-    let Some(authz) = &agent.policy.authz else { return Ok(()) };
-    let selectors = crate::caller::selector_strings(&agent.attestation.selectors);
-    let scopes: Option<Vec<String>> =
-        rec.scope.as_ref().map(|s| s.split(' ').filter(|s| !s.is_empty()).map(str::to_owned).collect());
-    let path = route::decoded_path(&rec.path);
-    let v = authz.decide(&Ask {
-        what: What::Call,
-        principal: &entry.spiffe_id,
-        entry: Some(entry),
-        selectors: Some(&selectors),
-        resource: Resource::Host(&resolved.host),
-        ctx: Ctx {
-            method: Some(&rec.method),
-            path: Some(&path),
-            route: rec.route.as_deref(),
-            user: rec.user.as_deref(),
-            scopes: scopes.as_deref(),
-            ..Ctx::default()
-        },
-    });
+) -> Result<Option<Decided>, String> {
+    let Some(authz) = &agent.policy.authz else { return Ok(None) };
+    let d = Decided {
+        agent: entry.spiffe_id.clone(),
+        selectors: crate::caller::selector_strings(&agent.attestation.selectors),
+        host: resolved.host.clone(),
+        method: rec.method.clone(),
+        path: route::decoded_path(&rec.path),
+        route: rec.route.clone(),
+        user: rec.user.clone(),
+        scopes: rec.scope.as_ref().map(|s| s.split(' ').filter(|s| !s.is_empty()).map(str::to_owned).collect()),
+    };
+    let v = authz.decide(&d.ask(Some(entry)));
     let (permits, reason) = (v.permits(), v.reason());
     rec.policy = Some(v);
-    if permits { Ok(()) } else { Err(reason) }
+    if permits { Ok(Some(d)) } else { Err(reason) }
 }
 
 /// A JSON error answer.
@@ -788,8 +826,9 @@ async fn handle(shared: Arc<Shared>, conn: Arc<Conn>, req: Request<Incoming>) ->
     agent.entries.retain(|e| e.spiffe_id == entry.spiffe_id);
 
     if resolved.mode == Mode::Tunnel {
-        if let Err(why) = decide(&mut rec, &agent, &entry, &resolved) {
-            return deny(rec, StatusCode::FORBIDDEN, "denied_by_policy", why);
+        match decide(&mut rec, &agent, &entry, &resolved) {
+            Ok(d) => *conn.tunnel.lock().unwrap_or_else(|p| p.into_inner()) = d,
+            Err(why) => return deny(rec, StatusCode::FORBIDDEN, "denied_by_policy", why),
         }
         return tunnel(shared.clone(), conn.clone(), req, resolved, rec, started);
     }

@@ -269,6 +269,7 @@ pub(crate) async fn run_with(
     );
     tracing::info!(
         socket = %config.socket_path.display(),
+        admin_socket = %config.admin_socket_path.display(),
         trust_domain = %config.trust_domain,
         entries = config.registry.entries().len(),
         "serving the SPIFFE Workload API"

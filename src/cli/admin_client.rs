@@ -1,7 +1,7 @@
 //! What the admin commands share: one request to the admin socket, and how its answers' values
 //! are shown.
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use serde_json::Value;
 use std::path::Path;
 use std::time::Duration;
@@ -22,7 +22,7 @@ pub(crate) fn call(socket: &Path, method: http::Method, path: &str, body: Option
             socket.display()
         );
     }
-    let (status, bytes) = answer.with_context(|| format!("admin socket {}", socket.display()))?;
+    let (status, bytes) = answer.map_err(|e| unreachable(socket, e))?;
     let value: Value =
         serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
     if !status.is_success() {
@@ -31,6 +31,24 @@ pub(crate) fn call(socket: &Path, method: http::Method, path: &str, body: Option
         bail!("{} ({status})", message);
     }
     Ok(value)
+}
+
+/// The error for an admin socket that cannot be reached: the OS error once, and where else to look.
+pub(crate) fn unreachable(socket: &Path, e: crate::net::http::client::ClientError) -> anyhow::Error {
+    use crate::net::http::client::ClientError;
+    match e {
+        ClientError::Connect { source, .. }
+            if matches!(source.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused) =>
+        {
+            anyhow::anyhow!(
+                "cannot reach the admin socket {} ({source}): is tessera running? If its admin socket is \
+                 elsewhere, pass --admin-socket PATH or --config FILE (its admin_socket_path), or set \
+                 TESSERA_ADMIN_SOCKET",
+                socket.display()
+            )
+        }
+        other => anyhow::anyhow!("admin socket {}: {other}", socket.display()),
+    }
 }
 
 pub(crate) fn s(v: &Value) -> String {

@@ -35,8 +35,9 @@ pub(super) struct DecideArgs {
 async fn call(admin: &AdminArgs, method: http::Method, path: &str) -> Result<(http::StatusCode, serde_json::Value)> {
     let socket = crate::admin::socket_for_cli(admin.admin_socket.as_deref(), admin.config.as_deref())
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let (status, body) =
-        crate::net::http::client::request(&socket, method, path, None, Duration::from_secs(10)).await?;
+    let (status, body) = crate::net::http::client::request(&socket, method, path, None, Duration::from_secs(10))
+        .await
+        .map_err(|e| super::admin_client::unreachable(&socket, e))?;
     let v = serde_json::from_slice(&body).with_context(|| format!("{path}: answer is not JSON"))?;
     Ok((status, v))
 }
@@ -86,15 +87,17 @@ pub(super) async fn decide(args: DecideArgs, approve: bool) -> Result<()> {
         bail!("{}", v["message"].as_str().or(v["error"].as_str()).unwrap_or("refused"));
     }
     let scope: Vec<&str> = v["scope"].as_array().into_iter().flatten().filter_map(|s| s.as_str()).collect();
-    println!(
-        "{} {id}: {} may act for {} with \"{}\" on {}{}",
-        if approve { "approved" } else { "rejected" },
-        v["agent"].as_str().unwrap_or("?"),
-        v["user"].as_str().unwrap_or("?"),
-        scope.join(" "),
-        v["audience"].as_str().unwrap_or("?"),
-        details(&v),
-    );
+    let (agent, user, aud) =
+        (v["agent"].as_str().unwrap_or("?"), v["user"].as_str().unwrap_or("?"), v["audience"].as_str().unwrap_or("?"));
+    if approve {
+        println!("approved {id}: {agent} may act for {user} with \"{}\" on {aud}{}", scope.join(" "), details(&v));
+    } else {
+        println!(
+            "rejected {id}: {agent} may NOT act for {user} with \"{}\" on {aud}{}; its next request gets access_denied",
+            scope.join(" "),
+            details(&v)
+        );
+    }
     Ok(())
 }
 

@@ -72,7 +72,12 @@ pub(super) fn decide(
     }
     for s in ask.scopes {
         if !subject.scopes.contains(s) {
-            return Err(OAuthError::new(OAuthCode::InvalidScope, format!("the user's token does not grant {s:?}")));
+            // A later hop's subject token is the delegating agent's, not the user's.
+            let whose = match subject.actors.first() {
+                Some(a) => format!("the delegating agent's token ({a}, for {})", subject.user),
+                None => "the user's token".to_owned(),
+            };
+            return Err(OAuthError::new(OAuthCode::InvalidScope, format!("{whose} does not grant {s:?}")));
         }
         if !policy.scopes.contains(s) {
             return Err(OAuthError::new(

@@ -6,11 +6,13 @@
 //! Routes: `POST /revocations` (`{"selector"|"spiffe_id": …, "reason": …}`), `GET /revocations`,
 //! `DELETE /revocations/ID`.
 
-use crate::events::{Event, Events, MatchedNow};
+mod matched;
+
+use crate::events::{Event, Events};
 use crate::inventory::Inventory;
 use crate::net::http::{self, Answer, Caller, Method, Request};
+use crate::registry::PolicyComposer;
 use crate::registry::deny::{DenyRule, DenyTarget, Origin};
-use crate::registry::{Policy, PolicyComposer};
 use crate::spiffe_id::SpiffeId;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -150,91 +152,6 @@ fn target_of(req: &RevokeRequest) -> Result<DenyTarget, Box<http::Response>> {
     }
 }
 
-/// What `target` cuts off now: configured active entries and live workloads.
-fn matched_now(target: &DenyTarget, policy: &Policy, workloads: &[crate::inventory::Workload]) -> MatchedNow {
-    let (entries, pids) = match target {
-        DenyTarget::SpiffeId(id) => (
-            policy
-                .registry
-                .entries()
-                .iter()
-                .filter(|e| !e.retired && e.spiffe_id == *id)
-                .map(|e| e.spiffe_id.clone())
-                .collect(),
-            workloads
-                .iter()
-                .filter(|w| w.held.values().any(|h| h.status == "active" && h.spiffe_id == *id))
-                .map(|w| w.pid)
-                .collect(),
-        ),
-        DenyTarget::Selector(s) => {
-            let wanted = s.to_string();
-            // A digest nobody computed yet (no entry asked for it): hash the running executable.
-            let exe_digest = s.value().strip_prefix("sha256:").filter(|_| s.kind() == tessera_attestors::Kind::Unix);
-            let max = policy.attest_base.max_hash_size.unwrap_or(u64::MAX);
-            let mut hashed = std::collections::HashMap::new();
-            (
-                policy
-                    .registry
-                    .entries()
-                    .iter()
-                    .filter(|e| !e.retired && e.selectors.contains(s))
-                    .map(|e| e.spiffe_id.clone())
-                    .collect(),
-                workloads
-                    .iter()
-                    .filter(|w| w.held.values().any(|h| h.status == "active"))
-                    .filter(|w| {
-                        w.selectors.contains(&wanted)
-                            || exe_digest.is_some_and(|hex| {
-                                let digest = match &w.exe.sha256 {
-                                    Some(d) => Some(d.clone()),
-                                    None => running_exe_digest(w.pid, max, &mut hashed),
-                                };
-                                digest.as_deref() == Some(hex)
-                            })
-                    })
-                    .map(|w| w.pid)
-                    .collect(),
-            )
-        }
-    };
-    let mut m = MatchedNow { entries, workloads: pids };
-    m.entries.dedup();
-    m
-}
-
-/// SHA-256 of the executable a process runs (through /proc/PID/exe, so the inode it mapped),
-/// once per inode; `None` when unreadable or larger than `max`.
-fn running_exe_digest(
-    pid: i32,
-    max: u64,
-    done: &mut std::collections::HashMap<(u64, u64), Option<String>>,
-) -> Option<String> {
-    use sha2::Digest;
-    use std::io::Read;
-    use std::os::unix::fs::MetadataExt;
-    let mut file = std::fs::File::open(format!("/proc/{pid}/exe")).ok()?;
-    let meta = file.metadata().ok()?;
-    done.entry((meta.dev(), meta.ino()))
-        .or_insert_with(|| {
-            if meta.len() > max {
-                return None;
-            }
-            let mut hasher = sha2::Sha256::new();
-            let mut buf = vec![0u8; 1 << 16];
-            loop {
-                match file.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => hasher.update(&buf[..n]),
-                    Err(_) => return None,
-                }
-            }
-            Some(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
-        })
-        .clone()
-}
-
 fn new_id(existing: &[Arc<DenyRule>]) -> String {
     use rand::Rng;
     loop {
@@ -288,25 +205,15 @@ pub(crate) fn routes(
                 // once after); evaluated after, so hashing never delays the revocation.
                 let current = policy.current();
                 let (holders, _) = inventory.snapshot(0);
+                let grants = inventory.grants();
                 let added = store.add(rule, &policy)?;
-                let matched = matched_now(&added.target, &current, &holders);
+                let matched = matched::matched_now(&added.target, &current, &holders, &grants);
                 Ok::<_, AddError>((added, matched))
             })
             .await;
             match outcome {
                 Ok(Ok((rule, matched_now))) => {
-                    let message = if matched_now.is_empty() {
-                        format!("revocation {} recorded; it matches nothing now", rule.id)
-                    } else {
-                        format!(
-                            "revocation {} in force; it takes away {} configured entr{} and cuts off {} running workload{}",
-                            rule.id,
-                            matched_now.entries.len(),
-                            if matched_now.entries.len() == 1 { "y" } else { "ies" },
-                            matched_now.workloads.len(),
-                            if matched_now.workloads.len() == 1 { "" } else { "s" },
-                        )
-                    };
+                    let message = matched::message(&rule, &matched_now);
                     tracing::warn!(rule = %rule.id, target = %rule.target, reason = %rule.reason, by_uid, ?by_pid, "revoked");
                     events.emit(Event::Revoked { rule: rule.clone(), by_uid, by_pid, matched_now: matched_now.clone() });
                     http::json(

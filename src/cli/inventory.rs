@@ -68,6 +68,33 @@ pub(super) fn render(doc: &Value) -> String {
             );
         }
     }
+    let grants = list("grants");
+    out += &format!("\nGRANTS ({})\n", grants.len());
+    for g in &grants {
+        let chain: Vec<String> = g["act_chain"].as_array().unwrap_or(&empty).iter().map(s).collect();
+        let scope: Vec<String> = g["scope"].as_array().unwrap_or(&empty).iter().map(s).collect();
+        out += &format!(
+            "  jti {}  user {}  agent {} (pid {})  expires {}\n    act {}  scope \"{}\"  aud {}\n",
+            s(&g["jti"]),
+            s(&g["user"]),
+            s(&g["agent"]),
+            s(&g["pid"]),
+            time(&g["expires_at"]),
+            chain.join(" <- "),
+            scope.join(" "),
+            s(&g["audience"]),
+        );
+        if !g["authorization_details"].is_null() {
+            out += &format!("    authorization_details {}\n", g["authorization_details"]);
+        }
+        if !g["approval"].is_null() {
+            out += &format!(
+                "    approved by {} at {}\n",
+                s(&g["approval"]["approver"]),
+                time(&g["approval"]["approved_at"])
+            );
+        }
+    }
     if let Some(gw) = doc.get("gateway").and_then(Value::as_object).filter(|g| !g.is_empty()) {
         out += &format!("\nGATEWAY ({} agents)\n", gw.len());
         for (agent, u) in gw {

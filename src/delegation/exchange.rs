@@ -110,6 +110,7 @@ impl Exchange {
             OAuthError::new(OAuthCode::UnauthorizedClient, format!("the calling process has no identity: {e}"))
         })?;
         rec.agent.pid = Some(caller.attestation.pid);
+        rec.agent.start_ticks = Some(caller.attestation.starttime);
         rec.agent.exe = Some(caller.attestation.exe.clone());
         rec.agent.selectors = selector_strings(&caller.attestation.selectors);
         let Some((entry, policy)) =
@@ -124,6 +125,7 @@ impl Exchange {
         };
         let agent = entry.spiffe_id.to_string();
         rec.agent.spiffe_id = Some(agent.clone());
+        rec.agent.owner = entry.owner.clone();
         let req = parsed?;
         rec.audience = Some(req.audience.clone());
         rec.scopes_requested = req.scopes.clone();

@@ -43,6 +43,10 @@ pub(crate) struct AgentEvidence {
     pub selectors: Vec<String>,
     /// The SPIFFE ID it acts as (None: no entry with delegation).
     pub spiffe_id: Option<String>,
+    /// The process's start time in clock ticks since boot (with the pid, it names the process).
+    pub start_ticks: Option<u64>,
+    /// The owner of the entry it acts as.
+    pub owner: Option<String>,
 }
 
 /// One exchange or decision.

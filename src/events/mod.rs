@@ -213,6 +213,19 @@ pub(crate) struct MatchedNow {
     pub entries: Vec<SpiffeId>,
     /// Running workloads holding an identity that it cuts off (pids).
     pub workloads: Vec<i32>,
+    /// What each of those workloads held that it cuts off (SVIDs, delegated tokens, gateway use).
+    pub holders: Vec<CutOff>,
+    /// Live delegated tokens (`jti`) it ends.
+    pub grants: Vec<String>,
+}
+
+/// One running workload a revocation cuts off, named.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub(crate) struct CutOff {
+    pub pid: i32,
+    pub exe: Option<String>,
+    /// `KIND SPIFFE_ID` per identity cut off (`x509`, `jwt`, `wit`, `delegated`, `gateway`).
+    pub held: Vec<String>,
 }
 
 impl MatchedNow {

@@ -3,6 +3,7 @@
 //! exits (checked on every read and swept every [`SWEEP_EVERY`]) or when all it held expired.
 //! Served as `GET /inventory` on the admin socket; the JSON shape is in docs/inventory.md.
 
+mod grants;
 mod process;
 pub(crate) mod view;
 
@@ -14,6 +15,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+pub(crate) use grants::Grant;
 pub(crate) use view::routes;
 
 /// Refusals kept (the newest); a flood of refusals costs no more than this.
@@ -27,7 +29,8 @@ const SWEEP_EVERY: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone, serde::Serialize)]
 pub(crate) struct Held {
     pub spiffe_id: SpiffeId,
-    /// `x509` or `jwt`.
+    /// `x509`, `jwt`, `wit`, `delegated` (a delegated token through the token socket) or
+    /// `gateway` (calls through the node gateway).
     pub kind: &'static str,
     /// X.509 serial (hex); JWT-SVIDs have none.
     pub serial: Option<String>,
@@ -97,6 +100,8 @@ struct State {
     refusals: VecDeque<RefusalRecord>,
     /// By SPIFFE ID.
     gateway: BTreeMap<String, GatewayUse>,
+    /// Live delegated tokens, by `jti`.
+    grants: BTreeMap<String, Grant>,
 }
 
 /// The live state. Share it as `Arc<Inventory>`. Its clock says which identities expired and
@@ -151,6 +156,7 @@ impl Inventory {
         for k in &gone {
             state.workloads.remove(k);
         }
+        state.grants.retain(|_, g| g.expires_at > now);
         state.workloads.retain(|_, w| {
             w.held.retain(|_, h| h.expires_at > now);
             !w.held.is_empty()
@@ -201,33 +207,10 @@ impl Inventory {
 
     fn issued(&self, event: &Event) {
         let Event::Issued { pid, uid, exe, issued, owners, process, .. } = event else { return };
+        let now = self.now_unix();
         let mut state = self.lock();
         let key = ProcessKey { pid: *pid, start_ticks: process.start_ticks };
-        if !state.workloads.contains_key(&key) && state.workloads.len() >= MAX_WORKLOADS {
-            // Make room: the process connected longest ago goes (it is logged, not hidden silently).
-            if let Some(oldest) = state
-                .workloads
-                .values()
-                .min_by_key(|w| w.connected_since)
-                .map(|w| ProcessKey { pid: w.pid, start_ticks: w.start_ticks })
-            {
-                tracing::warn!(
-                    pid = oldest.pid,
-                    "inventory full ({MAX_WORKLOADS} processes): dropping the oldest entry"
-                );
-                state.workloads.remove(&oldest);
-            }
-        }
-        let w = state.workloads.entry(key).or_insert_with(|| Workload {
-            pid: *pid,
-            start_ticks: process.start_ticks,
-            uid: *uid,
-            exe: exe.clone(),
-            script: None,
-            selectors: Vec::new(),
-            connected_since: self.now_unix(),
-            held: BTreeMap::new(),
-        });
+        let w = holder(&mut state, key, *uid, exe, now);
         w.exe = exe.clone();
         w.script = process.script.clone();
         w.selectors = process.selectors.clone();
@@ -270,6 +253,14 @@ impl Inventory {
             };
             w.held.insert((held.kind, held.spiffe_id.clone()), held);
         }
+    }
+
+    /// Each live delegated token, soonest expiry first.
+    pub(crate) fn grants(&self) -> Vec<Grant> {
+        let now = self.now_unix();
+        let mut grants: Vec<Grant> = self.lock().grants.values().filter(|g| g.expires_at > now).cloned().collect();
+        grants.sort_by(|a, b| (a.expires_at, &a.jti).cmp(&(b.expires_at, &b.jti)));
+        grants
     }
 
     fn withdrawn(&self, pid: i32, had: &[SpiffeId], reason: &str) {
@@ -316,6 +307,32 @@ impl Inventory {
     }
 }
 
+/// The workload entry of this process, made (room made first, the longest-connected process
+/// dropped and logged) when it holds nothing yet.
+fn holder<'a>(state: &'a mut State, key: ProcessKey, uid: u32, exe: &ExeEvidence, now: u64) -> &'a mut Workload {
+    if !state.workloads.contains_key(&key)
+        && state.workloads.len() >= MAX_WORKLOADS
+        && let Some(oldest) = state
+            .workloads
+            .values()
+            .min_by_key(|w| w.connected_since)
+            .map(|w| ProcessKey { pid: w.pid, start_ticks: w.start_ticks })
+    {
+        tracing::warn!(pid = oldest.pid, "inventory full ({MAX_WORKLOADS} processes): dropping the oldest entry");
+        state.workloads.remove(&oldest);
+    }
+    state.workloads.entry(key).or_insert_with(|| Workload {
+        pid: key.pid,
+        start_ticks: key.start_ticks,
+        uid,
+        exe: exe.clone(),
+        script: None,
+        selectors: Vec::new(),
+        connected_since: now,
+        held: BTreeMap::new(),
+    })
+}
+
 impl Subscriber for Inventory {
     fn on_event(&self, event: &Event) {
         match event {
@@ -323,7 +340,11 @@ impl Subscriber for Inventory {
             Event::Withdrawn { pid, had, reason, .. } => self.withdrawn(*pid, had, reason),
             Event::Drift { pid, removed, added, .. } => self.drifted(*pid, removed, added),
             Event::Refused { rpc, pid, uid, why } => self.refused(*rpc, *pid, *uid, why),
-            Event::GatewayCall(c) => self.gateway_call(c),
+            Event::GatewayCall(c) => {
+                self.gateway_call(c);
+                self.gateway_holder(c);
+            }
+            Event::Delegation(rec) => self.delegated(rec),
             _ => {}
         }
     }

@@ -15,6 +15,12 @@ pub(super) fn alive(pid: i32, start_ticks: u64) -> bool {
     !matches!(*state, "Z" | "X" | "x") && start.parse::<u64>().ok() == Some(start_ticks)
 }
 
+/// The start time (clock ticks since boot) of a running process.
+pub(super) fn start_ticks(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.split_whitespace().nth(19)?.parse().ok()
+}
+
 /// Unix seconds of a start time in clock ticks since boot.
 pub(super) fn start_unix(start_ticks: u64) -> u64 {
     let (boot, hz) = *BOOT.get_or_init(|| (boot_time().unwrap_or(0), clock_ticks()));

@@ -21,6 +21,8 @@ pub(crate) struct InventoryDoc {
     pub revocations: Vec<DenyRule>,
     /// Per agent (SPIFFE ID): the gateway routes it called and its last call.
     pub gateway: BTreeMap<String, super::GatewayUse>,
+    /// Live (unexpired) delegated tokens, soonest expiry first.
+    pub grants: Vec<super::Grant>,
 }
 
 #[derive(Serialize)]
@@ -90,6 +92,7 @@ pub(crate) fn document(inventory: &Inventory, policy: &Policy, refusals: usize) 
         refusals,
         revocations: policy.deny.rules().map(|r| (**r).clone()).collect(),
         gateway: inventory.gateway(),
+        grants: inventory.grants(),
     }
 }
 

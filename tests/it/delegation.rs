@@ -54,6 +54,28 @@ print(r.read().decode())
     p
 }
 
+/// A python3 agent that stays alive after its exchange: reads one form line from stdin, POSTs it
+/// to /token, prints the status and the body, then waits for its stdin to close.
+pub(crate) fn lingerer_script(dir: &Path) -> PathBuf {
+    let p = dir.join("lingerer.py");
+    std::fs::write(
+        &p,
+        format!(
+            r#"# agent: lingerer
+{PY_UNIX_HTTP}
+c = Unix(sys.argv[1])
+c.request("POST", "/token", body=sys.stdin.buffer.readline().strip(), headers={{"Content-Type": "application/x-www-form-urlencoded"}})
+r = c.getresponse()
+print(r.status)
+print(r.read().decode(), flush=True)
+sys.stdin.buffer.read()
+"#
+        ),
+    )
+    .unwrap();
+    p
+}
+
 /// A python3 agent that keeps one connection: two exchanges on it, then it forks; the parent
 /// (the process that connected) execs the same interpreter on `idle.py` (a script with no entry;
 /// it waits for the child), and the child, once the parent's command line shows the exec, sends a
@@ -167,9 +189,9 @@ impl Idp {
     }
 }
 
-struct Setup {
-    d: Daemon,
-    idp: Idp,
+pub(crate) struct Setup {
+    pub(crate) d: Daemon,
+    pub(crate) idp: Idp,
     /// The `[oidc]` listener's port.
     oidc: u16,
     selfish: PathBuf,
@@ -178,11 +200,12 @@ struct Setup {
     plain: PathBuf,
     stranger: PathBuf,
     keeper: PathBuf,
-    token_sock: PathBuf,
-    admin_sock: PathBuf,
+    pub(crate) lingerer: PathBuf,
+    pub(crate) token_sock: PathBuf,
+    pub(crate) admin_sock: PathBuf,
 }
 
-fn setup() -> Option<Setup> {
+pub(crate) fn setup() -> Option<Setup> {
     setup_with("")
 }
 
@@ -202,6 +225,7 @@ fn setup_with(policies: &str) -> Option<Setup> {
     let stranger = agent_script(&scripts, "stranger");
     let keeper = keeper_script(&scripts);
     let selfish = selfish_script(&scripts);
+    let lingerer = lingerer_script(&scripts);
     let oidc = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let digest = |p: &Path| sha256_hex(&std::fs::read(p).unwrap());
     let curl_digest = digest(&std::fs::canonicalize(CURL).unwrap());
@@ -267,6 +291,16 @@ scopes = ["flight:search", "booking:create"]
 audiences = ["{FLIGHTS}"]
 approval = ["booking:create"]
 
+# An agent that stays alive holding its delegated token (the inventory's grants).
+[[entries]]
+spiffe_id = "spiffe://{TD}/agents/lingerer"
+owner = "travel-team"
+selectors = ["unix:uid:{u}", "script:sha256:{lg}"]
+[entries.delegation]
+from = ["{IDP}"]
+scopes = ["flight:search"]
+audiences = ["{FLIGHTS}"]
+
 [[entries]]
 spiffe_id = "spiffe://{TD}/agents/plain"
 selectors = ["unix:uid:{u}", "script:sha256:{p}"]
@@ -283,6 +317,7 @@ selectors = ["unix:uid:{u}", "unix:path:{me}"]
         p = digest(&plain),
         k = digest(&keeper),
         sf = digest(&selfish),
+        lg = digest(&lingerer),
     );
     let toml = if policies.is_empty() {
         toml
@@ -297,7 +332,7 @@ selectors = ["unix:uid:{u}", "unix:path:{me}"]
     eventually("token socket", Duration::from_secs(10), || {
         std::os::unix::net::UnixStream::connect(&token_sock).is_ok()
     });
-    Some(Setup { d, idp, oidc, selfish, concierge, booker, plain, stranger, keeper, token_sock, admin_sock })
+    Some(Setup { d, idp, oidc, selfish, concierge, booker, plain, stranger, keeper, lingerer, token_sock, admin_sock })
 }
 
 pub(crate) fn form(pairs: &[(&str, &str)]) -> String {
@@ -309,7 +344,7 @@ pub(crate) fn form(pairs: &[(&str, &str)]) -> String {
 }
 
 /// The standard exchange form for a subject token, audience and scope.
-fn exchange_form(subject: &str, audience: &str, scope: &str) -> String {
+pub(crate) fn exchange_form(subject: &str, audience: &str, scope: &str) -> String {
     form(&[
         ("grant_type", GRANT),
         ("subject_token", subject),
@@ -388,7 +423,7 @@ fn verify(s: &Setup, token: &str, audience: &str) -> Value {
     jsonwebtoken::decode::<Value>(token, &key, &v).unwrap().claims
 }
 
-fn wait_audit(s: &Setup, event: &str, count: usize) -> Vec<Value> {
+pub(crate) fn wait_audit(s: &Setup, event: &str, count: usize) -> Vec<Value> {
     eventually(&format!("{count} {event} lines"), Duration::from_secs(10), || s.d.audit_events(event).len() >= count);
     s.d.audit_events(event)
 }

@@ -15,6 +15,7 @@ mod delegation_rar;
 mod federation;
 mod fuzz_regressions;
 mod gateway;
+mod grants;
 mod guard;
 mod hardening;
 mod hardening_b;

@@ -56,6 +56,10 @@ pub(super) struct RawConfig {
     pub policy: Option<Spanned<policy::RawPolicy>>,
     #[serde(default)]
     pub guard: Vec<Spanned<guard::RawGuard>>,
+    /// `[discovery]`: read by `tessera discover` (the daemon accepts it and does not scan yet).
+    #[serde(default)]
+    #[allow(dead_code, reason = "read by `tessera discover` from the file itself")]
+    pub discovery: crate::discovery::Settings,
 }
 
 impl RawConfig {

@@ -56,9 +56,8 @@ pub(super) struct RawConfig {
     pub policy: Option<Spanned<policy::RawPolicy>>,
     #[serde(default)]
     pub guard: Vec<Spanned<guard::RawGuard>>,
-    /// `[discovery]`: read by `tessera discover` (the daemon accepts it and does not scan yet).
+    /// `[discovery]`: signatures and the daemon's periodic scan (`tessera discover` reads it too).
     #[serde(default)]
-    #[allow(dead_code, reason = "read by `tessera discover` from the file itself")]
     pub discovery: crate::discovery::Settings,
 }
 

@@ -22,6 +22,15 @@ pub(crate) struct Settings {
     /// `[[discovery.signatures]]`: added to the built-in ones.
     #[serde(default)]
     pub signatures: Vec<Signature>,
+    /// The daemon scans this often (`"5m"`); off when absent.
+    pub interval: Option<toml::Spanned<String>>,
+}
+
+/// The daemon's periodic scan (`[discovery] interval`).
+#[derive(Debug, Clone)]
+pub(crate) struct Periodic {
+    pub every: std::time::Duration,
+    pub signatures: Vec<Signature>,
 }
 
 /// A process that looks like an agent.

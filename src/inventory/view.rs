@@ -21,6 +21,19 @@ pub(crate) struct InventoryDoc {
     pub revocations: Vec<DenyRule>,
     /// Per agent (SPIFFE ID): the gateway routes it called and its last call.
     pub gateway: BTreeMap<String, super::GatewayUse>,
+    /// Agent-like processes without an identity from the daemon's last discovery scan
+    /// (`[discovery] interval`; empty when it does not scan), each with its pid's refusals.
+    pub unmanaged: Vec<UnmanagedView>,
+    /// When that scan ran (unix seconds; null: never).
+    pub unmanaged_scanned_at: Option<u64>,
+}
+
+#[derive(Serialize)]
+pub(crate) struct UnmanagedView {
+    #[serde(flatten)]
+    pub agent: crate::discovery::Found,
+    /// Refusals (kept, newest last) on any socket from this pid.
+    pub refusals: Vec<RefusalRecord>,
 }
 
 #[derive(Serialize)]
@@ -82,6 +95,7 @@ pub(crate) fn document(inventory: &Inventory, policy: &Policy, refusals: usize) 
         })
         .collect();
     let (workloads, refusals) = inventory.snapshot(refusals);
+    let (unmanaged_scanned_at, unmanaged) = inventory.unmanaged();
     InventoryDoc {
         version: 1,
         generated_at: inventory.now_unix(),
@@ -90,6 +104,8 @@ pub(crate) fn document(inventory: &Inventory, policy: &Policy, refusals: usize) 
         refusals,
         revocations: policy.deny.rules().map(|r| (**r).clone()).collect(),
         gateway: inventory.gateway(),
+        unmanaged: unmanaged.into_iter().map(|(agent, refusals)| UnmanagedView { agent, refusals }).collect(),
+        unmanaged_scanned_at,
     }
 }
 

@@ -141,3 +141,36 @@ pub(crate) fn routes(
         }
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::events::{Event, Refusal, Subscriber};
+
+    /// An unmanaged agent found by discovery is linked to its pid's refusals; pids holding
+    /// identities are left out.
+    #[test]
+    fn unmanaged_agents_are_linked_to_their_refusals() {
+        let inv = super::Inventory::default();
+        inv.on_event(&Event::Refused {
+            rpc: crate::events::Call::FetchX509Svid.into(),
+            pid: Some(4242),
+            uid: 1,
+            why: Refusal::AttestationFailed("x".into()),
+        });
+        let found = |pid| crate::discovery::Found {
+            pid,
+            uid: Some(1),
+            exe: "/usr/bin/python3".into(),
+            script: None,
+            signatures: vec!["python openai".into()],
+            secret_env: vec!["OPENAI_API_KEY".into()],
+            environ: "read".into(),
+        };
+        assert_eq!(inv.unmanaged().0, None);
+        assert_eq!(inv.set_unmanaged(vec![found(4242), found(4343)]), 2);
+        let (at, linked) = inv.unmanaged();
+        assert!(at.is_some());
+        assert_eq!((linked[0].1.len(), linked[1].1.len()), (1, 0));
+        assert_eq!(linked[0].1[0].pid, Some(4242));
+    }
+}

@@ -86,6 +86,10 @@ fn the_daemon_scans_periodically_into_the_inventory_and_a_gauge() {
     assert!(found["signatures"].as_array().unwrap().iter().any(|s| s == "test agent"), "{found}");
     assert!(found["refusals"].is_array());
     assert!(doc["unmanaged_scanned_at"].as_u64().is_some());
+    let out = Command::new(bin()).args(["inventory", "--admin-socket"]).arg(d.admin_socket()).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("UNMANAGED") && text.contains(&format!("pid {pid} ")), "{text}");
+    assert!(text.contains("OPENAI_API_KEY") && !text.contains(&secret), "{text}");
     let out = Command::new("curl")
         .args(["-s", "--unix-socket"])
         .arg(d.admin_socket())

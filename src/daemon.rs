@@ -135,6 +135,9 @@ pub(crate) async fn run_with(
     let composer = PolicyComposer::new(policy_part(&config, &fetched)?, revocations.rules());
     let policy_rx = composer.subscribe();
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    if let Some(d) = config.discovery.clone() {
+        parts::spawn_discovery(d, inventory.clone(), shutdown_rx.clone());
+    }
     let files = FileWatcher::with_linger(crate::watch::MAX_DIRS_PER_UID, crate::watch::MAX_DIRS, crate::watch::LINGER);
     // Telemetry subscribes before any copy of the event spine is handed out.
     let telemetry = crate::telemetry::Telemetry::start(

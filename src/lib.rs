@@ -24,6 +24,7 @@ pub mod cli;
 pub(crate) mod config;
 pub(crate) mod daemon;
 pub(crate) mod delegation;
+pub(crate) mod discovery;
 pub(crate) mod events;
 pub(crate) mod federation;
 pub(crate) mod gateway;

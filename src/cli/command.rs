@@ -84,6 +84,15 @@ enum Command {
         #[arg(long, default_value_t = 20)]
         refusals: usize,
     },
+    /// Processes that look like agents (signatures, key-like environment variables) and hold no
+    /// tessera identity; keys are named, never shown (docs/discovery.md).
+    Discover {
+        /// (`--config` also gives `[[discovery.signatures]]`.)
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[arg(long)]
+        json: bool,
+    },
     /// Revoke identities at once: by selector (binary, script, config digest) or SPIFFE ID.
     Revoke(RevokeArgs),
     /// Cedar policies: the schema, checking the files, explaining a decision.
@@ -212,6 +221,23 @@ enum AuditCommand {
         #[arg(long)]
         anchor: Option<String>,
     },
+    /// Export audit lines for a SIEM, one record per line on stdout (files, or a directory for
+    /// its audit.log*, in chain order); docs/ocsf.md has the mapping.
+    Export {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// The output format: `ocsf` (OCSF 1.8.0 events).
+        #[arg(long, value_enum)]
+        format: ExportFormat,
+        /// Keep reading the live audit.log as it grows, across rotations.
+        #[arg(long)]
+        follow: bool,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ExportFormat {
+    Ocsf,
 }
 
 fn init_logging() {
@@ -355,7 +381,14 @@ pub fn run(cli: Cli, once_serving: impl FnOnce() + Send + 'static) -> Result<()>
         Command::Audit { command: AuditCommand::Verify { files, anchor } } => {
             super::audit::verify(&files, anchor.as_deref())
         }
+        Command::Audit { command: AuditCommand::Export { files, format: ExportFormat::Ocsf, follow } } => {
+            super::audit::export(&files, follow)
+        }
         Command::Inventory { admin, json, refusals } => super::inventory::inventory(&admin.socket()?, json, refusals),
+        Command::Discover { admin, json } => {
+            let socket = admin.socket().unwrap_or_else(|_| PathBuf::from("/run/tessera/admin.sock"));
+            super::discover::discover(&socket, admin.config.as_deref(), json)
+        }
         Command::Revoke(args) => {
             use super::revoke::Revoke;
             let action = if args.list {

@@ -137,5 +137,26 @@ pub(super) fn render(doc: &Value) -> String {
             out += &format!("  {}\n", super::admin_client::revocation_line(r));
         }
     }
+    let unmanaged = list("unmanaged");
+    if !unmanaged.is_empty() {
+        out += &format!("\nUNMANAGED ({}, no identity; keys by name only)\n", unmanaged.len());
+        for u in &unmanaged {
+            let names = |k: &str| u[k].as_array().unwrap_or(&empty).iter().map(s).collect::<Vec<_>>().join(", ");
+            out += &format!(
+                "  pid {} uid {} {}  looks like: {}\n",
+                s(&u["pid"]),
+                s(&u["uid"]),
+                s(&u["exe"]),
+                names("signatures")
+            );
+            if !names("secret_env").is_empty() {
+                out += &format!("    key-like environment variables: {}\n", names("secret_env"));
+            }
+            let refused = u["refusals"].as_array().map_or(0, Vec::len);
+            if refused > 0 {
+                out += &format!("    refused {refused} time(s) (see REFUSALS, pid {})\n", s(&u["pid"]));
+            }
+        }
+    }
     out
 }

@@ -196,6 +196,7 @@ mod tests {
             gateway: None,
             policy: None,
             guards: Vec::new(),
+            discovery: None,
         }
     }
 

@@ -116,6 +116,8 @@ pub(crate) struct Config {
     pub policy: Option<policy::PolicyConfig>,
     /// `[[guard]]`: guards in front of protected services.
     pub guards: Vec<std::sync::Arc<guard::Guard>>,
+    /// `[discovery] interval`: the daemon's periodic scan for unmanaged agents (None: off).
+    pub discovery: Option<crate::discovery::Periodic>,
 }
 
 impl Config {

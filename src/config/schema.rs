@@ -56,6 +56,9 @@ pub(super) struct RawConfig {
     pub policy: Option<Spanned<policy::RawPolicy>>,
     #[serde(default)]
     pub guard: Vec<Spanned<guard::RawGuard>>,
+    /// `[discovery]`: signatures and the daemon's periodic scan (`tessera discover` reads it too).
+    #[serde(default)]
+    pub discovery: crate::discovery::Settings,
 }
 
 impl RawConfig {

@@ -59,6 +59,18 @@ impl Validator<'_> {
         let bundle_endpoint = self.bundle_endpoint(&raw.bundle_endpoint, trust_domain.as_ref());
         let gateway = self.gateway(raw.gateway.as_ref(), &paths.socket_path);
         let guards = self.guards(&raw.guard);
+        let discovery = match &raw.discovery.interval {
+            None => None,
+            Some(_) => Some(crate::discovery::Periodic {
+                every: self.duration(
+                    &raw.discovery.interval,
+                    "discovery.interval",
+                    Duration::from_secs(300),
+                    Duration::from_secs(7 * 86_400),
+                ),
+                signatures: raw.discovery.signatures.clone(),
+            }),
+        };
         let attest = attest_config(raw.attestors, &entries);
         self.policy_files = self.policy(raw.policy.as_ref(), path);
         Some(Config {
@@ -90,6 +102,7 @@ impl Validator<'_> {
             gateway,
             policy: None,
             guards,
+            discovery,
         })
     }
 

@@ -122,3 +122,30 @@ impl Edges {
         }
     }
 }
+
+/// `[discovery] interval`: scan /proc now and then every interval, off the async threads; the
+/// result goes to the inventory (`unmanaged`) and the `tessera_unmanaged_agents` gauge.
+pub(super) fn spawn_discovery(
+    d: crate::discovery::Periodic,
+    inventory: Arc<crate::inventory::Inventory>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    tokio::spawn(async move {
+        loop {
+            let sigs = d.signatures.clone();
+            let me = std::process::id().cast_signed();
+            let scan =
+                tokio::task::spawn_blocking(move || crate::discovery::scan(std::path::Path::new("/proc"), &sigs, me))
+                    .await;
+            if let Ok(scan) = scan {
+                let n = inventory.set_unmanaged(scan.found);
+                crate::telemetry::unmanaged::set(n);
+                tracing::info!(unmanaged = n, processes = scan.processes, "discovery scan");
+            }
+            tokio::select! {
+                () = tokio::time::sleep(d.every) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    });
+}

@@ -99,7 +99,7 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-pub(super) fn line_hash(line: &str) -> String {
+pub(crate) fn line_hash(line: &str) -> String {
     hex(&Sha256::digest(line.as_bytes()))
 }
 

@@ -102,6 +102,8 @@ struct State {
     gateway: BTreeMap<String, GatewayUse>,
     /// Live delegated tokens, by `jti`.
     grants: BTreeMap<String, Grant>,
+    /// The last discovery scan (`[discovery] interval`): when, and what it found unmanaged.
+    unmanaged: Option<(u64, Vec<crate::discovery::Found>)>,
 }
 
 /// The live state. Share it as `Arc<Inventory>`. Its clock says which identities expired and
@@ -161,6 +163,28 @@ impl Inventory {
             w.held.retain(|_, h| h.expires_at > now);
             !w.held.is_empty()
         });
+    }
+
+    /// Keep a discovery scan's agents, leaving out the pids that hold identities; how many are left.
+    pub(crate) fn set_unmanaged(&self, found: Vec<crate::discovery::Found>) -> usize {
+        let now = self.now_unix();
+        let mut state = self.lock();
+        let held: std::collections::HashSet<i32> = state.workloads.values().map(|w| w.pid).collect();
+        let left: Vec<_> = found.into_iter().filter(|f| !held.contains(&f.pid)).collect();
+        let n = left.len();
+        state.unmanaged = Some((now, left));
+        n
+    }
+
+    /// The last scan's unmanaged agents, each with the kept refusals of its pid.
+    pub(crate) fn unmanaged(&self) -> (Option<u64>, Vec<(crate::discovery::Found, Vec<RefusalRecord>)>) {
+        let state = self.lock();
+        let Some((at, found)) = &state.unmanaged else { return (None, Vec::new()) };
+        let linked = found
+            .iter()
+            .map(|f| (f.clone(), state.refusals.iter().filter(|r| r.pid == Some(f.pid)).cloned().collect()))
+            .collect();
+        (Some(*at), linked)
     }
 
     /// Every live process holding an identity, by pid, and the newest `refusals` refusals.

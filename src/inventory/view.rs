@@ -23,6 +23,19 @@ pub(crate) struct InventoryDoc {
     pub gateway: BTreeMap<String, super::GatewayUse>,
     /// Live (unexpired) delegated tokens, soonest expiry first.
     pub grants: Vec<super::Grant>,
+    /// Agent-like processes without an identity from the daemon's last discovery scan
+    /// (`[discovery] interval`; empty when it does not scan), each with its pid's refusals.
+    pub unmanaged: Vec<UnmanagedView>,
+    /// When that scan ran (unix seconds; null: never).
+    pub unmanaged_scanned_at: Option<u64>,
+}
+
+#[derive(Serialize)]
+pub(crate) struct UnmanagedView {
+    #[serde(flatten)]
+    pub agent: crate::discovery::Found,
+    /// Refusals (kept, newest last) on any socket from this pid.
+    pub refusals: Vec<RefusalRecord>,
 }
 
 #[derive(Serialize)]
@@ -84,6 +97,7 @@ pub(crate) fn document(inventory: &Inventory, policy: &Policy, refusals: usize) 
         })
         .collect();
     let (workloads, refusals) = inventory.snapshot(refusals);
+    let (unmanaged_scanned_at, unmanaged) = inventory.unmanaged();
     InventoryDoc {
         version: 1,
         generated_at: inventory.now_unix(),
@@ -93,6 +107,8 @@ pub(crate) fn document(inventory: &Inventory, policy: &Policy, refusals: usize) 
         revocations: policy.deny.rules().map(|r| (**r).clone()).collect(),
         gateway: inventory.gateway(),
         grants: inventory.grants(),
+        unmanaged: unmanaged.into_iter().map(|(agent, refusals)| UnmanagedView { agent, refusals }).collect(),
+        unmanaged_scanned_at,
     }
 }
 
@@ -127,4 +143,37 @@ pub(crate) fn routes(
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::events::{Event, Refusal, Subscriber};
+
+    /// An unmanaged agent found by discovery is linked to its pid's refusals; pids holding
+    /// identities are left out.
+    #[test]
+    fn unmanaged_agents_are_linked_to_their_refusals() {
+        let inv = super::Inventory::default();
+        inv.on_event(&Event::Refused {
+            rpc: crate::events::Call::FetchX509Svid.into(),
+            pid: Some(4242),
+            uid: 1,
+            why: Refusal::AttestationFailed("x".into()),
+        });
+        let found = |pid| crate::discovery::Found {
+            pid,
+            uid: Some(1),
+            exe: "/usr/bin/python3".into(),
+            script: None,
+            signatures: vec!["python openai".into()],
+            secret_env: vec!["OPENAI_API_KEY".into()],
+            environ: "read".into(),
+        };
+        assert_eq!(inv.unmanaged().0, None);
+        assert_eq!(inv.set_unmanaged(vec![found(4242), found(4343)]), 2);
+        let (at, linked) = inv.unmanaged();
+        assert!(at.is_some());
+        assert_eq!((linked[0].1.len(), linked[1].1.len()), (1, 0));
+        assert_eq!(linked[0].1[0].pid, Some(4242));
+    }
 }

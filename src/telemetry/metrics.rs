@@ -164,6 +164,7 @@ impl Metrics {
             "Time from a gateway call's request to the end of its response, by route",
             gateway_duration.clone(),
         );
+        registry.register_collector(Box::new(super::unmanaged::AtScrape));
         registry.register_collector(Box::new(AtScrape { ca: ca.clone(), spire, policy, clock }));
         let newest_keys = Mutex::new(newest_keys(ca.as_ref()));
         Self {

@@ -5,6 +5,7 @@
 pub(crate) mod health;
 pub(crate) mod metrics;
 pub(crate) mod systemd;
+pub(crate) mod unmanaged;
 
 use crate::config::Config;
 use crate::events::Events;

@@ -213,7 +213,8 @@ pub(crate) async fn run_with(
     }
     // The node gateway (calls out of the node) and the guards (calls into protected services).
     let keys = local_ca.as_ref().map(|(ca, _)| -> Arc<dyn KeySource> { ca.clone() });
-    let edges = parts::Edges::start(&config, &ctx, keys, &events, &shutdown_rx).await?;
+    let ca_changes = local_ca.as_ref().map(|(_, tx)| tx.subscribe());
+    let edges = parts::Edges::start(&config, &ctx, keys, ca_changes, &events, &shutdown_rx).await?;
     let admin_listener = crate::admin::bind(&config.admin_socket_path, config.admin_socket_group)?;
     let admin = crate::admin::AdminHandler {
         authorized: crate::admin::Authorized {

@@ -1,11 +1,13 @@
 //! The HTTPS upstream of `bench/gateway/run` (not a test): one tokio thread, HTTP/1.1 or HTTP/2 by
 //! ALPN, a throwaway CA and a `localhost` / 127.0.0.1 leaf made with rcgen.
 //!
-//!   gateway_bench_upstream DIR ADDR SECRET_FILE
+//!   gateway_bench_upstream DIR ADDR SECRET_FILE [plain]
 //!
 //! Writes DIR/ca.pem, listens on ADDR (e.g. 127.0.0.1:8443), then prints `ready`. Every request must
 //! carry `Authorization: Bearer <contents of SECRET_FILE, trimmed>` (401 otherwise), so a proxy
-//! that does not inject the credential cannot look fast:
+//! that does not inject the credential cannot look fast. SECRET_FILE `-`: no credential checked
+//! (`bench/guard/run`: a guard removes the caller's token). `plain`: HTTP/1.1 without TLS (no
+//! ca.pem), as a service behind a guard on loopback:
 //!
 //!   GET /small    200, a ~100-byte JSON body
 //!   GET /stream   200 text/event-stream: 20 events 10 ms apart, the first at once
@@ -74,15 +76,17 @@ fn plain(status: StatusCode, body: &'static str, ctype: &str) -> Response<Body> 
         .unwrap()
 }
 
-async fn handle(req: Request<Incoming>, expected: Arc<Vec<u8>>) -> Result<Response<Body>, Infallible> {
+async fn handle(req: Request<Incoming>, expected: Arc<Option<Vec<u8>>>) -> Result<Response<Body>, Infallible> {
     if req.uri().path() == "/_stats" {
         let (c, h2, r) = (CONNECTIONS.load(Relaxed), H2_CONNECTIONS.load(Relaxed), REQUESTS.load(Relaxed));
         let body = format!("{{\"connections\":{c},\"h2_connections\":{h2},\"requests\":{r}}}\n");
         return Ok(Response::new(Full::new(Bytes::from(body)).boxed()));
     }
     REQUESTS.fetch_add(1, Relaxed);
-    let authorized =
-        req.headers().get(hyper::header::AUTHORIZATION).is_some_and(|v| v.as_bytes() == expected.as_slice());
+    let authorized = match expected.as_ref() {
+        None => true,
+        Some(e) => req.headers().get(hyper::header::AUTHORIZATION).is_some_and(|v| v.as_bytes() == e.as_slice()),
+    };
     if !authorized {
         return Ok(plain(StatusCode::UNAUTHORIZED, "{\"error\":\"unauthorized\"}\n", "application/json"));
     }
@@ -114,11 +118,14 @@ async fn handle(req: Request<Incoming>, expected: Arc<Vec<u8>>) -> Result<Respon
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
-    assert_eq!(args.len(), 4, "usage: gateway_bench_upstream DIR ADDR SECRET_FILE");
+    let usage = "usage: gateway_bench_upstream DIR ADDR SECRET_FILE|- [plain]";
+    assert!(args.len() == 4 || (args.len() == 5 && args[4] == "plain"), "{usage}");
     let dir = std::path::PathBuf::from(&args[1]);
-    let secret = std::fs::read_to_string(&args[3]).unwrap();
-    let expected = Arc::new(format!("Bearer {}", secret.trim()).into_bytes());
-    let acceptor = TlsAcceptor::from(Arc::new(tls_config(&dir)));
+    let expected = Arc::new((args[3] != "-").then(|| {
+        let secret = std::fs::read_to_string(&args[3]).unwrap();
+        format!("Bearer {}", secret.trim()).into_bytes()
+    }));
+    let acceptor = (args.len() == 4).then(|| TlsAcceptor::from(Arc::new(tls_config(&dir))));
     let listener = tokio::net::TcpListener::bind(&args[2]).await.unwrap();
     println!("ready");
     loop {
@@ -127,6 +134,15 @@ async fn main() {
         let acceptor = acceptor.clone();
         let expected = expected.clone();
         tokio::spawn(async move {
+            let Some(acceptor) = acceptor else {
+                CONNECTIONS.fetch_add(1, Relaxed);
+                let svc = hyper::service::service_fn(move |req| handle(req, expected.clone()));
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .serve_connection(TokioIo::new(tcp), svc)
+                    .await;
+                return;
+            };
             let Ok(tls) = acceptor.accept(tcp).await else { return };
             let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
             CONNECTIONS.fetch_add(1, Relaxed);

@@ -62,7 +62,7 @@ impl std::fmt::Display for Refused {
 
 impl std::error::Error for Refused {}
 
-fn refuse(reason: String) -> Error {
+pub(crate) fn refuse(reason: String) -> Error {
     Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(Refused(reason)))))
 }
 
@@ -138,6 +138,26 @@ pub(crate) fn check_leaf(der: &[u8], expected: &SpiffeId) -> Result<(), String> 
         return Err(format!("server certificate of {id} may sign certificates or CRLs: not a leaf SVID"));
     }
     Ok(())
+}
+
+/// A client's X.509-SVID leaf by the same rule, without an expected ID: exactly one URI SAN, a
+/// SPIFFE ID with a path (its trust domain chooses the bundle the chain must verify against);
+/// not a certificate that may sign certificates or CRLs.
+pub(crate) fn client_leaf_id(der: &[u8]) -> Result<SpiffeId, String> {
+    let uris = uri_sans(der)?;
+    let [one] = uris.as_slice() else {
+        let n = uris.len();
+        return Err(format!("the client certificate has {n} URI SANs: an X.509-SVID has exactly one"));
+    };
+    let id = SpiffeId::parse_workload(one)
+        .map_err(|e| format!("the client certificate's URI SAN is not a SPIFFE ID ({e})"))?;
+    let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| format!("client certificate: {e}"))?;
+    if let Some(ku) = cert.key_usage().map_err(|e| format!("client certificate key usage: {e}"))?
+        && (ku.value.key_cert_sign() || ku.value.crl_sign())
+    {
+        return Err(format!("the client certificate of {id} may sign certificates or CRLs: not a leaf SVID"));
+    }
+    Ok(id)
 }
 
 /// The URI SANs of a DER certificate, in order.
@@ -265,6 +285,26 @@ mod tests {
         // One unusable root beside a usable one is skipped, not fatal.
         let ca = ca();
         assert!(SpiffeServerVerifier::new(&[b"not a certificate".to_vec(), ca.der.clone()], id, "b").is_ok());
+    }
+
+    #[test]
+    fn a_client_leaf_names_one_spiffe_id() {
+        let ca = ca();
+        assert_eq!(client_leaf_id(&leaf(&ca, vec![uri(ID)], &[])).unwrap().to_string(), ID);
+        let e = client_leaf_id(&leaf(&ca, vec![uri(ID), uri("spiffe://example.org/b")], &[])).unwrap_err();
+        assert!(e.contains("2 URI SANs"), "{e}");
+        assert!(client_leaf_id(&leaf(&ca, vec![], &[])).unwrap_err().contains("0 URI SANs"));
+        assert!(
+            client_leaf_id(&leaf(&ca, vec![uri("https://example.org/a")], &[]))
+                .unwrap_err()
+                .contains("not a SPIFFE ID")
+        );
+        assert!(
+            client_leaf_id(&leaf(&ca, vec![uri(ID)], &[KeyUsagePurpose::KeyCertSign]))
+                .unwrap_err()
+                .contains("may sign")
+        );
+        assert!(client_leaf_id(b"garbage").is_err());
     }
 
     #[test]

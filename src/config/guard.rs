@@ -4,8 +4,12 @@
 //! (`Action::"serve"`) and forwards what is permitted to `upstream`. With `mcp = true` it reads
 //! the JSON-RPC body: `tools/call` is decided per tool and `tools/list` answers only the tools
 //! the caller may call.
+//! With `tls = "mtls"` (TCP only, any address; not SPIRE mode) the listener serves TLS 1.3 with
+//! an SVID the daemon mints for the guard (`spiffe_id`, default
+//! `spiffe://<td>/tessera/guard/<name>`) and requires the client's X.509-SVID.
 
 use super::Validator;
+use crate::spiffe_id::{SpiffeId, TrustDomain};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -24,6 +28,7 @@ pub(super) struct RawGuard {
     #[serde(default)]
     mcp: bool,
     tls: Option<Spanned<String>>,
+    spiffe_id: Option<Spanned<String>>,
     max_request_body: Option<Spanned<u64>>,
     max_header_bytes: Option<Spanned<u64>>,
     max_connections: Option<Spanned<u64>>,
@@ -106,6 +111,9 @@ pub(crate) struct Guard {
     /// The `aud` every bearer token must carry.
     pub audience: String,
     pub mcp: bool,
+    /// `tls = "mtls"`: the SPIFFE ID of the X.509-SVID the guard presents (its TCP listener
+    /// serves TLS 1.3 and requires a client X.509-SVID). None: plain HTTP.
+    pub mtls: Option<SpiffeId>,
     pub limits: GuardLimits,
 }
 
@@ -117,7 +125,14 @@ impl Guard {
 }
 
 impl Validator<'_> {
-    pub(super) fn guards(&mut self, raw: &[Spanned<RawGuard>]) -> Vec<std::sync::Arc<Guard>> {
+    /// The guards; `td` names their default SPIFFE IDs, `spire`: SPIRE mode (no local CA to
+    /// mint a guard's own SVID).
+    pub(super) fn guards(
+        &mut self,
+        raw: &[Spanned<RawGuard>],
+        td: Option<&TrustDomain>,
+        spire: bool,
+    ) -> Vec<std::sync::Arc<Guard>> {
         let mut names = std::collections::BTreeSet::new();
         let mut binds = std::collections::BTreeSet::new();
         let mut out = Vec::new();
@@ -131,7 +146,7 @@ impl Validator<'_> {
                     "give each [[guard]] its own name",
                 );
             }
-            if let Some(guard) = self.guard(i, g) {
+            if let Some(guard) = self.guard(i, g, td, spire) {
                 if !binds.insert(guard.bind.to_string()) {
                     self.issue(
                         g,
@@ -146,7 +161,7 @@ impl Validator<'_> {
         out
     }
 
-    fn guard(&mut self, i: usize, g: &Spanned<RawGuard>) -> Option<Guard> {
+    fn guard(&mut self, i: usize, g: &Spanned<RawGuard>, td: Option<&TrustDomain>, spire: bool) -> Option<Guard> {
         let key = |k: &str| format!("guard[{i}].{k}");
         let r = g.get_ref();
         let name = r.name.get_ref().clone();
@@ -154,7 +169,7 @@ impl Validator<'_> {
             self.issue(&r.name, &key("name"), format!("{name:?} is not a guard name"), "use letters, digits, - _ .");
         }
         let bind = match (&r.listen, &r.socket_path) {
-            (Some(l), None) => self.guard_listen(l, &key("listen")),
+            (Some(l), None) => self.guard_listen(l, &key("listen"), r.tls.is_some()),
             (None, Some(p)) if p.get_ref().is_absolute() => Some(Bind::Unix(p.get_ref().clone())),
             (None, Some(p)) => {
                 self.issue(
@@ -175,15 +190,7 @@ impl Validator<'_> {
                 None
             }
         };
-        if let Some(t) = &r.tls {
-            let message = match t.get_ref().as_str() {
-                "mtls" => "tls = \"mtls\" is not supported yet: the guard serves plain HTTP on loopback or a \
-                           Unix socket and authenticates by bearer token"
-                    .to_owned(),
-                other => format!("{other:?} is not a TLS mode"),
-            };
-            self.issue(t, &key("tls"), message, "remove the key (bearer tokens authenticate the caller)");
-        }
+        let mtls = self.guard_tls(i, r, td, spire);
         let (scheme, authority, path) = self.guard_upstream(&r.upstream, &key("upstream"))?;
         let ca_file = match &r.ca_file {
             Some(c) if scheme != http::uri::Scheme::HTTPS => {
@@ -217,19 +224,72 @@ impl Validator<'_> {
             ca_file,
             audience,
             mcp: r.mcp,
+            mtls,
             limits,
         })
     }
 
-    fn guard_listen(&mut self, l: &Spanned<String>, key: &str) -> Option<Bind> {
+    /// `tls` and `spiffe_id`: the guard's own SPIFFE ID with `tls = "mtls"` (default
+    /// `spiffe://<td>/tessera/guard/<name>`), None without TLS (or on an error, reported).
+    fn guard_tls(&mut self, i: usize, r: &RawGuard, td: Option<&TrustDomain>, spire: bool) -> Option<SpiffeId> {
+        let key = |k: &str| format!("guard[{i}].{k}");
+        let Some(t) = &r.tls else {
+            if let Some(s) = &r.spiffe_id {
+                self.issue(s, &key("spiffe_id"), "spiffe_id is for tls = \"mtls\"".into(), "add tls = \"mtls\"");
+            }
+            return None;
+        };
+        if t.get_ref() != "mtls" {
+            let fix = "write tls = \"mtls\" (or remove the key: plain HTTP with bearer tokens)";
+            self.issue(t, &key("tls"), format!("{:?} is not a TLS mode", t.get_ref()), fix);
+            return None;
+        }
+        if r.listen.is_none() {
+            let fix = "use listen = \"127.0.0.1:8443\" for mTLS, or remove tls on a socket_path guard";
+            self.issue(t, &key("tls"), "tls = \"mtls\" needs a TCP listen address".into(), fix);
+            return None;
+        }
+        if spire {
+            let why = "tls = \"mtls\" needs the local CA to mint the guard's SVID (not SPIRE mode)";
+            self.issue(t, &key("tls"), why.into(), "remove the key (bearer tokens authenticate the caller)");
+            return None;
+        }
+        let td = td?;
+        let default = format!("{}/tessera/guard/{}", td.id_string(), r.name.get_ref());
+        match &r.spiffe_id {
+            None => match default.parse::<SpiffeId>() {
+                Ok(id) => Some(id),
+                Err(e) => {
+                    let fix = "rename the guard, or set spiffe_id";
+                    self.issue(&r.name, &key("name"), format!("{default:?} is not a SPIFFE ID: {e}"), fix);
+                    None
+                }
+            },
+            Some(s) => match SpiffeId::parse_workload(s.get_ref()) {
+                Ok(id) if id.trust_domain() == td => Some(id),
+                Ok(_) | Err(_) => {
+                    self.issue(
+                        s,
+                        &key("spiffe_id"),
+                        format!("{:?} is not a SPIFFE ID of {td} with a path", s.get_ref()),
+                        &format!("write spiffe_id = \"{default}\""),
+                    );
+                    None
+                }
+            },
+        }
+    }
+
+    /// A listen address: loopback only for plain HTTP; any address with `tls = "mtls"`.
+    fn guard_listen(&mut self, l: &Spanned<String>, key: &str, tls: bool) -> Option<Bind> {
         match l.get_ref().parse::<SocketAddr>() {
-            Ok(a) if a.ip().is_loopback() => Some(Bind::Tcp(a)),
+            Ok(a) if a.ip().is_loopback() || tls => Some(Bind::Tcp(a)),
             Ok(_) => {
                 self.issue(
                     l,
                     key,
-                    format!("{:?} is not a loopback address: a guard serves plain HTTP on this node", l.get_ref()),
-                    "write listen = \"127.0.0.1:8443\" (or [::1]:8443)",
+                    format!("{:?} is not a loopback address: a guard without TLS serves plain HTTP", l.get_ref()),
+                    "write listen = \"127.0.0.1:8443\" (or [::1]:8443), or add tls = \"mtls\"",
                 );
                 None
             }
@@ -316,60 +376,4 @@ impl Validator<'_> {
 }
 
 #[cfg(test)]
-mod tests {
-    use crate::config::Config;
-    use crate::config::guard::Bind;
-    use std::path::Path;
-
-    fn parse(extra: &str) -> Result<Config, crate::config::ConfigError> {
-        Config::parse(&format!("trust_domain = \"example.org\"\n{extra}"), Path::new("/etc/tessera/tessera.toml"))
-    }
-
-    const OK: &str = "[[guard]]\nname = \"flights\"\nlisten = \"127.0.0.1:8443\"\nupstream = \"http://127.0.0.1:9000/api/\"\naudience = \"https://api.flights.example\"\nmcp = true\n";
-
-    #[test]
-    fn a_guard_with_its_defaults() {
-        let cfg = parse(OK).unwrap();
-        let g = &cfg.guards[0];
-        assert_eq!(g.name, "flights");
-        assert_eq!(g.bind, Bind::Tcp("127.0.0.1:8443".parse().unwrap()));
-        assert_eq!(g.upstream_url(), "http://127.0.0.1:9000/api");
-        assert_eq!(g.audience, "https://api.flights.example");
-        assert!(g.mcp);
-        assert_eq!(g.limits.max_request_body, super::DEFAULT_MAX_MCP_BODY);
-        assert!(parse("").unwrap().guards.is_empty());
-    }
-
-    /// (line, key, a word of the fix) of the first issue.
-    fn first(text: &str) -> (usize, String, String) {
-        let e = parse(text).unwrap_err();
-        let i = &e.issues[0];
-        (i.line, i.key.clone(), format!("{} / {}", i.message, i.fix))
-    }
-
-    #[test]
-    fn bad_guards_are_located_errors_with_fixes() {
-        let (line, key, msg) = first(&OK.replace("127.0.0.1:8443", "0.0.0.0:8443"));
-        assert_eq!((line, key.as_str()), (4, "guard[0].listen"), "{msg}");
-        assert!(msg.contains("loopback"), "{msg}");
-        let both = OK.replace("mcp = true\n", "socket_path = \"/run/g.sock\"\n");
-        let (_, key, msg) = first(&both);
-        assert_eq!(key, "guard[0]", "{msg}");
-        assert!(msg.contains("exactly one"), "{msg}");
-        let (_, key, _) = first(&OK.replace("http://127.0.0.1:9000/api/", "ftp://x"));
-        assert_eq!(key, "guard[0].upstream");
-        let (_, key, msg) = first(&format!("{OK}tls = \"mtls\"\n"));
-        assert_eq!(key, "guard[0].tls");
-        assert!(msg.contains("not supported yet"), "{msg}");
-        let (_, key, _) = first(&format!("{OK}{}", OK.replace("8443", "8444")));
-        assert_eq!(key, "guard[1].name");
-        let (_, key, _) = first(&format!("{OK}{}", OK.replace("flights", "other")));
-        assert_eq!(key, "guard[1]");
-        let (_, key, _) = first(&OK.replace("https://api.flights.example", " "));
-        assert_eq!(key, "guard[0].audience");
-        let (_, key, _) = first(&format!("{OK}max_header_bytes = 10\n"));
-        assert_eq!(key, "guard[0].max_header_bytes");
-        let e = parse(&format!("{OK}upsteam = \"x\"\n")).unwrap_err();
-        assert!(e.to_string().contains("upstream"), "{e}");
-    }
-}
+mod tests;

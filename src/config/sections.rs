@@ -58,7 +58,7 @@ impl Validator<'_> {
         let oidc = self.oidc(&raw.oidc);
         let bundle_endpoint = self.bundle_endpoint(&raw.bundle_endpoint, trust_domain.as_ref());
         let gateway = self.gateway(raw.gateway.as_ref(), &paths.socket_path);
-        let guards = self.guards(&raw.guard);
+        let guards = self.guards(&raw.guard, trust_domain.as_ref(), raw.spire.is_some());
         let discovery = match &raw.discovery.interval {
             None => None,
             Some(_) => Some(crate::discovery::Periodic {

@@ -81,6 +81,7 @@ impl Edges {
         config: &Config,
         ctx: &crate::endpoint::workload_api::Context,
         keys: Option<Arc<dyn KeySource>>,
+        ca_changes: Option<tokio::sync::watch::Receiver<u64>>,
         events: &crate::events::Events,
         shutdown: &tokio::sync::watch::Receiver<bool>,
     ) -> Result<Self, super::DaemonError> {
@@ -94,8 +95,16 @@ impl Edges {
         }
         if !config.guards.is_empty() {
             let (pipeline, issuer) = (ctx.pipeline.clone(), ctx.issuer.clone());
-            let handle =
-                crate::guard::start(&config.guards, pipeline, issuer, keys, events.clone(), shutdown.clone()).await?;
+            let handle = crate::guard::start(
+                &config.guards,
+                pipeline,
+                issuer,
+                keys,
+                ca_changes,
+                events.clone(),
+                shutdown.clone(),
+            )
+            .await?;
             edges.guards = Some(Arc::new(handle));
         }
         Ok(edges)

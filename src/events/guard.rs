@@ -16,8 +16,11 @@ pub(crate) struct GuardAction {
     pub uid: Option<u32>,
     pub pid: Option<i32>,
     pub source: Option<String>,
-    /// `delegated` (a tessera delegated token) or `jwt_svid`; None: no valid token.
+    /// `delegated` (a tessera delegated token), `jwt_svid`, or `x509_svid` (an mTLS client
+    /// without a token); None: no valid token.
     pub token: Option<&'static str>,
+    /// An mTLS guard's client: its X.509-SVID's SPIFFE ID (audited only then).
+    pub client_spiffe_id: Option<String>,
     /// The SPIFFE ID acting (a delegated token's outermost actor, a JWT-SVID's subject).
     pub agent: Option<String>,
     pub user: Option<String>,
@@ -72,6 +75,9 @@ impl GuardAction {
         });
         if !self.tools_hidden.is_empty() {
             v["tools_hidden"] = json!(self.tools_hidden);
+        }
+        if let Some(id) = &self.client_spiffe_id {
+            v["client_spiffe_id"] = json!(id);
         }
         match &self.verdict {
             Some(Value::Object(m)) => {

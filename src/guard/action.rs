@@ -119,10 +119,8 @@ pub(super) async fn handle(
     let guard = shared.config.borrow().clone();
     let mut hold = Hold::new(&shared, &guard, &peer, activity, &req);
     let policy = shared.pipeline.policy();
-    let principal = match super::auth::bearer(req.headers()) {
-        Ok(token) => shared.verifier.verify(token, &guard.audience, &policy, shared.pipeline.clock.now()),
-        Err(e) => Err(e),
-    };
+    let now = shared.pipeline.clock.now();
+    let principal = shared.verifier.authenticate(req.headers(), peer.client.as_ref(), &guard.audience, &policy, now);
     let principal = match principal {
         Ok(p) => p,
         Err(e) => return unauthenticated(hold, &guard, &e),

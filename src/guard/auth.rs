@@ -4,6 +4,10 @@
 //! federated domain's JWT bundle) names an agent acting for itself. Either must carry the
 //! guard's audience; a revoked or retired agent's tokens are refused. Nothing of the token is
 //! kept or logged beyond its claims.
+//!
+//! On an mTLS guard the client's X.509-SVID names the agent ([`Verifier::authenticate`]): the
+//! bearer token is then optional, and a token sent must name that same agent (a delegated
+//! token's outermost actor, a JWT-SVID's subject); it adds the user, scopes and chain.
 
 use crate::bundle::JwtBundle;
 use crate::delegation::trust::{self, TesseraKeys};
@@ -24,6 +28,8 @@ const MAX_TOKEN: usize = trust::MAX_SUBJECT_TOKEN;
 pub(crate) enum Kind {
     Delegated,
     JwtSvid,
+    /// An mTLS client's X.509-SVID alone, no bearer token.
+    X509Svid,
 }
 
 impl Kind {
@@ -31,6 +37,7 @@ impl Kind {
         match self {
             Kind::Delegated => "delegated",
             Kind::JwtSvid => "jwt_svid",
+            Kind::X509Svid => "x509_svid",
         }
     }
 }
@@ -108,6 +115,46 @@ pub(crate) struct Verifier {
 }
 
 impl Verifier {
+    /// Who is calling: the request's bearer token, and on an mTLS guard the `client` SVID's ID
+    /// (then the token is optional, and must name the same agent when sent).
+    pub(crate) fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        client: Option<&SpiffeId>,
+        audience: &str,
+        policy: &Policy,
+        now: SystemTime,
+    ) -> Result<Principal, AuthError> {
+        let token = bearer(headers);
+        let Some(client) = client else { return self.verify(token?, audience, policy, now) };
+        let token = match token {
+            Ok(t) => t,
+            Err(AuthError::Missing) => {
+                if let Some(why) = policy.refuses_tokens_of(client) {
+                    return Err(AuthError::Invalid(format!("the client certificate is no longer accepted: {why}")));
+                }
+                return Ok(Principal {
+                    kind: Kind::X509Svid,
+                    agent: client.clone(),
+                    user: None,
+                    chain: Vec::new(),
+                    scopes: Vec::new(),
+                    jti: None,
+                });
+            }
+            Err(e) => return Err(e),
+        };
+        // The token's agent is checked for revocation by `verify`; it must be the client's.
+        let p = self.verify(token, audience, policy, now)?;
+        if p.agent != *client {
+            return Err(AuthError::Invalid(format!(
+                "the token's agent {} is not the client certificate's {client}",
+                p.agent
+            )));
+        }
+        Ok(p)
+    }
+
     /// Verify `token` for `audience` under `policy` at `now`.
     pub(crate) fn verify(
         &self,

@@ -92,6 +92,8 @@ pub(super) struct Peer {
     pub pid: Option<i32>,
     /// A TCP peer's address (without the port: its refusal budget).
     pub source: Option<String>,
+    /// An mTLS guard's client: the SPIFFE ID of its verified X.509-SVID.
+    pub client: Option<crate::spiffe_id::SpiffeId>,
 }
 
 /// A connection's requests in flight and when its last answer ended (idle detection).
@@ -115,26 +117,55 @@ pub(crate) async fn serve_unix(listener: UnixListener, shared: Arc<Shared>, shut
         let (shared, shutdown) = (shared.clone(), shutdown.clone());
         tokio::spawn(async move {
             let _held = held;
-            let peer = Peer { uid: Some(peer.uid), pid: peer.pid, source: None };
+            let peer = Peer { uid: Some(peer.uid), pid: peer.pid, source: None, client: None };
             serve_connection(stream, peer, shared, shutdown).await;
         });
     })
     .await;
 }
 
-/// Serve a guard's loopback TCP listener.
-pub(crate) async fn serve_tcp(listener: TcpListener, shared: Arc<Shared>, shutdown: watch::Receiver<bool>) {
+/// Serve a guard's TCP listener: plain HTTP, or with `tls` (an mTLS guard) TLS 1.3 whose
+/// handshake must end within `header_timeout`.
+pub(crate) async fn serve_tcp(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shared: Arc<Shared>,
+    shutdown: watch::Receiver<bool>,
+) {
     let l = shared.limits;
     let counter = SourceCounter::with_reserve(l.max_connections, l.max_connections_per_peer, l.max_connections / 8);
     let first_byte = l.header_timeout.min(Duration::from_secs(2));
     let stop = shutdown.clone();
-    crate::net::http::accept_tcp(listener, counter, true, first_byte, "a guard listener", stop, move |stream, addr| {
-        let (shared, shutdown) = (shared.clone(), shutdown.clone());
-        async move {
-            let peer = Peer { uid: None, pid: None, source: Some(addr.ip().to_string()) };
-            serve_connection(stream, peer, shared, shutdown).await;
-        }
-    })
+    crate::net::http::accept_tcp(
+        listener,
+        counter,
+        tls.is_none(),
+        first_byte,
+        "a guard listener",
+        stop,
+        move |stream, addr| {
+            let (shared, shutdown, tls) = (shared.clone(), shutdown.clone(), tls.clone());
+            async move {
+                let mut peer = Peer { uid: None, pid: None, source: Some(addr.ip().to_string()), client: None };
+                let Some(acceptor) = tls else {
+                    return serve_connection(stream, peer, shared, shutdown).await;
+                };
+                match tokio::time::timeout(shared.limits.header_timeout, acceptor.accept(stream)).await {
+                    Ok(Ok(stream)) => {
+                        peer.client = super::mtls::client_id(stream.get_ref().1);
+                        if peer.client.is_some() {
+                            serve_connection(stream, peer, shared, shutdown).await;
+                        }
+                    }
+                    Ok(Err(e)) => match super::mtls::refused_certificate(&e) {
+                        Some(why) => audit_refused(&shared, &peer, format!("TLS handshake refused: {why}")),
+                        None => tracing::debug!(error = %e, peer = %addr, "guard TLS handshake failed"),
+                    },
+                    Err(_) => tracing::debug!(peer = %addr, "guard TLS handshake took longer than header_timeout"),
+                }
+            }
+        },
+    )
     .await;
 }
 
@@ -190,14 +221,25 @@ fn malformed(shared: &Shared, peer: &Peer, e: &hyper::Error) {
         tracing::debug!(error = %e, "guard connection ended with an error");
         return;
     }
+    let status = if e.is_parse_too_large() { 431 } else { 400 };
+    audit_refused_with(shared, peer, Some(status), format!("malformed request: {e}"));
+}
+
+/// A connection refused before any request (an mTLS handshake): audited with `method: "-"`.
+fn audit_refused(shared: &Shared, peer: &Peer, reason: String) {
+    audit_refused_with(shared, peer, None, reason);
+}
+
+fn audit_refused_with(shared: &Shared, peer: &Peer, status: Option<u16>, reason: String) {
     let rec = GuardAction {
         guard: shared.config.borrow().name.clone(),
         uid: peer.uid,
         pid: peer.pid,
         source: peer.source.clone(),
+        client_spiffe_id: peer.client.as_ref().map(ToString::to_string),
         method: "-".into(),
-        status: Some(if e.is_parse_too_large() { 431 } else { 400 }),
-        reason: format!("malformed request: {e}"),
+        status,
+        reason,
         ..GuardAction::default()
     };
     shared.events.emit(Event::GuardAction(Box::new(rec)));
@@ -227,6 +269,7 @@ impl Hold {
             uid: peer.uid,
             pid: peer.pid,
             source: peer.source.clone(),
+            client_spiffe_id: peer.client.as_ref().map(ToString::to_string),
             method: req.method().to_string(),
             path: req.uri().path().chars().take(2048).collect(),
             status: None,

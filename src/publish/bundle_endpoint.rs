@@ -4,23 +4,17 @@
 //! published here: spire-server 1.13 refuses a whole bundle holding a key use it does not know.
 
 use super::PublishError;
-use super::tls::{self, SwappableCert};
+use super::tls;
 use crate::ca::Authorities;
 use crate::clock::Clock;
 use crate::config::publish::{BundleEndpoint, EndpointProfile};
 use crate::issuer::KeySource;
 use crate::net::http::{self, Answer, Method, Request};
-use crate::registry::Entry;
-use crate::spiffe_id::{SpiffeId, TrustDomain};
+use crate::spiffe_id::TrustDomain;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 use tokio::sync::watch;
-
-/// How long the endpoint's own SVID lives; renewed at half of it, and when the CA rotates.
-const ENDPOINT_SVID_TTL: Duration = Duration::from_secs(3600);
-/// A retry after a failed renewal (the current SVID keeps serving meanwhile).
-const RETRY: Duration = Duration::from_secs(10);
 
 /// `spiffe_refresh_hint`: a successor key is published a tenth of the CA TTL before it signs,
 /// so partners polling at this interval always hold it in time.
@@ -51,17 +45,14 @@ pub(super) async fn spawn(
     let acceptor = match &config.profile {
         EndpointProfile::HttpsWeb(files) => tls::acceptor_from_files(files)?,
         EndpointProfile::HttpsSpiffe { spiffe_id } => {
-            let (first, renew_at) = own_svid(&*ca, spiffe_id, clock.now())?;
-            let cert = SwappableCert::new(first);
-            spawn_renewal(
-                cert.clone(),
+            let cert = tls::own_svid(
+                "bundle endpoint",
                 ca.clone(),
                 spiffe_id.clone(),
-                renew_at,
                 ca_generation.clone(),
                 shutdown.clone(),
                 clock.clone(),
-            );
+            )?;
             cert.acceptor()
         }
     };
@@ -95,64 +86,4 @@ pub(super) async fn spawn(
     tracing::info!(listen = %config.listen, trust_domain = %trust_domain, "serving the SPIFFE bundle endpoint");
     tokio::spawn(http::serve_tcp(listener, Some(acceptor), Arc::new(handler), super::public_limits(), shutdown));
     Ok(())
-}
-
-/// An X.509-SVID for the endpoint itself, minted at `now`, and when to renew it.
-fn own_svid(
-    ca: &dyn KeySource,
-    id: &SpiffeId,
-    now: SystemTime,
-) -> Result<(rustls::sign::CertifiedKey, SystemTime), PublishError> {
-    let auth = ca.authorities();
-    let signer = auth.x509_signer(now).ok_or_else(|| tls::TlsError::Config("no X.509 authority signs now".into()))?;
-    let entry = Entry {
-        spiffe_id: id.clone(),
-        selectors: Default::default(),
-        x509_svid_ttl: ENDPOINT_SVID_TTL,
-        jwt_svid_ttl: ENDPOINT_SVID_TTL,
-        dns_names: vec![],
-        hint: None,
-        federates_with: vec![],
-        owner: None,
-        metadata: Default::default(),
-        retired: false,
-        delegation: None,
-    };
-    let svid = crate::svid::x509::mint(&entry, signer, now).map_err(|e| tls::TlsError::Config(e.to_string()))?;
-    let life = svid.not_after.duration_since(now).unwrap_or_default();
-    let key = tls::certified_key(&svid.chain_der, svid.key_pkcs8())?;
-    tracing::info!(spiffe_id = %id, serial = %svid.serial_hex, "bundle endpoint SVID minted");
-    Ok((key, now + life / 2))
-}
-
-fn spawn_renewal(
-    cert: Arc<SwappableCert>,
-    ca: Arc<dyn KeySource>,
-    id: SpiffeId,
-    mut renew_at: SystemTime,
-    mut ca_generation: watch::Receiver<u64>,
-    mut shutdown: watch::Receiver<bool>,
-    clock: Arc<dyn Clock>,
-) {
-    tokio::spawn(async move {
-        loop {
-            let wait = renew_at.duration_since(clock.now()).unwrap_or_default();
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                // A new authority: re-issue so the SVID never outlives the one that signed it.
-                r = ca_generation.changed() => if r.is_err() { return },
-                _ = shutdown.wait_for(|s| *s) => return,
-            }
-            match own_svid(&*ca, &id, clock.now()) {
-                Ok((key, at)) => {
-                    cert.replace(key);
-                    renew_at = at;
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "bundle endpoint SVID renewal failed; retrying");
-                    renew_at = clock.now() + RETRY;
-                }
-            }
-        }
-    });
 }

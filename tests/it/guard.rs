@@ -20,6 +20,8 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+mod mtls;
+
 const CURL: &str = "/usr/bin/curl";
 const AGENT: &str = "spiffe://test.example/agent";
 const IDP: &str = "https://idp.test";
@@ -156,6 +158,11 @@ struct Setup {
 }
 
 fn setup() -> Option<Setup> {
+    setup_with("", "")
+}
+
+/// The daemon with `extra` config (more guards, entries) and `extra_policies`.
+fn setup_with(extra: &str, extra_policies: &str) -> Option<Setup> {
     if !Path::new(CURL).exists() {
         eprintln!("SKIP: needs {CURL}");
         return None;
@@ -169,8 +176,9 @@ fn setup() -> Option<Setup> {
     let jwks = files.path().join("idp-jwks.json");
     std::fs::write(&jwks, json!({ "keys": [jwk] }).to_string()).unwrap();
     let policy = files.path().join("guard.cedar");
-    std::fs::write(&policy, POLICIES).unwrap();
+    std::fs::write(&policy, format!("{POLICIES}\n{extra_policies}")).unwrap();
     let up = Upstream::start();
+    let extra = extra.replace("{UP}", &up.port.to_string());
     let api = free_port();
     let mcp_sock = files.path().join("mcp-guard.sock");
     let mut d = Daemon::configure(&format!(
@@ -206,6 +214,7 @@ selectors = ["{sel}"]
 from = ["{IDP}"]
 scopes = ["flight:search"]
 audiences = ["{API_AUD}", "{MCP_AUD}", "https://other.example"]
+{extra}
 "#,
         jwks = jwks.display(),
         policy = policy.display(),

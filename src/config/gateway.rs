@@ -655,7 +655,13 @@ impl Validator<'_> {
         let key = |k: &str| format!("gateway.credentials[{i}].{k}");
         let c = c.get_ref();
         let header = match http::HeaderName::from_bytes(c.header.get_ref().as_bytes()) {
-            Ok(h) if !is_hop_by_hop(&h) && h != http::header::HOST && h != http::header::CONTENT_LENGTH => Some(h),
+            Ok(h)
+                if !crate::net::http::hop::is_hop_by_hop(&h)
+                    && h != http::header::HOST
+                    && h != http::header::CONTENT_LENGTH =>
+            {
+                Some(h)
+            }
             _ => {
                 self.issue(
                     &c.header,
@@ -780,20 +786,6 @@ impl Validator<'_> {
             ca_file,
         })
     }
-}
-
-/// Headers that belong to one connection (RFC 9110 §7.6.1), never a credential's or forwarded.
-pub(crate) fn is_hop_by_hop(h: &http::HeaderName) -> bool {
-    use http::header::*;
-    h == CONNECTION
-        || h == TRANSFER_ENCODING
-        || h == TE
-        || h == TRAILER
-        || h == UPGRADE
-        || h == PROXY_AUTHORIZATION
-        || h == PROXY_AUTHENTICATE
-        || h.as_str() == "keep-alive"
-        || h.as_str() == "proxy-connection"
 }
 
 #[cfg(test)]

@@ -208,11 +208,16 @@ impl Exchange {
         };
         let unapproved = cedar(false);
         let mut policy_wants_approval = false;
+        // The verdict as if approved, once computed (used if the approval is granted).
+        let mut if_approved = None;
         if let Some(v) = &unapproved
             && !v.permits()
         {
             match cedar(true) {
-                Some(a) if a.permits() => policy_wants_approval = true,
+                Some(a) if a.permits() => {
+                    policy_wants_approval = true;
+                    if_approved = Some(a);
+                }
                 // Denied even if approved: those are the determining policies.
                 approved => {
                     let v = approved.unwrap_or_else(|| v.clone());
@@ -228,7 +233,7 @@ impl Exchange {
             false => None,
         };
         if approval.is_some() && caller.policy.authz.is_some() {
-            rec.policy = cedar(true);
+            rec.policy = if_approved.or_else(|| cedar(true));
         }
 
         let jti = crate::ca::serial::random_kid();

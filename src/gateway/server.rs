@@ -11,11 +11,12 @@ use super::body::{self, CallGuard, GwBody, Metered};
 use super::credentials::Broker;
 use super::route::{self, Resolved, Unrouted};
 use crate::caller::{Caller, Pipeline, any_entry};
-use crate::config::gateway::{GatewayLimits, is_hop_by_hop};
+use crate::config::gateway::GatewayLimits;
 use crate::events::gateway::{GatewayCall, Mode};
 use crate::events::{Call, Event, Events, Rpc};
 use crate::issuer::KeySource;
 use crate::limits::{Throttled, UidCounter};
+use crate::net::http::hop::strip_hop_by_hop;
 use crate::peer::PeerInfo;
 use crate::registry::authz::{Ask, Ctx, Resource, What};
 use crate::spiffe_id::SpiffeId;
@@ -1005,24 +1006,6 @@ fn bearer(headers: &http::HeaderMap) -> Option<String> {
     let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = v.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned()).filter(|t| t.split('.').count() == 3)
-}
-
-/// Remove hop-by-hop headers (RFC 9110 §7.6.1): those `Connection` names, then the fixed set.
-fn strip_hop_by_hop(headers: &mut http::HeaderMap) {
-    let named: Vec<http::HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| http::HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for n in named {
-        headers.remove(n);
-    }
-    let fixed: Vec<http::HeaderName> = headers.keys().filter(|h| is_hop_by_hop(h)).cloned().collect();
-    for n in fixed {
-        headers.remove(n);
-    }
 }
 
 /// What never goes upstream from the agent: hop-by-hop headers, its `Host` (set from the

@@ -11,6 +11,7 @@ use super::server::{Activity, Hold, Peer, Shared, json, refusal};
 use crate::config::guard::Guard;
 use crate::gateway::body::{self, GwBody, Metered};
 use crate::net::http::Answer;
+use crate::net::http::hop::strip_hop_by_hop;
 use crate::registry::Policy;
 use crate::registry::authz::{Ask, Ctx, Resource, What};
 use http::{HeaderValue, Method, Request, Response, header};
@@ -245,25 +246,6 @@ async fn mcp(
     });
     let over = Arc::new(AtomicBool::new(false));
     forward(shared, guard, &principal, parts, body::full(bytes), hold, d.reason, filter, over).await
-}
-
-/// Remove hop-by-hop headers (RFC 9110 §7.6.1): those `Connection` names, then the fixed set.
-fn strip_hop_by_hop(headers: &mut http::HeaderMap) {
-    let named: Vec<http::HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| http::HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for n in named {
-        headers.remove(n);
-    }
-    let fixed: Vec<http::HeaderName> =
-        headers.keys().filter(|h| crate::config::gateway::is_hop_by_hop(h)).cloned().collect();
-    for n in fixed {
-        headers.remove(n);
-    }
 }
 
 #[allow(clippy::too_many_arguments, reason = "one call's pieces, passed once")]

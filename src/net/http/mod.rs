@@ -4,6 +4,7 @@
 //! cap, a request timeout.
 
 pub(crate) mod client;
+pub(crate) mod hop;
 mod routes;
 mod status;
 

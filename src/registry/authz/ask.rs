@@ -139,12 +139,16 @@ fn json_value(v: &Value) -> Result<RestrictedExpression, String> {
             RestrictedExpression::new_long(n.as_i64().ok_or_else(|| format!("{n} is not a whole number (Long)"))?)
         }
         Value::Array(a) => RestrictedExpression::new_set(a.iter().map(json_value).collect::<Result<Vec<_>, _>>()?),
-        Value::Object(o) => RestrictedExpression::new_record(
-            o.iter().map(|(k, v)| Ok((k.clone(), json_value(v)?))).collect::<Result<Vec<_>, String>>()?,
-        )
-        .map_err(|e| e.to_string())?,
+        Value::Object(o) => json_record(o)?,
         Value::Null => return Err("null has no Cedar value".into()),
     })
+}
+
+fn json_record(o: &serde_json::Map<String, Value>) -> Result<RestrictedExpression, String> {
+    RestrictedExpression::new_record(
+        o.iter().map(|(k, v)| Ok((k.clone(), json_value(v)?))).collect::<Result<Vec<_>, String>>()?,
+    )
+    .map_err(|e| e.to_string())
 }
 
 impl Ask<'_> {
@@ -208,7 +212,7 @@ impl Ask<'_> {
                 out.push(("depth".into(), RestrictedExpression::new_long(c.depth.unwrap_or_default())));
                 out.push(("approved".into(), RestrictedExpression::new_bool(c.approved.unwrap_or_default())));
                 let details = match c.details {
-                    Some(d) => json_value(&Value::Object(d.clone()))?,
+                    Some(d) => json_record(d)?,
                     None => RestrictedExpression::new_record([]).map_err(|e| e.to_string())?,
                 };
                 out.push(("details".into(), details));
